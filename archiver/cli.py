@@ -1,0 +1,31 @@
+"""``ddb-archiver``: capture a DynamoDB table's history into the archive."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+
+from archiver.cliutil import Command, run
+
+COMMANDS = [
+    Command("run", "archiver.runner", "archive every stream record of a table (poller)"),
+    Command("snapshot", "archiver.snapshot", "take a base snapshot (native export or parallel scan)"),
+    Command("compact", "archiver.compact", "merge small change files per partition"),
+    Command("pitr", "archiver.pitr", "enable, disable or show native point-in-time recovery"),
+    Command("backup", "archiver.backups", "create, list, delete and prune on-demand backups"),
+]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    available = [c for c in COMMANDS if importlib.util.find_spec(c.module) is not None]
+    return run(
+        "ddb-archiver",
+        "Keep the complete change history of a DynamoDB table in an archive "
+        "(s3://bucket/prefix or a local folder).",
+        available,
+        argv,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

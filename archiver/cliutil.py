@@ -1,0 +1,124 @@
+"""What both command-line tools share: common flags, command registry, errors → exit codes.
+
+A command lives in its own module, which defines ``add_arguments(parser)`` and
+``main(args) -> int``; the tool's ``cli.py`` only lists them. Errors that a user can act on
+(``ArchiverError``, ``ReplayError``) become one line on stderr and their exit code;
+tracebacks only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from archiver import __version__
+from archiver.errors import EXIT_FAILURE, EXIT_USAGE
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    module: str
+    help: str
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def common_parent() -> argparse.ArgumentParser:
+    """Flags every command takes: AWS endpoint/region/profile and --debug."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("AWS and output")
+    group.add_argument(
+        "--endpoint-url",
+        help="send every AWS call (DynamoDB, Streams, S3) to this URL, e.g. a local emulator; "
+        "default: AWS_ENDPOINT_URL[_<SERVICE>] or AWS itself",
+    )
+    group.add_argument("--region", help="AWS region (default: AWS_REGION / profile)")
+    group.add_argument("--profile", help="AWS named profile (default: AWS_PROFILE)")
+    group.add_argument(
+        "--debug", action="store_true", help="verbose logging and full tracebacks on errors"
+    )
+    return parent
+
+
+def build_parser(prog: str, description: str, commands: Sequence[Command]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=_HelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parent = common_parent()
+    for command in commands:
+        module = importlib.import_module(command.module)
+        doc = (module.__doc__ or command.help).strip()
+        sub = subparsers.add_parser(
+            command.name,
+            help=command.help,
+            description=doc,
+            parents=[parent],
+            formatter_class=_HelpFormatter,
+        )
+        module.add_arguments(sub)
+        sub.set_defaults(_module=module)
+    return parser
+
+
+def run(prog: str, description: str, commands: Sequence[Command], argv: Sequence[str] | None) -> int:
+    """Parse ``argv``, run the command, and turn failures into exit codes."""
+    parser = build_parser(prog, description, commands)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format=f"{prog}: %(levelname)s: %(message)s" if args.debug else f"{prog}: %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.debug:
+        for noisy in ("botocore", "aiobotocore", "s3fs", "urllib3", "asyncio", "fsspec"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        code = args._module.main(args)
+        return int(code or 0)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        exit_code = getattr(exc, "exit_code", None)
+        if isinstance(exit_code, int):
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return exit_code
+        print(
+            f"{prog}: unexpected failure: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+__all__ = ["EXIT_USAGE", "Command", "positive_float", "positive_int", "run"]

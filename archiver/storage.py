@@ -1,0 +1,212 @@
+"""Opening the archive root URL as one filesystem (s3fs for ``s3://``, local otherwise).
+
+All archive I/O goes through :class:`Archive`: local writes go to a temporary name, are
+fsynced and renamed into place; an S3 PUT is atomic by itself.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import fsspec
+import orjson
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+from archiver.errors import UsageError
+from archiver.schema import COMPRESSION, ROW_GROUP_ROWS
+
+
+class Archive:
+    """An archive root: a filesystem plus the root path inside it. Constructing does no I/O."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, root: str, url: str) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/")
+        self.url = url
+
+    # -- opening --------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str, *, endpoint_url: str | None = None) -> Archive:
+        """Open ``s3://bucket/prefix``, ``file:///path`` or a plain local path.
+
+        For S3 the endpoint comes from ``endpoint_url`` (``--endpoint-url``), else from
+        ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (botocore reads those itself), else AWS.
+        """
+        if not url:
+            raise UsageError("--archive is required (s3://bucket/prefix or a local folder)")
+        if url.startswith("s3://") or url.startswith("s3a://"):
+            import s3fs
+
+            bucket_path = url.split("://", 1)[1].rstrip("/")
+            if not bucket_path:
+                raise UsageError(f"archive URL {url!r} names no bucket")
+            client_kwargs: dict[str, Any] = {}
+            endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
+            if endpoint:
+                client_kwargs["endpoint_url"] = endpoint
+            fs = s3fs.S3FileSystem(
+                client_kwargs=client_kwargs,
+                skip_instance_cache=True,
+                use_listings_cache=False,
+            )
+            return cls(fs, bucket_path, url)
+        if "://" in url and not url.startswith("file://"):
+            raise UsageError(f"archive URL {url!r}: use s3://bucket/prefix, file:///path or a path")
+        path = url[len("file://") :] if url.startswith("file://") else url
+        path = os.path.abspath(os.path.expanduser(path))
+        return cls(LocalFileSystem(auto_mkdir=True), path, url)
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, LocalFileSystem)
+
+    def path(self, rel: str) -> str:
+        """The full path of ``rel`` inside this filesystem."""
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def rel(self, full: str) -> str:
+        """``full`` (as the filesystem lists it) relative to the root."""
+        full = full.rstrip("/")
+        if self.is_local:
+            full = os.path.abspath(full)
+        prefix = self.root + "/"
+        return full[len(prefix) :] if full.startswith(prefix) else full
+
+    def uri(self, rel: str) -> str:
+        """A URL for ``rel`` (for messages and for tools that take URLs)."""
+        if self.is_local:
+            return self.path(rel)
+        return f"s3://{self.path(rel)}"
+
+    # -- bytes and JSON -------------------------------------------------------------------
+
+    def put_bytes(self, rel: str, data: bytes) -> None:
+        """Write ``data`` at ``rel`` atomically and durably: it is there whole, or not at all."""
+        full = self.path(rel)
+        if not self.is_local:
+            self.fs.pipe_file(full, data)
+            return
+        directory = os.path.dirname(full)
+        os.makedirs(directory, exist_ok=True)
+        tmp = f"{directory}/.{os.path.basename(full)}.tmp-{uuid.uuid4().hex[:8]}"
+        with self.fs.open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, full)
+
+    def get_bytes(self, rel: str) -> bytes:
+        data: bytes = self.fs.cat_file(self.path(rel))
+        return data
+
+    def exists(self, rel: str) -> bool:
+        return bool(self.fs.exists(self.path(rel)))
+
+    def delete(self, rel: str) -> None:
+        if self.exists(rel):
+            self.fs.rm_file(self.path(rel))
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        self.put_bytes(rel, orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+
+    def read_json(self, rel: str) -> Any:
+        return orjson.loads(self.get_bytes(rel))
+
+    def read_json_or(self, rel: str, default: Any = None) -> Any:
+        """The parsed file, or ``default`` when it does not exist."""
+        try:
+            return self.read_json(rel)
+        except FileNotFoundError:
+            return default
+
+    def append_jsonl(self, rel: str, obj: Any) -> None:
+        """Append one JSON line (read + rewrite: S3 has no append; state files are small)."""
+        try:
+            existing = self.get_bytes(rel)
+        except FileNotFoundError:
+            existing = b""
+        if existing and not existing.endswith(b"\n"):
+            existing += b"\n"
+        self.put_bytes(rel, existing + orjson.dumps(obj, option=orjson.OPT_SORT_KEYS) + b"\n")
+
+    def read_jsonl(self, rel: str) -> list[Any]:
+        try:
+            data = self.get_bytes(rel)
+        except FileNotFoundError:
+            return []
+        return [orjson.loads(line) for line in data.splitlines() if line.strip()]
+
+    # -- listing --------------------------------------------------------------------------
+
+    def listdir(self, rel: str) -> list[str]:
+        """Names (not paths) directly under ``rel``; empty when it does not exist."""
+        full = self.path(rel)
+        self.fs.invalidate_cache(full)
+        try:
+            entries = self.fs.ls(full, detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries)
+
+    def find(self, rel: str, suffix: str = "") -> list[str]:
+        """Every file below ``rel`` (relative to the root), sorted; temporary files skipped."""
+        full = self.path(rel)
+        self.fs.invalidate_cache(full)
+        try:
+            found = self.fs.find(full)
+        except FileNotFoundError:
+            return []
+        out = []
+        for entry in found:
+            name = entry.rsplit("/", 1)[-1]
+            if name.startswith(".") or not name.endswith(suffix):
+                continue
+            out.append(self.rel(entry))
+        return sorted(out)
+
+    def walk_files(self, rel: str, suffix: str = "") -> Iterator[tuple[str, int]]:
+        """``(relative path, size)`` of every file below ``rel``."""
+        full = self.path(rel)
+        self.fs.invalidate_cache(full)
+        try:
+            found = self.fs.find(full, detail=True)
+        except FileNotFoundError:
+            return
+        for entry, info in sorted(found.items()):
+            name = entry.rsplit("/", 1)[-1]
+            if not name.startswith(".") and name.endswith(suffix):
+                yield self.rel(entry), int(info.get("size") or 0)
+
+    # -- Parquet --------------------------------------------------------------------------
+
+    @property
+    def arrow_fs(self) -> pafs.FileSystem:
+        """The same filesystem for pyarrow (datasets, DuckDB scans over Arrow)."""
+        if self.is_local:
+            return pafs.LocalFileSystem()
+        return pafs.PyFileSystem(pafs.FSSpecHandler(self.fs))
+
+    def write_parquet(self, rel: str, table: pa.Table) -> int:
+        """Write ``table`` as one zstd Parquet file at ``rel``, atomically; returns its size."""
+        buffer = io.BytesIO()
+        pq.write_table(
+            table,
+            buffer,
+            compression=COMPRESSION,
+            row_group_size=ROW_GROUP_ROWS,
+            write_statistics=True,
+        )
+        data = buffer.getvalue()
+        self.put_bytes(rel, data)
+        return len(data)
+
+    def read_parquet(self, rel: str) -> pa.Table:
+        return pq.read_table(self.path(rel), filesystem=self.arrow_fs)

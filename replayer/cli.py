@@ -1,0 +1,33 @@
+"""``ddb-replayer``: rebuild, verify and query tables from the archive."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+
+from archiver.cliutil import Command, run
+
+COMMANDS = [
+    Command("status", "replayer.status", "what the archive holds per table"),
+    Command("restore", "replayer.restore", "rebuild a table as it was at a time, into a new table"),
+    Command("export", "replayer.export", "write the table as it was at a time to files"),
+    Command("verify", "replayer.verify", "compare a table with the archive's state at a time"),
+    Command("diff", "replayer.diff", "compare two live tables item by item"),
+    Command("rollback", "replayer.rollback", "undo every change after a time, in the live table"),
+    Command("history", "replayer.history", "one item's timeline with attribute-level diffs"),
+    Command("query", "replayer.query", "SQL over the archive (views: changes, snapshots)"),
+]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    available = [c for c in COMMANDS if importlib.util.find_spec(c.module) is not None]
+    return run(
+        "ddb-replayer",
+        "Rebuild any DynamoDB table as it was at any second, from the archive.",
+        available,
+        argv,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

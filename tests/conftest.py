@@ -1,0 +1,115 @@
+"""Shared fixtures: moto's server on loopback, an isolated AWS environment, archives, tables.
+
+moto runs as a real HTTP server (one per test session and xdist worker, port 0, reset between
+tests), because in-process mocking does not reach aiobotocore or s3fs: tests talk HTTP exactly
+as production does. The autouse ``aws_env`` fixture strips every AWS setting from the
+environment and points the SDKs at that server, so no test can reach a real account or read a
+developer's credentials.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from archiver.storage import Archive
+
+REGION = "us-east-1"
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def aws_env(moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: Any) -> Iterator[str]:
+    """Isolate the AWS environment and reset moto, so every test starts from nothing."""
+    for name in list(os.environ):
+        if name.startswith("AWS_") or name.startswith("BOTO"):
+            monkeypatch.delenv(name, raising=False)
+    empty = tmp_path_factory.mktemp("aws-config") / "none"
+    empty.write_text("")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    request = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")
+    urllib.request.urlopen(request).close()
+    yield moto_url
+
+
+@pytest.fixture
+def ddb(aws_env: str) -> Any:
+    """A boto3 DynamoDB client on the moto server."""
+    return boto3.client("dynamodb", region_name=REGION, endpoint_url=aws_env)
+
+
+@pytest.fixture
+def s3(aws_env: str) -> Any:
+    return boto3.client("s3", region_name=REGION, endpoint_url=aws_env)
+
+
+@pytest.fixture
+def archive_path(tmp_path: Path) -> Path:
+    return tmp_path / "archive"
+
+
+@pytest.fixture
+def archive(archive_path: Path) -> Archive:
+    """A local-folder archive."""
+    return Archive.open(str(archive_path))
+
+
+@pytest.fixture
+def s3_archive(s3: Any) -> Archive:
+    """An archive in a moto S3 bucket."""
+    s3.create_bucket(Bucket="archive-bucket")
+    return Archive.open("s3://archive-bucket/ddb")
+
+
+def create_table(
+    ddb: Any,
+    name: str,
+    *,
+    range_key: str | None = None,
+    key_types: tuple[str, str] = ("S", "S"),
+    stream: str | None = "NEW_AND_OLD_IMAGES",
+    gsis: list[dict[str, Any]] | None = None,
+    extra_attributes: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """Create a pay-per-request table (``pk`` hash key, optional range key) and return its
+    description."""
+    keys = [{"AttributeName": "pk", "KeyType": "HASH"}]
+    attrs = [{"AttributeName": "pk", "AttributeType": key_types[0]}]
+    if range_key:
+        keys.append({"AttributeName": range_key, "KeyType": "RANGE"})
+        attrs.append({"AttributeName": range_key, "AttributeType": key_types[1]})
+    attrs.extend(extra_attributes or [])
+    kwargs: dict[str, Any] = {
+        "TableName": name,
+        "KeySchema": keys,
+        "AttributeDefinitions": attrs,
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+    if stream:
+        kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream}
+    if gsis:
+        kwargs["GlobalSecondaryIndexes"] = gsis
+    ddb.create_table(**kwargs)
+    return dict(ddb.describe_table(TableName=name)["Table"])
