@@ -152,3 +152,8 @@ TABLE_DESCRIPTION_PREFIX = "table-description-"
 
 def table_description(table: str, at: datetime) -> str:
     return f"{state_dir(table)}/{TABLE_DESCRIPTION_PREFIX}{stamp(at)}.json"
+
+
+def restore_stats(table: str) -> str:
+    """The measured write rate of the last restore into DynamoDB (for restore estimates)."""
+    return f"{state_dir(table)}/restore-stats.json"

@@ -3,20 +3,68 @@
 ``table_id`` tells a recreated table from its predecessor of the same name. AWS returns it in
 ``DescribeTable`` as ``TableId``; where an endpoint omits it (moto does), a stable stand-in is
 derived from the table ARN and creation time, which also differ between generations.
+
+An archived description (``_state/<table>/table-description-<stamp>.json``) is
+``DescribeTable`` plus what it does not include, so that a restore can recreate the table as
+it was::
+
+    {"captured_at", "table_name", "table_id", "table_arn",
+     "Table": <DescribeTable's Table, datetimes as ISO strings>,
+     "Tags": [...] | null, "TimeToLiveDescription": {...} | null,
+     "ContinuousBackupsDescription": {...} | null,
+     "extras": <archiver.settings_capture.capture_extras(...)>,
+     "unavailable": {"<what>": "<error code>"}}
+
+A new file is written at archiver start and whenever any of it changed. Counters and
+timestamps that move on their own (item counts, sizes, PITR's restorable window, statuses,
+alarm states) are left out of that comparison: they are not settings.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping
+from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import Any
 
-from archiver.timefmt import as_utc, iso_ms
+from archiver import layout
+from archiver.aws import AwsSettings
+from archiver.errors import TableNotFound, client_error_code, translate_client_error
+from archiver.settings_capture import capture_extras
+from archiver.storage import Archive
+from archiver.timefmt import as_utc, iso_ms, parse_iso, utcnow
+
+log = logging.getLogger(__name__)
+
+# Values DynamoDB (or CloudWatch) changes without anyone changing a setting.
+VOLATILE_KEYS = frozenset(
+    {
+        "ItemCount",
+        "TableSizeBytes",
+        "IndexSizeBytes",
+        "TableStatus",
+        "IndexStatus",
+        "Backfilling",
+        "NumberOfDecreasesToday",
+        "EarliestRestorableDateTime",
+        "LatestRestorableDateTime",
+        "StateValue",
+        "StateReason",
+        "StateReasonData",
+        "StateUpdatedTimestamp",
+        "StateTransitionedTimestamp",
+        "ResponseMetadata",
+    }
+)
 
 
 def table_id_of(description: Mapping[str, Any]) -> str:
-    """The ``TableId`` of a ``DescribeTable`` ``Table`` dict (or its stand-in, see module doc)."""
+    """The ``TableId`` of a ``DescribeTable`` ``Table`` dict (or its stand-in, see module doc).
+
+    Works on the raw response and on its JSON-safe form (datetimes as ISO strings) alike.
+    """
     table_id = description.get("TableId")
     if table_id:
         return str(table_id)
@@ -24,3 +72,189 @@ def table_id_of(description: Mapping[str, Any]) -> str:
     created_text = iso_ms(as_utc(created)) if isinstance(created, datetime) else str(created)
     digest = hashlib.sha256(f"{description.get('TableArn')}|{created_text}".encode()).hexdigest()
     return f"derived-{digest[:32]}"
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with datetimes as ISO 8601 UTC strings and bytes as hex, recursively."""
+    if isinstance(value, datetime):
+        return iso_ms(value)
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items() if k != "ResponseMetadata"}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).hex()
+    return value
+
+
+def settings_of(doc: Mapping[str, Any]) -> Any:
+    """What of a description counts as its settings: everything but ``captured_at`` and the
+    values in :data:`VOLATILE_KEYS`."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: strip(v) for k, v in value.items() if k not in VOLATILE_KEYS}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip({k: v for k, v in doc.items() if k != "captured_at"})
+
+
+# -- capturing ------------------------------------------------------------------------------
+
+
+async def _optional(
+    unavailable: dict[str, str], what: str, call: Any, **kwargs: Any
+) -> dict[str, Any] | None:
+    """One optional describe call: its response, or ``None`` with the reason noted."""
+    try:
+        response: dict[str, Any] = await call(**kwargs)
+        return response
+    except Exception as exc:  # any failure here must not stop archiving
+        unavailable[what] = client_error_code(exc) or type(exc).__name__
+        log.debug("cannot read %s: %s", what, exc)
+        return None
+
+
+async def _list_tags(client: Any, table_arn: str, unavailable: dict[str, str]) -> list[Any] | None:
+    tags: list[Any] = []
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"ResourceArn": table_arn}
+        if token:
+            kwargs["NextToken"] = token
+        page = await _optional(unavailable, "tags", client.list_tags_of_resource, **kwargs)
+        if page is None:
+            return None
+        tags.extend(page.get("Tags", []))
+        token = page.get("NextToken")
+        if not token:
+            return tags
+
+
+async def describe(settings: AwsSettings, table_name: str, *, client: Any = None) -> dict[str, Any]:
+    """The table's current description (see module doc), without writing anything.
+
+    Args:
+        settings: AWS settings (also handed to ``capture_extras``).
+        table_name: the table.
+        client: an aiobotocore DynamoDB client to use; one is opened from ``settings`` if None.
+
+    Raises:
+        TableNotFound: the table does not exist.
+        AwsError: DescribeTable failed otherwise (access denied, …).
+    """
+    async with AsyncExitStack() as stack:
+        if client is None:
+            client = await stack.enter_async_context(settings.aio_client("dynamodb"))
+        try:
+            response = await client.describe_table(TableName=table_name)
+        except Exception as exc:
+            if client_error_code(exc) == "ResourceNotFoundException":
+                region = getattr(getattr(client, "meta", None), "region_name", None)
+                where = f" in {region}" if region else ""
+                raise TableNotFound(f"table {table_name!r} does not exist{where}") from exc
+            if client_error_code(exc):
+                raise translate_client_error(exc, f"DescribeTable {table_name}") from exc
+            raise
+        table = json_safe(response["Table"])
+        unavailable: dict[str, str] = {}
+        tags = await _list_tags(client, table["TableArn"], unavailable)
+        ttl = await _optional(
+            unavailable, "time_to_live", client.describe_time_to_live, TableName=table_name
+        )
+        backups = await _optional(
+            unavailable,
+            "continuous_backups",
+            client.describe_continuous_backups,
+            TableName=table_name,
+        )
+    extras = json_safe(await capture_extras(settings, table))
+    unavailable.update((extras or {}).get("unavailable") or {})
+    return {
+        "captured_at": iso_ms(utcnow()),
+        "table_name": table_name,
+        "table_id": table_id_of(table),
+        "table_arn": table["TableArn"],
+        "Table": table,
+        "Tags": tags,
+        "TimeToLiveDescription": (ttl or {}).get("TimeToLiveDescription") if ttl else None,
+        "ContinuousBackupsDescription": (
+            (backups or {}).get("ContinuousBackupsDescription") if backups else None
+        ),
+        "extras": extras,
+        "unavailable": unavailable,
+    }
+
+
+def store_description(archive: Archive, doc: Mapping[str, Any]) -> str | None:
+    """Write ``doc`` unless the newest archived description has the same settings.
+
+    Returns the path written, or ``None`` when nothing changed.
+    """
+    table = str(doc["table_name"])
+    latest = latest_description(archive, table)
+    if latest is not None and settings_of(latest) == settings_of(doc):
+        return None
+    path = layout.table_description(table, parse_iso(str(doc["captured_at"])))
+    archive.write_json(path, dict(doc))
+    return path
+
+
+async def capture_description(
+    settings: AwsSettings, archive: Archive, table_name: str, *, client: Any = None
+) -> dict[str, Any]:
+    """Describe the table and archive the description if it changed; returns it."""
+    doc = await describe(settings, table_name, client=client)
+    store_description(archive, doc)
+    return doc
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+def _description_paths(archive: Archive, table: str) -> list[str]:
+    state = layout.state_dir(table)
+    names = [
+        name
+        for name in archive.listdir(state)
+        if name.startswith(layout.TABLE_DESCRIPTION_PREFIX) and name.endswith(".json")
+    ]
+    return [f"{state}/{name}" for name in sorted(names)]
+
+
+def list_descriptions(archive: Archive, table: str) -> list[dict[str, Any]]:
+    """Every archived description of ``table``, oldest ``captured_at`` first."""
+    docs = [archive.read_json(path) for path in _description_paths(archive, table)]
+    return sorted(docs, key=lambda d: parse_iso(d["captured_at"]))
+
+
+def latest_description(archive: Archive, table: str) -> dict[str, Any] | None:
+    """The newest archived description of ``table`` (one read: names sort by time)."""
+    paths = _description_paths(archive, table)
+    if not paths:
+        return None
+    doc: dict[str, Any] = archive.read_json(paths[-1])
+    return doc
+
+
+def description_at(
+    archive: Archive, table: str, at: datetime, table_id: str | None = None
+) -> dict[str, Any] | None:
+    """The description in force at ``at``: the newest captured at or before it.
+
+    With ``table_id``, only that table generation's descriptions count, and when none was
+    captured at or before ``at`` its earliest is returned (the table existed, the archiver
+    just described it later). ``None`` when there is none at all.
+    """
+    docs = list_descriptions(archive, table)
+    if table_id is not None:
+        docs = [d for d in docs if d.get("table_id") == table_id]
+    at = as_utc(at)
+    before = [d for d in docs if parse_iso(d["captured_at"]) <= at]
+    if before:
+        return before[-1]
+    if table_id is not None and docs:
+        return docs[0]
+    return None

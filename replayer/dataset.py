@@ -10,13 +10,17 @@ deleted it after its grace period) makes the caller re-list and retry: see
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from datetime import date
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 
 from archiver import layout
+from archiver.errors import client_error_code
 from archiver.schema import CHANGE_SCHEMA, PARTITION_SCHEMA, SNAPSHOT_SCHEMA
 from archiver.storage import Archive
 from replayer.errors import ReplayError
@@ -31,6 +35,54 @@ CHANGES_WITH_PARTITIONS = CHANGE_SCHEMA.append(PARTITION_SCHEMA.field("table_nam
 
 class ArchivedObjectUnavailable(ReplayError):
     """An archive object is in an S3 storage class that must be restored before reading."""
+
+
+# S3 answers GetObject on an object in Glacier Flexible Retrieval / Deep Archive (not restored)
+# with InvalidObjectState; s3fs turns that into a bare PermissionError, and pyarrow and DuckDB
+# then flatten it into text. The reading filesystem below re-raises it with this marker and the
+# object's path, so the one-line error can name what must be restored.
+_ARCHIVED_MARK = "InvalidObjectState"
+_ARCHIVED_OBJECT = re.compile(_ARCHIVED_MARK + r" \[([^\]]+)\]")
+
+
+def _storage_class_error(exc: BaseException, path: str) -> BaseException:
+    causes = [exc, exc.__cause__, exc.__context__]
+    if any(c is not None and client_error_code(c) == _ARCHIVED_MARK for c in causes):
+        return OSError(f"{_ARCHIVED_MARK} [{path}]: object must be restored from S3 before reading")
+    return exc
+
+
+class _NamedReads:
+    """An fsspec file whose read errors say which object they are about."""
+
+    def __init__(self, handle: Any, path: str) -> None:
+        self._handle = handle
+        self._path = path
+
+    def read(self, *args: Any) -> Any:
+        try:
+            return self._handle.read(*args)
+        except OSError as exc:
+            raise _storage_class_error(exc, self._path) from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+
+class _ReadingHandler(pafs.FSSpecHandler):
+    def open_input_file(self, path: str) -> Any:
+        try:
+            handle = self.fs.open(path, mode="rb")
+        except OSError as exc:
+            raise _storage_class_error(exc, path) from exc
+        return pa.PythonFile(_NamedReads(handle, path), mode="r")
+
+
+def reading_fs(archive: Archive) -> pafs.FileSystem:
+    """``archive.arrow_fs``, except that S3 objects that need a restore are named in errors."""
+    if archive.is_local:
+        return archive.arrow_fs
+    return pafs.PyFileSystem(_ReadingHandler(archive.fs))
 
 
 def _partition_value(path: str, name: str) -> str | None:
@@ -66,7 +118,7 @@ def changes_dataset(archive: Archive, files: list[str]) -> ds.Dataset:
         [archive.path(rel) for rel in files],
         schema=CHANGES_WITH_PARTITIONS,
         format="parquet",
-        filesystem=archive.arrow_fs,
+        filesystem=reading_fs(archive),
         partitioning=partitioning,
         partition_base_dir=archive.path(layout.CHANGES),
     )
@@ -78,18 +130,33 @@ def snapshot_dataset(archive: Archive, files: list[str]) -> ds.Dataset:
         [archive.path(rel) for rel in files],
         schema=SNAPSHOT_SCHEMA,
         format="parquet",
-        filesystem=archive.arrow_fs,
+        filesystem=reading_fs(archive),
     )
 
 
 def _is_vanished(exc: BaseException) -> bool:
     text = str(exc)
-    return isinstance(exc, FileNotFoundError) or "NoSuchKey" in text or "does not exist" in text
+    # DuckDB reports a vanished file only as text: "No such file or directory" (local) or the
+    # FileNotFoundError that pyarrow's fsspec handler raised (S3).
+    marks = ("NoSuchKey", "does not exist", "No such file or directory", "FileNotFoundError")
+    return isinstance(exc, FileNotFoundError) or any(mark in text for mark in marks)
 
 
 def _is_archived(exc: BaseException) -> bool:
-    return "InvalidObjectState" in str(exc) or "InvalidObjectState" in repr(
-        getattr(exc, "__cause__", None)
+    return _ARCHIVED_MARK in str(exc) or _ARCHIVED_MARK in repr(getattr(exc, "__cause__", None))
+
+
+def _archived_message(what: str, exc: BaseException) -> str:
+    match = _ARCHIVED_OBJECT.search(str(exc))
+    if match:
+        return (
+            f"{what}: s3://{match.group(1).lstrip('/')} is in S3 Glacier Flexible Retrieval or "
+            "Deep Archive: restore it from S3 first (aws s3api restore-object), then retry"
+        )
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (
+        f"{what}: an archive object is in S3 Glacier Deep Archive or Flexible Retrieval "
+        f"and must be restored from S3 before reading ({first_line})"
     )
 
 
@@ -105,10 +172,7 @@ def with_relisting(action: Callable[[], T], *, what: str, attempts: int = 3) -> 
             return action()
         except Exception as exc:  # pyarrow/duckdb wrap the filesystem's error in their own
             if _is_archived(exc):
-                raise ArchivedObjectUnavailable(
-                    f"{what}: an archive object is in S3 Glacier Deep Archive or Flexible Retrieval "
-                    f"and must be restored from S3 before reading ({exc})"
-                ) from exc
+                raise ArchivedObjectUnavailable(_archived_message(what, exc)) from exc
             if not _is_vanished(exc) or attempt == attempts:
                 raise
             log.info("%s: a file vanished while reading (compaction?); listing again", what)

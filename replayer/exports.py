@@ -1,12 +1,121 @@
-"""Native DynamoDB exports → Parquet snapshots (converted on first use)."""
+"""Native DynamoDB exports → Parquet snapshots, converted on first use.
+
+Full exports land in ``<archive>/exports/AWSDynamoDB/<export_id>/`` (AWS's layout) — written
+there by ``ddb-archiver snapshot --method export`` or by a scheduled export that nobody
+converted. The planner calls :func:`convert_new_exports` before it picks a base, so every
+completed export of the table becomes a snapshot once (its manifest's ``source`` names the
+export); the conversion itself, with all its checks, is
+:func:`archiver.native_export.convert_export`.
+"""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+
+from archiver import layout
 from archiver.aws import AwsSettings
+from archiver.errors import ArchiverError
+from archiver.manifests import converted_exports
+from archiver.native_export import (
+    SUMMARY,
+    Conversion,
+    ExportFolder,
+    ExportNotReady,
+    NotAFullExport,
+    archived_descriptions,
+    convert_export,
+    describe_live,
+    folder_in,
+    read_export,
+)
 from archiver.storage import Archive
 
+log = logging.getLogger(__name__)
 
-def convert_new_exports(archive: Archive, table: str, settings: AwsSettings | None = None) -> list[str]:
+
+@dataclass(frozen=True)
+class PendingExport:
+    """A completed export of the table in the archive that has no snapshot yet."""
+
+    export_id: str
+    folder: ExportFolder
+
+
+def _export_ids(archive: Archive) -> list[str]:
+    return archive.listdir(layout.exports_dir())
+
+
+def pending_exports(archive: Archive, table: str, *, warn: bool = True) -> list[PendingExport]:
+    """Completed full exports of ``table`` under ``<archive>/exports/`` not converted yet.
+
+    Skipped: exports still running or failed (``_started`` but no summary), incremental
+    exports, exports of other tables, and folders without manifests (an emulator's export:
+    nothing in them says which table they are of — convert one with
+    ``ddb-archiver snapshot --export-from``).
+    """
+    done = converted_exports(archive, table)
+    pending = []
+    for export_id in _export_ids(archive):
+        if export_id in done:
+            continue
+        rel = f"{layout.exports_dir()}/{export_id}"
+        store = folder_in(archive, rel)
+        if not archive.exists(f"{rel}/{SUMMARY}"):
+            if warn and not archive.exists(f"{rel}/_started") and archive.listdir(f"{rel}/data"):
+                log.warning(
+                    "export folder %s has no manifests, so nothing says which table it is of; "
+                    "convert it with `ddb-archiver snapshot --table-name T --export-from %s`",
+                    store.uri(""),
+                    store.uri(""),
+                )
+            continue
+        try:
+            folder = read_export(store)
+        except (ExportNotReady, NotAFullExport):
+            continue
+        if folder.table_name != table:
+            continue
+        pending.append(PendingExport(export_id, folder))
+    return pending
+
+
+def convert_export_folder(
+    archive: Archive, table: str, folder: ExportFolder, settings: AwsSettings | None = None
+) -> Conversion:
+    """Convert one export folder (checked against its manifests) into a snapshot of ``table``.
+
+    With ``settings`` the live table's description is used where the archive has none (the
+    archived ones are preferred: the live table may be a later generation).
+    """
+    live = None
+    if settings is not None and not archived_descriptions(archive, table):
+        live = describe_live(settings.client("dynamodb"), table)
+    return convert_export(archive, table, folder, live=live)
+
+
+def convert_new_exports(
+    archive: Archive, table: str, settings: AwsSettings | None = None
+) -> list[str]:
     """Convert every completed native export of ``table`` under ``<archive>/exports/`` that has no
-    snapshot yet; return the new snapshot ids."""
-    return []
+    snapshot yet; return the new snapshot ids.
+
+    A corrupt export (bad MD5, wrong item count, missing data file) registers nothing; the
+    other exports are still converted, then the first such error is raised
+    (:class:`archiver.native_export.CorruptExport`, exit 2): move the folder away, or fix it.
+    """
+    created = []
+    errors: list[ArchiverError] = []
+    for pending in pending_exports(archive, table):
+        try:
+            conversion = convert_export_folder(archive, table, pending.folder, settings)
+        except ArchiverError as exc:
+            errors.append(exc)
+            continue
+        if conversion.new:
+            created.append(str(conversion.manifest["snapshot_id"]))
+    if errors:
+        if created:
+            log.info("converted %d other export(s) of %s: %s", len(created), table, created)
+        raise errors[0]
+    return created

@@ -1,0 +1,405 @@
+"""Merge small change files into files near a target size, without a reader ever missing a record.
+
+The archiver writes one file per flush, so a quiet table collects many small files a day: slow
+to list and scan, and below S3's 128 KB minimum for lifecycle transitions. Compaction merges
+them per group of (``dt``, stream label, shard id) — a shard's contiguous files within one day —
+into files named by ``layout`` from the group's first and last sequence numbers. So the
+archiver's resume point (the highest ``last_seq`` per shard in file names) is unchanged and a
+file's name stays a function of its content. Duplicate ``event_id``\\ s (a retried write) are
+dropped; rows are sorted by ``keys`` and stream order, so lookups of one item skip row groups.
+
+Safety, in this order, per merged file:
+
+1. the merged file is written (atomically) and its row count checked;
+2. its inputs are recorded in ``_state/<table>/compaction-pending.json`` with the time they
+   become deletable (now + ``--grace-seconds``);
+3. a later run (or this one, with ``--grace-seconds 0``) deletes inputs past their grace.
+
+A crash between 1 and 2 leaves duplicates, which the next run merges again into the same name;
+a crash during 3 leaves the entries pending, and the next run finishes. A reader that lists
+while both copies exist reads duplicates (replay drops them by ``event_id``); one whose file
+vanished after listing lists again (``replayer.dataset.with_relisting``).
+
+Run one compaction per table at a time (it rewrites the pending list); it runs safely beside
+the poller or the Lambda function, which only ever add files with later sequence numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from archiver import layout
+from archiver.errors import ArchiverError, UsageError
+from archiver.schema import CHANGE_SCHEMA
+from archiver.storage import Archive
+from archiver.timefmt import iso_ms, parse_iso, utcnow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGET_MB = 256.0
+# Long enough for any restore or query that listed the old files to finish reading them
+# (and one that did not finish lists again); deleting later only costs a day's storage.
+DEFAULT_GRACE_SECONDS = 24 * 3600.0
+PENDING_NAME = "compaction-pending.json"
+_DT = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class CompactionError(ArchiverError):
+    """A merged file did not come out as expected; its inputs were left untouched."""
+
+
+def pending_path(table: str) -> str:
+    """``_state/<table>/compaction-pending.json``: inputs waiting for their grace period."""
+    return f"{layout.state_dir(table)}/{PENDING_NAME}"
+
+
+@dataclass(frozen=True)
+class ChangeFile:
+    """One change file as listed: its path, size and what its name says."""
+
+    rel: str
+    size: int
+    dt: str
+    name: layout.ChangeFileName
+
+    @property
+    def group(self) -> tuple[str, str, str]:
+        return (self.dt, self.name.label, self.name.shard_id)
+
+
+@dataclass
+class Report:
+    """What a compaction run did (or, with ``dry_run``, would do)."""
+
+    partitions: set[str] = field(default_factory=set)
+    files_in: int = 0
+    files_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    rows_in: int = 0
+    rows_out: int = 0
+    pending: int = 0
+    deletable_after: str | None = None
+    deleted: int = 0
+    skipped_today: str | None = None
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def duplicates(self) -> int:
+        return self.rows_in - self.rows_out
+
+
+# -- listing and planning ------------------------------------------------------------------
+
+
+def list_change_files(
+    archive: Archive, table: str, dts: Iterable[str] | None = None
+) -> list[ChangeFile]:
+    """The table's change files (only the given ``dt`` partitions, when given)."""
+    wanted = set(dts) if dts is not None else None
+    out = []
+    for rel, size in archive.walk_files(layout.changes_table_dir(table), ".parquet"):
+        parts = rel.split("/")
+        dt_part = next((p for p in parts if p.startswith("dt=")), None)
+        name = layout.ChangeFileName.parse(parts[-1])
+        if dt_part is None or name is None:
+            continue
+        dt = dt_part[3:]
+        if wanted is not None and dt not in wanted:
+            continue
+        out.append(ChangeFile(rel, size, dt, name))
+    return out
+
+
+def plan_bins(files: list[ChangeFile], target_bytes: int) -> list[list[ChangeFile]]:
+    """Split one group's files (any order) into runs to merge, each near ``target_bytes``.
+
+    Runs are consecutive in sequence order, so each merged file still covers one contiguous
+    range. Files whose ranges overlap (a batch written twice with different boundaries, or a
+    merged file beside inputs whose deletion a crash interrupted) always share a run, so
+    their duplicates meet and are dropped. Runs of one file are left alone.
+    """
+    ordered = sorted(files, key=lambda f: (f.name.first_seq, f.name.last_seq, f.rel))
+    bins: list[list[ChangeFile]] = []
+    current: list[ChangeFile] = []
+    size = 0
+    reach = ""  # the highest last_seq in the current run
+    for f in ordered:
+        overlaps = bool(current) and f.name.first_seq <= reach
+        if current and not overlaps and size + f.size > target_bytes:
+            bins.append(current)
+            current, size, reach = [], 0, ""
+        current.append(f)
+        size += f.size
+        reach = max(reach, f.name.last_seq)
+    if current:
+        bins.append(current)
+    return [b for b in bins if len(b) > 1]
+
+
+def merged_path(table: str, run: list[ChangeFile]) -> str:
+    """The merged file's name: the run's first and last sequence numbers."""
+    first = min(f.name.first_seq for f in run)
+    last = max(f.name.last_seq for f in run)
+    label, shard_id = run[0].name.label, run[0].name.shard_id
+    name = layout.ChangeFileName(label, shard_id, first, last).name
+    return f"{layout.changes_partition(table, run[0].dt)}/{name}"
+
+
+# -- merging -------------------------------------------------------------------------------
+
+
+def merge_rows(tables: list[pa.Table]) -> pa.Table:
+    """Concatenate change rows, keep each ``event_id`` once, sort by keys and stream order."""
+    combined = pa.concat_tables([t.select(CHANGE_SCHEMA.names).cast(CHANGE_SCHEMA) for t in tables])
+    if combined.num_rows == 0:
+        return combined
+    indexed = combined.append_column("_row", pa.array(range(combined.num_rows), pa.int64()))
+    firsts = indexed.group_by("event_id", use_threads=False).aggregate([("_row", "min")])
+    unique = combined.take(firsts["_row_min"])
+    order = pc.sort_indices(
+        unique,
+        sort_keys=[
+            ("keys", "ascending"),
+            ("stream_arn", "ascending"),
+            ("sequence_number", "ascending"),
+        ],
+    )
+    return unique.take(order)
+
+
+def merge_run(archive: Archive, table: str, run: list[ChangeFile]) -> tuple[str, int, int, int]:
+    """Write the merged file of ``run``; returns (path, rows in, rows out, bytes out)."""
+    tables = [archive.read_parquet(f.rel) for f in run]
+    rows_in = sum(t.num_rows for t in tables)
+    merged = merge_rows(tables)
+    out = merged_path(table, run)
+    size = archive.write_parquet(out, merged)
+    # Only a file that reads back whole may replace its inputs.
+    written = pq.read_metadata(archive.path(out), filesystem=archive.arrow_fs).num_rows
+    if written != merged.num_rows:
+        raise CompactionError(
+            f"{archive.uri(out)} holds {written} rows, expected {merged.num_rows}: inputs kept"
+        )
+    return out, rows_in, merged.num_rows, size
+
+
+# -- pending deletions ---------------------------------------------------------------------
+
+
+def read_pending(archive: Archive, table: str) -> list[dict[str, Any]]:
+    doc = archive.read_json_or(pending_path(table), {}) or {}
+    return list(doc.get("pending", []))
+
+
+def write_pending(archive: Archive, table: str, pending: list[dict[str, Any]]) -> None:
+    archive.write_json(pending_path(table), {"table": table, "pending": pending})
+
+
+def purge_pending(archive: Archive, table: str, now: datetime) -> tuple[int, list[dict[str, Any]]]:
+    """Delete inputs whose grace has passed; returns (deleted, still pending)."""
+    pending = read_pending(archive, table)
+    due = [e for e in pending if parse_iso(e["deletable_after"]) <= now]
+    if not due:
+        return 0, pending
+    deleted = 0
+    for entry in due:
+        # The entry goes only after the delete: a crash here leaves it for the next run.
+        archive.delete(entry["path"])
+        deleted += 1
+    due_paths = {e["path"] for e in due}
+    remaining = [e for e in pending if e["path"] not in due_paths]
+    write_pending(archive, table, remaining)
+    return deleted, remaining
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+def compact(
+    archive: Archive,
+    table: str,
+    *,
+    dts: list[str] | None = None,
+    target_bytes: int = int(DEFAULT_TARGET_MB * 1024 * 1024),
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    progress: bool = False,
+) -> Report:
+    """Compact ``table``'s partitions (``dts``; default: every day before today, UTC).
+
+    Today's partition is skipped by default because the archiver is still adding to it:
+    compacting it is safe but rewrites the day's merged file on every run.
+    """
+    now = now or utcnow()
+    report = Report()
+    pending = read_pending(archive, table)
+    pending_paths = {e["path"] for e in pending}
+    files = [f for f in list_change_files(archive, table, dts) if f.rel not in pending_paths]
+    if dts is None:
+        today = layout.dt_of(now)
+        if any(f.dt == today for f in files):
+            report.skipped_today = today
+        files = [f for f in files if f.dt < today]
+    groups: dict[tuple[str, str, str], list[ChangeFile]] = {}
+    for f in files:
+        groups.setdefault(f.group, []).append(f)
+    runs = [run for key in sorted(groups) for run in plan_bins(groups[key], target_bytes)]
+    deletable_after = iso_ms(now + timedelta(seconds=grace_seconds))
+    for run in tqdm(runs, desc=f"compacting {table}", unit="file", disable=not progress or None):
+        report.partitions.add(run[0].dt)
+        report.files_in += len(run)
+        report.bytes_in += sum(f.size for f in run)
+        if dry_run:
+            report.outputs.append(merged_path(table, run))
+            report.files_out += 1
+            continue
+        out, rows_in, rows_out, size = merge_run(archive, table, run)
+        report.outputs.append(out)
+        report.files_out += 1
+        report.rows_in += rows_in
+        report.rows_out += rows_out
+        report.bytes_out += size
+        # An output that reuses a pending input's name is live data again: never delete it.
+        pending = [e for e in pending if e["path"] != out]
+        recorded = iso_ms(now)
+        for f in run:
+            if f.rel != out:
+                entry = {"path": f.rel, "replaced_by": out, "recorded_at": recorded}
+                pending.append({**entry, "deletable_after": deletable_after})
+        write_pending(archive, table, pending)
+    if not dry_run:
+        report.deleted, remaining = purge_pending(archive, table, now)
+        report.pending = len(remaining)
+        if remaining:
+            report.deletable_after = min(e["deletable_after"] for e in remaining)
+    return report
+
+
+# -- CLI -----------------------------------------------------------------------------------
+
+
+def _dt(text: str) -> str:
+    if not _DT.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-01-31")
+    try:
+        datetime.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid date") from None
+    return text
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--table-name", required=True, help="the archived table's name")
+    parser.add_argument(
+        "--archive", required=True, help="archive root: s3://bucket/prefix or a local folder"
+    )
+    parser.add_argument(
+        "--dt",
+        type=_dt,
+        action="append",
+        metavar="YYYY-MM-DD",
+        help="compact this day's partition (repeatable); default: every day before today (UTC)",
+    )
+    parser.add_argument(
+        "--target-size",
+        type=_positive,
+        default=DEFAULT_TARGET_MB,
+        metavar="MB",
+        help="merge files into files of about this size",
+    )
+    parser.add_argument(
+        "--grace-seconds",
+        type=_non_negative,
+        default=DEFAULT_GRACE_SECONDS,
+        metavar="S",
+        help="keep merged inputs this long before deleting them, so readers that listed them "
+        "can finish (a later run deletes them; 0 deletes at once)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="show what would be merged; write and delete nothing"
+    )
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1024 / 1024:.1f} MB"
+
+
+def main(args: argparse.Namespace) -> int:
+    archive = Archive.open(args.archive, endpoint_url=args.endpoint_url)
+    table = args.table_name
+    known = archive.exists(layout.changes_table_dir(table)) or archive.exists(
+        layout.state_dir(table)
+    )
+    if not known:
+        raise UsageError(f"table {table!r} is not in the archive {archive.url}")
+    report = compact(
+        archive,
+        table,
+        dts=sorted(set(args.dt)) if args.dt else None,
+        target_bytes=int(args.target_size * 1024 * 1024),
+        grace_seconds=args.grace_seconds,
+        dry_run=args.dry_run,
+        progress=True,
+    )
+    verb = "would merge" if args.dry_run else "merged"
+    if report.files_in:
+        days = len(report.partitions)
+        line = (
+            f"{table}: {verb} {report.files_in} files into {report.files_out} "
+            f"in {days} partition{'s' if days != 1 else ''} ({_mb(report.bytes_in)}"
+        )
+        if args.dry_run:
+            print(line + ")")
+            for out in report.outputs:
+                print(f"  {out}")
+        else:
+            print(
+                line + f" → {_mb(report.bytes_out)}; {report.rows_out} records, "
+                f"{report.duplicates} duplicates dropped)"
+            )
+    else:
+        print(f"{table}: nothing to merge")
+    if report.skipped_today:
+        print(
+            f"{table}: skipped dt={report.skipped_today} (today: the archiver is still writing "
+            f"it; pass --dt {report.skipped_today} to compact it anyway)"
+        )
+    if not args.dry_run:
+        if report.deleted:
+            print(f"{table}: deleted {report.deleted} merged inputs past their grace period")
+        if report.pending:
+            print(
+                f"{table}: {report.pending} merged inputs pending deletion "
+                f"(first deletable after {report.deletable_after}; a later run deletes them)"
+            )
+    return 0

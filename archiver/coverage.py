@@ -1,0 +1,260 @@
+"""What the archive covers: ``coverage.json`` (per table generation) and ``gaps.jsonl``.
+
+``_state/<table>/coverage.json`` holds the current table generation's coverage (DESIGN.md
+"State files") plus ``previous``: the same objects for earlier generations of the same table
+name (a table deleted and recreated gets a new ``table_id``)::
+
+    {"table", "table_arn", "table_id", "table_created_at", "covered_from",
+     "from_table_creation", "watermark", "mode", "updated_at", "previous": [...]}
+
+``gaps.jsonl`` has one line per hole in the log: records that were trimmed before they were
+read, a shard lost while the archiver was down past the stream's retention, or a stream
+disabled and re-enabled (writes in between have no stream record at all)::
+
+    {"table", "table_id", "stream_arn", "shard_id", "from", "to", "detected_at", "reason"}
+
+``from`` and ``to`` bound the hole: records with ``from < event_time < to`` may be missing.
+
+The poller (``archiver.runner``) and the Lambda handler both keep these files through this
+module; the replayer reads them through :func:`generations` and :func:`read_gaps`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from archiver import layout
+from archiver.errors import ArchiveOwnedElsewhere
+from archiver.storage import Archive
+from archiver.timefmt import iso_ms, parse_iso, utcnow
+
+MODES = ("poller", "lambda")
+
+# DynamoDB Streams keeps records for 24 hours.
+STREAM_RETENTION = timedelta(hours=24)
+# A stream counts as created with its table when its creation time is this close to the
+# table's CreationDateTime. AWS cannot enable a stream on an existing table before the table
+# is ACTIVE, and no write can happen before that either, so a small tolerance is safe.
+CREATED_WITH_TABLE_TOLERANCE = timedelta(seconds=1)
+# The watermark stays this far behind what was observed (DESIGN.md): stream times are
+# approximate (whole seconds on AWS) and records take a moment to appear in the stream.
+WATERMARK_MARGIN = timedelta(seconds=2)
+
+GAP_TRIMMED = "trimmed"
+GAP_SHARD_LOST = "shard-lost"
+GAP_STREAM_REENABLED = "stream-disabled-and-reenabled"
+GAP_REASONS = {
+    GAP_TRIMMED: "records were trimmed from the stream before they were read",
+    GAP_SHARD_LOST: "a shard expired (archiver down past the stream's 24 h retention)",
+    GAP_STREAM_REENABLED: "the stream was disabled and re-enabled: writes in between have no "
+    "stream record",
+}
+
+
+# -- coverage.json --------------------------------------------------------------------------
+
+
+def _read_state(archive: Archive, table: str) -> dict[str, Any] | None:
+    state: dict[str, Any] | None = archive.read_json_or(layout.coverage(table))
+    return state
+
+
+def _current_of(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in state.items() if k != "previous"}
+
+
+def generations(archive: Archive, table: str) -> list[dict[str, Any]]:
+    """Coverage of every archived generation of ``table``: oldest first, the current one last.
+
+    Empty when the table was never archived.
+    """
+    state = _read_state(archive, table)
+    if not state:
+        return []
+    return [dict(g) for g in state.get("previous", [])] + [_current_of(state)]
+
+
+def current(archive: Archive, table: str) -> dict[str, Any] | None:
+    """Coverage of the current generation of ``table`` (``None`` when never archived)."""
+    state = _read_state(archive, table)
+    return _current_of(state) if state else None
+
+
+def generation_of(archive: Archive, table: str, table_id: str) -> dict[str, Any] | None:
+    """Coverage of the generation with this ``table_id``, if archived."""
+    for generation in generations(archive, table):
+        if generation.get("table_id") == table_id:
+            return generation
+    return None
+
+
+def account_and_region(table_arn: str) -> tuple[str, str]:
+    """``(account, region)`` of ``arn:aws:dynamodb:<region>:<account>:table/<name>``."""
+    parts = table_arn.split(":")
+    if len(parts) < 6:
+        return "", ""
+    return parts[4], parts[3]
+
+
+def check_owner(archive: Archive, table: str, table_arn: str) -> None:
+    """Refuse to mix two tables of the same name from different accounts or regions.
+
+    One archive root serves one AWS account and region; a table name it already holds for
+    another one is a misconfiguration (an archive URL shared by mistake).
+
+    Raises:
+        ArchiveOwnedElsewhere: ``coverage.json`` names another account or region.
+    """
+    ours = account_and_region(table_arn)
+    for generation in generations(archive, table):
+        theirs = account_and_region(str(generation.get("table_arn", "")))
+        if theirs != ("", "") and theirs != ours:
+            raise ArchiveOwnedElsewhere(
+                f"archive {archive.url} already holds table {table!r} of account {theirs[0]} "
+                f"in {theirs[1]} (this one is account {ours[0]} in {ours[1]}): "
+                "use one archive per account and region"
+            )
+
+
+def initial_window(
+    *,
+    table_created_at: datetime,
+    stream_created_at: datetime,
+    now: datetime | None = None,
+) -> tuple[datetime, bool]:
+    """``(covered_from, from_table_creation)`` for a first start reading from TRIM_HORIZON.
+
+    The stream holds 24 hours, so the log is complete from max(stream creation, now − 24 h).
+    When the stream was created with the table and the table is younger than that, nothing
+    was ever trimmed: the log starts at table creation and a restore needs no base snapshot.
+    """
+    now = now or utcnow()
+    with_table = abs(stream_created_at - table_created_at) <= CREATED_WITH_TABLE_TOLERANCE
+    if with_table and now - table_created_at < STREAM_RETENTION:
+        return table_created_at, True
+    return max(stream_created_at, now - STREAM_RETENTION), False
+
+
+def open_generation(
+    archive: Archive,
+    table: str,
+    *,
+    table_arn: str,
+    table_id: str,
+    table_created_at: datetime,
+    covered_from: datetime,
+    from_table_creation: bool,
+    mode: str,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Start (or continue) coverage of the table generation ``table_id``; returns it.
+
+    Continuing a known generation keeps its ``covered_from`` and watermark (coverage only
+    grows). A new ``table_id`` moves the current generation, with its last watermark, into
+    ``previous``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    now = now or utcnow()
+    state = _read_state(archive, table) or {}
+    previous = list(state.get("previous", []))
+    if state and state.get("table_id") == table_id:
+        generation = _current_of(state)
+        generation.update(mode=mode, updated_at=iso_ms(now), table_arn=table_arn)
+    else:
+        if state:
+            previous.append(_current_of(state))
+        known = next((g for g in previous if g.get("table_id") == table_id), None)
+        if known is not None:
+            # The archiver met an older generation again (runs against a stale description):
+            # never let it push the newer generation into history.
+            previous.remove(known)
+        generation = {
+            "table": table,
+            "table_arn": table_arn,
+            "table_id": table_id,
+            "table_created_at": iso_ms(table_created_at),
+            "covered_from": iso_ms(covered_from),
+            "from_table_creation": bool(from_table_creation),
+            "watermark": None,
+            "mode": mode,
+            "updated_at": iso_ms(now),
+        }
+    previous.sort(key=lambda g: str(g.get("table_created_at", "")))
+    archive.write_json(layout.coverage(table), {**generation, "previous": previous})
+    return generation
+
+
+def advance_watermark(
+    archive: Archive,
+    table: str,
+    table_id: str,
+    watermark: datetime,
+    *,
+    mode: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any] | None:
+    """Move the watermark of generation ``table_id`` forward to ``watermark``; returns it.
+
+    The watermark never moves back (a claim "everything up to W is archived" stays true), so
+    an older value is ignored. Returns ``None`` when that generation is not in coverage.json.
+    """
+    now = now or utcnow()
+    state = _read_state(archive, table)
+    if not state:
+        return None
+    targets = [state, *state.get("previous", [])]
+    target = next((g for g in targets if g.get("table_id") == table_id), None)
+    if target is None:
+        return None
+    old = target.get("watermark")
+    if old is None or parse_iso(old) < watermark:
+        target["watermark"] = iso_ms(watermark)
+    if mode is not None:
+        target["mode"] = mode
+    target["updated_at"] = iso_ms(now)
+    archive.write_json(layout.coverage(table), state)
+    return _current_of(target) if target is state else dict(target)
+
+
+# -- gaps.jsonl -----------------------------------------------------------------------------
+
+
+def read_gaps(archive: Archive, table: str) -> list[dict[str, Any]]:
+    """Every recorded hole in ``table``'s log, in the order they were detected."""
+    gaps: list[dict[str, Any]] = archive.read_jsonl(layout.gaps(table))
+    return gaps
+
+
+def append_gap(
+    archive: Archive,
+    table: str,
+    *,
+    table_id: str,
+    stream_arn: str,
+    shard_id: str | None,
+    start: datetime,
+    end: datetime,
+    reason: str,
+    detected_at: datetime | None = None,
+) -> dict[str, Any]:
+    """Record a hole in the log: records with ``start < event_time < end`` may be missing.
+
+    Call this *before* writing any record that follows the hole, so that a crash in between
+    cannot leave files after the hole without the hole being on record.
+    """
+    if reason not in GAP_REASONS:
+        raise ValueError(f"unknown gap reason {reason!r}")
+    gap = {
+        "table": table,
+        "table_id": table_id,
+        "stream_arn": stream_arn,
+        "shard_id": shard_id,
+        "from": iso_ms(start),
+        "to": iso_ms(max(start, end)),
+        "detected_at": iso_ms(detected_at or utcnow()),
+        "reason": reason,
+    }
+    archive.append_jsonl(layout.gaps(table), gap)
+    return gap

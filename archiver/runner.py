@@ -1,0 +1,433 @@
+"""Archive every change of a DynamoDB table from its stream(s) into the archive.
+
+Reads every stream of the table (an older one still readable first) and every shard
+concurrently, writes Parquet change files under changes/table_name=<table>/dt=<date>/,
+checkpoints per shard, and keeps coverage.json (covered_from, watermark) and gaps.jsonl.
+Safe to stop and restart at any point: it resumes after the last archived record and never
+writes a record twice.
+
+Without --once it runs until SIGINT/SIGTERM, then flushes its buffers and exits. With --once
+it stops when every shard is caught up (for cron jobs and tests). Exit codes: 0 done; 2 bad
+input or a table it refuses to archive; 5 finished but recorded a new gap in the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import signal
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack, suppress
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from archiver import coverage, tables
+from archiver.aws import AwsSettings
+from archiver.cliutil import positive_float, positive_int
+from archiver.errors import EXIT_NEW_GAP, EXIT_OK, StreamNotEnabled, UnsupportedStreamView
+from archiver.storage import Archive
+from archiver.stream import (
+    REPLAYABLE_VIEWS,
+    ConsumerConfig,
+    RetryPolicy,
+    StreamConsumer,
+    StreamInfo,
+    StreamsApi,
+)
+from archiver.timefmt import iso_ms, parse_iso, utcnow
+from archiver.writer import (
+    DEFAULT_FLUSH_BYTES,
+    DEFAULT_FLUSH_RECORDS,
+    DEFAULT_FLUSH_SECONDS,
+    ChangeWriter,
+    FlushPolicy,
+    Generation,
+)
+
+log = logging.getLogger("archiver.run")
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+
+
+def byte_size(text: str) -> int:
+    """``65536``, ``64MB``, ``64MiB``, ``1.5GB`` → bytes (argparse type)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 67108864, 64MB, 64MiB)")
+    unit = (match.group(2) or "").lower()
+    letter = unit[:1] if unit[:1] in ("k", "m", "g") else ""
+    power = "kmg".index(letter) + 1 if letter else 0
+    value = int(float(match.group(1)) * (1024 if "i" in unit else 1000) ** power)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--table-name", required=True, help="the DynamoDB table to archive")
+    parser.add_argument(
+        "--archive",
+        required=True,
+        help="archive root: s3://bucket/prefix, file:///path or a local folder",
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="read until every shard is caught up (3 consecutive empty pages), then exit; "
+        "default: run until SIGINT/SIGTERM",
+    )
+    flush = parser.add_argument_group("flushing (a shard's buffer is written when any is reached)")
+    flush.add_argument(
+        "--flush-records",
+        type=positive_int,
+        default=DEFAULT_FLUSH_RECORDS,
+        metavar="N",
+        help="records buffered per shard",
+    )
+    flush.add_argument(
+        "--flush-seconds",
+        type=positive_float,
+        default=DEFAULT_FLUSH_SECONDS,
+        metavar="S",
+        help="age of a shard's oldest buffered record; also bounds how far the watermark lags",
+    )
+    flush.add_argument(
+        "--flush-bytes",
+        type=byte_size,
+        default=DEFAULT_FLUSH_BYTES,
+        metavar="B",
+        help="buffered bytes per shard (accepts 64MB, 64MiB, …)",
+    )
+    polling = parser.add_argument_group("polling")
+    polling.add_argument(
+        "--poll-seconds",
+        type=positive_float,
+        default=1.0,
+        metavar="S",
+        help="pause after an empty page before asking the shard again",
+    )
+    polling.add_argument(
+        "--progress-seconds",
+        type=positive_float,
+        default=60.0,
+        metavar="S",
+        help="interval of the progress lines on stderr (records, files, lag, watermark)",
+    )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``run`` needs besides AWS settings; tests shrink the intervals."""
+
+    table_name: str
+    archive_url: str
+    once: bool = False
+    flush: FlushPolicy = field(default_factory=FlushPolicy)
+    poll_seconds: float = 1.0
+    progress_seconds: float = 60.0
+    discover_seconds: float = 30.0
+    describe_seconds: float = 300.0
+    persist_seconds: float = 10.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @classmethod
+    def from_args(cls, args: Any) -> RunConfig:
+        return cls(
+            table_name=args.table_name,
+            archive_url=args.archive,
+            once=args.once,
+            flush=FlushPolicy(args.flush_records, args.flush_seconds, args.flush_bytes),
+            poll_seconds=args.poll_seconds,
+            progress_seconds=args.progress_seconds,
+        )
+
+
+def main(args: Any) -> int:
+    config = RunConfig.from_args(args)
+    settings = AwsSettings.from_args(args)
+    archive = Archive.open(config.archive_url, endpoint_url=settings.endpoint_url)
+    return asyncio.run(_main(config, settings, archive))
+
+
+async def _main(config: RunConfig, settings: AwsSettings, archive: Archive) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second %s: aborting without flushing", signal.Signals(signum).name)
+            if task is not None:
+                task.cancel()
+            return
+        log.info(
+            "%s: stopping, flushing buffers (send it again to abort)", signal.Signals(signum).name
+        )
+        stop.set()
+
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, on_signal, signum)
+            installed.append(signum)
+    try:
+        return await execute(config, settings, archive, stop=stop)
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+async def execute(
+    config: RunConfig,
+    settings: AwsSettings,
+    archive: Archive,
+    *,
+    stop: asyncio.Event | None = None,
+    streams_client: Any = None,
+) -> int:
+    """Archive the table until done (``--once``) or ``stop``; returns the exit code.
+
+    Args:
+        config: what to archive and how.
+        settings: AWS settings for the DynamoDB client (and the Streams client if not given).
+        archive: the archive.
+        stop: set it to make a long-running archiver flush and return.
+        streams_client: any object with aiobotocore's async DynamoDB Streams methods; by
+            default one is opened from ``settings``.
+    """
+    stop = stop or asyncio.Event()
+    async with AsyncExitStack() as stack:
+        ddb = await stack.enter_async_context(settings.aio_client("dynamodb"))
+        if streams_client is None:
+            streams_client = await stack.enter_async_context(settings.aio_client("dynamodbstreams"))
+        gaps = 0
+        while True:
+            session = _Session(config, settings, archive, ddb, streams_client, stop)
+            code = await session.run()
+            gaps += len(session.writer.stats.gaps) if session.writer else 0
+            if not session.recreated or stop.is_set():
+                return EXIT_NEW_GAP if gaps else code
+            log.warning(
+                "%s was deleted and recreated: starting over with the new table", config.table_name
+            )
+
+
+def check_stream(doc: dict[str, Any]) -> str:
+    """The table's stream view type; refuses a table whose stream cannot be replayed."""
+    table = doc["Table"]
+    name = doc["table_name"]
+    spec = table.get("StreamSpecification") or {}
+    if not spec.get("StreamEnabled") or not table.get("LatestStreamArn"):
+        raise StreamNotEnabled(
+            f"table {name!r} has no stream: enable one with new images, e.g. aws dynamodb "
+            f"update-table --table-name {name} --stream-specification "
+            "StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES"
+        )
+    view = str(spec.get("StreamViewType", ""))
+    if view not in REPLAYABLE_VIEWS:
+        raise UnsupportedStreamView(
+            f"table {name!r} has a {view} stream: replay needs new images "
+            "(NEW_IMAGE or NEW_AND_OLD_IMAGES); disable the stream and enable one of those"
+        )
+    return view
+
+
+class _Session:
+    """One run over one table generation (a recreated table starts a new session)."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        settings: AwsSettings,
+        archive: Archive,
+        ddb: Any,
+        streams_client: Any,
+        stop: asyncio.Event,
+    ) -> None:
+        self.config = config
+        self.settings = settings
+        self.archive = archive
+        self.ddb = ddb
+        self.stop = stop
+        self.api = StreamsApi(streams_client, config.retry, stop=stop)
+        self.writer: ChangeWriter | None = None
+        self.consumer: StreamConsumer | None = None
+        self.recreated = False
+        self.table_id = ""
+
+    async def run(self) -> int:
+        config = self.config
+        table = config.table_name
+        started = utcnow()
+        doc = await tables.describe(self.settings, table, client=self.ddb)
+        check_stream(doc)
+        self.table_id = str(doc["table_id"])
+        await asyncio.to_thread(coverage.check_owner, self.archive, table, str(doc["table_arn"]))
+        await asyncio.to_thread(tables.store_description, self.archive, doc)
+        streams = await self.api.list_streams(table)
+        latest = _latest_stream(doc)
+        if latest.arn not in {s.arn for s in streams}:
+            streams = sorted([*streams, latest], key=lambda s: s.created_at)
+        generation = await asyncio.to_thread(open_coverage, self.archive, doc, streams, started)
+        writer = ChangeWriter(self.archive, table, generation, config.flush)
+        self.writer = writer
+        await asyncio.to_thread(writer.prepare, streams)
+        consumer_config = ConsumerConfig(
+            once=config.once,
+            poll_seconds=config.poll_seconds,
+            discover_seconds=config.discover_seconds,
+            retry=config.retry,
+            once_started_at=started,
+        )
+        self.consumer = StreamConsumer(
+            self.api, table, writer, consumer_config, self.stop, known_streams=[latest]
+        )
+        log.info(
+            "%s: archiving into %s (%s) from %d stream(s); covered from %s%s",
+            table,
+            self.archive.url,
+            "once" if config.once else "until stopped",
+            len(streams),
+            iso_ms(generation.covered_from),
+            " (table creation)" if generation.covered_from == generation.created_at else "",
+        )
+        background = [
+            asyncio.create_task(self._every(config.persist_seconds, writer.persist)),
+            asyncio.create_task(self._every(config.progress_seconds, self._progress)),
+        ]
+        if not config.once:
+            background.append(
+                asyncio.create_task(self._every(config.describe_seconds, self._describe))
+            )
+        try:
+            await self.consumer.run()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+        await writer.finish()
+        self._summary()
+        return EXIT_NEW_GAP if writer.stats.gaps else EXIT_OK
+
+    async def _every(self, seconds: float, action: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            await action()
+
+    async def _describe(self) -> None:
+        """Capture the table description again when it changed; notice a recreated table."""
+        try:
+            doc = await tables.describe(self.settings, self.config.table_name, client=self.ddb)
+        except Exception as exc:  # the stream stays readable for 24 h after a deletion
+            log.warning("%s: cannot describe the table: %s", self.config.table_name, exc)
+            return
+        if str(doc["table_id"]) != self.table_id:
+            self.recreated = True
+            self.stop.set()
+            return
+        await asyncio.to_thread(tables.store_description, self.archive, doc)
+
+    async def _progress(self) -> None:
+        writer = self.writer
+        if writer is None:
+            return
+        stats = writer.stats
+        now = utcnow()
+        lags = sorted(
+            (
+                ((now - p.read_event_time).total_seconds(), p.shard.shard_id)
+                for p in writer.shards.values()
+                if not p.finished and p.read_event_time is not None
+            ),
+            reverse=True,
+        )
+        watermark = writer.watermark()
+        log.info(
+            "%s: %d records read, %d written in %d files; watermark %s; %d/%d shards done%s",
+            self.config.table_name,
+            stats.records_read,
+            stats.records_written,
+            stats.files_written,
+            _describe_watermark(watermark, now),
+            sum(p.finished for p in writer.shards.values()),
+            len(writer.shards),
+            "; lag " + ", ".join(f"{shard} {lag:.1f} s" for lag, shard in lags[:3]) if lags else "",
+        )
+
+    def _summary(self) -> None:
+        writer = self.writer
+        if writer is None:
+            return
+        stats = writer.stats
+        gaps = stats.gaps
+        streams = {p.stream.arn for p in writer.shards.values()}
+        message = (
+            f"{self.config.table_name}: {'done' if self.config.once else 'stopped'}: "
+            f"{stats.records_written} records in {stats.files_written} files from "
+            f"{len(streams)} stream(s), {len(writer.shards)} shard(s); watermark "
+            f"{_describe_watermark(writer.watermark(), utcnow())}"
+        )
+        if gaps:
+            log.warning("%s; %d NEW GAP(S) in the log (see gaps.jsonl)", message, len(gaps))
+        else:
+            log.info("%s; no new gaps", message)
+
+
+def _describe_watermark(watermark: datetime | None, now: datetime) -> str:
+    if watermark is None:
+        return "not yet known"
+    return f"{iso_ms(watermark)} (lag {(now - watermark).total_seconds():.1f} s)"
+
+
+def _latest_stream(doc: dict[str, Any]) -> StreamInfo:
+    table = doc["Table"]
+    return StreamInfo(
+        arn=str(table["LatestStreamArn"]),
+        label=str(table["LatestStreamLabel"]),
+        table_name=str(doc["table_name"]),
+    )
+
+
+def open_coverage(
+    archive: Archive, doc: dict[str, Any], streams: list[StreamInfo], now: datetime
+) -> Generation:
+    """Start or continue coverage of the described table generation (blocking I/O)."""
+    table = doc["Table"]
+    name = str(doc["table_name"])
+    table_id = str(doc["table_id"])
+    created = parse_iso(str(table["CreationDateTime"]))
+    tolerance = coverage.CREATED_WITH_TABLE_TOLERANCE
+    ours = [s.created_at for s in streams if s.created_at >= created - tolerance]
+    first_stream = min(ours) if ours else _latest_stream(doc).created_at
+    covered_from, from_creation = coverage.initial_window(
+        table_created_at=created, stream_created_at=first_stream, now=now
+    )
+    current = coverage.open_generation(
+        archive,
+        name,
+        table_arn=str(doc["table_arn"]),
+        table_id=table_id,
+        table_created_at=created,
+        covered_from=covered_from,
+        from_table_creation=from_creation,
+        mode="poller",
+        now=now,
+    )
+    previous = tuple(
+        sorted(
+            (parse_iso(g["table_created_at"]), str(g["table_id"]))
+            for g in coverage.generations(archive, name)
+            if g.get("table_id") != table_id and g.get("table_created_at")
+        )
+    )
+    return Generation(
+        table_id=table_id,
+        created_at=created,
+        covered_from=parse_iso(current["covered_from"]),
+        previous=previous,
+    )

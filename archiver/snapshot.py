@@ -1,0 +1,417 @@
+"""Take a base snapshot of a table: a native export (converted to Parquet) or a parallel scan.
+
+A restore starts from a base snapshot and applies the archived change log over it. Two methods:
+
+  export  ExportTableToPointInTime (needs point-in-time recovery; reads no capacity). Written
+          to <archive>/exports/ when the archive is on S3, or to --s3-prefix for a local
+          archive; waited for, then converted to a Parquet snapshot right away. Valid from
+          ExportTime + 60 s; needs the log from ExportTime − 60 s.
+  scan    a parallel, strongly consistent Scan (--segments coroutines). Valid from its finish
+          + 5 s; needs the log from its start − 5 s. Refused (exit 4) when this machine's clock
+          differs from DynamoDB's by more than 2 s, as seen in response Date headers.
+
+Default: export when point-in-time recovery is on and the export can land in S3, else scan.
+--export-from converts a completed export made by anyone (e.g. a scheduled one), now.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import random
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from tqdm import tqdm
+
+from archiver import layout
+from archiver.aws import AwsSettings
+from archiver.cliutil import positive_float, positive_int
+from archiver.codec import canonical_json, key_of
+from archiver.errors import (
+    EXIT_REFUSED,
+    ArchiverError,
+    UsageError,
+    client_error_code,
+    translate_client_error,
+)
+from archiver.manifests import DEFAULT_PART_BYTES, SnapshotWriter
+from archiver.native_export import (
+    FORMATS,
+    Conversion,
+    convert_export,
+    describe_live,
+    export_destination,
+    locate_export_folder,
+    open_folder,
+    read_export,
+    start_export,
+    wait_for_export,
+)
+from archiver.storage import Archive
+from archiver.tables import table_id_of
+from archiver.timefmt import utcnow
+
+log = logging.getLogger(__name__)
+
+SCAN_MARGIN = timedelta(seconds=5)
+MAX_CLOCK_SKEW = 2.0  # seconds; the scan margin (5 s) absorbs up to this much
+_THROTTLED = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+}
+_THROTTLE_RETRIES = 10
+_SEGMENT_BYTES = 2 * 1024**3  # one scan segment per 2 GiB of table, as AWS suggests
+
+Clock = Callable[[], datetime]
+
+
+class ClockSkew(ArchiverError):
+    """This machine's clock is too far from DynamoDB's for a scan's margins to hold."""
+
+    exit_code = EXIT_REFUSED
+
+
+class SkewGuard:
+    """Bounds the skew between this machine's clock and DynamoDB's from response ``Date``s.
+
+    A response's ``Date`` has whole-second resolution and was stamped somewhere between sending
+    the request (``sent_at``) and reading the response (``received_at``), so the server's clock
+    minus ours lies in ``[Date − received_at, Date + 1 s − sent_at]``. Only a skew that this
+    interval *proves* to exceed the limit is refused: a slow response widens the interval and
+    never causes a false refusal.
+    """
+
+    def __init__(self, limit: float = MAX_CLOCK_SKEW) -> None:
+        self.limit = limit
+
+    def observe(
+        self, response: Mapping[str, Any], sent_at: datetime, received_at: datetime
+    ) -> None:
+        header = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        if not header:
+            return
+        try:
+            server = parsedate_to_datetime(str(header))
+        except (TypeError, ValueError):
+            return
+        at_least = (server - received_at).total_seconds()
+        at_most = (server + timedelta(seconds=1) - sent_at).total_seconds()
+        if at_least > self.limit:
+            self._refuse(f"at least {at_least:.1f} s behind")
+        if at_most < -self.limit:
+            self._refuse(f"at least {-at_most:.1f} s ahead of")
+
+    def _refuse(self, how: str) -> None:
+        raise ClockSkew(
+            f"refusing to snapshot: this machine's clock is {how} DynamoDB's (response Date "
+            f"headers), more than the {self.limit:g} s a scan's margins allow; sync the clock "
+            "(NTP/chrony) and retry"
+        )
+
+
+# -- scan -----------------------------------------------------------------------------------
+
+
+def auto_segments(description: Mapping[str, Any]) -> int:
+    """Segments for a table of this size: one per 2 GiB, at least 4, at most 64."""
+    size = int(description.get("TableSizeBytes") or 0)
+    return max(4, min(64, math.ceil(size / _SEGMENT_BYTES)))
+
+
+async def _call(
+    method: Any, guard: SkewGuard, clock: Clock, what: str, **kwargs: Any
+) -> dict[str, Any]:
+    """One DynamoDB call: skew-checked, throttling retried with jittered backoff, errors
+    translated."""
+    for attempt in range(_THROTTLE_RETRIES + 1):
+        sent_at = clock()
+        try:
+            response: dict[str, Any] = await method(**kwargs)
+        except Exception as exc:
+            code = client_error_code(exc)
+            if code in _THROTTLED and attempt < _THROTTLE_RETRIES:
+                await asyncio.sleep(random.uniform(0, min(20.0, 0.2 * 2**attempt)))
+                continue
+            if code:
+                raise translate_client_error(exc, what) from exc
+            raise
+        guard.observe(response, sent_at, clock())
+        return response
+    raise AssertionError("unreachable")
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+async def scan_snapshot(
+    settings: AwsSettings,
+    archive: Archive,
+    table: str,
+    *,
+    segments: int | None = None,
+    part_bytes: int = DEFAULT_PART_BYTES,
+    clock: Clock | None = None,
+) -> dict[str, Any]:
+    """Scan ``table`` (parallel, strongly consistent) into a committed Parquet snapshot.
+
+    Pages flow through a bounded queue to one writer that flushes a part file every
+    ``part_bytes``, so memory stays bounded whatever the table's size. Returns the manifest.
+    """
+    clock = clock or utcnow
+    guard = SkewGuard()
+    async with settings.aio_client("dynamodb") as ddb:
+        described = await _call(
+            ddb.describe_table, guard, clock, f"DescribeTable {table}", TableName=table
+        )
+        description = described["Table"]
+        key_schema = list(description["KeySchema"])
+        key_names = [k["AttributeName"] for k in key_schema]
+        total_segments = segments or auto_segments(description)
+        started_at = clock()
+        writer = SnapshotWriter(
+            archive, table, layout.new_snapshot_id(started_at), part_bytes=part_bytes
+        )
+        queue: asyncio.Queue[list[dict[str, Any]] | None] = asyncio.Queue(
+            maxsize=2 * total_segments
+        )
+        finished: list[datetime] = []
+
+        async def scan_segment(segment: int) -> None:
+            start_key = None
+            while True:
+                kwargs: dict[str, Any] = {
+                    "TableName": table,
+                    "Segment": segment,
+                    "TotalSegments": total_segments,
+                    "ConsistentRead": True,
+                }
+                if start_key:
+                    kwargs["ExclusiveStartKey"] = start_key
+                page = await _call(ddb.scan, guard, clock, f"Scan {table}", **kwargs)
+                if page.get("Items"):
+                    await queue.put(page["Items"])
+                start_key = page.get("LastEvaluatedKey")
+                if not start_key:
+                    return
+
+        async def scan_all() -> None:
+            async with asyncio.TaskGroup() as group:
+                for segment in range(total_segments):
+                    group.create_task(scan_segment(segment))
+            finished.append(clock())
+            await queue.put(None)
+
+        async def write(bar: tqdm) -> None:
+            while (items := await queue.get()) is not None:
+                for item in items:
+                    writer.add(canonical_json(key_of(item, key_names)), canonical_json(item))
+                    if writer.full:
+                        await asyncio.to_thread(writer.flush)
+                bar.update(len(items))
+
+        log.info("scanning %s with %d segments", table, total_segments)
+        try:
+            with tqdm(
+                total=int(description.get("ItemCount") or 0) or None,
+                unit="item",
+                desc=f"scan {table}",
+                disable=None,
+            ) as bar:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(write(bar))
+                    group.create_task(scan_all())
+            manifest = await asyncio.to_thread(
+                writer.commit,
+                table_id=table_id_of(description),
+                method="scan",
+                valid_from=finished[0] + SCAN_MARGIN,
+                log_from=started_at - SCAN_MARGIN,
+                started_at=started_at,
+                finished_at=finished[0],
+                key_schema=key_schema,
+                source=str(description["TableArn"]),
+            )
+        except BaseExceptionGroup as group_error:
+            writer.abort()
+            raise _first_error(group_error) from None
+        except BaseException:
+            writer.abort()
+            raise
+    return manifest
+
+
+# -- export ---------------------------------------------------------------------------------
+
+
+def pitr_enabled(ddb: Any, table: str) -> bool | None:
+    """Whether point-in-time recovery is on (``None`` when it cannot be read)."""
+    try:
+        response = ddb.describe_continuous_backups(TableName=table)
+    except Exception as exc:
+        code = client_error_code(exc)
+        if code == "ResourceNotFoundException":
+            raise translate_client_error(exc, f"DescribeContinuousBackups {table}") from exc
+        if code:
+            log.warning("cannot read %s's point-in-time recovery status (%s)", table, code)
+            return None
+        raise
+    pitr = response["ContinuousBackupsDescription"].get("PointInTimeRecoveryDescription", {})
+    return bool(pitr.get("PointInTimeRecoveryStatus") == "ENABLED")
+
+
+def export_snapshot(
+    ddb: Any,
+    archive: Archive,
+    table: str,
+    description: Mapping[str, Any],
+    *,
+    s3_prefix: str | None,
+    export_format: str,
+    poll_seconds: float,
+    endpoint_url: str | None = None,
+    part_bytes: int = DEFAULT_PART_BYTES,
+) -> Conversion:
+    """Export ``table`` as of now, wait for it, and convert it into a snapshot."""
+    bucket, prefix, dest = export_destination(archive, s3_prefix, endpoint_url=endpoint_url)
+    before = set(dest.listdir("AWSDynamoDB"))
+    export_arn = start_export(ddb, str(description["TableArn"]), bucket, prefix, export_format)
+    log.info(
+        "export %s started into %s; waiting for it (exports take minutes to hours; an "
+        "interrupted wait leaves the export running)",
+        export_arn,
+        dest.uri("AWSDynamoDB"),
+    )
+    done = wait_for_export(ddb, export_arn, poll_seconds=poll_seconds)
+    folder = read_export(locate_export_folder(dest, export_arn, before))
+    return convert_export(
+        archive,
+        table,
+        folder,
+        live=description,
+        described=done,
+        part_bytes=part_bytes,
+    )
+
+
+# -- command --------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--table-name", required=True, help="the DynamoDB table")
+    parser.add_argument(
+        "--archive", required=True, help="archive root: s3://bucket/prefix or a local folder"
+    )
+    parser.add_argument(
+        "--method",
+        choices=("export", "scan"),
+        help="export (native, needs PITR) or scan (parallel Scan); default: export when PITR is "
+        "on and the export can land in S3 (an S3 archive or --s3-prefix), else scan",
+    )
+    parser.add_argument(
+        "--s3-prefix",
+        metavar="S3URL",
+        help="where the native export is written (s3://bucket/prefix); required for --method "
+        "export with a local archive; default for an S3 archive: <archive>/exports/",
+    )
+    parser.add_argument(
+        "--export-from",
+        metavar="S3URL",
+        help="convert this completed full export (…/AWSDynamoDB/<export_id>/), made by anyone, "
+        "into a snapshot now; idempotent",
+    )
+    parser.add_argument(
+        "--segments",
+        type=positive_int,
+        help="parallel scan segments (default: one per 2 GiB of table, 4 to 64)",
+    )
+    parser.add_argument(
+        "--export-format",
+        choices=FORMATS,
+        default="DYNAMODB_JSON",
+        help="format of a native export (both convert the same)",
+    )
+    parser.add_argument(
+        "--poll-seconds",
+        type=positive_float,
+        default=10.0,
+        help="how often to ask DynamoDB whether the export has finished",
+    )
+
+
+def _say(manifest: Mapping[str, Any], new: bool = True) -> None:
+    if not new:
+        print(
+            f"export {manifest['source']} was converted before: snapshot {manifest['snapshot_id']}"
+        )
+        return
+    print(
+        f"snapshot {manifest['snapshot_id']} of {manifest['table']}: {manifest['item_count']} "
+        f"items by {manifest['method']}, valid from {manifest['valid_from']} "
+        f"(needs the log from {manifest['log_from']})"
+    )
+
+
+def _choose_method(args: argparse.Namespace, archive: Archive, pitr: bool | None) -> str:
+    if args.method:
+        return str(args.method)
+    if pitr and (args.s3_prefix or not archive.is_local):
+        method, why = "export", "point-in-time recovery is on"
+    elif pitr:
+        method, why = "scan", "the archive is local and no --s3-prefix was given for an export"
+    elif pitr is None:
+        method, why = "scan", "point-in-time recovery status is unreadable"
+    else:
+        method, why = "scan", "point-in-time recovery is off (native exports need it)"
+    log.info("method: %s (%s)", method, why)
+    return method
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = AwsSettings.from_args(args)
+    table = args.table_name
+    archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
+    ddb = settings.client("dynamodb")
+    if args.export_from:
+        if args.method == "scan" or args.segments or args.s3_prefix:
+            raise UsageError(
+                "--export-from converts an existing export: it takes no --method scan, "
+                "--segments or --s3-prefix"
+            )
+        folder = read_export(open_folder(args.export_from, endpoint_url=settings.endpoint_url))
+        conversion = convert_export(archive, table, folder, live=describe_live(ddb, table))
+        _say(conversion.manifest, conversion.new)
+        return 0
+    description = describe_live(ddb, table)
+    if description is None:
+        raise UsageError(f"table {table} does not exist")
+    if args.method == "export" and archive.is_local and not args.s3_prefix:
+        export_destination(archive, None)  # raises the explanation
+    method = _choose_method(args, archive, pitr_enabled(ddb, table))
+    if method == "export":
+        conversion = export_snapshot(
+            ddb,
+            archive,
+            table,
+            description,
+            s3_prefix=args.s3_prefix,
+            export_format=args.export_format,
+            poll_seconds=args.poll_seconds,
+            endpoint_url=settings.endpoint_url,
+        )
+        _say(conversion.manifest)
+        return 0
+    if args.s3_prefix:
+        log.warning("--s3-prefix is only used by --method export; ignored")
+    manifest = asyncio.run(scan_snapshot(settings, archive, table, segments=args.segments))
+    _say(manifest)
+    return 0

@@ -1,0 +1,669 @@
+"""Reading DynamoDB Streams: shard discovery, lineage, iterators, backoff.
+
+:class:`StreamConsumer` reads every stream of one table and every shard of each stream
+concurrently (one asyncio task, hence one reader, per shard) and hands what it reads to a
+:class:`ShardSink` (``archiver.writer.ChangeWriter`` in production). It follows AWS's rules:
+
+* streams in label order: an older stream still readable is drained before the next one;
+* a parent shard is read to its end (no ``NextShardIterator``) before any of its children;
+* ``DescribeStream`` is paged (``ExclusiveStartShardId``/``LastEvaluatedShardId``) and kept
+  under 10 calls/s; new shards are picked up as they appear; a drained closed shard is left;
+* ``ExpiredIteratorException``: a new iterator after the last record handed to the sink;
+  ``TrimmedDataAccessException``: the sink records the hole, reading resumes at TRIM_HORIZON;
+  throttling and 5xx: exponential backoff with full jitter.
+
+The client is passed in: any object with aiobotocore's async ``list_streams``,
+``describe_stream``, ``get_shard_iterator`` and ``get_records`` (the tests pass a double).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+import botocore.exceptions
+
+from archiver import layout
+from archiver.errors import AwsError, client_error_code, translate_client_error
+from archiver.timefmt import as_utc, utcnow
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+EXPIRED = "ExpiredIteratorException"
+TRIMMED = "TrimmedDataAccessException"
+NOT_FOUND = "ResourceNotFoundException"
+RETRYABLE_CODES = frozenset(
+    {
+        "LimitExceededException",
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+    }
+)
+REPLAYABLE_VIEWS = frozenset({"NEW_IMAGE", "NEW_AND_OLD_IMAGES"})
+
+
+# -- what the API returns -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """One stream of the table (``ListStreams`` / ``DescribeStream``)."""
+
+    arn: str
+    label: str
+    table_name: str
+    status: str | None = None
+    view_type: str | None = None
+
+    @property
+    def created_at(self) -> datetime:
+        """When the stream was created: its label is that instant (UTC, ISO 8601)."""
+        return as_utc(datetime.fromisoformat(self.label.replace("Z", "+00:00")))
+
+    @property
+    def label_stamp(self) -> str:
+        """The label as it appears in file names and checkpoint paths."""
+        return layout.label_stamp(self.label)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One shard: ``ending_seq`` is set once it is closed (no more records will arrive)."""
+
+    stream_arn: str
+    shard_id: str
+    parent_shard_id: str | None
+    starting_seq: str | None
+    ending_seq: str | None
+
+    @property
+    def closed(self) -> bool:
+        return self.ending_seq is not None
+
+    @classmethod
+    def from_api(cls, stream_arn: str, raw: dict[str, Any]) -> Shard:
+        seq = raw.get("SequenceNumberRange") or {}
+        return cls(
+            stream_arn=stream_arn,
+            shard_id=raw["ShardId"],
+            parent_shard_id=raw.get("ParentShardId"),
+            starting_seq=seq.get("StartingSequenceNumber"),
+            ending_seq=seq.get("EndingSequenceNumber"),
+        )
+
+
+def seq_key(sequence_number: str | None) -> str:
+    """A sequence number in a form that compares numerically ('' sorts first)."""
+    return layout.pad_seq(sequence_number) if sequence_number else ""
+
+
+def lineage_order(shards: list[Shard]) -> list[Shard]:
+    """``shards`` with every parent before its children (listed parents only)."""
+    by_id = {s.shard_id: s for s in shards}
+    ordered: list[Shard] = []
+    seen: set[str] = set()
+
+    def visit(shard: Shard, path: frozenset[str]) -> None:
+        if shard.shard_id in seen:
+            return
+        parent = by_id.get(shard.parent_shard_id or "")
+        if parent is not None and parent.shard_id not in path:
+            visit(parent, path | {shard.shard_id})
+        seen.add(shard.shard_id)
+        ordered.append(shard)
+
+    for shard in sorted(shards, key=lambda s: seq_key(s.starting_seq)):
+        visit(shard, frozenset())
+    return ordered
+
+
+def check_lineage(shards: list[Shard]) -> list[str]:
+    """Warnings for children that do not start after their parent ends (DESIGN.md)."""
+    by_id = {s.shard_id: s for s in shards}
+    problems = []
+    for shard in shards:
+        parent = by_id.get(shard.parent_shard_id or "")
+        if parent is None or not parent.ending_seq or not shard.starting_seq:
+            continue
+        if seq_key(shard.starting_seq) <= seq_key(parent.ending_seq):
+            problems.append(
+                f"shard {shard.shard_id} starts at {shard.starting_seq}, not after its parent "
+                f"{parent.shard_id} ends at {parent.ending_seq}"
+            )
+    return problems
+
+
+# -- calls: rate limits and backoff ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter for throttling, 5xx and connection errors."""
+
+    base_seconds: float = 0.2
+    cap_seconds: float = 10.0
+    give_up_after_seconds: float = 600.0
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.cap_seconds, self.base_seconds * 2 ** min(attempt, 40)))
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Throttling, server-side failures and dropped connections: worth trying again."""
+    if isinstance(exc, botocore.exceptions.HTTPClientError):
+        return True
+    if client_error_code(exc) in RETRYABLE_CODES:
+        return True
+    response: Any = getattr(exc, "response", None)
+    status = (response or {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return isinstance(status, int) and status >= 500
+
+
+class Stopped(Exception):
+    """A call was abandoned while retrying because the consumer is stopping."""
+
+
+class RateLimiter:
+    """At most one call per ``interval`` seconds, shared by every task of this process."""
+
+    def __init__(self, per_second: float) -> None:
+        self.interval = 1.0 / per_second
+        self._lock = asyncio.Lock()
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            if self._next > now:
+                await asyncio.sleep(self._next - now)
+            self._next = max(now, self._next) + self.interval
+
+
+class StreamsApi:
+    """The four DynamoDB Streams calls, rate-limited and retried.
+
+    ``ExpiredIteratorException``, ``TrimmedDataAccessException`` and
+    ``ResourceNotFoundException`` are raised as the client raised them: the reader decides.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        retry: RetryPolicy | None = None,
+        *,
+        stop: asyncio.Event | None = None,
+        describe_per_second: float = 10.0,
+    ) -> None:
+        self.client = client
+        self.retry = retry or RetryPolicy()
+        self.stop = stop
+        self.describe_limiter = RateLimiter(describe_per_second)
+        # ListStreams is limited to 5 calls/s.
+        self.list_limiter = RateLimiter(5.0)
+        self.throttled = 0
+
+    async def call(self, what: str, make_call: Callable[[], Awaitable[T]]) -> T:
+        """``make_call()``, retried with backoff while it fails in a retryable way."""
+        attempt = 0
+        started = time.monotonic()
+        while True:
+            try:
+                return await make_call()
+            except Exception as exc:
+                if not is_retryable(exc):
+                    raise
+                if self.stop is not None and self.stop.is_set():
+                    raise Stopped(what) from exc
+                elapsed = time.monotonic() - started
+                if elapsed > self.retry.give_up_after_seconds:
+                    if client_error_code(exc):
+                        raise translate_client_error(exc, what) from exc
+                    raise AwsError(f"{what}: gave up after {elapsed:.0f} s: {exc}") from exc
+                self.throttled += 1
+                delay = self.retry.delay(attempt)
+                level = logging.WARNING if attempt >= 3 else logging.DEBUG
+                log.log(
+                    level, "%s: %s, retrying in %.2f s", what, client_error_code(exc) or exc, delay
+                )
+                attempt += 1
+                await sleep_unless(self.stop, delay)
+
+    async def list_streams(self, table_name: str) -> list[StreamInfo]:
+        """Every stream of the table that ``ListStreams`` knows, oldest label first."""
+        streams: list[StreamInfo] = []
+        start: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"TableName": table_name}
+            if start:
+                kwargs["ExclusiveStartStreamArn"] = start
+            await self.list_limiter.wait()
+            page = await self.call(
+                f"ListStreams {table_name}", functools.partial(self.client.list_streams, **kwargs)
+            )
+            for raw in page.get("Streams", []):
+                streams.append(
+                    StreamInfo(
+                        raw["StreamArn"], raw["StreamLabel"], raw.get("TableName", table_name)
+                    )
+                )
+            start = page.get("LastEvaluatedStreamArn")
+            if not start:
+                return sorted(streams, key=lambda s: s.created_at)
+
+    async def describe_stream(self, stream_arn: str) -> tuple[StreamInfo, list[Shard]]:
+        """The stream and all its shards, through every page of ``DescribeStream``."""
+        shards: list[Shard] = []
+        start: str | None = None
+        info: StreamInfo | None = None
+        while True:
+            kwargs: dict[str, Any] = {"StreamArn": stream_arn}
+            if start:
+                kwargs["ExclusiveStartShardId"] = start
+            await self.describe_limiter.wait()
+            page = await self.call(
+                f"DescribeStream {stream_arn}",
+                functools.partial(self.client.describe_stream, **kwargs),
+            )
+            desc = page["StreamDescription"]
+            if info is None:
+                info = StreamInfo(
+                    arn=desc.get("StreamArn", stream_arn),
+                    label=desc.get("StreamLabel") or layout.stream_label_of(stream_arn),
+                    table_name=desc.get("TableName", ""),
+                    status=desc.get("StreamStatus"),
+                    view_type=desc.get("StreamViewType"),
+                )
+            shards.extend(Shard.from_api(stream_arn, raw) for raw in desc.get("Shards", []))
+            start = desc.get("LastEvaluatedShardId")
+            if not start:
+                unique = {s.shard_id: s for s in shards}
+                return info, list(unique.values())
+
+    async def shard_iterator(self, shard: Shard, after_seq: str | None) -> str:
+        """An iterator after ``after_seq``, or at TRIM_HORIZON when there is none."""
+        kwargs: dict[str, Any] = {"StreamArn": shard.stream_arn, "ShardId": shard.shard_id}
+        if after_seq:
+            kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", SequenceNumber=after_seq)
+        else:
+            kwargs["ShardIteratorType"] = "TRIM_HORIZON"
+        response = await self.call(
+            f"GetShardIterator {shard.shard_id}",
+            lambda: self.client.get_shard_iterator(**kwargs),
+        )
+        return str(response["ShardIterator"])
+
+    async def get_records(self, iterator: str, limit: int) -> dict[str, Any]:
+        response: dict[str, Any] = await self.call(
+            "GetRecords", lambda: self.client.get_records(ShardIterator=iterator, Limit=limit)
+        )
+        return response
+
+
+async def sleep_unless(stop: asyncio.Event | None, seconds: float) -> None:
+    """Sleep ``seconds``, returning early when ``stop`` is set."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    if stop.is_set():
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+# -- the sink -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardStart:
+    """Where a shard's reading starts: after ``after_seq`` (None: TRIM_HORIZON)."""
+
+    after_seq: str | None
+    finished: bool = False
+
+
+class ShardSink(Protocol):
+    """What the consumer hands its reads to (``archiver.writer.ChangeWriter``)."""
+
+    def accepts(self, stream: StreamInfo) -> bool:
+        """Whether records of this stream are to be archived at all."""
+
+    async def streams_listed(self, streams: list[StreamInfo]) -> None:
+        """Every discovery pass: the table's streams (described), oldest first."""
+
+    async def shards_listed(self, stream: StreamInfo, shards: list[Shard]) -> None:
+        """Every discovery pass: the shards of an accepted stream (load state for them)."""
+
+    def start(self, stream: StreamInfo, shard: Shard) -> ShardStart:
+        """Where to start reading the shard (files and checkpoints say)."""
+
+    async def records(
+        self, stream: StreamInfo, shard: Shard, records: list[dict[str, Any]]
+    ) -> None:
+        """A non-empty page, in sequence order."""
+
+    async def idle(self, stream: StreamInfo, shard: Shard) -> None:
+        """An empty page (a chance to flush by age)."""
+
+    async def caught_up(self, stream: StreamInfo, shard: Shard, at: datetime) -> None:
+        """The shard returned consecutive empty pages at ``at``."""
+
+    async def trimmed(self, stream: StreamInfo, shard: Shard, detected_at: datetime) -> None:
+        """Records after the last one read were trimmed before they were read."""
+
+    async def ended(self, stream: StreamInfo, shard: Shard) -> None:
+        """The shard is closed and every record of it was handed over."""
+
+
+# -- the consumer ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    """How the consumer polls. Tests shrink the intervals."""
+
+    once: bool = False
+    poll_seconds: float = 1.0
+    discover_seconds: float = 30.0
+    caught_up_pages: int = 3
+    page_limit: int = 1000
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # --once stops reading a shard that reached records written after the run began, so a
+    # busy table cannot keep a cron run going forever.
+    once_started_at: datetime | None = None
+
+
+ShardKey = tuple[str, str]
+
+
+class StreamConsumer:
+    """Reads every stream and shard of one table into a sink until done or stopped.
+
+    With ``config.once`` it returns when every open shard is caught up and every closed one
+    drained; otherwise it runs until ``stop`` is set, then lets each reader finish its page.
+    """
+
+    def __init__(
+        self,
+        api: StreamsApi,
+        table_name: str,
+        sink: ShardSink,
+        config: ConsumerConfig,
+        stop: asyncio.Event,
+        *,
+        known_streams: list[StreamInfo] | None = None,
+    ) -> None:
+        self.api = api
+        self.table_name = table_name
+        self.sink = sink
+        self.config = config
+        self.stop = stop
+        self.known_streams = list(known_streams or [])
+        self.tasks: dict[ShardKey, asyncio.Task[None]] = {}
+        self.settled: dict[ShardKey, asyncio.Event] = {}
+        self.finished: set[ShardKey] = set()
+        self.caught_up_open: set[ShardKey] = set()
+        self.lag_event_time: dict[ShardKey, datetime] = {}
+        self.drained_streams: set[str] = set()
+        self._rediscover = asyncio.Event()
+        self._warned: set[str] = set()
+
+    async def run(self) -> None:
+        """Discover, spawn readers, repeat as shards end or the interval passes."""
+        need_discovery = True
+        last_discovery = 0.0
+        try:
+            while True:
+                if need_discovery:
+                    self._rediscover.clear()
+                    with contextlib.suppress(Stopped):
+                        await self._discover_and_spawn()
+                    last_discovery = time.monotonic()
+                    need_discovery = False
+                if not self.tasks and (self.config.once or self.stop.is_set()):
+                    return
+                if self.stop.is_set():
+                    await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+                    self._reap()
+                    return
+                timeout = None if self.config.once else self.config.discover_seconds
+                await self._wait_for_change(timeout)
+                self._reap()
+                elapsed = time.monotonic() - last_discovery
+                need_discovery = (
+                    self._rediscover.is_set()
+                    or (self.config.once and not self.tasks)
+                    or (not self.config.once and elapsed >= self.config.discover_seconds)
+                )
+        finally:
+            for task in self.tasks.values():
+                task.cancel()
+            if self.tasks:
+                await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+    async def _wait_for_change(self, timeout: float | None) -> None:
+        helpers = [
+            asyncio.ensure_future(self._rediscover.wait()),
+            asyncio.ensure_future(self.stop.wait()),
+        ]
+        try:
+            await asyncio.wait(
+                [*self.tasks.values(), *helpers],
+                timeout=timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for helper in helpers:
+                helper.cancel()
+
+    def _reap(self) -> None:
+        """Forget finished reader tasks; re-raise the first failure."""
+        for key, task in list(self.tasks.items()):
+            if task.done():
+                del self.tasks[key]
+                task.result()
+
+    async def _discover_and_spawn(self) -> None:
+        listed = await self.api.list_streams(self.table_name)
+        by_arn = {s.arn: s for s in listed}
+        for extra in self.known_streams:
+            by_arn.setdefault(extra.arn, extra)
+        described: list[tuple[StreamInfo, list[Shard]]] = []
+        for stream in sorted(by_arn.values(), key=lambda s: s.created_at):
+            if stream.arn in self.drained_streams:
+                continue
+            try:
+                info, shards = await self.api.describe_stream(stream.arn)
+            except Exception as exc:
+                if client_error_code(exc) == NOT_FOUND:
+                    continue  # gone meanwhile: the sink records the hole if it matters
+                raise
+            described.append((info, shards))
+        await self.sink.streams_listed([info for info, _ in described])
+        # Streams whose readers must settle before a younger stream's shards start.
+        older: list[ShardKey] = []
+        for info, shards in described:
+            if not self.sink.accepts(info):
+                continue
+            if info.view_type and info.view_type not in REPLAYABLE_VIEWS:
+                self._warn_once(
+                    info.arn,
+                    f"skipping stream {info.arn}: view type {info.view_type} has no new images",
+                )
+                continue
+            await self.sink.shards_listed(info, shards)
+            for problem in check_lineage(shards):
+                self._warn_once(problem, problem)
+            keys = self._spawn_stream(info, shards, older)
+            if info.status == "DISABLED" and all(k in self.finished for k in keys):
+                self.drained_streams.add(info.arn)
+            older.extend(keys)
+
+    def _spawn_stream(
+        self, stream: StreamInfo, shards: list[Shard], older: list[ShardKey]
+    ) -> list[ShardKey]:
+        listed = {s.shard_id for s in shards}
+        keys = []
+        for shard in lineage_order(shards):
+            key = (stream.arn, shard.shard_id)
+            keys.append(key)
+            if key in self.tasks or key in self.finished:
+                continue
+            if self.sink.start(stream, shard).finished:
+                self.finished.add(key)
+                self._settle(key)
+                continue
+            if key in self.caught_up_open and not shard.closed:
+                continue  # caught up this run and still open: nothing to do until it changes
+            self.caught_up_open.discard(key)
+            waits = [k for k in older if k not in self.finished]
+            if shard.parent_shard_id in listed:
+                parent = (stream.arn, shard.parent_shard_id)
+                if parent not in self.finished:
+                    waits.append(parent)
+            events = [self.settled.setdefault(k, asyncio.Event()) for k in waits]
+            self.settled[key] = asyncio.Event()
+            self.tasks[key] = asyncio.create_task(
+                self._read_shard(stream, shard, events), name=f"shard {shard.shard_id}"
+            )
+        return keys
+
+    def _settle(self, key: ShardKey) -> None:
+        self.settled.setdefault(key, asyncio.Event()).set()
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s", message)
+
+    async def _read_shard(
+        self, stream: StreamInfo, shard: Shard, prerequisites: list[asyncio.Event]
+    ) -> None:
+        key = (stream.arn, shard.shard_id)
+        try:
+            for event in prerequisites:
+                await _first_of(event, self.stop)
+            if self.stop.is_set():
+                return
+            await self._read(stream, shard, key)
+        except Stopped:
+            return
+        finally:
+            self._settle(key)
+
+    async def _iterator(
+        self, stream: StreamInfo, shard: Shard, after_seq: str | None
+    ) -> str | None:
+        """An iterator after ``after_seq``; on a trimmed position the hole is reported and
+        reading restarts at TRIM_HORIZON; ``None`` when the shard no longer exists."""
+        try:
+            return await self.api.shard_iterator(shard, after_seq)
+        except Exception as exc:
+            code = client_error_code(exc)
+            if code == TRIMMED and after_seq:
+                await self.sink.trimmed(stream, shard, utcnow())
+                return await self._iterator(stream, shard, None)
+            if code == NOT_FOUND:
+                log.warning("shard %s of %s no longer exists", shard.shard_id, stream.arn)
+                return None
+            raise
+
+    async def _read(self, stream: StreamInfo, shard: Shard, key: ShardKey) -> None:
+        config = self.config
+        start = self.sink.start(stream, shard)
+        last_read = start.after_seq
+        if shard.closed and last_read and seq_key(last_read) >= seq_key(shard.ending_seq):
+            await self._ended(stream, shard, key)
+            return
+        iterator = await self._iterator(stream, shard, last_read)
+        empty_pages = 0
+        while iterator is not None and not self.stop.is_set():
+            try:
+                page = await self.api.get_records(iterator, config.page_limit)
+            except Exception as exc:
+                code = client_error_code(exc)
+                if code == EXPIRED:
+                    log.info(
+                        "shard %s: iterator expired, resuming after %s", shard.shard_id, last_read
+                    )
+                    iterator = await self._iterator(stream, shard, last_read)
+                    continue
+                if code == TRIMMED:
+                    await self.sink.trimmed(stream, shard, utcnow())
+                    last_read = None
+                    iterator = await self._iterator(stream, shard, None)
+                    continue
+                if code == NOT_FOUND:
+                    log.warning("shard %s of %s no longer exists", shard.shard_id, stream.arn)
+                    return
+                raise
+            records = page.get("Records") or []
+            if records:
+                empty_pages = 0
+                await self.sink.records(stream, shard, records)
+                last_read = str(records[-1]["dynamodb"]["SequenceNumber"])
+                self.lag_event_time[key] = as_utc(
+                    _event_datetime(records[-1]["dynamodb"]["ApproximateCreationDateTime"])
+                )
+            iterator = page.get("NextShardIterator")
+            if iterator is None:
+                await self._ended(stream, shard, key)
+                return
+            if records:
+                if self._once_reached_start(key):
+                    self.caught_up_open.add(key)
+                    return
+                continue
+            empty_pages += 1
+            if empty_pages >= config.caught_up_pages:
+                await self.sink.caught_up(stream, shard, utcnow())
+                if config.once or stream.status == "DISABLED":
+                    self.caught_up_open.add(key)
+                    return
+            else:
+                await self.sink.idle(stream, shard)
+            await sleep_unless(self.stop, config.poll_seconds)
+
+    def _once_reached_start(self, key: ShardKey) -> bool:
+        started = self.config.once_started_at
+        if not self.config.once or started is None:
+            return False
+        last = self.lag_event_time.get(key)
+        return last is not None and (last - started).total_seconds() >= 1.0
+
+    async def _ended(self, stream: StreamInfo, shard: Shard, key: ShardKey) -> None:
+        await self.sink.ended(stream, shard)
+        self.finished.add(key)
+        self._rediscover.set()  # its children may be listed now
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    """Wait until any of ``events`` is set."""
+    if any(event.is_set() for event in events):
+        return
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+def _event_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    from archiver.timefmt import from_epoch
+
+    return from_epoch(value)

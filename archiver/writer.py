@@ -1,0 +1,750 @@
+"""Stream records → Parquet change files, checkpoints, gaps and the watermark.
+
+Two layers:
+
+* :func:`write_records` — one batch of one shard's records → one file per contiguous range
+  within one ``dt`` (``layout.change_file``: the name is a function of the content, so
+  writing the same records again rewrites the same objects). The poller and the Lambda
+  handler share it.
+* :class:`ChangeWriter` — the poller's :class:`archiver.stream.ShardSink`: per-shard buffers
+  flushed by record count, age or size; a checkpoint written only after the files it covers
+  are durable; resume after the highest sequence number in the files or the checkpoint,
+  whichever is later (files are the truth, checkpoints a cache); holes recorded in
+  ``gaps.jsonl`` before any record after them is written; the watermark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from archiver import coverage, layout
+from archiver.errors import ArchiverError
+from archiver.layout import ChangeFileName, pad_seq
+from archiver.records import ChangeRows, event_time_ms
+from archiver.storage import Archive
+from archiver.stream import Shard, ShardStart, StreamInfo
+from archiver.timefmt import iso_ms, parse_iso, utcnow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FLUSH_RECORDS = 50_000
+DEFAULT_FLUSH_SECONDS = 60.0
+DEFAULT_FLUSH_BYTES = 64 * 1024 * 1024
+
+
+# -- one batch → files ----------------------------------------------------------------------
+
+
+def _ms_to_datetime(ms: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+
+
+@dataclass
+class Run:
+    """Consecutive records of one shard within one ``dt``: the content of one file."""
+
+    dt: str
+    rows: ChangeRows
+    first_seq: str  # zero-padded
+    last_seq: str
+    last_event_ms: int
+
+
+class RunBuilder:
+    """Records of one shard, in sequence order, split into :class:`Run` s at ``dt`` changes.
+
+    Rows are built as records arrive, so a flush only has to write.
+    """
+
+    def __init__(
+        self, *, stream_arn: str, shard_id: str | None, table_id: str, origin: str
+    ) -> None:
+        self.stream_arn = stream_arn
+        self.shard_id = shard_id
+        self.table_id = table_id
+        self.origin = origin
+        self.runs: list[Run] = []
+        self.count = 0
+        self.first_event_ms: int | None = None
+        self.started = time.monotonic()
+
+    @property
+    def nbytes(self) -> int:
+        return sum(run.rows.nbytes for run in self.runs)
+
+    @property
+    def last_seq(self) -> str:
+        return self.runs[-1].last_seq
+
+    @property
+    def last_event_time(self) -> datetime:
+        return _ms_to_datetime(self.runs[-1].last_event_ms)
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        ddb = record["dynamodb"]
+        seq = pad_seq(ddb["SequenceNumber"])
+        ms = event_time_ms(ddb["ApproximateCreationDateTime"])
+        dt = layout.dt_of(_ms_to_datetime(ms))
+        if not self.runs or self.runs[-1].dt != dt:
+            self.runs.append(Run(dt, ChangeRows(), seq, seq, ms))
+        run = self.runs[-1]
+        run.rows.append(
+            record,
+            stream_arn=self.stream_arn,
+            shard_id=self.shard_id,
+            table_id=self.table_id,
+            origin=self.origin,
+        )
+        run.last_seq = seq
+        run.last_event_ms = ms
+        if self.first_event_ms is None:
+            self.first_event_ms = ms
+        self.count += 1
+
+
+def write_run(archive: Archive, table: str, stream_arn: str, shard_id: str | None, run: Run) -> str:
+    """Write one run as one Parquet file (atomically); returns its path."""
+    path = layout.change_file(
+        table,
+        run.dt,
+        layout.stream_label_of(stream_arn),
+        shard_id or layout.LAMBDA_SHARD,
+        run.first_seq,
+        run.last_seq,
+    )
+    archive.write_parquet(path, run.rows.to_table())
+    return path
+
+
+class WriteFailed(ArchiverError):
+    """Writing a batch failed part-way: files before ``first_unwritten_sequence_number`` are
+    durable, that record and every later one are not."""
+
+    def __init__(self, message: str, *, written: list[str], first_unwritten_sequence_number: str):
+        super().__init__(message)
+        self.written = written
+        self.first_unwritten_sequence_number = first_unwritten_sequence_number
+
+
+def write_records(
+    archive: Archive,
+    table: str,
+    records: Iterable[Mapping[str, Any]],
+    *,
+    stream_arn: str,
+    shard_id: str | None,
+    table_id: str,
+    origin: str,
+) -> list[str]:
+    """Write one shard's records (either shape: GetRecords or a Lambda event) to the archive.
+
+    One file per contiguous range of records within one ``dt`` — one file per ``dt`` unless
+    event times go back across midnight — written in sequence order, so that when a write
+    fails every record before the failing file is durable.
+
+    Args:
+        archive: the archive.
+        table: the table name (``table_name`` partition).
+        records: one shard's records; sorted here by sequence number.
+        stream_arn: the stream they came from (its label goes into the file names).
+        shard_id: the shard, or ``None`` from Lambda (files named with ``lambda``, column null).
+        table_id: the table generation (``archiver.tables.table_id_of``).
+        origin: ``stream`` (poller) or ``lambda``.
+
+    Returns:
+        The paths written, in sequence order (empty for no records).
+
+    Raises:
+        WriteFailed: a file could not be written; says which records are durable.
+    """
+    ordered = sorted(records, key=lambda r: pad_seq(r["dynamodb"]["SequenceNumber"]))
+    builder = RunBuilder(stream_arn=stream_arn, shard_id=shard_id, table_id=table_id, origin=origin)
+    for record in ordered:
+        builder.add(record)
+    return _write_builder(archive, table, builder)
+
+
+def _write_builder(archive: Archive, table: str, builder: RunBuilder) -> list[str]:
+    written: list[str] = []
+    stream_arn = builder.stream_arn
+    shard_id = builder.shard_id
+    for run in builder.runs:
+        try:
+            written.append(write_run(archive, table, stream_arn, shard_id, run))
+        except Exception as exc:
+            first = run.first_seq.lstrip("0") or "0"
+            raise WriteFailed(
+                f"writing change records of {table} from sequence number {first} failed: {exc}",
+                written=written,
+                first_unwritten_sequence_number=first,
+            ) from exc
+    return written
+
+
+# -- checkpoints and resume points ----------------------------------------------------------
+
+
+def read_checkpoints(archive: Archive, table: str, label_stamp: str) -> dict[str, dict[str, Any]]:
+    """The checkpoints of one stream (by its label stamp), by shard id."""
+    folder = f"{layout.checkpoints_dir(table)}/{label_stamp}"
+    out = {}
+    for name in archive.listdir(folder):
+        if name.endswith(".json") and not name.startswith("."):
+            doc = archive.read_json(f"{folder}/{name}")
+            out[str(doc["shard_id"])] = doc
+    return out
+
+
+def write_checkpoint(archive: Archive, table: str, checkpoint: Mapping[str, Any]) -> None:
+    """Write one shard's checkpoint: only ever after the files it covers are durable."""
+    path = layout.checkpoint(
+        table, layout.stream_label_of(str(checkpoint["stream_arn"])), str(checkpoint["shard_id"])
+    )
+    archive.write_json(path, dict(checkpoint))
+
+
+def checkpointed_streams(archive: Archive, table: str) -> list[str]:
+    """Label stamps of every stream that has checkpoints in the archive."""
+    return [n for n in archive.listdir(layout.checkpoints_dir(table)) if not n.startswith(".")]
+
+
+def resume_points(
+    archive: Archive, table: str, dt_from: str | None = None
+) -> dict[tuple[str, str], str]:
+    """The highest archived sequence number (zero-padded) per (label stamp, shard id), read
+    from change file names — in ``dt`` partitions from ``dt_from`` on when given."""
+    base = layout.changes_table_dir(table)
+    points: dict[tuple[str, str], str] = {}
+    for partition in archive.listdir(base):
+        if not partition.startswith("dt=") or (dt_from and partition[3:] < dt_from):
+            continue
+        for rel in archive.find(f"{base}/{partition}", ".parquet"):
+            name = ChangeFileName.parse(rel)
+            if name is None:
+                continue
+            key = (name.label, name.shard_id)
+            if name.last_seq > points.get(key, ""):
+                points[key] = name.last_seq
+    return points
+
+
+# -- the poller's sink ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlushPolicy:
+    """Flush a shard's buffer when any limit is reached."""
+
+    records: int = DEFAULT_FLUSH_RECORDS
+    seconds: float = DEFAULT_FLUSH_SECONDS
+    bytes: int = DEFAULT_FLUSH_BYTES
+
+    def due(self, buffer: RunBuilder) -> bool:
+        return (
+            buffer.count >= self.records
+            or buffer.nbytes >= self.bytes
+            or time.monotonic() - buffer.started >= self.seconds
+        )
+
+
+@dataclass
+class ShardProgress:
+    """What the writer knows of one shard. Sequence numbers are zero-padded here."""
+
+    stream: StreamInfo
+    shard: Shard
+    table_id: str
+    current: bool  # of the current table generation: counts for its watermark
+    durable_seq: str | None = None
+    durable_event_time: datetime | None = None
+    read_seq: str | None = None
+    read_event_time: datetime | None = None
+    caught_up_at: datetime | None = None
+    caught_up_seq: str | None = None
+    durable_caught_up_at: datetime | None = None
+    finished: bool = False
+    dirty: bool = False
+    buffer: RunBuilder | None = None
+    gap_from: datetime | None = None  # set while a detected hole waits for its end
+    gap_detected_at: datetime | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def watermark_time(self) -> datetime | None:
+        """Up to when this shard is durably archived (see DESIGN.md "watermark")."""
+        times = [t for t in (self.durable_caught_up_at, self.durable_event_time) if t is not None]
+        return max(times) if times else None
+
+
+@dataclass
+class Stats:
+    records_read: int = 0
+    records_written: int = 0
+    files_written: int = 0
+    bytes_written: int = 0
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The table generation whose records are being archived."""
+
+    table_id: str
+    created_at: datetime
+    covered_from: datetime
+    previous: tuple[tuple[datetime, str], ...] = ()  # (created_at, table_id) of older ones
+
+
+class ChangeWriter:
+    """The poller's sink: buffers per shard, flushes to files, checkpoints, gaps, watermark.
+
+    Archive I/O runs in worker threads so the readers of other shards keep going.
+    """
+
+    def __init__(
+        self, archive: Archive, table: str, generation: Generation, policy: FlushPolicy
+    ) -> None:
+        self.archive = archive
+        self.table = table
+        self.generation = generation
+        self.policy = policy
+        self.stats = Stats()
+        self.shards: dict[tuple[str, str], ShardProgress] = {}
+        self.streams: dict[str, StreamInfo] = {}
+        self._checkpoints: dict[str, dict[str, dict[str, Any]]] = {}  # label stamp → shard → doc
+        self._resume: dict[tuple[str, str], str] = {}
+        self._gapped_streams: set[str] = set()
+        self._stream_gap: dict[str, tuple[datetime, datetime]] = {}  # arn → (from, detected)
+        self._lost_shards: list[dict[str, Any]] = []  # checkpoints of shards that expired
+        self._state_lock = asyncio.Lock()
+        self._warned: set[str] = set()
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def prepare(self, streams: list[StreamInfo]) -> None:
+        """Load what the archive knows (blocking I/O: call before reading starts)."""
+        for gap in coverage.read_gaps(self.archive, self.table):
+            if gap.get("reason") == coverage.GAP_STREAM_REENABLED:
+                self._gapped_streams.add(str(gap.get("stream_arn")))
+        dt_from: str | None = None
+        earliest: datetime | None = None
+        complete = bool(streams)
+        for stream in streams:
+            docs = self._load_checkpoints(stream.label_stamp)
+            complete = complete and bool(docs)
+            for doc in docs.values():
+                if doc.get("event_time"):
+                    at = parse_iso(doc["event_time"])
+                    earliest = at if earliest is None else min(earliest, at)
+        if complete and earliest is not None:
+            # Files beyond a checkpoint were written after it: a day of slack for clocks.
+            dt_from = layout.dt_of(earliest - timedelta(days=1))
+        self._resume = resume_points(self.archive, self.table, dt_from)
+
+    def _load_checkpoints(self, label_stamp: str) -> dict[str, dict[str, Any]]:
+        if label_stamp not in self._checkpoints:
+            self._checkpoints[label_stamp] = read_checkpoints(self.archive, self.table, label_stamp)
+        return self._checkpoints[label_stamp]
+
+    def table_id_for(self, stream: StreamInfo) -> str | None:
+        """The generation a stream belongs to: the newest created before it."""
+        tolerance = coverage.CREATED_WITH_TABLE_TOLERANCE
+        if stream.created_at >= self.generation.created_at - tolerance:
+            return self.generation.table_id
+        older = [
+            tid
+            for created, tid in self.generation.previous
+            if created <= stream.created_at + tolerance
+        ]
+        return older[-1] if older else None
+
+    # -- ShardSink --------------------------------------------------------------------------
+
+    def accepts(self, stream: StreamInfo) -> bool:
+        if self.table_id_for(stream) is not None:
+            return True
+        if stream.arn not in self._warned:
+            self._warned.add(stream.arn)
+            log.warning(
+                "skipping stream %s: older than the current table %s and of no archived generation",
+                stream.arn,
+                self.table,
+            )
+        return False
+
+    async def streams_listed(self, streams: list[StreamInfo]) -> None:
+        for stream in streams:
+            self.streams[stream.arn] = stream
+        await self._record_stream_gaps(streams)
+
+    async def shards_listed(self, stream: StreamInfo, shards: list[Shard]) -> None:
+        self.streams[stream.arn] = stream
+        docs = await asyncio.to_thread(self._load_checkpoints, stream.label_stamp)
+        listed = {s.shard_id for s in shards}
+        for shard in shards:
+            self._progress(stream, shard)
+        lost = [
+            doc
+            for shard_id, doc in docs.items()
+            if shard_id not in listed
+            and not doc.get("closed")
+            and all(d["shard_id"] != shard_id for d in self._lost_shards)
+        ]
+        if not lost:
+            return
+        # Checkpointed, not drained, and no longer listed: trimmed away while the archiver was
+        # down past the retention. Records after them are missing up to whatever the stream
+        # still holds: the hole ends at the first record read from this stream.
+        starts = [parse_iso(d["event_time"]) for d in lost if d.get("event_time")]
+        start = min(starts) if starts else stream.created_at
+        if stream.arn in self._stream_gap:
+            start = min(start, self._stream_gap[stream.arn][0])
+        self._stream_gap[stream.arn] = (start, utcnow())
+        self._lost_shards.extend(lost)
+        log.warning(
+            "%s: shard(s) %s of %s expired before they were fully read: recording a gap from %s",
+            self.table,
+            ", ".join(str(d["shard_id"]) for d in lost),
+            stream.arn,
+            iso_ms(start),
+        )
+
+    def start(self, stream: StreamInfo, shard: Shard) -> ShardStart:
+        progress = self._progress(stream, shard)
+        seq = progress.durable_seq
+        return ShardStart(
+            after_seq=seq.lstrip("0") or "0" if seq else None, finished=progress.finished
+        )
+
+    async def records(
+        self, stream: StreamInfo, shard: Shard, records: list[dict[str, Any]]
+    ) -> None:
+        progress = self._progress(stream, shard)
+        last = progress.read_seq or ""
+        fresh = [r for r in records if pad_seq(r["dynamodb"]["SequenceNumber"]) > last]
+        if not fresh:
+            return
+        first_time = _ms_to_datetime(
+            event_time_ms(fresh[0]["dynamodb"]["ApproximateCreationDateTime"])
+        )
+        # A hole must be on record before any record after it can reach a file.
+        await self._resolve_gaps(progress, first_time)
+        if progress.buffer is None:
+            progress.buffer = RunBuilder(
+                stream_arn=stream.arn,
+                shard_id=shard.shard_id,
+                table_id=progress.table_id,
+                origin="stream",
+            )
+        for record in fresh:
+            progress.buffer.add(record)
+        progress.read_seq = progress.buffer.last_seq
+        progress.read_event_time = progress.buffer.last_event_time
+        self.stats.records_read += len(fresh)
+        if self.policy.due(progress.buffer):
+            await self.flush(progress)
+
+    async def idle(self, stream: StreamInfo, shard: Shard) -> None:
+        progress = self._progress(stream, shard)
+        if progress.buffer is not None and self.policy.due(progress.buffer):
+            await self.flush(progress)
+
+    async def caught_up(self, stream: StreamInfo, shard: Shard, at: datetime) -> None:
+        progress = self._progress(stream, shard)
+        progress.caught_up_at = at
+        progress.caught_up_seq = progress.read_seq
+        if progress.buffer is None:
+            progress.durable_caught_up_at = at
+            progress.dirty = True
+        if progress.gap_from is not None:
+            await self._resolve_gaps(progress, progress.gap_detected_at or at)
+        await self.idle(stream, shard)
+
+    async def trimmed(self, stream: StreamInfo, shard: Shard, detected_at: datetime) -> None:
+        progress = self._progress(stream, shard)
+        if progress.gap_from is not None:
+            return
+        start = (
+            progress.read_event_time
+            or progress.durable_event_time
+            or max(stream.created_at, self.generation.covered_from)
+        )
+        progress.gap_from = start
+        progress.gap_detected_at = detected_at
+        log.warning(
+            "%s: RECORDS LOST: shard %s was trimmed past the last record read (%s): the stream "
+            "dropped records before they were archived; recording a gap and continuing from "
+            "the trim horizon",
+            self.table,
+            shard.shard_id,
+            iso_ms(start),
+        )
+
+    async def ended(self, stream: StreamInfo, shard: Shard) -> None:
+        progress = self._progress(stream, shard)
+        await self.flush(progress)
+        if progress.gap_from is not None:
+            await self._resolve_gaps(progress, progress.gap_detected_at or utcnow())
+        progress.finished = True
+        progress.dirty = True
+        await asyncio.to_thread(self._write_checkpoint, progress)
+
+    # -- flushing ---------------------------------------------------------------------------
+
+    async def flush(self, progress: ShardProgress) -> None:
+        """Write the shard's buffer, then (only then) its checkpoint."""
+        async with progress.lock:
+            buffer = progress.buffer
+            if buffer is None:
+                return
+            progress.buffer = None
+            paths = await asyncio.to_thread(_write_builder, self.archive, self.table, buffer)
+            progress.durable_seq = buffer.last_seq
+            progress.durable_event_time = buffer.last_event_time
+            if (
+                progress.caught_up_at is not None
+                and (progress.caught_up_seq or "") <= buffer.last_seq
+            ):
+                progress.durable_caught_up_at = progress.caught_up_at
+            progress.dirty = True
+            await asyncio.to_thread(self._write_checkpoint, progress)
+            self.stats.files_written += len(paths)
+            self.stats.records_written += buffer.count
+
+    async def flush_all(self) -> None:
+        for progress in list(self.shards.values()):
+            await self.flush(progress)
+
+    async def finish(self) -> None:
+        """End of a run: flush everything, close pending gaps, save checkpoints and coverage."""
+        await self.flush_all()
+        for progress in self.shards.values():
+            if progress.gap_from is not None:
+                await self._resolve_gaps(progress, progress.gap_detected_at or utcnow())
+        for arn in list(self._stream_gap):
+            await self._resolve_stream_gap(arn, None)
+        await self.persist()
+
+    async def persist(self) -> None:
+        """Save changed checkpoints and move the watermark (periodically and at the end)."""
+        for progress in list(self.shards.values()):
+            if progress.dirty and progress.buffer is None:
+                await asyncio.to_thread(self._write_checkpoint, progress)
+        watermark = self.watermark()
+        if watermark is not None:
+            async with self._state_lock:
+                await asyncio.to_thread(
+                    coverage.advance_watermark,
+                    self.archive,
+                    self.table,
+                    self.generation.table_id,
+                    watermark,
+                    mode="poller",
+                )
+
+    def watermark(self) -> datetime | None:
+        """Min over the current generation's unfinished shards of how far each is durably
+        archived, minus the margin; ``None`` while any of them has nothing to go by."""
+        times = []
+        for progress in self.shards.values():
+            if not progress.current or progress.finished:
+                continue
+            if progress.stream.status == "DISABLED" and progress.durable_caught_up_at:
+                continue  # a disabled stream's open shard will get nothing more
+            at = progress.watermark_time()
+            if at is None:
+                return None
+            times.append(at)
+        if not times:
+            return None
+        return min(min(times), utcnow()) - coverage.WATERMARK_MARGIN
+
+    def _write_checkpoint(self, progress: ShardProgress) -> None:
+        seq = progress.durable_seq
+        write_checkpoint(
+            self.archive,
+            self.table,
+            {
+                "stream_arn": progress.stream.arn,
+                "shard_id": progress.shard.shard_id,
+                "parent_shard_id": progress.shard.parent_shard_id,
+                "sequence_number": (seq.lstrip("0") or "0") if seq else None,
+                "event_time": iso_ms(progress.durable_event_time)
+                if progress.durable_event_time
+                else None,
+                "caught_up_at": (
+                    iso_ms(progress.durable_caught_up_at) if progress.durable_caught_up_at else None
+                ),
+                "closed": progress.finished,
+                "updated_at": iso_ms(utcnow()),
+            },
+        )
+        progress.dirty = False
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _progress(self, stream: StreamInfo, shard: Shard) -> ShardProgress:
+        key = (stream.arn, shard.shard_id)
+        progress = self.shards.get(key)
+        if progress is not None:
+            if shard.closed and not progress.shard.closed:
+                progress.shard = shard
+            progress.stream = stream if stream.status else progress.stream
+            return progress
+        table_id = self.table_id_for(stream) or self.generation.table_id
+        doc = self._checkpoints.get(stream.label_stamp, {}).get(shard.shard_id, {})
+        from_doc = pad_seq(doc["sequence_number"]) if doc.get("sequence_number") else None
+        from_files = self._resume.get((stream.label_stamp, shard.shard_id))
+        durable = max(filter(None, (from_doc, from_files)), default=None)
+        progress = ShardProgress(
+            stream=stream,
+            shard=shard,
+            table_id=table_id,
+            current=table_id == self.generation.table_id,
+            durable_seq=durable,
+            durable_event_time=parse_iso(doc["event_time"]) if doc.get("event_time") else None,
+            read_seq=durable,
+            durable_caught_up_at=parse_iso(doc["caught_up_at"])
+            if doc.get("caught_up_at")
+            else None,
+            finished=bool(doc.get("closed")),
+        )
+        progress.read_event_time = progress.durable_event_time
+        self.shards[key] = progress
+        return progress
+
+    async def _resolve_gaps(self, progress: ShardProgress, end: datetime) -> None:
+        if progress.gap_from is not None:
+            await self._append_gap(
+                progress.table_id,
+                progress.stream.arn,
+                progress.shard.shard_id,
+                progress.gap_from,
+                end,
+                coverage.GAP_TRIMMED,
+                progress.gap_detected_at,
+            )
+            progress.gap_from = None
+            progress.gap_detected_at = None
+        if progress.stream.arn in self._stream_gap:
+            await self._resolve_stream_gap(progress.stream.arn, end)
+
+    async def _resolve_stream_gap(self, stream_arn: str, end: datetime | None) -> None:
+        start, detected = self._stream_gap.pop(stream_arn)
+        stream = self.streams[stream_arn]
+        table_id = self.table_id_for(stream) or self.generation.table_id
+        await self._append_gap(
+            table_id, stream_arn, None, start, end or detected, coverage.GAP_SHARD_LOST, detected
+        )
+        lost = [d for d in self._lost_shards if d["stream_arn"] == stream_arn]
+        for doc in lost:
+            await asyncio.to_thread(
+                write_checkpoint,
+                self.archive,
+                self.table,
+                {**doc, "closed": True, "updated_at": iso_ms(utcnow())},
+            )
+            self._checkpoints.get(stream.label_stamp, {}).pop(str(doc["shard_id"]), None)
+
+    async def _append_gap(
+        self,
+        table_id: str,
+        stream_arn: str,
+        shard_id: str | None,
+        start: datetime,
+        end: datetime,
+        reason: str,
+        detected_at: datetime | None,
+    ) -> None:
+        async with self._state_lock:
+            gap = await asyncio.to_thread(
+                coverage.append_gap,
+                self.archive,
+                self.table,
+                table_id=table_id,
+                stream_arn=stream_arn,
+                shard_id=shard_id,
+                start=start,
+                end=end,
+                reason=reason,
+                detected_at=detected_at,
+            )
+        self.stats.gaps.append(gap)
+        log.warning(
+            "%s: GAP recorded in %s: %s → %s (%s)",
+            self.table,
+            layout.gaps(self.table),
+            gap["from"],
+            gap["to"],
+            coverage.GAP_REASONS[reason],
+        )
+
+    async def _record_stream_gaps(self, streams: list[StreamInfo]) -> None:
+        """A stream disabled and re-enabled: writes in between were never streamed."""
+        tolerance = coverage.CREATED_WITH_TABLE_TOLERANCE
+        ours = [s for s in streams if self.table_id_for(s) == self.generation.table_id]
+        listed = {s.label_stamp for s in ours}
+        stamps = await asyncio.to_thread(checkpointed_streams, self.archive, self.table)
+        timeline: list[tuple[datetime, str, StreamInfo | None]] = [
+            (s.created_at, s.label_stamp, s) for s in ours
+        ]
+        for stamp in stamps:
+            at = _stamp_time(stamp)
+            if (
+                stamp not in listed
+                and at is not None
+                and at >= self.generation.created_at - tolerance
+            ):
+                timeline.append((at, stamp, None))
+        timeline.sort(key=lambda entry: entry[0])
+        for (_, a_stamp, a), (b_created, _, b) in itertools.pairwise(timeline):
+            if b is None or b.arn in self._gapped_streams:
+                continue
+            if a is not None and not self._drained(a):
+                continue  # still being read: the hole starts after its last record
+            docs = await asyncio.to_thread(self._load_checkpoints, a_stamp)
+            times = [parse_iso(d["event_time"]) for d in docs.values() if d.get("event_time")]
+            times += [
+                p.durable_event_time
+                for p in self.shards.values()
+                if a is not None and p.stream.arn == a.arn and p.durable_event_time
+            ]
+            start = (
+                max(times) if times else (a.created_at if a else _stamp_time(a_stamp) or b_created)
+            )
+            self._gapped_streams.add(b.arn)
+            await self._append_gap(
+                self.generation.table_id,
+                b.arn,
+                None,
+                start,
+                b_created,
+                coverage.GAP_STREAM_REENABLED,
+                None,
+            )
+
+    def _drained(self, stream: StreamInfo) -> bool:
+        shards = [p for p in self.shards.values() if p.stream.arn == stream.arn]
+        return (
+            stream.status == "DISABLED"
+            and bool(shards)
+            and all(
+                p.finished or (p.durable_caught_up_at is not None and p.buffer is None)
+                for p in shards
+            )
+        )
+
+
+def _stamp_time(stamp: str) -> datetime | None:
+    from archiver.timefmt import parse_stamp
+
+    try:
+        return parse_stamp(stamp)
+    except ValueError:
+        return None

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): ``python -m bench.bench_codec``; see each module's docstring."""

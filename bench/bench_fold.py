@@ -1,0 +1,258 @@
+"""Benchmark the replay fold: N change records over K keys plus a K-item base snapshot.
+
+    python -m bench.bench_fold [--changes 10000000] [--keys 1000000] [--memory-limit 1GB]
+
+Generates (once; reused while the parameters match) a local archive under
+``bench-out/fold-<changes>-<keys>/`` with DuckDB's vectorised SQL: change files laid out and
+named as the archiver writes them (``dt`` partitions, one shard, 5 % REMOVEs, ~250-byte new
+and old images), a base snapshot of every key with its manifest, and coverage.json. Then, each
+in a subprocess of its own so that peak RSS is the fold's alone, it runs:
+
+* the fold exactly as ``ddb-replayer restore`` does (``plan_restore`` → ``Fold.state_at``)
+  and streams the whole result out as Arrow batches;
+* a plain DuckDB scan of the same change and snapshot files (count + sum of the lengths of
+  the columns the fold reads), as the yardstick.
+
+Targets (issue #3): ≥ 1M change records/s, peak RSS ≤ 2 GB, fold ≤ 3× the plain scan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+from archiver import coverage, layout
+from archiver.manifests import write_manifest
+from archiver.schema import CHANGE_SCHEMA, COMPRESSION, ROW_GROUP_ROWS, SNAPSHOT_SCHEMA
+from archiver.storage import Archive
+from archiver.timefmt import iso_ms
+
+TABLE = "bench"
+TABLE_ID = "bench-table-id"
+LABEL = "2026-01-01T00:00:00.000"
+STREAM_ARN = f"arn:aws:dynamodb:us-east-1:123456789012:table/{TABLE}/stream/{LABEL}"
+DAY0 = datetime(2026, 1, 1, tzinfo=UTC)
+SNAPSHOT_AT = DAY0 - timedelta(minutes=30)
+FILES_PER_DAY = 10
+ROWS_PER_FILE = 250_000
+
+
+def _image(i: str, key: str) -> str:
+    """SQL for a ~250-byte item image (DynamoDB JSON text) varying with ``i``."""
+    return (
+        "'{\"email\":{\"S\":\"' || md5(" + i + "::VARCHAR) || '@example.com\"},"
+        "\"n\":{\"N\":\"' || (" + i + " % 100000)::VARCHAR || '\"},"
+        "\"note\":{\"S\":\"' || md5((" + i + " + 1)::VARCHAR) || repeat(substr(md5(" + i
+        + "::VARCHAR), 1, 16), 3) || '\"},"
+        "\"pk\":{\"S\":\"' || " + key + " || '\"},"
+        "\"tags\":{\"SS\":[\"blue\",\"' || substr(md5(" + i + "::VARCHAR), 9, 8) || '\"]},"
+        "\"v\":{\"N\":\"' || " + i + "::VARCHAR || '\"}}'"
+    )
+
+
+def generate(root: Path, changes: int, keys: int) -> None:
+    """Write the archive (change files, base snapshot, coverage) under ``root``."""
+    archive = Archive.open(str(root))
+    con = duckdb.connect()
+    files = max(1, changes // ROWS_PER_FILE)
+    per_file = changes // files
+    per_day = per_file * FILES_PER_DAY
+    day_ms = 86_400_000
+    started = time.monotonic()
+    for f in range(files):
+        day = f // FILES_PER_DAY
+        lo, hi = f * per_file, (f + 1) * per_file
+        key = f"'user#' || ((i * 7919) % {keys})::VARCHAR"
+        start_ms = int((DAY0 + timedelta(days=day)).timestamp() * 1000)
+        sql = f"""
+        SELECT 'ev-' || i::VARCHAR AS event_id,
+          CASE WHEN i % 20 = 7 THEN 'REMOVE' WHEN i < {keys} THEN 'INSERT' ELSE 'MODIFY' END
+            AS event_name,
+          make_timestamptz(({start_ms} + (i - {day * per_day}) * {day_ms} // {per_day}) * 1000)
+            AS event_time,
+          lpad((100000000000000000000 + i)::VARCHAR, 40, '0') AS sequence_number,
+          'shardId-00000001' AS shard_id,
+          '{STREAM_ARN}' AS stream_arn,
+          '{TABLE_ID}' AS table_id,
+          '{{"pk":{{"S":"' || {key} || '"}}}}' AS keys,
+          CASE WHEN i % 20 = 7 THEN NULL ELSE {_image("i", key)} END AS new_image,
+          {_image("(i - 1)", key)} AS old_image,
+          250::BIGINT AS size_bytes, NULL::VARCHAR AS user_identity, 'stream' AS origin
+        FROM range({lo}, {hi}) t(i)
+        """
+        dt = (DAY0 + timedelta(days=day)).strftime("%Y-%m-%d")
+        rel = layout.change_file(
+            TABLE, dt, LABEL, "shardId-00000001", str(10**20 + lo), str(10**20 + hi - 1)
+        )
+        path = archive.path(rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with pq.ParquetWriter(path, CHANGE_SCHEMA, compression=COMPRESSION) as writer:
+            for batch in con.sql(sql).to_arrow_reader(ROW_GROUP_ROWS):
+                writer.write_batch(batch.cast(CHANGE_SCHEMA), row_group_size=ROW_GROUP_ROWS)
+        print(f"  change file {f + 1}/{files}", file=sys.stderr, end="\r")
+    snapshot_id = layout.new_snapshot_id(SNAPSHOT_AT)
+    rel = layout.snapshot_part(TABLE, snapshot_id, 0)
+    path = archive.path(rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    key = "'user#' || i::VARCHAR"
+    sql = f"""SELECT '{{"pk":{{"S":"' || {key} || '"}}}}' AS keys, {_image("(i + 7)", key)} AS item
+              FROM range(0, {keys}) t(i)"""
+    with pq.ParquetWriter(path, SNAPSHOT_SCHEMA, compression=COMPRESSION) as writer:
+        for batch in con.sql(sql).to_arrow_reader(ROW_GROUP_ROWS):
+            writer.write_batch(batch.cast(SNAPSHOT_SCHEMA), row_group_size=ROW_GROUP_ROWS)
+    write_manifest(
+        archive,
+        TABLE,
+        {
+            "table": TABLE,
+            "table_id": TABLE_ID,
+            "snapshot_id": snapshot_id,
+            "method": "scan",
+            "valid_from": iso_ms(SNAPSHOT_AT + timedelta(seconds=5)),
+            "log_from": iso_ms(SNAPSHOT_AT - timedelta(seconds=10)),
+            "started_at": iso_ms(SNAPSHOT_AT - timedelta(seconds=5)),
+            "finished_at": iso_ms(SNAPSHOT_AT),
+            "item_count": keys,
+            "key_schema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+            "source": "bench",
+            "files": [{"path": rel, "item_count": keys, "sha256": ""}],
+            "created_at": iso_ms(SNAPSHOT_AT),
+        },
+    )
+    coverage.open_generation(
+        archive,
+        TABLE,
+        table_arn=f"arn:aws:dynamodb:us-east-1:123456789012:table/{TABLE}",
+        table_id=TABLE_ID,
+        table_created_at=DAY0 - timedelta(days=30),
+        covered_from=DAY0 - timedelta(hours=1),
+        from_table_creation=False,
+        mode="poller",
+    )
+    days = (files + FILES_PER_DAY - 1) // FILES_PER_DAY
+    coverage.advance_watermark(archive, TABLE, TABLE_ID, DAY0 + timedelta(days=days))
+    print(f"generated in {time.monotonic() - started:.1f} s{' ' * 20}", file=sys.stderr)
+
+
+def restore_time(changes: int) -> datetime:
+    """A time after every generated change: the fold reads all of them."""
+    files = max(1, changes // ROWS_PER_FILE)
+    return DAY0 + timedelta(days=(files + FILES_PER_DAY - 1) // FILES_PER_DAY) - timedelta(
+        seconds=1
+    )
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def run_fold(root: Path, changes: int, memory_limit: str) -> dict[str, float]:
+    """The fold as restore runs it, streaming every resulting item out (this process)."""
+    from replayer.fold import Fold, FoldSettings
+    from replayer.plan import plan_restore
+
+    archive = Archive.open(str(root))
+    started = time.monotonic()
+    plan = plan_restore(archive, TABLE, restore_time(changes), convert=False)
+    planned = time.monotonic()
+    with Fold(archive, FoldSettings(memory_limit=memory_limit)) as fold:
+        state = fold.state_at(plan)
+        folded = time.monotonic()
+        items = 0
+        text = 0
+        for batch in state.batches(50_000):
+            items += batch.num_rows
+            text += sum(len(v) for v in batch.column("item").to_pylist()[:1])  # touch it
+        streamed = time.monotonic()
+    return {
+        "items": items,
+        "count": state.count,
+        "plan_s": planned - started,
+        "fold_s": folded - planned,
+        "stream_s": streamed - folded,
+        "total_s": streamed - started,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def run_scan(root: Path) -> dict[str, float]:
+    """A plain DuckDB scan of the same files: the columns the fold reads, counted."""
+    archive = Archive.open(str(root))
+    change_files = [archive.path(r) for r in archive.find(layout.changes_table_dir(TABLE), ".parquet")]
+    snapshot_files = [
+        archive.path(r) for r in archive.find(layout.snapshots_table_dir(TABLE), ".parquet")
+    ]
+    con = duckdb.connect()
+    started = time.monotonic()
+    changes = con.execute(
+        "SELECT count(*), sum(length(keys) + length(sequence_number) + coalesce(length(new_image), 0)) "
+        "FROM read_parquet($f)",
+        {"f": change_files},
+    ).fetchall()
+    base = con.execute(
+        "SELECT count(*), sum(length(keys) + length(item)) FROM read_parquet($f)",
+        {"f": snapshot_files},
+    ).fetchall()
+    return {
+        "rows": int(changes[0][0]) + int(base[0][0]),
+        "scan_s": time.monotonic() - started,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def _child(mode: str, root: Path, args: argparse.Namespace) -> dict[str, float]:
+    cmd = [sys.executable, "-m", "bench.bench_fold", "--changes", str(args.changes),
+           "--keys", str(args.keys), "--memory-limit", args.memory_limit, "--child", mode]  # fmt: skip
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--changes", type=int, default=10_000_000, help="change records")
+    parser.add_argument("--keys", type=int, default=1_000_000, help="distinct keys (= base items)")
+    parser.add_argument("--memory-limit", default="1GB", help="DuckDB memory_limit for the fold")
+    parser.add_argument("--out", default="bench-out", help="where the generated archive goes")
+    parser.add_argument("--child", choices=["fold", "scan"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    root = Path(args.out) / f"fold-{args.changes}-{args.keys}"
+    if args.child == "fold":
+        print(json.dumps(run_fold(root, args.changes, args.memory_limit)))
+        return 0
+    if args.child == "scan":
+        print(json.dumps(run_scan(root)))
+        return 0
+    marker = root / "_generated"
+    if not marker.exists():
+        print(f"generating {args.changes:,} changes over {args.keys:,} keys in {root} …",
+              file=sys.stderr)  # fmt: skip
+        generate(root, args.changes, args.keys)
+        marker.write_text("ok\n")
+    scan = _child("scan", root, args)
+    fold = _child("fold", root, args)
+    rate = args.changes / fold["total_s"]
+    print(f"changes {args.changes:,} over {args.keys:,} keys + a {args.keys:,}-item base")
+    print(f"fold    {fold['total_s']:.2f} s (plan {fold['plan_s']:.2f}, fold {fold['fold_s']:.2f}, "
+          f"stream {fold['stream_s']:.2f}) → {fold['items']:,} items")  # fmt: skip
+    print(f"        {rate / 1e6:.2f} M change records/s, peak RSS {fold['peak_rss_mb']:.0f} MB")
+    print(f"scan    {scan['scan_s']:.2f} s for {scan['rows']:,} rows, "
+          f"peak RSS {scan['peak_rss_mb']:.0f} MB")  # fmt: skip
+    print(f"ratio   fold / plain scan = {fold['total_s'] / scan['scan_s']:.2f}×")
+    ok = rate >= 1e6 and fold["peak_rss_mb"] <= 2048 and fold["total_s"] <= 3 * scan["scan_s"]
+    print("targets met" if ok else "TARGETS MISSED (≥1M records/s, ≤2 GB, ≤3× scan)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,344 @@
+"""The fold: a table's state at ``T`` from a base snapshot plus the change log, in DuckDB.
+
+DESIGN.md "Replay semantics": per key, the latest change record in ``[log_from, T]`` in stream
+order — ``(stream label, sequence_number)`` — wins; a REMOVE means absent; a key with no such
+record keeps the base's item. Duplicates (the same record archived twice) count once.
+
+How it runs (the shape matters for speed and memory; see ``bench/bench_fold.py``):
+
+1. ``win``: per key, the highest stream position in the window — a hash aggregate over the
+   narrow columns only (``keys``, ``sequence_number``), which spills to disk when large.
+2. ``latest``: a second scan joins every record back against ``win`` and keeps the winners'
+   images. Carrying every image through an ``arg_max`` instead costs ten times more: each
+   new maximum copies a string into the aggregate state.
+3. The base's rows for keys absent from ``win`` (an anti join), appended.
+
+The result is materialised once in a DuckDB temporary table (spilled to ``temp_directory``
+past ``memory_limit``), so it can be counted (progress bars with an ETA), streamed out as
+Arrow record batches any number of times, and joined against a scan of a target table by
+``replayer.verify`` — and so that every archive file has been read before the first item is
+written: a file that compaction deletes between listing and reading makes the whole fold
+re-list and run again (:func:`replayer.dataset.with_relisting`), never a half-written target.
+
+Stream order: a change file's name starts with its stream's label, so each file's stream is
+known from the listing. Records of one stream are ordered by ``sequence_number`` (zero-padded
+text); when a window spans several streams (a stream disabled and re-enabled) each file's
+order key is prefixed with its stream's rank by label, a constant per file rather than a
+per-record string operation.
+
+Local archives are read by DuckDB's own Parquet reader; ``s3://`` archives through pyarrow
+datasets over s3fs (``replayer.dataset``), since DuckDB's httpfs extension cannot be
+installed offline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from archiver import layout
+from archiver.timefmt import as_utc
+from replayer import dataset
+from replayer.plan import LogPlan, Plan, drop_later_streams
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MEMORY_LIMIT = "1GB"
+DEFAULT_BATCH_ROWS = 10_000
+_EMPTY_LOG = (
+    "SELECT NULL::VARCHAR AS keys, NULL::VARCHAR AS ord, NULL::VARCHAR AS event_name, "
+    "NULL::VARCHAR AS new_image WHERE false"
+)
+
+
+@dataclass(frozen=True)
+class FoldSettings:
+    """DuckDB resources for a fold.
+
+    Attributes:
+        memory_limit: DuckDB's ``memory_limit`` (e.g. ``"1GB"``); past it, work spills to disk.
+        temp_directory: where DuckDB spills; a private temporary folder when None.
+        threads: DuckDB worker threads (default: one per core).
+    """
+
+    memory_limit: str = DEFAULT_MEMORY_LIMIT
+    temp_directory: str | None = None
+    threads: int | None = None
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One stream's change files, with the constant its order keys are prefixed with."""
+
+    files: tuple[str, ...]
+    ord_sql: str
+
+
+def stream_sources(files: Sequence[str]) -> list[_Source]:
+    """Group change files by stream (label in their name) and give each its order key."""
+    by_label: dict[str, list[str]] = defaultdict(list)
+    for rel in files:
+        parsed = layout.ChangeFileName.parse(rel)
+        if parsed is None:
+            # An unknown name says nothing about its stream: order every record by its own
+            # stream ARN (whose last part is the label) instead. Slower, always right.
+            return [_Source(tuple(files), "stream_arn || sequence_number")]
+        by_label[parsed.label].append(rel)
+    if len(by_label) <= 1:
+        return [_Source(tuple(group), "sequence_number") for group in by_label.values()]
+    return [
+        _Source(tuple(by_label[label]), f"'{rank:05d}' || sequence_number")
+        for rank, label in enumerate(sorted(by_label))
+    ]
+
+
+def may_hold_duplicates(files: Sequence[str]) -> bool:
+    """Whether two files may hold the same record (then winners are deduplicated).
+
+    A file holds one shard's contiguous range of records, named by its first and last
+    sequence numbers, so files of one shard whose ranges do not overlap cannot share a record.
+    Overlaps come from compaction (inputs still present during their grace period),
+    re-archiving with other batch boundaries, or poller and Lambda both archiving a stream.
+    """
+    ranges: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+    shards: dict[str, set[str]] = defaultdict(set)
+    for rel in files:
+        parsed = layout.ChangeFileName.parse(rel)
+        if parsed is None:
+            return True
+        ranges[(parsed.label, parsed.shard_id)].append((parsed.first_seq, parsed.last_seq))
+        shards[parsed.label].add(parsed.shard_id)
+    for names in shards.values():
+        if layout.LAMBDA_SHARD in names and len(names) > 1:
+            return True
+    for spans in ranges.values():
+        spans.sort()
+        for (_, last), (first, _) in zip(spans, spans[1:], strict=False):
+            if first <= last:
+                return True
+    return False
+
+
+class FoldResult:
+    """A folded state (or log tail) materialised in a DuckDB table: ``keys`` and ``item`` columns.
+
+    ``item`` is canonical DynamoDB JSON; in a log tail (:meth:`Fold.log_changes`) it is NULL
+    for a key whose latest change deleted it. Valid while its :class:`Fold` is open.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, table: str, count: int) -> None:
+        self.con = con
+        self.table = table
+        self.count = count
+
+    def batches(self, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+        """The rows as Arrow record batches of at most ``batch_rows`` rows (streamed)."""
+        # A cursor of its own, so the connection stays free for other work while this streams.
+        cursor = self.con.cursor()
+        try:
+            yield from cursor.sql(f"SELECT keys, item FROM {self.table}").to_arrow_reader(
+                batch_rows
+            )
+        finally:
+            cursor.close()
+
+    def deleted_count(self) -> int:
+        """Keys whose latest change deleted them (log tails only; 0 for a state)."""
+        rows = self.con.execute(f"SELECT count(*) FROM {self.table} WHERE item IS NULL").fetchall()
+        return int(rows[0][0])
+
+
+class Fold:
+    """A DuckDB session that folds an archive; use as a context manager.
+
+    Example::
+
+        plan = plan_restore(archive, "orders", at)
+        with Fold(archive) as fold:
+            state = fold.state_at(plan)
+            for batch in state.batches():
+                ...  # columns keys, item (canonical DynamoDB JSON)
+    """
+
+    def __init__(self, archive: Any, settings: FoldSettings | None = None) -> None:
+        self.archive = archive
+        self.settings = settings or FoldSettings()
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._own_temp: str | None = None
+        self._results = 0
+        self._registered = 0
+
+    # -- session ----------------------------------------------------------------------------
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection (opened on first use)."""
+        if self._con is None:
+            temp = self.settings.temp_directory
+            if temp is None:
+                temp = self._own_temp = tempfile.mkdtemp(prefix="ddb-replayer-")
+            else:
+                os.makedirs(temp, exist_ok=True)
+            con = duckdb.connect(":memory:")
+            con.execute(f"SET memory_limit = {_quote(self.settings.memory_limit)}")
+            con.execute(f"SET temp_directory = {_quote(temp)}")
+            # Output order is meaningless here; not keeping it lets DuckDB stream and spill.
+            con.execute("SET preserve_insertion_order = false")
+            if self.settings.threads:
+                con.execute(f"SET threads = {int(self.settings.threads)}")
+            self._con = con
+        return self._con
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+        if self._own_temp is not None:
+            shutil.rmtree(self._own_temp, ignore_errors=True)
+            self._own_temp = None
+
+    def __enter__(self) -> Fold:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- sources ----------------------------------------------------------------------------
+
+    def _relation(self, files: Sequence[str], kind: str) -> str:
+        """SQL naming a relation over archive files (``changes`` or ``snapshot`` schema)."""
+        if self.archive.is_local:
+            paths = ", ".join(_quote(self.archive.path(rel)) for rel in files)
+            return f"read_parquet([{paths}], hive_partitioning = false)"
+        self._registered += 1
+        name = f"_{kind}_{self._registered}"
+        listing = list(files)
+        if kind == "changes":
+            self.con.register(name, dataset.changes_dataset(self.archive, listing))
+        else:
+            self.con.register(name, dataset.snapshot_dataset(self.archive, listing))
+        return name
+
+    def _log_sql(self, files: Sequence[str], lower_inclusive: bool) -> str:
+        if not files:
+            return _EMPTY_LOG
+        lower = ">=" if lower_inclusive else ">"
+        parts = [
+            f"SELECT keys, {source.ord_sql} AS ord, event_name, new_image "
+            f"FROM {self._relation(source.files, 'changes')} "
+            f"WHERE table_id = $table_id AND event_time {lower} $lo AND event_time <= $hi"
+            for source in stream_sources(files)
+        ]
+        return "\nUNION ALL\n".join(parts)
+
+    def _fold_sql(
+        self,
+        files: Sequence[str],
+        base_files: Sequence[str] | None,
+        *,
+        lower_inclusive: bool,
+    ) -> str:
+        latest = (
+            "SELECT log.keys, CASE WHEN log.event_name = 'REMOVE' THEN NULL "
+            "ELSE log.new_image END AS item FROM log JOIN win "
+            "ON log.keys = win.keys AND log.ord = win.ord"
+        )
+        if may_hold_duplicates(files):
+            latest = f"SELECT keys, any_value(item) AS item FROM ({latest}) GROUP BY keys"
+        sql = (
+            f"WITH log AS NOT MATERIALIZED (\n{self._log_sql(files, lower_inclusive)}\n),\n"
+            "win AS MATERIALIZED (SELECT keys, max(ord) AS ord FROM log GROUP BY keys),\n"
+            f"latest AS ({latest})\n"
+        )
+        if base_files is None:  # a log tail: deletions stay, as NULL items
+            return sql + "SELECT keys, item FROM latest"
+        sql += "SELECT keys, item FROM latest WHERE item IS NOT NULL"
+        if base_files:
+            sql += (
+                f"\nUNION ALL\nSELECT base.keys, base.item FROM "
+                f"{self._relation(base_files, 'snapshot')} AS base "
+                "ANTI JOIN win ON base.keys = win.keys"
+            )
+        return sql
+
+    def _materialise(
+        self,
+        what: str,
+        build: Any,
+        params: dict[str, Any],
+    ) -> FoldResult:
+        """Run the fold into a temporary table, re-listing when a file vanished."""
+        self._results += 1
+        table = f"fold_{self._results}"
+        attempt = {"n": 0}
+
+        def action() -> FoldResult:
+            attempt["n"] += 1
+            sql = build(attempt["n"] > 1)
+            self.con.execute(f"DROP TABLE IF EXISTS {table}")
+            # A plain table of the in-memory database (not TEMP, which is private to one
+            # connection): cursors that stream it or join it see it too.
+            self.con.execute(f"CREATE TABLE {table} AS {sql}", params)
+            rows = self.con.execute(f"SELECT count(*) FROM {table}").fetchall()
+            return FoldResult(self.con, table, int(rows[0][0]))
+
+        return dataset.with_relisting(action, what=what)
+
+    # -- folds ------------------------------------------------------------------------------
+
+    def state_at(self, plan: Plan) -> FoldResult:
+        """The table as it was at ``plan.at``: one row per item (``keys``, ``item``)."""
+        base_files = list(plan.base.files) if plan.base else []
+
+        def build(relist: bool) -> str:
+            files = _relist(self.archive, plan.table, plan.log_from, plan.at) if relist else list(
+                plan.change_files
+            )
+            return self._fold_sql(files, base_files, lower_inclusive=True)
+
+        params = {"table_id": plan.table_id, "lo": as_utc(plan.log_from), "hi": as_utc(plan.at)}
+        return self._materialise(f"folding {plan.table}", build, params)
+
+    def log_changes(self, plan: LogPlan) -> FoldResult:
+        """Per key changed in ``(plan.after, plan.until]``, its latest image (NULL: deleted)."""
+
+        def build(relist: bool) -> str:
+            files = _relist(self.archive, plan.table, plan.after, plan.until) if relist else list(
+                plan.change_files
+            )
+            return self._fold_sql(files, None, lower_inclusive=False)
+
+        params = {"table_id": plan.table_id, "lo": as_utc(plan.after), "hi": as_utc(plan.until)}
+        return self._materialise(f"reading the log of {plan.table}", build, params)
+
+    def count_records(self, plan: Plan) -> dict[str, int]:
+        """What a plan will read: records in its window and the keys they touch (dry runs)."""
+
+        def action() -> dict[str, int]:
+            sql = self._log_sql(list(plan.change_files), True)
+            rows = self.con.execute(
+                f"SELECT count(*), count(DISTINCT keys) FROM ({sql})",
+                {"table_id": plan.table_id, "lo": as_utc(plan.log_from), "hi": as_utc(plan.at)},
+            ).fetchall()
+            return {"log records": int(rows[0][0]), "keys changed": int(rows[0][1])}
+
+        return dataset.with_relisting(action, what=f"counting the log of {plan.table}", attempts=1)
+
+
+def _relist(archive: Any, table: str, start: datetime, end: datetime) -> list[str]:
+    files = dataset.change_files(archive, table, as_utc(start).date(), as_utc(end).date())
+    return drop_later_streams(files, start, end)

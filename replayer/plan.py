@@ -1,0 +1,477 @@
+"""Planning a replay: which base, which log range, which files — or a clear refusal.
+
+DESIGN.md "Replay semantics": the state at ``T`` is, per key, the latest change record in
+``[log_from, T]`` of the table generation alive at ``T``, else the base snapshot's item. A
+plan picks the newest base valid at ``T`` (its manifest carries ``valid_from`` and
+``log_from``: an export at ``E`` is valid from ``E + 60 s`` and needs the log from
+``E − 60 s``; a scan from ``S`` to ``F`` is valid from ``F + 5 s`` and needs it from
+``S − 5 s``), or none when the log starts at table creation. It refuses (exit 4, nothing
+written) when ``T`` is after the watermark, when ``[log_from, T]`` is not inside coverage or
+meets a recorded gap (unless gaps are allowed, loudly), or when no base is usable.
+
+Planning reads only small state files and listings; it never reads change records.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from archiver import coverage, layout
+from archiver.aws import AwsSettings
+from archiver.errors import ArchiverError
+from archiver.manifests import list_snapshots
+from archiver.storage import Archive
+from archiver.timefmt import as_utc, iso_ms, parse_iso, parse_stamp
+from replayer import dataset
+from replayer.errors import (
+    AfterWatermark,
+    GapInLog,
+    NoUsableBase,
+    OutsideCoverage,
+    Refused,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _time(value: Any) -> datetime | None:
+    return parse_iso(str(value)) if value else None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What the archive covers of one table generation (one ``table_id``), from coverage.json."""
+
+    table: str
+    table_id: str
+    table_arn: str
+    table_created_at: datetime | None
+    covered_from: datetime | None
+    from_table_creation: bool
+    watermark: datetime | None
+
+    @classmethod
+    def from_coverage(cls, doc: Mapping[str, Any]) -> Generation:
+        return cls(
+            table=str(doc.get("table", "")),
+            table_id=str(doc.get("table_id", "")),
+            table_arn=str(doc.get("table_arn", "")),
+            table_created_at=_time(doc.get("table_created_at")),
+            covered_from=_time(doc.get("covered_from")),
+            from_table_creation=bool(doc.get("from_table_creation")),
+            watermark=_time(doc.get("watermark")),
+        )
+
+    @property
+    def log_start(self) -> datetime | None:
+        """Where the log is complete from; ``None`` when it is complete from table creation
+        (then nothing earlier can be missing: the table did not exist)."""
+        return None if self.from_table_creation else self.covered_from
+
+    def covers(self, start: datetime) -> bool:
+        """Whether the log holds every change from ``start`` on (up to the watermark)."""
+        return self.log_start is None or start >= self.log_start
+
+
+@dataclass(frozen=True)
+class Base:
+    """A committed base snapshot (its ``_manifest.json``)."""
+
+    snapshot_id: str
+    method: str
+    table_id: str
+    valid_from: datetime
+    log_from: datetime
+    item_count: int
+    files: tuple[str, ...]
+    source: str = ""
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> Base:
+        return cls(
+            snapshot_id=str(manifest["snapshot_id"]),
+            method=str(manifest.get("method", "")),
+            table_id=str(manifest.get("table_id", "")),
+            valid_from=parse_iso(str(manifest["valid_from"])),
+            log_from=parse_iso(str(manifest["log_from"])),
+            item_count=int(manifest.get("item_count") or 0),
+            files=tuple(str(f["path"]) for f in manifest.get("files", [])),
+            source=str(manifest.get("source") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to rebuild ``table`` as it was at ``at``: base (or none) + log ``[log_from, at]``."""
+
+    table: str
+    at: datetime
+    generation: Generation
+    base: Base | None
+    log_from: datetime
+    change_files: tuple[str, ...]
+    gaps: tuple[dict[str, Any], ...] = field(default=())  # met, and allowed
+
+    @property
+    def table_id(self) -> str:
+        return self.generation.table_id
+
+    @property
+    def dt_range(self) -> tuple[date, date]:
+        return as_utc(self.log_from).date(), as_utc(self.at).date()
+
+    def describe(self, counts: Mapping[str, int] | None = None) -> str:
+        """The plan as a few lines for people (``--dry-run``, logs)."""
+        g = self.generation
+        lines = [
+            f"table          {self.table} (generation {g.table_id})",
+            f"restore time   {iso_ms(self.at)}  (watermark {_iso(g.watermark)})",
+        ]
+        if self.base is None:
+            lines.append("base           none: the log starts at table creation")
+        else:
+            b = self.base
+            lines.append(
+                f"base           snapshot {b.snapshot_id} ({b.method}, valid from "
+                f"{iso_ms(b.valid_from)}, {b.item_count} items, {len(b.files)} files)"
+            )
+        lo, hi = self.dt_range
+        lines.append(f"log            [{iso_ms(self.log_from)}, {iso_ms(self.at)}]  dt {lo}..{hi}")
+        lines.append(f"change files   {len(self.change_files)}")
+        if counts:
+            for name, value in counts.items():
+                lines.append(f"{name:<14} {value}")
+        for gap in self.gaps:
+            lines.append(f"GAP (allowed)  {_describe_gap(gap)}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class LogPlan:
+    """The log alone over ``(after, until]`` of one generation: per key its latest image."""
+
+    table: str
+    generation: Generation
+    after: datetime
+    until: datetime
+    change_files: tuple[str, ...]
+    gaps: tuple[dict[str, Any], ...] = field(default=())
+
+    @property
+    def table_id(self) -> str:
+        return self.generation.table_id
+
+
+def _iso(value: datetime | None) -> str:
+    return iso_ms(value) if value else "none yet"
+
+
+def _describe_gap(gap: Mapping[str, Any]) -> str:
+    reason = coverage.GAP_REASONS.get(str(gap.get("reason")), str(gap.get("reason")))
+    return f"{gap.get('from')} .. {gap.get('to')} ({reason})"
+
+
+# -- generations --------------------------------------------------------------------------
+
+
+def generations(archive: Archive, table: str) -> list[Generation]:
+    """Every archived generation of ``table``, oldest first (the current one last)."""
+    return [Generation.from_coverage(doc) for doc in coverage.generations(archive, table)]
+
+
+def _no_archive(archive: Archive, table: str) -> Refused:
+    return OutsideCoverage(
+        f"the archive {archive.url} holds no coverage of table {table!r} "
+        "(has `ddb-archiver run` archived it there?)"
+    )
+
+
+def generation_at(archive: Archive, table: str, at: datetime) -> Generation:
+    """The generation of ``table`` alive at ``at``: the newest created at or before it.
+
+    Raises:
+        Refused: the archive knows nothing of ``table``, or it did not exist yet at ``at``.
+    """
+    gens = generations(archive, table)
+    if not gens:
+        raise _no_archive(archive, table)
+    alive = None
+    for gen in gens:
+        created = gen.table_created_at or gen.covered_from
+        if created is None or created <= at:
+            alive = gen
+    if alive is None:
+        first = gens[0].table_created_at or gens[0].covered_from
+        raise OutsideCoverage(
+            f"table {table!r} did not exist at {iso_ms(at)}: its first archived generation "
+            f"was created at {_iso(first)}"
+        )
+    return alive
+
+
+def latest_restorable_time(archive: Archive, table: str) -> datetime:
+    """The watermark of the current generation (``--use-latest-restorable-time``).
+
+    Raises:
+        Refused: nothing archived yet.
+    """
+    gens = generations(archive, table)
+    if not gens:
+        raise _no_archive(archive, table)
+    watermark = gens[-1].watermark
+    if watermark is None:
+        raise AfterWatermark(
+            f"table {table!r}: the archiver has not caught up yet, so no time is restorable "
+            "(run `ddb-archiver run` until it reports a watermark)"
+        )
+    return watermark
+
+
+def _check_watermark(gen: Generation, at: datetime) -> None:
+    if gen.watermark is None:
+        raise AfterWatermark(
+            f"table {gen.table!r}: the archiver has not caught up yet (no watermark), "
+            f"so {iso_ms(at)} is not restorable"
+        )
+    if at > gen.watermark:
+        raise AfterWatermark(
+            f"{iso_ms(at)} is after the watermark {iso_ms(gen.watermark)} of table "
+            f"{gen.table!r}: changes up to it may not be archived yet "
+            "(use --use-latest-restorable-time, or let the archiver catch up)"
+        )
+
+
+# -- gaps ---------------------------------------------------------------------------------
+
+
+def gaps_met(
+    archive: Archive, gen: Generation, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """Recorded gaps of this generation that meet ``[start, end]``.
+
+    A gap's records may be missing for ``from < event_time < to`` (archiver.coverage).
+    """
+    met = []
+    for gap in coverage.read_gaps(archive, gen.table):
+        if gap.get("table_id") not in (None, "", gen.table_id):
+            continue
+        lo = _time(gap.get("from"))
+        hi = _time(gap.get("to"))
+        if lo is None:
+            continue
+        if hi is None or hi <= lo:
+            hit = start <= lo <= end
+        else:
+            hit = lo < end and hi > start
+        if hit:
+            met.append(gap)
+    return met
+
+
+def _check_gaps(
+    archive: Archive, gen: Generation, start: datetime, end: datetime, allow_gaps: bool
+) -> tuple[dict[str, Any], ...]:
+    met = gaps_met(archive, gen, start, end)
+    if not met:
+        return ()
+    if not allow_gaps:
+        more = f" (and {len(met) - 1} more)" if len(met) > 1 else ""
+        raise GapInLog(
+            f"the log of table {gen.table!r} has a gap in [{iso_ms(start)}, {iso_ms(end)}]: "
+            f"{_describe_gap(met[0])}{more}; --allow-gaps restores anyway, with changes "
+            "in the gap missing"
+        )
+    for gap in met:
+        log.warning(
+            "WARNING: --allow-gaps: restoring across a gap in the log, changes in it are "
+            "MISSING from the result: %s",
+            _describe_gap(gap),
+        )
+    return tuple(met)
+
+
+# -- bases --------------------------------------------------------------------------------
+
+
+def bases(archive: Archive, table: str, table_id: str) -> list[Base]:
+    """Committed snapshots of this generation, oldest ``valid_from`` first."""
+    out = []
+    for manifest in list_snapshots(archive, table):
+        if str(manifest.get("table_id", "")) != table_id:
+            continue
+        try:
+            out.append(Base.from_manifest(manifest))
+        except (KeyError, ValueError) as exc:
+            log.warning("skipping snapshot %s: unreadable manifest (%s)",
+                        manifest.get("snapshot_id"), exc)  # fmt: skip
+    return out
+
+
+def convert_exports(archive: Archive, table: str, settings: AwsSettings | None) -> None:
+    """Turn new native exports into snapshots first, so they can be picked as bases.
+
+    A broken export must not block a restore that another base can serve: it is reported
+    and skipped (conversion registers nothing on error).
+    """
+    from replayer.exports import convert_new_exports
+
+    try:
+        created = convert_new_exports(archive, table, settings)
+    except ArchiverError as exc:
+        log.warning("WARNING: a native export of %s could not be converted: %s", table, exc)
+        return
+    for snapshot_id in created:
+        log.info("converted a native export of %s into snapshot %s", table, snapshot_id)
+
+
+def choose_base(
+    gen: Generation, candidates: Sequence[Base], at: datetime
+) -> tuple[Base | None, datetime]:
+    """The newest base valid at ``at`` whose log range the archive covers, and ``log_from``.
+
+    Raises:
+        NoUsableBase / OutsideCoverage: nothing usable, and the log does not start at table
+            creation.
+    """
+    valid = [b for b in candidates if b.valid_from <= at]
+    covered = [b for b in valid if gen.covers(b.log_from)]
+    if covered:
+        base = max(covered, key=lambda b: b.valid_from)
+        return base, base.log_from
+    if gen.from_table_creation:
+        start = gen.table_created_at or gen.covered_from
+        if start is None:
+            raise OutsideCoverage(f"table {gen.table!r}: coverage.json has no start")
+        return None, min(start, at)
+    if valid:
+        newest = max(valid, key=lambda b: b.valid_from)
+        raise OutsideCoverage(
+            f"snapshot {newest.snapshot_id} needs the log from {iso_ms(newest.log_from)}, "
+            f"but the archive covers table {gen.table!r} only from {_iso(gen.covered_from)}: "
+            "take a new snapshot (ddb-archiver snapshot) and restore to a time after it"
+        )
+    later = [b for b in candidates if b.valid_from > at]
+    hint = (
+        f" (the earliest is valid from {iso_ms(min(b.valid_from for b in later))})"
+        if later
+        else " (there is none; take one with ddb-archiver snapshot)"
+    )
+    raise NoUsableBase(
+        f"no snapshot of table {gen.table!r} is valid at {iso_ms(at)}{hint}, and the log "
+        f"starts at {_iso(gen.covered_from)}, not at table creation"
+    )
+
+
+# -- plans --------------------------------------------------------------------------------
+
+
+def plan_restore(
+    archive: Archive,
+    table: str,
+    at: datetime,
+    *,
+    allow_gaps: bool = False,
+    settings: AwsSettings | None = None,
+    convert: bool = True,
+) -> Plan:
+    """Plan the state of ``table`` at ``at`` (inclusive, compared with ``event_time``).
+
+    Args:
+        archive: the archive root.
+        table: the source table name.
+        at: the restore time.
+        allow_gaps: restore across recorded gaps (each is logged as a warning) instead of
+            refusing.
+        settings: AWS settings for native export conversion (reads the live table only when
+            the archive holds no description of it).
+        convert: convert new native exports into snapshots first.
+
+    Raises:
+        Refused: with the subclass and one-line reason (exit 4).
+    """
+    at = as_utc(at)
+    gen = generation_at(archive, table, at)
+    _check_watermark(gen, at)
+    if convert:
+        convert_exports(archive, table, settings)
+    base, log_from = choose_base(gen, bases(archive, table, gen.table_id), at)
+    gaps = _check_gaps(archive, gen, log_from, at, allow_gaps)
+    files = dataset.change_files(archive, table, as_utc(log_from).date(), at.date())
+    return Plan(
+        table=table,
+        at=at,
+        generation=gen,
+        base=base,
+        log_from=log_from,
+        change_files=tuple(drop_later_streams(files, log_from, at)),
+        gaps=gaps,
+    )
+
+
+def plan_log(
+    archive: Archive,
+    table: str,
+    after: datetime,
+    until: datetime,
+    *,
+    table_id: str | None = None,
+    allow_gaps: bool = False,
+) -> LogPlan:
+    """Plan the log alone over ``(after, until]``: for rollback and "backup + log tail".
+
+    Args:
+        table_id: the generation (default: the one alive at ``until``).
+
+    Raises:
+        Refused: ``until`` after the watermark, ``after`` before coverage, or a gap.
+    """
+    after, until = as_utc(after), as_utc(until)
+    if until < after:
+        raise Refused(f"the log range ({iso_ms(after)}, {iso_ms(until)}] is empty")
+    if table_id is None:
+        gen = generation_at(archive, table, until)
+    else:
+        found = [g for g in generations(archive, table) if g.table_id == table_id]
+        if not found:
+            raise _no_archive(archive, table)
+        gen = found[0]
+    _check_watermark(gen, until)
+    if not gen.covers(after):
+        raise OutsideCoverage(
+            f"the log of table {table!r} starts at {_iso(gen.covered_from)}, after "
+            f"{iso_ms(after)}: changes in between were never archived"
+        )
+    gaps = _check_gaps(archive, gen, after, until, allow_gaps)
+    files = dataset.change_files(archive, table, after.date(), until.date())
+    return LogPlan(
+        table=table,
+        generation=gen,
+        after=after,
+        until=until,
+        change_files=tuple(drop_later_streams(files, after, until)),
+        gaps=gaps,
+    )
+
+
+def drop_later_streams(files: list[str], start: datetime, end: datetime) -> list[str]:
+    """Drop files of streams created after ``end``: their records are all later.
+
+    A change file's name starts with its stream label (the stream's creation time), so a
+    table deleted and recreated under the same name costs no reads of the newer streams
+    when restoring the older generation.
+    """
+    out = []
+    for rel in files:
+        parsed = layout.ChangeFileName.parse(rel)
+        if parsed is not None:
+            try:
+                if parse_stamp(parsed.label) > end:
+                    continue
+            except ValueError:
+                pass
+        out.append(rel)
+    return out

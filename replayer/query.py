@@ -1,0 +1,339 @@
+"""SQL over the archive, locally, with DuckDB.
+
+Two views are registered (both read the archive in place, nothing is copied):
+
+* ``changes`` — every archived change record (DESIGN.md's change schema) plus the partition
+  columns ``table_name`` and ``dt`` (strings).
+* ``snapshots`` — every committed base snapshot: ``keys``, ``item`` (canonical DynamoDB JSON)
+  plus ``table_name`` and ``snapshot_id``.
+
+They are pyarrow datasets registered with DuckDB, which pushes filters and projections down:
+``WHERE table_name = 'orders' AND dt >= '2026-01-01'`` skips the other partitions' files
+without opening them, and a filter on ``keys`` skips row groups by their statistics.
+
+Example::
+
+    ddb-replayer query --archive s3://bucket/prefix \\
+        "SELECT dt, event_name, count(*) FROM changes WHERE table_name = 'orders' GROUP BY ALL"
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import re
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, TextIO
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from archiver import layout
+from archiver.storage import Archive
+from archiver.timefmt import iso_ms
+from replayer.dataset import change_files, changes_dataset, reading_fs, with_relisting
+from replayer.errors import BadInput, ReplayError
+
+FORMATS = ("table", "csv", "json")
+SNAPSHOT_PARTITIONS = pa.schema(
+    [pa.field("table_name", pa.string()), pa.field("snapshot_id", pa.string())]
+)
+SNAPSHOTS_WITH_PARTITIONS = pa.schema(
+    [
+        pa.field("keys", pa.string()),
+        pa.field("item", pa.string()),
+        pa.field("table_name", pa.string()),
+        pa.field("snapshot_id", pa.string()),
+    ]
+)
+# A cell in --format table is cut to this many characters: images run to kilobytes.
+TABLE_CELL_WIDTH = 60
+_BATCH_ROWS = 10_000
+
+# DuckDB errors that mean "your SQL is wrong" (exit 2), as opposed to an I/O or internal failure.
+_BAD_SQL = (
+    duckdb.ParserException,
+    duckdb.BinderException,
+    duckdb.CatalogException,
+    duckdb.SyntaxException,
+    duckdb.ConversionException,
+    duckdb.NotImplementedException,
+    duckdb.TypeMismatchException,
+    duckdb.OutOfRangeException,
+)
+
+
+def _bad_sql(exc: BaseException) -> bool:
+    """Whether DuckDB rejected the SQL itself (exit 2) rather than failed to read the archive.
+
+    ``InvalidInputException`` covers both a missing ``?`` value and a failed read of a
+    registered dataset; only the message tells them apart (DuckDB has no finer type).
+    """
+    if isinstance(exc, _BAD_SQL):
+        return True
+    return isinstance(exc, duckdb.InvalidInputException) and "registered as" not in str(exc)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--archive", required=True, help="archive root: s3://bucket/prefix or a local folder"
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="table: aligned text, long cells cut; csv: with a header row; "
+        "json: one JSON object per row (JSON Lines)",
+    )
+    parser.add_argument(
+        "sql",
+        metavar="SQL",
+        help="DuckDB SQL over the views `changes` and `snapshots`; '-' reads it from stdin",
+    )
+
+
+def one_line(message: str) -> str:
+    """DuckDB's multi-line message (with its caret diagram) as one line."""
+    lines = [line.strip() for line in message.splitlines()]
+    return " ".join(line for line in lines if line and set(line) != {"^"})
+
+
+# -- views ---------------------------------------------------------------------------------
+
+
+def snapshot_files(archive: Archive, table: str | None = None) -> list[str]:
+    """Part files of committed snapshots (a folder without ``_manifest.json`` is unfinished)."""
+    root = layout.snapshots_table_dir(table) if table is not None else layout.SNAPSHOTS
+    found = archive.find(root)
+    committed = {rel.rsplit("/", 1)[0] for rel in found if rel.endswith("/_manifest.json")}
+    return [rel for rel in found if rel.endswith(".parquet") and rel.rsplit("/", 1)[0] in committed]
+
+
+def snapshots_dataset(archive: Archive, files: list[str]) -> ds.Dataset:
+    """Snapshot part files with ``table_name`` and ``snapshot_id`` as string columns."""
+    return ds.dataset(
+        [archive.path(rel) for rel in files],
+        schema=SNAPSHOTS_WITH_PARTITIONS,
+        format="parquet",
+        filesystem=reading_fs(archive),
+        partitioning=ds.partitioning(SNAPSHOT_PARTITIONS, flavor="hive"),
+        partition_base_dir=archive.path(layout.SNAPSHOTS),
+    )
+
+
+def connect(
+    archive: Archive,
+    *,
+    table: str | None = None,
+    dt_from: date | str | None = None,
+    dt_to: date | str | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection (UTC) with the ``changes`` and ``snapshots`` views.
+
+    ``table`` and the ``dt`` range narrow what is listed (and so what the views can see); they
+    are for callers that know what they need, like ``history``.
+    """
+    con = duckdb.connect(":memory:")
+    # Times are shown and compared in UTC whatever the machine's zone is.
+    con.execute("SET TimeZone = 'UTC'")
+    changes = changes_dataset(archive, change_files(archive, table, dt_from, dt_to))
+    snapshots = snapshots_dataset(archive, snapshot_files(archive, table))
+    con.register("changes", changes)
+    con.register("snapshots", snapshots)
+    return con
+
+
+def check_archive(archive: Archive) -> None:
+    """Refuse a root that holds no archive at all: a mistyped ``--archive`` is the usual cause."""
+    if not any(archive.exists(top) for top in (layout.CHANGES, layout.SNAPSHOTS, layout.STATE)):
+        raise BadInput(
+            f"{archive.url} holds no archive (no changes/, snapshots/ or _state/): check --archive"
+        )
+
+
+class QueryResult:
+    """Column names and a stream of row tuples; the first batch is already fetched."""
+
+    def __init__(
+        self, columns: list[str], first: pa.RecordBatch | None, rest: Any, owner: Any = None
+    ) -> None:
+        self.columns = columns
+        self._first = first
+        self._rest = rest
+        self._owner = owner  # the DuckDB connection must outlive the reader that streams from it
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        if self._first is not None:
+            yield self._first
+        if self._rest is not None:
+            yield from self._rest
+
+    def rows(self) -> Iterator[tuple[Any, ...]]:
+        for batch in self.batches():
+            columns = [column.to_pylist() for column in batch.columns]
+            yield from zip(*columns, strict=True)
+
+
+def run_query(
+    archive: Archive,
+    sql: str,
+    params: Sequence[Any] | Mapping[str, Any] | None = None,
+    *,
+    table: str | None = None,
+    dt_from: date | str | None = None,
+    dt_to: date | str | None = None,
+) -> QueryResult:
+    """Run ``sql`` over the archive's views and return its result as a stream of batches.
+
+    Listing, planning and the first batch happen inside :func:`with_relisting`, so a file that
+    compaction removed between listing and reading makes it list again instead of failing.
+    Bad SQL raises :class:`BadInput` with DuckDB's message on one line.
+    """
+
+    def attempt() -> QueryResult:
+        con = connect(archive, table=table, dt_from=dt_from, dt_to=dt_to)
+        try:
+            relation = con.sql(sql, params=_params(params))
+        except duckdb.Error as exc:
+            if _bad_sql(exc):
+                raise BadInput(one_line(str(exc))) from exc
+            raise
+        if relation is None:  # the last statement has no result (SET, CREATE VIEW …)
+            return QueryResult([], None, None)
+        columns = list(relation.columns)
+        try:
+            reader = relation.to_arrow_reader(_BATCH_ROWS)
+            first = reader.read_next_batch()
+        except StopIteration:
+            return QueryResult(columns, None, None)
+        except duckdb.Error as exc:  # e.g. a failing CAST, found while running
+            if _bad_sql(exc):
+                raise BadInput(one_line(str(exc))) from exc
+            raise
+        return QueryResult(columns, first, _guarded(reader), owner=con)
+
+    try:
+        return with_relisting(attempt, what="query")
+    except duckdb.Error as exc:
+        raise ReplayError(f"query failed: {one_line(str(exc))}") from exc
+
+
+def _params(params: Sequence[Any] | Mapping[str, Any] | None) -> Any:
+    if params is None or isinstance(params, Mapping):
+        return params
+    return list(params)
+
+
+def _guarded(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from reader
+    except duckdb.Error as exc:
+        if _bad_sql(exc):
+            raise BadInput(one_line(str(exc))) from exc
+        raise ReplayError(f"query failed: {one_line(str(exc))}") from exc
+    except pa.ArrowException as exc:  # DuckDB's errors can surface through the Arrow stream
+        raise ReplayError(f"query failed: {one_line(str(exc))}") from exc
+
+
+# -- output --------------------------------------------------------------------------------
+
+
+def plain(value: Any) -> Any:
+    """A result value as JSON-safe Python: times as ISO 8601 UTC with milliseconds."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            return value.isoformat(timespec="milliseconds")
+        return iso_ms(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def text_of(value: Any) -> str:
+    """How a value appears in a table or CSV cell (NULL is empty)."""
+    if value is None:
+        return ""
+    converted = plain(value)
+    if isinstance(converted, str):
+        return converted
+    if isinstance(converted, bool):
+        return "true" if converted else "false"
+    if isinstance(converted, dict | list):
+        return orjson.dumps(converted).decode("utf-8")
+    return str(converted)
+
+
+def _cut(text: str, width: int) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def write_table(result: QueryResult, out: TextIO, width: int = TABLE_CELL_WIDTH) -> int:
+    """Aligned columns with a header and a row count; returns the number of rows."""
+    rows = [[_cut(text_of(v), width) for v in row] for row in result.rows()]
+    if not result.columns:
+        return 0
+    widths = [len(name) for name in result.columns]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    line = "  ".join(name.ljust(w) for name, w in zip(result.columns, widths, strict=True))
+    out.write(line.rstrip() + "\n")
+    out.write("  ".join("-" * w for w in widths) + "\n")
+    for row in rows:
+        cells = (cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+        out.write("  ".join(cells).rstrip() + "\n")
+    out.write(f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n")
+    return len(rows)
+
+
+def write_csv(result: QueryResult, out: TextIO) -> int:
+    writer = csv.writer(out, lineterminator="\n")
+    if result.columns:
+        writer.writerow(result.columns)
+    count = 0
+    for row in result.rows():
+        writer.writerow([text_of(v) for v in row])
+        count += 1
+    return count
+
+
+def write_json_lines(result: QueryResult, out: TextIO) -> int:
+    count = 0
+    for row in result.rows():
+        record = {name: plain(v) for name, v in zip(result.columns, row, strict=True)}
+        out.write(orjson.dumps(record).decode("utf-8") + "\n")
+        count += 1
+    return count
+
+
+def write_result(result: QueryResult, fmt: str, out: TextIO) -> int:
+    if fmt == "csv":
+        return write_csv(result, out)
+    if fmt == "json":
+        return write_json_lines(result, out)
+    return write_table(result, out)
+
+
+def main(args: argparse.Namespace) -> int:
+    sql = sys.stdin.read() if args.sql == "-" else args.sql
+    if not re.search(r"\S", sql):
+        raise BadInput("the SQL is empty")
+    archive = Archive.open(args.archive, endpoint_url=args.endpoint_url)
+    check_archive(archive)
+    result = run_query(archive, sql)
+    write_result(result, args.format, sys.stdout)
+    return 0

@@ -1,0 +1,632 @@
+"""Undo, in the live table itself, every change made after a time (DESIGN.md "In-place rollback").
+
+Only keys changed after TIME are touched, each set back to its state at TIME:
+
+1. the table's stream is drained into the archive first (the archiver's ``run --once`` path,
+   in-process), so the archive knows every change up to now;
+2. per key changed in (TIME, now]: the ``old_image`` of its first change after TIME *is* its
+   state at TIME (absent for an INSERT); with a ``NEW_IMAGE`` stream the archive's fold at TIME
+   gives it;
+3. each key is written back (put, or delete) with a condition that it still is what the
+   archive last saw — with ``--version-attribute A`` that ``A`` still has the archived value,
+   else that the item exists and its attributes still equal the archived ones, as many as fit
+   DynamoDB's 4 KB condition-expression limit. A failed condition is a **conflict**: reported,
+   never overwritten;
+4. the stream is drained again, and any change to a touched key that the rollback did not make
+   is reported as a conflict too.
+
+Items that DynamoDB's TTL deleted after TIME (``userIdentity`` Service/dynamodb.amazonaws.com)
+stay deleted — they had expired — unless ``--include-ttl-deletes``.
+
+Exit codes: 0 clean; 3 conflicts were reported; 4 refused (TIME before the archive's
+coverage or after its watermark, a gap in the log after TIME); 2 bad input.
+
+Example::
+
+    ddb-replayer rollback --table-name orders --archive s3://bucket/prefix \\
+        --restore-date-time 2026-01-31T11:59:59Z --dry-run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+from botocore.exceptions import ClientError
+from tqdm import tqdm
+
+from archiver import tables
+from archiver.aws import AwsSettings
+from archiver.codec import to_wire
+from archiver.errors import EXIT_DIFFERENCES, EXIT_OK, client_error_code
+from archiver.storage import Archive
+from archiver.timefmt import as_utc, iso_ms, parse_time, utcnow
+from replayer import plan as planning
+from replayer.errors import BadInput, Refused
+from replayer.fold import Fold
+from replayer.query import run_query
+
+log = logging.getLogger(__name__)
+
+TTL_IDENTITY = "Service/dynamodb.amazonaws.com"
+# DynamoDB: "The maximum length of any expression string is 4 KB."
+CONDITION_LIMIT = 4096
+WRITE_THREADS = 16
+
+RESTORE = "restore"
+DELETE = "delete"
+RECREATE = "re-create"
+
+_CHANGES_AFTER = """
+SELECT keys,
+       first(event_name ORDER BY stream_arn, sequence_number) AS first_event,
+       first(old_image ORDER BY stream_arn, sequence_number) AS first_old_image,
+       last(new_image ORDER BY stream_arn, sequence_number) AS latest_image,
+       last(event_name ORDER BY stream_arn, sequence_number) AS latest_event,
+       bool_or(event_name = 'REMOVE' AND coalesce(user_identity, '') = $ttl) AS ttl_deleted,
+       count(*) AS changes,
+       list(event_id) AS event_ids
+FROM (
+    SELECT * FROM changes
+    WHERE table_name = $table AND table_id = $table_id AND event_time > $after
+    QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY sequence_number) = 1
+)
+GROUP BY keys
+ORDER BY keys
+"""
+
+_RECORDS_AFTER = """
+SELECT keys, event_id, event_name, event_time, new_image, user_identity
+FROM changes
+WHERE table_name = $table AND table_id = $table_id AND event_time > $after
+QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY sequence_number) = 1
+ORDER BY keys, stream_arn, sequence_number
+"""
+
+
+# -- what changed after T --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyHistory:
+    """One key's changes after T, as the archive holds them."""
+
+    keys: str  # canonical DynamoDB JSON of the key
+    first_event: str
+    first_old_image: str | None
+    latest_image: str | None  # None: the key is deleted now (as last archived)
+    ttl_deleted: bool
+    changes: int
+    event_ids: frozenset[str]
+
+    @property
+    def state_at_t_known(self) -> bool:
+        """Whether the first change after T says what the item was at T."""
+        return self.first_event == "INSERT" or self.first_old_image is not None
+
+    @property
+    def state_at_t(self) -> str | None:
+        return None if self.first_event == "INSERT" else self.first_old_image
+
+
+def changes_after(archive: Archive, table: str, table_id: str, after: datetime) -> list[KeyHistory]:
+    """Per key, the changes of generation ``table_id`` with ``event_time > after``."""
+    result = run_query(
+        archive,
+        _CHANGES_AFTER,
+        {"table": table, "table_id": table_id, "after": as_utc(after), "ttl": TTL_IDENTITY},
+        table=table,
+        dt_from=as_utc(after).date(),
+    )
+    return [
+        KeyHistory(
+            keys=row[0],
+            first_event=row[1],
+            first_old_image=row[2],
+            latest_image=row[3] if row[4] != "REMOVE" else None,
+            ttl_deleted=bool(row[5]),
+            changes=int(row[6]),
+            event_ids=frozenset(row[7]),
+        )
+        for row in result.rows()
+    ]
+
+
+# -- the writes ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Write:
+    """One conditional write that puts a key back to its state at T."""
+
+    keys: str
+    action: str  # RESTORE | DELETE | RECREATE
+    item: str | None  # the state at T (canonical); None for DELETE
+    expected: str | None  # the archive's latest image, which the live item must still be
+
+    def describe(self) -> str:
+        return f"{self.action:<9} {self.keys}"
+
+
+@dataclass
+class RollbackPlan:
+    """What a rollback will do."""
+
+    table: str
+    at: datetime
+    writes: list[Write]
+    unchanged: list[str] = field(default_factory=list)  # changed after T, back at T already
+    ttl_kept: list[str] = field(default_factory=list)  # expired after T: stay deleted
+    histories: dict[str, KeyHistory] = field(default_factory=dict)
+
+
+def plan_writes(
+    table: str,
+    at: datetime,
+    histories: Sequence[KeyHistory],
+    states_at: Mapping[str, str | None],
+    *,
+    include_ttl_deletes: bool,
+) -> RollbackPlan:
+    """The writes that put every key of ``histories`` back to its state at ``at``.
+
+    ``states_at`` holds the state at ``at`` of keys whose first change after it carries no old
+    image (a ``NEW_IMAGE`` stream); the others take it from that old image.
+    """
+    plan = RollbackPlan(table, at, [], histories={h.keys: h for h in histories})
+    for history in histories:
+        if history.ttl_deleted and not include_ttl_deletes:
+            # The item expired after T: it stays deleted, and any later re-creation is undone.
+            wanted: str | None = None
+            if history.latest_image is None:
+                plan.ttl_kept.append(history.keys)
+                continue
+        elif history.state_at_t_known:
+            wanted = history.state_at_t
+        else:
+            wanted = states_at[history.keys]
+        latest = history.latest_image
+        if wanted == latest:
+            plan.unchanged.append(history.keys)
+            continue
+        if wanted is None:
+            action = DELETE
+        elif latest is None:
+            action = RECREATE
+        else:
+            action = RESTORE
+        plan.writes.append(Write(history.keys, action, wanted, latest))
+    return plan
+
+
+@dataclass(frozen=True)
+class Condition:
+    expression: str
+    names: dict[str, str]
+    values: dict[str, Any]
+    checked_attributes: int  # attributes of the expected image covered by the condition
+    total_attributes: int
+
+    def kwargs(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ConditionExpression": self.expression,
+            "ExpressionAttributeNames": self.names,
+        }
+        if self.values:
+            out["ExpressionAttributeValues"] = self.values
+        return out
+
+
+def condition_for(
+    expected: str | None,
+    key_names: Sequence[str],
+    version_attribute: str | None = None,
+    *,
+    limit: int = CONDITION_LIMIT,
+) -> Condition:
+    """The condition that the live item still is ``expected`` (the archive's latest image).
+
+    Absent expected item: ``attribute_not_exists`` of the hash key. With a version attribute:
+    its archived value (or its absence). Otherwise the item's existence plus equality of its
+    non-key attributes, in name order, as many as keep the expression within ``limit`` bytes.
+    """
+    names = {"#k0": key_names[0]}
+    if expected is None:
+        return Condition("attribute_not_exists(#k0)", names, {}, 0, 0)
+    image = to_wire(expected)
+    parts = ["attribute_exists(#k0)"]
+    values: dict[str, Any] = {}
+    attributes = [a for a in sorted(image) if a not in key_names]
+    if version_attribute:
+        names["#v"] = version_attribute
+        if version_attribute in image:
+            parts.append("#v = :v")
+            values[":v"] = image[version_attribute]
+        else:
+            parts.append("attribute_not_exists(#v)")
+        return Condition(" AND ".join(parts), names, values, 1, len(attributes))
+    length = len(parts[0])
+    checked = 0
+    for i, attribute in enumerate(attributes):
+        part = f"#a{i} = :a{i}"
+        if length + len(" AND ") + len(part) > limit:
+            break
+        names[f"#a{i}"] = attribute
+        values[f":a{i}"] = image[attribute]
+        parts.append(part)
+        length += len(" AND ") + len(part)
+        checked += 1
+    return Condition(" AND ".join(parts), names, values, checked, len(attributes))
+
+
+@dataclass(frozen=True)
+class Conflict:
+    keys: str
+    reason: str
+
+
+@dataclass
+class RollbackReport:
+    restored: int = 0
+    deleted: int = 0
+    recreated: int = 0
+    unchanged: int = 0
+    ttl_kept: int = 0
+    conflicts: list[Conflict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, action: str) -> None:
+        if action == RESTORE:
+            self.restored += 1
+        elif action == DELETE:
+            self.deleted += 1
+        else:
+            self.recreated += 1
+
+    def summary(self) -> str:
+        return (
+            f"restored {self.restored}, deleted {self.deleted}, re-created {self.recreated}, "
+            f"already as at T {self.unchanged}, kept deleted (TTL) {self.ttl_kept}, "
+            f"conflicts {len(self.conflicts)}"
+        )
+
+
+def apply_writes(
+    ddb: Any,
+    table: str,
+    writes: Sequence[Write],
+    key_names: Sequence[str],
+    *,
+    version_attribute: str | None = None,
+    threads: int = WRITE_THREADS,
+) -> tuple[list[Write], list[Conflict]]:
+    """Make the conditional writes; returns (the writes made, the conflicts met)."""
+    done: list[Write] = []
+    conflicts: list[Conflict] = []
+
+    def one(write: Write) -> Conflict | None:
+        condition = condition_for(write.expected, key_names, version_attribute)
+        try:
+            if write.item is None:
+                key = {name: value for name, value in to_wire(write.keys).items()}
+                ddb.delete_item(TableName=table, Key=key, **condition.kwargs())
+            else:
+                ddb.put_item(TableName=table, Item=to_wire(write.item), **condition.kwargs())
+        except ClientError as exc:
+            if client_error_code(exc) == "ConditionalCheckFailedException":
+                return Conflict(
+                    write.keys,
+                    "changed since the archive last saw it (condition failed): left as is",
+                )
+            raise
+        return None
+
+    with (
+        ThreadPoolExecutor(max_workers=threads) as pool,
+        tqdm(
+            total=len(writes), desc="rolling back", unit="item", file=sys.stderr, disable=None
+        ) as bar,
+    ):
+        futures = {pool.submit(one, write): write for write in writes}
+        for future in as_completed(futures):
+            conflict = future.result()
+            if conflict is None:
+                done.append(futures[future])
+            else:
+                conflicts.append(conflict)
+            bar.update(1)
+    return done, conflicts
+
+
+def foreign_changes(
+    archive: Archive,
+    table: str,
+    table_id: str,
+    after: datetime,
+    done: Iterable[Write],
+    seen: Mapping[str, frozenset[str]],
+) -> list[Conflict]:
+    """Changes to keys the rollback wrote that the rollback did not make.
+
+    ``seen`` maps each key to the event ids archived before the writes; a new record of a
+    written key is the rollback's own when it is the first new one with the image it wrote.
+    """
+    written = {w.keys: w for w in done}
+    if not written:
+        return []
+    result = run_query(
+        archive,
+        _RECORDS_AFTER,
+        {"table": table, "table_id": table_id, "after": as_utc(after)},
+        table=table,
+        dt_from=as_utc(after).date(),
+    )
+    pending = dict(written)
+    conflicts: dict[str, Conflict] = {}
+    for keys, event_id, event_name, event_time, new_image, user_identity in result.rows():
+        write = written.get(keys)
+        if write is None or event_id in seen.get(keys, frozenset()):
+            continue
+        image = None if event_name == "REMOVE" else new_image
+        if keys in pending and image == write.item:
+            del pending[keys]  # the rollback's own write
+            continue
+        who = "TTL" if user_identity == TTL_IDENTITY else (user_identity or "a writer")
+        conflicts.setdefault(
+            keys,
+            Conflict(
+                keys,
+                f"{event_name} at {iso_ms(event_time)} by {who} during the rollback: "
+                "not undone, check this item",
+            ),
+        )
+    for keys in pending:
+        conflicts.setdefault(
+            keys, Conflict(keys, "the rollback's write is not in the stream: check this item")
+        )
+    return list(conflicts.values())
+
+
+# -- draining --------------------------------------------------------------------------------
+
+Drain = Callable[[], datetime | None]
+StatesAt = Callable[[str, datetime, list[str]], Mapping[str, str | None]]
+
+
+def stream_drainer(
+    aws: AwsSettings, archive: Archive, table: str, *, poll_seconds: float = 0.25
+) -> Drain:
+    """Run the archiver's ``--once`` path in-process; returns the new watermark."""
+
+    def drain() -> datetime | None:
+        from archiver.runner import RunConfig, execute
+
+        config = RunConfig(
+            table_name=table, archive_url=archive.url, once=True, poll_seconds=poll_seconds
+        )
+        asyncio.run(execute(config, aws, archive))
+        gens = planning.generations(archive, table)
+        return gens[-1].watermark if gens else None
+
+    return drain
+
+
+def drain_past(drain: Drain, instant: datetime, *, attempts: int = 10) -> datetime | None:
+    """Drain until the watermark reaches ``instant`` (the stream shows writes a moment late)."""
+    watermark = drain()
+    for _ in range(attempts):
+        if watermark is not None and watermark >= instant:
+            break
+        time.sleep(0.5)
+        watermark = drain()
+    return watermark
+
+
+def fold_states(archive: Archive, table: str) -> StatesAt:
+    """States at T from the archive's fold (base + log): for ``NEW_IMAGE`` streams, whose
+    records carry no old image."""
+
+    def states(table_id: str, at: datetime, keys: list[str]) -> dict[str, str | None]:
+        plan = planning.plan_restore(archive, table, at)
+        if plan.table_id != table_id:
+            raise Refused(
+                f"{iso_ms(at)} is before the live table {table!r} was created (the archive "
+                "holds an earlier table of that name then): restore that one with "
+                "ddb-replayer restore instead"
+            )
+        log.info(
+            "folding the archive at %s for %d key(s) without old images", iso_ms(at), len(keys)
+        )
+        with Fold(archive) as fold:
+            result = fold.state_at(plan)
+            fold.con.register("_wanted", pa.table({"keys": pa.array(keys, pa.string())}))
+            rows = fold.con.execute(
+                f"SELECT w.keys, f.item FROM _wanted AS w LEFT JOIN {result.table} AS f "
+                "ON w.keys = f.keys"
+            ).fetchall()
+        return {str(k): item for k, item in rows}
+
+    return states
+
+
+# -- the whole rollback ----------------------------------------------------------------------
+
+
+@dataclass
+class Rollback:
+    """One rollback of ``table`` to ``at``. Clients and the drain are passed in."""
+
+    ddb: Any
+    archive: Archive
+    table: str
+    at: datetime
+    drain: Drain
+    version_attribute: str | None = None
+    include_ttl_deletes: bool = False
+    states_at: StatesAt | None = None
+    # Called after planning, before writing: tests inject a concurrent change here.
+    before_write: Callable[[RollbackPlan], None] | None = None
+    out: Any = None  # where the plan and summary go (default: stdout at run time)
+    # Learnt from the live table by prepare().
+    key_names: list[str] = field(default_factory=list)
+    table_id: str = ""
+
+    def _describe_live(self) -> dict[str, Any]:
+        try:
+            return dict(self.ddb.describe_table(TableName=self.table)["Table"])
+        except ClientError as exc:
+            if client_error_code(exc) == "ResourceNotFoundException":
+                raise BadInput(
+                    f"table {self.table!r} does not exist: rollback works on a live table "
+                    "(restore a deleted one with ddb-replayer restore)"
+                ) from exc
+            raise
+
+    def prepare(self) -> RollbackPlan:
+        """Drain, check the archive covers (T, now], and plan the writes."""
+        live = self._describe_live()
+        table_id = tables.table_id_of(live)
+        self.key_names = [k["AttributeName"] for k in live["KeySchema"]]
+        log.info("draining the stream of %s into %s", self.table, self.archive.url)
+        watermark = self.drain()
+        if watermark is None:
+            raise Refused(f"table {self.table!r}: the archiver has no watermark after draining")
+        if self.at >= watermark:
+            raise Refused(
+                f"{iso_ms(self.at)} is not before the watermark {iso_ms(watermark)}: "
+                "there is nothing archived after it to undo"
+            )
+        # Checks coverage from T and gaps in (T, watermark] for the live generation.
+        planning.plan_log(self.archive, self.table, self.at, watermark, table_id=table_id)
+        self.table_id = table_id
+        histories = changes_after(self.archive, self.table, table_id, self.at)
+        unknown = [
+            h.keys
+            for h in histories
+            if not h.state_at_t_known and not (h.ttl_deleted and not self.include_ttl_deletes)
+        ]
+        states: Mapping[str, str | None] = {}
+        if unknown:
+            if self.states_at is None:
+                raise Refused(
+                    "the stream has no old images (NEW_IMAGE) and no fold is available to find "
+                    "the items' state at T"
+                )
+            states = self.states_at(table_id, self.at, unknown)
+        return plan_writes(
+            self.table,
+            self.at,
+            histories,
+            states,
+            include_ttl_deletes=self.include_ttl_deletes,
+        )
+
+    def execute(self, plan: RollbackPlan) -> RollbackReport:
+        """Write, drain again, and report conflicts."""
+        started = time.monotonic()
+        report = RollbackReport(unchanged=len(plan.unchanged), ttl_kept=len(plan.ttl_kept))
+        if self.before_write is not None:
+            self.before_write(plan)
+        done, conflicts = apply_writes(
+            self.ddb,
+            self.table,
+            plan.writes,
+            self.key_names,
+            version_attribute=self.version_attribute,
+        )
+        finished = utcnow()
+        for write in done:
+            report.count(write.action)
+        if done:
+            log.info("draining the stream again to check for concurrent changes")
+            drain_past(self.drain, finished)
+        seen = {k: h.event_ids for k, h in plan.histories.items()}
+        conflicts.extend(
+            foreign_changes(self.archive, self.table, self.table_id, self.at, done, seen)
+        )
+        report.conflicts = sorted(conflicts, key=lambda c: c.keys)
+        report.seconds = time.monotonic() - started
+        return report
+
+
+def _print_plan(plan: RollbackPlan, out: Any) -> None:
+    for write in sorted(plan.writes, key=lambda w: (w.action, w.keys)):
+        print(write.describe(), file=out)
+    for keys in plan.ttl_kept:
+        print(f"{'keep':<9} {keys}  (deleted by TTL after T)", file=out)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--table-name", required=True, help="the live table to roll back")
+    parser.add_argument(
+        "--archive", required=True, help="archive root: s3://bucket/prefix or a local folder"
+    )
+    parser.add_argument(
+        "--restore-date-time",
+        required=True,
+        metavar="TIME",
+        help="undo every change after TIME (ISO 8601 with a zone, or epoch seconds); changes "
+        "at TIME itself stay",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="list the writes it would make; write nothing"
+    )
+    parser.add_argument(
+        "--version-attribute",
+        metavar="A",
+        help="a version attribute every write sets (optimistic locking): condition each "
+        "rollback write on it, instead of on the item's attributes",
+    )
+    parser.add_argument(
+        "--include-ttl-deletes",
+        action="store_true",
+        help="also bring back items that DynamoDB's TTL deleted after TIME (default: they "
+        "stay deleted, they had expired)",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    at = parse_time(args.restore_date_time)
+    aws = AwsSettings.from_args(args)
+    archive = Archive.open(args.archive, endpoint_url=aws.endpoint_url)
+    rollback = Rollback(
+        ddb=aws.client("dynamodb"),
+        archive=archive,
+        table=args.table_name,
+        at=at,
+        drain=stream_drainer(aws, archive, args.table_name),
+        version_attribute=args.version_attribute,
+        include_ttl_deletes=args.include_ttl_deletes,
+        states_at=fold_states(archive, args.table_name),
+    )
+    return run(rollback, dry_run=args.dry_run)
+
+
+def run(rollback: Rollback, *, dry_run: bool) -> int:
+    """Plan, print, and (unless ``dry_run``) execute; returns the exit code."""
+    out = rollback.out or sys.stdout
+    plan = rollback.prepare()
+    changed = len(plan.histories)
+    print(
+        f"{rollback.table}: {changed} key(s) changed after {iso_ms(rollback.at)}; "
+        f"{len(plan.writes)} write(s) to undo them",
+        file=out,
+    )
+    if dry_run:
+        _print_plan(plan, out)
+        print("dry run: nothing written", file=out)
+        return EXIT_OK
+    report = rollback.execute(plan)
+    for conflict in report.conflicts:
+        print(f"CONFLICT {conflict.keys}: {conflict.reason}", file=out)
+    print(f"{report.summary()} ({report.seconds:.1f} s)", file=out)
+    return EXIT_DIFFERENCES if report.conflicts else EXIT_OK

@@ -1,0 +1,372 @@
+"""Restore strategies: replay from the archive, native PITR, native backup plus the log tail.
+
+``ddb-replayer restore --strategy auto`` (the default) estimates each strategy that can
+produce the table as it was at T and picks the fastest:
+
+- **pitr** — ``RestoreTableToPointInTime``, when T is inside the table's restorable window.
+  AWS restores take at least 20 minutes whatever the size; the estimate is
+  ``20 min + 1 min per GiB`` of table.
+- **backup** — ``RestoreTableFromBackup`` of the newest on-demand backup created at or before T
+  (same table generation), then the archived log over ``(backup − 60 s, T]``: every key
+  changed there is written with its state at T (its latest image, or deleted). Needs that
+  range archived without gaps and T at or before the watermark. Estimate: the native restore
+  plus the changed keys at the measured write rate.
+- **replay** — the archive's own restore (base snapshot + log, ``replayer.restore``).
+  Estimate: the items to write at the measured write rate.
+
+The write rate is the last restore's measured rate, kept in the archive
+(``_state/<table>/restore-stats.json``), else :data:`DEFAULT_WRITE_RATE`, and never more than
+``--max-write-rate``. Estimates are rough: they rank strategies, they do not promise times.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+from tqdm import tqdm
+
+from archiver import layout
+from archiver.backups import Backup, list_backups
+from archiver.errors import client_error_code
+from archiver.pitr import PitrStatus
+from archiver.storage import Archive
+from archiver.timefmt import as_utc, iso_ms, parse_iso, utcnow
+from replayer.errors import BadInput, Refused, ReplayError, TargetTableExists
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("auto", "replay", "pitr", "backup")
+# Ties go to the strategy the archive can verify end to end.
+_PREFERENCE = {"replay": 0, "backup": 1, "pitr": 2}
+
+DEFAULT_WRITE_RATE = 1000.0  # items/s into a new on-demand table, until a restore is measured
+NATIVE_RESTORE_BASE_SECONDS = 20 * 60.0  # AWS: native restores take at least 20 minutes
+NATIVE_RESTORE_SECONDS_PER_GIB = 60.0
+BACKUP_MARGIN = timedelta(seconds=60)  # backups are consistent to about a minute
+GIB = 1024**3
+
+
+# -- write rate ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WriteRate:
+    """Items per second a restore writes into DynamoDB, and where that figure comes from."""
+
+    items_per_second: float
+    source: str
+
+    @classmethod
+    def load(cls, archive: Archive, table: str, max_write_rate: float | None = None) -> WriteRate:
+        """The last measured rate for ``table`` (else the default), capped by ``max_write_rate``."""
+        stats = None
+        try:
+            stats = archive.read_json_or(layout.restore_stats(table))
+        except Exception as exc:  # an unreadable stats file must not stop a restore
+            log.debug("cannot read restore stats: %s", exc)
+        if stats and float(stats.get("items_per_second") or 0) > 0:
+            rate = cls(
+                float(stats["items_per_second"]),
+                f"measured by the {stats.get('strategy', 'last')} restore of "
+                f"{stats.get('measured_at')} ({stats.get('items')} items in "
+                f"{float(stats.get('seconds') or 0):.1f} s)",
+            )
+        else:
+            rate = cls(DEFAULT_WRITE_RATE, "default (no restore measured yet)")
+        if max_write_rate is not None and max_write_rate < rate.items_per_second:
+            return cls(max_write_rate, f"--max-write-rate (uncapped: {rate.describe()})")
+        return rate
+
+    def describe(self) -> str:
+        return f"{self.items_per_second:,.0f} items/s, {self.source}"
+
+    def seconds_for(self, items: int) -> float:
+        return items / self.items_per_second if items else 0.0
+
+
+def record_write_rate(
+    archive: Archive, table: str, *, items: int, seconds: float, strategy: str
+) -> None:
+    """Remember a restore's measured rate for later estimates (best effort: a restore with
+    read-only access to the archive still succeeds). Tiny restores say little and are skipped."""
+    if items < 100 or seconds <= 0:
+        return
+    stats = {
+        "items": items,
+        "seconds": round(seconds, 3),
+        "items_per_second": round(items / seconds, 1),
+        "strategy": strategy,
+        "measured_at": iso_ms(utcnow()),
+    }
+    try:
+        archive.write_json(layout.restore_stats(table), stats)
+    except Exception as exc:
+        log.warning("could not record the restore's write rate in the archive: %s", exc)
+
+
+# -- estimates -------------------------------------------------------------------------------
+
+
+def format_duration(seconds: float) -> str:
+    """``~45 s``, ``~21 min``, ``~3.2 h``."""
+    if seconds < 90:
+        return f"~{max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"~{seconds / 60:.0f} min"
+    return f"~{seconds / 3600:.1f} h"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One strategy's estimated duration, or why it cannot produce the table at T."""
+
+    strategy: str
+    seconds: float | None  # None: not possible
+    reason: str
+    backup: Backup | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.seconds is not None
+
+    def line(self) -> str:
+        took = format_duration(self.seconds) if self.seconds is not None else "not possible"
+        return f"  {self.strategy:<7} {took:<13} {self.reason}"
+
+
+def native_restore_seconds(size_bytes: int | None) -> float:
+    """A native (PITR or backup) restore: at least 20 minutes, growing with size."""
+    return NATIVE_RESTORE_BASE_SECONDS + NATIVE_RESTORE_SECONDS_PER_GIB * (size_bytes or 0) / GIB
+
+
+def estimate_pitr(pitr: PitrStatus | None, at: datetime, size_bytes: int | None) -> Estimate:
+    """PITR is possible when ``at`` lies inside the restorable window right now."""
+    if pitr is None:
+        return Estimate("pitr", None, "the source table does not exist (PITR needs it)")
+    if not pitr.enabled:
+        return Estimate("pitr", None, "point-in-time recovery is not enabled on the source")
+    if not pitr.covers(at):
+        early = iso_ms(pitr.earliest_restorable) if pitr.earliest_restorable else "?"
+        late = iso_ms(pitr.latest_restorable) if pitr.latest_restorable else "?"
+        return Estimate("pitr", None, f"T is outside the PITR window {early} .. {late}")
+    size = f"{(size_bytes or 0) / GIB:.2f} GiB"
+    return Estimate(
+        "pitr",
+        native_restore_seconds(size_bytes),
+        f"T is inside the PITR window; native restore of {size} (≥ 20 min)",
+    )
+
+
+def estimate_replay(items: int | None, rate: WriteRate, refusal: str | None = None) -> Estimate:
+    """Replay writes every item alive at T."""
+    if refusal is not None or items is None:
+        return Estimate("replay", None, refusal or "the archive cannot rebuild T")
+    return Estimate(
+        "replay",
+        rate.seconds_for(items),
+        f"{items:,} items at {rate.describe()}",
+    )
+
+
+def estimate_backup(
+    backup: Backup | None,
+    tail_keys: int | None,
+    rate: WriteRate,
+    refusal: str | None = None,
+) -> Estimate:
+    """A backup restore plus writing each key changed in (backup − 60 s, T]."""
+    if backup is None:
+        return Estimate("backup", None, refusal or "no backup of this table at or before T")
+    if refusal is not None or tail_keys is None:
+        return Estimate(
+            "backup", None, f"backup {backup.name}: {refusal or 'log tail unknown'}", backup
+        )
+    seconds = native_restore_seconds(backup.size_bytes) + rate.seconds_for(tail_keys)
+    return Estimate(
+        "backup",
+        seconds,
+        f"backup {backup.name} of {iso_ms(backup.created_at)} (≥ 20 min), then "
+        f"{tail_keys:,} changed key(s) from the log at {rate.items_per_second:,.0f} items/s",
+        backup,
+    )
+
+
+def choose(estimates: Sequence[Estimate], requested: str) -> tuple[Estimate, str]:
+    """The estimate to act on and the reason, for ``--strategy requested``.
+
+    Raises:
+        Refused: the requested strategy (or, for ``auto``, every strategy) is not possible.
+    """
+    if requested != "auto":
+        chosen = next(e for e in estimates if e.strategy == requested)
+        if not chosen.usable:
+            raise Refused(f"--strategy {requested} is not possible: {chosen.reason}")
+        return chosen, f"--strategy {requested} was requested"
+    usable = [e for e in estimates if e.usable]
+    if not usable:
+        reasons = "; ".join(f"{e.strategy}: {e.reason}" for e in estimates)
+        raise Refused(f"no strategy can restore T: {reasons}")
+    usable.sort(key=lambda e: (e.seconds or 0.0, _PREFERENCE[e.strategy]))
+    chosen = usable[0]
+    others = [
+        f"{e.strategy} {format_duration(e.seconds or 0.0)}" for e in usable[1:] if e.seconds
+    ]
+    versus = f" (vs {', '.join(others)})" if others else " (the only possible strategy)"
+    return chosen, f"fastest{versus}"
+
+
+def describe_choice(estimates: Sequence[Estimate], chosen: Estimate, reason: str) -> str:
+    lines = ["estimates:", *(e.line() for e in estimates)]
+    lines.append(f"strategy: {chosen.strategy} — {reason}")
+    return "\n".join(lines)
+
+
+# -- backups ---------------------------------------------------------------------------------
+
+
+def usable_backups(
+    ddb: Any, table: str, at: datetime, *, generation_created_at: datetime | None
+) -> list[Backup]:
+    """AVAILABLE backups of ``table`` created at or before ``at`` by the table generation
+    alive at ``at`` (created after that generation's table), oldest first."""
+    backups = list_backups(ddb, table, created_before=at)
+    usable = [
+        b
+        for b in backups
+        if b.status == "AVAILABLE"
+        and ":dynamodb:" in b.arn  # AWS Backup recovery points restore through AWS Backup
+        and (generation_created_at is None or b.created_at >= as_utc(generation_created_at))
+    ]
+    return usable
+
+
+# -- native restores -------------------------------------------------------------------------
+
+
+def _translate(exc: ClientError, what: str, target: str) -> ReplayError:
+    code = client_error_code(exc)
+    message = exc.response.get("Error", {}).get("Message", "")
+    err: ReplayError
+    if code in {"TableAlreadyExistsException", "TableInUseException"}:
+        err = TargetTableExists(f"target table {target!r} already exists")
+    elif code in {
+        "PointInTimeRecoveryUnavailableException",
+        "InvalidRestoreTimeException",
+        "ContinuousBackupsUnavailableException",
+    }:
+        err = Refused(f"{what}: {code}: {message}")
+    elif code in {"BackupNotFoundException", "SourceTableNotFoundException", "ValidationException"}:
+        err = BadInput(f"{what}: {code}: {message}")
+    else:
+        err = ReplayError(f"{what}: {code or type(exc).__name__}: {message}")
+    err.__cause__ = exc
+    return err
+
+
+def start_pitr_restore(
+    ddb: Any,
+    *,
+    source_table: str,
+    target_table: str,
+    at: datetime | None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``RestoreTableToPointInTime`` to ``at`` (``None``: the latest restorable time)."""
+    kwargs: dict[str, Any] = {
+        "SourceTableName": source_table,
+        "TargetTableName": target_table,
+        **(overrides or {}),
+    }
+    if at is None:
+        kwargs["UseLatestRestorableTime"] = True
+    else:
+        kwargs["RestoreDateTime"] = as_utc(at)
+    try:
+        response: dict[str, Any] = ddb.restore_table_to_point_in_time(**kwargs)
+    except ClientError as exc:
+        raise _translate(exc, f"restore {source_table} to a point in time", target_table) from exc
+    return response
+
+
+def start_backup_restore(
+    ddb: Any, *, backup_arn: str, target_table: str, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``RestoreTableFromBackup`` into a new table."""
+    try:
+        response: dict[str, Any] = ddb.restore_table_from_backup(
+            TargetTableName=target_table, BackupArn=backup_arn, **(overrides or {})
+        )
+    except ClientError as exc:
+        raise _translate(exc, f"restore backup {backup_arn}", target_table) from exc
+    return response
+
+
+def wait_until_active(
+    ddb: Any,
+    table: str,
+    *,
+    poll_seconds: float = 15.0,
+    timeout_seconds: float = 24 * 3600.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Poll ``DescribeTable`` until the table and its indexes are ACTIVE, showing progress."""
+    started = time.monotonic()
+    with tqdm(
+        total=None,
+        desc=f"restoring {table}",
+        bar_format="{desc}: {postfix} [{elapsed}]",
+        file=sys.stderr,
+        disable=None,
+    ) as bar:
+        while True:
+            try:
+                description: dict[str, Any] = ddb.describe_table(TableName=table)["Table"]
+            except ClientError as exc:
+                if client_error_code(exc) != "ResourceNotFoundException":
+                    raise
+                description = {"TableStatus": "CREATING"}  # not visible yet
+            status = str(description.get("TableStatus"))
+            indexes = [
+                str(gsi.get("IndexStatus"))
+                for gsi in description.get("GlobalSecondaryIndexes") or []
+            ]
+            bar.set_postfix_str(status + (f", indexes {'/'.join(indexes)}" if indexes else ""))
+            if status == "ACTIVE" and all(s == "ACTIVE" for s in indexes):
+                return description
+            if status not in ("CREATING", "UPDATING"):
+                raise ReplayError(f"restored table {table!r} is {status}, not ACTIVE")
+            if time.monotonic() - started > timeout_seconds:
+                raise ReplayError(
+                    f"restored table {table!r} still {status} after {timeout_seconds:.0f} s"
+                )
+            sleep(poll_seconds)
+
+
+def restore_time_of(description: dict[str, Any]) -> datetime | None:
+    """When a restored table's data is from (``RestoreSummary.RestoreDateTime``)."""
+    summary = description.get("RestoreSummary") or {}
+    value = summary.get("RestoreDateTime")
+    if isinstance(value, datetime):
+        return as_utc(value)
+    return parse_iso(value) if isinstance(value, str) else None
+
+
+__all__ = [
+    "BACKUP_MARGIN",
+    "DEFAULT_WRITE_RATE",
+    "STRATEGIES",
+    "Estimate",
+    "WriteRate",
+    "choose",
+    "estimate_backup",
+    "estimate_pitr",
+    "estimate_replay",
+    "timedelta",
+]
