@@ -347,7 +347,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-wait",
         action="store_true",
-        help="create: return as soon as AWS accepted the request (default: wait until AVAILABLE)",
+        help="create: return once AWS accepted the request, without waiting for AVAILABLE",
     )
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.set_defaults(_parser=parser)

@@ -93,7 +93,8 @@ class CodecError(UsageError):
             return self.reason
         where = ""
         for step in self.path:
-            where += f"[{step}]" if isinstance(step, int) else (f".{step}" if where else step)
+            name = step if step != "" else '""'
+            where += f"[{step}]" if isinstance(step, int) else (f".{name}" if where else name)
         return f"attribute {where!r}: {self.reason}"
 
 
@@ -279,8 +280,6 @@ def _ordered_set(tag: int, text: bytes) -> bytes | None:
     known = cache.get(text)
     if known is not None:
         return known
-    if b'","' not in text:  # one member: already in order (its form was checked by _ODD)
-        return text
     try:
         members = orjson.loads(text[3:])
         if tag == _SS:
@@ -309,6 +308,8 @@ def canonical_many(items: Sequence[Item | None]) -> list[bytes | None]:
     for what orjson cannot do itself (numbers and binary to normalise, sets to order), and only
     the items found take the validating walk.
     """
+    if not items:
+        return []
     dumps = orjson.dumps
     raws: list[bytes] = []
     walk: set[int] = set()

@@ -1,27 +1,32 @@
 """Merge small change files into files near a target size, without a reader ever missing a record.
 
-The archiver writes one file per flush, so a quiet table collects many small files a day: slow
-to list and scan, and below S3's 128 KB minimum for lifecycle transitions. Compaction merges
-them per group of (``dt``, stream label, shard id) — a shard's contiguous files within one day —
-into files named by ``layout`` from the group's first and last sequence numbers. So the
-archiver's resume point (the highest ``last_seq`` per shard in file names) is unchanged and a
-file's name stays a function of its content. Duplicate ``event_id``\\ s (a retried write) are
-dropped; rows are sorted by ``keys`` and stream order, so lookups of one item skip row groups.
+The archiver writes one file per flush (the Lambda function one per batch), so a table collects
+many small files a day: slow to list and scan, and under the 128 KB below which S3 lifecycle
+rules do not move objects to colder storage. Compaction merges them per day, stream and shard
+(a shard's contiguous files within one dt partition) into files named, like every change file,
+by their first and last sequence numbers. So the archiver's resume point (the highest last
+sequence number per shard in file names) is unchanged, and a file's name stays a function of
+its content. Records archived twice (a retried write) are kept once, by event_id; rows are
+sorted by key and stream order, so reading one item's history skips most row groups.
 
-Safety, in this order, per merged file:
+Nothing is ever missing for a reader, in this order, per merged file:
 
-1. the merged file is written (atomically) and its row count checked;
-2. its inputs are recorded in ``_state/<table>/compaction-pending.json`` with the time they
-   become deletable (now + ``--grace-seconds``);
-3. a later run (or this one, with ``--grace-seconds 0``) deletes inputs past their grace.
+  1. the merged file is written (atomically) and its row count checked;
+  2. its inputs are recorded in _state/<table>/compaction-pending.json with the time they
+     become deletable (now + --grace-seconds);
+  3. a later run (or this one, with --grace-seconds 0) deletes the inputs past their grace.
 
-A crash between 1 and 2 leaves duplicates, which the next run merges again into the same name;
-a crash during 3 leaves the entries pending, and the next run finishes. A reader that lists
-while both copies exist reads duplicates (replay drops them by ``event_id``); one whose file
-vanished after listing lists again (``replayer.dataset.with_relisting``).
+A crash between 1 and 2 leaves duplicates, which the next run merges into the same file again;
+a crash during 3 leaves the entries pending, and the next run finishes the deletions. A reader
+that lists while both copies exist reads duplicates (replay drops them); one whose file
+vanished after listing lists again.
 
-Run one compaction per table at a time (it rewrites the pending list); it runs safely beside
-the poller or the Lambda function, which only ever add files with later sequence numbers.
+Run one compaction per table at a time (it rewrites the pending list). It is safe beside the
+poller or the Lambda function, which only ever add files with later sequence numbers.
+
+Examples:
+  ddb-archiver compact --table-name orders --archive s3://bucket/prefix       # days before today
+  ddb-archiver compact --table-name orders --archive ./demo-archive --dt 2026-01-31 --dry-run
 """
 
 from __future__ import annotations
@@ -327,6 +332,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dt",
         type=_dt,
         action="append",
+        default=argparse.SUPPRESS,
         metavar="YYYY-MM-DD",
         help="compact this day's partition (repeatable); default: every day before today (UTC)",
     )
@@ -365,7 +371,7 @@ def main(args: argparse.Namespace) -> int:
     report = compact(
         archive,
         table,
-        dts=sorted(set(args.dt)) if args.dt else None,
+        dts=sorted(set(args.dt)) if getattr(args, "dt", None) else None,
         target_bytes=int(args.target_size * 1024 * 1024),
         grace_seconds=args.grace_seconds,
         dry_run=args.dry_run,

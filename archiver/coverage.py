@@ -21,6 +21,9 @@ module; the replayer reads them through :func:`generations` and :func:`read_gaps
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +31,8 @@ from archiver import layout
 from archiver.errors import ArchiveOwnedElsewhere
 from archiver.storage import Archive
 from archiver.timefmt import iso_ms, parse_iso, utcnow
+
+log = logging.getLogger(__name__)
 
 MODES = ("poller", "lambda")
 
@@ -258,3 +263,124 @@ def append_gap(
     }
     archive.append_jsonl(layout.gaps(table), gap)
     return gap
+
+
+@dataclass
+class PendingGap:
+    """A hole found while reading whose end is not known yet."""
+
+    table_id: str
+    stream_arn: str
+    shard_id: str | None  # None: the hole is the stream's (an expired shard, …)
+    start: datetime
+    detected_at: datetime
+    reason: str
+    lost_checkpoints: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _single_lost_shard(gap: PendingGap) -> str | None:
+    ids = {str(doc.get("shard_id")) for doc in gap.lost_checkpoints}
+    return ids.pop() if len(ids) == 1 else None
+
+
+class GapRecorder:
+    """Holes found while reading a stream, written to gaps.jsonl at the right moment.
+
+    A hole ends at the first record read after it, so it is held here until that record is
+    read — and written *before* that record can reach a file. A crash in between loses
+    nothing: no record after the hole was written, so the next run finds the same hole. A
+    hole after which nothing is ever read ends when it was detected.
+    """
+
+    def __init__(self, archive: Archive, table: str) -> None:
+        self.archive = archive
+        self.table = table
+        self.recorded: list[dict[str, Any]] = []
+        self._pending: dict[tuple[str, str | None], PendingGap] = {}
+        self._reenabled: set[str] = set()
+        self._lock = asyncio.Lock()
+
+    def load(self) -> None:
+        """Learn the holes already on record (blocking I/O)."""
+        for gap in read_gaps(self.archive, self.table):
+            if gap.get("reason") == GAP_STREAM_REENABLED:
+                self._reenabled.add(str(gap.get("stream_arn")))
+
+    def hold(self, gap: PendingGap) -> bool:
+        """Hold a hole until its end is known; ``False`` when one is held there already
+        (the two merge: the earlier start wins)."""
+        key = (gap.stream_arn, gap.shard_id)
+        held = self._pending.get(key)
+        if held is not None:
+            held.start = min(held.start, gap.start)
+            held.lost_checkpoints.extend(gap.lost_checkpoints)
+            return False
+        self._pending[key] = gap
+        return True
+
+    def holds(self, stream_arn: str, shard_id: str | None) -> bool:
+        return (stream_arn, shard_id) in self._pending
+
+    async def resolve(
+        self, stream_arn: str, shard_id: str, end: datetime | None, *, stream_too: bool = True
+    ) -> list[dict[str, Any]]:
+        """Write the holes before ``end`` (None: their detection time) of this shard and, with
+        ``stream_too``, of its stream. Returns the checkpoints of expired shards now on record."""
+        keys: list[tuple[str, str | None]] = [(stream_arn, shard_id)]
+        if stream_too:
+            keys.append((stream_arn, None))
+        covered: list[dict[str, Any]] = []
+        for key in keys:
+            gap = self._pending.pop(key, None)
+            if gap is not None:
+                await self._write(gap, end or gap.detected_at)
+                covered.extend(gap.lost_checkpoints)
+        return covered
+
+    async def resolve_all(self) -> list[dict[str, Any]]:
+        """End of a run: every hole still held ends at its detection time."""
+        covered: list[dict[str, Any]] = []
+        for gap in list(self._pending.values()):
+            del self._pending[(gap.stream_arn, gap.shard_id)]
+            await self._write(gap, gap.detected_at)
+            covered.extend(gap.lost_checkpoints)
+        return covered
+
+    async def stream_reenabled(
+        self, table_id: str, stream_arn: str, start: datetime, end: datetime
+    ) -> None:
+        """Record the hole before a re-enabled stream (once per stream)."""
+        if stream_arn in self._reenabled:
+            return
+        self._reenabled.add(stream_arn)
+        now = datetime.now(start.tzinfo)
+        await self._write(
+            PendingGap(table_id, stream_arn, None, start, now, GAP_STREAM_REENABLED), end
+        )
+
+    def knows_reenabled(self, stream_arn: str) -> bool:
+        return stream_arn in self._reenabled
+
+    async def _write(self, gap: PendingGap, end: datetime) -> None:
+        async with self._lock:
+            line = await asyncio.to_thread(
+                append_gap,
+                self.archive,
+                self.table,
+                table_id=gap.table_id,
+                stream_arn=gap.stream_arn,
+                shard_id=gap.shard_id or _single_lost_shard(gap),
+                start=gap.start,
+                end=end,
+                reason=gap.reason,
+                detected_at=gap.detected_at,
+            )
+        self.recorded.append(line)
+        log.warning(
+            "%s: GAP recorded in %s: %s → %s (%s)",
+            self.table,
+            layout.gaps(self.table),
+            line["from"],
+            line["to"],
+            GAP_REASONS[gap.reason],
+        )

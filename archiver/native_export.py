@@ -26,7 +26,7 @@ import hashlib
 import logging
 import time
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import IO, Any
@@ -35,7 +35,8 @@ import orjson
 from tqdm import tqdm
 
 from archiver import ion, layout, tables
-from archiver.codec import TYPE_TAGS, AttributeValue, CodecError, canonical_json, key_of
+from archiver.aws import AwsSettings
+from archiver.codec import AttributeValue, CodecError, canonical_json, key_of, normalize_item
 from archiver.errors import (
     AwsError,
     CorruptArchive,
@@ -103,6 +104,10 @@ class ExportFolder:
         if self.summary is None or not self.summary.get("tableArn"):
             return None
         return str(self.summary["tableArn"]).rsplit("/", 1)[-1]
+
+
+# DescribeTable's Table, or a function looking it up only when needed (it needs AWS access).
+LiveTable = Mapping[str, Any] | Callable[[], Mapping[str, Any] | None] | None
 
 
 @dataclass(frozen=True)
@@ -231,15 +236,19 @@ def resolve_identity(
     *,
     table_id: str | None,
     at: datetime,
-    live: Mapping[str, Any] | None,
+    live: LiveTable,
 ) -> TableIdentity:
     """The exported table's ``table_id`` and key schema.
 
     ``table_id`` is the export summary's ``tableId`` when there is one; it must match an
     archived description of the table when any exist (else the export is of another table
-    generation or account). ``live`` is the current ``DescribeTable`` result, if reachable.
+    generation or account). ``live`` is the current ``DescribeTable`` result, or a function
+    that looks it up — called only when the archive's descriptions do not answer.
     """
     descriptions = archived_descriptions(archive, table)
+    if callable(live):
+        # The archive's descriptions answer whenever there are any.
+        live = None if descriptions else live()
     if table_id:
         known = sorted({str(d.get("table_id")) for d in descriptions})
         matching = [d for d in descriptions if d.get("table_id") == table_id]
@@ -271,6 +280,20 @@ def resolve_identity(
         "description and the table is not reachable); run `ddb-archiver run` once, or pass AWS "
         "access to the table"
     )
+
+
+def live_lookup(settings: AwsSettings, table: str) -> Callable[[], dict[str, Any] | None]:
+    """A lookup of the live table's description that never fails the conversion: without
+    AWS access (no region, no credentials, access denied) it warns and answers ``None``."""
+
+    def lookup() -> dict[str, Any] | None:
+        try:
+            return describe_live(settings.client("dynamodb"), table)
+        except Exception as exc:
+            log.warning("could not describe table %s (%s); using the archive only", table, exc)
+            return None
+
+    return lookup
 
 
 def describe_live(ddb: Any, table: str) -> dict[str, Any] | None:
@@ -320,11 +343,6 @@ def _json_items(stream: IO[bytes], where: str) -> Iterator[dict[str, AttributeVa
             item = orjson.loads(line)["Item"]
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise CorruptExport(f"{where} line {number}: not an export line ({exc})") from exc
-        if not isinstance(item, dict) or not all(
-            isinstance(av, dict) and len(av) == 1 and next(iter(av)) in TYPE_TAGS
-            for av in item.values()
-        ):
-            raise CorruptExport(f"{where} line {number}: Item is not DynamoDB JSON")
         yield item
 
 
@@ -353,8 +371,13 @@ def _convert_file(
                 fmt = folder.output_format or _sniff_format(stream)
                 items = ion.read_items(stream) if fmt == "ION" else _json_items(stream, where)
                 for item in items:
-                    writer.add(canonical_json(key_of(item, key_names)), canonical_json(item))
                     count += 1
+                    try:
+                        # Files are checked value by value, unlike SDK responses (codec.py).
+                        checked = normalize_item(item)
+                    except CodecError as exc:
+                        raise CorruptExport(f"{where}: item {count}: {exc}") from exc
+                    writer.add(canonical_json(key_of(checked, key_names)), canonical_json(checked))
                     if writer.full:
                         writer.flush()
                     if count % _PROGRESS_STEP == 0:
@@ -418,7 +441,7 @@ def convert_export(
     table: str,
     folder: ExportFolder,
     *,
-    live: Mapping[str, Any] | None = None,
+    live: LiveTable = None,
     described: Mapping[str, Any] | None = None,
     part_bytes: int = DEFAULT_PART_BYTES,
 ) -> Conversion:

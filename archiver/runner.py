@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import re
 import signal
@@ -24,10 +25,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import botocore.exceptions
+
 from archiver import coverage, tables
 from archiver.aws import AwsSettings
 from archiver.cliutil import positive_float, positive_int
-from archiver.errors import EXIT_NEW_GAP, EXIT_OK, StreamNotEnabled, UnsupportedStreamView
+from archiver.errors import (
+    EXIT_NEW_GAP,
+    EXIT_OK,
+    AwsError,
+    StreamNotEnabled,
+    UnsupportedStreamView,
+    UsageError,
+)
 from archiver.storage import Archive
 from archiver.stream import (
     REPLAYABLE_VIEWS,
@@ -36,6 +46,7 @@ from archiver.stream import (
     StreamConsumer,
     StreamInfo,
     StreamsApi,
+    first_of,
 )
 from archiver.timefmt import iso_ms, parse_iso, utcnow
 from archiver.writer import (
@@ -67,17 +78,20 @@ def byte_size(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--table-name", required=True, help="the DynamoDB table to archive")
+    parser.add_argument(
+        "--table-name", required=True, default=argparse.SUPPRESS, help="the table to archive"
+    )
     parser.add_argument(
         "--archive",
         required=True,
+        default=argparse.SUPPRESS,
         help="archive root: s3://bucket/prefix, file:///path or a local folder",
     )
     parser.add_argument(
         "--once",
         action="store_true",
-        help="read until every shard is caught up (3 consecutive empty pages), then exit; "
-        "default: run until SIGINT/SIGTERM",
+        help="read until every shard is caught up (3 consecutive empty pages) or has reached "
+        "records written after the run began, then exit; default: run until SIGINT/SIGTERM",
     )
     flush = parser.add_argument_group("flushing (a shard's buffer is written when any is reached)")
     flush.add_argument(
@@ -97,7 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flush.add_argument(
         "--flush-bytes",
         type=byte_size,
-        default=DEFAULT_FLUSH_BYTES,
+        default=f"{DEFAULT_FLUSH_BYTES // 2**20}MiB",
         metavar="B",
         help="buffered bytes per shard (accepts 64MB, 64MiB, …)",
     )
@@ -149,7 +163,14 @@ def main(args: Any) -> int:
     config = RunConfig.from_args(args)
     settings = AwsSettings.from_args(args)
     archive = Archive.open(config.archive_url, endpoint_url=settings.endpoint_url)
-    return asyncio.run(_main(config, settings, archive))
+    try:
+        return asyncio.run(_main(config, settings, archive))
+    except botocore.exceptions.NoRegionError:
+        raise UsageError("no AWS region: set AWS_REGION or pass --region") from None
+    except botocore.exceptions.NoCredentialsError:
+        raise AwsError(
+            "no AWS credentials found (AWS_PROFILE, environment, instance role)"
+        ) from None
 
 
 async def _main(config: RunConfig, settings: AwsSettings, archive: Archive) -> int:
@@ -207,14 +228,26 @@ async def execute(
             streams_client = await stack.enter_async_context(settings.aio_client("dynamodbstreams"))
         gaps = 0
         while True:
-            session = _Session(config, settings, archive, ddb, streams_client, stop)
-            code = await session.run()
-            gaps += len(session.writer.stats.gaps) if session.writer else 0
+            # Each session stops on the caller's stop, or by itself when the table was
+            # recreated under it (then a new session follows the new table).
+            session_stop = asyncio.Event()
+            forward = asyncio.create_task(first_of(stop, session_stop))
+            forward.add_done_callback(functools.partial(_set, session_stop))
+            session = _Session(config, settings, archive, ddb, streams_client, session_stop)
+            try:
+                code = await session.run()
+            finally:
+                forward.cancel()
+            gaps += len(session.writer.gaps.recorded) if session.writer else 0
             if not session.recreated or stop.is_set():
                 return EXIT_NEW_GAP if gaps else code
             log.warning(
                 "%s was deleted and recreated: starting over with the new table", config.table_name
             )
+
+
+def _set(event: asyncio.Event, _: object) -> None:
+    event.set()
 
 
 def check_stream(doc: dict[str, Any]) -> str:
@@ -312,12 +345,15 @@ class _Session:
             await asyncio.gather(*background, return_exceptions=True)
         await writer.finish()
         self._summary()
-        return EXIT_NEW_GAP if writer.stats.gaps else EXIT_OK
+        return EXIT_NEW_GAP if writer.gaps.recorded else EXIT_OK
 
     async def _every(self, seconds: float, action: Callable[[], Awaitable[None]]) -> None:
         while True:
             await asyncio.sleep(seconds)
-            await action()
+            try:
+                await action()
+            except Exception as exc:  # a transient failure must not stop archiving
+                log.warning("%s: %s failed: %s", self.config.table_name, action.__name__, exc)
 
     async def _describe(self) -> None:
         """Capture the table description again when it changed; notice a recreated table."""
@@ -342,7 +378,9 @@ class _Session:
             (
                 ((now - p.read_event_time).total_seconds(), p.shard.shard_id)
                 for p in writer.shards.values()
-                if not p.finished and p.read_event_time is not None
+                if not p.finished
+                and p.read_event_time is not None
+                and not (p.caught_up_at and p.caught_up_seq == p.read_seq)
             ),
             reverse=True,
         )
@@ -356,7 +394,9 @@ class _Session:
             _describe_watermark(watermark, now),
             sum(p.finished for p in writer.shards.values()),
             len(writer.shards),
-            "; lag " + ", ".join(f"{shard} {lag:.1f} s" for lag, shard in lags[:3]) if lags else "",
+            "; lag " + ", ".join(f"{shard} {lag:.1f} s" for lag, shard in lags[:3])
+            if lags
+            else "; all shards caught up",
         )
 
     def _summary(self) -> None:
@@ -364,7 +404,7 @@ class _Session:
         if writer is None:
             return
         stats = writer.stats
-        gaps = stats.gaps
+        gaps = writer.gaps.recorded
         streams = {p.stream.arn for p in writer.shards.values()}
         message = (
             f"{self.config.table_name}: {'done' if self.config.once else 'stopped'}: "

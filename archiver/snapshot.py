@@ -46,6 +46,7 @@ from archiver.native_export import (
     convert_export,
     describe_live,
     export_destination,
+    live_lookup,
     locate_export_folder,
     open_folder,
     read_export,
@@ -160,12 +161,15 @@ async def scan_snapshot(
     *,
     segments: int | None = None,
     part_bytes: int = DEFAULT_PART_BYTES,
+    page_size: int | None = None,
     clock: Clock | None = None,
 ) -> dict[str, Any]:
     """Scan ``table`` (parallel, strongly consistent) into a committed Parquet snapshot.
 
-    Pages flow through a bounded queue to one writer that flushes a part file every
-    ``part_bytes``, so memory stays bounded whatever the table's size. Returns the manifest.
+    Pages (``page_size`` items at most, else DynamoDB's 1 MB) flow through a bounded queue to
+    one writer that flushes a part file every ``part_bytes``, so memory stays bounded whatever
+    the table's size. ``clock`` (default: the system clock) times the margins. Returns the
+    manifest.
     """
     clock = clock or utcnow
     guard = SkewGuard()
@@ -197,6 +201,8 @@ async def scan_snapshot(
                 }
                 if start_key:
                     kwargs["ExclusiveStartKey"] = start_key
+                if page_size:
+                    kwargs["Limit"] = page_size
                 page = await _call(ddb.scan, guard, clock, f"Scan {table}", **kwargs)
                 if page.get("Items"):
                     await queue.put(page["Items"])
@@ -380,7 +386,6 @@ def main(args: argparse.Namespace) -> int:
     settings = AwsSettings.from_args(args)
     table = args.table_name
     archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
-    ddb = settings.client("dynamodb")
     if args.export_from:
         if args.method == "scan" or args.segments or args.s3_prefix:
             raise UsageError(
@@ -388,9 +393,10 @@ def main(args: argparse.Namespace) -> int:
                 "--segments or --s3-prefix"
             )
         folder = read_export(open_folder(args.export_from, endpoint_url=settings.endpoint_url))
-        conversion = convert_export(archive, table, folder, live=describe_live(ddb, table))
+        conversion = convert_export(archive, table, folder, live=live_lookup(settings, table))
         _say(conversion.manifest, conversion.new)
         return 0
+    ddb = settings.client("dynamodb")
     description = describe_live(ddb, table)
     if description is None:
         raise UsageError(f"table {table} does not exist")

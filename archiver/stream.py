@@ -234,7 +234,8 @@ class StreamsApi:
                     raise AwsError(f"{what}: gave up after {elapsed:.0f} s: {exc}") from exc
                 self.throttled += 1
                 delay = self.retry.delay(attempt)
-                level = logging.WARNING if attempt >= 3 else logging.DEBUG
+                # Quiet for a blip, loud when it persists, never a line per retry.
+                level = logging.WARNING if attempt == 3 or attempt % 20 == 19 else logging.DEBUG
                 log.log(
                     level, "%s: %s, retrying in %.2f s", what, client_error_code(exc) or exc, delay
                 )
@@ -554,7 +555,7 @@ class StreamConsumer:
         key = (stream.arn, shard.shard_id)
         try:
             for event in prerequisites:
-                await _first_of(event, self.stop)
+                await first_of(event, self.stop)
             if self.stop.is_set():
                 return
             await self._read(stream, shard, key)
@@ -649,7 +650,7 @@ class StreamConsumer:
         self._rediscover.set()  # its children may be listed now
 
 
-async def _first_of(*events: asyncio.Event) -> None:
+async def first_of(*events: asyncio.Event) -> None:
     """Wait until any of ``events`` is set."""
     if any(event.is_set() for event in events):
         return

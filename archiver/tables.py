@@ -170,7 +170,12 @@ async def describe(settings: AwsSettings, table_name: str, *, client: Any = None
             client.describe_continuous_backups,
             TableName=table_name,
         )
-    extras = json_safe(await capture_extras(settings, table))
+    try:
+        extras = json_safe(await capture_extras(settings, table))
+    except Exception as exc:  # optional settings must never stop archiving
+        log.warning("%s: cannot capture auto scaling/alarms/policy: %s", table_name, exc)
+        extras = {}
+        unavailable["extras"] = client_error_code(exc) or type(exc).__name__
     unavailable.update((extras or {}).get("unavailable") or {})
     return {
         "captured_at": iso_ms(utcnow()),

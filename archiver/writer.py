@@ -30,7 +30,7 @@ from archiver.layout import ChangeFileName, pad_seq
 from archiver.records import ChangeRows, event_time_ms
 from archiver.storage import Archive
 from archiver.stream import Shard, ShardStart, StreamInfo
-from archiver.timefmt import iso_ms, parse_iso, utcnow
+from archiver.timefmt import iso_ms, parse_iso, parse_stamp, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -272,8 +272,6 @@ class ShardProgress:
     finished: bool = False
     dirty: bool = False
     buffer: RunBuilder | None = None
-    gap_from: datetime | None = None  # set while a detected hole waits for its end
-    gap_detected_at: datetime | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def watermark_time(self) -> datetime | None:
@@ -287,8 +285,6 @@ class Stats:
     records_read: int = 0
     records_written: int = 0
     files_written: int = 0
-    bytes_written: int = 0
-    gaps: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -315,13 +311,10 @@ class ChangeWriter:
         self.generation = generation
         self.policy = policy
         self.stats = Stats()
+        self.gaps = coverage.GapRecorder(archive, table)
         self.shards: dict[tuple[str, str], ShardProgress] = {}
-        self.streams: dict[str, StreamInfo] = {}
         self._checkpoints: dict[str, dict[str, dict[str, Any]]] = {}  # label stamp → shard → doc
         self._resume: dict[tuple[str, str], str] = {}
-        self._gapped_streams: set[str] = set()
-        self._stream_gap: dict[str, tuple[datetime, datetime]] = {}  # arn → (from, detected)
-        self._lost_shards: list[dict[str, Any]] = []  # checkpoints of shards that expired
         self._state_lock = asyncio.Lock()
         self._warned: set[str] = set()
 
@@ -329,10 +322,7 @@ class ChangeWriter:
 
     def prepare(self, streams: list[StreamInfo]) -> None:
         """Load what the archive knows (blocking I/O: call before reading starts)."""
-        for gap in coverage.read_gaps(self.archive, self.table):
-            if gap.get("reason") == coverage.GAP_STREAM_REENABLED:
-                self._gapped_streams.add(str(gap.get("stream_arn")))
-        dt_from: str | None = None
+        self.gaps.load()
         earliest: datetime | None = None
         complete = bool(streams)
         for stream in streams:
@@ -342,9 +332,9 @@ class ChangeWriter:
                 if doc.get("event_time"):
                     at = parse_iso(doc["event_time"])
                     earliest = at if earliest is None else min(earliest, at)
-        if complete and earliest is not None:
-            # Files beyond a checkpoint were written after it: a day of slack for clocks.
-            dt_from = layout.dt_of(earliest - timedelta(days=1))
+        # Files beyond a checkpoint were written after it (a day of slack for clocks); with a
+        # stream that has no checkpoint at all, every file name must be read.
+        dt_from = layout.dt_of(earliest - timedelta(days=1)) if complete and earliest else None
         self._resume = resume_points(self.archive, self.table, dt_from)
 
     def _load_checkpoints(self, label_stamp: str) -> dict[str, dict[str, Any]]:
@@ -357,11 +347,7 @@ class ChangeWriter:
         tolerance = coverage.CREATED_WITH_TABLE_TOLERANCE
         if stream.created_at >= self.generation.created_at - tolerance:
             return self.generation.table_id
-        older = [
-            tid
-            for created, tid in self.generation.previous
-            if created <= stream.created_at + tolerance
-        ]
+        older = [t for created, t in self.generation.previous if created <= stream.created_at]
         return older[-1] if older else None
 
     # -- ShardSink --------------------------------------------------------------------------
@@ -372,43 +358,35 @@ class ChangeWriter:
         if stream.arn not in self._warned:
             self._warned.add(stream.arn)
             log.warning(
-                "skipping stream %s: older than the current table %s and of no archived generation",
+                "skipping stream %s: older than table %s and of no archived generation",
                 stream.arn,
                 self.table,
             )
         return False
 
     async def streams_listed(self, streams: list[StreamInfo]) -> None:
-        for stream in streams:
-            self.streams[stream.arn] = stream
-        await self._record_stream_gaps(streams)
+        await self._record_reenabled_streams(streams)
 
     async def shards_listed(self, stream: StreamInfo, shards: list[Shard]) -> None:
-        self.streams[stream.arn] = stream
         docs = await asyncio.to_thread(self._load_checkpoints, stream.label_stamp)
         listed = {s.shard_id for s in shards}
         for shard in shards:
             self._progress(stream, shard)
-        lost = [
-            doc
-            for shard_id, doc in docs.items()
-            if shard_id not in listed
-            and not doc.get("closed")
-            and all(d["shard_id"] != shard_id for d in self._lost_shards)
-        ]
-        if not lost:
+        lost = [d for sid, d in docs.items() if sid not in listed and not d.get("closed")]
+        if not lost or self.gaps.holds(stream.arn, None):
             return
-        # Checkpointed, not drained, and no longer listed: trimmed away while the archiver was
-        # down past the retention. Records after them are missing up to whatever the stream
-        # still holds: the hole ends at the first record read from this stream.
+        # Checkpointed, not drained and no longer listed: it expired while the archiver was
+        # down past the retention. The hole ends at the first record read from the stream.
         starts = [parse_iso(d["event_time"]) for d in lost if d.get("event_time")]
         start = min(starts) if starts else stream.created_at
-        if stream.arn in self._stream_gap:
-            start = min(start, self._stream_gap[stream.arn][0])
-        self._stream_gap[stream.arn] = (start, utcnow())
-        self._lost_shards.extend(lost)
+        table_id = self.table_id_for(stream) or self.generation.table_id
+        gap = coverage.PendingGap(
+            table_id, stream.arn, None, start, utcnow(), coverage.GAP_SHARD_LOST, lost
+        )
+        self.gaps.hold(gap)
         log.warning(
-            "%s: shard(s) %s of %s expired before they were fully read: recording a gap from %s",
+            "%s: RECORDS LOST: shard(s) %s of %s expired before they were fully read (archiver "
+            "down past the stream's retention?): recording a gap from %s",
             self.table,
             ", ".join(str(d["shard_id"]) for d in lost),
             stream.arn,
@@ -417,10 +395,7 @@ class ChangeWriter:
 
     def start(self, stream: StreamInfo, shard: Shard) -> ShardStart:
         progress = self._progress(stream, shard)
-        seq = progress.durable_seq
-        return ShardStart(
-            after_seq=seq.lstrip("0") or "0" if seq else None, finished=progress.finished
-        )
+        return ShardStart(_plain(progress.durable_seq), finished=progress.finished)
 
     async def records(
         self, stream: StreamInfo, shard: Shard, records: list[dict[str, Any]]
@@ -429,12 +404,10 @@ class ChangeWriter:
         last = progress.read_seq or ""
         fresh = [r for r in records if pad_seq(r["dynamodb"]["SequenceNumber"]) > last]
         if not fresh:
-            return
-        first_time = _ms_to_datetime(
-            event_time_ms(fresh[0]["dynamodb"]["ApproximateCreationDateTime"])
-        )
+            return  # already read (a re-acquired iterator may repeat records)
+        first = fresh[0]["dynamodb"]["ApproximateCreationDateTime"]
         # A hole must be on record before any record after it can reach a file.
-        await self._resolve_gaps(progress, first_time)
+        await self._resolve_gaps(progress, _ms_to_datetime(event_time_ms(first)))
         if progress.buffer is None:
             progress.buffer = RunBuilder(
                 stream_arn=stream.arn,
@@ -462,38 +435,37 @@ class ChangeWriter:
         if progress.buffer is None:
             progress.durable_caught_up_at = at
             progress.dirty = True
-        if progress.gap_from is not None:
-            await self._resolve_gaps(progress, progress.gap_detected_at or at)
+        await self._resolve_gaps(progress, None, stream_too=False)
         await self.idle(stream, shard)
 
     async def trimmed(self, stream: StreamInfo, shard: Shard, detected_at: datetime) -> None:
         progress = self._progress(stream, shard)
-        if progress.gap_from is not None:
-            return
         start = (
             progress.read_event_time
             or progress.durable_event_time
             or max(stream.created_at, self.generation.covered_from)
         )
-        progress.gap_from = start
-        progress.gap_detected_at = detected_at
-        log.warning(
-            "%s: RECORDS LOST: shard %s was trimmed past the last record read (%s): the stream "
-            "dropped records before they were archived; recording a gap and continuing from "
-            "the trim horizon",
-            self.table,
-            shard.shard_id,
-            iso_ms(start),
+        gap = coverage.PendingGap(
+            progress.table_id, stream.arn, shard.shard_id, start, detected_at, coverage.GAP_TRIMMED
         )
+        if self.gaps.hold(gap):
+            log.warning(
+                "%s: RECORDS LOST: shard %s was trimmed past the last record read (%s): the "
+                "stream dropped records before they were archived; recording a gap and "
+                "continuing from the trim horizon",
+                self.table,
+                shard.shard_id,
+                iso_ms(start),
+            )
 
     async def ended(self, stream: StreamInfo, shard: Shard) -> None:
         progress = self._progress(stream, shard)
         await self.flush(progress)
-        if progress.gap_from is not None:
-            await self._resolve_gaps(progress, progress.gap_detected_at or utcnow())
-        progress.finished = True
-        progress.dirty = True
-        await asyncio.to_thread(self._write_checkpoint, progress)
+        await self._resolve_gaps(progress, None, stream_too=False)
+        async with progress.lock:
+            progress.finished = True
+            progress.dirty = True
+            await asyncio.to_thread(self._write_checkpoint, progress)
 
     # -- flushing ---------------------------------------------------------------------------
 
@@ -507,10 +479,8 @@ class ChangeWriter:
             paths = await asyncio.to_thread(_write_builder, self.archive, self.table, buffer)
             progress.durable_seq = buffer.last_seq
             progress.durable_event_time = buffer.last_event_time
-            if (
-                progress.caught_up_at is not None
-                and (progress.caught_up_seq or "") <= buffer.last_seq
-            ):
+            caught_up_seq = progress.caught_up_seq or ""
+            if progress.caught_up_at is not None and caught_up_seq <= buffer.last_seq:
                 progress.durable_caught_up_at = progress.caught_up_at
             progress.dirty = True
             await asyncio.to_thread(self._write_checkpoint, progress)
@@ -524,18 +494,18 @@ class ChangeWriter:
     async def finish(self) -> None:
         """End of a run: flush everything, close pending gaps, save checkpoints and coverage."""
         await self.flush_all()
-        for progress in self.shards.values():
-            if progress.gap_from is not None:
-                await self._resolve_gaps(progress, progress.gap_detected_at or utcnow())
-        for arn in list(self._stream_gap):
-            await self._resolve_stream_gap(arn, None)
+        await self._close_lost(await self.gaps.resolve_all())
         await self.persist()
 
     async def persist(self) -> None:
         """Save changed checkpoints and move the watermark (periodically and at the end)."""
         for progress in list(self.shards.values()):
-            if progress.dirty and progress.buffer is None:
-                await asyncio.to_thread(self._write_checkpoint, progress)
+            if not progress.dirty or progress.buffer is not None:
+                continue
+            # The lock orders this write after any flush's own checkpoint of the shard.
+            async with progress.lock:
+                if progress.dirty:
+                    await asyncio.to_thread(self._write_checkpoint, progress)
         watermark = self.watermark()
         if watermark is not None:
             async with self._state_lock:
@@ -566,7 +536,6 @@ class ChangeWriter:
         return min(min(times), utcnow()) - coverage.WATERMARK_MARGIN
 
     def _write_checkpoint(self, progress: ShardProgress) -> None:
-        seq = progress.durable_seq
         write_checkpoint(
             self.archive,
             self.table,
@@ -574,13 +543,9 @@ class ChangeWriter:
                 "stream_arn": progress.stream.arn,
                 "shard_id": progress.shard.shard_id,
                 "parent_shard_id": progress.shard.parent_shard_id,
-                "sequence_number": (seq.lstrip("0") or "0") if seq else None,
-                "event_time": iso_ms(progress.durable_event_time)
-                if progress.durable_event_time
-                else None,
-                "caught_up_at": (
-                    iso_ms(progress.durable_caught_up_at) if progress.durable_caught_up_at else None
-                ),
+                "sequence_number": _plain(progress.durable_seq),
+                "event_time": _iso(progress.durable_event_time),
+                "caught_up_at": _iso(progress.durable_caught_up_at),
                 "closed": progress.finished,
                 "updated_at": iso_ms(utcnow()),
             },
@@ -595,116 +560,63 @@ class ChangeWriter:
         if progress is not None:
             if shard.closed and not progress.shard.closed:
                 progress.shard = shard
-            progress.stream = stream if stream.status else progress.stream
+            if stream.status:
+                progress.stream = stream
             return progress
         table_id = self.table_id_for(stream) or self.generation.table_id
         doc = self._checkpoints.get(stream.label_stamp, {}).get(shard.shard_id, {})
         from_doc = pad_seq(doc["sequence_number"]) if doc.get("sequence_number") else None
         from_files = self._resume.get((stream.label_stamp, shard.shard_id))
         durable = max(filter(None, (from_doc, from_files)), default=None)
+        event_time = _parse(doc.get("event_time"))
         progress = ShardProgress(
             stream=stream,
             shard=shard,
             table_id=table_id,
             current=table_id == self.generation.table_id,
             durable_seq=durable,
-            durable_event_time=parse_iso(doc["event_time"]) if doc.get("event_time") else None,
+            durable_event_time=event_time,
             read_seq=durable,
-            durable_caught_up_at=parse_iso(doc["caught_up_at"])
-            if doc.get("caught_up_at")
-            else None,
+            read_event_time=event_time,
+            durable_caught_up_at=_parse(doc.get("caught_up_at")),
             finished=bool(doc.get("closed")),
         )
-        progress.read_event_time = progress.durable_event_time
         self.shards[key] = progress
         return progress
 
-    async def _resolve_gaps(self, progress: ShardProgress, end: datetime) -> None:
-        if progress.gap_from is not None:
-            await self._append_gap(
-                progress.table_id,
-                progress.stream.arn,
-                progress.shard.shard_id,
-                progress.gap_from,
-                end,
-                coverage.GAP_TRIMMED,
-                progress.gap_detected_at,
-            )
-            progress.gap_from = None
-            progress.gap_detected_at = None
-        if progress.stream.arn in self._stream_gap:
-            await self._resolve_stream_gap(progress.stream.arn, end)
-
-    async def _resolve_stream_gap(self, stream_arn: str, end: datetime | None) -> None:
-        start, detected = self._stream_gap.pop(stream_arn)
-        stream = self.streams[stream_arn]
-        table_id = self.table_id_for(stream) or self.generation.table_id
-        await self._append_gap(
-            table_id, stream_arn, None, start, end or detected, coverage.GAP_SHARD_LOST, detected
-        )
-        lost = [d for d in self._lost_shards if d["stream_arn"] == stream_arn]
-        for doc in lost:
-            await asyncio.to_thread(
-                write_checkpoint,
-                self.archive,
-                self.table,
-                {**doc, "closed": True, "updated_at": iso_ms(utcnow())},
-            )
-            self._checkpoints.get(stream.label_stamp, {}).pop(str(doc["shard_id"]), None)
-
-    async def _append_gap(
-        self,
-        table_id: str,
-        stream_arn: str,
-        shard_id: str | None,
-        start: datetime,
-        end: datetime,
-        reason: str,
-        detected_at: datetime | None,
+    async def _resolve_gaps(
+        self, progress: ShardProgress, end: datetime | None, *, stream_too: bool = True
     ) -> None:
-        async with self._state_lock:
-            gap = await asyncio.to_thread(
-                coverage.append_gap,
-                self.archive,
-                self.table,
-                table_id=table_id,
-                stream_arn=stream_arn,
-                shard_id=shard_id,
-                start=start,
-                end=end,
-                reason=reason,
-                detected_at=detected_at,
-            )
-        self.stats.gaps.append(gap)
-        log.warning(
-            "%s: GAP recorded in %s: %s → %s (%s)",
-            self.table,
-            layout.gaps(self.table),
-            gap["from"],
-            gap["to"],
-            coverage.GAP_REASONS[reason],
+        covered = await self.gaps.resolve(
+            progress.stream.arn, progress.shard.shard_id, end, stream_too=stream_too
         )
+        await self._close_lost(covered)
 
-    async def _record_stream_gaps(self, streams: list[StreamInfo]) -> None:
-        """A stream disabled and re-enabled: writes in between were never streamed."""
+    async def _close_lost(self, checkpoints: list[dict[str, Any]]) -> None:
+        """Expired shards whose hole is on record: never look for them again."""
+        for doc in checkpoints:
+            closed = {**doc, "closed": True, "updated_at": iso_ms(utcnow())}
+            await asyncio.to_thread(write_checkpoint, self.archive, self.table, closed)
+            stamp = layout.label_stamp(layout.stream_label_of(str(doc["stream_arn"])))
+            self._checkpoints.setdefault(stamp, {})[str(doc["shard_id"])] = closed
+
+    async def _record_reenabled_streams(self, streams: list[StreamInfo]) -> None:
+        """A stream disabled and another enabled later: writes in between were never streamed.
+        The hole runs from the last record archived from the older stream to the newer
+        stream's creation; it is recorded once the older one is drained (or gone)."""
         tolerance = coverage.CREATED_WITH_TABLE_TOLERANCE
         ours = [s for s in streams if self.table_id_for(s) == self.generation.table_id]
         listed = {s.label_stamp for s in ours}
-        stamps = await asyncio.to_thread(checkpointed_streams, self.archive, self.table)
         timeline: list[tuple[datetime, str, StreamInfo | None]] = [
             (s.created_at, s.label_stamp, s) for s in ours
         ]
-        for stamp in stamps:
-            at = _stamp_time(stamp)
-            if (
-                stamp not in listed
-                and at is not None
-                and at >= self.generation.created_at - tolerance
-            ):
-                timeline.append((at, stamp, None))
+        for stamp in await asyncio.to_thread(checkpointed_streams, self.archive, self.table):
+            at = _parse_stamp(stamp)
+            if stamp not in listed and at and at >= self.generation.created_at - tolerance:
+                timeline.append((at, stamp, None))  # known from the archive, expired since
         timeline.sort(key=lambda entry: entry[0])
-        for (_, a_stamp, a), (b_created, _, b) in itertools.pairwise(timeline):
-            if b is None or b.arn in self._gapped_streams:
+        for (a_created, a_stamp, a), (b_created, _, b) in itertools.pairwise(timeline):
+            if b is None or self.gaps.knows_reenabled(b.arn):
                 continue
             if a is not None and not self._drained(a):
                 continue  # still being read: the hole starts after its last record
@@ -715,35 +627,32 @@ class ChangeWriter:
                 for p in self.shards.values()
                 if a is not None and p.stream.arn == a.arn and p.durable_event_time
             ]
-            start = (
-                max(times) if times else (a.created_at if a else _stamp_time(a_stamp) or b_created)
-            )
-            self._gapped_streams.add(b.arn)
-            await self._append_gap(
-                self.generation.table_id,
-                b.arn,
-                None,
-                start,
-                b_created,
-                coverage.GAP_STREAM_REENABLED,
-                None,
-            )
+            start = max(times, default=a_created)
+            await self.gaps.stream_reenabled(self.generation.table_id, b.arn, start, b_created)
 
     def _drained(self, stream: StreamInfo) -> bool:
         shards = [p for p in self.shards.values() if p.stream.arn == stream.arn]
         return (
             stream.status == "DISABLED"
             and bool(shards)
-            and all(
-                p.finished or (p.durable_caught_up_at is not None and p.buffer is None)
-                for p in shards
-            )
+            and all(p.finished or (p.durable_caught_up_at and p.buffer is None) for p in shards)
         )
 
 
-def _stamp_time(stamp: str) -> datetime | None:
-    from archiver.timefmt import parse_stamp
+def _plain(seq: str | None) -> str | None:
+    """A zero-padded sequence number as AWS writes it."""
+    return (seq.lstrip("0") or "0") if seq else None
 
+
+def _iso(at: datetime | None) -> str | None:
+    return iso_ms(at) if at else None
+
+
+def _parse(text: str | None) -> datetime | None:
+    return parse_iso(text) if text else None
+
+
+def _parse_stamp(stamp: str) -> datetime | None:
     try:
         return parse_stamp(stamp)
     except ValueError:

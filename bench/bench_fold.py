@@ -188,15 +188,17 @@ def run_fold(root: Path, changes: int, memory_limit: str) -> dict[str, float]:
 def run_scan(root: Path) -> dict[str, float]:
     """A plain DuckDB scan of the same files: the columns the fold reads, counted."""
     archive = Archive.open(str(root))
-    change_files = [archive.path(r) for r in archive.find(layout.changes_table_dir(TABLE), ".parquet")]
+    change_files = [
+        archive.path(r) for r in archive.find(layout.changes_table_dir(TABLE), ".parquet")
+    ]
     snapshot_files = [
         archive.path(r) for r in archive.find(layout.snapshots_table_dir(TABLE), ".parquet")
     ]
     con = duckdb.connect()
     started = time.monotonic()
     changes = con.execute(
-        "SELECT count(*), sum(length(keys) + length(sequence_number) + coalesce(length(new_image), 0)) "
-        "FROM read_parquet($f)",
+        "SELECT count(*), sum(length(keys) + length(sequence_number) "
+        "+ coalesce(length(new_image), 0)) FROM read_parquet($f)",
         {"f": change_files},
     ).fetchall()
     base = con.execute(
@@ -211,8 +213,11 @@ def run_scan(root: Path) -> dict[str, float]:
 
 
 def _child(mode: str, root: Path, args: argparse.Namespace) -> dict[str, float]:
-    cmd = [sys.executable, "-m", "bench.bench_fold", "--changes", str(args.changes),
-           "--keys", str(args.keys), "--memory-limit", args.memory_limit, "--child", mode]  # fmt: skip
+    cmd = [
+        *(sys.executable, "-m", "bench.bench_fold", "--changes", str(args.changes)),
+        *("--keys", str(args.keys), "--memory-limit", args.memory_limit, "--out", args.out),
+        *("--child", mode),
+    ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result

@@ -138,7 +138,13 @@ def _is_vanished(exc: BaseException) -> bool:
     text = str(exc)
     # DuckDB reports a vanished file only as text: "No such file or directory" (local) or the
     # FileNotFoundError that pyarrow's fsspec handler raised (S3).
-    marks = ("NoSuchKey", "does not exist", "No such file or directory", "FileNotFoundError")
+    marks = (
+        "NoSuchKey",
+        "does not exist",
+        "No such file or directory",
+        "FileNotFoundError",
+        "No files found that match the pattern",  # DuckDB's read_parquet on a local path
+    )
     return isinstance(exc, FileNotFoundError) or any(mark in text for mark in marks)
 
 

@@ -23,10 +23,9 @@ from archiver.native_export import (
     ExportFolder,
     ExportNotReady,
     NotAFullExport,
-    archived_descriptions,
     convert_export,
-    describe_live,
     folder_in,
+    live_lookup,
     read_export,
 )
 from archiver.storage import Archive
@@ -86,11 +85,10 @@ def convert_export_folder(
     """Convert one export folder (checked against its manifests) into a snapshot of ``table``.
 
     With ``settings`` the live table's description is used where the archive has none (the
-    archived ones are preferred: the live table may be a later generation).
+    archived ones are preferred: the live table may be a later generation); without AWS
+    access the archive's descriptions must do.
     """
-    live = None
-    if settings is not None and not archived_descriptions(archive, table):
-        live = describe_live(settings.client("dynamodb"), table)
+    live = live_lookup(settings, table) if settings is not None else None
     return convert_export(archive, table, folder, live=live)
 
 

@@ -33,6 +33,7 @@ installed offline.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -47,6 +48,7 @@ import duckdb
 import pyarrow as pa
 
 from archiver import layout
+from archiver.storage import Archive
 from archiver.timefmt import as_utc
 from replayer import dataset
 from replayer.plan import LogPlan, Plan, drop_later_streams
@@ -127,7 +129,7 @@ def may_hold_duplicates(files: Sequence[str]) -> bool:
             return True
     for spans in ranges.values():
         spans.sort()
-        for (_, last), (first, _) in zip(spans, spans[1:], strict=False):
+        for (_, last), (first, _) in itertools.pairwise(spans):
             if first <= last:
                 return True
     return False
@@ -174,7 +176,8 @@ class Fold:
                 ...  # columns keys, item (canonical DynamoDB JSON)
     """
 
-    def __init__(self, archive: Any, settings: FoldSettings | None = None) -> None:
+    def __init__(self, archive: Archive | None, settings: FoldSettings | None = None) -> None:
+        """``archive`` may be None for a session that only compares tables (``diff``)."""
         self.archive = archive
         self.settings = settings or FoldSettings()
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -221,6 +224,8 @@ class Fold:
 
     def _relation(self, files: Sequence[str], kind: str) -> str:
         """SQL naming a relation over archive files (``changes`` or ``snapshot`` schema)."""
+        if self.archive is None:
+            raise ValueError("this fold session has no archive")
         if self.archive.is_local:
             paths = ", ".join(_quote(self.archive.path(rel)) for rel in files)
             return f"read_parquet([{paths}], hive_partitioning = false)"
@@ -252,21 +257,30 @@ class Fold:
         *,
         lower_inclusive: bool,
     ) -> str:
-        latest = (
-            "SELECT log.keys, CASE WHEN log.event_name = 'REMOVE' THEN NULL "
-            "ELSE log.new_image END AS item FROM log JOIN win "
-            "ON log.keys = win.keys AND log.ord = win.ord"
-        )
+        """The fold as one statement: a state (with ``base_files``) or a log tail (None)."""
+        join = "FROM log JOIN win ON log.keys = win.keys AND log.ord = win.ord"
+        if base_files is None:
+            # A log tail keeps deletions, as NULL items.
+            latest = (
+                "SELECT log.keys, CASE WHEN log.event_name = 'REMOVE' THEN NULL "
+                f"ELSE log.new_image END AS item {join}"
+            )
+        else:
+            # A key whose winner is a REMOVE finds no partner here and so stays absent (and
+            # its base row is dropped by the anti join below, as for every key in ``win``).
+            # Filtering on event_name, which DuckDB pushes into the scan, rather than on the
+            # image after the join: that filter it pushes down too, and then evaluates on
+            # every record's image before the join, ten times slower.
+            latest = (
+                f"SELECT log.keys, log.new_image AS item {join} WHERE log.event_name <> 'REMOVE'"
+            )
         if may_hold_duplicates(files):
             latest = f"SELECT keys, any_value(item) AS item FROM ({latest}) GROUP BY keys"
         sql = (
             f"WITH log AS NOT MATERIALIZED (\n{self._log_sql(files, lower_inclusive)}\n),\n"
-            "win AS MATERIALIZED (SELECT keys, max(ord) AS ord FROM log GROUP BY keys),\n"
-            f"latest AS ({latest})\n"
+            "win AS MATERIALIZED (SELECT keys, max(ord) AS ord FROM log GROUP BY keys)\n"
+            f"{latest}"
         )
-        if base_files is None:  # a log tail: deletions stay, as NULL items
-            return sql + "SELECT keys, item FROM latest"
-        sql += "SELECT keys, item FROM latest WHERE item IS NOT NULL"
         if base_files:
             sql += (
                 f"\nUNION ALL\nSELECT base.keys, base.item FROM "
@@ -339,6 +353,8 @@ class Fold:
         return dataset.with_relisting(action, what=f"counting the log of {plan.table}", attempts=1)
 
 
-def _relist(archive: Any, table: str, start: datetime, end: datetime) -> list[str]:
+def _relist(archive: Archive | None, table: str, start: datetime, end: datetime) -> list[str]:
+    if archive is None:
+        raise ValueError("this fold session has no archive")
     files = dataset.change_files(archive, table, as_utc(start).date(), as_utc(end).date())
     return drop_later_streams(files, start, end)

@@ -1,19 +1,19 @@
 """One item's timeline from the archive: every change, who made it, and what changed.
 
-The key is DynamoDB JSON, as the AWS CLI takes it (``'{"pk": {"S": "a"}}'``); it is
-canonicalised so it matches the archive's ``keys`` column whatever its spacing, order or
-number form. Each change shows its time, event name, who made it (``TTL`` for DynamoDB's own
-expiry deletions, else ``user``) and an attribute-level diff of the old image to the new one:
-``+`` added, ``-`` removed, ``~`` changed, nested maps compared attribute by attribute
-(``address.city``).
+The key is DynamoDB JSON, as the AWS CLI takes it ('{"pk": {"S": "a"}}'); it is canonicalised,
+so spacing, attribute order and number form do not matter. Each change shows its time (UTC),
+event name, who made it (TTL for DynamoDB's own expiry deletions, else user) and an
+attribute-level diff of the old image to the new one: + added, - removed, ~ changed; nested
+maps are compared attribute by attribute (address.city). A record archived twice shows once.
 
-With a ``NEW_IMAGE`` stream the records carry no old image: the previous change's new image
-stands in for it (marked as derived), and the first change in the window shows its image only.
+With a NEW_IMAGE stream the records carry no old image: the previous change's new image stands
+in for it (and says so). A key with no history prints that and exits 0.
 
-Example::
-
-    ddb-replayer history --table-name orders --archive s3://bucket/prefix \\
-        --key '{"pk": {"S": "order-42"}}' --from 2026-01-01T00:00:00Z
+Examples:
+  ddb-replayer history --table-name orders --archive s3://bucket/prefix \
+      --key '{"pk": {"S": "order-42"}}' --from 2026-01-01T00:00:00Z
+  ddb-replayer history --table-name orders --archive ./demo-archive \
+      --key '{"pk": {"S": "order-42"}, "sk": {"N": "1"}}' --format json
 """
 
 from __future__ import annotations

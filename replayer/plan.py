@@ -263,7 +263,9 @@ def gaps_met(
         hi = _time(gap.get("to"))
         if lo is None:
             continue
-        if hi is None or hi <= lo:
+        if hi is None:  # not closed yet: everything after ``from`` may be missing
+            hit = lo < end
+        elif hi <= lo:  # a single instant
             hit = start <= lo <= end
         else:
             hit = lo < end and hi > start

@@ -1,20 +1,21 @@
 """SQL over the archive, locally, with DuckDB.
 
-Two views are registered (both read the archive in place, nothing is copied):
+Two views read the archive in place (nothing is copied or downloaded first):
 
-* ``changes`` — every archived change record (DESIGN.md's change schema) plus the partition
-  columns ``table_name`` and ``dt`` (strings).
-* ``snapshots`` — every committed base snapshot: ``keys``, ``item`` (canonical DynamoDB JSON)
-  plus ``table_name`` and ``snapshot_id``.
+  changes    every archived change record (event_id, event_name, event_time, sequence_number,
+             shard_id, stream_arn, table_id, keys, new_image, old_image, size_bytes,
+             user_identity, origin) plus the partition columns table_name and dt (strings)
+  snapshots  every committed base snapshot: keys, item, table_name, snapshot_id
 
-They are pyarrow datasets registered with DuckDB, which pushes filters and projections down:
-``WHERE table_name = 'orders' AND dt >= '2026-01-01'`` skips the other partitions' files
-without opening them, and a filter on ``keys`` skips row groups by their statistics.
+keys, new_image, old_image and item are canonical DynamoDB JSON text: use DuckDB's JSON
+functions on them (new_image->>'$.status.S'). Filters on table_name and dt skip the other
+partitions' files without opening them; a filter on keys skips row groups. Times are UTC.
 
-Example::
-
-    ddb-replayer query --archive s3://bucket/prefix \\
-        "SELECT dt, event_name, count(*) FROM changes WHERE table_name = 'orders' GROUP BY ALL"
+Examples:
+  ddb-replayer query --archive s3://bucket/prefix \
+      "SELECT dt, event_name, count(*) FROM changes WHERE table_name = 'orders' GROUP BY ALL"
+  ddb-replayer query --archive ./demo-archive --format csv \
+      "SELECT event_time, keys FROM changes WHERE user_identity = 'Service/dynamodb.amazonaws.com'"
 """
 
 from __future__ import annotations

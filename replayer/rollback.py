@@ -1,4 +1,4 @@
-"""Undo, in the live table itself, every change made after a time (DESIGN.md "In-place rollback").
+"""Undo, in the live table itself, every change made after a time.
 
 Only keys changed after TIME are touched, each set back to its state at TIME:
 
@@ -78,6 +78,7 @@ SELECT keys,
 FROM (
     SELECT * FROM changes
     WHERE table_name = $table AND table_id = $table_id AND event_time > $after
+      AND ($until IS NULL OR event_time <= $until)
     QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY sequence_number) = 1
 )
 GROUP BY keys
@@ -118,14 +119,27 @@ class KeyHistory:
         return None if self.first_event == "INSERT" else self.first_old_image
 
 
-def changes_after(archive: Archive, table: str, table_id: str, after: datetime) -> list[KeyHistory]:
-    """Per key, the changes of generation ``table_id`` with ``event_time > after``."""
+def changes_after(
+    archive: Archive,
+    table: str,
+    table_id: str,
+    after: datetime,
+    until: datetime | None = None,
+) -> list[KeyHistory]:
+    """Per key, the changes of generation ``table_id`` with ``after < event_time ≤ until``."""
     result = run_query(
         archive,
         _CHANGES_AFTER,
-        {"table": table, "table_id": table_id, "after": as_utc(after), "ttl": TTL_IDENTITY},
+        {
+            "table": table,
+            "table_id": table_id,
+            "after": as_utc(after),
+            "until": as_utc(until) if until is not None else None,
+            "ttl": TTL_IDENTITY,
+        },
         table=table,
         dt_from=as_utc(after).date(),
+        dt_to=as_utc(until).date() if until is not None else None,
     )
     return [
         KeyHistory(

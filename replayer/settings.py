@@ -14,6 +14,7 @@ first would let DynamoDB expire items while the restored table is compared with 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -30,6 +31,7 @@ from archiver.errors import TableNotFound, client_error_code
 from archiver.settings_capture import alarm_watches_table
 from archiver.storage import Archive
 from archiver.timefmt import parse_iso, utcnow
+from replayer import plan as planning
 from replayer.errors import ReplayError
 
 log = logging.getLogger(__name__)
@@ -546,3 +548,34 @@ def report(results: Iterable[SettingResult], source: SourceSettings, target: str
     lines = [f"settings of {source.table_name!r} → {target!r} (from the {source.origin}):"]
     lines.extend(r.line() for r in results)
     return "\n".join(lines)
+
+
+def copy_after_restore(
+    aws: AwsSettings,
+    archive: Archive,
+    source: str,
+    target: str,
+    at: datetime,
+    *,
+    say: Callable[[str], None] = print,
+    **copier_options: Any,
+) -> list[SettingResult]:
+    """``--copy-settings``: copy every setting onto ``target`` and say what happened.
+
+    Call after verification (TTL is among the settings). The archived description used when
+    the source is gone is the one of the table generation alive at ``at``. Never raises for
+    a setting: what could not be copied is reported.
+    """
+    table_id = None
+    # Not archived at T (a PITR restore may not need the archive): live settings only.
+    with contextlib.suppress(ReplayError):
+        table_id = planning.generation_at(archive, source, at).table_id
+    try:
+        source_settings = load_source_settings(aws, archive, source, table_id=table_id)
+    except SettingsUnavailable as exc:
+        say(f"settings: none copied: {exc}")
+        return [SettingResult("settings", NOT_COPIED, str(exc))]
+    copier = SettingsCopier.from_settings(aws, source_settings, target, **copier_options)
+    results = copier.copy_all(include_ttl=True)
+    say(report(results, source_settings, target))
+    return results

@@ -27,18 +27,27 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import chain
 from typing import Any
 
+import pyarrow as pa
 from botocore.exceptions import ClientError
 from tqdm import tqdm
 
 from archiver import layout
-from archiver.backups import Backup, list_backups
-from archiver.errors import client_error_code
-from archiver.pitr import PitrStatus
+from archiver.aws import AwsSettings
+from archiver.backups import Backup, describe_backup, list_backups
+from archiver.errors import ArchiverError, TableNotFound, client_error_code
+from archiver.pitr import PitrStatus, describe_pitr
 from archiver.storage import Archive
 from archiver.timefmt import as_utc, iso_ms, parse_iso, utcnow
+from replayer import plan as planning
 from replayer.errors import BadInput, Refused, ReplayError, TargetTableExists
+from replayer.fold import Fold, FoldSettings
+from replayer.plan import LogPlan, Plan
+from replayer.rollback import changes_after
+from replayer.sinks import TableSink, WriteResult
+from replayer.verify import Comparison, verify_table
 
 log = logging.getLogger(__name__)
 
@@ -215,9 +224,7 @@ def choose(estimates: Sequence[Estimate], requested: str) -> tuple[Estimate, str
         raise Refused(f"no strategy can restore T: {reasons}")
     usable.sort(key=lambda e: (e.seconds or 0.0, _PREFERENCE[e.strategy]))
     chosen = usable[0]
-    others = [
-        f"{e.strategy} {format_duration(e.seconds or 0.0)}" for e in usable[1:] if e.seconds
-    ]
+    others = [f"{e.strategy} {format_duration(e.seconds or 0.0)}" for e in usable[1:] if e.seconds]
     versus = f" (vs {', '.join(others)})" if others else " (the only possible strategy)"
     return chosen, f"fastest{versus}"
 
@@ -358,15 +365,282 @@ def restore_time_of(description: dict[str, Any]) -> datetime | None:
     return parse_iso(value) if isinstance(value, str) else None
 
 
-__all__ = [
-    "BACKUP_MARGIN",
-    "DEFAULT_WRITE_RATE",
-    "STRATEGIES",
-    "Estimate",
-    "WriteRate",
-    "choose",
-    "estimate_backup",
-    "estimate_pitr",
-    "estimate_replay",
-    "timedelta",
-]
+# -- estimating every strategy ---------------------------------------------------------------
+
+
+@dataclass
+class Choice:
+    """The estimates, the strategy picked, and what it needs to run."""
+
+    at: datetime
+    estimates: list[Estimate]
+    chosen: Estimate
+    reason: str
+    replay_plan: Plan | None = None
+    tail_plan: LogPlan | None = None
+    tail_keys: int | None = None
+
+    def describe(self) -> str:
+        return describe_choice(self.estimates, self.chosen, self.reason)
+
+
+@dataclass
+class Estimator:
+    """Estimates each strategy for restoring ``source`` as at ``at``. Clients passed in."""
+
+    ddb: Any
+    archive: Archive
+    source: str
+    at: datetime
+    rate: WriteRate
+    allow_gaps: bool = False
+    aws: AwsSettings | None = None
+    backup_arn: str | None = None
+
+    def replay(self) -> tuple[Estimate, Plan | None]:
+        try:
+            plan = planning.plan_restore(
+                self.archive, self.source, self.at, allow_gaps=self.allow_gaps, settings=self.aws
+            )
+            with Fold(self.archive) as fold:
+                counts = fold.count_records(plan)
+        except ReplayError as exc:
+            return estimate_replay(None, self.rate, str(exc)), None
+        # An upper bound: keys changed in the log may also be in the base, or deleted.
+        items = (plan.base.item_count if plan.base else 0) + counts["keys changed"]
+        return estimate_replay(items, self.rate), plan
+
+    def pitr(self) -> Estimate:
+        try:
+            status = describe_pitr(self.ddb, self.source)
+            size = self.ddb.describe_table(TableName=self.source)["Table"].get("TableSizeBytes")
+        except TableNotFound:
+            return estimate_pitr(None, self.at, None)
+        except ClientError as exc:
+            return Estimate("pitr", None, f"cannot read the source's PITR status ({exc})")
+        except ArchiverError as exc:
+            return Estimate("pitr", None, f"cannot read the source's PITR status ({exc})")
+        return estimate_pitr(status, self.at, size)
+
+    def pick_backup(self, generation_created_at: datetime | None) -> Backup | None:
+        if self.backup_arn:
+            backup = describe_backup(self.ddb, self.backup_arn)
+            if backup.table_name and backup.table_name != self.source:
+                raise BadInput(
+                    f"--backup-arn {self.backup_arn} is a backup of {backup.table_name!r}, "
+                    f"not of {self.source!r}"
+                )
+            if backup.created_at > self.at:
+                raise Refused(
+                    f"backup {backup.name} was created at {iso_ms(backup.created_at)}, after "
+                    f"the restore time {iso_ms(self.at)}: it holds later changes"
+                )
+            return backup
+        found = usable_backups(
+            self.ddb, self.source, self.at, generation_created_at=generation_created_at
+        )
+        return found[-1] if found else None
+
+    def backup(self) -> tuple[Estimate, LogPlan | None, int | None]:
+        try:
+            generation = planning.generation_at(self.archive, self.source, self.at)
+        except ReplayError as exc:
+            generation = None
+            why_no_log: str | None = str(exc)
+        else:
+            why_no_log = None
+        try:
+            backup = self.pick_backup(generation.table_created_at if generation else None)
+        except (ReplayError, ArchiverError) as exc:
+            return Estimate("backup", None, str(exc)), None, None
+        if backup is None:
+            return estimate_backup(None, None, self.rate), None, None
+        if generation is None:
+            return estimate_backup(backup, None, self.rate, why_no_log), None, None
+        try:
+            tail = planning.plan_log(
+                self.archive,
+                self.source,
+                backup.created_at - BACKUP_MARGIN,
+                self.at,
+                table_id=generation.table_id,
+                allow_gaps=self.allow_gaps,
+            )
+            with Fold(self.archive) as fold:
+                keys = fold.log_changes(tail).count
+        except ReplayError as exc:
+            return estimate_backup(backup, None, self.rate, f"log tail: {exc}"), None, None
+        return estimate_backup(backup, keys, self.rate), tail, keys
+
+    def choose(self, requested: str) -> Choice:
+        """Estimate what ``requested`` needs (``auto``: everything) and pick."""
+        estimates: list[Estimate] = []
+        replay_plan = tail_plan = None
+        tail_keys = None
+        if requested in ("auto", "replay"):
+            estimate, replay_plan = self.replay()
+            estimates.append(estimate)
+        if requested in ("auto", "backup"):
+            estimate, tail_plan, tail_keys = self.backup()
+            estimates.append(estimate)
+        if requested in ("auto", "pitr"):
+            estimates.append(self.pitr())
+        chosen, reason = choose(estimates, requested)
+        return Choice(self.at, estimates, chosen, reason, replay_plan, tail_plan, tail_keys)
+
+
+# -- running a native strategy ---------------------------------------------------------------
+
+
+@dataclass
+class NativeOutcome:
+    """What a native restore did."""
+
+    strategy: str
+    description: dict[str, Any]
+    tail: WriteResult | None = None
+    corrections: int = 0  # keys changed just after T reset from their old image (see below)
+
+
+def restore_native(
+    ddb: Any,
+    archive: Archive,
+    choice: Choice,
+    *,
+    source: str,
+    target: str,
+    max_write_rate: float | None = None,
+    poll_seconds: float = 15.0,
+) -> NativeOutcome:
+    """Run the chosen native strategy (``pitr`` or ``backup``) into the new table ``target``.
+
+    Waits for the table to become ACTIVE (with progress), then for ``backup`` applies the log
+    tail: every key changed in ``(backup − 60 s, T]`` gets its latest image at or before T, or
+    is deleted.
+    """
+    strategy = choice.chosen.strategy
+    if strategy == "pitr":
+        log.info("restoring %s to %s with point-in-time recovery", source, iso_ms(choice.at))
+        start_pitr_restore(ddb, source_table=source, target_table=target, at=choice.at)
+    elif strategy == "backup":
+        backup = choice.chosen.backup
+        if backup is None:
+            raise ReplayError("the backup strategy was chosen without a backup")
+        log.info("restoring backup %s (%s) into %s", backup.name, backup.arn, target)
+        start_backup_restore(ddb, backup_arn=backup.arn, target_table=target)
+    else:
+        raise ReplayError(f"{strategy} is not a native strategy")
+    description = wait_until_active(ddb, target, poll_seconds=poll_seconds)
+    outcome = NativeOutcome(strategy, description)
+    if strategy == "backup" and choice.tail_plan is not None and choice.chosen.backup:
+        outcome.tail, outcome.corrections = apply_backup_tail(
+            ddb,
+            archive,
+            choice.tail_plan,
+            choice.chosen.backup,
+            target=target,
+            max_write_rate=max_write_rate,
+        )
+        if outcome.tail.items + outcome.tail.deletes:
+            record_write_rate(
+                archive,
+                source,
+                items=outcome.tail.items + outcome.tail.deletes,
+                seconds=outcome.tail.seconds,
+                strategy="backup log tail",
+            )
+    return outcome
+
+
+def after_t_corrections(
+    archive: Archive, tail: LogPlan, backup: Backup, skip: set[str]
+) -> dict[str, str | None]:
+    """States at T of keys changed only in ``(T, backup + 60 s]``.
+
+    A backup is consistent to about a minute, so when T is that close after it, the backup
+    may already hold a change made after T. The first change after T of such a key carries
+    its state at T as its old image (absent for an INSERT); rewriting it is harmless when the
+    backup did not hold the change. A ``NEW_IMAGE`` stream has no old images: those keys are
+    left as the backup has them (logged).
+    """
+    until = backup.created_at + BACKUP_MARGIN
+    if tail.until >= until:
+        return {}
+    states: dict[str, str | None] = {}
+    unknown = 0
+    for history in changes_after(archive, tail.table, tail.table_id, tail.until, until):
+        if history.keys in skip:
+            continue
+        if history.state_at_t_known:
+            states[history.keys] = history.state_at_t
+        else:
+            unknown += 1
+    if unknown:
+        log.warning(
+            "%d key(s) changed within 60 s after the backup but after T; the stream has no "
+            "old images, so they are left as the backup holds them",
+            unknown,
+        )
+    return states
+
+
+def apply_backup_tail(
+    ddb: Any,
+    archive: Archive,
+    tail: LogPlan,
+    backup: Backup,
+    *,
+    target: str,
+    max_write_rate: float | None = None,
+) -> tuple[WriteResult, int]:
+    """Write the log tail over a table restored from ``backup``; returns (result, corrections)."""
+    sink = TableSink(ddb, target, None, max_write_rate=max_write_rate)
+    sink.prepare()  # the table exists: only waits until it is ACTIVE
+    with Fold(archive) as fold:
+        changes = fold.log_changes(tail)
+        keys = {str(k) for (k,) in fold.con.execute(f"SELECT keys FROM {changes.table}").fetchall()}
+        corrections = after_t_corrections(archive, tail, backup, keys)
+        extra = pa.RecordBatch.from_pydict(
+            {"keys": list(corrections), "item": list(corrections.values())}, schema=_ROWS
+        )
+        log.info(
+            "applying the log over (%s, %s]: %d key(s) changed%s",
+            iso_ms(tail.after),
+            iso_ms(tail.until),
+            changes.count,
+            f", {len(corrections)} corrected from just after T" if corrections else "",
+        )
+        result = sink.write(
+            chain(changes.batches(), [extra]), total=changes.count + len(corrections)
+        )
+    return result, len(corrections)
+
+
+_ROWS = pa.schema([pa.field("keys", pa.string()), pa.field("item", pa.string())])
+
+
+def verify_native(
+    client: Any,
+    archive: Archive,
+    source: str,
+    target: str,
+    at: datetime,
+    *,
+    allow_gaps: bool = False,
+    settings: FoldSettings | None = None,
+    say: Callable[[str], None] = print,
+) -> Comparison | None:
+    """Compare a natively restored table with the archive's state at ``at``.
+
+    Returns None (after saying why) when the archive cannot rebuild ``at`` — PITR is often
+    chosen exactly because the archive has no base for it.
+    """
+    try:
+        plan = planning.plan_restore(archive, source, at, allow_gaps=allow_gaps)
+    except Refused as exc:
+        say(f"verify: skipped: the archive cannot rebuild {iso_ms(at)} ({exc})")
+        return None
+    with Fold(archive, settings) as fold:
+        comparison = verify_table(client, target, fold.state_at(plan))
+    say(f"verify: {comparison.report('the archive', target)}")
+    return comparison

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 from datetime import UTC, datetime, timedelta
@@ -212,6 +213,20 @@ def _summary_count_wrong(fixture: ExportFixture) -> str:
     return "manifest-summary.json says"
 
 
+def _invalid_value(fixture: ExportFixture) -> str:
+    # A number DynamoDB cannot hold, in a file whose MD5 and count are right.
+    rel = fixture.data_keys[0]
+    text = gzip.decompress(fixture.store.get_bytes(rel)).replace(b'"N":"103"', b'"N":"1e999"', 1)
+    data = gzip.compress(text)
+    fixture.store.put_bytes(rel, data)
+
+    def change(entries: list[dict[str, Any]]) -> None:
+        entries[0]["md5Checksum"] = base64.b64encode(hashlib.md5(data).digest()).decode()
+
+    rewrite_manifest_files(fixture, change)
+    return "item 1"
+
+
 def _missing_data_file(fixture: ExportFixture) -> str:
     fixture.store.delete(fixture.data_keys[2])
     return "missing"
@@ -219,8 +234,15 @@ def _missing_data_file(fixture: ExportFixture) -> str:
 
 @pytest.mark.parametrize(
     "corrupt",
-    [_bad_md5, _tampered_data, _file_count_wrong, _summary_count_wrong, _missing_data_file],
-    ids=["bad-md5", "tampered-data", "file-count", "summary-count", "missing-file"],
+    [
+        _bad_md5,
+        _tampered_data,
+        _file_count_wrong,
+        _summary_count_wrong,
+        _missing_data_file,
+        _invalid_value,
+    ],
+    ids=["bad-md5", "tampered-data", "file-count", "summary-count", "missing-file", "bad-value"],
 )
 def test_corrupt_export_is_refused_with_exit_2_and_nothing_registered(
     s3_archive: Archive, capsys: pytest.CaptureFixture[str], corrupt: Any
@@ -322,3 +344,29 @@ def test_a_corrupt_export_does_not_block_the_others(s3_archive: Archive) -> None
     with pytest.raises(CorruptExport, match=bad.export_id):
         convert_new_exports(s3_archive, TABLE)
     assert len(list_snapshots(s3_archive, TABLE)) == 1
+
+
+def test_export_from_needs_aws_access_only_without_archived_descriptions(
+    archive: Archive,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name)  # no AWS access at all
+    fixture = write_export(
+        exports_root(archive),
+        books(3),
+        table_arn=TABLE_ARN,
+        table_id=TABLE_ID,
+        export_time=EXPORT_TIME,
+    )
+    argv = ["snapshot", "--table-name", TABLE, "--archive", archive.url, "--export-from"]
+
+    assert archiver_cli.main([*argv, fixture.url]) == 2
+    assert "could not describe table books" in caplog.text
+    assert "key schema is unknown" in capsys.readouterr().err
+
+    with_description(archive)
+    assert archiver_cli.main([*argv, fixture.url]) == 0
+    assert len(list_snapshots(archive, TABLE)) == 1

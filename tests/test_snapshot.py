@@ -71,7 +71,9 @@ def test_scan_snapshot_equals_a_boto3_scan(
     before = utcnow()
 
     manifest = asyncio.run(
-        snapshot.scan_snapshot(AwsSettings(), archive, TABLE, segments=3, part_bytes=8_000)
+        snapshot.scan_snapshot(
+            AwsSettings(), archive, TABLE, segments=3, part_bytes=8_000, page_size=4
+        )
     )
 
     after = utcnow()

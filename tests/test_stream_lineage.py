@@ -332,6 +332,7 @@ def test_shard_expired_while_the_archiver_was_down_is_a_gap(
     assert run(double, archive) == EXIT_NEW_GAP
     (gap,) = read_gaps(archive, TABLE)
     assert gap["reason"] == "shard-lost"
+    assert gap["shard_id"] == shard.shard_id
     assert gap["from"] == iso_ms(first[-1]["dynamodb"]["ApproximateCreationDateTime"])
     assert gap["to"] == iso_ms(later[0]["dynamodb"]["ApproximateCreationDateTime"])
     assert [r["event_id"] for r in archived_rows(archive)] == event_ids(first + later)

@@ -1,0 +1,306 @@
+"""The archiver as an AWS Lambda function behind a DynamoDB Streams event source mapping.
+
+Entry point: ``archiver.lambda_handler.handler``. Configuration (environment):
+
+* ``ARCHIVE_URL`` — the archive root (``s3://bucket/prefix``), required;
+* ``MAX_ITERATOR_AGE_SECONDS`` — the deployment's maximum allowed iterator age, the same
+  number its IteratorAge alarm fires at (default 600). In Lambda mode per-shard progress is
+  not visible, so ``coverage.json``'s watermark is *now − this margin* (DESIGN.md).
+
+Each record names its stream in ``eventSourceARN``
+(``arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>``), which names the table.
+A batch is written with the poller's own code (``records.ChangeRows`` via
+``writer.write_records``): the same records give the same rows, one file per batch and
+``dt``, named by ``layout.change_file`` with shard id ``lambda`` and the first and last
+sequence numbers of the batch's records in that ``dt`` — so a retried batch rewrites the same
+objects. When a write fails the function answers with a partial batch response naming the
+first record that is not durable; the event source mapping retries from there.
+
+On a cold start the table's description (with tags, TTL, PITR and other settings) is captured
+once per table and stream, and coverage is opened in mode ``lambda``. This module imports
+neither DuckDB nor the replayer: the function's image does not ship them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from archiver import coverage, layout, tables
+from archiver.aws import AwsSettings
+from archiver.errors import ArchiverError, UnsupportedStreamView, UsageError
+from archiver.storage import Archive
+from archiver.timefmt import as_utc, parse_iso, utcnow
+from archiver.writer import WriteFailed, write_records
+
+log = logging.getLogger(__name__)
+log.setLevel(logging.INFO)
+
+DEFAULT_MAX_ITERATOR_AGE_SECONDS = 600.0
+REPLAYABLE_VIEWS = frozenset({"NEW_IMAGE", "NEW_AND_OLD_IMAGES"})
+
+
+class ConfigurationError(UsageError):
+    """The function's environment is incomplete or wrong (fails every batch until fixed)."""
+
+
+@dataclass(frozen=True)
+class StreamContext:
+    """What the container learned about one stream on its first batch."""
+
+    table: str
+    table_id: str
+    table_arn: str
+
+
+@dataclass
+class Container:
+    """State that lives as long as the Lambda container (reset per test)."""
+
+    archive: Archive | None = None
+    streams: dict[str, StreamContext] = field(default_factory=dict)
+
+
+_container = Container()
+
+
+def reset() -> None:
+    """Forget everything cached, as a new container would (for tests)."""
+    global _container
+    _container = Container()
+
+
+# -- configuration --------------------------------------------------------------------------
+
+
+def _archive() -> Archive:
+    if _container.archive is None:
+        url = os.environ.get("ARCHIVE_URL", "").strip()
+        if not url:
+            raise ConfigurationError("ARCHIVE_URL is not set: the function needs the archive root")
+        _container.archive = Archive.open(url)
+    return _container.archive
+
+
+def max_iterator_age() -> timedelta:
+    """``MAX_ITERATOR_AGE_SECONDS`` as a timedelta (the watermark margin)."""
+    text = os.environ.get("MAX_ITERATOR_AGE_SECONDS", "").strip()
+    if not text:
+        return timedelta(seconds=DEFAULT_MAX_ITERATOR_AGE_SECONDS)
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ConfigurationError(f"MAX_ITERATOR_AGE_SECONDS={text!r} is not a number") from None
+    if seconds <= 0:
+        raise ConfigurationError(f"MAX_ITERATOR_AGE_SECONDS={text!r} must be > 0")
+    return timedelta(seconds=seconds)
+
+
+def table_of(stream_arn: str) -> str:
+    """The table name in ``arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>``."""
+    resource = stream_arn.split(":", 5)[-1]
+    parts = resource.split("/")
+    if len(parts) < 4 or parts[0] != "table" or parts[2] != "stream" or not parts[1]:
+        raise ConfigurationError(f"eventSourceARN {stream_arn!r} is not a DynamoDB stream ARN")
+    return parts[1]
+
+
+def stream_created_at(stream_arn: str) -> datetime:
+    """A stream's creation time: its label (UTC, without a zone in the ARN)."""
+    label = layout.stream_label_of(stream_arn)
+    return as_utc(datetime.fromisoformat(label.replace("Z", "+00:00")))
+
+
+# -- cold start -----------------------------------------------------------------------------
+
+
+def _describe(archive: Archive, table: str) -> dict[str, Any]:
+    """Capture the table's description (written when it changed); fall back to the newest
+    archived one when DynamoDB cannot be asked (the records still need their table_id)."""
+    try:
+        return asyncio.run(tables.capture_description(AwsSettings(), archive, table))
+    except Exception as exc:
+        archived = tables.latest_description(archive, table)
+        if archived is None:
+            raise
+        log.warning(
+            "%s: describing the table failed (%s); using the archived description", table, exc
+        )
+        return archived
+
+
+def _record_stream_change(
+    archive: Archive, table: str, table_id: str, stream_arn: str, now: datetime
+) -> None:
+    """Record the hole left when the table's stream was disabled and re-enabled.
+
+    Writes made while no stream was enabled have no stream record. When earlier descriptions
+    of this table generation name another, older stream, everything between the archive's
+    last claim (its watermark) and this stream's creation may be missing.
+    """
+    created = stream_created_at(stream_arn)
+    gaps = coverage.read_gaps(archive, table)
+    if any(
+        g.get("stream_arn") == stream_arn and g.get("reason") == coverage.GAP_STREAM_REENABLED
+        for g in gaps
+    ):
+        return
+    older = {
+        str(doc["Table"].get("LatestStreamArn"))
+        for doc in tables.list_descriptions(archive, table)
+        if doc.get("table_id") == table_id and (doc.get("Table") or {}).get("LatestStreamArn")
+    }
+    older = {arn for arn in older if arn != stream_arn and stream_created_at(arn) < created}
+    generation = coverage.generation_of(archive, table, table_id)
+    if not older or generation is None:
+        return
+    claimed = generation.get("watermark") or generation.get("covered_from")
+    start = parse_iso(str(claimed)) if claimed else created
+    if start >= created:
+        return
+    coverage.append_gap(
+        archive,
+        table,
+        table_id=table_id,
+        stream_arn=stream_arn,
+        shard_id=None,
+        start=start,
+        end=created,
+        reason=coverage.GAP_STREAM_REENABLED,
+        detected_at=now,
+    )
+    log.warning(
+        "%s: the stream was re-enabled; recorded a gap from %s to %s", table, start, created
+    )
+
+
+def _open_stream(archive: Archive, stream_arn: str, now: datetime) -> StreamContext:
+    table = table_of(stream_arn)
+    doc = _describe(archive, table)
+    table_arn = str(doc["table_arn"])
+    table_id = str(doc["table_id"])
+    coverage.check_owner(archive, table, table_arn)
+    _record_stream_change(archive, table, table_id, stream_arn, now)
+    table_created_at = parse_iso(str(doc["Table"]["CreationDateTime"]))
+    covered_from, from_creation = coverage.initial_window(
+        table_created_at=table_created_at,
+        stream_created_at=stream_created_at(stream_arn),
+        now=now,
+    )
+    coverage.open_generation(
+        archive,
+        table,
+        table_arn=table_arn,
+        table_id=table_id,
+        table_created_at=table_created_at,
+        covered_from=covered_from,
+        from_table_creation=from_creation,
+        mode="lambda",
+        now=now,
+    )
+    log.info("%s: archiving %s (table_id %s) into %s", table, stream_arn, table_id, archive.url)
+    return StreamContext(table=table, table_id=table_id, table_arn=table_arn)
+
+
+def _context(archive: Archive, stream_arn: str, now: datetime) -> StreamContext:
+    context = _container.streams.get(stream_arn)
+    if context is None:
+        context = _open_stream(archive, stream_arn, now)
+        _container.streams[stream_arn] = context
+    return context
+
+
+# -- batches --------------------------------------------------------------------------------
+
+
+def _check_views(records: Sequence[Mapping[str, Any]], table: str) -> None:
+    views = {str(r["dynamodb"].get("StreamViewType", "")) for r in records} - {""}
+    bad = views - REPLAYABLE_VIEWS
+    if bad:
+        raise UnsupportedStreamView(
+            f"table {table!r} has a {'/'.join(sorted(bad))} stream: replay needs new images "
+            "(NEW_IMAGE or NEW_AND_OLD_IMAGES); disable the stream and enable one of those"
+        )
+
+
+def _by_stream(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for record in records:
+        arn = record.get("eventSourceARN")
+        if not arn:
+            raise ConfigurationError("a record has no eventSourceARN: not a DynamoDB Streams event")
+        groups.setdefault(str(arn), []).append(record)
+    return groups
+
+
+def _archive_stream(
+    archive: Archive, stream_arn: str, records: list[Mapping[str, Any]], now: datetime
+) -> list[str]:
+    context = _context(archive, stream_arn, now)
+    _check_views(records, context.table)
+    paths = write_records(
+        archive,
+        context.table,
+        records,
+        stream_arn=stream_arn,
+        shard_id=None,
+        table_id=context.table_id,
+        origin="lambda",
+    )
+    # Every record of this batch is durable; the event source mapping hands batches of one
+    # shard over in order, and the IteratorAge alarm guards the margin.
+    coverage.advance_watermark(
+        archive, context.table, context.table_id, now - max_iterator_age(), mode="lambda", now=now
+    )
+    return paths
+
+
+def _original_sequence_number(records: Sequence[Mapping[str, Any]], digits: str) -> str:
+    """The record's own SequenceNumber text for a (possibly re-padded) number."""
+    wanted = layout.pad_seq(digits)
+    for record in records:
+        sequence_number = str(record["dynamodb"]["SequenceNumber"])
+        if layout.pad_seq(sequence_number) == wanted:
+            return sequence_number
+    return digits
+
+
+def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    """Archive one batch of stream records; report the first record not durably written.
+
+    Returns ``{"batchItemFailures": []}`` when every record is archived, else one entry with
+    the ``SequenceNumber`` of the first record that is not: the event source mapping retries
+    from it (``FunctionResponseTypes: [ReportBatchItemFailures]``), bisecting and finally
+    sending the batch to the on-failure destination if it keeps failing.
+    """
+    records: list[Mapping[str, Any]] = list(event.get("Records") or [])
+    if not records:
+        return {"batchItemFailures": []}
+    now = utcnow()
+    archive = _archive()
+    failed: list[str] = []
+    for stream_arn, group in _by_stream(records).items():
+        try:
+            paths = _archive_stream(archive, stream_arn, group, now)
+        except WriteFailed as exc:
+            log.error("%s (%d file(s) written before it)", exc, len(exc.written))
+            failed.append(_original_sequence_number(group, exc.first_unwritten_sequence_number))
+            continue
+        except (ArchiverError, OSError, ValueError) as exc:
+            # Nothing of this group is known durable: retry it all (the names make it safe).
+            log.error("%s: batch failed: %s: %s", stream_arn, type(exc).__name__, exc)
+            ordered = sorted(group, key=lambda r: layout.pad_seq(r["dynamodb"]["SequenceNumber"]))
+            failed.append(str(ordered[0]["dynamodb"]["SequenceNumber"]))
+            continue
+        log.info("%s: archived %d records in %d file(s)", stream_arn, len(group), len(paths))
+    if not failed:
+        return {"batchItemFailures": []}
+    # One event source mapping reads one stream, so there is one group; should there be more,
+    # the earliest failure is where the retry must start.
+    first = min(failed, key=layout.pad_seq)
+    return {"batchItemFailures": [{"itemIdentifier": first}]}

@@ -1,0 +1,303 @@
+"""Rebuild a table as it was at a time, into a new table.
+
+``ddb-replayer restore`` plans (newest base valid at T + the archived log up to T, or a clear
+refusal), folds the archive in DuckDB, creates the target table from the archived description
+of the source (keys, indexes, billing and capacity, SSE, table class, deletion protection),
+writes every item with parallel BatchWriteItem calls, and verifies the result item by item.
+
+Exit codes: 0 done (and verified); 2 bad input; 3 the target differs from the archive's state
+(verify); 4 refused by a safety check, with nothing created (T after the watermark, the log
+not covering the range or meeting a recorded gap, no usable base, the target exists).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from archiver import tables
+from archiver.aws import AwsSettings
+from archiver.cliutil import positive_float, positive_int
+from archiver.errors import EXIT_DIFFERENCES, EXIT_OK
+from archiver.storage import Archive
+from archiver.timefmt import iso_ms, parse_time
+from replayer import plan as planning
+from replayer.errors import BadInput, Refused
+from replayer.fold import Fold, FoldSettings
+from replayer.plan import Plan
+from replayer.sinks import DEFAULT_WORKERS, TableSink, WriteResult, refuse_if_exists
+from replayer.verify import Comparison, add_fold_arguments, fold_settings, verify_table
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("auto", "replay", "pitr", "backup")
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """How ``restore_by_replay`` runs.
+
+    Attributes:
+        allow_gaps: restore across recorded gaps in the log (each is warned about).
+        dry_run: print the plan and stop; nothing is created.
+        verify: compare the target with the folded state afterwards.
+        max_write_rate: cap on items written per second (None: no cap).
+        workers: concurrent BatchWriteItem calls.
+        fold: DuckDB resources for the fold.
+    """
+
+    allow_gaps: bool = False
+    dry_run: bool = False
+    verify: bool = True
+    max_write_rate: float | None = None
+    workers: int = DEFAULT_WORKERS
+    fold: FoldSettings = field(default_factory=FoldSettings)
+
+
+@dataclass
+class ReplayOutcome:
+    """What ``restore_by_replay`` did (``written``/``comparison`` are None on a dry run)."""
+
+    plan: Plan
+    description: dict[str, Any]
+    items: int = 0
+    written: WriteResult | None = None
+    comparison: Comparison | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.comparison is not None and not self.comparison.identical:
+            return EXIT_DIFFERENCES
+        return EXIT_OK
+
+
+def resolve_time(archive: Archive, table: str, args: argparse.Namespace) -> datetime:
+    """``--restore-date-time`` parsed (exit 2 when malformed), or the watermark for
+    ``--use-latest-restorable-time``."""
+    if args.use_latest_restorable_time:
+        return planning.latest_restorable_time(archive, table)
+    return parse_time(args.restore_date_time)
+
+
+def archived_table(archive: Archive, plan: Plan, client: Any = None) -> dict[str, Any]:
+    """The source table's ``DescribeTable`` ``Table`` in force at ``plan.at`` (its generation).
+
+    Falls back to the live table when the archive holds no description of this generation
+    but the live table *is* that generation.
+
+    Raises:
+        Refused: no description of the generation alive at T is known.
+    """
+    doc = tables.description_at(archive, plan.table, plan.at, plan.table_id)
+    if doc is not None:
+        table: dict[str, Any] = doc["Table"]
+        return table
+    if client is not None:
+        try:
+            live: dict[str, Any] = client.describe_table(TableName=plan.table)["Table"]
+        except Exception:  # absent or unreadable: the refusal below says what is missing
+            live = {}
+        if live and tables.table_id_of(live) == plan.table_id:
+            log.warning(
+                "the archive holds no description of %s; creating the target like the live table",
+                plan.table,
+            )
+            return live
+    raise Refused(
+        f"the archive holds no description of table {plan.table!r} (generation "
+        f"{plan.table_id}), so the target's keys and indexes are unknown: nothing was created"
+    )
+
+
+def describe_target(table: dict[str, Any], target: str) -> str:
+    """One line on the table that will be created."""
+    from replayer.sinks import create_table_request
+
+    request = create_table_request(table, target)
+    keys = ", ".join(f"{k['AttributeName']} ({k['KeyType']})" for k in request["KeySchema"])
+    parts = [f"target         {target}: keys {keys}, {request['BillingMode']}"]
+    gsis = [g["IndexName"] for g in request.get("GlobalSecondaryIndexes", [])]
+    lsis = [i["IndexName"] for i in request.get("LocalSecondaryIndexes", [])]
+    if gsis:
+        parts.append(f"GSIs {', '.join(gsis)}")
+    if lsis:
+        parts.append(f"LSIs {', '.join(lsis)}")
+    return ", ".join(parts)
+
+
+def restore_by_replay(
+    settings: AwsSettings,
+    archive: Archive,
+    source: str,
+    target: str,
+    at: datetime,
+    options: ReplayOptions | None = None,
+    *,
+    client: Any = None,
+    plan: Plan | None = None,
+    say: Callable[[str], None] = print,
+) -> ReplayOutcome:
+    """Rebuild ``source`` as it was at ``at`` into the new table ``target``, from the archive.
+
+    Refusals (target exists, watermark, coverage, gaps, no base, no description) happen before
+    anything is created.
+
+    Args:
+        settings: AWS settings (for clients and native export conversion).
+        archive: the archive root.
+        source: the archived table name.
+        target: the table to create.
+        at: the restore time (inclusive).
+        options: see :class:`ReplayOptions`.
+        client: a boto3 DynamoDB client (default: one from ``settings``).
+        plan: a plan made already (``--strategy auto`` estimates with one).
+        say: where progress lines go (stdout by default).
+    """
+    options = options or ReplayOptions()
+    client = client or settings.client("dynamodb")
+    refuse_if_exists(client, target)
+    if plan is None:
+        plan = planning.plan_restore(
+            archive, source, at, allow_gaps=options.allow_gaps, settings=settings
+        )
+    description = archived_table(archive, plan, client)
+    outcome = ReplayOutcome(plan, description)
+    with Fold(archive, options.fold) as fold:
+        if options.dry_run:
+            say(plan.describe(fold.count_records(plan)))
+            say(describe_target(description, target))
+            say("dry run: nothing was created")
+            return outcome
+        state = fold.state_at(plan)
+        outcome.items = state.count
+        base = f"snapshot {plan.base.snapshot_id}" if plan.base else "no base"
+        say(
+            f"restoring {source} as of {iso_ms(plan.at)} into {target}: {state.count:,} items "
+            f"({base}, log from {iso_ms(plan.log_from)})"
+        )
+        sink = TableSink(
+            client,
+            target,
+            description,
+            max_write_rate=options.max_write_rate,
+            workers=options.workers,
+        )
+        sink.prepare()
+        outcome.written = sink.write(state.batches(), total=state.count)
+        say(
+            f"wrote {outcome.written.items:,} items into {target} in "
+            f"{outcome.written.seconds:.1f} s ({outcome.written.rate:,.0f} items/s"
+            + (f", {sink.retries} retried calls" if sink.retries else "")
+            + ")"
+        )
+        _record_rate(archive, source, outcome.written)
+        if options.verify:
+            outcome.comparison = verify_table(client, target, state)
+            say(f"verify: {outcome.comparison.report('the archive', target)}")
+    return outcome
+
+
+def _record_rate(archive: Archive, source: str, written: WriteResult) -> None:
+    """Keep the measured write rate for ``--strategy auto``'s estimates (best effort)."""
+    try:
+        from replayer.strategies import record_write_rate
+    except ImportError:  # the estimator is optional for a replay restore
+        return
+    record_write_rate(
+        archive, source, items=written.items, seconds=written.seconds, strategy="replay"
+    )
+
+
+# -- CLI ------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source-table-name", required=True, help="the archived table")
+    parser.add_argument(
+        "--target-table-name", required=True, help="the new table to create (must not exist)"
+    )
+    parser.add_argument(
+        "--archive", required=True, help="archive root: s3://bucket/prefix or a local folder"
+    )
+    when = parser.add_mutually_exclusive_group(required=True)
+    when.add_argument(
+        "--restore-date-time",
+        help="the time to restore to, inclusive: ISO 8601 with a zone (2026-01-31T12:00:00Z) "
+        "or epoch seconds (1769860800.5)",
+    )
+    when.add_argument(
+        "--use-latest-restorable-time",
+        action="store_true",
+        help="restore to the watermark: the latest instant up to which every change is archived",
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="auto",
+        help="replay: from the archive (base snapshot + change log); pitr / backup: native "
+        "restores; auto: the fastest correct one",
+    )
+    parser.add_argument("--backup-arn", help="the on-demand backup to use with --strategy backup")
+    parser.add_argument(
+        "--copy-settings",
+        action="store_true",
+        help="afterwards apply what table creation does not carry: tags, TTL, stream, PITR, "
+        "auto scaling, alarms, resource policy",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (base, log range, files, record counts) and create nothing",
+    )
+    parser.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="skip the item-by-item comparison of the target with the archive afterwards",
+    )
+    parser.add_argument(
+        "--max-write-rate",
+        type=positive_float,
+        metavar="N",
+        help="write at most N items per second (default: as fast as the table accepts)",
+    )
+    parser.add_argument(
+        "--allow-gaps",
+        action="store_true",
+        help="restore even across a recorded gap in the log; the changes in the gap are "
+        "missing from the result (warned about loudly)",
+    )
+    parser.add_argument(
+        "--write-workers",
+        type=positive_int,
+        default=DEFAULT_WORKERS,
+        help="concurrent BatchWriteItem calls",
+    )
+    add_fold_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.strategy in ("pitr", "backup") or args.backup_arn or args.copy_settings:
+        what = "--copy-settings" if args.copy_settings else f"--strategy {args.strategy}"
+        if args.backup_arn and args.strategy not in ("pitr", "backup"):
+            what = "--backup-arn"
+        raise BadInput(f"{what} is not available yet: use --strategy replay (or auto)")
+    settings = AwsSettings.from_args(args)
+    archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
+    at = resolve_time(archive, args.source_table_name, args)
+    options = ReplayOptions(
+        allow_gaps=args.allow_gaps,
+        dry_run=args.dry_run,
+        verify=args.verify,
+        max_write_rate=args.max_write_rate,
+        workers=args.write_workers,
+        fold=fold_settings(args),
+    )
+    outcome = restore_by_replay(
+        settings, archive, args.source_table_name, args.target_table_name, at, options
+    )
+    return outcome.exit_code

@@ -1,0 +1,326 @@
+"""Compare a table with the archive's state at a time, item by item (canonical JSON).
+
+``ddb-replayer verify`` folds the archive at ``--restore-date-time`` exactly as ``restore``
+does, scans the target table (parallel, strongly consistent) into the same DuckDB session and
+joins the two on ``keys``: items missing from the target, extra in it, and different (their
+canonical JSON differs — equal items have byte-equal text, DESIGN.md). It prints the counts
+and a few examples of each, and exits 0 on an exact match, 3 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from archiver.aws import AwsSettings
+from archiver.cliutil import positive_int
+from archiver.codec import canonical_json, key_of
+from archiver.errors import EXIT_DIFFERENCES, client_error_code, translate_client_error
+from archiver.storage import Archive
+from archiver.timefmt import iso_ms, parse_time
+from replayer.fold import Fold, FoldResult, FoldSettings
+from replayer.plan import plan_restore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEGMENTS = 8
+EXAMPLES = 3
+_ROWS = pa.schema([pa.field("keys", pa.string()), pa.field("item", pa.string())])
+_PAGE_ROWS = 5_000
+
+
+@dataclass
+class Comparison:
+    """The outcome of comparing an expected set of items with an actual one."""
+
+    expected: int
+    actual: int
+    missing: int = 0
+    extra: int = 0
+    different: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def identical(self) -> bool:
+        return not (self.missing or self.extra or self.different)
+
+    def report(self, expected_name: str, actual_name: str) -> str:
+        """Counts and examples, as printed by ``verify`` and ``diff``."""
+        head = f"{self.expected:,} items in {expected_name}, {self.actual:,} in {actual_name}"
+        if self.identical:
+            return f"identical: {head}"
+        lines = [
+            f"DIFFERENT: {self.missing:,} missing from {actual_name}, {self.extra:,} extra in "
+            f"{actual_name}, {self.different:,} different ({head})"
+        ]
+        lines.extend(f"  {example}" for example in self.examples)
+        return "\n".join(lines)
+
+
+def _short(text: str | None, limit: int = 160) -> str:
+    if text is None:
+        return "-"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def compare(con: duckdb.DuckDBPyConnection, expected: str, actual: str) -> Comparison:
+    """Compare two DuckDB tables of ``(keys, item)`` rows (canonical JSON) on ``keys``."""
+    joined = f"{expected} AS e FULL OUTER JOIN {actual} AS a ON e.keys = a.keys"
+    row = con.execute(
+        "SELECT count(e.keys), count(a.keys), "
+        "count(*) FILTER (WHERE a.keys IS NULL), count(*) FILTER (WHERE e.keys IS NULL), "
+        f"count(*) FILTER (WHERE e.item IS DISTINCT FROM a.item AND e.keys IS NOT NULL "
+        f"AND a.keys IS NOT NULL) FROM {joined}"
+    ).fetchall()[0]
+    result = Comparison(int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]))
+    if result.identical:
+        return result
+    samples = con.execute(
+        f"""SELECT kind, keys, e_item, a_item FROM (
+              SELECT 'missing' AS kind, e.keys AS keys, e.item AS e_item, NULL AS a_item,
+                     row_number() OVER (ORDER BY e.keys) AS n
+              FROM {joined} WHERE a.keys IS NULL
+              UNION ALL
+              SELECT 'extra', a.keys, NULL, a.item, row_number() OVER (ORDER BY a.keys)
+              FROM {joined} WHERE e.keys IS NULL
+              UNION ALL
+              SELECT 'different', e.keys, e.item, a.item, row_number() OVER (ORDER BY e.keys)
+              FROM {joined}
+              WHERE e.keys IS NOT NULL AND a.keys IS NOT NULL AND e.item IS DISTINCT FROM a.item
+            ) WHERE n <= {EXAMPLES} ORDER BY kind, keys"""
+    ).fetchall()
+    for kind, keys, e_item, a_item in samples:
+        if kind == "missing":
+            result.examples.append(f"missing   {_short(keys)}: expected {_short(e_item)}")
+        elif kind == "extra":
+            result.examples.append(f"extra     {_short(keys)}: found {_short(a_item)}")
+        else:
+            result.examples.append(
+                f"different {_short(keys)}:\n      expected {_short(e_item)}\n"
+                f"      found    {_short(a_item)}"
+            )
+    return result
+
+
+# -- scanning a live table ------------------------------------------------------------------
+
+
+def key_names(client: Any, table_name: str) -> list[str]:
+    """The key attribute names of a live table (hash first)."""
+    try:
+        table = client.describe_table(TableName=table_name)["Table"]
+    except Exception as exc:
+        if client_error_code(exc):
+            raise translate_client_error(exc, f"table {table_name}") from exc
+        raise
+    schema = sorted(table["KeySchema"], key=lambda k: k["KeyType"] != "HASH")
+    return [k["AttributeName"] for k in schema]
+
+
+def scan_rows(
+    client: Any, table_name: str, *, segments: int = DEFAULT_SEGMENTS, consistent: bool = True
+) -> Iterator[pa.RecordBatch]:
+    """Every item of a live table as ``(keys, item)`` batches (parallel scan, segment threads)."""
+    names = key_names(client, table_name)
+    pages: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(maxsize=segments * 2)
+    stop = threading.Event()
+
+    def scan_segment(segment: int) -> None:
+        try:
+            kwargs: dict[str, Any] = {
+                "TableName": table_name,
+                "Segment": segment,
+                "TotalSegments": segments,
+                "ConsistentRead": consistent,
+            }
+            while not stop.is_set():
+                page = client.scan(**kwargs)
+                items = page.get("Items", [])
+                if items:
+                    keys = [canonical_json(key_of(item, names)) for item in items]
+                    texts = [canonical_json(item) for item in items]
+                    pages.put(pa.record_batch([keys, texts], schema=_ROWS))
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        except BaseException as exc:
+            if client_error_code(exc):
+                exc = translate_client_error(exc, f"Scan {table_name}")
+            pages.put(exc)
+            return
+        pages.put(None)
+
+    with ThreadPoolExecutor(segments, thread_name_prefix="scan") as pool:
+        for segment in range(segments):
+            pool.submit(scan_segment, segment)
+        running = segments
+        try:
+            while running:
+                page = pages.get()
+                if page is None:
+                    running -= 1
+                elif isinstance(page, BaseException):
+                    raise page
+                else:
+                    yield page
+        finally:
+            stop.set()
+            while True:  # unblock producers waiting on a full queue
+                try:
+                    pages.get_nowait()
+                except queue.Empty:
+                    break
+
+
+def load_rows(
+    con: duckdb.DuckDBPyConnection, name: str, batches: Iterator[pa.RecordBatch]
+) -> int:
+    """Create DuckDB table ``name`` (keys, item) from record batches; returns the row count."""
+    con.execute(f"CREATE OR REPLACE TABLE {name} (keys VARCHAR, item VARCHAR)")
+    count = 0
+    buffered: list[pa.RecordBatch] = []
+    rows = 0
+
+    def flush() -> None:
+        chunk = pa.Table.from_batches(buffered, schema=_ROWS)
+        con.register("_incoming", chunk)
+        try:
+            con.execute(f"INSERT INTO {name} SELECT keys, item FROM _incoming")
+        finally:
+            con.unregister("_incoming")
+
+    for batch in batches:
+        buffered.append(batch)
+        rows += batch.num_rows
+        count += batch.num_rows
+        if rows >= _PAGE_ROWS * 10:
+            flush()
+            buffered, rows = [], 0
+    if buffered:
+        flush()
+    return count
+
+
+def verify_table(
+    client: Any, table_name: str, state: FoldResult, *, segments: int = DEFAULT_SEGMENTS
+) -> Comparison:
+    """Scan ``table_name`` and compare it with a folded state (in the fold's DuckDB session)."""
+    scanned = f"{state.table}_target"
+    load_rows(state.con, scanned, scan_rows(client, table_name, segments=segments))
+    try:
+        return compare(state.con, state.table, scanned)
+    finally:
+        state.con.execute(f"DROP TABLE IF EXISTS {scanned}")
+
+
+def diff_tables(
+    client: Any,
+    table: str,
+    other: str,
+    *,
+    other_client: Any = None,
+    segments: int = DEFAULT_SEGMENTS,
+    settings: FoldSettings | None = None,
+) -> Comparison:
+    """Compare two live tables item by item (``table`` is the expected side)."""
+    other_client = other_client or client
+    names, other_names = key_names(client, table), key_names(other_client, other)
+    if names != other_names:
+        from replayer.errors import BadInput
+
+        raise BadInput(
+            f"tables {table!r} and {other!r} have different keys ({', '.join(names)} vs "
+            f"{', '.join(other_names)}): their items cannot be matched"
+        )
+    with Fold(None, settings) as session:
+        con = session.con
+        load_rows(con, "side_a", scan_rows(client, table, segments=segments))
+        load_rows(con, "side_b", scan_rows(other_client, other, segments=segments))
+        return compare(con, "side_a", "side_b")
+
+
+# -- CLI ------------------------------------------------------------------------------------
+
+
+def add_fold_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--memory-limit`` and ``--temp-directory``: the fold's DuckDB resources."""
+    group = parser.add_argument_group("fold resources")
+    group.add_argument(
+        "--memory-limit",
+        default="1GB",
+        help="DuckDB memory limit for the fold; beyond it, work spills to --temp-directory",
+    )
+    group.add_argument(
+        "--temp-directory",
+        help="where the fold spills to disk (default: a private folder in the system temp dir)",
+    )
+
+
+def fold_settings(args: argparse.Namespace) -> FoldSettings:
+    return FoldSettings(
+        memory_limit=getattr(args, "memory_limit", None) or "1GB",
+        temp_directory=getattr(args, "temp_directory", None),
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target-table-name", required=True, help="the table to check")
+    parser.add_argument(
+        "--source-table-name", required=True, help="the archived table it should equal"
+    )
+    parser.add_argument(
+        "--archive", required=True, help="archive root: s3://bucket/prefix or a local folder"
+    )
+    parser.add_argument(
+        "--restore-date-time",
+        required=True,
+        help="the time whose state to compare with: ISO 8601 with a zone "
+        "(2026-01-31T12:00:00Z) or epoch seconds",
+    )
+    parser.add_argument(
+        "--allow-gaps",
+        action="store_true",
+        help="compare even when the log has a recorded gap in the range (the archive's state "
+        "then lacks the changes in it)",
+    )
+    parser.add_argument(
+        "--segments", type=positive_int, default=DEFAULT_SEGMENTS, help="parallel scan segments"
+    )
+    add_fold_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    at = parse_time(args.restore_date_time)
+    settings = AwsSettings.from_args(args)
+    archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
+    client = settings.client("dynamodb")
+    key_names(client, args.target_table_name)  # a missing target is bad input, said first
+    plan = plan_restore(archive, args.source_table_name, at, allow_gaps=args.allow_gaps,
+                        settings=settings)  # fmt: skip
+    with Fold(archive, fold_settings(args)) as fold:
+        state = fold.state_at(plan)
+        result = verify_table(client, args.target_table_name, state, segments=args.segments)
+    print(
+        f"verify {args.target_table_name} against {args.source_table_name} at {iso_ms(at)}: "
+        + result.report("the archive", args.target_table_name)
+    )
+    return 0 if result.identical else EXIT_DIFFERENCES
+
+
+__all__: Sequence[str] = [
+    "Comparison",
+    "compare",
+    "diff_tables",
+    "load_rows",
+    "scan_rows",
+    "verify_table",
+]

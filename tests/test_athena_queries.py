@@ -1,0 +1,254 @@
+"""``deploy/athena/``: the Athena (Trino) queries, run as their DuckDB twins on a test archive.
+
+Each ``.sql`` file is the single source: the template embeds it verbatim as a named query,
+and sqlglot transpiles it from Athena's Trino dialect to DuckDB for these tests, which bind
+the same ``?`` parameters the Athena console asks for.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+import sqlglot
+from cfnlint.decode import decode
+
+from archiver import layout
+from archiver.codec import canonical_json
+from archiver.schema import CHANGE_SCHEMA, SNAPSHOT_SCHEMA
+from archiver.storage import Archive
+from replayer.query import run_query
+from tests.changes_builder import T0, n, record, s, write_changes
+
+ATHENA = Path(__file__).resolve().parents[1] / "deploy" / "athena"
+TEMPLATE = ATHENA.parent / "template.yaml"
+NAMED = {
+    "ItemHistoryQuery": "item_history.sql",
+    "ChangesInRangeQuery": "changes_in_range.sql",
+    "TtlVsUserDeletesQuery": "ttl_vs_user_deletes.sql",
+    "TableStateAtQuery": "table_state_at.sql",
+}
+HIVE_TYPES = {"string": "string", "timestamp[ms, tz=UTC]": "timestamp", "int64": "bigint"}
+
+
+def twin(name: str) -> str:
+    """The DuckDB twin of an Athena query file."""
+    return sqlglot.transpile((ATHENA / name).read_text(), read="trino", write="duckdb")[0]
+
+
+def run_twin(archive: Archive, name: str, *params: str) -> list[tuple[Any, ...]]:
+    return list(run_query(archive, twin(name), list(params)).rows())
+
+
+def iso(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+# -- one source ----------------------------------------------------------------------------
+
+
+def test_template_embeds_each_query_file_verbatim() -> None:
+    template, problems = decode(str(TEMPLATE))
+    assert not problems
+    for resource, file in NAMED.items():
+        props = template["Resources"][resource]["Properties"]
+        assert str(props["QueryString"]) == (ATHENA / file).read_text(), (
+            f"{resource} differs from deploy/athena/{file}: copy the file into the template"
+        )
+        assert props["Database"] == {"Ref": "GlueDatabase"}
+
+
+@pytest.mark.parametrize("name", sorted(NAMED.values()))
+def test_queries_parse_as_trino(name: str) -> None:
+    parsed = sqlglot.parse_one((ATHENA / name).read_text(), read="trino")
+    assert parsed.find(sqlglot.exp.Select) is not None
+
+
+def test_ddl_matches_the_change_schema() -> None:
+    ddl = sqlglot.parse_one((ATHENA / "changes_table.sql").read_text(), read="hive")
+    columns = [
+        (c.name, c.args["kind"].sql("hive").lower()) for c in ddl.find_all(sqlglot.exp.ColumnDef)
+    ]
+    expected = [(f.name, HIVE_TYPES[str(f.type)]) for f in CHANGE_SCHEMA]
+    assert columns == [*expected, ("table_name", "string"), ("dt", "string")]
+    text = (ATHENA / "changes_table.sql").read_text()
+    template, _ = decode(str(TEMPLATE))
+    glue = template["Resources"]["ChangesTable"]["Properties"]["TableInput"]["Parameters"]
+    for key in ("projection.table_name.type", "projection.dt.type", "projection.dt.format"):
+        assert re.search(rf"'{re.escape(key)}' = '{re.escape(str(glue[key]))}'", text), key
+
+
+# -- the twins on an archive ---------------------------------------------------------------
+
+A, B = {"pk": s("a")}, {"pk": s("b")}
+
+
+@pytest.fixture
+def history_archive(archive: Archive) -> Archive:
+    records = [
+        record(1, A, "INSERT", new={**A, "v": n(1)}),
+        record(2, B, "INSERT", new={**B, "v": n(2)}),
+        record(3, A, "MODIFY", old={**A, "v": n(1)}, new={**A, "v": n(3)}),
+        record(4, B, "REMOVE", old={**B, "v": n(2)}, ttl=True, at=T0 + timedelta(days=1)),
+        record(5, A, "REMOVE", old={**A, "v": n(3)}, at=T0 + timedelta(days=1, seconds=1)),
+        record(6, B, "INSERT", new={**B, "v": n(6)}, at=T0 + timedelta(days=2)),
+        record(
+            7, B, "REMOVE", old={**B, "v": n(6)}, ttl=True, at=T0 + timedelta(days=2, seconds=1)
+        ),
+    ]
+    write_changes(archive, "orders", records, per_file=2)
+    write_changes(archive, "orders", records[2:5], shard_id="shardId-00000001")  # duplicates
+    write_changes(archive, "other", [record(1, A, "REMOVE", old=A, ttl=True)])
+    return archive
+
+
+def test_item_history_twin(history_archive: Archive) -> None:
+    rows = run_twin(
+        history_archive,
+        "item_history.sql",
+        "orders",
+        canonical_json(A),
+        "2026-01-31T00:00:00Z",
+        "2026-02-01T12:00:00Z",
+    )
+    assert [(iso(r[0]), r[1], r[2], r[3], r[4]) for r in rows] == [
+        ("2026-01-31T12:00:01.000Z", "INSERT", "user", None, '{"pk":{"S":"a"},"v":{"N":"1"}}'),
+        (
+            "2026-01-31T12:00:03.000Z",
+            "MODIFY",
+            "user",
+            '{"pk":{"S":"a"},"v":{"N":"1"}}',
+            '{"pk":{"S":"a"},"v":{"N":"3"}}',
+        ),
+    ]  # the REMOVE at 12:00:01 the next day is after the window
+
+
+def test_changes_in_range_twin(history_archive: Archive) -> None:
+    rows = run_twin(
+        history_archive,
+        "changes_in_range.sql",
+        "orders",
+        "2026-01-31T12:00:03Z",
+        "2026-02-02T12:00:00Z",
+    )
+    assert [(r[1], r[2], r[3]) for r in rows] == [
+        ("MODIFY", '{"pk":{"S":"a"}}', "user"),
+        ("REMOVE", '{"pk":{"S":"b"}}', "ttl"),
+        ("REMOVE", '{"pk":{"S":"a"}}', "user"),
+        ("INSERT", '{"pk":{"S":"b"}}', "user"),
+    ]
+
+
+def test_ttl_vs_user_deletes_twin(history_archive: Archive) -> None:
+    rows = run_twin(
+        history_archive,
+        "ttl_vs_user_deletes.sql",
+        "orders",
+        "2026-01-01T00:00:00Z",
+        "2026-03-01T00:00:00Z",
+    )
+    assert [(day, int(ttl), int(user)) for day, ttl, user in rows] == [
+        ("2026-02-01", 1, 1),
+        ("2026-02-02", 1, 0),
+    ]
+
+
+# -- the state at T, against a model -------------------------------------------------------
+
+
+def random_workload(seed: int, count: int = 240) -> list[dict[str, Any]]:
+    """Random puts, updates and deletes over 15 keys across three days, in stream order."""
+    rng = random.Random(seed)
+    state: dict[str, dict[str, Any]] = {}
+    out = []
+    at = T0
+    for seq in range(1, count + 1):
+        at += timedelta(seconds=rng.randint(1, 1200))
+        name = f"k{rng.randint(0, 14)}"
+        key = {"pk": s(name)}
+        if name in state and rng.random() < 0.3:
+            out.append(
+                record(seq, key, "REMOVE", old=state.pop(name), at=at, ttl=rng.random() < 0.5)
+            )
+        else:
+            new = {**key, "v": n(seq), "tags": {"SS": sorted({f"t{rng.randint(0, 3)}", "x"})}}
+            event = "MODIFY" if name in state else "INSERT"
+            out.append(record(seq, key, event, old=state.get(name), new=new, at=at))
+            state[name] = new
+    return out
+
+
+def model_state(
+    records: list[dict[str, Any]], log_from: datetime, at: datetime, base: dict[str, str]
+) -> dict[str, str]:
+    state = dict(base)
+    for rec in records:
+        ddb = rec["dynamodb"]
+        if not log_from <= ddb["ApproximateCreationDateTime"] <= at:
+            continue
+        keys = canonical_json(ddb["Keys"])
+        if rec["eventName"] == "REMOVE":
+            state.pop(keys, None)
+        else:
+            state[keys] = canonical_json(ddb["NewImage"])
+    return state
+
+
+def write_snapshot(archive: Archive, table: str, snapshot_id: str, items: dict[str, str]) -> None:
+    rows = pa.table({"keys": list(items), "item": list(items.values())}, schema=SNAPSHOT_SCHEMA)
+    archive.write_parquet(layout.snapshot_part(table, snapshot_id, 0), rows)
+    archive.write_json(layout.snapshot_manifest(table, snapshot_id), {"snapshot_id": snapshot_id})
+
+
+def state_twin(
+    archive: Archive, log_from: datetime, at: datetime, snapshot_id: str
+) -> dict[str, str]:
+    rows = run_twin(archive, "table_state_at.sql", "orders", iso(log_from), iso(at), snapshot_id)
+    assert len(rows) == len({r[0] for r in rows})  # one row per key
+    return dict(rows)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_table_state_at_twin_equals_the_model(archive: Archive, seed: int) -> None:
+    records = random_workload(seed)
+    write_changes(archive, "orders", records, per_file=17)
+    write_changes(archive, "orders", records[40:80], shard_id="shardId-00000001")  # duplicates
+    rng = random.Random(seed)
+    times = [r["dynamodb"]["ApproximateCreationDateTime"] for r in records]
+    # From the table's creation, no base.
+    for at in [*sorted(rng.sample(times, 4)), times[-1] + timedelta(hours=1)]:
+        expected = model_state(records, T0, at, {})
+        assert state_twin(archive, T0, at, "") == expected
+    # From a base snapshot taken at S: log_from = S - 5 s, T after it.
+    taken_at = times[100]
+    base = model_state(records, T0, taken_at, {})
+    snapshot_id = f"{layout.label_stamp(taken_at.isoformat())}-base01"
+    write_snapshot(archive, "orders", snapshot_id, base)
+    log_from = taken_at - timedelta(seconds=5)
+    for at in [taken_at + timedelta(seconds=5), *sorted(rng.sample(times[101:], 3))]:
+        expected = model_state(records, log_from, at, base)
+        assert state_twin(archive, log_from, at, snapshot_id) == expected
+
+
+def test_table_state_at_counts_only_the_generation_alive_at_t(archive: Archive) -> None:
+    old = [
+        record(1, A, "INSERT", new={**A, "v": n(1)}),
+        record(2, B, "INSERT", new={**B, "v": n(2)}),
+    ]
+    write_changes(archive, "orders", old, table_id="generation-1")
+    later = T0 + timedelta(hours=1)
+    new = [record(1, A, "INSERT", new={**A, "v": n(9)}, at=later, event_id="new-1")]
+    write_changes(archive, "orders", new, table_id="generation-2", label="2026-01-31T12:30:00.000")
+    assert state_twin(archive, T0, T0 + timedelta(minutes=5), "") == {
+        canonical_json(A): '{"pk":{"S":"a"},"v":{"N":"1"}}',
+        canonical_json(B): '{"pk":{"S":"b"},"v":{"N":"2"}}',
+    }
+    # After the table was recreated, the old generation's items are gone.
+    assert state_twin(archive, T0, later, "") == {
+        canonical_json(A): '{"pk":{"S":"a"},"v":{"N":"9"}}'
+    }
