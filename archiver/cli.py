@@ -9,7 +9,9 @@ from archiver.cliutil import Command, run
 
 COMMANDS = [
     Command("run", "archiver.runner", "archive every stream record of a table (poller)"),
-    Command("snapshot", "archiver.snapshot", "take a base snapshot (native export or parallel scan)"),
+    Command(
+        "snapshot", "archiver.snapshot", "take a base snapshot (native export or parallel scan)"
+    ),
     Command("compact", "archiver.compact", "merge small change files per partition"),
     Command("pitr", "archiver.pitr", "enable, disable or show native point-in-time recovery"),
     Command("backup", "archiver.backups", "create, list, delete and prune on-demand backups"),

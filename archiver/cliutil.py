@@ -47,7 +47,9 @@ def common_parent() -> argparse.ArgumentParser:
     return parent
 
 
-def build_parser(prog: str, description: str, commands: Sequence[Command]) -> argparse.ArgumentParser:
+def build_parser(
+    prog: str, description: str, commands: Sequence[Command]
+) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description=description, formatter_class=_HelpFormatter
     )
@@ -69,7 +71,9 @@ def build_parser(prog: str, description: str, commands: Sequence[Command]) -> ar
     return parser
 
 
-def run(prog: str, description: str, commands: Sequence[Command], argv: Sequence[str] | None) -> int:
+def run(
+    prog: str, description: str, commands: Sequence[Command], argv: Sequence[str] | None
+) -> int:
     """Parse ``argv``, run the command, and turn failures into exit codes."""
     parser = build_parser(prog, description, commands)
     args = parser.parse_args(argv)
@@ -95,7 +99,8 @@ def run(prog: str, description: str, commands: Sequence[Command], argv: Sequence
             print(f"{prog}: error: {exc}", file=sys.stderr)
             return exit_code
         print(
-            f"{prog}: unexpected failure: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+            f"{prog}: unexpected failure: {type(exc).__name__}: {exc} "
+            "(rerun with --debug for details)",
             file=sys.stderr,
         )
         return EXIT_FAILURE

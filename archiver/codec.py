@@ -59,12 +59,15 @@ _BASE64 = (
 # and the same inside NS and BS. Inside a JSON string every quote is escaped, so `N":` is always
 # the end of a key; and a key whose value is not an object is a type tag, never an attribute
 # name (attribute values are objects): string contents and attribute names cannot match.
-# Each pattern starts with a literal so the regex engine skips ahead between candidates.
+# One pattern per letter (N and NS, B and BS): each starts with a literal, which lets the regex
+# engine skip ahead between candidates instead of trying every quote.
 _ODD = (
-    re.compile(rb'N":(?!' + _NUMBER + rb")[^{]"),
-    re.compile(rb'B":(?!' + _BASE64 + rb")[^{]"),
-    re.compile(rb'NS":\[(?:' + _NUMBER + rb",)*+(?!" + _NUMBER + rb"\])"),
-    re.compile(rb'BS":\[(?:' + _BASE64 + rb",)*+(?!" + _BASE64 + rb"\])"),
+    re.compile(
+        rb'N(?:":(?!' + _NUMBER + rb')[^{]|S":\[(?:' + _NUMBER + rb",)*+(?!" + _NUMBER + rb"\]))"
+    ),
+    re.compile(
+        rb'B(?:":(?!' + _BASE64 + rb')[^{]|S":\[(?:' + _BASE64 + rb",)*+(?!" + _BASE64 + rb"\]))"
+    ),
 )
 # Every SS, NS and BS (`S":[` ends each tag; no attribute name is followed by `[`), up to the
 # first `]`: a `]` inside an SS string cuts it short, which then fails to parse.
@@ -93,8 +96,11 @@ class CodecError(UsageError):
             return self.reason
         where = ""
         for step in self.path:
-            name = step if step != "" else '""'
-            where += f"[{step}]" if isinstance(step, int) else (f".{name}" if where else name)
+            if isinstance(step, int):
+                where += f"[{step}]"
+            else:
+                name = step or '""'
+                where += f".{name}" if where else name
         return f"attribute {where!r}: {self.reason}"
 
 
@@ -313,8 +319,10 @@ def canonical_many(items: Sequence[Item | None]) -> list[bytes | None]:
     dumps = orjson.dumps
     raws: list[bytes] = []
     walk: set[int] = set()
+    absent: list[int] = []
     for item in items:
         if item is None:
+            absent.append(len(raws))
             raws.append(b"")
             continue
         try:
@@ -350,9 +358,8 @@ def canonical_many(items: Sequence[Item | None]) -> list[bytes | None]:
     for index in walk:
         item = items[index]
         out[index] = None if item is None else _dump_normalized(item)
-    for index, item in enumerate(items):
-        if item is None:
-            out[index] = None
+    for index in absent:
+        out[index] = None
     return out
 
 

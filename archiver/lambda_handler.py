@@ -241,8 +241,9 @@ def _by_stream(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[s
 def _archive_stream(
     archive: Archive, stream_arn: str, records: list[Mapping[str, Any]], now: datetime
 ) -> list[str]:
+    # Refuse before anything is written, coverage included.
+    _check_views(records, table_of(stream_arn))
     context = _context(archive, stream_arn, now)
-    _check_views(records, context.table)
     paths = write_records(
         archive,
         context.table,

@@ -15,6 +15,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from itertools import accumulate, islice
 from typing import Any
 
 import pyarrow as pa
@@ -23,9 +24,14 @@ from archiver.codec import canonical_many
 from archiver.layout import pad_seq
 from archiver.schema import CHANGE_COLUMNS, CHANGE_SCHEMA
 
-# Rough per-row cost of the small columns, for flush-by-size decisions.
+# Rough per-row size of the small columns, for flush-by-size decisions.
 _ROW_OVERHEAD = 200
 _IMAGE_COLUMNS = ("keys", "new_image", "old_image")
+# Records appended one by one are canonicalised in batches of up to this many: the codec's
+# per-call cost is then paid once per batch, not once per record.
+_BATCH = 1_000
+
+Fields = tuple[str, str | None, str, str]  # stream_arn, shard_id, table_id, origin
 
 
 def event_time_ms(value: Any) -> int:
@@ -53,12 +59,22 @@ def user_identity(record: Mapping[str, Any]) -> str | None:
     return f"{kind}/{principal}"
 
 
+def _keys_of(ddb: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The key attributes as the record's image holds them: the same values as ``Keys`` on
+    AWS, and right where an endpoint garbles ``Keys`` (moto base64-encodes binary keys twice)."""
+    keys: Mapping[str, Any] = ddb["Keys"]
+    image = ddb.get("NewImage") or ddb.get("OldImage")
+    if not image:
+        return keys
+    return {name: image.get(name, value) for name, value in keys.items()}
+
+
 class _JsonColumn:
     """A string column kept as one UTF-8 buffer plus offsets, as Arrow lays it out.
 
-    Each value is copied in as it comes and the codec's output freed at once: orjson returns
-    its bytes inside a buffer of several KB, and keeping those alive per row would cost ~15×
-    the memory (and the page faults to get it).
+    Each value is copied in and the codec's output freed at once: orjson returns its bytes in
+    a buffer of several KB, and keeping those alive per row costs ~15× the memory (and the page
+    faults to get it).
     """
 
     def __init__(self) -> None:
@@ -67,13 +83,12 @@ class _JsonColumn:
         self.valid: list[bool] = []
         self.nulls = 0
 
-    def append(self, value: bytes | None) -> None:
-        if value is None:
-            self.nulls += 1
-        else:
-            self.data += value
-        self.offsets.append(len(self.data))
-        self.valid.append(value is not None)
+    def extend(self, values: list[bytes | None]) -> None:
+        self.data += b"".join([value or b"" for value in values])
+        lengths = [0 if value is None else len(value) for value in values]
+        self.offsets.extend(islice(accumulate(lengths, initial=self.offsets[-1]), 1, None))
+        self.valid += [value is not None for value in values]
+        self.nulls += values.count(None)
 
     def to_array(self, field: pa.Field) -> pa.Array:
         validity = pa.array(self.valid, pa.bool_()).buffers()[1] if self.nulls else None
@@ -91,19 +106,28 @@ class ChangeRows:
 
     Columnar from the start, and the ``keys``/``new_image``/``old_image`` columns stay the
     UTF-8 bytes the codec produced: building a dict per row, or a ``str`` per image that Arrow
-    then encodes back to UTF-8, costs more than the canonicalisation itself. ``nbytes`` is an
-    estimate of the rows' size, for flushing by size.
+    then encodes back to UTF-8, costs more than the canonicalisation itself. Records given one
+    by one are held briefly and canonicalised together (see :data:`_BATCH`); ``nbytes`` and
+    :meth:`to_table` take them in first, so a bad record raises there at the latest.
     """
 
     def __init__(self) -> None:
-        self.columns: dict[str, list[Any]] = {
+        self._columns: dict[str, list[Any]] = {
             name: [] for name in CHANGE_COLUMNS if name not in _IMAGE_COLUMNS
         }
-        self.images = {name: _JsonColumn() for name in _IMAGE_COLUMNS}
-        self.nbytes = 0
+        self._images = {name: _JsonColumn() for name in _IMAGE_COLUMNS}
+        self._nbytes = 0
+        self._pending: list[Mapping[str, Any]] = []
+        self._pending_fields: Fields | None = None
 
     def __len__(self) -> int:
-        return len(self.columns["event_id"])
+        return len(self._columns["event_id"]) + len(self._pending)
+
+    @property
+    def nbytes(self) -> int:
+        """An estimate of the rows' size in memory and in the file, for flushing by size."""
+        self._take_pending()
+        return self._nbytes
 
     def append(
         self,
@@ -115,8 +139,13 @@ class ChangeRows:
         origin: str,
     ) -> None:
         """Add one stream record (either shape)."""
-        self.extend((record,), stream_arn=stream_arn, shard_id=shard_id, table_id=table_id,
-                    origin=origin)  # fmt: skip
+        fields = (stream_arn, shard_id, table_id, origin)
+        if self._pending and fields != self._pending_fields:
+            self._take_pending()
+        self._pending.append(record)
+        self._pending_fields = fields
+        if len(self._pending) >= _BATCH:
+            self._take_pending()
 
     def extend(
         self,
@@ -128,67 +157,54 @@ class ChangeRows:
         origin: str,
     ) -> None:
         """Add stream records (either shape) that share a stream, shard, table and origin."""
-        cols = self.columns
-        # One loop with the list appends bound once: this runs for every archived record.
-        event_ids = cols["event_id"].append
-        event_names = cols["event_name"].append
-        event_times = cols["event_time"].append
-        sequence_numbers = cols["sequence_number"].append
-        shard_ids = cols["shard_id"].append
-        stream_arns = cols["stream_arn"].append
-        table_ids = cols["table_id"].append
-        keys_col = self.images["keys"].append
-        new_images = self.images["new_image"].append
-        old_images = self.images["old_image"].append
-        sizes = cols["size_bytes"].append
-        identities = cols["user_identity"].append
-        origins = cols["origin"].append
-        records = records if isinstance(records, list | tuple) else list(records)
-        items: list[Any] = []
-        for record in records:
-            ddb = record["dynamodb"]
-            keys = ddb["Keys"]
-            new_image = ddb.get("NewImage")
-            old_image = ddb.get("OldImage")
-            image = old_image if new_image is None else new_image
-            if image is not None:
-                # The key attributes as the image holds them: the same values on AWS, and
-                # right where an endpoint garbles Keys (moto base64-encodes binary keys twice).
-                keys = {name: image.get(name, value) for name, value in keys.items()}
-            items += (keys, new_image, old_image)
-        # The whole batch through the codec at once: a fraction of the cost per item.
-        texts = iter(canonical_many(items))
-        nbytes = 0
-        for record in records:
-            ddb = record["dynamodb"]
-            keys = next(texts)
-            new_raw = next(texts)
-            old_raw = next(texts)
-            event_ids(record["eventID"])
-            event_names(record["eventName"])
-            event_times(event_time_ms(ddb["ApproximateCreationDateTime"]))
-            sequence_numbers(pad_seq(ddb["SequenceNumber"]))
-            shard_ids(shard_id)
-            stream_arns(stream_arn)
-            table_ids(table_id)
-            keys_col(keys)
-            new_images(new_raw)
-            old_images(old_raw)
-            sizes(int(ddb.get("SizeBytes", 0)))
-            identities(user_identity(record) if "userIdentity" in record else None)
-            origins(origin)
-            nbytes += len(keys or b"") + len(new_raw or b"") + len(old_raw or b"") + _ROW_OVERHEAD
-        self.nbytes += nbytes
+        self._take_pending()
+        self._add((stream_arn, shard_id, table_id, origin), list(records))
 
     def to_table(self) -> pa.Table:
-        """The buffered rows as an Arrow table in :data:`CHANGE_SCHEMA`."""
-        cols = self.columns
+        """The rows as an Arrow table in :data:`CHANGE_SCHEMA`."""
+        self._take_pending()
         arrays = []
         for field in CHANGE_SCHEMA:
             if field.name == "event_time":
-                arrays.append(pa.array(cols["event_time"], pa.int64()).cast(field.type))
+                arrays.append(pa.array(self._columns["event_time"], pa.int64()).cast(field.type))
             elif field.name in _IMAGE_COLUMNS:
-                arrays.append(self.images[field.name].to_array(field))
+                arrays.append(self._images[field.name].to_array(field))
             else:
-                arrays.append(pa.array(cols[field.name], field.type))
+                arrays.append(pa.array(self._columns[field.name], field.type))
         return pa.Table.from_arrays(arrays, schema=CHANGE_SCHEMA)
+
+    def _take_pending(self) -> None:
+        if self._pending:
+            assert self._pending_fields is not None
+            self._add(self._pending_fields, self._pending)
+            self._pending = []
+
+    def _add(self, fields: Fields, records: list[Mapping[str, Any]]) -> None:
+        # Every value is computed before any column grows, so a bad record leaves the rows
+        # as they were.
+        stream_arn, shard_id, table_id, origin = fields
+        ddbs = [record["dynamodb"] for record in records]
+        items: list[Any] = []
+        for ddb in ddbs:
+            items += (_keys_of(ddb), ddb.get("NewImage"), ddb.get("OldImage"))
+        texts = canonical_many(items)  # the whole batch at once: a fraction of the per-item cost
+        values = {
+            "event_id": [record["eventID"] for record in records],
+            "event_name": [record["eventName"] for record in records],
+            "event_time": [event_time_ms(ddb["ApproximateCreationDateTime"]) for ddb in ddbs],
+            "sequence_number": [pad_seq(ddb["SequenceNumber"]) for ddb in ddbs],
+            "size_bytes": [int(ddb.get("SizeBytes", 0)) for ddb in ddbs],
+            "user_identity": [
+                user_identity(record) if "userIdentity" in record else None for record in records
+            ],
+        }
+        count = len(records)
+        for name, column in values.items():
+            self._columns[name] += column
+        self._columns["shard_id"] += [shard_id] * count
+        self._columns["stream_arn"] += [stream_arn] * count
+        self._columns["table_id"] += [table_id] * count
+        self._columns["origin"] += [origin] * count
+        for offset, name in enumerate(_IMAGE_COLUMNS):
+            self._images[name].extend(texts[offset::3])
+        self._nbytes += sum(len(text) for text in texts if text) + _ROW_OVERHEAD * count

@@ -37,7 +37,7 @@ def from_epoch(seconds: float | int | str | Decimal) -> datetime:
 
 
 def parse_time(text: str) -> datetime:
-    """Parse a user-supplied time; raise ``UsageError`` with the accepted forms when it is malformed."""
+    """Parse a user-supplied time; a malformed one raises ``UsageError`` naming accepted forms."""
     value = text.strip()
     if _EPOCH.match(value):
         try:
@@ -52,9 +52,7 @@ def parse_time(text: str) -> datetime:
             "or epoch seconds (1769860800.5)"
         ) from exc
     if parsed.tzinfo is None:
-        raise UsageError(
-            f"time {text!r} has no zone: add Z or an offset (2026-01-31T12:00:00Z)"
-        )
+        raise UsageError(f"time {text!r} has no zone: add Z or an offset (2026-01-31T12:00:00Z)")
     return parsed.astimezone(UTC)
 
 

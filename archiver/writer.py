@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 DEFAULT_FLUSH_RECORDS = 50_000
 DEFAULT_FLUSH_SECONDS = 60.0
 DEFAULT_FLUSH_BYTES = 64 * 1024 * 1024
+CHECKPOINT_REFRESH_SECONDS = 60.0
 
 
 # -- one batch → files ----------------------------------------------------------------------
@@ -272,6 +273,7 @@ class ShardProgress:
     finished: bool = False
     dirty: bool = False
     buffer: RunBuilder | None = None
+    checkpointed: float = 0.0  # time.monotonic() of the last checkpoint write
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def watermark_time(self) -> datetime | None:
@@ -495,12 +497,20 @@ class ChangeWriter:
         """End of a run: flush everything, close pending gaps, save checkpoints and coverage."""
         await self.flush_all()
         await self._close_lost(await self.gaps.resolve_all())
-        await self.persist()
+        await self.persist(force=True)
 
-    async def persist(self) -> None:
-        """Save changed checkpoints and move the watermark (periodically and at the end)."""
+    async def persist(self, *, force: bool = False) -> None:
+        """Save changed checkpoints and move the watermark (periodically and at the end).
+
+        A checkpoint that would only refresh ``caught_up_at`` is rewritten at most every
+        :data:`CHECKPOINT_REFRESH_SECONDS` (an S3 PUT per shard every few seconds adds up);
+        the watermark in coverage.json moves every time.
+        """
+        now = time.monotonic()
         for progress in list(self.shards.values()):
             if not progress.dirty or progress.buffer is not None:
+                continue
+            if not force and now - progress.checkpointed < CHECKPOINT_REFRESH_SECONDS:
                 continue
             # The lock orders this write after any flush's own checkpoint of the shard.
             async with progress.lock:
@@ -551,6 +561,7 @@ class ChangeWriter:
             },
         )
         progress.dirty = False
+        progress.checkpointed = time.monotonic()
 
     # -- state ------------------------------------------------------------------------------
 

@@ -57,9 +57,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_LIMIT = "1GB"
 DEFAULT_BATCH_ROWS = 10_000
+# No change file in the range: an empty log, still taking the statement's parameters.
 _EMPTY_LOG = (
     "SELECT NULL::VARCHAR AS keys, NULL::VARCHAR AS ord, NULL::VARCHAR AS event_name, "
-    "NULL::VARCHAR AS new_image WHERE false"
+    "NULL::VARCHAR AS new_image WHERE false AND $table_id::VARCHAR IS NULL "
+    "AND $lo::TIMESTAMPTZ IS NULL AND $hi::TIMESTAMPTZ IS NULL"
 )
 
 

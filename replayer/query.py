@@ -55,6 +55,8 @@ SNAPSHOTS_WITH_PARTITIONS = pa.schema(
 )
 # A cell in --format table is cut to this many characters: images run to kilobytes.
 TABLE_CELL_WIDTH = 60
+# --format table holds the rows it aligns in memory; past this many it stops and says so.
+TABLE_MAX_ROWS = 10_000
 _BATCH_ROWS = 10_000
 
 # DuckDB errors that mean "your SQL is wrong" (exit 2), as opposed to an I/O or internal failure.
@@ -283,21 +285,41 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def write_table(result: QueryResult, out: TextIO, width: int = TABLE_CELL_WIDTH) -> int:
-    """Aligned columns with a header and a row count; returns the number of rows."""
-    rows = [[_cut(text_of(v), width) for v in row] for row in result.rows()]
+def write_table(
+    result: QueryResult,
+    out: TextIO,
+    width: int = TABLE_CELL_WIDTH,
+    max_rows: int = TABLE_MAX_ROWS,
+) -> int:
+    """Aligned columns with a header and a row count; returns the number of rows shown.
+
+    Aligning needs every row in memory, so at most ``max_rows`` are shown (the other formats
+    stream any number).
+    """
+    rows: list[list[str]] = []
+    more = False
+    for row in result.rows():
+        if len(rows) == max_rows:
+            more = True
+            break
+        rows.append([_cut(text_of(v), width) for v in row])
     if not result.columns:
         return 0
     widths = [len(name) for name in result.columns]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    for cells in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, cells, strict=True)]
     line = "  ".join(name.ljust(w) for name, w in zip(result.columns, widths, strict=True))
     out.write(line.rstrip() + "\n")
     out.write("  ".join("-" * w for w in widths) + "\n")
-    for row in rows:
-        cells = (cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-        out.write("  ".join(cells).rstrip() + "\n")
-    out.write(f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n")
+    for cells in rows:
+        padded = (cell.ljust(w) for cell, w in zip(cells, widths, strict=True))
+        out.write("  ".join(padded).rstrip() + "\n")
+    if more:
+        out.write(
+            f"(first {len(rows)} rows shown; add a LIMIT, or use --format csv or json for all)\n"
+        )
+    else:
+        out.write(f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n")
     return len(rows)
 
 

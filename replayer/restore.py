@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +36,15 @@ from replayer.verify import Comparison, add_fold_arguments, fold_settings, verif
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "replay", "pitr", "backup")
+_TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+
+
+def check_table_name(name: str) -> None:
+    """Refuse a target name DynamoDB would reject — before any work is done (exit 2)."""
+    if not _TABLE_NAME.match(name):
+        raise BadInput(
+            f"{name!r} is not a valid table name: 3 to 255 letters, digits, '_', '-' or '.'"
+        )
 
 
 @dataclass(frozen=True)
@@ -158,6 +168,7 @@ def restore_by_replay(
         say: where progress lines go (stdout by default).
     """
     options = options or ReplayOptions()
+    check_table_name(target)
     client = client or settings.client("dynamodb")
     refuse_if_exists(client, target)
     if plan is None:
@@ -172,6 +183,10 @@ def restore_by_replay(
             say(describe_target(description, target))
             say("dry run: nothing was created")
             return outcome
+        log.info(
+            "folding %d change file(s)%s", len(plan.change_files),
+            f" over snapshot {plan.base.snapshot_id}" if plan.base else "",
+        )
         state = fold.state_at(plan)
         outcome.items = state.count
         base = f"snapshot {plan.base.snapshot_id}" if plan.base else "no base"
@@ -187,7 +202,14 @@ def restore_by_replay(
             workers=options.workers,
         )
         sink.prepare()
-        outcome.written = sink.write(state.batches(), total=state.count)
+        try:
+            outcome.written = sink.write(state.batches(), total=state.count)
+        except BaseException:
+            log.error(
+                "table %s was created but not completely written: delete it before retrying",
+                target,
+            )
+            raise
         say(
             f"wrote {outcome.written.items:,} items into {target} in "
             f"{outcome.written.seconds:.1f} s ({outcome.written.rate:,.0f} items/s"

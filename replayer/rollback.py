@@ -331,8 +331,7 @@ def apply_writes(
         condition = condition_for(write.expected, key_names, version_attribute)
         try:
             if write.item is None:
-                key = {name: value for name, value in to_wire(write.keys).items()}
-                ddb.delete_item(TableName=table, Key=key, **condition.kwargs())
+                ddb.delete_item(TableName=table, Key=to_wire(write.keys), **condition.kwargs())
             else:
                 ddb.put_item(TableName=table, Item=to_wire(write.item), **condition.kwargs())
         except ClientError as exc:

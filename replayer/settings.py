@@ -92,7 +92,7 @@ class SettingResult:
 
     def line(self) -> str:
         detail = f": {self.detail}" if self.detail else ""
-        return f"  {self.outcome:<15} {self.setting}{detail}"
+        return f"  {self.outcome:<16} {self.setting}{detail}"
 
 
 @dataclass
@@ -328,8 +328,10 @@ class SettingsCopier:
         have = (self._target_description().get("TableClassSummary") or {}).get(
             "TableClass", "STANDARD"
         )
-        if not wanted or wanted == have:
-            return SettingResult("table class", NOTHING if not wanted else ALREADY, wanted or "")
+        if not wanted:
+            return SettingResult("table class", NOTHING, "the source has the default (STANDARD)")
+        if wanted == have:
+            return SettingResult("table class", ALREADY, str(wanted))
         self._wait_active()
         self.ddb.update_table(TableName=self.target_table, TableClass=wanted)
         return SettingResult("table class", COPIED, str(wanted))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
+import orjson
 import pyarrow as pa
 
 from archiver.aws import AwsSettings
@@ -104,11 +105,26 @@ def compare(con: duckdb.DuckDBPyConnection, expected: str, actual: str) -> Compa
         elif kind == "extra":
             result.examples.append(f"extra     {_short(keys)}: found {_short(a_item)}")
         else:
-            result.examples.append(
-                f"different {_short(keys)}:\n      expected {_short(e_item)}\n"
-                f"      found    {_short(a_item)}"
-            )
+            result.examples.append(f"different {_short(keys)}: {_attribute_diff(e_item, a_item)}")
     return result
+
+
+def _attribute_diff(expected: str, found: str, limit: int = 4) -> str:
+    """The attributes that differ between two canonical items, e.g.
+    ``n: expected {"N":"1"}, found {"N":"2"}; tag: expected -, found {"S":"x"}``."""
+    try:
+        left, right = orjson.loads(expected), orjson.loads(found)
+    except orjson.JSONDecodeError:
+        return f"expected {_short(expected)}, found {_short(found)}"
+    names = sorted(n for n in set(left) | set(right) if left.get(n) != right.get(n))
+    parts = []
+    for name in names[:limit]:
+        want = _short(orjson.dumps(left[name]).decode(), 60) if name in left else "-"
+        got = _short(orjson.dumps(right[name]).decode(), 60) if name in right else "-"
+        parts.append(f"{name}: expected {want}, found {got}")
+    if len(names) > limit:
+        parts.append(f"and {len(names) - limit} more attribute(s)")
+    return "; ".join(parts)
 
 
 # -- scanning a live table ------------------------------------------------------------------

@@ -132,7 +132,12 @@ def write_coverage(
 
 
 def write_gap(
-    archive: Archive, start: datetime, end: datetime, *, table: str = TABLE, table_id: str = TABLE_ID
+    archive: Archive,
+    start: datetime,
+    end: datetime,
+    *,
+    table: str = TABLE,
+    table_id: str = TABLE_ID,
 ) -> None:
     coverage.append_gap(
         archive,
@@ -207,7 +212,7 @@ def write_description(
         "ProvisionedThroughput": {"ReadCapacityUnits": 0, "WriteCapacityUnits": 0},
         **dict(extra or {}),
     }
-    doc = {
+    doc: dict[str, Any] = {
         "captured_at": iso_ms(captured),
         "table_name": table,
         "table_id": table_id,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -107,6 +106,13 @@ def test_log_outranks_base_and_the_base_fills_the_rest(archive: Archive) -> None
     assert state(archive, 500) == canon(
         [item("kept", v=0), item("changed", v=1), item("new", v=1), item("late", v=0)]
     )
+
+
+def test_a_base_with_no_log_in_its_range_is_the_state(archive: Archive) -> None:
+    write_coverage(archive, covered_from=at(0), from_table_creation=False, watermark=at(10_000))
+    write_snapshot(archive, [item("a", v=1), item("b", v=2)], valid_from=at(105), log_from=at(95))
+    write_changes(archive, [Change(1, key("a"), None, at(50))])  # before log_from
+    assert state(archive, 500) == canon([item("a", v=1), item("b", v=2)])
 
 
 def test_records_of_another_table_generation_are_ignored(covered: Archive) -> None:

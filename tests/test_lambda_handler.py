@@ -266,6 +266,7 @@ def test_a_stream_without_new_images_is_refused(
         "batchItemFailures": [{"itemIdentifier": records[0]["dynamodb"]["SequenceNumber"]}]
     }
     assert archive.find(layout.CHANGES, ".parquet") == []
+    assert coverage.current(archive, TABLE) is None  # nothing claimed for a refused table
 
 
 def test_configuration_errors_fail_the_invocation(

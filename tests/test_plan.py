@@ -28,7 +28,9 @@ from tests.replay_helpers import (
 
 def _log(archive: Archive, *, table_id: str = TABLE_ID, label: str = "2026-03-01T00:00:00.000",
          seconds: tuple[int, ...] = (10, 20, 30)) -> list[str]:  # fmt: skip
-    changes = [Change(n + 1, key(f"k{n}"), item(f"k{n}", v=n), at(s)) for n, s in enumerate(seconds)]
+    changes = [
+        Change(n + 1, key(f"k{n}"), item(f"k{n}", v=n), at(s)) for n, s in enumerate(seconds)
+    ]
     return write_changes(archive, changes, table_id=table_id, label=label)
 
 
@@ -45,7 +47,9 @@ def test_no_base_when_the_log_starts_at_table_creation(archive: Archive) -> None
 def test_the_newest_base_valid_at_t_is_chosen_with_its_own_margins(archive: Archive) -> None:
     write_coverage(archive, covered_from=at(0), from_table_creation=False, watermark=at(1000))
     old = write_snapshot(archive, [item("a")], valid_from=at(105), log_from=at(95))
-    new = write_snapshot(archive, [item("a")], valid_from=at(300), log_from=at(140), method="export")
+    new = write_snapshot(
+        archive, [item("a")], valid_from=at(300), log_from=at(140), method="export"
+    )
     write_snapshot(archive, [item("a")], table_id="another-generation", valid_from=at(400),
                    log_from=at(390))  # fmt: skip
     cases = [(at(200), old), (at(299), old), (at(300), new), (at(900), new)]
@@ -58,9 +62,9 @@ def test_the_newest_base_valid_at_t_is_chosen_with_its_own_margins(archive: Arch
 def test_no_usable_base_is_refused_with_exit_4(archive: Archive) -> None:
     write_coverage(archive, covered_from=at(0), from_table_creation=False, watermark=at(1000))
     write_snapshot(archive, [item("a")], valid_from=at(500), log_from=at(480))
-    with pytest.raises(NoUsableBase, match="earliest is valid from 2026-03-01T12:08:20.000Z") as exc:
+    with pytest.raises(NoUsableBase, match=r"earliest is valid from 2026-03-01T12:08:20\.000") as e:
         planning.plan_restore(archive, TABLE, at(499))
-    assert exc.value.exit_code == EXIT_REFUSED
+    assert e.value.exit_code == EXIT_REFUSED
 
 
 def test_a_base_needing_log_before_coverage_is_refused(archive: Archive) -> None:

@@ -296,3 +296,15 @@ def test_objects_in_deep_archive_are_named_in_one_clear_line(
         "SELECT count(*) AS n FROM changes WHERE dt = '2026-01-31'",
     )
     assert (code, out.splitlines()) == (0, ["n", "4"]), err
+
+
+def test_table_format_stops_at_its_row_limit(archive: Archive) -> None:
+    build_archive(archive)
+    out = io.StringIO()
+    result = query.run_query(archive, "SELECT * FROM range(25) t(n)")
+    assert query.write_table(result, out, max_rows=10) == 10
+    lines = out.getvalue().splitlines()
+    assert lines[-1] == "(first 10 rows shown; add a LIMIT, or use --format csv or json for all)"
+    assert len(lines) == 2 + 10 + 1
+    out = io.StringIO()
+    assert query.write_csv(query.run_query(archive, "SELECT * FROM range(25) t(n)"), out) == 25

@@ -23,6 +23,7 @@ from replayer.rollback import (
     KeyHistory,
     Rollback,
     RollbackPlan,
+    changes_after,
     condition_for,
     fold_states,
     plan_writes,
@@ -330,3 +331,40 @@ def test_condition_fits_the_4kb_limit() -> None:
     versioned = condition_for(canonical_json({"pk": {"S": "a"}, "v": {"N": "3"}}), ["pk"], "v")
     assert versioned.expression == "attribute_exists(#k0) AND #v = :v"
     assert versioned.values == {":v": {"N": "3"}}
+
+
+def test_changes_after_reads_first_old_image_latest_image_and_ttl(archive: Archive) -> None:
+    from tests.changes_builder import T0, TABLE_ID, n, record, s, write_changes
+
+    a, b, c = {"pk": s("a")}, {"pk": s("b")}, {"pk": s("c")}
+    write_changes(
+        archive,
+        "orders",
+        [
+            record(1, a, "INSERT", new={**a, "v": n(1)}),  # at T0+1 s, before T
+            record(2, c, "INSERT", new={**c, "v": n(1)}),
+            record(5, a, "MODIFY", old={**a, "v": n(1)}, new={**a, "v": n(2)}),  # after T
+            record(6, a, "REMOVE", old={**a, "v": n(2)}, ttl=True),
+            record(7, b, "INSERT", new={**b, "v": n(1)}),
+            record(8, b, "MODIFY", old={**b, "v": n(1)}, new={**b, "v": n(3)}),
+        ],
+    )
+    at = T0 + timedelta(seconds=3)
+    histories = {h.keys: h for h in changes_after(archive, "orders", TABLE_ID, at)}
+    assert set(histories) == {canonical_json(a), canonical_json(b)}  # c did not change after T
+    ha, hb = histories[canonical_json(a)], histories[canonical_json(b)]
+    assert (ha.first_event, ha.state_at_t, ha.latest_image, ha.ttl_deleted, ha.changes) == (
+        "MODIFY",
+        canonical_json({**a, "v": n(1)}),
+        None,
+        True,
+        2,
+    )
+    assert (hb.first_event, hb.state_at_t, hb.latest_image, hb.ttl_deleted) == (
+        "INSERT",
+        None,
+        canonical_json({**b, "v": n(3)}),
+        False,
+    )
+    bounded = changes_after(archive, "orders", TABLE_ID, at, until=T0 + timedelta(seconds=6))
+    assert [h.keys for h in bounded] == [canonical_json(a)]

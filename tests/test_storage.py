@@ -25,7 +25,9 @@ def test_json_parquet_and_listing_round_trip(any_archive: Archive) -> None:
     assert any_archive.read_json("_state/t/coverage.json") == {"a": 1}
     assert any_archive.read_jsonl("_state/t/gaps.jsonl") == [{"n": 1}, {"n": 2}]
     assert any_archive.read_parquet("changes/table_name=007/dt=2026-01-01/f.parquet").equals(table)
-    assert any_archive.find("changes", ".parquet") == ["changes/table_name=007/dt=2026-01-01/f.parquet"]
+    assert any_archive.find("changes", ".parquet") == [
+        "changes/table_name=007/dt=2026-01-01/f.parquet"
+    ]
     assert any_archive.listdir("changes") == ["table_name=007"]
     assert any_archive.read_json_or("_state/t/missing.json", {}) == {}
 

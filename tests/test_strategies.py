@@ -14,6 +14,7 @@ from archiver.backups import Backup, create_backup
 from archiver.codec import canonical_json
 from archiver.pitr import PitrStatus
 from archiver.storage import Archive
+from replayer import cli as replayer_cli
 from replayer import strategies
 from replayer.errors import Refused, TargetTableExists
 from replayer.strategies import (
@@ -353,3 +354,196 @@ def test_auto_prefers_pitr_inside_the_window_when_replay_is_slow(
     # outside the window PITR is not possible, and says why
     early = Estimator(double, archive, "orders", at - timedelta(hours=2), WriteRate(0.001, "t"))
     assert "outside the PITR window" in early.pitr().reason
+
+
+# -- through the CLI -------------------------------------------------------------------------
+
+
+def restore_cli(
+    capsys: pytest.CaptureFixture[str], archive: Archive, target: str, *extra: str
+) -> tuple[int, str, str]:
+    code = replayer_cli.main(
+        [
+            "restore",
+            "--source-table-name",
+            "orders",
+            "--target-table-name",
+            target,
+            "--archive",
+            archive.url,
+            *extra,
+        ]
+    )
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_backup_strategy_with_copy_settings(
+    ddb: Any, archive: Archive, capsys: pytest.CaptureFixture[str]
+) -> None:
+    create_table(ddb, "orders")
+    arn = ddb.describe_table(TableName="orders")["Table"]["TableArn"]
+    ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": "team", "Value": "payments"}])
+    ddb.update_time_to_live(
+        TableName="orders", TimeToLiveSpecification={"Enabled": True, "AttributeName": "exp"}
+    )
+    rng = random.Random(5)
+    workload(ddb, rng, range(20), 40)
+    create_backup(ddb, "orders", "orders-nightly")
+    workload(ddb, rng, range(10, 30), 40)
+    at = next_whole_second()
+    expected = scan(ddb, "orders")
+    workload(ddb, rng, range(30), 40)
+    archive_once(archive)
+    when = str(int(at.timestamp()))
+
+    code, out, _ = restore_cli(
+        capsys,
+        archive,
+        "orders-restored",
+        "--restore-date-time",
+        when,
+        "--strategy",
+        "backup",
+        "--copy-settings",
+    )
+    assert code == 0, out
+    assert "strategy: backup" in out
+    assert scan(ddb, "orders-restored") == expected
+    assert out.index("verify: identical") < out.index("time to live")  # TTL only after verify
+    tags = ddb.list_tags_of_resource(
+        ResourceArn=ddb.describe_table(TableName="orders-restored")["Table"]["TableArn"]
+    )["Tags"]
+    assert tags == [{"Key": "team", "Value": "payments"}]
+    ttl = ddb.describe_time_to_live(TableName="orders-restored")["TimeToLiveDescription"]
+    assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "exp"}
+
+    # the same again: the target exists now
+    code, _, err = restore_cli(
+        capsys, archive, "orders-restored", "--restore-date-time", when, "--strategy", "backup"
+    )
+    assert code == 4 and "already exists" in err
+
+
+def test_cli_auto_dry_run_prints_estimates_and_creates_nothing(
+    ddb: Any, archive: Archive, capsys: pytest.CaptureFixture[str]
+) -> None:
+    create_table(ddb, "orders")
+    workload(ddb, random.Random(1), range(10), 20)
+    at = next_whole_second()
+    archive_once(archive)
+    code, out, _ = restore_cli(
+        capsys,
+        archive,
+        "orders-restored",
+        "--restore-date-time",
+        str(int(at.timestamp())),
+        "--dry-run",
+    )
+    assert code == 0, out
+    assert "estimates:" in out
+    assert "replay" in out and "pitr" in out and "backup" in out
+    assert "not enabled" in out  # why PITR is out
+    assert "strategy: replay" in out
+    assert "orders-restored" not in ddb.list_tables()["TableNames"]
+
+
+def test_cli_pitr_strategy_inside_and_outside_the_window(
+    ddb: Any, archive: Archive, capsys: pytest.CaptureFixture[str]
+) -> None:
+    create_table(ddb, "orders")
+    ddb.put_item(TableName="orders", Item={"pk": {"S": "a"}, "n": {"N": "1"}})
+    ddb.update_continuous_backups(
+        TableName="orders", PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
+    )
+    window = ddb.describe_continuous_backups(TableName="orders")["ContinuousBackupsDescription"]
+    # moto's window is one instant (when PITR was enabled) and never moves: restore to it.
+    instant = window["PointInTimeRecoveryDescription"]["EarliestRestorableDateTime"]
+    archive_once(archive)
+
+    code, out, err = restore_cli(
+        capsys,
+        archive,
+        "orders-pitr",
+        "--restore-date-time",
+        f"{instant.timestamp():.6f}",
+        "--strategy",
+        "pitr",
+    )
+    assert code == 0, out + err
+    assert "strategy: pitr" in out
+    restored = ddb.describe_table(TableName="orders-pitr")["Table"]
+    assert restored["TableStatus"] == "ACTIVE"
+    assert scan(ddb, "orders-pitr") == scan(ddb, "orders")  # and verify agreed
+    assert "verify: identical" in out
+
+    code, _, err = restore_cli(
+        capsys,
+        archive,
+        "orders-pitr-2",
+        "--restore-date-time",
+        "2020-01-01T00:00:00Z",
+        "--strategy",
+        "pitr",
+    )
+    assert code == 4
+    assert "outside the PITR window" in err
+    assert "orders-pitr-2" not in ddb.list_tables()["TableNames"]
+
+
+def test_cli_backup_arn_newer_than_t_is_refused(
+    ddb: Any, archive: Archive, capsys: pytest.CaptureFixture[str]
+) -> None:
+    create_table(ddb, "orders")
+    ddb.put_item(TableName="orders", Item={"pk": {"S": "a"}})
+    at = next_whole_second(gap=0.2)
+    made = create_backup(ddb, "orders", "orders-later")
+    archive_once(archive)
+    code, _, err = restore_cli(
+        capsys,
+        archive,
+        "orders-restored",
+        "--restore-date-time",
+        str(int(at.timestamp())),
+        "--strategy",
+        "backup",
+        "--backup-arn",
+        made.arn,
+    )
+    assert code == 4
+    assert "after the restore time" in err
+
+
+def test_cli_auto_replay_with_copy_settings(
+    ddb: Any, archive: Archive, capsys: pytest.CaptureFixture[str]
+) -> None:
+    create_table(ddb, "orders")
+    arn = ddb.describe_table(TableName="orders")["Table"]["TableArn"]
+    ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": "env", "Value": "prod"}])
+    ddb.update_time_to_live(
+        TableName="orders", TimeToLiveSpecification={"Enabled": True, "AttributeName": "exp"}
+    )
+    workload(ddb, random.Random(2), range(15), 30)
+    at = next_whole_second()
+    expected = scan(ddb, "orders")
+    workload(ddb, random.Random(3), range(15), 30)
+    archive_once(archive)
+    code, out, _ = restore_cli(
+        capsys,
+        archive,
+        "orders-restored",
+        "--restore-date-time",
+        str(int(at.timestamp())),
+        "--copy-settings",
+    )
+    assert code == 0, out
+    assert "strategy: replay" in out
+    assert scan(ddb, "orders-restored") == expected
+    assert out.index("verify: identical") < out.index("time to live")
+    restored = ddb.describe_table(TableName="orders-restored")["Table"]
+    assert restored["StreamSpecification"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+    assert ddb.list_tags_of_resource(ResourceArn=restored["TableArn"])["Tags"] == [
+        {"Key": "env", "Value": "prod"}
+    ]
+    ttl = ddb.describe_time_to_live(TableName="orders-restored")["TimeToLiveDescription"]
+    assert ttl["TimeToLiveStatus"] == "ENABLED"
