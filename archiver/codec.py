@@ -105,8 +105,9 @@ class CodecError(UsageError):
 
 
 def _encode_bytes(value: Any) -> Any:
+    # orjson calls this for every binary value: binascii directly, not base64's wrapper
     if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(value).decode("ascii")
+        return binascii.b2a_base64(value, newline=False).decode("ascii")
     raise TypeError(f"cannot encode {type(value).__name__} as DynamoDB JSON")
 
 
@@ -286,23 +287,50 @@ def _ordered_set(tag: int, text: bytes) -> bytes | None:
     known = cache.get(text)
     if known is not None:
         return known
-    try:
-        members = orjson.loads(text[3:])
-        if tag == _SS:
-            # Python orders str by code point, which is exactly UTF-8 byte order.
-            ordered = sorted(set(members))
-        elif tag == _NS:
-            ordered = sorted(set(members), key=Decimal)
-        else:
-            # canonical base64 (checked by _ODD) decodes exactly: order by the raw bytes
-            ordered = sorted(set(members), key=binascii.a2b_base64)
-    except (orjson.JSONDecodeError, TypeError, ValueError, InvalidOperation):
-        return None
-    result = text if ordered == members else b'S":' + orjson.dumps(ordered)
+    body = text[4:-1]  # '"a","b"'
+    if tag == _SS and b"\\" in body:
+        result = _ordered_escaped_strings(text)
+        if result is None:
+            return None
+    else:
+        # No escapes (NS and BS members were checked by _ODD): every quote delimits a member,
+        # and a member's JSON text is its UTF-8, which sorts like the string itself.
+        members = body[1:-1].split(b'","')
+        if not body or body[0] != 0x22 or body[-1] != 0x22 or body.count(b'"') != 2 * len(members):
+            return None  # empty, or cut short by a "]" inside a member
+        try:
+            ordered = _ordered_members(tag, members)
+        except (ValueError, InvalidOperation):
+            return None  # an item already bound for the walk (a number not in normal form)
+        result = text if ordered == members else b'S":["' + b'","'.join(ordered) + b'"]'
     if len(cache) >= _SET_CACHE_LIMIT:
         cache.clear()
     cache[text] = result
     return result
+
+
+def _ordered_members(tag: int, members: list[bytes]) -> list[bytes]:
+    if tag == _SS:
+        return sorted(set(members))
+    if tag == _NS:
+        ordered = sorted(set(members), key=float)
+        # floats order distinct numbers correctly unless two of them round to one float
+        if len(set(map(float, ordered))) != len(ordered):
+            ordered.sort(key=lambda member: Decimal(member.decode()))
+        return ordered
+    return sorted(set(members), key=binascii.a2b_base64)
+
+
+def _ordered_escaped_strings(text: bytes) -> bytes | None:
+    try:
+        members = orjson.loads(text[3:])
+    except orjson.JSONDecodeError:
+        return None  # cut short by a "]" inside a member
+    if not members:
+        return None
+    # Python orders str by code point, which is exactly UTF-8 byte order.
+    ordered = sorted(set(members))
+    return text if ordered == members else b'S":' + orjson.dumps(ordered)
 
 
 def canonical_many(items: Sequence[Item | None]) -> list[bytes | None]:

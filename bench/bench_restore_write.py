@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gc
 import json
 import os
 import socket
@@ -228,9 +229,37 @@ def write_dynamodump(endpoint: str, table: str, dump: Path) -> float:
 # -- run ------------------------------------------------------------------------------------
 
 
-def timed(action: Callable[[], Any]) -> float:
+def worker(name: str, endpoint: str, table: str, n: int) -> float:
+    """One writer, timed, in a process of its own: every contender starts from the same clean
+    interpreter (a parent holding every item and check set pays for it in garbage collection
+    during its own writes), and the data preparation is not timed."""
+    isolate_aws_env(endpoint)
+    items = make_items(n)
+    if name == "sink":
+        batches = fold_output(items)
+        del items
+        gc.collect()
+        started = time.perf_counter()
+        write_sink(endpoint, table, batches)
+    else:
+        ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name=REGION)
+        gc.collect()
+        started = time.perf_counter()
+        write_plain_loop(ddb, table, items)
+    return time.perf_counter() - started
+
+
+def run_worker(name: str, endpoint: str, table: str, n: int) -> float:
+    command = [sys.executable, "-m", "bench.bench_restore_write", "--worker", name,
+               "--endpoint", endpoint, "--table", table, "--items", str(n)]  # fmt: skip
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
+
+
+def process_start_seconds() -> float:
+    """How long dynamodump takes to start and exit (``--help``): its wall time includes it."""
     started = time.perf_counter()
-    action()
+    subprocess.run([str(dynamodump_bin()), "--help"], check=True, capture_output=True)
     return time.perf_counter() - started
 
 
@@ -242,15 +271,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-check", action="store_true", help="skip reading each table back (moto scans slowly)"
     )
+    parser.add_argument("--worker", choices=("sink", "loop"), help=argparse.SUPPRESS)
+    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
+    parser.add_argument("--table", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:
+        seconds = worker(args.worker, args.endpoint, args.table, args.items)
+        print(json.dumps({"seconds": seconds}))
+        return 0
     OUT.mkdir(exist_ok=True)
     items = make_items(args.items)
     expected = {canonical_json(item) for item in items}
-    batches = fold_output(items)
     size = sum(len(json.dumps(_json_safe(i), separators=(",", ":"))) for i in items) / len(items)
     print(f"{args.items} items, ~{size:.0f} bytes each (DynamoDB JSON)")
+    startup = 0.0
     if not args.skip_dynamodump:
         dynamodump_bin()  # create its environment before the clock starts
+        startup = min(process_start_seconds() for _ in range(3))
+        print(f"dynamodump process start: {startup:.2f} s (subtracted from its times)")
     moto, endpoint = start_moto()
     try:
         isolate_aws_env(endpoint)
@@ -258,14 +296,16 @@ def main(argv: list[str] | None = None) -> int:
         best: dict[str, float] = {}
         for run in range(args.repeat):
             contenders: list[tuple[str, Callable[[str], float]]] = [
-                ("sink", lambda t: timed(lambda: write_sink(endpoint, t, batches))),
-                ("batch_write_item loop", lambda t: timed(lambda: write_plain_loop(ddb, t, items))),
+                ("sink", lambda t: run_worker("sink", endpoint, t, args.items)),
+                ("batch_write_item loop", lambda t: run_worker("loop", endpoint, t, args.items)),
             ]
             if not args.skip_dynamodump:
                 contenders.append(
                     (
                         "dynamodump",
-                        lambda t: write_dynamodump(endpoint, t, prepare_dump(ddb, t, items)),
+                        lambda t: (
+                            write_dynamodump(endpoint, t, prepare_dump(ddb, t, items)) - startup
+                        ),
                     )
                 )
             # Rotate the order each run: moto slows down as it serves more, which would
@@ -285,10 +325,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 ddb.delete_table(TableName=table)
                 rate = len(items) / seconds
-                print(
-                    f"  run {run + 1}: {name:<22} {seconds:7.2f} s  {rate:9,.0f} items/s"
-                    f"  (read back and checked in {checked:.1f} s)"
-                )
+                note = "" if args.no_check else f"  (read back and checked in {checked:.1f} s)"
+                print(f"  run {run + 1}: {name:<22} {seconds:7.2f} s  {rate:9,.0f} items/s{note}")
                 best[name] = max(best.get(name, 0.0), rate)
         print("best of runs:")
         for name, rate in best.items():

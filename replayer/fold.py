@@ -13,12 +13,13 @@ How it runs (the shape matters for speed and memory; see ``bench/bench_fold.py``
    new maximum copies a string into the aggregate state.
 3. The base's rows for keys absent from ``win`` (an anti join), appended.
 
-The result is materialised once in a DuckDB temporary table (spilled to ``temp_directory``
-past ``memory_limit``), so it can be counted (progress bars with an ETA), streamed out as
-Arrow record batches any number of times, and joined against a scan of a target table by
-``replayer.verify`` — and so that every archive file has been read before the first item is
-written: a file that compaction deletes between listing and reading makes the whole fold
-re-list and run again (:func:`replayer.dataset.with_relisting`), never a half-written target.
+The result is materialised once in a table of the session's in-memory DuckDB database
+(spilled to ``temp_directory`` past ``memory_limit``), so it can be counted (progress bars
+with an ETA), streamed out as Arrow record batches any number of times, and joined against a
+scan of a target table by ``replayer.verify`` — and so that every archive file has been read
+before the first item is written: a file that compaction deletes between listing and reading
+makes the whole fold re-list and run again (:func:`replayer.dataset.with_relisting`), never
+a half-written target.
 
 Stream order: a change file's name starts with its stream's label, so each file's stream is
 known from the listing. Records of one stream are ordered by ``sequence_number`` (zero-padded

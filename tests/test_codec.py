@@ -356,11 +356,24 @@ def test_sets_are_sorted_by_their_own_rules() -> None:
     item: dict[str, Any] = {
         "ss": {"SS": ["é", "z", "Z", "🚀", "ｅ", "a"]},  # UTF-8 bytes: Z < a < z < é < ｅ < 🚀
         "ns": {"NS": ["10", "9", "-1", "1.5", "-20"]},  # numeric, not textual
+        # equal as floats, distinct as DynamoDB numbers (38 digits)
+        "close": {
+            "NS": [
+                "1.0000000000000000000000000000000000002",
+                "1",
+                "1.0000000000000000000000000000000000001",
+            ]
+        },
         "bs": {"BS": [b"\xff", b"\x00\x01", b"\x00", b"\x7f"]},  # raw bytes, not base64 text
     }
     parsed = orjson.loads(canonical_json(item))
     assert parsed["ss"]["SS"] == ["Z", "a", "z", "é", "ｅ", "🚀"]
     assert parsed["ns"]["NS"] == ["-20", "-1", "1.5", "9", "10"]
+    assert parsed["close"]["NS"] == [
+        "1",
+        "1.0000000000000000000000000000000000001",
+        "1.0000000000000000000000000000000000002",
+    ]
     assert [base64.b64decode(m) for m in parsed["bs"]["BS"]] == [
         b"\x00",
         b"\x00\x01",
