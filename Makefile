@@ -25,6 +25,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.bench_codec
 	$(PY) -m bench.bench_fold
+	$(PY) -m bench.bench_restore_write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-archive
