@@ -8,13 +8,15 @@ equal items have byte-equal text whatever their source: a stream record read by 
 
 This module is the only place that knows the attribute-value type tags.
 
-Speed matters here (every archived record passes through it twice), so the common case is one
-``orjson.dumps`` plus a few regex scans over its output:
+Speed matters here (every archived record's keys and images pass through it), so the hot path,
+:func:`canonical_many`, serialises a batch of items with ``orjson`` (keys sorted, binary to
+base64) and then searches the batch's text once for what orjson cannot do itself:
 
 * numbers already in normal form and binary as canonical base64 (or ``bytes``) need nothing;
-* sets only need their elements sorted, which is done on the text of each set;
-* anything else (``1.50``, ``6d2``, unpadded base64, a wrong value type) takes the slower
-  validating walk, which is also what text from users and files always goes through.
+* sets only need their members ordered, which is done on the text of each set;
+* anything else (``1.50``, ``6d2``, unpadded base64, a wrong value type) sends that item
+  through the slower validating walk, which is also what text from users and files always
+  goes through.
 
 The fast path trusts the *shape* of what SDKs return (one type tag per value, a string under
 ``S``); text from elsewhere goes through :func:`canonicalize_text`, which checks everything.
@@ -74,7 +76,7 @@ _ODD = (
 _SETS = re.compile(rb'(S":\[[^\]]*\])')
 _NORMAL_NUMBER = re.compile(_NORMAL.decode())
 _SS, _NS = ord("S"), ord("N")
-_SET_CACHE_LIMIT = 100_000
+_SET_CACHE_LIMIT = 10_000  # per set type: a few MB at most
 
 
 class CodecError(UsageError):
@@ -298,6 +300,8 @@ def _ordered_set(tag: int, text: bytes) -> bytes | None:
         members = body[1:-1].split(b'","')
         if not body or body[0] != 0x22 or body[-1] != 0x22 or body.count(b'"') != 2 * len(members):
             return None  # empty, or cut short by a "]" inside a member
+        if len(members) == 1:
+            return text  # nothing to order (and not worth remembering)
         try:
             ordered = _ordered_members(tag, members)
         except (ValueError, InvalidOperation):

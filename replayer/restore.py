@@ -1,13 +1,23 @@
 """Rebuild a table as it was at a time, into a new table.
 
-``ddb-replayer restore`` plans (newest base valid at T + the archived log up to T, or a clear
-refusal), folds the archive in DuckDB, creates the target table from the archived description
-of the source (keys, indexes, billing and capacity, SSE, table class, deletion protection),
-writes every item with parallel BatchWriteItem calls, and verifies the result item by item.
+``ddb-replayer restore`` picks a strategy (``--strategy auto``, the default, estimates each and
+takes the fastest, printing the estimates and why):
+
+- replay: plan (newest base valid at T + the archived log up to T, or a clear refusal), fold
+  the archive in DuckDB, create the target from the archived description of the source (keys,
+  indexes, billing and capacity, SSE, table class, deletion protection), write every item
+  with parallel BatchWriteItem calls;
+- pitr: DynamoDB's RestoreTableToPointInTime, when T is inside the PITR window;
+- backup: RestoreTableFromBackup of the newest backup at or before T (or --backup-arn), then
+  the archived log over (backup - 60 s, T] written over it.
+
+The result is verified item by item against the archive (when the archive can rebuild T), and
+--copy-settings then copies tags, TTL, stream, PITR, auto scaling, alarms and resource policy.
 
 Exit codes: 0 done (and verified); 2 bad input; 3 the target differs from the archive's state
-(verify); 4 refused by a safety check, with nothing created (T after the watermark, the log
-not covering the range or meeting a recorded gap, no usable base, the target exists).
+(verify); 4 refused by a safety check, with nothing created (the target exists, T after the
+watermark, the log not covering the range or meeting a recorded gap, no usable base, the
+requested strategy not possible at T).
 """
 
 from __future__ import annotations
@@ -24,18 +34,21 @@ from archiver import tables
 from archiver.aws import AwsSettings
 from archiver.cliutil import positive_float, positive_int
 from archiver.errors import EXIT_DIFFERENCES, EXIT_OK
+from archiver.pitr import describe_pitr
 from archiver.storage import Archive
 from archiver.timefmt import iso_ms, parse_time
 from replayer import plan as planning
+from replayer import strategies
 from replayer.errors import BadInput, Refused
 from replayer.fold import Fold, FoldSettings
 from replayer.plan import Plan
+from replayer.settings import copy_after_restore
 from replayer.sinks import DEFAULT_WORKERS, TableSink, WriteResult, refuse_if_exists
 from replayer.verify import Comparison, add_fold_arguments, fold_settings, verify_table
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("auto", "replay", "pitr", "backup")
+STRATEGIES = strategies.STRATEGIES
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 
 
@@ -184,7 +197,8 @@ def restore_by_replay(
             say("dry run: nothing was created")
             return outcome
         log.info(
-            "folding %d change file(s)%s", len(plan.change_files),
+            "folding %d change file(s)%s",
+            len(plan.change_files),
             f" over snapshot {plan.base.snapshot_id}" if plan.base else "",
         )
         state = fold.state_at(plan)
@@ -254,7 +268,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     when.add_argument(
         "--use-latest-restorable-time",
         action="store_true",
-        help="restore to the watermark: the latest instant up to which every change is archived",
+        help="restore to the watermark: the latest instant up to which every change is "
+        "archived (with --strategy pitr: PITR's LatestRestorableDateTime)",
     )
     parser.add_argument(
         "--strategy",
@@ -263,17 +278,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="replay: from the archive (base snapshot + change log); pitr / backup: native "
         "restores; auto: the fastest correct one",
     )
-    parser.add_argument("--backup-arn", help="the on-demand backup to use with --strategy backup")
+    parser.add_argument(
+        "--backup-arn",
+        metavar="A",
+        help="with --strategy backup (or auto): restore this on-demand backup (created at or "
+        "before T) instead of the newest one at or before T",
+    )
     parser.add_argument(
         "--copy-settings",
         action="store_true",
-        help="afterwards apply what table creation does not carry: tags, TTL, stream, PITR, "
-        "auto scaling, alarms, resource policy",
+        help="afterwards copy what restores do not carry over, from the live source (else the "
+        "archived description): tags, TTL (after verification), stream, PITR, auto scaling, "
+        "alarms, resource policy",
     )
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the plan (base, log range, files, record counts) and create nothing",
+        help="print the estimates and the chosen strategy (with --strategy replay: the plan, "
+        "its base, log range, files and record counts) and create nothing",
     )
     parser.add_argument(
         "--no-verify",
@@ -302,15 +324,63 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_fold_arguments(parser)
 
 
+def strategy_time(client: Any, archive: Archive, source: str, args: argparse.Namespace) -> datetime:
+    """The restore time; with ``--strategy pitr --use-latest-restorable-time`` it is PITR's own
+    latest restorable time (the archive's watermark is usually later than PITR's, ~5 min ago)."""
+    if args.use_latest_restorable_time and args.strategy == "pitr":
+        status = describe_pitr(client, source)
+        if not status.enabled or status.latest_restorable is None:
+            raise Refused(f"point-in-time recovery of {source!r} has no restorable window")
+        return status.latest_restorable
+    return resolve_time(archive, source, args)
+
+
+def restore_natively(
+    client: Any,
+    archive: Archive,
+    choice: strategies.Choice,
+    args: argparse.Namespace,
+    options: ReplayOptions,
+) -> int:
+    """Run the chosen native strategy, then verify against the archive when it can rebuild T."""
+    source, target = args.source_table_name, args.target_table_name
+    outcome = strategies.restore_native(
+        client, archive, choice, source=source, target=target, max_write_rate=args.max_write_rate
+    )
+    print(f"restored {source} as of {iso_ms(choice.at)} into {target} ({outcome.strategy})")
+    if outcome.tail is not None:
+        tail = outcome.tail
+        print(
+            f"log tail: {tail.items:,} items written, {tail.deletes:,} deleted in "
+            f"{tail.seconds:.1f} s"
+            + (
+                f"; {outcome.corrections} key(s) changed just after T reset to their state at T"
+                if outcome.corrections
+                else ""
+            )
+        )
+    if not options.verify:
+        return EXIT_OK
+    comparison = strategies.verify_native(
+        client,
+        archive,
+        source,
+        target,
+        choice.at,
+        allow_gaps=options.allow_gaps,
+        settings=options.fold,
+    )
+    return EXIT_DIFFERENCES if comparison is not None and not comparison.identical else EXIT_OK
+
+
 def main(args: argparse.Namespace) -> int:
-    if args.strategy in ("pitr", "backup") or args.backup_arn or args.copy_settings:
-        what = "--copy-settings" if args.copy_settings else f"--strategy {args.strategy}"
-        if args.backup_arn and args.strategy not in ("pitr", "backup"):
-            what = "--backup-arn"
-        raise BadInput(f"{what} is not available yet: use --strategy replay (or auto)")
+    if args.backup_arn and args.strategy not in ("auto", "backup"):
+        raise BadInput("--backup-arn goes with --strategy backup (or auto)")
+    source, target = args.source_table_name, args.target_table_name
+    check_table_name(target)
     settings = AwsSettings.from_args(args)
     archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
-    at = resolve_time(archive, args.source_table_name, args)
+    client = settings.client("dynamodb")
     options = ReplayOptions(
         allow_gaps=args.allow_gaps,
         dry_run=args.dry_run,
@@ -319,7 +389,38 @@ def main(args: argparse.Namespace) -> int:
         workers=args.write_workers,
         fold=fold_settings(args),
     )
-    outcome = restore_by_replay(
-        settings, archive, args.source_table_name, args.target_table_name, at, options
-    )
-    return outcome.exit_code
+    if args.strategy == "replay":
+        at = resolve_time(archive, source, args)
+        outcome = restore_by_replay(settings, archive, source, target, at, options, client=client)
+        code = outcome.exit_code
+    else:
+        refuse_if_exists(client, target)
+        at = strategy_time(client, archive, source, args)
+        estimator = strategies.Estimator(
+            client,
+            archive,
+            source,
+            at,
+            strategies.WriteRate.load(archive, source, args.max_write_rate),
+            allow_gaps=args.allow_gaps,
+            aws=settings,
+            backup_arn=args.backup_arn,
+        )
+        choice = estimator.choose(args.strategy)
+        print(choice.describe())
+        if args.dry_run and choice.chosen.strategy != "replay":
+            print("dry run: nothing was created")
+            return EXIT_OK
+        if choice.chosen.strategy == "replay":  # on a dry run: its plan, then nothing
+            outcome = restore_by_replay(
+                settings, archive, source, target, at, options, client=client,
+                plan=choice.replay_plan,
+            )  # fmt: skip
+            code = outcome.exit_code
+        else:
+            code = restore_natively(client, archive, choice, args, options)
+    if args.copy_settings and not args.dry_run:
+        # After verification: TTL is among the settings, and expiring items would make the
+        # comparison with the archive disagree.
+        copy_after_restore(settings, archive, source, target, at)
+    return code

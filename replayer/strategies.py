@@ -40,7 +40,7 @@ from archiver.backups import Backup, describe_backup, list_backups
 from archiver.errors import ArchiverError, TableNotFound, client_error_code
 from archiver.pitr import PitrStatus, describe_pitr
 from archiver.storage import Archive
-from archiver.timefmt import as_utc, iso_ms, parse_iso, utcnow
+from archiver.timefmt import as_utc, iso_ms, utcnow
 from replayer import plan as planning
 from replayer.errors import BadInput, Refused, ReplayError, TargetTableExists
 from replayer.fold import Fold, FoldSettings
@@ -60,6 +60,7 @@ NATIVE_RESTORE_BASE_SECONDS = 20 * 60.0  # AWS: native restores take at least 20
 NATIVE_RESTORE_SECONDS_PER_GIB = 60.0
 BACKUP_MARGIN = timedelta(seconds=60)  # backups are consistent to about a minute
 GIB = 1024**3
+LOG_EVERY_SECONDS = 120.0  # progress lines while waiting for a native restore, off a terminal
 
 
 # -- write rate ------------------------------------------------------------------------------
@@ -325,6 +326,7 @@ def wait_until_active(
 ) -> dict[str, Any]:
     """Poll ``DescribeTable`` until the table and its indexes are ACTIVE, showing progress."""
     started = time.monotonic()
+    logged = 0.0
     with tqdm(
         total=None,
         desc=f"restoring {table}",
@@ -344,25 +346,22 @@ def wait_until_active(
                 str(gsi.get("IndexStatus"))
                 for gsi in description.get("GlobalSecondaryIndexes") or []
             ]
-            bar.set_postfix_str(status + (f", indexes {'/'.join(indexes)}" if indexes else ""))
+            state = status + (f", indexes {'/'.join(indexes)}" if indexes else "")
+            bar.set_postfix_str(state)
             if status == "ACTIVE" and all(s == "ACTIVE" for s in indexes):
                 return description
+            elapsed = time.monotonic() - started
+            if bar.disable and elapsed >= logged + LOG_EVERY_SECONDS:
+                # No terminal for the bar (a log, a pipe): a line now and then instead.
+                logged = elapsed
+                log.info("waiting for %s: %s after %.0f min", table, state, elapsed / 60)
             if status not in ("CREATING", "UPDATING"):
                 raise ReplayError(f"restored table {table!r} is {status}, not ACTIVE")
-            if time.monotonic() - started > timeout_seconds:
+            if elapsed > timeout_seconds:
                 raise ReplayError(
                     f"restored table {table!r} still {status} after {timeout_seconds:.0f} s"
                 )
             sleep(poll_seconds)
-
-
-def restore_time_of(description: dict[str, Any]) -> datetime | None:
-    """When a restored table's data is from (``RestoreSummary.RestoreDateTime``)."""
-    summary = description.get("RestoreSummary") or {}
-    value = summary.get("RestoreDateTime")
-    if isinstance(value, datetime):
-        return as_utc(value)
-    return parse_iso(value) if isinstance(value, str) else None
 
 
 # -- estimating every strategy ---------------------------------------------------------------

@@ -265,7 +265,7 @@ def test_every_refusal_exits_4_and_creates_nothing(
 
     code, out, err = restore(capsys, "guarded", "new", archive_path, instant.iso, "--strategy",
                              "pitr")  # fmt: skip
-    assert code == EXIT_USAGE and "not available yet" in err
+    assert code == EXIT_REFUSED and "point-in-time recovery is not enabled" in err
 
     code, out, err = restore(capsys, "guarded", "new", archive_path, instant.iso, "--dry-run")
     assert code == 0, err

@@ -14,6 +14,7 @@ from archiver.backups import Backup, create_backup
 from archiver.codec import canonical_json
 from archiver.pitr import PitrStatus
 from archiver.storage import Archive
+from archiver.timefmt import iso_ms
 from replayer import cli as replayer_cli
 from replayer import strategies
 from replayer.errors import Refused, TargetTableExists
@@ -459,6 +460,7 @@ def test_cli_pitr_strategy_inside_and_outside_the_window(
     window = ddb.describe_continuous_backups(TableName="orders")["ContinuousBackupsDescription"]
     # moto's window is one instant (when PITR was enabled) and never moves: restore to it.
     instant = window["PointInTimeRecoveryDescription"]["EarliestRestorableDateTime"]
+    time.sleep(1.5)  # the archive's watermark (caught up − 2 s) must pass the instant to verify
     archive_once(archive)
 
     code, out, err = restore_cli(
@@ -476,6 +478,13 @@ def test_cli_pitr_strategy_inside_and_outside_the_window(
     assert restored["TableStatus"] == "ACTIVE"
     assert scan(ddb, "orders-pitr") == scan(ddb, "orders")  # and verify agreed
     assert "verify: identical" in out
+
+    # PITR's own latest restorable time (the archive's watermark is later than AWS's window)
+    code, out, err = restore_cli(
+        capsys, archive, "orders-latest", "--use-latest-restorable-time", "--strategy", "pitr"
+    )
+    assert code == 0, out + err
+    assert f"as of {iso_ms(instant)}" in out
 
     code, _, err = restore_cli(
         capsys,
