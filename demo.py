@@ -21,7 +21,6 @@ against the archive the demo leaves behind.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import logging
 import math
@@ -137,22 +136,14 @@ def local_aws() -> Iterator[str]:
 
 
 class Steps:
-    """Runs each tool command as the CLI would, noting what failed and what is not built yet."""
+    """Runs each tool command as the CLI would, noting what failed."""
 
     def __init__(self) -> None:
         self.failed: list[str] = []
 
-    def available(self, module: str) -> bool:
-        if importlib.util.find_spec(module) is None:
-            print("(step skipped: not built yet)")
-            return False
-        return True
-
-    def run(self, tool: str, module: str, argv: list[str]) -> int | None:
-        """Run one command (``tool`` is ddb-archiver or ddb-replayer); ``None`` if not built."""
+    def run(self, tool: str, argv: list[str]) -> int:
+        """Run one command (``tool`` is ddb-archiver or ddb-replayer) and return its exit code."""
         show_command(tool, argv)
-        if not self.available(module):
-            return None
         main: Callable[[list[str]], int]
         if tool == "ddb-archiver":
             from archiver.cli import main
@@ -363,7 +354,7 @@ def story(ddb: Any, steps: Steps) -> None:
         "The archiver reads every shard of the table's stream until it is caught up, and writes "
         "the change records as Parquet, partitioned by table and UTC day."
     )
-    steps.run("ddb-archiver", "archiver.runner", archive_run)
+    steps.run("ddb-archiver", archive_run)
     if Path(ARCHIVE, "changes").exists():
         show_archive()
 
@@ -374,7 +365,6 @@ def story(ddb: Any, steps: Steps) -> None:
     )
     steps.run(
         "ddb-archiver",
-        "archiver.snapshot",
         ["snapshot", "--table-name", TABLE, "--archive", ARCHIVE, "--method", "scan"],
     )
 
@@ -408,8 +398,7 @@ def story(ddb: Any, steps: Steps) -> None:
     # The watermark trails the moment every shard was caught up by 2 s: let that pass T.
     for _ in range(3):
         time.sleep(max(0.0, restore_to + 3 - time.time()))
-        if steps.run("ddb-archiver", "archiver.runner", archive_run) is None:
-            break
+        steps.run("ddb-archiver", archive_run)
         mark = watermark()
         if mark is not None and mark.timestamp() >= restore_to:
             print(f"watermark {mark:%Y-%m-%dT%H:%M:%S.%f}"[:-3] + "Z ≥ T: T can be restored")
@@ -425,7 +414,6 @@ def story(ddb: Any, steps: Steps) -> None:
     )
     code = steps.run(
         "ddb-replayer",
-        "replayer.restore",
         ["restore", "--source-table-name", TABLE, "--target-table-name", RESTORED,
          "--archive", ARCHIVE, "--restore-date-time", t_iso],
     )  # fmt: skip
@@ -433,15 +421,12 @@ def story(ddb: Any, steps: Steps) -> None:
         show_restored(ddb, victims, live_count, steps)
         steps.run(
             "ddb-replayer",
-            "replayer.verify",
             ["verify", "--target-table-name", RESTORED, "--source-table-name", TABLE,
              "--archive", ARCHIVE, "--restore-date-time", t_iso],
         )  # fmt: skip
 
     section(8, "What the archive holds: ddb-replayer status")
-    steps.run(
-        "ddb-replayer", "replayer.status", ["status", "--archive", ARCHIVE, "--table-name", TABLE]
-    )
+    steps.run("ddb-replayer", ["status", "--archive", ARCHIVE, "--table-name", TABLE])
 
     section(9, "Questions in SQL: ddb-replayer query")
     say(
@@ -450,7 +435,6 @@ def story(ddb: Any, steps: Steps) -> None:
     )
     steps.run(
         "ddb-replayer",
-        "replayer.query",
         ["query", "--archive", ARCHIVE,
          "SELECT dt, event_name, count(DISTINCT event_id) AS changes, "
          "count(DISTINCT keys) AS employees, min(event_time) AS first, max(event_time) AS last "
@@ -458,7 +442,6 @@ def story(ddb: Any, steps: Steps) -> None:
     )  # fmt: skip
     steps.run(
         "ddb-replayer",
-        "replayer.query",
         ["query", "--archive", ARCHIVE,
          "SELECT new_image->>'$.dept.S' AS dept, count(*) AS raises, "
          "sum(CAST(new_image->>'$.salary.N' AS DECIMAL(12, 2)) "
@@ -475,7 +458,6 @@ def story(ddb: Any, steps: Steps) -> None:
     say(f"{victim['name']['S']} (#{victim['emp_id']['N']}): {what}, lost in the accident.")
     steps.run(
         "ddb-replayer",
-        "replayer.history",
         ["history", "--table-name", TABLE, "--archive", ARCHIVE,
          "--key", json.dumps(key_of(victim))],
     )  # fmt: skip

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 
 from archiver.cliutil import Command, run
@@ -19,12 +18,11 @@ COMMANDS = [
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    available = [c for c in COMMANDS if importlib.util.find_spec(c.module) is not None]
     return run(
         "ddb-archiver",
         "Keep the complete change history of a DynamoDB table in an archive "
         "(s3://bucket/prefix or a local folder).",
-        available,
+        COMMANDS,
         argv,
     )
 

@@ -35,6 +35,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         if (
             "%(default)" not in text
             and default not in (None, False, argparse.SUPPRESS)
+            and not isinstance(action, argparse._StoreFalseAction)  # "--no-x": default is on
             and action.option_strings
         ):
             text += " (default: %(default)s)"

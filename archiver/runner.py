@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import logging
 import re
@@ -441,8 +442,15 @@ def open_coverage(
     name = str(doc["table_name"])
     table_id = str(doc["table_id"])
     created = parse_iso(str(table["CreationDateTime"]))
-    tolerance = coverage.CREATED_WITH_TABLE_TOLERANCE
-    ours = [s.created_at for s in streams if s.created_at >= created - tolerance]
+    previous = tuple(
+        sorted(
+            (parse_iso(g["table_created_at"]), str(g["table_id"]))
+            for g in coverage.generations(archive, name)
+            if g.get("table_id") != table_id and g.get("table_created_at")
+        )
+    )
+    generation = Generation(table_id, created, covered_from=created, previous=previous)
+    ours = [s.created_at for s in streams if generation.owns(s.created_at)]
     first_stream = min(ours) if ours else _latest_stream(doc).created_at
     covered_from, from_creation = coverage.initial_window(
         table_created_at=created, stream_created_at=first_stream, now=now
@@ -458,16 +466,4 @@ def open_coverage(
         mode="poller",
         now=now,
     )
-    previous = tuple(
-        sorted(
-            (parse_iso(g["table_created_at"]), str(g["table_id"]))
-            for g in coverage.generations(archive, name)
-            if g.get("table_id") != table_id and g.get("table_created_at")
-        )
-    )
-    return Generation(
-        table_id=table_id,
-        created_at=created,
-        covered_from=parse_iso(current["covered_from"]),
-        previous=previous,
-    )
+    return dataclasses.replace(generation, covered_from=parse_iso(current["covered_from"]))

@@ -298,6 +298,21 @@ class Generation:
     covered_from: datetime
     previous: tuple[tuple[datetime, str], ...] = ()  # (created_at, table_id) of older ones
 
+    def table_id_at(self, at: datetime) -> str | None:
+        """The generation a stream created at ``at`` belongs to: the newest created before it.
+        A stream created up to the tolerance before the current table counts as created with
+        it — unless an older generation existed then (a table deleted and recreated within a
+        second)."""
+        older = [t for created, t in self.previous if created <= at]
+        tolerance = coverage.CREATED_WITH_TABLE_TOLERANCE
+        if at >= self.created_at or (at >= self.created_at - tolerance and not older):
+            return self.table_id
+        return older[-1] if older else None
+
+    def owns(self, at: datetime) -> bool:
+        """Whether a stream created at ``at`` belongs to this generation."""
+        return self.table_id_at(at) == self.table_id
+
 
 class ChangeWriter:
     """The poller's sink: buffers per shard, flushes to files, checkpoints, gaps, watermark.
@@ -346,11 +361,7 @@ class ChangeWriter:
 
     def table_id_for(self, stream: StreamInfo) -> str | None:
         """The generation a stream belongs to: the newest created before it."""
-        tolerance = coverage.CREATED_WITH_TABLE_TOLERANCE
-        if stream.created_at >= self.generation.created_at - tolerance:
-            return self.generation.table_id
-        older = [t for created, t in self.generation.previous if created <= stream.created_at]
-        return older[-1] if older else None
+        return self.generation.table_id_at(stream.created_at)
 
     # -- ShardSink --------------------------------------------------------------------------
 
@@ -615,7 +626,6 @@ class ChangeWriter:
         """A stream disabled and another enabled later: writes in between were never streamed.
         The hole runs from the last record archived from the older stream to the newer
         stream's creation; it is recorded once the older one is drained (or gone)."""
-        tolerance = coverage.CREATED_WITH_TABLE_TOLERANCE
         ours = [s for s in streams if self.table_id_for(s) == self.generation.table_id]
         listed = {s.label_stamp for s in ours}
         timeline: list[tuple[datetime, str, StreamInfo | None]] = [
@@ -623,7 +633,7 @@ class ChangeWriter:
         ]
         for stamp in await asyncio.to_thread(checkpointed_streams, self.archive, self.table):
             at = _parse_stamp(stamp)
-            if stamp not in listed and at and at >= self.generation.created_at - tolerance:
+            if stamp not in listed and at and self.generation.owns(at):
                 timeline.append((at, stamp, None))  # known from the archive, expired since
         timeline.sort(key=lambda entry: entry[0])
         for (a_created, a_stamp, a), (b_created, _, b) in itertools.pairwise(timeline):

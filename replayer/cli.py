@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 
 from archiver.cliutil import Command, run
@@ -20,11 +19,10 @@ COMMANDS = [
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    available = [c for c in COMMANDS if importlib.util.find_spec(c.module) is not None]
     return run(
         "ddb-replayer",
         "Rebuild any DynamoDB table as it was at any second, from the archive.",
-        available,
+        COMMANDS,
         argv,
     )
 

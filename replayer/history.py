@@ -10,9 +10,9 @@ With a NEW_IMAGE stream the records carry no old image: the previous change's ne
 in for it (and says so). A key with no history prints that and exits 0.
 
 Examples:
-  ddb-replayer history --table-name orders --archive s3://bucket/prefix \
+  ddb-replayer history --table-name orders --archive s3://bucket/prefix \\
       --key '{"pk": {"S": "order-42"}}' --from 2026-01-01T00:00:00Z
-  ddb-replayer history --table-name orders --archive ./demo-archive \
+  ddb-replayer history --table-name orders --archive ./demo-archive \\
       --key '{"pk": {"S": "order-42"}, "sk": {"N": "1"}}' --format json
 """
 

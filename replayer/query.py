@@ -12,9 +12,9 @@ functions on them (new_image->>'$.status.S'). Filters on table_name and dt skip 
 partitions' files without opening them; a filter on keys skips row groups. Times are UTC.
 
 Examples:
-  ddb-replayer query --archive s3://bucket/prefix \
+  ddb-replayer query --archive s3://bucket/prefix \\
       "SELECT dt, event_name, count(*) FROM changes WHERE table_name = 'orders' GROUP BY ALL"
-  ddb-replayer query --archive ./demo-archive --format csv \
+  ddb-replayer query --archive ./demo-archive --format csv \\
       "SELECT event_time, keys FROM changes WHERE user_identity = 'Service/dynamodb.amazonaws.com'"
 """
 

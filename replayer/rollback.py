@@ -510,7 +510,9 @@ class Rollback:
         table_id = tables.table_id_of(live)
         self.key_names = [k["AttributeName"] for k in live["KeySchema"]]
         log.info("draining the stream of %s into %s", self.table, self.archive.url)
-        watermark = self.drain()
+        # Everything written before the rollback began must be known, or it would not be
+        # undone: drain until the watermark (which trails the stream a little) passes that.
+        watermark = drain_past(self.drain, utcnow())
         if watermark is None:
             raise Refused(f"table {self.table!r}: the archiver has no watermark after draining")
         if self.at >= watermark:
