@@ -47,13 +47,15 @@ _ALARM_STATE_FIELDS = frozenset(
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` with datetimes as ISO strings (state-file form) and no response metadata."""
+    """``value`` with datetimes as ISO 8601 UTC strings and bytes as hex, recursively."""
     if isinstance(value, datetime):
         return iso_ms(value)
     if isinstance(value, Mapping):
         return {str(k): json_safe(v) for k, v in value.items() if k != "ResponseMetadata"}
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).hex()
     return value
 
 

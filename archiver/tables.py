@@ -32,7 +32,7 @@ from typing import Any
 from archiver import layout
 from archiver.aws import AwsSettings
 from archiver.errors import TableNotFound, client_error_code, translate_client_error
-from archiver.settings_capture import capture_extras
+from archiver.settings_capture import capture_extras, json_safe
 from archiver.storage import Archive
 from archiver.timefmt import as_utc, iso_ms, parse_iso, utcnow
 
@@ -72,19 +72,6 @@ def table_id_of(description: Mapping[str, Any]) -> str:
     created_text = iso_ms(as_utc(created)) if isinstance(created, datetime) else str(created)
     digest = hashlib.sha256(f"{description.get('TableArn')}|{created_text}".encode()).hexdigest()
     return f"derived-{digest[:32]}"
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with datetimes as ISO 8601 UTC strings and bytes as hex, recursively."""
-    if isinstance(value, datetime):
-        return iso_ms(value)
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items() if k != "ResponseMetadata"}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).hex()
-    return value
 
 
 def settings_of(doc: Mapping[str, Any]) -> Any:

@@ -39,6 +39,7 @@ import pyarrow as pa
 from archiver.aws import AwsSettings
 from archiver.codec import canonical_json, key_of
 from archiver.schema import SNAPSHOT_SCHEMA
+from demo import isolate_aws_env
 from replayer.sinks import TableSink
 
 OUT = Path("bench-out")
@@ -73,21 +74,6 @@ def start_moto() -> tuple[subprocess.Popen[bytes], str]:
             time.sleep(0.1)
     proc.kill()
     raise SystemExit("moto server did not start")
-
-
-def isolate_aws_env(endpoint: str) -> None:
-    """Point every SDK at the local server with dummy credentials: nothing reaches AWS."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            del os.environ[name]
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION=REGION,
-        AWS_REGION=REGION,
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_EC2_METADATA_DISABLED="true",
-    )
 
 
 def dynamodump_bin() -> Path:
