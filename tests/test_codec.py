@@ -383,6 +383,9 @@ def test_sets_are_sorted_by_their_own_rules() -> None:
 
 
 @example(members=["a]", "]b", "a"])
+@example(members=["]", "A"])  # the first "]" ends a one-member-looking set early
+@example(members=['x"]', "b"])  # … after an escaped quote
+@example(members=["]"])
 @example(members=['x","y', "a", '"'])
 @PROPERTY
 @given(members=st.lists(texts, min_size=1, max_size=5, unique=True))
