@@ -20,6 +20,7 @@ test: $(STAMP) lint
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check archiver replayer tests bench demo.py
+	$(VENV)/bin/ruff format --check archiver replayer tests bench demo.py
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)

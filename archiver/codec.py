@@ -53,9 +53,7 @@ _OPTIONS = orjson.OPT_SORT_KEYS
 # zero padding bits: the only text b64encode produces, so equal bytes have equal text).
 _NORMAL = rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]*[1-9])?"
 _NUMBER = rb'"(?!-0")' + _NORMAL + rb'"'
-_BASE64 = (
-    rb'"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?"'
-)
+_BASE64 = rb'"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?"'
 # What the fast path cannot vouch for, searched in orjson's output: a number that is not a
 # string in normal form ("1.50", "007", "1E+2", "-0", 5), binary that is not canonical base64,
 # and the same inside NS and BS. Inside a JSON string every quote is escaped, so `N":` is always
@@ -159,9 +157,7 @@ def _number_text(value: Any) -> str:
     if isinstance(value, int | Decimal) and not isinstance(value, bool):
         return normalize_number(str(value))
     if isinstance(value, float):
-        raise CodecError(
-            f'numbers must be strings ({{"N": "1.5"}}), never floats: got {value!r}'
-        )
+        raise CodecError(f'numbers must be strings ({{"N": "1.5"}}), never floats: got {value!r}')
     raise CodecError(f"a number must be a string, got {type(value).__name__}: {value!r:.40}")
 
 

@@ -50,13 +50,16 @@ ROWS_PER_FILE = 250_000
 def _image(i: str, key: str) -> str:
     """SQL for a ~250-byte item image (DynamoDB JSON text) varying with ``i``."""
     return (
-        "'{\"email\":{\"S\":\"' || md5(" + i + "::VARCHAR) || '@example.com\"},"
-        "\"n\":{\"N\":\"' || (" + i + " % 100000)::VARCHAR || '\"},"
-        "\"note\":{\"S\":\"' || md5((" + i + " + 1)::VARCHAR) || repeat(substr(md5(" + i
+        '\'{"email":{"S":"\' || md5(' + i + "::VARCHAR) || '@example.com\"},"
+        '"n":{"N":"\' || (' + i + " % 100000)::VARCHAR || '\"},"
+        '"note":{"S":"\' || md5(('
+        + i
+        + " + 1)::VARCHAR) || repeat(substr(md5("
+        + i
         + "::VARCHAR), 1, 16), 3) || '\"},"
-        "\"pk\":{\"S\":\"' || " + key + " || '\"},"
-        "\"tags\":{\"SS\":[\"blue\",\"' || substr(md5(" + i + "::VARCHAR), 9, 8) || '\"]},"
-        "\"v\":{\"N\":\"' || " + i + "::VARCHAR || '\"}}'"
+        '"pk":{"S":"\' || ' + key + " || '\"},"
+        '"tags":{"SS":["blue","\' || substr(md5(' + i + "::VARCHAR), 9, 8) || '\"]},"
+        '"v":{"N":"\' || ' + i + "::VARCHAR || '\"}}'"
     )
 
 
@@ -147,8 +150,8 @@ def generate(root: Path, changes: int, keys: int) -> None:
 def restore_time(changes: int) -> datetime:
     """A time after every generated change: the fold reads all of them."""
     files = max(1, changes // ROWS_PER_FILE)
-    return DAY0 + timedelta(days=(files + FILES_PER_DAY - 1) // FILES_PER_DAY) - timedelta(
-        seconds=1
+    return (
+        DAY0 + timedelta(days=(files + FILES_PER_DAY - 1) // FILES_PER_DAY) - timedelta(seconds=1)
     )
 
 

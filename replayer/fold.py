@@ -322,8 +322,10 @@ class Fold:
         base_files = list(plan.base.files) if plan.base else []
 
         def build(relist: bool) -> str:
-            files = _relist(self.archive, plan.table, plan.log_from, plan.at) if relist else list(
-                plan.change_files
+            files = (
+                _relist(self.archive, plan.table, plan.log_from, plan.at)
+                if relist
+                else list(plan.change_files)
             )
             return self._fold_sql(files, base_files, lower_inclusive=True)
 
@@ -334,8 +336,10 @@ class Fold:
         """Per key changed in ``(plan.after, plan.until]``, its latest image (NULL: deleted)."""
 
         def build(relist: bool) -> str:
-            files = _relist(self.archive, plan.table, plan.after, plan.until) if relist else list(
-                plan.change_files
+            files = (
+                _relist(self.archive, plan.table, plan.after, plan.until)
+                if relist
+                else list(plan.change_files)
             )
             return self._fold_sql(files, None, lower_inclusive=False)
 

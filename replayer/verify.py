@@ -197,9 +197,7 @@ def scan_rows(
                     break
 
 
-def load_rows(
-    con: duckdb.DuckDBPyConnection, name: str, batches: Iterator[pa.RecordBatch]
-) -> int:
+def load_rows(con: duckdb.DuckDBPyConnection, name: str, batches: Iterator[pa.RecordBatch]) -> int:
     """Create DuckDB table ``name`` (keys, item) from record batches; returns the row count."""
     con.execute(f"CREATE OR REPLACE TABLE {name} (keys VARCHAR, item VARCHAR)")
     count = 0

@@ -61,8 +61,17 @@ def export(
 ) -> tuple[int, str, str]:
     when = at(100).isoformat()
     return replayer(
-        capsys, "export", "--table-name", TABLE, "--archive", archive.url,
-        "--restore-date-time", when, "--output", output, *extra,
+        capsys,
+        "export",
+        "--table-name",
+        TABLE,
+        "--archive",
+        archive.url,
+        "--restore-date-time",
+        when,
+        "--output",
+        output,
+        *extra,
     )
 
 

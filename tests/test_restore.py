@@ -59,8 +59,17 @@ def restore(
     *extra: str,
 ) -> tuple[int, str, str]:
     return replayer(
-        capsys, "restore", "--source-table-name", source, "--target-table-name", target,
-        "--archive", str(archive), "--restore-date-time", when, *extra,
+        capsys,
+        "restore",
+        "--source-table-name",
+        source,
+        "--target-table-name",
+        target,
+        "--archive",
+        str(archive),
+        "--restore-date-time",
+        when,
+        *extra,
     )
 
 
@@ -234,7 +243,9 @@ def test_a_table_deleted_and_recreated_under_the_same_name(
 
 
 def test_every_refusal_exits_4_and_creates_nothing(
-    ddb: Any, archive_path: Path, capsys: pytest.CaptureFixture[str],
+    ddb: Any,
+    archive_path: Path,
+    capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     create_table(ddb, "guarded")
