@@ -10,7 +10,9 @@ and the archive is the local folder ``./demo-archive`` (wiped at the start). The
 4. an accident: a script deletes a whole department;
 5. ``ddb-replayer restore`` rebuilds the table as it was the second before, into a new table,
    and verifies it item by item;
-6. ``ddb-replayer status``, an SQL question with ``ddb-replayer query``, and one employee's
+6. native protections: ``ddb-archiver pitr --enable``, ``ddb-archiver backup create``, and
+   ``ddb-replayer restore --dry-run`` weighing PITR, the backup and replay;
+7. ``ddb-replayer status``, SQL questions with ``ddb-replayer query``, and one employee's
    ``ddb-replayer history``.
 
 Every step calls the same entry point as the command line (``archiver.cli.main`` /
@@ -430,10 +432,32 @@ def story(ddb: Any, steps: Steps) -> None:
              "--archive", ARCHIVE, "--restore-date-time", t_iso],
         )  # fmt: skip
 
-    section(8, "What the archive holds: ddb-replayer status")
+    section(8, "Native protections alongside: PITR, backups, and which restore is fastest")
+    say(
+        "The archiver also manages DynamoDB's own protections. restore --strategy auto (the "
+        "default) weighs native PITR (inside its window, 20+ minutes), the newest backup at or "
+        "before T plus the archived log after it, and replay from the archive, then picks the "
+        "fastest; --dry-run shows the estimates and why. Here T comes before PITR was enabled "
+        "and before the backup, so only replay can rebuild it."
+    )
+    steps.run(
+        "ddb-archiver",
+        ["pitr", "--table-name", TABLE, "--enable", "--recovery-period-in-days", "7"],
+    )
+    steps.run(
+        "ddb-archiver",
+        ["backup", "create", "--table-name", TABLE, "--backup-name", "employee-demo"],
+    )
+    steps.run(
+        "ddb-replayer",
+        ["restore", "--source-table-name", TABLE, "--target-table-name", f"{TABLE}-auto",
+         "--archive", ARCHIVE, "--restore-date-time", t_iso, "--dry-run"],
+    )  # fmt: skip
+
+    section(9, "What the archive holds: ddb-replayer status")
     steps.run("ddb-replayer", ["status", "--archive", ARCHIVE, "--table-name", TABLE])
 
-    section(9, "Questions in SQL: ddb-replayer query")
+    section(10, "Questions in SQL: ddb-replayer query")
     say(
         "The archive is Parquet that DuckDB (and Athena) query in place. How many changes of "
         "each kind, and when — and what did the raises add up to, per department?"
@@ -455,7 +479,7 @@ def story(ddb: Any, steps: Steps) -> None:
          "GROUP BY ALL ORDER BY raises DESC"],
     )  # fmt: skip
 
-    section(10, "One employee's history: ddb-replayer history")
+    section(11, "One employee's history: ddb-replayer history")
     engineers = [k for k in sorted(staff) if k[0] == ACCIDENT_DEPARTMENT]
     raised_engineers = [k for k in engineers if k in raised]
     victim = staff[(raised_engineers or engineers)[0]]

@@ -10,7 +10,7 @@ Entry point: ``archiver.lambda_handler.handler``. Configuration (environment):
 Each record names its stream in ``eventSourceARN``
 (``arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>``), which names the table.
 A batch is written with the poller's own code (``records.ChangeRows`` via
-``writer.write_records``): the same records give the same rows, one file per batch and
+``changefiles.write_records``): the same records give the same rows, one file per batch and
 ``dt``, named by ``layout.change_file`` with shard id ``lambda`` and the first and last
 sequence numbers of the batch's records in that ``dt`` — so a retried batch rewrites the same
 objects. When a write fails the function answers with a partial batch response naming the
@@ -33,10 +33,10 @@ from typing import Any
 
 from archiver import coverage, layout, tables
 from archiver.aws import AwsSettings
+from archiver.changefiles import WriteFailed, write_records
 from archiver.errors import ArchiverError, UnsupportedStreamView, UsageError
 from archiver.storage import Archive
 from archiver.timefmt import as_utc, parse_iso, utcnow
-from archiver.writer import WriteFailed, write_records
 
 log = logging.getLogger(__name__)
 log.setLevel(logging.INFO)

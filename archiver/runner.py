@@ -40,15 +40,8 @@ from archiver.errors import (
     UsageError,
 )
 from archiver.storage import Archive
-from archiver.stream import (
-    REPLAYABLE_VIEWS,
-    ConsumerConfig,
-    RetryPolicy,
-    StreamConsumer,
-    StreamInfo,
-    StreamsApi,
-    first_of,
-)
+from archiver.stream import REPLAYABLE_VIEWS, ConsumerConfig, StreamConsumer, first_of
+from archiver.streams_api import RetryPolicy, StreamInfo, StreamsApi
 from archiver.timefmt import iso_ms, parse_iso, utcnow
 from archiver.writer import (
     DEFAULT_FLUSH_BYTES,

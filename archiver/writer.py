@@ -1,16 +1,11 @@
-"""Stream records → Parquet change files, checkpoints, gaps and the watermark.
+"""The poller's sink: stream records buffered per shard, flushed to change files.
 
-Two layers:
-
-* :func:`write_records` — one batch of one shard's records → one file per contiguous range
-  within one ``dt`` (``layout.change_file``: the name is a function of the content, so
-  writing the same records again rewrites the same objects). The poller and the Lambda
-  handler share it.
-* :class:`ChangeWriter` — the poller's :class:`archiver.stream.ShardSink`: per-shard buffers
-  flushed by record count, age or size; a checkpoint written only after the files it covers
-  are durable; resume after the highest sequence number in the files or the checkpoint,
-  whichever is later (files are the truth, checkpoints a cache); holes recorded in
-  ``gaps.jsonl`` before any record after them is written; the watermark.
+:class:`ChangeWriter` is the poller's :class:`archiver.stream.ShardSink`: per-shard buffers
+flushed by record count, age or size (:class:`FlushPolicy`) through
+:mod:`archiver.changefiles`; a checkpoint written only after the files it covers are durable;
+resume after the highest sequence number in the files or the checkpoint, whichever is later
+(files are the truth, checkpoints a cache); holes recorded in ``gaps.jsonl`` before any record
+after them is written; the watermark.
 """
 
 from __future__ import annotations
@@ -19,17 +14,25 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from archiver import coverage, layout
-from archiver.errors import ArchiverError
-from archiver.layout import ChangeFileName, pad_seq
-from archiver.records import ChangeRows, event_time_ms
+from archiver.changefiles import (
+    RunBuilder,
+    checkpointed_streams,
+    ms_to_datetime,
+    read_checkpoints,
+    resume_points,
+    write_builder,
+    write_checkpoint,
+)
+from archiver.layout import pad_seq
+from archiver.records import event_time_ms
 from archiver.storage import Archive
-from archiver.stream import Shard, ShardStart, StreamInfo
+from archiver.stream import ShardStart
+from archiver.streams_api import Shard, StreamInfo
 from archiver.timefmt import iso_ms, parse_iso, parse_stamp, utcnow
 
 log = logging.getLogger(__name__)
@@ -38,202 +41,6 @@ DEFAULT_FLUSH_RECORDS = 50_000
 DEFAULT_FLUSH_SECONDS = 60.0
 DEFAULT_FLUSH_BYTES = 64 * 1024 * 1024
 CHECKPOINT_REFRESH_SECONDS = 60.0
-
-
-# -- one batch → files ----------------------------------------------------------------------
-
-
-def _ms_to_datetime(ms: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
-
-
-@dataclass
-class Run:
-    """Consecutive records of one shard within one ``dt``: the content of one file."""
-
-    dt: str
-    rows: ChangeRows
-    first_seq: str  # zero-padded
-    last_seq: str
-    last_event_ms: int
-
-
-class RunBuilder:
-    """Records of one shard, in sequence order, split into :class:`Run` s at ``dt`` changes.
-
-    Rows are built as records arrive, so a flush only has to write.
-    """
-
-    def __init__(
-        self, *, stream_arn: str, shard_id: str | None, table_id: str, origin: str
-    ) -> None:
-        self.stream_arn = stream_arn
-        self.shard_id = shard_id
-        self.table_id = table_id
-        self.origin = origin
-        self.runs: list[Run] = []
-        self.count = 0
-        self.first_event_ms: int | None = None
-        self.started = time.monotonic()
-
-    @property
-    def nbytes(self) -> int:
-        return sum(run.rows.nbytes for run in self.runs)
-
-    @property
-    def last_seq(self) -> str:
-        return self.runs[-1].last_seq
-
-    @property
-    def last_event_time(self) -> datetime:
-        return _ms_to_datetime(self.runs[-1].last_event_ms)
-
-    def add(self, record: Mapping[str, Any]) -> None:
-        ddb = record["dynamodb"]
-        seq = pad_seq(ddb["SequenceNumber"])
-        ms = event_time_ms(ddb["ApproximateCreationDateTime"])
-        dt = layout.dt_of(_ms_to_datetime(ms))
-        if not self.runs or self.runs[-1].dt != dt:
-            self.runs.append(Run(dt, ChangeRows(), seq, seq, ms))
-        run = self.runs[-1]
-        run.rows.append(
-            record,
-            stream_arn=self.stream_arn,
-            shard_id=self.shard_id,
-            table_id=self.table_id,
-            origin=self.origin,
-        )
-        run.last_seq = seq
-        run.last_event_ms = ms
-        if self.first_event_ms is None:
-            self.first_event_ms = ms
-        self.count += 1
-
-
-def write_run(archive: Archive, table: str, stream_arn: str, shard_id: str | None, run: Run) -> str:
-    """Write one run as one Parquet file (atomically); returns its path."""
-    path = layout.change_file(
-        table,
-        run.dt,
-        layout.stream_label_of(stream_arn),
-        shard_id or layout.LAMBDA_SHARD,
-        run.first_seq,
-        run.last_seq,
-    )
-    archive.write_parquet(path, run.rows.to_table())
-    return path
-
-
-class WriteFailed(ArchiverError):
-    """Writing a batch failed part-way: files before ``first_unwritten_sequence_number`` are
-    durable, that record and every later one are not."""
-
-    def __init__(self, message: str, *, written: list[str], first_unwritten_sequence_number: str):
-        super().__init__(message)
-        self.written = written
-        self.first_unwritten_sequence_number = first_unwritten_sequence_number
-
-
-def write_records(
-    archive: Archive,
-    table: str,
-    records: Iterable[Mapping[str, Any]],
-    *,
-    stream_arn: str,
-    shard_id: str | None,
-    table_id: str,
-    origin: str,
-) -> list[str]:
-    """Write one shard's records (either shape: GetRecords or a Lambda event) to the archive.
-
-    One file per contiguous range of records within one ``dt`` — one file per ``dt`` unless
-    event times go back across midnight — written in sequence order, so that when a write
-    fails every record before the failing file is durable.
-
-    Args:
-        archive: the archive.
-        table: the table name (``table_name`` partition).
-        records: one shard's records; sorted here by sequence number.
-        stream_arn: the stream they came from (its label goes into the file names).
-        shard_id: the shard, or ``None`` from Lambda (files named with ``lambda``, column null).
-        table_id: the table generation (``archiver.tables.table_id_of``).
-        origin: ``stream`` (poller) or ``lambda``.
-
-    Returns:
-        The paths written, in sequence order (empty for no records).
-
-    Raises:
-        WriteFailed: a file could not be written; says which records are durable.
-    """
-    ordered = sorted(records, key=lambda r: pad_seq(r["dynamodb"]["SequenceNumber"]))
-    builder = RunBuilder(stream_arn=stream_arn, shard_id=shard_id, table_id=table_id, origin=origin)
-    for record in ordered:
-        builder.add(record)
-    return _write_builder(archive, table, builder)
-
-
-def _write_builder(archive: Archive, table: str, builder: RunBuilder) -> list[str]:
-    written: list[str] = []
-    stream_arn = builder.stream_arn
-    shard_id = builder.shard_id
-    for run in builder.runs:
-        try:
-            written.append(write_run(archive, table, stream_arn, shard_id, run))
-        except Exception as exc:
-            first = run.first_seq.lstrip("0") or "0"
-            raise WriteFailed(
-                f"writing change records of {table} from sequence number {first} failed: {exc}",
-                written=written,
-                first_unwritten_sequence_number=first,
-            ) from exc
-    return written
-
-
-# -- checkpoints and resume points ----------------------------------------------------------
-
-
-def read_checkpoints(archive: Archive, table: str, label_stamp: str) -> dict[str, dict[str, Any]]:
-    """The checkpoints of one stream (by its label stamp), by shard id."""
-    folder = f"{layout.checkpoints_dir(table)}/{label_stamp}"
-    out = {}
-    for name in archive.listdir(folder):
-        if name.endswith(".json") and not name.startswith("."):
-            doc = archive.read_json(f"{folder}/{name}")
-            out[str(doc["shard_id"])] = doc
-    return out
-
-
-def write_checkpoint(archive: Archive, table: str, checkpoint: Mapping[str, Any]) -> None:
-    """Write one shard's checkpoint: only ever after the files it covers are durable."""
-    path = layout.checkpoint(
-        table, layout.stream_label_of(str(checkpoint["stream_arn"])), str(checkpoint["shard_id"])
-    )
-    archive.write_json(path, dict(checkpoint))
-
-
-def checkpointed_streams(archive: Archive, table: str) -> list[str]:
-    """Label stamps of every stream that has checkpoints in the archive."""
-    return [n for n in archive.listdir(layout.checkpoints_dir(table)) if not n.startswith(".")]
-
-
-def resume_points(
-    archive: Archive, table: str, dt_from: str | None = None
-) -> dict[tuple[str, str], str]:
-    """The highest archived sequence number (zero-padded) per (label stamp, shard id), read
-    from change file names — in ``dt`` partitions from ``dt_from`` on when given."""
-    base = layout.changes_table_dir(table)
-    points: dict[tuple[str, str], str] = {}
-    for partition in archive.listdir(base):
-        if not partition.startswith("dt=") or (dt_from and partition[3:] < dt_from):
-            continue
-        for rel in archive.find(f"{base}/{partition}", ".parquet"):
-            name = ChangeFileName.parse(rel)
-            if name is None:
-                continue
-            key = (name.label, name.shard_id)
-            if name.last_seq > points.get(key, ""):
-                points[key] = name.last_seq
-    return points
 
 
 # -- the poller's sink ----------------------------------------------------------------------
@@ -420,7 +227,7 @@ class ChangeWriter:
             return  # already read (a re-acquired iterator may repeat records)
         first = fresh[0]["dynamodb"]["ApproximateCreationDateTime"]
         # A hole must be on record before any record after it can reach a file.
-        await self._resolve_gaps(progress, _ms_to_datetime(event_time_ms(first)))
+        await self._resolve_gaps(progress, ms_to_datetime(event_time_ms(first)))
         if progress.buffer is None:
             progress.buffer = RunBuilder(
                 stream_arn=stream.arn,
@@ -489,7 +296,7 @@ class ChangeWriter:
             if buffer is None:
                 return
             progress.buffer = None
-            paths = await asyncio.to_thread(_write_builder, self.archive, self.table, buffer)
+            paths = await asyncio.to_thread(write_builder, self.archive, self.table, buffer)
             progress.durable_seq = buffer.last_seq
             progress.durable_event_time = buffer.last_event_time
             caught_up_seq = progress.caught_up_seq or ""

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from archiver import coverage, layout, writer
+from archiver import changefiles, coverage, layout
 from archiver.manifests import list_snapshots
 from archiver.storage import Archive
 from archiver.timefmt import iso_ms, parse_iso, utcnow
@@ -46,8 +46,10 @@ def _files(archive: Archive, rel: str, suffix: str) -> dict[str, int]:
 
 def _streams(archive: Archive, table: str) -> list[dict[str, Any]]:
     streams: dict[str, dict[str, Any]] = {}
-    for label in writer.checkpointed_streams(archive, table):
-        for shard_id, checkpoint in sorted(writer.read_checkpoints(archive, table, label).items()):
+    for label in changefiles.checkpointed_streams(archive, table):
+        for shard_id, checkpoint in sorted(
+            changefiles.read_checkpoints(archive, table, label).items()
+        ):
             arn = str(checkpoint.get("stream_arn", ""))
             stream = streams.setdefault(
                 arn, {"stream_arn": arn, "label": layout.stream_label_of(arn), "shards": []}

@@ -19,7 +19,7 @@ from typing import Any
 import boto3
 import pytest
 
-from archiver import coverage, layout, writer
+from archiver import changefiles, coverage, layout, writer
 from archiver.aws import AwsSettings
 from archiver.cli import main
 from archiver.codec import canonical_json
@@ -290,7 +290,7 @@ def test_crash_between_parquet_write_and_checkpoint_loses_and_duplicates_nothing
     for i in range(10, 25):
         ddb.put_item(TableName=TABLE, Item={"pk": {"S": f"k{i}"}, "sk": {"N": str(i)}})
 
-    real = writer.write_checkpoint
+    real = changefiles.write_checkpoint
     crashes = []
 
     def crash_once(*args: Any, **kwargs: Any) -> None:
@@ -299,6 +299,7 @@ def test_crash_between_parquet_write_and_checkpoint_loses_and_duplicates_nothing
             raise RuntimeError("injected crash after the Parquet write")
         real(*args, **kwargs)
 
+    # Patched where ChangeWriter looks it up: the name archiver.writer imported.
     monkeypatch.setattr(writer, "write_checkpoint", crash_once)
     assert run_once(archive.url) == 1
     # The new file is durable, the checkpoint still points before it.
@@ -324,7 +325,7 @@ def test_first_crash_before_any_checkpoint_resumes_from_the_files(
     for i in range(5):
         ddb.put_item(TableName=TABLE, Item={"pk": {"S": f"k{i}"}, "sk": {"N": str(i)}})
 
-    real = writer.write_checkpoint
+    real = changefiles.write_checkpoint
 
     def crash(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("injected crash")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from archiver import coverage, layout, writer
+from archiver import changefiles, coverage, layout
 from archiver.manifests import SnapshotWriter
 from archiver.storage import Archive
 from archiver.timefmt import iso_ms, utcnow
@@ -64,7 +64,7 @@ def build_archive(archive: Archive) -> dict[str, Any]:
     key = {"pk": {"S": "a"}}
     for shard, seqs in (("shardId-0001", range(1, 4)), ("shardId-0002", range(10, 12))):
         records = [record(seq, key, "MODIFY", new={**key, "n": {"N": str(seq)}}) for seq in seqs]
-        writer.write_records(
+        changefiles.write_records(
             archive,
             TABLE,
             records,
@@ -74,7 +74,7 @@ def build_archive(archive: Archive) -> dict[str, Any]:
             origin="stream",
         )
         last = records[-1]["dynamodb"]
-        writer.write_checkpoint(
+        changefiles.write_checkpoint(
             archive,
             TABLE,
             {

@@ -18,13 +18,14 @@ import pytest
 
 from archiver import layout
 from archiver.aws import AwsSettings
+from archiver.changefiles import read_checkpoints
 from archiver.coverage import WATERMARK_MARGIN, read_gaps
 from archiver.errors import EXIT_NEW_GAP, EXIT_OK
 from archiver.runner import RunConfig, execute
 from archiver.storage import Archive
-from archiver.stream import RetryPolicy
+from archiver.streams_api import RetryPolicy
 from archiver.timefmt import iso_ms, parse_iso, utcnow
-from archiver.writer import FlushPolicy, read_checkpoints
+from archiver.writer import FlushPolicy
 from tests.conftest import create_table
 from tests.streams_double import DoubleShard, DoubleStream, StreamsDouble
 
