@@ -46,6 +46,10 @@ def event_time_ms(value: Any) -> int:
     return round(float(value) * 1000)
 
 
+# The ``user_identity`` of the deletions DynamoDB's TTL makes (every other record has none).
+TTL_IDENTITY = "Service/dynamodb.amazonaws.com"
+
+
 def user_identity(record: Mapping[str, Any]) -> str | None:
     """``<type>/<principalId>`` (``Service/dynamodb.amazonaws.com`` marks a TTL deletion).
 

@@ -29,13 +29,13 @@ import orjson
 
 from archiver import layout
 from archiver.codec import CodecError, canonicalize_text
+from archiver.records import TTL_IDENTITY
 from archiver.storage import Archive
 from archiver.tables import latest_description
 from archiver.timefmt import iso_ms, parse_time
 from replayer.errors import BadInput
 from replayer.query import run_query
 
-TTL_IDENTITY = "Service/dynamodb.amazonaws.com"
 # In --format table a value longer than this is cut: images can be 400 KB.
 VALUE_WIDTH = 100
 

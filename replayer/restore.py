@@ -37,8 +37,8 @@ from archiver.errors import EXIT_DIFFERENCES, EXIT_OK
 from archiver.pitr import describe_pitr
 from archiver.storage import Archive
 from archiver.timefmt import iso_ms, parse_time
+from replayer import native_restore, strategies
 from replayer import plan as planning
-from replayer import strategies
 from replayer.errors import BadInput, Refused
 from replayer.fold import Fold, FoldSettings
 from replayer.plan import Plan
@@ -344,7 +344,7 @@ def restore_natively(
 ) -> int:
     """Run the chosen native strategy, then verify against the archive when it can rebuild T."""
     source, target = args.source_table_name, args.target_table_name
-    outcome = strategies.restore_native(
+    outcome = native_restore.restore_native(
         client, archive, choice, source=source, target=target, max_write_rate=args.max_write_rate
     )
     print(f"restored {source} as of {iso_ms(choice.at)} into {target} ({outcome.strategy})")
@@ -361,7 +361,7 @@ def restore_natively(
         )
     if not options.verify:
         return EXIT_OK
-    comparison = strategies.verify_native(
+    comparison = native_restore.verify_native(
         client,
         archive,
         source,

@@ -16,19 +16,16 @@ from archiver.codec import canonical_json
 from archiver.storage import Archive
 from archiver.timefmt import iso_ms, utcnow
 from replayer import cli
-from replayer.rollback import (
+from replayer.rollback import Rollback, fold_states, run, stream_drainer
+from replayer.rollback_plan import (
     DELETE,
     RECREATE,
     RESTORE,
     KeyHistory,
-    Rollback,
     RollbackPlan,
     changes_after,
     condition_for,
-    fold_states,
     plan_writes,
-    run,
-    stream_drainer,
 )
 from tests.conftest import create_table
 

@@ -18,6 +18,7 @@ from archiver.timefmt import iso_ms
 from replayer import cli as replayer_cli
 from replayer import strategies
 from replayer.errors import Refused, TargetTableExists
+from replayer.native_restore import restore_native, start_backup_restore, wait_until_active
 from replayer.strategies import (
     DEFAULT_WRITE_RATE,
     Estimate,
@@ -30,10 +31,7 @@ from replayer.strategies import (
     format_duration,
     native_restore_seconds,
     record_write_rate,
-    restore_native,
-    start_backup_restore,
     usable_backups,
-    wait_until_active,
 )
 from tests.conftest import create_table
 
