@@ -182,6 +182,23 @@ def _fixture(s3_archive: Archive) -> ExportFixture:
     )
 
 
+def _small_fixture(s3_archive: Archive) -> ExportFixture:
+    """A valid three-item export, without writing the table's description first."""
+    return write_export(
+        exports_root(s3_archive),
+        books(3),
+        table_arn=TABLE_ARN,
+        table_id=TABLE_ID,
+        export_time=EXPORT_TIME,
+    )
+
+
+def convert_with_cli(archive: Archive, fixture: ExportFixture) -> int:
+    """``ddb-archiver snapshot --export-from``: convert the fixture now; the exit code."""
+    argv = ["snapshot", "--table-name", TABLE, "--archive", archive.url]
+    return archiver_cli.main([*argv, "--export-from", fixture.url])
+
+
 def _bad_md5(fixture: ExportFixture) -> str:
     def change(entries: list[dict[str, Any]]) -> None:
         entries[1]["md5Checksum"] = "1B2M2Y8AsgTpgAmY7PhCfg=="
@@ -250,17 +267,7 @@ def test_corrupt_export_is_refused_with_exit_2_and_nothing_registered(
     fixture = _fixture(s3_archive)
     expected_message = corrupt(fixture)
 
-    code = archiver_cli.main(
-        [
-            "snapshot",
-            "--table-name",
-            TABLE,
-            "--archive",
-            s3_archive.url,
-            "--export-from",
-            fixture.url,
-        ]
-    )
+    code = convert_with_cli(s3_archive, fixture)
 
     err = capsys.readouterr().err
     assert code == 2
@@ -276,24 +283,7 @@ def test_export_of_another_table_generation_is_refused(
     s3_archive: Archive, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with_description(s3_archive, table_id="an-older-generation")
-    fixture = write_export(
-        exports_root(s3_archive),
-        books(3),
-        table_arn=TABLE_ARN,
-        table_id=TABLE_ID,
-        export_time=EXPORT_TIME,
-    )
-    code = archiver_cli.main(
-        [
-            "snapshot",
-            "--table-name",
-            TABLE,
-            "--archive",
-            s3_archive.url,
-            "--export-from",
-            fixture.url,
-        ]
-    )
+    code = convert_with_cli(s3_archive, _small_fixture(s3_archive))
     assert code == 2
     assert "matches no archived description" in capsys.readouterr().err
     assert nothing_registered(s3_archive)
@@ -302,24 +292,7 @@ def test_export_of_another_table_generation_is_refused(
 def test_export_without_any_key_schema_source_is_refused(
     s3_archive: Archive, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fixture = write_export(
-        exports_root(s3_archive),
-        books(3),
-        table_arn=TABLE_ARN,
-        table_id=TABLE_ID,
-        export_time=EXPORT_TIME,
-    )
-    code = archiver_cli.main(
-        [
-            "snapshot",
-            "--table-name",
-            TABLE,
-            "--archive",
-            s3_archive.url,
-            "--export-from",
-            fixture.url,
-        ]
-    )
+    code = convert_with_cli(s3_archive, _small_fixture(s3_archive))
     assert code == 2
     assert "key schema is unknown" in capsys.readouterr().err
     assert nothing_registered(s3_archive)

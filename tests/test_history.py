@@ -226,31 +226,12 @@ def test_unknown_table_and_bad_times_exit_2(
     code, _, err = run(capsys, "--table-name", "ordrs", "--archive", archive.url, "--key", key)
     assert code == 2
     assert "'ordrs' is not in the archive" in err
-    code, _, err = run(
-        capsys,
-        "--table-name",
-        "orders",
-        "--archive",
-        archive.url,
-        "--key",
-        key,
-        "--from",
-        "yesterday",
-    )
+    args = ("--table-name", "orders", "--archive", archive.url, "--key", key)
+    code, _, err = run(capsys, *args, "--from", "yesterday")
     assert code == 2
     assert "malformed time" in err
     code, _, err = run(
-        capsys,
-        "--table-name",
-        "orders",
-        "--archive",
-        archive.url,
-        "--key",
-        key,
-        "--from",
-        "2026-02-01T00:00:00Z",
-        "--to",
-        "2026-01-01T00:00:00Z",
+        capsys, *args, "--from", "2026-02-01T00:00:00Z", "--to", "2026-01-01T00:00:00Z"
     )
     assert code == 2
     assert "--from is after --to" in err
