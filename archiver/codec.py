@@ -293,8 +293,6 @@ def _ordered_set(tag: int, text: bytes) -> bytes | None:
         members = body[1:-1].split(b'","')
         if not body or body[0] != 0x22 or body[-1] != 0x22 or body.count(b'"') != 2 * len(members):
             return None  # empty, or cut short by a "]" inside a member
-        if len(members) == 1:
-            return text  # nothing to order (and not worth remembering)
         try:
             ordered = _ordered_members(tag, members)
         except (ValueError, InvalidOperation):

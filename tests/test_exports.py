@@ -172,21 +172,14 @@ def test_discovery_skips_running_incremental_and_other_tables_exports(archive: A
 
 def _fixture(s3_archive: Archive) -> ExportFixture:
     with_description(s3_archive)
-    return write_export(
-        exports_root(s3_archive),
-        books(9),
-        table_arn=TABLE_ARN,
-        table_id=TABLE_ID,
-        export_time=EXPORT_TIME,
-        files=3,
-    )
+    return _export(s3_archive, items=9)
 
 
-def _small_fixture(s3_archive: Archive) -> ExportFixture:
-    """A valid three-item export, without writing the table's description first."""
+def _export(s3_archive: Archive, items: int = 3) -> ExportFixture:
+    """A valid export of ``items`` books, without writing the table's description first."""
     return write_export(
         exports_root(s3_archive),
-        books(3),
+        books(items),
         table_arn=TABLE_ARN,
         table_id=TABLE_ID,
         export_time=EXPORT_TIME,
@@ -283,7 +276,7 @@ def test_export_of_another_table_generation_is_refused(
     s3_archive: Archive, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with_description(s3_archive, table_id="an-older-generation")
-    code = convert_with_cli(s3_archive, _small_fixture(s3_archive))
+    code = convert_with_cli(s3_archive, _export(s3_archive))
     assert code == 2
     assert "matches no archived description" in capsys.readouterr().err
     assert nothing_registered(s3_archive)
@@ -292,7 +285,7 @@ def test_export_of_another_table_generation_is_refused(
 def test_export_without_any_key_schema_source_is_refused(
     s3_archive: Archive, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = convert_with_cli(s3_archive, _small_fixture(s3_archive))
+    code = convert_with_cli(s3_archive, _export(s3_archive))
     assert code == 2
     assert "key schema is unknown" in capsys.readouterr().err
     assert nothing_registered(s3_archive)
