@@ -22,6 +22,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check archiver replayer tests bench demo.py
 	$(VENV)/bin/ruff format --check archiver replayer tests bench demo.py
 	$(VENV)/bin/mypy
+	$(PY) -m tests.import_contract
 
 bench: $(STAMP)
 	$(PY) -m bench.bench_codec

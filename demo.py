@@ -252,7 +252,7 @@ def summary(item: dict[str, Any]) -> str:
 def show_archive() -> None:
     import duckdb
 
-    from archiver.storage import Archive
+    from archiver.format.storage import Archive
 
     archive = Archive.open(ARCHIVE)
     files = list(archive.walk_files("changes", ".parquet"))
@@ -291,8 +291,8 @@ def show_archive() -> None:
 
 
 def watermark() -> datetime | None:
-    from archiver.storage import Archive
-    from archiver.timefmt import parse_iso
+    from archiver.format.storage import Archive
+    from archiver.format.timefmt import parse_iso
 
     doc = Archive.open(ARCHIVE).read_json_or(f"_state/{TABLE}/coverage.json", {})
     mark = doc.get("watermark")
@@ -493,7 +493,7 @@ def story(ddb: Any, steps: Steps) -> None:
 
 
 def show_restored(ddb: Any, victims: list[dict[str, Any]], live_count: int, steps: Steps) -> None:
-    from archiver.codec import canonical_json
+    from archiver.format.codec import canonical_json
 
     restored = {canonical_json(key_of(item)): item for item in scan_all(ddb, RESTORED)}
     live = {canonical_json(key_of(item)): item for item in scan_all(ddb, TABLE)}

@@ -40,7 +40,7 @@ from archiver.errors import (
     client_error_code,
     translate_client_error,
 )
-from archiver.timefmt import as_utc, iso_ms, parse_iso, stamp, utcnow
+from archiver.format.timefmt import as_utc, iso_ms, parse_iso, stamp, utcnow
 
 log = logging.getLogger(__name__)
 

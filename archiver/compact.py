@@ -44,11 +44,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from archiver import layout
 from archiver.errors import ArchiverError, UsageError
-from archiver.schema import CHANGE_SCHEMA
-from archiver.storage import Archive
-from archiver.timefmt import iso_ms, parse_iso, utcnow
+from archiver.format import layout
+from archiver.format.schema import CHANGE_SCHEMA
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms, parse_iso, utcnow
 
 log = logging.getLogger(__name__)
 

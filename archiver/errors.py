@@ -1,27 +1,40 @@
-"""The archiver's exceptions, each carrying the CLI exit code DESIGN.md assigns to it."""
+"""The archiver's exceptions: the format's (re-exported) and those about AWS calls."""
 
 from __future__ import annotations
 
 from typing import Any
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_DIFFERENCES = 3
-EXIT_REFUSED = 4
-EXIT_NEW_GAP = 5
+from archiver.format.errors import (
+    EXIT_DIFFERENCES,
+    EXIT_FAILURE,
+    EXIT_NEW_GAP,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    ArchiveOwnedElsewhere,
+    ArchiverError,
+    CorruptArchive,
+    UsageError,
+)
 
-
-class ArchiverError(Exception):
-    """Base of every error the archiver reports to a user as one line."""
-
-    exit_code: int = EXIT_FAILURE
-
-
-class UsageError(ArchiverError):
-    """Bad input: a malformed flag, time, URL or key."""
-
-    exit_code = EXIT_USAGE
+__all__ = [
+    "EXIT_DIFFERENCES",
+    "EXIT_FAILURE",
+    "EXIT_NEW_GAP",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_USAGE",
+    "ArchiveOwnedElsewhere",
+    "ArchiverError",
+    "AwsError",
+    "CorruptArchive",
+    "StreamNotEnabled",
+    "TableNotFound",
+    "UnsupportedStreamView",
+    "UsageError",
+    "client_error_code",
+    "translate_client_error",
+]
 
 
 class TableNotFound(UsageError):
@@ -34,16 +47,6 @@ class StreamNotEnabled(UsageError):
 
 class UnsupportedStreamView(UsageError):
     """The stream's view type lacks new images (KEYS_ONLY, OLD_IMAGE): replay needs them."""
-
-
-class ArchiveOwnedElsewhere(UsageError):
-    """The archive already holds this table name for another account or region."""
-
-
-class CorruptArchive(ArchiverError):
-    """A file in the archive does not match what its manifest or name promises."""
-
-    exit_code = EXIT_USAGE
 
 
 class AwsError(ArchiverError):

@@ -31,12 +31,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from archiver import coverage, layout, tables
+from archiver import describe
 from archiver.aws import AwsSettings
-from archiver.changefiles import WriteFailed, write_records
 from archiver.errors import ArchiverError, UnsupportedStreamView, UsageError
-from archiver.storage import Archive
-from archiver.timefmt import as_utc, parse_iso, utcnow
+from archiver.format import coverage, layout, tables
+from archiver.format.changefiles import WriteFailed, write_records
+from archiver.format.storage import Archive
+from archiver.format.timefmt import as_utc, parse_iso, utcnow
 
 log = logging.getLogger(__name__)
 log.setLevel(logging.INFO)
@@ -123,7 +124,7 @@ def _describe(archive: Archive, table: str) -> dict[str, Any]:
     """Capture the table's description (written when it changed); fall back to the newest
     archived one when DynamoDB cannot be asked (the records still need their table_id)."""
     try:
-        return asyncio.run(tables.capture_description(AwsSettings(), archive, table))
+        return asyncio.run(describe.capture_description(AwsSettings(), archive, table))
     except Exception as exc:
         archived = tables.latest_description(archive, table)
         if archived is None:

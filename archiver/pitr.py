@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 
 from archiver.aws import AwsSettings
 from archiver.errors import ArchiverError, TableNotFound, client_error_code, translate_client_error
-from archiver.timefmt import as_utc, from_epoch, iso_ms, parse_iso
+from archiver.format.timefmt import as_utc, from_epoch, iso_ms, parse_iso
 
 MIN_RECOVERY_DAYS = 1
 MAX_RECOVERY_DAYS = 35

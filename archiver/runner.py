@@ -28,7 +28,7 @@ from typing import Any
 
 import botocore.exceptions
 
-from archiver import coverage, tables
+from archiver import describe
 from archiver.aws import AwsSettings
 from archiver.cliutil import positive_float, positive_int
 from archiver.errors import (
@@ -39,10 +39,11 @@ from archiver.errors import (
     UnsupportedStreamView,
     UsageError,
 )
-from archiver.storage import Archive
+from archiver.format import coverage, tables
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms, parse_iso, utcnow
 from archiver.stream import REPLAYABLE_VIEWS, ConsumerConfig, StreamConsumer, first_of
 from archiver.streams_api import RetryPolicy, StreamInfo, StreamsApi
-from archiver.timefmt import iso_ms, parse_iso, utcnow
 from archiver.writer import (
     DEFAULT_FLUSH_BYTES,
     DEFAULT_FLUSH_RECORDS,
@@ -291,7 +292,7 @@ class _Session:
         config = self.config
         table = config.table_name
         started = utcnow()
-        doc = await tables.describe(self.settings, table, client=self.ddb)
+        doc = await describe.describe(self.settings, table, client=self.ddb)
         check_stream(doc)
         self.table_id = str(doc["table_id"])
         await asyncio.to_thread(coverage.check_owner, self.archive, table, str(doc["table_arn"]))
@@ -352,7 +353,7 @@ class _Session:
     async def _describe(self) -> None:
         """Capture the table description again when it changed; notice a recreated table."""
         try:
-            doc = await tables.describe(self.settings, self.config.table_name, client=self.ddb)
+            doc = await describe.describe(self.settings, self.config.table_name, client=self.ddb)
         except Exception as exc:  # the stream stays readable for 24 h after a deletion
             log.warning("%s: cannot describe the table: %s", self.config.table_name, exc)
             return

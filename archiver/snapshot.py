@@ -21,6 +21,7 @@ import asyncio
 import logging
 import math
 import random
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -28,34 +29,31 @@ from typing import Any
 
 from tqdm import tqdm
 
-from archiver import layout
 from archiver.aws import AwsSettings
 from archiver.cliutil import positive_float, positive_int
-from archiver.codec import canonical_json, key_of
+from archiver.describe import describe_live, live_lookup
 from archiver.errors import (
     EXIT_REFUSED,
     ArchiverError,
+    AwsError,
     UsageError,
     client_error_code,
     translate_client_error,
 )
-from archiver.manifests import DEFAULT_PART_BYTES, SnapshotWriter
-from archiver.native_export import (
+from archiver.format import layout
+from archiver.format.codec import canonical_json, key_of
+from archiver.format.exports import (
     FORMATS,
     Conversion,
     convert_export,
-    describe_live,
-    export_destination,
-    live_lookup,
-    locate_export_folder,
+    folder_in,
     open_folder,
     read_export,
-    start_export,
-    wait_for_export,
 )
-from archiver.storage import Archive
-from archiver.tables import table_id_of
-from archiver.timefmt import utcnow
+from archiver.format.manifests import DEFAULT_PART_BYTES, SnapshotWriter
+from archiver.format.storage import Archive
+from archiver.format.tables import table_id_of
+from archiver.format.timefmt import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -421,3 +419,109 @@ def main(args: argparse.Namespace) -> int:
     manifest = asyncio.run(scan_snapshot(settings, archive, table, segments=args.segments))
     _say(manifest)
     return 0
+
+
+# -- requesting an export -------------------------------------------------------------------
+
+
+def export_destination(
+    archive: Archive, s3_prefix: str | None, *, endpoint_url: str | None = None
+) -> tuple[str, str, Archive]:
+    """``(bucket, prefix, store)`` of where an export of this archive's table lands.
+
+    An S3 archive takes exports in its own ``exports/`` folder, where the replayer finds them
+    too; a local archive needs ``--s3-prefix`` (ExportTableToPointInTime writes only to S3).
+    """
+    if s3_prefix:
+        if not s3_prefix.startswith("s3://"):
+            raise UsageError(f"--s3-prefix {s3_prefix!r} is not an s3://bucket/prefix URL")
+        store = Archive.open(s3_prefix.rstrip("/"), endpoint_url=endpoint_url)
+    elif not archive.is_local:
+        store = folder_in(archive, layout.EXPORTS)
+    else:
+        raise UsageError(
+            "a native export is written to S3 and the archive is a local folder: pass "
+            "--s3-prefix s3://bucket/prefix for the export (it is converted into the local "
+            "archive), or use --method scan"
+        )
+    bucket, _, prefix = store.root.partition("/")
+    return bucket, prefix, store
+
+
+def start_export(ddb: Any, table_arn: str, bucket: str, prefix: str, export_format: str) -> str:
+    """Request a full export of the table as of now; return its ARN."""
+    kwargs: dict[str, Any] = {
+        "TableArn": table_arn,
+        "S3Bucket": bucket,
+        "ExportFormat": export_format,
+        "ExportType": "FULL_EXPORT",
+    }
+    if prefix:
+        kwargs["S3Prefix"] = prefix
+    try:
+        response = ddb.export_table_to_point_in_time(**kwargs)
+    except Exception as exc:
+        code = client_error_code(exc)
+        if code == "PointInTimeRecoveryUnavailableException":
+            raise UsageError(
+                f"{table_arn.rsplit('/', 1)[-1]}: point-in-time recovery is not enabled, which "
+                "native exports need: `ddb-archiver pitr --enable`, or use --method scan"
+            ) from exc
+        if code:
+            raise translate_client_error(exc, "ExportTableToPointInTime") from exc
+        raise
+    return str(response["ExportDescription"]["ExportArn"])
+
+
+class ExportFailed(AwsError):
+    """DynamoDB reports the export FAILED."""
+
+
+def wait_for_export(
+    ddb: Any, export_arn: str, *, poll_seconds: float, sleep: Any = None
+) -> dict[str, Any]:
+    """Poll ``DescribeExport`` until COMPLETED (returned) or FAILED (raised), with progress."""
+    pause = sleep or time.sleep
+    export_id = export_arn.rsplit("/", 1)[-1]
+    with tqdm(
+        desc=f"export {export_id}", bar_format="{desc}: {postfix} [{elapsed}]", disable=None
+    ) as bar:
+        while True:
+            try:
+                description = dict(ddb.describe_export(ExportArn=export_arn)["ExportDescription"])
+            except Exception as exc:
+                if client_error_code(exc):
+                    raise translate_client_error(exc, f"DescribeExport {export_arn}") from exc
+                raise
+            status = description.get("ExportStatus")
+            bar.set_postfix_str(str(status))
+            if status == "COMPLETED":
+                return description
+            if status == "FAILED":
+                raise ExportFailed(
+                    f"export {export_arn} failed: {description.get('FailureCode')}: "
+                    f"{description.get('FailureMessage')}"
+                )
+            pause(poll_seconds)
+
+
+def locate_export_folder(dest: Archive, export_arn: str, before: set[str]) -> Archive:
+    """The folder a completed export wrote: ``AWSDynamoDB/<export id>`` on AWS.
+
+    Emulators name the folder otherwise (moto: a random UUID); then the one folder that
+    appeared since the export was requested is it.
+    """
+    root = "AWSDynamoDB"
+    export_id = export_arn.rsplit("/", 1)[-1]
+    if dest.listdir(f"{root}/{export_id}"):
+        return folder_in(dest, f"{root}/{export_id}")
+    new = [name for name in dest.listdir(root) if name not in before]
+    if len(new) == 1:
+        log.warning(
+            "export %s wrote folder %s instead of %s (an emulator?)", export_arn, new[0], export_id
+        )
+        return folder_in(dest, f"{root}/{new[0]}")
+    raise UsageError(
+        f"cannot tell which folder under {dest.uri(root)} export {export_arn} wrote "
+        f"({len(new)} new folders)"
+    )

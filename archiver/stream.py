@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from archiver.errors import client_error_code
+from archiver.format.timefmt import as_utc, utcnow
 from archiver.streams_api import (
     RetryPolicy,
     Shard,
@@ -38,7 +39,6 @@ from archiver.streams_api import (
     seq_key,
     sleep_unless,
 )
-from archiver.timefmt import as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -389,6 +389,6 @@ async def first_of(*events: asyncio.Event) -> None:
 def _event_datetime(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value
-    from archiver.timefmt import from_epoch
+    from archiver.format.timefmt import from_epoch
 
     return from_epoch(value)

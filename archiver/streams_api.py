@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 
 import botocore.exceptions
 
-from archiver import layout
 from archiver.errors import AwsError, client_error_code, translate_client_error
-from archiver.timefmt import as_utc
+from archiver.format import layout
+from archiver.format.timefmt import as_utc
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -2,7 +2,7 @@
 
 :class:`ChangeWriter` is the poller's :class:`archiver.stream.ShardSink`: per-shard buffers
 flushed by record count, age or size (:class:`FlushPolicy`) through
-:mod:`archiver.changefiles`; a checkpoint written only after the files it covers are durable;
+:mod:`archiver.format.changefiles`; a checkpoint written only after the files it covers are durable;
 resume after the highest sequence number in the files or the checkpoint, whichever is later
 (files are the truth, checkpoints a cache); holes recorded in ``gaps.jsonl`` before any record
 after them is written; the watermark.
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from archiver import coverage, layout
-from archiver.changefiles import (
+from archiver.format import coverage, layout
+from archiver.format.changefiles import (
     RunBuilder,
     checkpointed_streams,
     ms_to_datetime,
@@ -28,12 +28,12 @@ from archiver.changefiles import (
     write_builder,
     write_checkpoint,
 )
-from archiver.layout import pad_seq
-from archiver.records import event_time_ms
-from archiver.storage import Archive
+from archiver.format.layout import pad_seq
+from archiver.format.records import event_time_ms
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms, parse_iso, parse_stamp, utcnow
 from archiver.stream import ShardStart
 from archiver.streams_api import Shard, StreamInfo
-from archiver.timefmt import iso_ms, parse_iso, parse_stamp, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,10 @@
 Converts N boto3-shaped ``GetRecords`` records (binary as ``bytes``, times as ``datetime`` in
 the local zone, ~300-byte images holding every attribute type, sets in arbitrary order; 70 %
 MODIFY with old and new images, 20 % INSERT, 10 % REMOVE, some of them TTL deletions) into
-Parquet files on local disk with the archiver's own code path: :class:`archiver.records.ChangeRows`
-then :meth:`archiver.storage.Archive.write_parquet`, one file per ``--flush-records`` records,
-named by :func:`archiver.layout.change_file`.
+Parquet files on local disk with the archiver's own code path:
+:class:`archiver.format.records.ChangeRows` then
+:meth:`archiver.format.storage.Archive.write_parquet`, one file per ``--flush-records`` records,
+named by :func:`archiver.format.layout.change_file`.
 
 Next to it, in the same run and on the same records, a naive baseline: ``json.dumps`` per image
 (``sort_keys``, a ``default`` for bytes) and ``pyarrow.Table.from_pylist`` — which does less
@@ -39,10 +40,10 @@ import orjson
 import pyarrow as pa
 from dateutil.tz import tzlocal
 
-from archiver import layout
-from archiver.records import ChangeRows, _JsonColumn
-from archiver.schema import CHANGE_SCHEMA
-from archiver.storage import Archive
+from archiver.format import layout
+from archiver.format.records import ChangeRows, _JsonColumn
+from archiver.format.schema import CHANGE_SCHEMA
+from archiver.format.storage import Archive
 
 TABLE = "customers"
 STREAM_LABEL = "2026-01-01T00:00:00.000"

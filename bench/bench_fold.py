@@ -31,11 +31,11 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from archiver import coverage, layout
-from archiver.manifests import write_manifest
-from archiver.schema import CHANGE_SCHEMA, COMPRESSION, ROW_GROUP_ROWS, SNAPSHOT_SCHEMA
-from archiver.storage import Archive
-from archiver.timefmt import iso_ms
+from archiver.format import coverage, layout
+from archiver.format.manifests import write_manifest
+from archiver.format.schema import CHANGE_SCHEMA, COMPRESSION, ROW_GROUP_ROWS, SNAPSHOT_SCHEMA
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms
 
 TABLE = "bench"
 TABLE_ID = "bench-table-id"

@@ -37,8 +37,8 @@ import boto3
 import pyarrow as pa
 
 from archiver.aws import AwsSettings
-from archiver.codec import canonical_json, key_of
-from archiver.schema import SNAPSHOT_SCHEMA
+from archiver.format.codec import canonical_json, key_of
+from archiver.format.schema import SNAPSHOT_SCHEMA
 from demo import isolate_aws_env
 from replayer.sinks import TableSink
 

@@ -19,10 +19,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from archiver import layout
 from archiver.errors import client_error_code
-from archiver.schema import CHANGE_SCHEMA, PARTITION_SCHEMA, SNAPSHOT_SCHEMA
-from archiver.storage import Archive
+from archiver.format import layout
+from archiver.format.schema import CHANGE_SCHEMA, PARTITION_SCHEMA, SNAPSHOT_SCHEMA
+from archiver.format.storage import Archive
 from replayer.errors import ReplayError
 
 log = logging.getLogger(__name__)

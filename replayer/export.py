@@ -20,10 +20,10 @@ import argparse
 import logging
 from typing import Any
 
-from archiver import tables
 from archiver.aws import AwsSettings
-from archiver.storage import Archive
-from archiver.timefmt import iso_ms, parse_time, utcnow
+from archiver.format import tables
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms, parse_time, utcnow
 from replayer import plan as planning
 from replayer.fold import Fold
 from replayer.sinks import FileSink, file_sink

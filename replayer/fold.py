@@ -48,9 +48,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from archiver import layout
-from archiver.storage import Archive
-from archiver.timefmt import as_utc
+from archiver.format import layout
+from archiver.format.storage import Archive
+from archiver.format.timefmt import as_utc
 from replayer import dataset
 from replayer.plan import LogPlan, Plan, drop_later_streams
 

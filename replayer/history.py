@@ -27,12 +27,12 @@ from typing import Any, TextIO
 
 import orjson
 
-from archiver import layout
-from archiver.codec import CodecError, canonicalize_text
-from archiver.records import TTL_IDENTITY
-from archiver.storage import Archive
-from archiver.tables import latest_description
-from archiver.timefmt import iso_ms, parse_time
+from archiver.format import layout
+from archiver.format.codec import CodecError, canonicalize_text
+from archiver.format.records import TTL_IDENTITY
+from archiver.format.storage import Archive
+from archiver.format.tables import latest_description
+from archiver.format.timefmt import iso_ms, parse_time
 from replayer.errors import BadInput
 from replayer.query import run_query
 

@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from archiver.backups import Backup
 from archiver.errors import client_error_code
-from archiver.storage import Archive
-from archiver.timefmt import as_utc, iso_ms
+from archiver.format.storage import Archive
+from archiver.format.timefmt import as_utc, iso_ms
 from replayer import plan as planning
 from replayer import strategies
 from replayer.errors import BadInput, Refused, ReplayError, TargetTableExists

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from archiver import coverage, layout
 from archiver.aws import AwsSettings
 from archiver.errors import ArchiverError
-from archiver.manifests import list_snapshots
-from archiver.storage import Archive
-from archiver.timefmt import as_utc, iso_ms, parse_iso, parse_stamp
+from archiver.format import coverage, layout
+from archiver.format.manifests import list_snapshots
+from archiver.format.storage import Archive
+from archiver.format.timefmt import as_utc, iso_ms, parse_iso, parse_stamp
 from replayer import dataset
 from replayer.errors import (
     AfterWatermark,
@@ -253,7 +253,7 @@ def gaps_met(
 ) -> list[dict[str, Any]]:
     """Recorded gaps of this generation that meet ``[start, end]``.
 
-    A gap's records may be missing for ``from < event_time < to`` (archiver.coverage).
+    A gap's records may be missing for ``from < event_time < to`` (archiver.format.coverage).
     """
     met = []
     for gap in coverage.read_gaps(archive, gen.table):

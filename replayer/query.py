@@ -35,9 +35,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from archiver import layout
-from archiver.storage import Archive
-from archiver.timefmt import iso_ms
+from archiver.format import layout
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms
 from replayer.dataset import change_files, changes_dataset, reading_fs, with_relisting
 from replayer.errors import BadInput, ReplayError
 

@@ -30,13 +30,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from archiver import tables
 from archiver.aws import AwsSettings
 from archiver.cliutil import positive_float, positive_int
 from archiver.errors import EXIT_DIFFERENCES, EXIT_OK
+from archiver.format import tables
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms, parse_time
 from archiver.pitr import describe_pitr
-from archiver.storage import Archive
-from archiver.timefmt import iso_ms, parse_time
 from replayer import native_restore, strategies
 from replayer import plan as planning
 from replayer.errors import BadInput, Refused

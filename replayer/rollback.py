@@ -47,13 +47,13 @@ import pyarrow as pa
 from botocore.exceptions import ClientError
 from tqdm import tqdm
 
-from archiver import tables
 from archiver.aws import AwsSettings
-from archiver.codec import to_wire
 from archiver.errors import EXIT_DIFFERENCES, EXIT_OK, client_error_code
-from archiver.records import TTL_IDENTITY
-from archiver.storage import Archive
-from archiver.timefmt import as_utc, iso_ms, parse_time, utcnow
+from archiver.format import tables
+from archiver.format.codec import to_wire
+from archiver.format.records import TTL_IDENTITY
+from archiver.format.storage import Archive
+from archiver.format.timefmt import as_utc, iso_ms, parse_time, utcnow
 from replayer import plan as planning
 from replayer.errors import BadInput, Refused
 from replayer.fold import Fold

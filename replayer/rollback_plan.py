@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from archiver.codec import to_wire
-from archiver.records import TTL_IDENTITY
-from archiver.storage import Archive
-from archiver.timefmt import as_utc
+from archiver.format.codec import to_wire
+from archiver.format.records import TTL_IDENTITY
+from archiver.format.storage import Archive
+from archiver.format.timefmt import as_utc
 from replayer.query import run_query
 
 # DynamoDB: "The maximum length of any expression string is 4 KB."

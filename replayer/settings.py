@@ -4,7 +4,7 @@ Native restores (PITR, backups) and replay both produce a table with its data, k
 and (for replay) SSE, table class and deletion protection — but not its tags, TTL, stream,
 PITR, Application Auto Scaling, CloudWatch alarms or resource policy. This module copies them
 from the live source table when it exists, else from the archived description
-(``archiver.tables``) of the generation being restored, and reports what was copied, what
+(``archiver.format.tables``) of the generation being restored, and reports what was copied, what
 could not be, and why.
 
 TTL is applied separately (:meth:`SettingsCopier.copy_ttl`), after verification: enabling it
@@ -25,12 +25,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from archiver import tables
 from archiver.aws import AwsSettings
+from archiver.describe import alarm_watches_table
+from archiver.describe import describe as describe_table
 from archiver.errors import TableNotFound, client_error_code
-from archiver.settings_capture import alarm_watches_table
-from archiver.storage import Archive
-from archiver.timefmt import parse_iso, utcnow
+from archiver.format import tables
+from archiver.format.storage import Archive
+from archiver.format.timefmt import parse_iso, utcnow
 from replayer import plan as planning
 from replayer.errors import ReplayError
 
@@ -97,7 +98,7 @@ class SettingResult:
 
 @dataclass
 class SourceSettings:
-    """The settings to copy, in the archived-description form (``archiver.tables``)."""
+    """The settings to copy, in the archived-description form (``archiver.format.tables``)."""
 
     origin: str  # for messages: where they came from
     doc: dict[str, Any]
@@ -146,7 +147,7 @@ def load_source_settings(
     Raises:
         SettingsUnavailable: the table is gone and the archive has no description of it.
     """
-    describe = describe or (lambda s, t: asyncio.run(tables.describe(s, t)))
+    describe = describe or (lambda s, t: asyncio.run(describe_table(s, t)))
     try:
         return SourceSettings(f"live table {table_name!r}", describe(aws, table_name))
     except TableNotFound:

@@ -30,10 +30,10 @@ import orjson
 import pyarrow as pa
 from tqdm import tqdm
 
-from archiver.codec import to_wire
 from archiver.errors import client_error_code, translate_client_error
-from archiver.schema import SNAPSHOT_SCHEMA
-from archiver.storage import Archive
+from archiver.format.codec import to_wire
+from archiver.format.schema import SNAPSHOT_SCHEMA
+from archiver.format.storage import Archive
 from replayer.errors import Refused, ReplayError, TargetTableExists
 
 log = logging.getLogger(__name__)

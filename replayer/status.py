@@ -16,10 +16,10 @@ from typing import Any
 
 import orjson
 
-from archiver import changefiles, coverage, layout
-from archiver.manifests import list_snapshots
-from archiver.storage import Archive
-from archiver.timefmt import iso_ms, parse_iso, utcnow
+from archiver.format import changefiles, coverage, layout
+from archiver.format.manifests import list_snapshots
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms, parse_iso, utcnow
 from replayer.errors import BadInput
 from replayer.exports import pending_exports
 

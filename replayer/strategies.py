@@ -32,13 +32,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from archiver import layout
 from archiver.aws import AwsSettings
 from archiver.backups import Backup, describe_backup, list_backups
 from archiver.errors import ArchiverError, TableNotFound
+from archiver.format import layout
+from archiver.format.storage import Archive
+from archiver.format.timefmt import as_utc, iso_ms, utcnow
 from archiver.pitr import PitrStatus, describe_pitr
-from archiver.storage import Archive
-from archiver.timefmt import as_utc, iso_ms, utcnow
 from replayer import plan as planning
 from replayer.errors import BadInput, Refused, ReplayError
 from replayer.fold import Fold

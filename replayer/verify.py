@@ -24,10 +24,10 @@ import pyarrow as pa
 
 from archiver.aws import AwsSettings
 from archiver.cliutil import positive_int
-from archiver.codec import canonical_json, key_of
 from archiver.errors import EXIT_DIFFERENCES, client_error_code, translate_client_error
-from archiver.storage import Archive
-from archiver.timefmt import iso_ms, parse_time
+from archiver.format.codec import canonical_json, key_of
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms, parse_time
 from replayer.fold import Fold, FoldResult, FoldSettings
 from replayer.plan import plan_restore
 

@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from archiver import layout
-from archiver.records import ChangeRows
-from archiver.storage import Archive
+from archiver.format import layout
+from archiver.format.records import ChangeRows
+from archiver.format.storage import Archive
 
 LABEL = "2026-01-31T00:00:00.000"
 TABLE_ID = "11111111-2222-3333-4444-555555555555"

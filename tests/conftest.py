@@ -19,7 +19,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from archiver.storage import Archive
+from archiver.format.storage import Archive
 
 REGION = "us-east-1"
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import orjson
 
-from archiver.storage import Archive
-from archiver.timefmt import iso_ms
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
 _ION_KEYWORDS = {"null", "true", "false", "nan"}
@@ -211,8 +211,8 @@ def rewrite_manifest_files(fixture: ExportFixture, change: Any) -> None:
 def write_description(
     archive: Archive, table: str, table_id: str, key_schema: list[dict[str, str]], at: datetime
 ) -> None:
-    """An archived table description (the shared contract ``archiver.tables`` owns), minimal."""
-    from archiver import layout
+    """An archived table description (``archiver.format.tables`` owns it), minimal."""
+    from archiver.format import layout
 
     archive.write_json(
         layout.table_description(table, at),

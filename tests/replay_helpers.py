@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from archiver import coverage, layout
-from archiver.codec import canonical_json, key_of
-from archiver.manifests import SnapshotWriter
-from archiver.records import ChangeRows
-from archiver.storage import Archive
-from archiver.timefmt import iso_ms
+from archiver.format import coverage, layout
+from archiver.format.codec import canonical_json, key_of
+from archiver.format.manifests import SnapshotWriter
+from archiver.format.records import ChangeRows
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms
 
 TABLE = "orders"
 TABLE_ID = "table-id-1"

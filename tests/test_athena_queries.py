@@ -18,10 +18,10 @@ import pytest
 import sqlglot
 from cfnlint.decode import decode
 
-from archiver import layout
-from archiver.codec import canonical_json
-from archiver.schema import CHANGE_SCHEMA, SNAPSHOT_SCHEMA
-from archiver.storage import Archive
+from archiver.format import layout
+from archiver.format.codec import canonical_json
+from archiver.format.schema import CHANGE_SCHEMA, SNAPSHOT_SCHEMA
+from archiver.format.storage import Archive
 from replayer.query import run_query
 from tests.changes_builder import T0, n, record, s, write_changes
 

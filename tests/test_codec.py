@@ -18,7 +18,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from archiver.codec import (
+from archiver.errors import EXIT_USAGE, UsageError
+from archiver.format.codec import (
     CodecError,
     canonical_bytes,
     canonical_json,
@@ -30,7 +31,6 @@ from archiver.codec import (
     to_json_item,
     to_wire,
 )
-from archiver.errors import EXIT_USAGE, UsageError
 
 Model = tuple[Any, ...]
 

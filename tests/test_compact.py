@@ -12,13 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from archiver import compact as compact_mod
-from archiver import layout
 from archiver.cli import main as archiver_main
-from archiver.codec import canonical_json, key_of
 from archiver.compact import compact, list_change_files, pending_path
-from archiver.schema import CHANGE_SCHEMA
-from archiver.storage import Archive
-from archiver.timefmt import iso_ms, utcnow
+from archiver.format import layout
+from archiver.format.codec import canonical_json, key_of
+from archiver.format.schema import CHANGE_SCHEMA
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms, utcnow
 from replayer.fold import Fold
 from replayer.plan import latest_restorable_time, plan_restore
 from tests.changes_builder import T0, n, record, s, write_changes

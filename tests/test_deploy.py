@@ -14,7 +14,7 @@ import pytest
 from cfnlint.api import lint_file
 from cfnlint.decode import decode
 
-from archiver.schema import CHANGE_SCHEMA
+from archiver.format.schema import CHANGE_SCHEMA
 from tests.conftest import create_table
 
 ROOT = Path(__file__).resolve().parents[1]

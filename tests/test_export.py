@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from archiver.codec import canonical_json, key_of
 from archiver.errors import EXIT_REFUSED
-from archiver.storage import Archive
+from archiver.format.codec import canonical_json, key_of
+from archiver.format.storage import Archive
 from replayer.errors import Refused
 from replayer.sinks import SINKS, Sink, TableSink, file_sink, read_dynamodb_json
 from replayer.verify import scan_rows

@@ -12,12 +12,12 @@ import orjson
 import pytest
 
 from archiver import cli as archiver_cli
-from archiver import layout
-from archiver.codec import canonical_json, key_of
-from archiver.manifests import list_snapshots
-from archiver.native_export import CorruptExport, folder_in
-from archiver.storage import Archive
-from archiver.timefmt import iso_ms
+from archiver.format import layout
+from archiver.format.codec import canonical_json, key_of
+from archiver.format.exports import CorruptExport, folder_in
+from archiver.format.manifests import list_snapshots
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms
 from replayer.exports import convert_new_exports, pending_exports
 from tests.export_fixtures import (
     BOOKS_KEY_SCHEMA,

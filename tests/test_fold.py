@@ -8,8 +8,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from archiver import layout
-from archiver.storage import Archive
+from archiver.format import layout
+from archiver.format.storage import Archive
 from replayer import plan as planning
 from replayer.fold import Fold, FoldSettings, may_hold_duplicates, stream_sources
 from tests.replay_helpers import (

@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from archiver import layout
-from archiver.storage import Archive
-from archiver.timefmt import iso_ms
+from archiver.format import layout
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms
 from replayer.cli import main as replayer_main
 from replayer.history import diff_images, render
 from tests.changes_builder import T0, n, record, s, write_changes

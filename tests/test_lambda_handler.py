@@ -20,12 +20,13 @@ import boto3
 import pyarrow as pa
 import pytest
 
-from archiver import coverage, layout, tables
+from archiver import describe
 from archiver import lambda_handler as lh
 from archiver.aws import AwsSettings
 from archiver.cli import main as archiver_main
-from archiver.storage import Archive
-from archiver.timefmt import iso_ms, parse_iso, utcnow
+from archiver.format import coverage, layout, tables
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms, parse_iso, utcnow
 from tests.conftest import REGION, create_table
 
 TABLE = "orders"
@@ -227,13 +228,13 @@ def test_cold_start_captures_the_description_once_and_keeps_coverage(
     stream_arn, records = stream_records(ddb)
     monkeypatch.setenv("ARCHIVE_URL", s3_archive.url)
     calls: list[str] = []
-    real_capture = tables.capture_description
+    real_capture = describe.capture_description
 
     async def counting(settings: AwsSettings, archive: Archive, name: str, **kw: Any) -> Any:
         calls.append(name)
         return await real_capture(settings, archive, name, **kw)
 
-    monkeypatch.setattr(tables, "capture_description", counting)
+    monkeypatch.setattr(describe, "capture_description", counting)
     event = lambda_event(stream_arn, records)
     before = utcnow()
     lh.handler({"Records": event["Records"][:3]}, None)
@@ -296,7 +297,7 @@ def test_a_re_enabled_stream_records_a_gap(
     ddb.put_item(TableName=TABLE, Item={"pk": {"S": "a"}})
     stream_arn, records = stream_records(ddb)
     created = lh.stream_created_at(stream_arn)
-    doc = asyncio.run(tables.describe(AwsSettings(), TABLE))
+    doc = asyncio.run(describe.describe(AwsSettings(), TABLE))
     old_label = (created - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
     old = json.loads(json.dumps(doc))
     old["Table"]["LatestStreamArn"] = stream_arn.rsplit("/", 1)[0] + "/" + old_label

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from archiver.errors import EXIT_REFUSED
-from archiver.storage import Archive
+from archiver.format.storage import Archive
 from replayer import plan as planning
 from replayer.errors import AfterWatermark, GapInLog, NoUsableBase, OutsideCoverage, Refused
 from tests.replay_helpers import (

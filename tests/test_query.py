@@ -14,9 +14,9 @@ import pytest
 import s3fs.errors
 from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
 
-from archiver import layout
-from archiver.schema import SNAPSHOT_SCHEMA
-from archiver.storage import Archive
+from archiver.format import layout
+from archiver.format.schema import SNAPSHOT_SCHEMA
+from archiver.format.storage import Archive
 from replayer import query
 from replayer.cli import main as replayer_main
 from tests.changes_builder import T0, n, record, s, write_changes

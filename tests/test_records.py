@@ -21,10 +21,10 @@ from dateutil.tz import tzlocal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archiver.codec import canonical_json
-from archiver.records import ChangeRows, event_time_ms
-from archiver.schema import CHANGE_SCHEMA
-from archiver.storage import Archive
+from archiver.format.codec import canonical_json
+from archiver.format.records import ChangeRows, event_time_ms
+from archiver.format.schema import CHANGE_SCHEMA
+from archiver.format.storage import Archive
 from tests.conftest import REGION
 from tests.test_codec import items, rendered_item
 

@@ -21,8 +21,8 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archiver.codec import canonical_json
-from archiver.storage import Archive
+from archiver.format.codec import canonical_json
+from archiver.format.storage import Archive
 from replayer import plan as planning
 from replayer.fold import Fold
 from tests.replay_helpers import (

@@ -20,11 +20,11 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from archiver import coverage, tables
-from archiver.codec import normalize_item
 from archiver.errors import EXIT_DIFFERENCES, EXIT_REFUSED, EXIT_USAGE
-from archiver.storage import Archive
-from archiver.timefmt import iso_ms, utcnow
+from archiver.format import coverage, tables
+from archiver.format.codec import normalize_item
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms, utcnow
 from replayer.sinks import TableSink
 from tests.conftest import create_table
 from tests.export_fixtures import write_export

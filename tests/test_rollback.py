@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from archiver import layout
 from archiver.aws import AwsSettings
-from archiver.codec import canonical_json
-from archiver.storage import Archive
-from archiver.timefmt import iso_ms, utcnow
+from archiver.format import layout
+from archiver.format.codec import canonical_json
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms, utcnow
 from replayer import cli
 from replayer.rollback import Rollback, fold_states, run, stream_drainer
 from replayer.rollback_plan import (

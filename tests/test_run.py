@@ -19,15 +19,16 @@ from typing import Any
 import boto3
 import pytest
 
-from archiver import changefiles, coverage, layout, writer
+from archiver import writer
 from archiver.aws import AwsSettings
 from archiver.cli import main
-from archiver.codec import canonical_json
-from archiver.layout import pad_seq
+from archiver.format import changefiles, coverage, layout
+from archiver.format.codec import canonical_json
+from archiver.format.layout import pad_seq
+from archiver.format.storage import Archive
+from archiver.format.tables import table_id_of
+from archiver.format.timefmt import as_utc, iso_ms, parse_iso, utcnow
 from archiver.runner import RunConfig, execute
-from archiver.storage import Archive
-from archiver.tables import table_id_of
-from archiver.timefmt import as_utc, iso_ms, parse_iso, utcnow
 from archiver.writer import FlushPolicy
 from tests.conftest import REGION, create_table
 

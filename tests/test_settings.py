@@ -1,4 +1,4 @@
-"""Settings capture (``archiver.settings_capture``) and ``--copy-settings`` (``replayer.settings``).
+"""Settings capture (``archiver.describe``) and ``--copy-settings`` (``replayer.settings``).
 
 Settings are checked by reading them back from the (moto) services after the copy.
 """
@@ -16,10 +16,10 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from archiver import tables
+from archiver import describe
 from archiver.aws import AwsSettings
-from archiver.settings_capture import capture_extras
-from archiver.storage import Archive
+from archiver.describe import capture_extras
+from archiver.format.storage import Archive
 from replayer.settings import (
     COPIED,
     NOT_COPIED,
@@ -327,7 +327,7 @@ def test_copy_from_live_source_reads_back_on_the_target(ddb: Any) -> None:
 def test_copy_from_archived_description_when_the_source_is_gone(ddb: Any, archive: Archive) -> None:
     source_desc = create_provisioned(ddb, "orders")
     configure(ddb, "orders")
-    doc = asyncio.run(tables.capture_description(AwsSettings(), archive, "orders"))
+    doc = asyncio.run(describe.capture_description(AwsSettings(), archive, "orders"))
     restore_copy(ddb, "orders", "orders-restored")
     # The source goes away, taking its live settings (and alarms' reason to exist) with it.
     aas, cw = client("application-autoscaling"), client("cloudwatch")
@@ -382,7 +382,7 @@ def test_unreadable_parts_are_reported_not_copied(ddb: Any) -> None:
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
-    doc = asyncio.run(tables.describe(AwsSettings(), "orders"))
+    doc = asyncio.run(describe.describe(AwsSettings(), "orders"))
     doc["extras"]["unavailable"] = {"resource_policy": "AccessDeniedException"}
     doc["extras"]["resource_policy"] = None
     source = load_source_settings(AwsSettings(), None, "orders", describe=lambda s, t: doc)

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from archiver import changefiles, coverage, layout
-from archiver.manifests import SnapshotWriter
-from archiver.storage import Archive
-from archiver.timefmt import iso_ms, utcnow
+from archiver.format import changefiles, coverage, layout
+from archiver.format.manifests import SnapshotWriter
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms, utcnow
 from replayer import cli as replayer_cli
 from tests.changes_builder import record, stream_arn
 from tests.export_fixtures import write_export

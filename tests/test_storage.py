@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from archiver.storage import Archive
+from archiver.format.storage import Archive
 
 
 @pytest.fixture(params=["local", "s3"])

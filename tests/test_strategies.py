@@ -11,10 +11,10 @@ import pytest
 
 from archiver import cli as archiver_cli
 from archiver.backups import Backup, create_backup
-from archiver.codec import canonical_json
+from archiver.format.codec import canonical_json
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms
 from archiver.pitr import PitrStatus
-from archiver.storage import Archive
-from archiver.timefmt import iso_ms
 from replayer import cli as replayer_cli
 from replayer import strategies
 from replayer.errors import Refused, TargetTableExists

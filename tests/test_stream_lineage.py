@@ -16,15 +16,15 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from archiver import layout
 from archiver.aws import AwsSettings
-from archiver.changefiles import read_checkpoints
-from archiver.coverage import WATERMARK_MARGIN, read_gaps
 from archiver.errors import EXIT_NEW_GAP, EXIT_OK
+from archiver.format import layout
+from archiver.format.changefiles import read_checkpoints
+from archiver.format.coverage import WATERMARK_MARGIN, read_gaps
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms, parse_iso, utcnow
 from archiver.runner import RunConfig, execute
-from archiver.storage import Archive
 from archiver.streams_api import RetryPolicy
-from archiver.timefmt import iso_ms, parse_iso, utcnow
 from archiver.writer import FlushPolicy
 from tests.conftest import create_table
 from tests.streams_double import DoubleShard, DoubleStream, StreamsDouble

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from archiver import layout, tables
+from archiver import describe
 from archiver.aws import AwsSettings
 from archiver.errors import TableNotFound
+from archiver.format import layout, tables
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms, parse_iso, utcnow
 from archiver.runner import RunConfig, execute
-from archiver.storage import Archive
-from archiver.timefmt import iso_ms, parse_iso, utcnow
 from tests.conftest import create_table
 from tests.streams_double import client_error
 
@@ -24,10 +25,10 @@ def capture(archive: Archive, client: Any = None) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
         if client is not None:
             async with AwsSettings().aio_client("dynamodb") as real:
-                return await tables.capture_description(
+                return await describe.capture_description(
                     AwsSettings(), archive, TABLE, client=client(real)
                 )
-        return await tables.capture_description(AwsSettings(), archive, TABLE)
+        return await describe.capture_description(AwsSettings(), archive, TABLE)
 
     return asyncio.run(go())
 
@@ -134,7 +135,7 @@ def test_extras_are_stored_and_their_gaps_merged(
         seen.append(description)
         return {"auto_scaling": {"targets": []}, "unavailable": {"alarms": "AccessDeniedException"}}
 
-    monkeypatch.setattr(tables, "capture_extras", fake_extras)
+    monkeypatch.setattr(describe, "capture_extras", fake_extras)
     doc = capture(archive)
     assert seen[0]["TableName"] == TABLE
     assert doc["extras"] == {

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from archiver.codec import canonical_json, key_of
-from archiver.timefmt import iso_ms
+from archiver.format.codec import canonical_json, key_of
+from archiver.format.timefmt import iso_ms
 
 NUMBERS = ("1.50", "007", "-0.250", "100", "12345678901234567890123456789012345678", "0.000001")
 

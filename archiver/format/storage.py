@@ -19,8 +19,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from archiver.errors import UsageError
-from archiver.schema import COMPRESSION, ROW_GROUP_ROWS
+from archiver.format.errors import UsageError
+from archiver.format.schema import COMPRESSION, ROW_GROUP_ROWS
 
 
 class Archive:

@@ -16,10 +16,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from archiver import layout
-from archiver.schema import COMPRESSION, ROW_GROUP_ROWS, SNAPSHOT_SCHEMA
-from archiver.storage import Archive
-from archiver.timefmt import iso_ms, parse_iso, utcnow
+from archiver.format import layout
+from archiver.format.schema import COMPRESSION, ROW_GROUP_ROWS, SNAPSHOT_SCHEMA
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms, parse_iso, utcnow
 
 log = logging.getLogger(__name__)
 

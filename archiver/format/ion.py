@@ -7,7 +7,7 @@ An ION export data file is a stream of top-level structs, one per item::
 AWS maps the types this way: S → string, N → decimal, B → blob, BOOL → bool, NULL → null,
 M → struct, L → list, and sets → lists annotated ``$dynamodb_SS``, ``$dynamodb_NS`` or
 ``$dynamodb_BS``. Parsing is left to ``amazon.ion`` (its C extension streams); this module only
-maps the parsed values to DynamoDB JSON (binary as base64 text). :mod:`archiver.codec` then
+maps the parsed values to DynamoDB JSON (binary as base64 text). :mod:`archiver.format.codec` then
 turns that into canonical form, so ``103.`` and ``6d2`` end up as ``103`` and ``600``.
 """
 
@@ -22,7 +22,7 @@ from amazon.ion import simpleion
 from amazon.ion.core import IonType
 from amazon.ion.simple_types import IonPyNull
 
-from archiver.codec import AttributeValue, CodecError
+from archiver.format.codec import AttributeValue, CodecError
 
 _SET_ANNOTATIONS = {"$dynamodb_SS": "SS", "$dynamodb_NS": "NS", "$dynamodb_BS": "BS"}
 

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from archiver import layout
-from archiver.errors import ArchiverError
-from archiver.layout import ChangeFileName, pad_seq
-from archiver.records import ChangeRows, event_time_ms
-from archiver.storage import Archive
+from archiver.format import layout
+from archiver.format.errors import ArchiverError
+from archiver.format.layout import ChangeFileName, pad_seq
+from archiver.format.records import ChangeRows, event_time_ms
+from archiver.format.storage import Archive
 
 # -- one batch → files ----------------------------------------------------------------------
 
@@ -144,7 +144,7 @@ def write_records(
         records: one shard's records; sorted here by sequence number.
         stream_arn: the stream they came from (its label goes into the file names).
         shard_id: the shard, or ``None`` from Lambda (files named with ``lambda``, column null).
-        table_id: the table generation (``archiver.tables.table_id_of``).
+        table_id: the table generation (``archiver.format.tables.table_id_of``).
         origin: ``stream`` (poller) or ``lambda``.
 
     Returns:

@@ -20,9 +20,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from archiver.codec import canonical_bytes, canonical_many
-from archiver.layout import pad_seq
-from archiver.schema import CHANGE_COLUMNS, CHANGE_SCHEMA
+from archiver.format.codec import canonical_bytes, canonical_many
+from archiver.format.layout import pad_seq
+from archiver.format.schema import CHANGE_COLUMNS, CHANGE_SCHEMA
 
 # Rough per-row size of the small columns, for flush-by-size decisions.
 _ROW_OVERHEAD = 200

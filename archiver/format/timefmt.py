@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
-from archiver.errors import UsageError
+from archiver.format.errors import UsageError
 
 _EPOCH = re.compile(r"^\d+(\.\d+)?$")
 _STAMP = re.compile(r"^(\d{8}T\d{6})(\d{3})Z$")

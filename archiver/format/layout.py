@@ -1,6 +1,6 @@
 """Every path and file name in the archive (DESIGN.md "Archive layout"). Nobody else formats a key.
 
-All paths here are relative to the archive root; :class:`archiver.storage.Archive` joins them.
+All paths here are relative to the archive root; :class:`storage.Archive` joins them.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from archiver.timefmt import as_utc, stamp
+from archiver.format.timefmt import as_utc, stamp
 
 CHANGES = "changes"
 SNAPSHOTS = "snapshots"

@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from archiver.errors import UsageError
+from archiver.format.errors import UsageError
 
 AttributeValue = dict[str, Any]
 Item = Mapping[str, AttributeValue]

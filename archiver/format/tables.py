@@ -12,7 +12,7 @@ it was::
      "Table": <DescribeTable's Table, datetimes as ISO strings>,
      "Tags": [...] | null, "TimeToLiveDescription": {...} | null,
      "ContinuousBackupsDescription": {...} | null,
-     "extras": <archiver.settings_capture.capture_extras(...)>,
+     "extras": <archiver.describe.capture_extras(...)>,
      "unavailable": {"<what>": "<error code>"}}
 
 A new file is written at archiver start and whenever any of it changed. Counters and
@@ -25,16 +25,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
-from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import Any
 
-from archiver import layout
-from archiver.aws import AwsSettings
-from archiver.errors import TableNotFound, client_error_code, translate_client_error
-from archiver.settings_capture import capture_extras, json_safe
-from archiver.storage import Archive
-from archiver.timefmt import as_utc, iso_ms, parse_iso, utcnow
+from archiver.format import layout
+from archiver.format.storage import Archive
+from archiver.format.timefmt import as_utc, iso_ms, parse_iso
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +54,19 @@ VOLATILE_KEYS = frozenset(
         "ResponseMetadata",
     }
 )
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with datetimes as ISO 8601 UTC strings and bytes as hex, recursively."""
+    if isinstance(value, datetime):
+        return iso_ms(value)
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items() if k != "ResponseMetadata"}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).hex()
+    return value
 
 
 def table_id_of(description: Mapping[str, Any]) -> str:
@@ -88,98 +97,6 @@ def settings_of(doc: Mapping[str, Any]) -> Any:
     return strip({k: v for k, v in doc.items() if k != "captured_at"})
 
 
-# -- capturing ------------------------------------------------------------------------------
-
-
-async def _optional(
-    unavailable: dict[str, str], what: str, call: Any, **kwargs: Any
-) -> dict[str, Any] | None:
-    """One optional describe call: its response, or ``None`` with the reason noted."""
-    try:
-        response: dict[str, Any] = await call(**kwargs)
-        return response
-    except Exception as exc:  # any failure here must not stop archiving
-        unavailable[what] = client_error_code(exc) or type(exc).__name__
-        log.debug("cannot read %s: %s", what, exc)
-        return None
-
-
-async def _list_tags(client: Any, table_arn: str, unavailable: dict[str, str]) -> list[Any] | None:
-    tags: list[Any] = []
-    token: str | None = None
-    while True:
-        kwargs: dict[str, Any] = {"ResourceArn": table_arn}
-        if token:
-            kwargs["NextToken"] = token
-        page = await _optional(unavailable, "tags", client.list_tags_of_resource, **kwargs)
-        if page is None:
-            return None
-        tags.extend(page.get("Tags", []))
-        token = page.get("NextToken")
-        if not token:
-            return tags
-
-
-async def describe(settings: AwsSettings, table_name: str, *, client: Any = None) -> dict[str, Any]:
-    """The table's current description (see module doc), without writing anything.
-
-    Args:
-        settings: AWS settings (also handed to ``capture_extras``).
-        table_name: the table.
-        client: an aiobotocore DynamoDB client to use; one is opened from ``settings`` if None.
-
-    Raises:
-        TableNotFound: the table does not exist.
-        AwsError: DescribeTable failed otherwise (access denied, …).
-    """
-    async with AsyncExitStack() as stack:
-        if client is None:
-            client = await stack.enter_async_context(settings.aio_client("dynamodb"))
-        try:
-            response = await client.describe_table(TableName=table_name)
-        except Exception as exc:
-            if client_error_code(exc) == "ResourceNotFoundException":
-                region = getattr(getattr(client, "meta", None), "region_name", None)
-                where = f" in {region}" if region else ""
-                raise TableNotFound(f"table {table_name!r} does not exist{where}") from exc
-            if client_error_code(exc):
-                raise translate_client_error(exc, f"DescribeTable {table_name}") from exc
-            raise
-        table = json_safe(response["Table"])
-        unavailable: dict[str, str] = {}
-        tags = await _list_tags(client, table["TableArn"], unavailable)
-        ttl = await _optional(
-            unavailable, "time_to_live", client.describe_time_to_live, TableName=table_name
-        )
-        backups = await _optional(
-            unavailable,
-            "continuous_backups",
-            client.describe_continuous_backups,
-            TableName=table_name,
-        )
-    try:
-        extras = json_safe(await capture_extras(settings, table))
-    except Exception as exc:  # optional settings must never stop archiving
-        log.warning("%s: cannot capture auto scaling/alarms/policy: %s", table_name, exc)
-        extras = {}
-        unavailable["extras"] = client_error_code(exc) or type(exc).__name__
-    unavailable.update((extras or {}).get("unavailable") or {})
-    return {
-        "captured_at": iso_ms(utcnow()),
-        "table_name": table_name,
-        "table_id": table_id_of(table),
-        "table_arn": table["TableArn"],
-        "Table": table,
-        "Tags": tags,
-        "TimeToLiveDescription": (ttl or {}).get("TimeToLiveDescription") if ttl else None,
-        "ContinuousBackupsDescription": (
-            (backups or {}).get("ContinuousBackupsDescription") if backups else None
-        ),
-        "extras": extras,
-        "unavailable": unavailable,
-    }
-
-
 def store_description(archive: Archive, doc: Mapping[str, Any]) -> str | None:
     """Write ``doc`` unless the newest archived description has the same settings.
 
@@ -192,15 +109,6 @@ def store_description(archive: Archive, doc: Mapping[str, Any]) -> str | None:
     path = layout.table_description(table, parse_iso(str(doc["captured_at"])))
     archive.write_json(path, dict(doc))
     return path
-
-
-async def capture_description(
-    settings: AwsSettings, archive: Archive, table_name: str, *, client: Any = None
-) -> dict[str, Any]:
-    """Describe the table and archive the description if it changed; returns it."""
-    doc = await describe(settings, table_name, client=client)
-    store_description(archive, doc)
-    return doc
 
 
 # -- reading --------------------------------------------------------------------------------

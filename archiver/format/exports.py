@@ -24,7 +24,6 @@ import base64
 import gzip
 import hashlib
 import logging
-import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -34,20 +33,21 @@ from typing import IO, Any
 import orjson
 from tqdm import tqdm
 
-from archiver import ion, layout, tables
-from archiver.aws import AwsSettings
-from archiver.codec import AttributeValue, CodecError, canonical_json, key_of, normalize_item
-from archiver.errors import (
-    AwsError,
+from archiver.format import ion, layout, tables
+from archiver.format.codec import AttributeValue, CodecError, canonical_json, key_of, normalize_item
+from archiver.format.errors import (
     CorruptArchive,
     UsageError,
-    client_error_code,
-    translate_client_error,
 )
-from archiver.manifests import DEFAULT_PART_BYTES, SnapshotWriter, converted_exports, list_snapshots
-from archiver.storage import Archive
-from archiver.tables import table_id_of
-from archiver.timefmt import as_utc, from_epoch, iso_ms, parse_iso
+from archiver.format.manifests import (
+    DEFAULT_PART_BYTES,
+    SnapshotWriter,
+    converted_exports,
+    list_snapshots,
+)
+from archiver.format.storage import Archive
+from archiver.format.tables import table_id_of
+from archiver.format.timefmt import as_utc, from_epoch, iso_ms, parse_iso
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def check_manifests(folder: ExportFolder) -> None:
 
 
 def archived_descriptions(archive: Archive, table: str) -> list[dict[str, Any]]:
-    """The table's archived descriptions, oldest first (``archiver.tables`` owns the format)."""
+    """The table's archived descriptions, oldest first (``tables`` owns the format)."""
     return tables.list_descriptions(archive, table)
 
 
@@ -280,32 +280,6 @@ def resolve_identity(
         "description and the table is not reachable); run `ddb-archiver run` once, or pass AWS "
         "access to the table"
     )
-
-
-def live_lookup(settings: AwsSettings, table: str) -> Callable[[], dict[str, Any] | None]:
-    """A lookup of the live table's description that never fails the conversion: without
-    AWS access (no region, no credentials, access denied) it warns and answers ``None``."""
-
-    def lookup() -> dict[str, Any] | None:
-        try:
-            return describe_live(settings.client("dynamodb"), table)
-        except Exception as exc:
-            log.warning("could not describe table %s (%s); using the archive only", table, exc)
-            return None
-
-    return lookup
-
-
-def describe_live(ddb: Any, table: str) -> dict[str, Any] | None:
-    """``DescribeTable``'s ``Table``, or ``None`` when the table does not exist."""
-    try:
-        return dict(ddb.describe_table(TableName=table)["Table"])
-    except Exception as exc:
-        if client_error_code(exc) == "ResourceNotFoundException":
-            return None
-        if client_error_code(exc):
-            raise translate_client_error(exc, f"DescribeTable {table}") from exc
-        raise
 
 
 # -- reading data files ---------------------------------------------------------------------
@@ -511,109 +485,3 @@ def convert_export(
         manifest["valid_from"],
     )
     return Conversion(manifest, new=True)
-
-
-# -- requesting an export -------------------------------------------------------------------
-
-
-def export_destination(
-    archive: Archive, s3_prefix: str | None, *, endpoint_url: str | None = None
-) -> tuple[str, str, Archive]:
-    """``(bucket, prefix, store)`` of where an export of this archive's table lands.
-
-    An S3 archive takes exports in its own ``exports/`` folder, where the replayer finds them
-    too; a local archive needs ``--s3-prefix`` (ExportTableToPointInTime writes only to S3).
-    """
-    if s3_prefix:
-        if not s3_prefix.startswith("s3://"):
-            raise UsageError(f"--s3-prefix {s3_prefix!r} is not an s3://bucket/prefix URL")
-        store = Archive.open(s3_prefix.rstrip("/"), endpoint_url=endpoint_url)
-    elif not archive.is_local:
-        store = folder_in(archive, layout.EXPORTS)
-    else:
-        raise UsageError(
-            "a native export is written to S3 and the archive is a local folder: pass "
-            "--s3-prefix s3://bucket/prefix for the export (it is converted into the local "
-            "archive), or use --method scan"
-        )
-    bucket, _, prefix = store.root.partition("/")
-    return bucket, prefix, store
-
-
-def start_export(ddb: Any, table_arn: str, bucket: str, prefix: str, export_format: str) -> str:
-    """Request a full export of the table as of now; return its ARN."""
-    kwargs: dict[str, Any] = {
-        "TableArn": table_arn,
-        "S3Bucket": bucket,
-        "ExportFormat": export_format,
-        "ExportType": "FULL_EXPORT",
-    }
-    if prefix:
-        kwargs["S3Prefix"] = prefix
-    try:
-        response = ddb.export_table_to_point_in_time(**kwargs)
-    except Exception as exc:
-        code = client_error_code(exc)
-        if code == "PointInTimeRecoveryUnavailableException":
-            raise UsageError(
-                f"{table_arn.rsplit('/', 1)[-1]}: point-in-time recovery is not enabled, which "
-                "native exports need: `ddb-archiver pitr --enable`, or use --method scan"
-            ) from exc
-        if code:
-            raise translate_client_error(exc, "ExportTableToPointInTime") from exc
-        raise
-    return str(response["ExportDescription"]["ExportArn"])
-
-
-class ExportFailed(AwsError):
-    """DynamoDB reports the export FAILED."""
-
-
-def wait_for_export(
-    ddb: Any, export_arn: str, *, poll_seconds: float, sleep: Any = None
-) -> dict[str, Any]:
-    """Poll ``DescribeExport`` until COMPLETED (returned) or FAILED (raised), with progress."""
-    pause = sleep or time.sleep
-    export_id = export_arn.rsplit("/", 1)[-1]
-    with tqdm(
-        desc=f"export {export_id}", bar_format="{desc}: {postfix} [{elapsed}]", disable=None
-    ) as bar:
-        while True:
-            try:
-                description = dict(ddb.describe_export(ExportArn=export_arn)["ExportDescription"])
-            except Exception as exc:
-                if client_error_code(exc):
-                    raise translate_client_error(exc, f"DescribeExport {export_arn}") from exc
-                raise
-            status = description.get("ExportStatus")
-            bar.set_postfix_str(str(status))
-            if status == "COMPLETED":
-                return description
-            if status == "FAILED":
-                raise ExportFailed(
-                    f"export {export_arn} failed: {description.get('FailureCode')}: "
-                    f"{description.get('FailureMessage')}"
-                )
-            pause(poll_seconds)
-
-
-def locate_export_folder(dest: Archive, export_arn: str, before: set[str]) -> Archive:
-    """The folder a completed export wrote: ``AWSDynamoDB/<export id>`` on AWS.
-
-    Emulators name the folder otherwise (moto: a random UUID); then the one folder that
-    appeared since the export was requested is it.
-    """
-    root = "AWSDynamoDB"
-    export_id = export_arn.rsplit("/", 1)[-1]
-    if dest.listdir(f"{root}/{export_id}"):
-        return folder_in(dest, f"{root}/{export_id}")
-    new = [name for name in dest.listdir(root) if name not in before]
-    if len(new) == 1:
-        log.warning(
-            "export %s wrote folder %s instead of %s (an emulator?)", export_arn, new[0], export_id
-        )
-        return folder_in(dest, f"{root}/{new[0]}")
-    raise UsageError(
-        f"cannot tell which folder under {dest.uri(root)} export {export_arn} wrote "
-        f"({len(new)} new folders)"
-    )

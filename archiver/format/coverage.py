@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from archiver import layout
-from archiver.errors import ArchiveOwnedElsewhere
-from archiver.storage import Archive
-from archiver.timefmt import iso_ms, parse_iso, utcnow
+from archiver.format import layout
+from archiver.format.errors import ArchiveOwnedElsewhere
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms, parse_iso, utcnow
 
 log = logging.getLogger(__name__)
 

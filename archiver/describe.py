@@ -1,6 +1,6 @@
 """Table settings that DescribeTable does not return and native restores drop.
 
-Captured with every archived table description (see ``archiver.tables``), so that
+Captured with every archived table description (see ``archiver.format.tables``), so that
 ``ddb-replayer restore --copy-settings`` can re-create them after the source table is gone:
 
 - Application Auto Scaling: scalable targets, scaling policies and scheduled actions of the
@@ -18,16 +18,19 @@ changes only when a setting does.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
+from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from archiver.aws import AwsSettings
-from archiver.errors import client_error_code
-from archiver.timefmt import iso_ms
+from archiver.errors import TableNotFound, client_error_code, translate_client_error
+from archiver.format.storage import Archive
+from archiver.format.tables import json_safe, store_description, table_id_of
+from archiver.format.timefmt import iso_ms, utcnow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,19 +47,6 @@ _ALARM_STATE_FIELDS = frozenset(
         "StateTransitionedTimestamp",
     }
 )
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with datetimes as ISO 8601 UTC strings and bytes as hex, recursively."""
-    if isinstance(value, datetime):
-        return iso_ms(value)
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items() if k != "ResponseMetadata"}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).hex()
-    return value
 
 
 def resource_ids(description: Mapping[str, Any]) -> list[str]:
@@ -210,3 +200,125 @@ async def capture_extras(settings: AwsSettings, description: Mapping[str, Any]) 
         "resource_policy": resource_policy,
         "unavailable": dict(sorted(unavailable.items())),
     }
+
+
+# -- the table's whole description ----------------------------------------------------------
+
+
+async def _list_tags(client: Any, table_arn: str, unavailable: dict[str, str]) -> list[Any] | None:
+    tags: list[Any] = []
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"ResourceArn": table_arn}
+        if token:
+            kwargs["NextToken"] = token
+        page: dict[str, Any] | None = await _optional(
+            "tags", functools.partial(client.list_tags_of_resource, **kwargs), None, unavailable
+        )
+        if page is None:
+            return None
+        tags.extend(page.get("Tags", []))
+        token = page.get("NextToken")
+        if not token:
+            return tags
+
+
+async def describe(settings: AwsSettings, table_name: str, *, client: Any = None) -> dict[str, Any]:
+    """The table's current description (see module doc), without writing anything.
+
+    Args:
+        settings: AWS settings (also handed to ``capture_extras``).
+        table_name: the table.
+        client: an aiobotocore DynamoDB client to use; one is opened from ``settings`` if None.
+
+    Raises:
+        TableNotFound: the table does not exist.
+        AwsError: DescribeTable failed otherwise (access denied, …).
+    """
+    async with AsyncExitStack() as stack:
+        if client is None:
+            client = await stack.enter_async_context(settings.aio_client("dynamodb"))
+        try:
+            response = await client.describe_table(TableName=table_name)
+        except Exception as exc:
+            if client_error_code(exc) == "ResourceNotFoundException":
+                region = getattr(getattr(client, "meta", None), "region_name", None)
+                where = f" in {region}" if region else ""
+                raise TableNotFound(f"table {table_name!r} does not exist{where}") from exc
+            if client_error_code(exc):
+                raise translate_client_error(exc, f"DescribeTable {table_name}") from exc
+            raise
+        table = json_safe(response["Table"])
+        unavailable: dict[str, str] = {}
+        tags = await _list_tags(client, table["TableArn"], unavailable)
+        ttl = await _optional(
+            "time_to_live",
+            lambda: client.describe_time_to_live(TableName=table_name),
+            None,
+            unavailable,
+        )
+        backups = await _optional(
+            "continuous_backups",
+            lambda: client.describe_continuous_backups(TableName=table_name),
+            None,
+            unavailable,
+        )
+    try:
+        extras = json_safe(await capture_extras(settings, table))
+    except Exception as exc:  # optional settings must never stop archiving
+        log.warning("%s: cannot capture auto scaling/alarms/policy: %s", table_name, exc)
+        extras = {}
+        unavailable["extras"] = client_error_code(exc) or type(exc).__name__
+    unavailable.update((extras or {}).get("unavailable") or {})
+    return {
+        "captured_at": iso_ms(utcnow()),
+        "table_name": table_name,
+        "table_id": table_id_of(table),
+        "table_arn": table["TableArn"],
+        "Table": table,
+        "Tags": tags,
+        "TimeToLiveDescription": (ttl or {}).get("TimeToLiveDescription") if ttl else None,
+        "ContinuousBackupsDescription": (
+            (backups or {}).get("ContinuousBackupsDescription") if backups else None
+        ),
+        "extras": extras,
+        "unavailable": unavailable,
+    }
+
+
+async def capture_description(
+    settings: AwsSettings, archive: Archive, table_name: str, *, client: Any = None
+) -> dict[str, Any]:
+    """Describe the table and archive the description if it changed; returns it."""
+    doc = await describe(settings, table_name, client=client)
+    store_description(archive, doc)
+    return doc
+
+
+# -- the live table, for export conversion ------------------------------------------------
+
+
+def live_lookup(settings: AwsSettings, table: str) -> Callable[[], dict[str, Any] | None]:
+    """A lookup of the live table's description that never fails the conversion: without
+    AWS access (no region, no credentials, access denied) it warns and answers ``None``."""
+
+    def lookup() -> dict[str, Any] | None:
+        try:
+            return describe_live(settings.client("dynamodb"), table)
+        except Exception as exc:
+            log.warning("could not describe table %s (%s); using the archive only", table, exc)
+            return None
+
+    return lookup
+
+
+def describe_live(ddb: Any, table: str) -> dict[str, Any] | None:
+    """``DescribeTable``'s ``Table``, or ``None`` when the table does not exist."""
+    try:
+        return dict(ddb.describe_table(TableName=table)["Table"])
+    except Exception as exc:
+        if client_error_code(exc) == "ResourceNotFoundException":
+            return None
+        if client_error_code(exc):
+            raise translate_client_error(exc, f"DescribeTable {table}") from exc
+        raise
