@@ -50,7 +50,7 @@ from archiver.writer import (
     DEFAULT_FLUSH_SECONDS,
     ChangeWriter,
     FlushPolicy,
-    Generation,
+    LiveGeneration,
 )
 
 log = logging.getLogger("archiver.run")
@@ -430,7 +430,7 @@ def _latest_stream(doc: dict[str, Any]) -> StreamInfo:
 
 def open_coverage(
     archive: Archive, doc: dict[str, Any], streams: list[StreamInfo], now: datetime
-) -> Generation:
+) -> LiveGeneration:
     """Start or continue coverage of the described table generation (blocking I/O)."""
     table = doc["Table"]
     name = str(doc["table_name"])
@@ -443,7 +443,7 @@ def open_coverage(
             if g.get("table_id") != table_id and g.get("table_created_at")
         )
     )
-    generation = Generation(table_id, created, covered_from=created, previous=previous)
+    generation = LiveGeneration(table_id, created, covered_from=created, previous=previous)
     ours = [s.created_at for s in streams if generation.owns(s.created_at)]
     first_stream = min(ours) if ours else _latest_stream(doc).created_at
     covered_from, from_creation = coverage.initial_window(

@@ -97,8 +97,9 @@ class Stats:
 
 
 @dataclass(frozen=True)
-class Generation:
-    """The table generation whose records are being archived."""
+class LiveGeneration:
+    """The live table's generation (one ``table_id``) whose records are being archived, and
+    the generations before it, to tell which one each stream belongs to."""
 
     table_id: str
     created_at: datetime
@@ -128,7 +129,7 @@ class ChangeWriter:
     """
 
     def __init__(
-        self, archive: Archive, table: str, generation: Generation, policy: FlushPolicy
+        self, archive: Archive, table: str, generation: LiveGeneration, policy: FlushPolicy
     ) -> None:
         self.archive = archive
         self.table = table

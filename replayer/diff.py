@@ -13,7 +13,8 @@ import argparse
 from archiver.aws import AwsSettings
 from archiver.cliutil import positive_int
 from archiver.errors import EXIT_DIFFERENCES
-from replayer.verify import DEFAULT_SEGMENTS, add_fold_arguments, diff_tables, fold_settings
+from replayer.fold import FoldSettings, add_fold_arguments
+from replayer.verify import DEFAULT_SEGMENTS, diff_tables
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +33,7 @@ def main(args: argparse.Namespace) -> int:
         args.table_name,
         args.other_table_name,
         segments=args.segments,
-        settings=fold_settings(args),
+        settings=FoldSettings.from_args(args),
     )
     print(
         f"diff {args.table_name} {args.other_table_name}: "

@@ -25,9 +25,8 @@ from archiver.format import tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time, utcnow
 from replayer import plan as planning
-from replayer.fold import Fold
+from replayer.fold import Fold, FoldSettings, add_fold_arguments
 from replayer.sinks import FileSink, file_sink
-from replayer.verify import add_fold_arguments, fold_settings
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
     plan = planning.plan_restore(
         archive, args.table_name, at, allow_gaps=args.allow_gaps, settings=settings
     )
-    with Fold(archive, fold_settings(args)) as fold:
+    with Fold(archive, FoldSettings.from_args(args)) as fold:
         state = fold.state_at(plan)
         result = sink.write(state.batches(), total=state.count)
     summary = {

@@ -34,6 +34,7 @@ installed offline.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import logging
 import os
@@ -79,6 +80,28 @@ class FoldSettings:
     memory_limit: str = DEFAULT_MEMORY_LIMIT
     temp_directory: str | None = None
     threads: int | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> FoldSettings:
+        """What :func:`add_fold_arguments`' flags said (defaults where a command has none)."""
+        return cls(
+            memory_limit=getattr(args, "memory_limit", None) or DEFAULT_MEMORY_LIMIT,
+            temp_directory=getattr(args, "temp_directory", None),
+        )
+
+
+def add_fold_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--memory-limit`` and ``--temp-directory``: the fold's DuckDB resources."""
+    group = parser.add_argument_group("fold resources")
+    group.add_argument(
+        "--memory-limit",
+        default=DEFAULT_MEMORY_LIMIT,
+        help="DuckDB memory limit for the fold; beyond it, work spills to --temp-directory",
+    )
+    group.add_argument(
+        "--temp-directory",
+        help="where the fold spills to disk (default: a private folder in the system temp dir)",
+    )
 
 
 def _quote(text: str) -> str:

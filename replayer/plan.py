@@ -43,7 +43,7 @@ def _time(value: Any) -> datetime | None:
 
 
 @dataclass(frozen=True)
-class Generation:
+class GenerationCoverage:
     """What the archive covers of one table generation (one ``table_id``), from coverage.json."""
 
     table: str
@@ -55,7 +55,7 @@ class Generation:
     watermark: datetime | None
 
     @classmethod
-    def from_coverage(cls, doc: Mapping[str, Any]) -> Generation:
+    def from_coverage(cls, doc: Mapping[str, Any]) -> GenerationCoverage:
         return cls(
             table=str(doc.get("table", "")),
             table_id=str(doc.get("table_id", "")),
@@ -110,7 +110,7 @@ class Plan:
 
     table: str
     at: datetime
-    generation: Generation
+    generation: GenerationCoverage
     base: Base | None
     log_from: datetime
     change_files: tuple[str, ...]
@@ -155,7 +155,7 @@ class LogPlan:
     """The log alone over ``(after, until]`` of one generation: per key its latest image."""
 
     table: str
-    generation: Generation
+    generation: GenerationCoverage
     after: datetime
     until: datetime
     change_files: tuple[str, ...]
@@ -178,9 +178,9 @@ def _describe_gap(gap: Mapping[str, Any]) -> str:
 # -- generations --------------------------------------------------------------------------
 
 
-def generations(archive: Archive, table: str) -> list[Generation]:
+def generations(archive: Archive, table: str) -> list[GenerationCoverage]:
     """Every archived generation of ``table``, oldest first (the current one last)."""
-    return [Generation.from_coverage(doc) for doc in coverage.generations(archive, table)]
+    return [GenerationCoverage.from_coverage(doc) for doc in coverage.generations(archive, table)]
 
 
 def _no_archive(archive: Archive, table: str) -> Refused:
@@ -190,7 +190,7 @@ def _no_archive(archive: Archive, table: str) -> Refused:
     )
 
 
-def generation_at(archive: Archive, table: str, at: datetime) -> Generation:
+def generation_at(archive: Archive, table: str, at: datetime) -> GenerationCoverage:
     """The generation of ``table`` alive at ``at``: the newest created at or before it.
 
     Raises:
@@ -231,7 +231,7 @@ def latest_restorable_time(archive: Archive, table: str) -> datetime:
     return watermark
 
 
-def _check_watermark(gen: Generation, at: datetime) -> None:
+def _check_watermark(gen: GenerationCoverage, at: datetime) -> None:
     if gen.watermark is None:
         raise AfterWatermark(
             f"table {gen.table!r}: the archiver has not caught up yet (no watermark), "
@@ -249,7 +249,7 @@ def _check_watermark(gen: Generation, at: datetime) -> None:
 
 
 def gaps_met(
-    archive: Archive, gen: Generation, start: datetime, end: datetime
+    archive: Archive, gen: GenerationCoverage, start: datetime, end: datetime
 ) -> list[dict[str, Any]]:
     """Recorded gaps of this generation that meet ``[start, end]``.
 
@@ -275,7 +275,7 @@ def gaps_met(
 
 
 def _check_gaps(
-    archive: Archive, gen: Generation, start: datetime, end: datetime, allow_gaps: bool
+    archive: Archive, gen: GenerationCoverage, start: datetime, end: datetime, allow_gaps: bool
 ) -> tuple[dict[str, Any], ...]:
     met = gaps_met(archive, gen, start, end)
     if not met:
@@ -319,7 +319,7 @@ def convert_exports(archive: Archive, table: str, settings: AwsSettings | None) 
     A broken export must not block a restore that another base can serve: it is reported
     and skipped (conversion registers nothing on error).
     """
-    from replayer.exports import convert_new_exports
+    from replayer.native_exports import convert_new_exports
 
     try:
         created = convert_new_exports(archive, table, settings)
@@ -331,7 +331,7 @@ def convert_exports(archive: Archive, table: str, settings: AwsSettings | None) 
 
 
 def choose_base(
-    gen: Generation, candidates: Sequence[Base], at: datetime
+    gen: GenerationCoverage, candidates: Sequence[Base], at: datetime
 ) -> tuple[Base | None, datetime]:
     """The newest base valid at ``at`` whose log range the archive covers, and ``log_from``.
 

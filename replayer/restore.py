@@ -40,11 +40,11 @@ from archiver.pitr import describe_pitr
 from replayer import native_restore, strategies
 from replayer import plan as planning
 from replayer.errors import BadInput, Refused
-from replayer.fold import Fold, FoldSettings
+from replayer.fold import Fold, FoldSettings, add_fold_arguments
 from replayer.plan import Plan
-from replayer.settings import copy_after_restore
+from replayer.settings_copy import copy_after_restore
 from replayer.sinks import DEFAULT_WORKERS, TableSink, WriteResult, refuse_if_exists
-from replayer.verify import Comparison, add_fold_arguments, fold_settings, verify_table
+from replayer.verify import Comparison, verify_table
 
 log = logging.getLogger(__name__)
 
@@ -387,7 +387,7 @@ def main(args: argparse.Namespace) -> int:
         verify=args.verify,
         max_write_rate=args.max_write_rate,
         workers=args.write_workers,
-        fold=fold_settings(args),
+        fold=FoldSettings.from_args(args),
     )
     if args.strategy == "replay":
         at = resolve_time(archive, source, args)

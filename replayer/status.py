@@ -21,7 +21,7 @@ from archiver.format.manifests import list_snapshots
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
 from replayer.errors import BadInput
-from replayer.exports import pending_exports
+from replayer.native_exports import pending_exports
 
 
 def archived_tables(archive: Archive) -> list[str]:

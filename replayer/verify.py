@@ -28,7 +28,7 @@ from archiver.errors import EXIT_DIFFERENCES, client_error_code, translate_clien
 from archiver.format.codec import canonical_json, key_of
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time
-from replayer.fold import Fold, FoldResult, FoldSettings
+from replayer.fold import Fold, FoldResult, FoldSettings, add_fold_arguments
 from replayer.plan import plan_restore
 
 log = logging.getLogger(__name__)
@@ -265,27 +265,6 @@ def diff_tables(
 # -- CLI ------------------------------------------------------------------------------------
 
 
-def add_fold_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--memory-limit`` and ``--temp-directory``: the fold's DuckDB resources."""
-    group = parser.add_argument_group("fold resources")
-    group.add_argument(
-        "--memory-limit",
-        default="1GB",
-        help="DuckDB memory limit for the fold; beyond it, work spills to --temp-directory",
-    )
-    group.add_argument(
-        "--temp-directory",
-        help="where the fold spills to disk (default: a private folder in the system temp dir)",
-    )
-
-
-def fold_settings(args: argparse.Namespace) -> FoldSettings:
-    return FoldSettings(
-        memory_limit=getattr(args, "memory_limit", None) or "1GB",
-        temp_directory=getattr(args, "temp_directory", None),
-    )
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-table-name", required=True, help="the table to check")
     parser.add_argument(
@@ -320,7 +299,7 @@ def main(args: argparse.Namespace) -> int:
     key_names(client, args.target_table_name)  # a missing target is bad input, said first
     plan = plan_restore(archive, args.source_table_name, at, allow_gaps=args.allow_gaps,
                         settings=settings)  # fmt: skip
-    with Fold(archive, fold_settings(args)) as fold:
+    with Fold(archive, FoldSettings.from_args(args)) as fold:
         state = fold.state_at(plan)
         result = verify_table(client, args.target_table_name, state, segments=args.segments)
     print(

@@ -18,7 +18,7 @@ from archiver.format.exports import CorruptExport, folder_in
 from archiver.format.manifests import list_snapshots
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
-from replayer.exports import convert_new_exports, pending_exports
+from replayer.native_exports import convert_new_exports, pending_exports
 from tests.export_fixtures import (
     BOOKS_KEY_SCHEMA,
     ExportFixture,

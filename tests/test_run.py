@@ -582,13 +582,13 @@ def test_initial_window_follows_the_design() -> None:
 def test_streams_are_attributed_to_the_generation_alive_when_they_were_created() -> None:
     old_created = parse_iso("2026-01-31T12:00:00.100Z")
     new_created = parse_iso("2026-01-31T12:00:00.900Z")
-    gen = writer.Generation("new", new_created, new_created, previous=((old_created, "old"),))
+    gen = writer.LiveGeneration("new", new_created, new_created, previous=((old_created, "old"),))
     # The old table's stream, 0.8 s before the new table: the old table existed then.
     assert gen.table_id_at(old_created) == "old"
     assert gen.table_id_at(new_created) == "new"
     assert gen.table_id_at(old_created - timedelta(seconds=1)) is None
     # With no older generation, a stream up to 1 s before the table was created with it.
-    alone = writer.Generation("only", new_created, new_created)
+    alone = writer.LiveGeneration("only", new_created, new_created)
     assert alone.owns(new_created - timedelta(milliseconds=500))
     assert not alone.owns(new_created - timedelta(seconds=2))
 

@@ -1,4 +1,4 @@
-"""Settings capture (``archiver.describe``) and ``--copy-settings`` (``replayer.settings``).
+"""Settings capture (``archiver.describe``) and ``--copy-settings`` (``replayer.settings_copy``).
 
 Settings are checked by reading them back from the (moto) services after the copy.
 """
@@ -20,7 +20,7 @@ from archiver import describe
 from archiver.aws import AwsSettings
 from archiver.describe import capture_extras
 from archiver.format.storage import Archive
-from replayer.settings import (
+from replayer.settings_copy import (
     COPIED,
     NOT_COPIED,
     NOTHING,

@@ -20,7 +20,7 @@ from archiver.format.manifests import SnapshotWriter, list_snapshots
 from archiver.format.storage import Archive
 from archiver.format.tables import table_id_of
 from archiver.format.timefmt import parse_iso, utcnow
-from replayer.exports import convert_new_exports
+from replayer.native_exports import convert_new_exports
 from tests.conftest import create_table
 from tests.export_fixtures import BOOKS_KEY_SCHEMA, books, write_export
 
