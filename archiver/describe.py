@@ -29,8 +29,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from archiver.aws import AwsSettings
 from archiver.errors import TableNotFound, client_error_code, translate_client_error
 from archiver.format.storage import Archive
-from archiver.format.tables import json_safe, store_description, table_id_of
-from archiver.format.timefmt import iso_ms, utcnow
+from archiver.format.tables import description_document, json_safe, store_description
+from archiver.format.timefmt import utcnow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -270,20 +270,16 @@ async def describe(settings: AwsSettings, table_name: str, *, client: Any = None
         extras = {}
         unavailable["extras"] = client_error_code(exc) or type(exc).__name__
     unavailable.update((extras or {}).get("unavailable") or {})
-    return {
-        "captured_at": iso_ms(utcnow()),
-        "table_name": table_name,
-        "table_id": table_id_of(table),
-        "table_arn": table["TableArn"],
-        "Table": table,
-        "Tags": tags,
-        "TimeToLiveDescription": (ttl or {}).get("TimeToLiveDescription") if ttl else None,
-        "ContinuousBackupsDescription": (
-            (backups or {}).get("ContinuousBackupsDescription") if backups else None
-        ),
-        "extras": extras,
-        "unavailable": unavailable,
-    }
+    return description_document(
+        table_name,
+        table,
+        captured_at=utcnow(),
+        tags=tags,
+        time_to_live=(ttl or {}).get("TimeToLiveDescription") if ttl else None,
+        continuous_backups=(backups or {}).get("ContinuousBackupsDescription") if backups else None,
+        extras=extras,
+        unavailable=unavailable,
+    )
 
 
 async def capture_description(

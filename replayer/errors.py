@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from archiver.errors import EXIT_DIFFERENCES, EXIT_FAILURE, EXIT_REFUSED, EXIT_USAGE
+from archiver.errors import EXIT_FAILURE, EXIT_REFUSED, EXIT_USAGE
 
 
 class ReplayError(Exception):
@@ -41,9 +41,3 @@ class NoUsableBase(Refused):
 
 class TargetTableExists(Refused):
     """The target table already exists."""
-
-
-class Differences(ReplayError):
-    """verify/diff found differences."""
-
-    exit_code = EXIT_DIFFERENCES

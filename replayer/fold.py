@@ -184,11 +184,6 @@ class FoldResult:
         finally:
             cursor.close()
 
-    def deleted_count(self) -> int:
-        """Keys whose latest change deleted them (log tails only; 0 for a state)."""
-        rows = self.con.execute(f"SELECT count(*) FROM {self.table} WHERE item IS NULL").fetchall()
-        return int(rows[0][0])
-
 
 class Fold:
     """A DuckDB session that folds an archive; use as a context manager.

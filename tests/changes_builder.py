@@ -21,8 +21,15 @@ T0 = datetime(2026, 1, 31, 12, 0, 0, tzinfo=UTC)
 TTL_IDENTITY = {"type": "Service", "principalId": "dynamodb.amazonaws.com"}
 
 
+ACCOUNT = "123456789012"
+
+
+def table_arn(table: str) -> str:
+    return f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/{table}"
+
+
 def stream_arn(table: str, label: str = LABEL) -> str:
-    return f"arn:aws:dynamodb:us-east-1:123456789012:table/{table}/stream/{label}"
+    return f"{table_arn(table)}/stream/{label}"
 
 
 def record(
@@ -78,7 +85,7 @@ def write_changes(
         at = rec["dynamodb"]["ApproximateCreationDateTime"]
         by_dt.setdefault(layout.dt_of(at), []).append(rec)
     paths = []
-    for dt, group in by_dt.items():
+    for dt, group in sorted(by_dt.items()):
         size = per_file or len(group)
         for start in range(0, len(group), size):
             chunk = group[start : start + size]

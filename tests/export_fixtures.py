@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from archiver.format import tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
 
@@ -211,24 +212,10 @@ def rewrite_manifest_files(fixture: ExportFixture, change: Any) -> None:
 def write_description(
     archive: Archive, table: str, table_id: str, key_schema: list[dict[str, str]], at: datetime
 ) -> None:
-    """An archived table description (``archiver.format.tables`` owns it), minimal."""
-    from archiver.format import layout
-
-    archive.write_json(
-        layout.table_description(table, at),
-        {
-            "captured_at": iso_ms(at),
-            "table_name": table,
-            "table_id": table_id,
-            "table_arn": f"arn:aws:dynamodb:us-east-1:123456789012:table/{table}",
-            "Table": {"TableName": table, "TableId": table_id, "KeySchema": key_schema},
-            "Tags": None,
-            "TimeToLiveDescription": None,
-            "ContinuousBackupsDescription": None,
-            "extras": {},
-            "unavailable": {},
-        },
-    )
+    """A minimal archived table description: the table's identity and keys."""
+    arn = f"arn:aws:dynamodb:us-east-1:123456789012:table/{table}"
+    table_doc = {"TableName": table, "TableArn": arn, "TableId": table_id, "KeySchema": key_schema}
+    tables.store_description(archive, tables.description_document(table, table_doc, captured_at=at))
 
 
 BOOKS_KEY_SCHEMA = [

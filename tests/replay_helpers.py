@@ -1,7 +1,7 @@
 """Helpers for replay tests: archives built directly, and the CLIs called in-process.
 
 Direct archives are written with the archiver's own format modules (``records.ChangeRows``,
-``layout``, ``coverage``, ``manifests``, table descriptions in the contract's shape), so
+``layout``, ``coverage``, ``manifests``, ``tables``; change files by ``tests.changes_builder``), so
 files are indistinguishable from the archiver's — with event times chosen by the test, which
 lets a test put records at any instant without waiting for the clock.
 """
@@ -15,26 +15,16 @@ from typing import Any
 
 import pytest
 
-from archiver.format import coverage, layout
+from archiver.format import coverage, layout, tables
 from archiver.format.codec import canonical_json, key_of
 from archiver.format.manifests import SnapshotWriter
-from archiver.format.records import ChangeRows
 from archiver.format.storage import Archive
-from archiver.format.timefmt import iso_ms
+from tests import changes_builder
 
 TABLE = "orders"
 TABLE_ID = "table-id-1"
 LABEL = "2026-03-01T00:00:00.000"
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
-ACCOUNT = "123456789012"
-
-
-def table_arn(table: str = TABLE) -> str:
-    return f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/{table}"
-
-
-def stream_arn(table: str = TABLE, label: str = LABEL) -> str:
-    return f"{table_arn(table)}/stream/{label}"
 
 
 def at(seconds: float) -> datetime:
@@ -81,29 +71,17 @@ def write_changes(
     shard_id: str = "shardId-00000001",
     per_file: int | None = None,
 ) -> list[str]:
-    """Write ``changes`` (one shard, in stream order) as change files, one ``dt`` per file."""
-    by_dt: dict[str, list[Change]] = {}
-    for change in changes:
-        by_dt.setdefault(layout.dt_of(change.time), []).append(change)
-    paths = []
-    for dt, group in sorted(by_dt.items()):
-        size = per_file or len(group)
-        for start in range(0, len(group), size):
-            chunk = group[start : start + size]
-            rows = ChangeRows()
-            rows.extend(
-                [c.record() for c in chunk],
-                stream_arn=stream_arn(table, label),
-                shard_id=shard_id,
-                table_id=table_id,
-                origin="stream",
-            )
-            path = layout.change_file(
-                table, dt, label, shard_id, str(chunk[0].seq), str(chunk[-1].seq)
-            )
-            archive.write_parquet(path, rows.to_table())
-            paths.append(path)
-    return paths
+    """:func:`tests.changes_builder.write_changes` for :class:`Change` lists, with this
+    module's table, generation and stream label as defaults."""
+    return changes_builder.write_changes(
+        archive,
+        table,
+        [change.record() for change in changes],
+        shard_id=shard_id,
+        label=label,
+        table_id=table_id,
+        per_file=per_file,
+    )
 
 
 def write_coverage(
@@ -120,7 +98,7 @@ def write_coverage(
     coverage.open_generation(
         archive,
         table,
-        table_arn=table_arn(table),
+        table_arn=changes_builder.table_arn(table),
         table_id=table_id,
         table_created_at=created,
         covered_from=covered_from or created,
@@ -143,7 +121,7 @@ def write_gap(
         archive,
         table,
         table_id=table_id,
-        stream_arn=stream_arn(table),
+        stream_arn=changes_builder.stream_arn(table, LABEL),
         shard_id="shardId-00000001",
         start=start,
         end=end,
@@ -192,18 +170,17 @@ def write_description(
     key_types: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Archive a table description in the contract's shape (pay-per-request, ``pk`` [+ more])."""
+    """Archive a table description (pay-per-request, ``pk`` [+ more keys]); returns it."""
     key_types = dict(key_types or {"pk": "S"})
-    names = list(key_types)
     table_doc: dict[str, Any] = {
         "TableName": table,
-        "TableArn": table_arn(table),
+        "TableArn": changes_builder.table_arn(table),
         "TableId": table_id,
         "TableStatus": "ACTIVE",
-        "CreationDateTime": iso_ms(captured),
+        "CreationDateTime": captured,
         "KeySchema": [
             {"AttributeName": name, "KeyType": "HASH" if i == 0 else "RANGE"}
-            for i, name in enumerate(names)
+            for i, name in enumerate(key_types)
         ],
         "AttributeDefinitions": [
             {"AttributeName": name, "AttributeType": kind} for name, kind in key_types.items()
@@ -212,19 +189,8 @@ def write_description(
         "ProvisionedThroughput": {"ReadCapacityUnits": 0, "WriteCapacityUnits": 0},
         **dict(extra or {}),
     }
-    doc: dict[str, Any] = {
-        "captured_at": iso_ms(captured),
-        "table_name": table,
-        "table_id": table_id,
-        "table_arn": table_arn(table),
-        "Table": table_doc,
-        "Tags": [],
-        "TimeToLiveDescription": None,
-        "ContinuousBackupsDescription": None,
-        "extras": {},
-        "unavailable": {},
-    }
-    archive.write_json(layout.table_description(table, captured), doc)
+    doc = tables.description_document(table, table_doc, captured_at=captured, tags=[])
+    tables.store_description(archive, doc)
     return doc
 
 

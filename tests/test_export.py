@@ -16,7 +16,8 @@ from archiver.errors import EXIT_REFUSED
 from archiver.format.codec import canonical_json, key_of
 from archiver.format.storage import Archive
 from replayer.errors import Refused
-from replayer.sinks import SINKS, Sink, TableSink, file_sink, read_dynamodb_json
+from replayer.export import FORMATS
+from replayer.sinks import Sink, TableSink, file_sink, read_dynamodb_json, sink_class
 from replayer.verify import scan_rows
 from tests.conftest import create_table
 from tests.replay_helpers import (
@@ -154,8 +155,10 @@ class SinkContract:
     def read_back(self, sink: Sink) -> dict[str, str]:
         raise NotImplementedError
 
-    def test_registered(self) -> None:
-        assert self.kind in SINKS
+    def test_registered_under_its_kind(self, request: pytest.FixtureRequest) -> None:
+        sink = self.make(request)
+        assert sink_class(self.kind) is type(sink)
+        assert sink.kind == self.kind
 
     def test_round_trip_of_every_type(self, request: pytest.FixtureRequest) -> None:
         items = RICH + [{"pk": {"S": f"k{i}"}, "n": {"N": str(i)}} for i in range(60)]
@@ -191,6 +194,9 @@ class TestTableSink(SinkContract):
 
 
 class FileContract(SinkContract):
+    def test_offered_by_export(self) -> None:
+        assert self.kind in FORMATS
+
     def make(self, request: pytest.FixtureRequest) -> Sink:
         output = Archive.open(str(request.getfixturevalue("tmp_path") / "out"))
         return file_sink(self.kind, output, items_per_file=25)

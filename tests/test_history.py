@@ -7,9 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from archiver.format import layout
+from archiver.format import tables
 from archiver.format.storage import Archive
-from archiver.format.timefmt import iso_ms
 from replayer.cli import main as replayer_main
 from replayer.history import diff_images, render
 from tests.changes_builder import T0, n, record, s, write_changes
@@ -42,15 +41,8 @@ def build(archive: Archive) -> None:
 def describe(archive: Archive, table: str, keys: list[str]) -> None:
     schema = [{"AttributeName": keys[0], "KeyType": "HASH"}]
     schema += [{"AttributeName": k, "KeyType": "RANGE"} for k in keys[1:]]
-    archive.write_json(
-        layout.table_description(table, T0),
-        {
-            "captured_at": iso_ms(T0),
-            "table_name": table,
-            "table_id": "t",
-            "Table": {"KeySchema": schema},
-        },
-    )
+    table_doc = {"TableName": table, "TableId": "t", "KeySchema": schema}
+    tables.store_description(archive, tables.description_document(table, table_doc, captured_at=T0))
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

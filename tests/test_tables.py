@@ -155,16 +155,15 @@ def test_description_at_picks_the_one_in_force(archive: Archive) -> None:
     now = utcnow()
 
     def doc(minutes: int, table_id: str, tag: str) -> dict[str, Any]:
-        return {
-            "captured_at": iso_ms(now + timedelta(minutes=minutes)),
-            "table_name": TABLE,
-            "table_id": table_id,
-            "Table": {"TableName": TABLE},
-            "Tags": [{"Key": "v", "Value": tag}],
-        }
+        return tables.description_document(
+            TABLE,
+            {"TableName": TABLE, "TableId": table_id},
+            captured_at=now + timedelta(minutes=minutes),
+            tags=[{"Key": "v", "Value": tag}],
+        )
 
     for d in (doc(0, "g1", "a"), doc(10, "g1", "b"), doc(20, "g2", "c"), doc(30, "g2", "d")):
-        archive.write_json(layout.table_description(TABLE, parse_iso(d["captured_at"])), d)
+        assert tables.store_description(archive, d) is not None
 
     def tag_at(minutes: float, table_id: str | None = None) -> str | None:
         found = tables.description_at(archive, TABLE, now + timedelta(minutes=minutes), table_id)

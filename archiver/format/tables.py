@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -95,6 +95,46 @@ def settings_of(doc: Mapping[str, Any]) -> Any:
         return value
 
     return strip({k: v for k, v in doc.items() if k != "captured_at"})
+
+
+def description_document(
+    table_name: str,
+    table: Mapping[str, Any],
+    *,
+    captured_at: datetime,
+    tags: Sequence[Any] | None = None,
+    time_to_live: Mapping[str, Any] | None = None,
+    continuous_backups: Mapping[str, Any] | None = None,
+    extras: Mapping[str, Any] | None = None,
+    unavailable: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """An archived description (the shape in the module doc), ready for
+    :func:`store_description`.
+
+    Args:
+        table_name: the table's name (the ``_state/<table>/`` it is archived under).
+        table: ``DescribeTable``'s ``Table``, raw or JSON-safe; ``table_id`` is taken from it.
+        captured_at: when it was described.
+        tags: ``ListTagsOfResource``'s tags; ``None`` when they could not be read.
+        time_to_live: ``DescribeTimeToLive``'s ``TimeToLiveDescription``, or ``None``.
+        continuous_backups: ``DescribeContinuousBackups``'
+            ``ContinuousBackupsDescription``, or ``None``.
+        extras: what ``archiver.describe.capture_extras`` found (auto scaling, alarms, policy).
+        unavailable: what could not be read, and the error code that said so.
+    """
+    safe = json_safe(table)
+    return {
+        "captured_at": iso_ms(captured_at),
+        "table_name": table_name,
+        "table_id": table_id_of(safe),
+        "table_arn": safe.get("TableArn"),
+        "Table": safe,
+        "Tags": None if tags is None else list(tags),
+        "TimeToLiveDescription": time_to_live,
+        "ContinuousBackupsDescription": continuous_backups,
+        "extras": dict(extras or {}),
+        "unavailable": dict(unavailable or {}),
+    }
 
 
 def store_description(archive: Archive, doc: Mapping[str, Any]) -> str | None:
