@@ -31,7 +31,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from archiver.aws import AwsSettings
-from archiver.cliutil import positive_float, positive_int
+from archiver.cliutil import add_table_argument, positive_float, positive_int
 from archiver.errors import (
     ArchiverError,
     AwsError,
@@ -324,7 +324,7 @@ def _print_table(backups: list[Backup]) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=ACTIONS, help="what to do")
-    parser.add_argument("--table-name", required=True, help="the DynamoDB table")
+    add_table_argument(parser, "the DynamoDB table")
     parser.add_argument(
         "--backup-name",
         metavar="N",

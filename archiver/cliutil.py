@@ -1,4 +1,6 @@
-"""What both command-line tools share: common flags, command registry, errors → exit codes.
+"""What both command-line tools share: common flags, command registry, errors → exit codes,
+and the arguments several commands take (``--archive``, table names, bounded numbers), each
+defined once here so that their names, checks and help read the same everywhere.
 
 A command lives in its own module, which defines ``add_arguments(parser)`` and
 ``main(args) -> int``; the tool's ``cli.py`` only lists them. Errors that a user can act on
@@ -12,8 +14,9 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from archiver import __version__
 from archiver.errors import EXIT_FAILURE, EXIT_USAGE
@@ -118,24 +121,92 @@ def run(
         return EXIT_FAILURE
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return value
+# -- shared arguments -----------------------------------------------------------------------
+
+ARCHIVE_HELP = "archive root: s3://bucket/prefix, file:///path or a local folder"
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return value
+def add_archive_argument(parser: argparse.ArgumentParser, help: str = ARCHIVE_HELP) -> None:
+    """``--archive URL`` (required): the archive root every archive-reading command takes."""
+    parser.add_argument("--archive", required=True, metavar="URL", help=help)
 
 
-__all__ = ["EXIT_USAGE", "Command", "positive_float", "positive_int", "run"]
+def add_table_argument(
+    parser: argparse.ArgumentParser,
+    help: str,
+    *,
+    flag: str = "--table-name",
+    required: bool = True,
+) -> None:
+    """A table-name flag (``--table-name`` unless ``flag`` says otherwise), named as in the
+    AWS CLI; ``help`` says which table it is to this command."""
+    parser.add_argument(flag, required=required, help=help)
+
+
+_N = TypeVar("_N", int, float)
+
+
+def number_type(
+    kind: Callable[[str], _N],
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    at_most: float | None = None,
+    unit: str = "",
+    why: str = "",
+) -> Callable[[str], _N]:
+    """An argparse ``type``: ``kind`` (``int`` or ``float``) of ``text``, within the bounds.
+
+    Anything else is a usage error naming the bounds, e.g. ``'0' must be > 0`` or
+    ``36 is outside 1..35 days (AWS's limits)``.
+
+    Args:
+        kind: ``int`` (whole numbers only) or ``float`` (fractions allowed).
+        above: the value must be greater than this.
+        at_least: the value must be at least this.
+        at_most: the value must be at most this.
+        unit: what the number counts (``days``), for messages.
+        why: where the bounds come from, for messages.
+    """
+    noun = ("a whole number" if kind is int else "a number") + (f" of {unit}" if unit else "")
+    span = f" {unit}" if unit else ""
+    reason = f" ({why})" if why else ""
+
+    def parse(text: str) -> _N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if at_least is not None and at_most is not None and not at_least <= value <= at_most:
+            raise argparse.ArgumentTypeError(
+                f"{value} is outside {at_least}..{at_most}{span}{reason}"
+            )
+        if above is not None and not value > above:
+            raise argparse.ArgumentTypeError(f"{text!r} must be > {above}{reason}")
+        if at_least is not None and not value >= at_least:
+            raise argparse.ArgumentTypeError(f"{text!r} must be >= {at_least}{reason}")
+        if at_most is not None and not value <= at_most:
+            raise argparse.ArgumentTypeError(f"{text!r} must be <= {at_most}{reason}")
+        return value
+
+    parse.__name__ = getattr(kind, "__name__", "number")  # argparse names the type in errors
+    return parse
+
+
+positive_int = number_type(int, above=0)
+positive_float = number_type(float, above=0)
+non_negative_float = number_type(float, at_least=0)
+
+
+__all__ = [
+    "ARCHIVE_HELP",
+    "EXIT_USAGE",
+    "Command",
+    "add_archive_argument",
+    "add_table_argument",
+    "non_negative_float",
+    "number_type",
+    "positive_float",
+    "positive_int",
+    "run",
+]

@@ -44,6 +44,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from archiver.cliutil import (
+    add_archive_argument,
+    add_table_argument,
+    non_negative_float,
+    positive_float,
+)
 from archiver.errors import ArchiverError, UsageError
 from archiver.format import layout
 from archiver.format.schema import CHANGE_SCHEMA
@@ -306,28 +312,9 @@ def _dt(text: str) -> str:
     return text
 
 
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = _non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--table-name", required=True, help="the archived table's name")
-    parser.add_argument(
-        "--archive", required=True, help="archive root: s3://bucket/prefix or a local folder"
-    )
+    add_table_argument(parser, "the archived table's name")
+    add_archive_argument(parser)
     parser.add_argument(
         "--dt",
         type=_dt,
@@ -338,14 +325,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--target-size",
-        type=_positive,
+        type=positive_float,
         default=DEFAULT_TARGET_MB,
         metavar="MB",
         help="merge files into files of about this size",
     )
     parser.add_argument(
         "--grace-seconds",
-        type=_non_negative,
+        type=non_negative_float,
         default=DEFAULT_GRACE_SECONDS,
         metavar="S",
         help="keep merged inputs this long before deleting them, so readers that listed them "

@@ -21,6 +21,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from archiver.aws import AwsSettings
+from archiver.cliutil import add_table_argument, number_type
 from archiver.errors import ArchiverError, TableNotFound, client_error_code, translate_client_error
 from archiver.format.timefmt import as_utc, from_epoch, iso_ms, parse_iso
 
@@ -138,21 +139,14 @@ def set_pitr(
     return PitrStatus.from_description(table_name, response["ContinuousBackupsDescription"])
 
 
-def recovery_period(text: str) -> int:
-    """argparse type: a whole number of days in 1..35 (AWS's limits)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days") from None
-    if not MIN_RECOVERY_DAYS <= value <= MAX_RECOVERY_DAYS:
-        raise argparse.ArgumentTypeError(
-            f"{value} is outside {MIN_RECOVERY_DAYS}..{MAX_RECOVERY_DAYS} days (AWS's limits)"
-        )
-    return value
+# ``--recovery-period-in-days``: whole days within AWS's limits.
+recovery_period = number_type(
+    int, at_least=MIN_RECOVERY_DAYS, at_most=MAX_RECOVERY_DAYS, unit="days", why="AWS's limits"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--table-name", required=True, help="the DynamoDB table")
+    add_table_argument(parser, "the DynamoDB table")
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--enable", action="store_true", help="turn point-in-time recovery on")
     action.add_argument("--disable", action="store_true", help="turn point-in-time recovery off")

@@ -30,7 +30,12 @@ import botocore.exceptions
 
 from archiver import describe
 from archiver.aws import AwsSettings
-from archiver.cliutil import positive_float, positive_int
+from archiver.cliutil import (
+    add_archive_argument,
+    add_table_argument,
+    positive_float,
+    positive_int,
+)
 from archiver.errors import (
     EXIT_NEW_GAP,
     EXIT_OK,
@@ -73,15 +78,8 @@ def byte_size(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--table-name", required=True, default=argparse.SUPPRESS, help="the table to archive"
-    )
-    parser.add_argument(
-        "--archive",
-        required=True,
-        default=argparse.SUPPRESS,
-        help="archive root: s3://bucket/prefix, file:///path or a local folder",
-    )
+    add_table_argument(parser, "the table to archive")
+    add_archive_argument(parser)
     parser.add_argument(
         "--once",
         action="store_true",

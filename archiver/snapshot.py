@@ -30,7 +30,7 @@ from typing import Any
 from tqdm import tqdm
 
 from archiver.aws import AwsSettings
-from archiver.cliutil import positive_float, positive_int
+from archiver.cliutil import add_archive_argument, add_table_argument, positive_float, positive_int
 from archiver.describe import describe_live, live_lookup
 from archiver.errors import (
     EXIT_REFUSED,
@@ -311,10 +311,8 @@ def export_snapshot(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--table-name", required=True, help="the DynamoDB table")
-    parser.add_argument(
-        "--archive", required=True, help="archive root: s3://bucket/prefix or a local folder"
-    )
+    add_table_argument(parser, "the DynamoDB table")
+    add_archive_argument(parser)
     parser.add_argument(
         "--method",
         choices=("export", "scan"),

@@ -11,15 +11,15 @@ from __future__ import annotations
 import argparse
 
 from archiver.aws import AwsSettings
-from archiver.cliutil import positive_int
+from archiver.cliutil import add_table_argument, positive_int
 from archiver.errors import EXIT_DIFFERENCES
 from replayer.fold import FoldSettings, add_fold_arguments
 from replayer.verify import DEFAULT_SEGMENTS, diff_tables
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--table-name", required=True, help="the first table (the reference)")
-    parser.add_argument("--other-table-name", required=True, help="the table to compare with it")
+    add_table_argument(parser, "the first table (the reference)")
+    add_table_argument(parser, "the table to compare with it", flag="--other-table-name")
     parser.add_argument(
         "--segments", type=positive_int, default=DEFAULT_SEGMENTS, help="parallel scan segments"
     )

@@ -21,6 +21,7 @@ import logging
 from typing import Any
 
 from archiver.aws import AwsSettings
+from archiver.cliutil import add_archive_argument, add_table_argument
 from archiver.format import tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time, utcnow
@@ -35,10 +36,8 @@ SUMMARY = "export.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--table-name", required=True, help="the archived table")
-    parser.add_argument(
-        "--archive", required=True, help="archive root: s3://bucket/prefix or a local folder"
-    )
+    add_table_argument(parser, "the archived table")
+    add_archive_argument(parser)
     when = parser.add_mutually_exclusive_group(required=True)
     when.add_argument(
         "--restore-date-time",

@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from archiver.cliutil import add_archive_argument, add_table_argument
 from archiver.format import layout
 from archiver.format.codec import CodecError, canonicalize_text
 from archiver.format.records import TTL_IDENTITY
@@ -52,10 +53,8 @@ ORDER BY stream_arn, sequence_number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--table-name", required=True, help="the archived table's name")
-    parser.add_argument(
-        "--archive", required=True, help="archive root: s3://bucket/prefix or a local folder"
-    )
+    add_table_argument(parser, "the archived table's name")
+    add_archive_argument(parser)
     parser.add_argument(
         "--key",
         required=True,

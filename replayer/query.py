@@ -35,6 +35,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from archiver.cliutil import add_archive_argument
 from archiver.format import layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
@@ -84,9 +85,7 @@ def _bad_sql(exc: BaseException) -> bool:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--archive", required=True, help="archive root: s3://bucket/prefix or a local folder"
-    )
+    add_archive_argument(parser)
     parser.add_argument(
         "--format",
         choices=FORMATS,

@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from archiver.aws import AwsSettings
-from archiver.cliutil import positive_float, positive_int
+from archiver.cliutil import add_archive_argument, add_table_argument, positive_float, positive_int
 from archiver.errors import EXIT_DIFFERENCES, EXIT_OK
 from archiver.format import tables
 from archiver.format.storage import Archive
@@ -252,13 +252,11 @@ def _record_rate(archive: Archive, source: str, written: WriteResult) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source-table-name", required=True, help="the archived table")
-    parser.add_argument(
-        "--target-table-name", required=True, help="the new table to create (must not exist)"
+    add_table_argument(parser, "the archived table", flag="--source-table-name")
+    add_table_argument(
+        parser, "the new table to create (must not exist)", flag="--target-table-name"
     )
-    parser.add_argument(
-        "--archive", required=True, help="archive root: s3://bucket/prefix or a local folder"
-    )
+    add_archive_argument(parser)
     when = parser.add_mutually_exclusive_group(required=True)
     when.add_argument(
         "--restore-date-time",

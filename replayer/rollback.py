@@ -48,6 +48,7 @@ from botocore.exceptions import ClientError
 from tqdm import tqdm
 
 from archiver.aws import AwsSettings
+from archiver.cliutil import add_archive_argument, add_table_argument
 from archiver.errors import EXIT_DIFFERENCES, EXIT_OK, client_error_code
 from archiver.format import tables
 from archiver.format.codec import to_wire
@@ -383,10 +384,8 @@ def _print_plan(plan: RollbackPlan, out: Any) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--table-name", required=True, help="the live table to roll back")
-    parser.add_argument(
-        "--archive", required=True, help="archive root: s3://bucket/prefix or a local folder"
-    )
+    add_table_argument(parser, "the live table to roll back")
+    add_archive_argument(parser)
     parser.add_argument(
         "--restore-date-time",
         required=True,

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from archiver.cliutil import add_archive_argument, add_table_argument
 from archiver.format import changefiles, coverage, layout
 from archiver.format.manifests import list_snapshots
 from archiver.format.storage import Archive
@@ -240,10 +241,8 @@ def render(report: dict[str, Any]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--archive", required=True, help="archive root: s3://bucket/prefix or a local folder"
-    )
-    parser.add_argument("--table-name", help="only this table (default: every archived table)")
+    add_archive_argument(parser)
+    add_table_argument(parser, "only this table (default: every archived table)", required=False)
     parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
 
 

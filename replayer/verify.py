@@ -23,7 +23,7 @@ import orjson
 import pyarrow as pa
 
 from archiver.aws import AwsSettings
-from archiver.cliutil import positive_int
+from archiver.cliutil import add_archive_argument, add_table_argument, positive_int
 from archiver.errors import EXIT_DIFFERENCES, client_error_code, translate_client_error
 from archiver.format.codec import canonical_json, key_of
 from archiver.format.storage import Archive
@@ -266,13 +266,9 @@ def diff_tables(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target-table-name", required=True, help="the table to check")
-    parser.add_argument(
-        "--source-table-name", required=True, help="the archived table it should equal"
-    )
-    parser.add_argument(
-        "--archive", required=True, help="archive root: s3://bucket/prefix or a local folder"
-    )
+    add_table_argument(parser, "the table to check", flag="--target-table-name")
+    add_table_argument(parser, "the archived table it should equal", flag="--source-table-name")
+    add_archive_argument(parser)
     parser.add_argument(
         "--restore-date-time",
         required=True,
