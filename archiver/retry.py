@@ -86,11 +86,13 @@ class Stopped(Exception):
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with full jitter, up to ``max_attempts`` calls and
-    ``give_up_after_seconds`` since the first (``None``: no such limit)."""
+    ``give_up_after_seconds`` since the first, whichever comes first (``None``: no such
+    limit). The defaults suit the stream poller: at most ~10 minutes of throttling (about 100
+    attempts at a 10 s cap) before the failure is reported."""
 
     base_seconds: float = 0.2
     cap_seconds: float = 10.0
-    max_attempts: int | None = None
+    max_attempts: int | None = 100
     give_up_after_seconds: float | None = 600.0
 
     def delay(self, attempt: int) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -36,7 +36,7 @@ def parallel_scan(
     policy: retry.RetryPolicy = retry.DATA,
     observe: Observer | None = None,
     clock: Callable[[], datetime] = utcnow,
-) -> Iterator[Page]:
+) -> Generator[Page, None, None]:
     """Every item of ``table`` as pages of wire-form items (``Scan``'s ``Items``).
 
     Args:

@@ -22,6 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
+from contextlib import closing
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -181,21 +182,26 @@ def _scan_snapshot(
     )
     log.info("scanning %s with %d segments", table, total_segments)
     try:
-        with tqdm(
-            total=int(description.get("ItemCount") or 0) or None,
-            unit="item",
-            desc=f"scan {table}",
-            disable=None,
-        ) as bar:
-            for items in parallel_scan(
-                ddb,
-                table,
-                segments=total_segments,
-                consistent=True,
-                page_size=page_size,
-                observe=guard.observe,
-                clock=clock,
-            ):
+        scan = parallel_scan(
+            ddb,
+            table,
+            segments=total_segments,
+            consistent=True,
+            page_size=page_size,
+            observe=guard.observe,
+            clock=clock,
+        )
+        # Closing the scan on any failure stops its threads before the writer is aborted.
+        with (
+            closing(scan),
+            tqdm(
+                total=int(description.get("ItemCount") or 0) or None,
+                unit="item",
+                desc=f"scan {table}",
+                disable=None,
+            ) as bar,
+        ):
+            for items in scan:
                 for item in items:
                     writer.add(canonical_json(key_of(item, key_names)), canonical_json(item))
                     if writer.full:

@@ -36,8 +36,6 @@ from replayer.verify import Comparison, verify_table
 
 log = logging.getLogger(__name__)
 
-LOG_EVERY_SECONDS = 120.0  # progress lines while waiting for a native restore, off a terminal
-
 
 # -- native restores -------------------------------------------------------------------------
 
