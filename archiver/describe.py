@@ -27,7 +27,13 @@ from typing import Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from archiver.aws import AwsSettings
-from archiver.errors import PolicyNotFound, TableNotFound, client_error_code, translate_client_error
+from archiver.errors import (
+    PolicyNotFound,
+    TableNotFound,
+    client_error_code,
+    is_error,
+    translate_client_error,
+)
 from archiver.format.storage import Archive
 from archiver.format.tables import json_safe, store_description, table_id_of
 from archiver.format.timefmt import iso_ms, utcnow
@@ -146,7 +152,7 @@ async def _resource_policy(
         try:
             response = await client.get_resource_policy(ResourceArn=description["TableArn"])
         except ClientError as exc:
-            if isinstance(translate_client_error(exc, "GetResourcePolicy"), PolicyNotFound):
+            if is_error(exc, PolicyNotFound):
                 return None  # the table simply has no policy
             raise
     return {"Policy": response.get("Policy"), "RevisionId": response.get("RevisionId")}

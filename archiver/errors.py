@@ -58,6 +58,7 @@ __all__ = [
     "UsageError",
     "client_error_code",
     "error_class",
+    "is_error",
     "translate_client_error",
 ]
 
@@ -219,6 +220,13 @@ def error_class(exc: BaseException) -> AnyArchiverError | None:
     if not code:
         return None
     return ERROR_CODES.get(code, AwsError)
+
+
+def is_error(exc: BaseException, kind: type[Exception]) -> bool:
+    """Whether the error table classifies ``exc`` (a ``ClientError`` or a translated error)
+    as ``kind`` — e.g. ``is_error(exc, ConditionFailed)``."""
+    cls = error_class(exc)
+    return cls is not None and issubclass(cls, kind)
 
 
 def translate_client_error(exc: BaseException, what: str) -> ArchiverError:

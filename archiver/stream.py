@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from archiver.errors import ExpiredIterator, ResourceNotFound, TrimmedData, error_class
+from archiver.errors import ExpiredIterator, ResourceNotFound, TrimmedData, is_error
 from archiver.format.timefmt import as_utc, utcnow
 from archiver.retry import RetryPolicy, Stopped, sleep_unless
 from archiver.streams_api import (
@@ -41,12 +41,6 @@ from archiver.streams_api import (
 log = logging.getLogger(__name__)
 
 REPLAYABLE_VIEWS = frozenset({"NEW_IMAGE", "NEW_AND_OLD_IMAGES"})
-
-
-def _is(exc: BaseException, kind: type[Exception]) -> bool:
-    """Whether the error table classifies ``exc`` as ``kind``."""
-    cls = error_class(exc)
-    return cls is not None and issubclass(cls, kind)
 
 
 # -- the sink -------------------------------------------------------------------------------
@@ -213,7 +207,7 @@ class StreamConsumer:
             try:
                 info, shards = await self.api.describe_stream(stream.arn)
             except Exception as exc:
-                if _is(exc, ResourceNotFound):
+                if is_error(exc, ResourceNotFound):
                     continue  # gone meanwhile: the sink records the hole if it matters
                 raise
             described.append((info, shards))
@@ -297,10 +291,10 @@ class StreamConsumer:
         try:
             return await self.api.shard_iterator(shard, after_seq)
         except Exception as exc:
-            if _is(exc, TrimmedData) and after_seq:
+            if is_error(exc, TrimmedData) and after_seq:
                 await self.sink.trimmed(stream, shard, utcnow())
                 return await self._iterator(stream, shard, None)
-            if _is(exc, ResourceNotFound):
+            if is_error(exc, ResourceNotFound):
                 log.warning("shard %s of %s no longer exists", shard.shard_id, stream.arn)
                 return None
             raise
@@ -318,18 +312,18 @@ class StreamConsumer:
             try:
                 page = await self.api.get_records(iterator, config.page_limit)
             except Exception as exc:
-                if _is(exc, ExpiredIterator):
+                if is_error(exc, ExpiredIterator):
                     log.info(
                         "shard %s: iterator expired, resuming after %s", shard.shard_id, last_read
                     )
                     iterator = await self._iterator(stream, shard, last_read)
                     continue
-                if _is(exc, TrimmedData):
+                if is_error(exc, TrimmedData):
                     await self.sink.trimmed(stream, shard, utcnow())
                     last_read = None
                     iterator = await self._iterator(stream, shard, None)
                     continue
-                if _is(exc, ResourceNotFound):
+                if is_error(exc, ResourceNotFound):
                     log.warning("shard %s of %s no longer exists", shard.shard_id, stream.arn)
                     return
                 raise

@@ -129,8 +129,8 @@ def archived_table(archive: Archive, plan: Plan, client: Any = None) -> dict[str
         except (ArchiverError, BotoCoreError) as exc:
             # Unreadable is not absent: say so, then refuse below as for an absent table.
             log.warning(
-                "could not read the live table %s to stand in for the missing description "
-                "(DescribeTable: %s)",
+                "DescribeTable %s failed (%s): the live table cannot stand in for the "
+                "archive's missing description",
                 plan.table,
                 getattr(exc, "code", "") or type(exc).__name__,
             )

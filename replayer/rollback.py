@@ -49,7 +49,7 @@ from tqdm import tqdm
 
 from archiver.aws import AwsSettings
 from archiver.describe import describe_or_none
-from archiver.errors import EXIT_DIFFERENCES, EXIT_OK, ConditionFailed, translate_client_error
+from archiver.errors import EXIT_DIFFERENCES, EXIT_OK, ConditionFailed, is_error
 from archiver.format import tables
 from archiver.format.codec import to_wire
 from archiver.format.records import TTL_IDENTITY
@@ -138,7 +138,7 @@ def apply_writes(
             else:
                 ddb.put_item(TableName=table, Item=to_wire(write.item), **condition.kwargs())
         except ClientError as exc:
-            if isinstance(translate_client_error(exc, "conditional write"), ConditionFailed):
+            if is_error(exc, ConditionFailed):
                 return Conflict(
                     write.keys,
                     "changed since the archive last saw it (condition failed): left as is",

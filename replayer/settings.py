@@ -32,7 +32,7 @@ from archiver.errors import (
     PitrUnavailable,
     TableNotFound,
     client_error_code,
-    translate_client_error,
+    is_error,
 )
 from archiver.format import tables
 from archiver.format.storage import Archive
@@ -395,9 +395,8 @@ class SettingsCopier:
                 )
                 break
             except ClientError as exc:
-                err = translate_client_error(exc, "UpdateContinuousBackups")
                 # PITR cannot be enabled until the new table's continuous backups are ready.
-                if not isinstance(err, PitrUnavailable) or time.monotonic() > deadline:
+                if not is_error(exc, PitrUnavailable) or time.monotonic() > deadline:
                     raise
                 self.sleep(self.poll_seconds)
         days = spec.get("RecoveryPeriodInDays", 35)

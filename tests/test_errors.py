@@ -30,6 +30,7 @@ from archiver.errors import (
     TableNotFound,
     Throttled,
     error_class,
+    is_error,
     translate_client_error,
 )
 from archiver.format.storage import Archive
@@ -185,3 +186,12 @@ def test_an_absent_live_table_is_no_warning(
     with caplog.at_level(logging.WARNING), pytest.raises(Refused):
         archived_table(archive, plan, ddb)
     assert [r for r in caplog.records if r.levelno == logging.WARNING] == []
+
+
+def test_is_error_asks_the_table_for_raw_and_translated_errors() -> None:
+    raw = client_error("ConditionalCheckFailedException")
+    assert is_error(raw, ConditionFailed)
+    assert is_error(translate_client_error(raw, "PutItem t"), ConditionFailed)
+    assert is_error(client_error("TableNotFoundException"), TableNotFound)
+    assert not is_error(client_error("ValidationException"), ConditionFailed)
+    assert not is_error(ValueError("ConditionalCheckFailedException"), ConditionFailed)

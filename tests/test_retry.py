@@ -248,6 +248,36 @@ def test_the_parallel_scan_retries_a_throttled_page_and_stops_on_a_rejected_one(
         list(parallel_scan(ThrottlingScans("ValidationException"), "t", segments=2, policy=fast))
 
 
+def test_the_table_sink_gives_up_on_endless_throttling_instead_of_looping() -> None:
+    import pyarrow as pa
+
+    from replayer.sinks import TableSink
+
+    class AlwaysThrottled:
+        calls = 0
+
+        def batch_write_item(self, RequestItems: Any) -> Any:
+            AlwaysThrottled.calls += 1
+            raise client_error("ProvisionedThroughputExceededException")
+
+    rows = pa.record_batch(
+        [['{"pk":{"S":"a"}}'], ['{"pk":{"S":"a"}}']],
+        schema=pa.schema([("keys", pa.string()), ("item", pa.string())]),
+    )
+    slept: list[float] = []
+    sink = TableSink(
+        AlwaysThrottled(),
+        "t",
+        None,
+        workers=1,
+        policy=RetryPolicy(max_attempts=3),
+        sleep=slept.append,
+    )
+    with pytest.raises(Throttled, match="gave up after 3 attempts"):
+        sink.write([rows])
+    assert AlwaysThrottled.calls == 3 and len(slept) == 2
+
+
 # -- the rate limiter -----------------------------------------------------------------------
 
 
