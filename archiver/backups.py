@@ -30,14 +30,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from archiver import retry
 from archiver.aws import AwsSettings
 from archiver.cliutil import add_table_argument, positive_float, positive_int
 from archiver.errors import (
-    ArchiverError,
-    AwsError,
-    TableNotFound,
+    BackupNotFound,
     UsageError,
-    client_error_code,
     translate_client_error,
 )
 from archiver.format.timefmt import as_utc, iso_ms, parse_iso, stamp, utcnow
@@ -48,10 +46,6 @@ log = logging.getLogger(__name__)
 _BACKUP_NAME = re.compile(r"^[a-zA-Z0-9_.-]{3,255}$")
 MAX_NAME = 255
 ACTIONS = ("create", "list", "delete", "prune")
-
-
-class BackupNotFound(UsageError):
-    """No backup matches the ARN or name given."""
 
 
 @dataclass(frozen=True)
@@ -112,21 +106,6 @@ class Backup:
         }
 
 
-def _translate(exc: ClientError, what: str) -> ArchiverError:
-    code = client_error_code(exc)
-    err: ArchiverError
-    if code == "TableNotFoundException":
-        err = TableNotFound(f"{what}: table not found")
-    elif code == "BackupNotFoundException":
-        err = BackupNotFound(f"{what}: backup not found")
-    elif code in {"BackupInUseException", "LimitExceededException"}:
-        err = AwsError(f"{what}: {code}: try again later", code)
-    else:
-        return translate_client_error(exc, what)
-    err.__cause__ = exc
-    return err
-
-
 def validate_backup_name(name: str) -> str:
     """``name`` if AWS accepts it as a backup name, else ``UsageError`` saying why."""
     if len(name) < 3:
@@ -148,7 +127,7 @@ def describe_backup(ddb: Any, backup_arn: str) -> Backup:
     try:
         response = ddb.describe_backup(BackupArn=backup_arn)
     except ClientError as exc:
-        raise _translate(exc, f"describe backup {backup_arn}") from exc
+        raise translate_client_error(exc, f"describe backup {backup_arn}") from exc
     return Backup.from_description(response["BackupDescription"])
 
 
@@ -161,22 +140,31 @@ def create_backup(
     poll_seconds: float = 5.0,
     timeout_seconds: float = 3600.0,
     now: Callable[[], datetime] = utcnow,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Backup:
-    """Start ``CreateBackup`` and (by default) wait until the backup is ``AVAILABLE``."""
+    """Start ``CreateBackup`` and (by default) wait until the backup is ``AVAILABLE``.
+
+    Raises ``WaitFailed`` when the backup is deleted meanwhile, ``WaitTimedOut`` when it is
+    still ``CREATING`` after ``timeout_seconds``.
+    """
     name = validate_backup_name(backup_name or default_backup_name(table_name, now()))
     try:
         response = ddb.create_backup(TableName=table_name, BackupName=name)
     except ClientError as exc:
-        raise _translate(exc, f"create backup of {table_name}") from exc
+        raise translate_client_error(exc, f"create backup of {table_name}") from exc
     details = response["BackupDetails"]
     backup = Backup.from_summary({**details, "TableName": table_name})
-    deadline = time.monotonic() + timeout_seconds
-    while wait and backup.status == "CREATING":
-        if time.monotonic() > deadline:
-            raise AwsError(f"backup {backup.arn} still CREATING after {timeout_seconds:.0f} s")
-        time.sleep(poll_seconds)
-        backup = describe_backup(ddb, backup.arn)
-    return backup
+    if not wait or backup.status != "CREATING":
+        return backup
+    return retry.wait_until(
+        lambda: describe_backup(ddb, backup.arn),
+        what=f"backup {backup.arn}",
+        ready=lambda b: b.status == "AVAILABLE",
+        failed=lambda b: f"is {b.status}, not AVAILABLE" if b.status != "CREATING" else None,
+        poll_seconds=poll_seconds,
+        timeout_seconds=timeout_seconds,
+        sleep=sleep,
+    )
 
 
 def list_backups(
@@ -200,7 +188,7 @@ def list_backups(
         try:
             response = ddb.list_backups(**kwargs)
         except ClientError as exc:
-            raise _translate(exc, f"list backups of {table_name}") from exc
+            raise translate_client_error(exc, f"list backups of {table_name}") from exc
         backups.extend(Backup.from_summary(s) for s in response.get("BackupSummaries", []))
         last = response.get("LastEvaluatedBackupArn")
         if not last:
@@ -236,7 +224,7 @@ def delete_backup(ddb: Any, backup: Backup) -> Backup:
     try:
         ddb.delete_backup(BackupArn=backup.arn)
     except ClientError as exc:
-        raise _translate(exc, f"delete backup {backup.name} ({backup.arn})") from exc
+        raise translate_client_error(exc, f"delete backup {backup.name} ({backup.arn})") from exc
     return backup
 
 

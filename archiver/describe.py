@@ -27,7 +27,13 @@ from typing import Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from archiver.aws import AwsSettings
-from archiver.errors import TableNotFound, client_error_code, translate_client_error
+from archiver.errors import (
+    PolicyNotFound,
+    TableNotFound,
+    client_error_code,
+    is_error,
+    translate_client_error,
+)
 from archiver.format.storage import Archive
 from archiver.format.tables import description_document, json_safe, store_description
 from archiver.format.timefmt import utcnow
@@ -146,7 +152,7 @@ async def _resource_policy(
         try:
             response = await client.get_resource_policy(ResourceArn=description["TableArn"])
         except ClientError as exc:
-            if client_error_code(exc) == "PolicyNotFoundException":
+            if is_error(exc, PolicyNotFound):
                 return None  # the table simply has no policy
             raise
     return {"Policy": response.get("Policy"), "RevisionId": response.get("RevisionId")}
@@ -240,14 +246,13 @@ async def describe(settings: AwsSettings, table_name: str, *, client: Any = None
             client = await stack.enter_async_context(settings.aio_client("dynamodb"))
         try:
             response = await client.describe_table(TableName=table_name)
-        except Exception as exc:
-            if client_error_code(exc) == "ResourceNotFoundException":
+        except ClientError as exc:
+            err = translate_client_error(exc, f"DescribeTable {table_name}")
+            if isinstance(err, TableNotFound):
                 region = getattr(getattr(client, "meta", None), "region_name", None)
                 where = f" in {region}" if region else ""
                 raise TableNotFound(f"table {table_name!r} does not exist{where}") from exc
-            if client_error_code(exc):
-                raise translate_client_error(exc, f"DescribeTable {table_name}") from exc
-            raise
+            raise err from exc
         table = json_safe(response["Table"])
         unavailable: dict[str, str] = {}
         tags = await _list_tags(client, table["TableArn"], unavailable)
@@ -300,7 +305,7 @@ def live_lookup(settings: AwsSettings, table: str) -> Callable[[], dict[str, Any
 
     def lookup() -> dict[str, Any] | None:
         try:
-            return describe_live(settings.client("dynamodb"), table)
+            return describe_or_none(settings.client("dynamodb"), table)
         except Exception as exc:
             log.warning("could not describe table %s (%s); using the archive only", table, exc)
             return None
@@ -308,13 +313,15 @@ def live_lookup(settings: AwsSettings, table: str) -> Callable[[], dict[str, Any
     return lookup
 
 
-def describe_live(ddb: Any, table: str) -> dict[str, Any] | None:
-    """``DescribeTable``'s ``Table``, or ``None`` when the table does not exist."""
+def describe_or_none(ddb: Any, table: str) -> dict[str, Any] | None:
+    """``DescribeTable``'s ``Table``, or ``None`` when the table does not exist.
+
+    Any other AWS failure (access denied, …) is raised translated by the error table.
+    """
     try:
         return dict(ddb.describe_table(TableName=table)["Table"])
-    except Exception as exc:
-        if client_error_code(exc) == "ResourceNotFoundException":
+    except ClientError as exc:
+        err = translate_client_error(exc, f"DescribeTable {table}")
+        if isinstance(err, TableNotFound):
             return None
-        if client_error_code(exc):
-            raise translate_client_error(exc, f"DescribeTable {table}") from exc
-        raise
+        raise err from exc

@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 
 from archiver.aws import AwsSettings
 from archiver.cliutil import add_table_argument, number_type
-from archiver.errors import ArchiverError, TableNotFound, client_error_code, translate_client_error
+from archiver.errors import translate_client_error
 from archiver.format.timefmt import as_utc, from_epoch, iso_ms, parse_iso
 
 MIN_RECOVERY_DAYS = 1
@@ -103,22 +103,14 @@ def _as_time(value: Any) -> datetime | None:
     return parse_iso(str(value))
 
 
-def _translate(exc: ClientError, what: str) -> ArchiverError:
-    # The continuous-backups API reports a missing table as TableNotFoundException, not the
-    # ResourceNotFoundException the shared translation knows.
-    if client_error_code(exc) == "TableNotFoundException":
-        err: ArchiverError = TableNotFound(f"{what}: table not found")
-        err.__cause__ = exc
-        return err
-    return translate_client_error(exc, what)
-
-
 def describe_pitr(ddb: Any, table_name: str) -> PitrStatus:
     """The table's PITR status and restorable window (``DescribeContinuousBackups``)."""
     try:
         response = ddb.describe_continuous_backups(TableName=table_name)
     except ClientError as exc:
-        raise _translate(exc, f"describe point-in-time recovery of {table_name}") from exc
+        raise translate_client_error(
+            exc, f"describe point-in-time recovery of {table_name}"
+        ) from exc
     return PitrStatus.from_description(table_name, response["ContinuousBackupsDescription"])
 
 
@@ -135,7 +127,9 @@ def set_pitr(
         )
     except ClientError as exc:
         action = "enable" if enabled else "disable"
-        raise _translate(exc, f"{action} point-in-time recovery of {table_name}") from exc
+        raise translate_client_error(
+            exc, f"{action} point-in-time recovery of {table_name}"
+        ) from exc
     return PitrStatus.from_description(table_name, response["ContinuousBackupsDescription"])
 
 

@@ -47,8 +47,9 @@ from archiver.errors import (
 from archiver.format import coverage, tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
+from archiver.retry import RetryPolicy
 from archiver.stream import REPLAYABLE_VIEWS, ConsumerConfig, StreamConsumer, first_of
-from archiver.streams_api import RetryPolicy, StreamInfo, StreamsApi
+from archiver.streams_api import StreamInfo, StreamsApi
 from archiver.writer import (
     DEFAULT_FLUSH_BYTES,
     DEFAULT_FLUSH_RECORDS,
@@ -218,7 +219,9 @@ async def execute(
     async with AsyncExitStack() as stack:
         ddb = await stack.enter_async_context(settings.aio_client("dynamodb"))
         if streams_client is None:
-            streams_client = await stack.enter_async_context(settings.aio_client("dynamodbstreams"))
+            streams_client = await stack.enter_async_context(
+                settings.aio_client("dynamodbstreams", own_retries=True)
+            )
         gaps = 0
         while True:
             # Each session stops on the caller's stop, or by itself when the table was

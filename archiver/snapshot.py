@@ -6,7 +6,7 @@ A restore starts from a base snapshot and applies the archived change log over i
           to <archive>/exports/ when the archive is on S3, or to --s3-prefix for a local
           archive; waited for, then converted to a Parquet snapshot right away. Valid from
           ExportTime + 60 s; needs the log from ExportTime − 60 s.
-  scan    a parallel, strongly consistent Scan (--segments coroutines). Valid from its finish
+  scan    a parallel, strongly consistent Scan (--segments threads). Valid from its finish
           + 5 s; needs the log from its start − 5 s. Refused (exit 4) when this machine's clock
           differs from DynamoDB's by more than 2 s, as seen in response Date headers.
 
@@ -20,24 +20,26 @@ import argparse
 import asyncio
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Mapping
+from contextlib import closing
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from botocore.exceptions import ClientError
 from tqdm import tqdm
 
+from archiver import retry
 from archiver.aws import AwsSettings
 from archiver.cliutil import add_archive_argument, add_table_argument, positive_float, positive_int
-from archiver.describe import describe_live, live_lookup
+from archiver.describe import describe_or_none, live_lookup
 from archiver.errors import (
     EXIT_REFUSED,
     ArchiverError,
-    AwsError,
+    PitrUnavailable,
+    ResourceNotFound,
     UsageError,
-    client_error_code,
     translate_client_error,
 )
 from archiver.format import layout
@@ -54,17 +56,13 @@ from archiver.format.manifests import DEFAULT_PART_BYTES, SnapshotWriter
 from archiver.format.storage import Archive
 from archiver.format.tables import table_id_of
 from archiver.format.timefmt import utcnow
+from archiver.pitr import describe_pitr
+from archiver.scan import parallel_scan
 
 log = logging.getLogger(__name__)
 
 SCAN_MARGIN = timedelta(seconds=5)
 MAX_CLOCK_SKEW = 2.0  # seconds; the scan margin (5 s) absorbs up to this much
-_THROTTLED = {
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-}
-_THROTTLE_RETRIES = 10
 _SEGMENT_BYTES = 2 * 1024**3  # one scan segment per 2 GiB of table, as AWS suggests
 
 Clock = Callable[[], datetime]
@@ -123,33 +121,13 @@ def auto_segments(description: Mapping[str, Any]) -> int:
     return max(4, min(64, math.ceil(size / _SEGMENT_BYTES)))
 
 
-async def _call(
-    method: Any, guard: SkewGuard, clock: Clock, what: str, **kwargs: Any
-) -> dict[str, Any]:
-    """One DynamoDB call: skew-checked, throttling retried with jittered backoff, errors
-    translated."""
-    for attempt in range(_THROTTLE_RETRIES + 1):
-        sent_at = clock()
-        try:
-            response: dict[str, Any] = await method(**kwargs)
-        except Exception as exc:
-            code = client_error_code(exc)
-            if code in _THROTTLED and attempt < _THROTTLE_RETRIES:
-                await asyncio.sleep(random.uniform(0, min(20.0, 0.2 * 2**attempt)))
-                continue
-            if code:
-                raise translate_client_error(exc, what) from exc
-            raise
-        guard.observe(response, sent_at, clock())
-        return response
-    raise AssertionError("unreachable")
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
+def _describe(ddb: Any, table: str, guard: SkewGuard, clock: Clock) -> dict[str, Any]:
+    sent_at = clock()
+    response = retry.call(
+        lambda: ddb.describe_table(TableName=table), f"DescribeTable {table}", retry.DATA
+    )
+    guard.observe(response, sent_at, clock())
+    return dict(response["Table"])
 
 
 async def scan_snapshot(
@@ -164,94 +142,85 @@ async def scan_snapshot(
 ) -> dict[str, Any]:
     """Scan ``table`` (parallel, strongly consistent) into a committed Parquet snapshot.
 
-    Pages (``page_size`` items at most, else DynamoDB's 1 MB) flow through a bounded queue to
-    one writer that flushes a part file every ``part_bytes``, so memory stays bounded whatever
-    the table's size. ``clock`` (default: the system clock) times the margins. Returns the
-    manifest.
+    Pages (``page_size`` items at most, else DynamoDB's 1 MB) come from
+    :func:`archiver.scan.parallel_scan` to one writer that flushes a part file every
+    ``part_bytes``, so memory stays bounded whatever the table's size. Every response's
+    ``Date`` is checked against ``clock`` (default: the system clock), which also times the
+    margins. Returns the manifest.
     """
-    clock = clock or utcnow
+    ddb = settings.client("dynamodb", own_retries=True)
+    return await asyncio.to_thread(
+        _scan_snapshot,
+        ddb,
+        archive,
+        table,
+        segments=segments,
+        part_bytes=part_bytes,
+        page_size=page_size,
+        clock=clock or utcnow,
+    )
+
+
+def _scan_snapshot(
+    ddb: Any,
+    archive: Archive,
+    table: str,
+    *,
+    segments: int | None,
+    part_bytes: int,
+    page_size: int | None,
+    clock: Clock,
+) -> dict[str, Any]:
     guard = SkewGuard()
-    async with settings.aio_client("dynamodb") as ddb:
-        described = await _call(
-            ddb.describe_table, guard, clock, f"DescribeTable {table}", TableName=table
+    description = _describe(ddb, table, guard, clock)
+    key_schema = list(description["KeySchema"])
+    key_names = [k["AttributeName"] for k in key_schema]
+    total_segments = segments or auto_segments(description)
+    started_at = clock()
+    writer = SnapshotWriter(
+        archive, table, layout.new_snapshot_id(started_at), part_bytes=part_bytes
+    )
+    log.info("scanning %s with %d segments", table, total_segments)
+    try:
+        scan = parallel_scan(
+            ddb,
+            table,
+            segments=total_segments,
+            consistent=True,
+            page_size=page_size,
+            observe=guard.observe,
+            clock=clock,
         )
-        description = described["Table"]
-        key_schema = list(description["KeySchema"])
-        key_names = [k["AttributeName"] for k in key_schema]
-        total_segments = segments or auto_segments(description)
-        started_at = clock()
-        writer = SnapshotWriter(
-            archive, table, layout.new_snapshot_id(started_at), part_bytes=part_bytes
-        )
-        queue: asyncio.Queue[list[dict[str, Any]] | None] = asyncio.Queue(
-            maxsize=2 * total_segments
-        )
-        finished: list[datetime] = []
-
-        async def scan_segment(segment: int) -> None:
-            start_key = None
-            while True:
-                kwargs: dict[str, Any] = {
-                    "TableName": table,
-                    "Segment": segment,
-                    "TotalSegments": total_segments,
-                    "ConsistentRead": True,
-                }
-                if start_key:
-                    kwargs["ExclusiveStartKey"] = start_key
-                if page_size:
-                    kwargs["Limit"] = page_size
-                page = await _call(ddb.scan, guard, clock, f"Scan {table}", **kwargs)
-                if page.get("Items"):
-                    await queue.put(page["Items"])
-                start_key = page.get("LastEvaluatedKey")
-                if not start_key:
-                    return
-
-        async def scan_all() -> None:
-            async with asyncio.TaskGroup() as group:
-                for segment in range(total_segments):
-                    group.create_task(scan_segment(segment))
-            finished.append(clock())
-            await queue.put(None)
-
-        async def write(bar: tqdm) -> None:
-            while (items := await queue.get()) is not None:
-                for item in items:
-                    writer.add(canonical_json(key_of(item, key_names)), canonical_json(item))
-                    if writer.full:
-                        await asyncio.to_thread(writer.flush)
-                bar.update(len(items))
-
-        log.info("scanning %s with %d segments", table, total_segments)
-        try:
-            with tqdm(
+        # Closing the scan on any failure stops its threads before the writer is aborted.
+        with (
+            closing(scan),
+            tqdm(
                 total=int(description.get("ItemCount") or 0) or None,
                 unit="item",
                 desc=f"scan {table}",
                 disable=None,
-            ) as bar:
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(write(bar))
-                    group.create_task(scan_all())
-            manifest = await asyncio.to_thread(
-                writer.commit,
-                table_id=table_id_of(description),
-                method="scan",
-                valid_from=finished[0] + SCAN_MARGIN,
-                log_from=started_at - SCAN_MARGIN,
-                started_at=started_at,
-                finished_at=finished[0],
-                key_schema=key_schema,
-                source=str(description["TableArn"]),
-            )
-        except BaseExceptionGroup as group_error:
-            writer.abort()
-            raise _first_error(group_error) from None
-        except BaseException:
-            writer.abort()
-            raise
-    return manifest
+            ) as bar,
+        ):
+            for items in scan:
+                for item in items:
+                    writer.add(canonical_json(key_of(item, key_names)), canonical_json(item))
+                    if writer.full:
+                        writer.flush()
+                bar.update(len(items))
+        finished_at = clock()
+        return writer.commit(
+            table_id=table_id_of(description),
+            method="scan",
+            valid_from=finished_at + SCAN_MARGIN,
+            log_from=started_at - SCAN_MARGIN,
+            started_at=started_at,
+            finished_at=finished_at,
+            key_schema=key_schema,
+            source=str(description["TableArn"]),
+        )
+    except BaseException:
+        writer.abort()
+        raise
 
 
 # -- export ---------------------------------------------------------------------------------
@@ -260,17 +229,12 @@ async def scan_snapshot(
 def pitr_enabled(ddb: Any, table: str) -> bool | None:
     """Whether point-in-time recovery is on (``None`` when it cannot be read)."""
     try:
-        response = ddb.describe_continuous_backups(TableName=table)
-    except Exception as exc:
-        code = client_error_code(exc)
-        if code == "ResourceNotFoundException":
-            raise translate_client_error(exc, f"DescribeContinuousBackups {table}") from exc
-        if code:
-            log.warning("cannot read %s's point-in-time recovery status (%s)", table, code)
-            return None
+        return describe_pitr(ddb, table).enabled
+    except ResourceNotFound:
         raise
-    pitr = response["ContinuousBackupsDescription"].get("PointInTimeRecoveryDescription", {})
-    return bool(pitr.get("PointInTimeRecoveryStatus") == "ENABLED")
+    except ArchiverError as exc:
+        log.warning("cannot read %s's point-in-time recovery status (%s)", table, exc)
+        return None
 
 
 def export_snapshot(
@@ -393,7 +357,7 @@ def main(args: argparse.Namespace) -> int:
         _say(conversion.manifest, conversion.new)
         return 0
     ddb = settings.client("dynamodb")
-    description = describe_live(ddb, table)
+    description = describe_or_none(ddb, table)
     if description is None:
         raise UsageError(f"table {table} does not exist")
     if args.method == "export" and archive.is_local and not args.s3_prefix:
@@ -458,49 +422,49 @@ def start_export(ddb: Any, table_arn: str, bucket: str, prefix: str, export_form
         kwargs["S3Prefix"] = prefix
     try:
         response = ddb.export_table_to_point_in_time(**kwargs)
-    except Exception as exc:
-        code = client_error_code(exc)
-        if code == "PointInTimeRecoveryUnavailableException":
-            raise UsageError(
+    except ClientError as exc:
+        err = translate_client_error(exc, "ExportTableToPointInTime")
+        if isinstance(err, PitrUnavailable):
+            raise PitrUnavailable(
                 f"{table_arn.rsplit('/', 1)[-1]}: point-in-time recovery is not enabled, which "
                 "native exports need: `ddb-archiver pitr --enable`, or use --method scan"
             ) from exc
-        if code:
-            raise translate_client_error(exc, "ExportTableToPointInTime") from exc
-        raise
+        raise err from exc
     return str(response["ExportDescription"]["ExportArn"])
 
 
-class ExportFailed(AwsError):
-    """DynamoDB reports the export FAILED."""
-
-
 def wait_for_export(
-    ddb: Any, export_arn: str, *, poll_seconds: float, sleep: Any = None
+    ddb: Any,
+    export_arn: str,
+    *,
+    poll_seconds: float,
+    timeout_seconds: float = 24 * 3600.0,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
-    """Poll ``DescribeExport`` until COMPLETED (returned) or FAILED (raised), with progress."""
-    pause = sleep or time.sleep
+    """Poll ``DescribeExport`` until COMPLETED (returned), with progress.
+
+    Raises:
+        WaitFailed: the export FAILED.
+        WaitTimedOut: it was not done after ``timeout_seconds``.
+    """
     export_id = export_arn.rsplit("/", 1)[-1]
     with tqdm(
         desc=f"export {export_id}", bar_format="{desc}: {postfix} [{elapsed}]", disable=None
     ) as bar:
-        while True:
-            try:
-                description = dict(ddb.describe_export(ExportArn=export_arn)["ExportDescription"])
-            except Exception as exc:
-                if client_error_code(exc):
-                    raise translate_client_error(exc, f"DescribeExport {export_arn}") from exc
-                raise
-            status = description.get("ExportStatus")
-            bar.set_postfix_str(str(status))
-            if status == "COMPLETED":
-                return description
-            if status == "FAILED":
-                raise ExportFailed(
-                    f"export {export_arn} failed: {description.get('FailureCode')}: "
-                    f"{description.get('FailureMessage')}"
-                )
-            pause(poll_seconds)
+        return retry.wait_until(
+            lambda: dict(ddb.describe_export(ExportArn=export_arn)["ExportDescription"]),
+            what=f"export {export_arn}",
+            ready=lambda d: d.get("ExportStatus") == "COMPLETED",
+            failed=lambda d: (
+                f"FAILED: {d.get('FailureCode')}: {d.get('FailureMessage')}"
+                if d.get("ExportStatus") == "FAILED"
+                else None
+            ),
+            poll_seconds=poll_seconds,
+            timeout_seconds=timeout_seconds,
+            sleep=sleep,
+            on_poll=lambda d, _elapsed: bar.set_postfix_str(str(d.get("ExportStatus"))),
+        )
 
 
 def locate_export_folder(dest: Archive, export_arn: str, before: set[str]) -> Archive:

@@ -26,25 +26,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from archiver.errors import client_error_code
+from archiver.errors import ExpiredIterator, ResourceNotFound, TrimmedData, is_error
 from archiver.format.timefmt import as_utc, utcnow
+from archiver.retry import RetryPolicy, Stopped, sleep_unless
 from archiver.streams_api import (
-    RetryPolicy,
     Shard,
-    Stopped,
     StreamInfo,
     StreamsApi,
     check_lineage,
     lineage_order,
     seq_key,
-    sleep_unless,
 )
 
 log = logging.getLogger(__name__)
 
-EXPIRED = "ExpiredIteratorException"
-TRIMMED = "TrimmedDataAccessException"
-NOT_FOUND = "ResourceNotFoundException"
 REPLAYABLE_VIEWS = frozenset({"NEW_IMAGE", "NEW_AND_OLD_IMAGES"})
 
 
@@ -212,7 +207,7 @@ class StreamConsumer:
             try:
                 info, shards = await self.api.describe_stream(stream.arn)
             except Exception as exc:
-                if client_error_code(exc) == NOT_FOUND:
+                if is_error(exc, ResourceNotFound):
                     continue  # gone meanwhile: the sink records the hole if it matters
                 raise
             described.append((info, shards))
@@ -296,11 +291,10 @@ class StreamConsumer:
         try:
             return await self.api.shard_iterator(shard, after_seq)
         except Exception as exc:
-            code = client_error_code(exc)
-            if code == TRIMMED and after_seq:
+            if is_error(exc, TrimmedData) and after_seq:
                 await self.sink.trimmed(stream, shard, utcnow())
                 return await self._iterator(stream, shard, None)
-            if code == NOT_FOUND:
+            if is_error(exc, ResourceNotFound):
                 log.warning("shard %s of %s no longer exists", shard.shard_id, stream.arn)
                 return None
             raise
@@ -318,19 +312,18 @@ class StreamConsumer:
             try:
                 page = await self.api.get_records(iterator, config.page_limit)
             except Exception as exc:
-                code = client_error_code(exc)
-                if code == EXPIRED:
+                if is_error(exc, ExpiredIterator):
                     log.info(
                         "shard %s: iterator expired, resuming after %s", shard.shard_id, last_read
                     )
                     iterator = await self._iterator(stream, shard, last_read)
                     continue
-                if code == TRIMMED:
+                if is_error(exc, TrimmedData):
                     await self.sink.trimmed(stream, shard, utcnow())
                     last_read = None
                     iterator = await self._iterator(stream, shard, None)
                     continue
-                if code == NOT_FOUND:
+                if is_error(exc, ResourceNotFound):
                     log.warning("shard %s of %s no longer exists", shard.shard_id, stream.arn)
                     return
                 raise

@@ -6,8 +6,9 @@
 * :class:`StreamsApi`: the four calls the consumer makes. ``ListStreams`` and
   ``DescribeStream`` are paged to the end and kept under their rate limits (5 and 10 calls/s);
   ``GetShardIterator`` starts after a sequence number or at TRIM_HORIZON. Throttling, 5xx and
-  dropped connections are retried with exponential backoff and full jitter
-  (:class:`RetryPolicy`) until the policy gives up or the consumer stops (:class:`Stopped`).
+  dropped connections are retried under :mod:`archiver.retry`'s policy (exponential backoff
+  with full jitter) until it gives up or the consumer stops (``Stopped``); the client should
+  have botocore's own retries off (``AwsSettings.aio_client(..., own_retries=True)``).
 
 The client is passed in: any object with aiobotocore's async ``list_streams``,
 ``describe_stream``, ``get_shard_iterator`` and ``get_records`` (the tests pass a double).
@@ -19,36 +20,20 @@ reach the caller as the client raised them: what to do about them is the reader'
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-import botocore.exceptions
-
-from archiver.errors import AwsError, client_error_code, translate_client_error
+from archiver import retry as retry_module
 from archiver.format import layout
 from archiver.format.timefmt import as_utc
+from archiver.retry import RateLimiter, RetryPolicy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-RETRYABLE_CODES = frozenset(
-    {
-        "LimitExceededException",
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "InternalFailure",
-        "ServiceUnavailable",
-    }
-)
 
 
 # -- what the API returns -------------------------------------------------------------------
@@ -145,49 +130,6 @@ def check_lineage(shards: list[Shard]) -> list[str]:
 # -- calls: rate limits and backoff ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter for throttling, 5xx and connection errors."""
-
-    base_seconds: float = 0.2
-    cap_seconds: float = 10.0
-    give_up_after_seconds: float = 600.0
-
-    def delay(self, attempt: int) -> float:
-        return random.uniform(0, min(self.cap_seconds, self.base_seconds * 2 ** min(attempt, 40)))
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """Throttling, server-side failures and dropped connections: worth trying again."""
-    if isinstance(exc, botocore.exceptions.HTTPClientError):
-        return True
-    if client_error_code(exc) in RETRYABLE_CODES:
-        return True
-    response: Any = getattr(exc, "response", None)
-    status = (response or {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    return isinstance(status, int) and status >= 500
-
-
-class Stopped(Exception):
-    """A call was abandoned while retrying because the consumer is stopping."""
-
-
-class RateLimiter:
-    """At most one call per ``interval`` seconds, shared by every task of this process."""
-
-    def __init__(self, per_second: float) -> None:
-        self.interval = 1.0 / per_second
-        self._lock = asyncio.Lock()
-        self._next = 0.0
-
-    async def wait(self) -> None:
-        async with self._lock:
-            now = time.monotonic()
-            if self._next > now:
-                await asyncio.sleep(self._next - now)
-            self._next = max(now, self._next) + self.interval
-
-
 class StreamsApi:
     """The four DynamoDB Streams calls, rate-limited and retried.
 
@@ -204,7 +146,7 @@ class StreamsApi:
         describe_per_second: float = 10.0,
     ) -> None:
         self.client = client
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or retry_module.STREAMS
         self.stop = stop
         self.describe_limiter = RateLimiter(describe_per_second)
         # ListStreams is limited to 5 calls/s.
@@ -212,31 +154,13 @@ class StreamsApi:
         self.throttled = 0
 
     async def call(self, what: str, make_call: Callable[[], Awaitable[T]]) -> T:
-        """``make_call()``, retried with backoff while it fails in a retryable way."""
-        attempt = 0
-        started = time.monotonic()
-        while True:
-            try:
-                return await make_call()
-            except Exception as exc:
-                if not is_retryable(exc):
-                    raise
-                if self.stop is not None and self.stop.is_set():
-                    raise Stopped(what) from exc
-                elapsed = time.monotonic() - started
-                if elapsed > self.retry.give_up_after_seconds:
-                    if client_error_code(exc):
-                        raise translate_client_error(exc, what) from exc
-                    raise AwsError(f"{what}: gave up after {elapsed:.0f} s: {exc}") from exc
-                self.throttled += 1
-                delay = self.retry.delay(attempt)
-                # Quiet for a blip, loud when it persists, never a line per retry.
-                level = logging.WARNING if attempt == 3 or attempt % 20 == 19 else logging.DEBUG
-                log.log(
-                    level, "%s: %s, retrying in %.2f s", what, client_error_code(exc) or exc, delay
-                )
-                attempt += 1
-                await sleep_unless(self.stop, delay)
+        """``make_call()``, retried under the policy while it fails in a retryable way."""
+        return await retry_module.call_async(
+            make_call, what, self.retry, stop=self.stop, on_retry=self._count_retry
+        )
+
+    def _count_retry(self, _exc: BaseException) -> None:
+        self.throttled += 1
 
     async def list_streams(self, table_name: str) -> list[StreamInfo]:
         """Every stream of the table that ``ListStreams`` knows, oldest label first."""
@@ -307,14 +231,3 @@ class StreamsApi:
             "GetRecords", lambda: self.client.get_records(ShardIterator=iterator, Limit=limit)
         )
         return response
-
-
-async def sleep_unless(stop: asyncio.Event | None, seconds: float) -> None:
-    """Sleep ``seconds``, returning early when ``stop`` is set."""
-    if stop is None:
-        await asyncio.sleep(seconds)
-        return
-    if stop.is_set():
-        return
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from archiver.errors import EXIT_FAILURE, EXIT_REFUSED, EXIT_USAGE
+from archiver.errors import (
+    EXIT_FAILURE,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    ArchiverError,
+    InvalidRequest,
+    InvalidRestoreTime,
+    PitrUnavailable,
+    ResourceInUse,
+    ResourceNotFound,
+    error_class,
+    translate_client_error,
+)
 
 
 class ReplayError(Exception):
@@ -41,3 +53,33 @@ class NoUsableBase(Refused):
 
 class TargetTableExists(Refused):
     """The target table already exists."""
+
+
+# How a failed AWS call becomes a replayer error: first the archiver's one table from
+# ``Error.Code`` to exception, then, for what a restore's user acts on differently, the
+# replayer's class. Anything else stays the archiver's error (it carries its own exit code).
+_AS_REPLAY_ERROR: dict[type[ArchiverError], type[ReplayError]] = {
+    ResourceInUse: TargetTableExists,  # the replayer gets it only creating or restoring a target
+    PitrUnavailable: Refused,
+    InvalidRestoreTime: Refused,
+    ResourceNotFound: BadInput,
+    InvalidRequest: BadInput,
+}
+
+
+def replay_error(exc: Exception, what: str) -> Exception:
+    """The error a replayer command reports for ``exc``, raised by the AWS call ``what``.
+
+    Keeps the AWS code as ``code`` and the botocore error as ``__cause__``; an exception that
+    is no AWS error is returned as it is.
+    """
+    if error_class(exc) is None:
+        return exc
+    err = translate_client_error(exc, what)
+    for archiver_class, replay_class in _AS_REPLAY_ERROR.items():
+        if isinstance(err, archiver_class):
+            replayed = replay_class(str(err))
+            replayed.code = getattr(err, "code", "")  # type: ignore[attr-defined]
+            replayed.__cause__ = err.__cause__
+            return replayed
+    return err

@@ -12,8 +12,6 @@ state at T when the archive can rebuild it.
 from __future__ import annotations
 
 import logging
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,47 +20,24 @@ from typing import Any
 
 import pyarrow as pa
 from botocore.exceptions import ClientError
-from tqdm import tqdm
 
 from archiver.backups import Backup
-from archiver.errors import client_error_code
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms
 from replayer import plan as planning
 from replayer import strategies
-from replayer.errors import BadInput, Refused, ReplayError, TargetTableExists
+from replayer.errors import Refused, ReplayError, replay_error
 from replayer.fold import Fold, FoldSettings
 from replayer.plan import LogPlan
 from replayer.rollback_plan import changes_after
 from replayer.sinks import TableSink, WriteResult
+from replayer.target_table import wait_until_active
 from replayer.verify import Comparison, verify_table
 
 log = logging.getLogger(__name__)
 
-LOG_EVERY_SECONDS = 120.0  # progress lines while waiting for a native restore, off a terminal
-
 
 # -- native restores -------------------------------------------------------------------------
-
-
-def _translate(exc: ClientError, what: str, target: str) -> ReplayError:
-    code = client_error_code(exc)
-    message = exc.response.get("Error", {}).get("Message", "")
-    err: ReplayError
-    if code in {"TableAlreadyExistsException", "TableInUseException"}:
-        err = TargetTableExists(f"target table {target!r} already exists")
-    elif code in {
-        "PointInTimeRecoveryUnavailableException",
-        "InvalidRestoreTimeException",
-        "ContinuousBackupsUnavailableException",
-    }:
-        err = Refused(f"{what}: {code}: {message}")
-    elif code in {"BackupNotFoundException", "SourceTableNotFoundException", "ValidationException"}:
-        err = BadInput(f"{what}: {code}: {message}")
-    else:
-        err = ReplayError(f"{what}: {code or type(exc).__name__}: {message}")
-    err.__cause__ = exc
-    return err
 
 
 def start_pitr_restore(
@@ -86,7 +61,7 @@ def start_pitr_restore(
     try:
         response: dict[str, Any] = ddb.restore_table_to_point_in_time(**kwargs)
     except ClientError as exc:
-        raise _translate(exc, f"restore {source_table} to a point in time", target_table) from exc
+        raise replay_error(exc, f"restore {source_table} into {target_table!r}") from exc
     return response
 
 
@@ -99,56 +74,8 @@ def start_backup_restore(
             TargetTableName=target_table, BackupArn=backup_arn, **(overrides or {})
         )
     except ClientError as exc:
-        raise _translate(exc, f"restore backup {backup_arn}", target_table) from exc
+        raise replay_error(exc, f"restore backup {backup_arn} into {target_table!r}") from exc
     return response
-
-
-def wait_until_active(
-    ddb: Any,
-    table: str,
-    *,
-    poll_seconds: float = 15.0,
-    timeout_seconds: float = 24 * 3600.0,
-    sleep: Callable[[float], None] = time.sleep,
-) -> dict[str, Any]:
-    """Poll ``DescribeTable`` until the table and its indexes are ACTIVE, showing progress."""
-    started = time.monotonic()
-    logged = 0.0
-    with tqdm(
-        total=None,
-        desc=f"restoring {table}",
-        bar_format="{desc}: {postfix} [{elapsed}]",
-        file=sys.stderr,
-        disable=None,
-    ) as bar:
-        while True:
-            try:
-                description: dict[str, Any] = ddb.describe_table(TableName=table)["Table"]
-            except ClientError as exc:
-                if client_error_code(exc) != "ResourceNotFoundException":
-                    raise
-                description = {"TableStatus": "CREATING"}  # not visible yet
-            status = str(description.get("TableStatus"))
-            indexes = [
-                str(gsi.get("IndexStatus"))
-                for gsi in description.get("GlobalSecondaryIndexes") or []
-            ]
-            state = status + (f", indexes {'/'.join(indexes)}" if indexes else "")
-            bar.set_postfix_str(state)
-            if status == "ACTIVE" and all(s == "ACTIVE" for s in indexes):
-                return description
-            elapsed = time.monotonic() - started
-            if bar.disable and elapsed >= logged + LOG_EVERY_SECONDS:
-                # No terminal for the bar (a log, a pipe): a line now and then instead.
-                logged = elapsed
-                log.info("waiting for %s: %s after %.0f min", table, state, elapsed / 60)
-            if status not in ("CREATING", "UPDATING"):
-                raise ReplayError(f"restored table {table!r} is {status}, not ACTIVE")
-            if elapsed > timeout_seconds:
-                raise ReplayError(
-                    f"restored table {table!r} still {status} after {timeout_seconds:.0f} s"
-                )
-            sleep(poll_seconds)
 
 
 # -- running a native strategy ---------------------------------------------------------------
@@ -192,7 +119,9 @@ def restore_native(
         start_backup_restore(ddb, backup_arn=backup.arn, target_table=target)
     else:
         raise ReplayError(f"{strategy} is not a native strategy")
-    description = wait_until_active(ddb, target, poll_seconds=poll_seconds)
+    description = wait_until_active(
+        ddb, target, poll_seconds=poll_seconds, timeout_seconds=24 * 3600.0, appearing=True
+    )
     outcome = NativeOutcome(strategy, description)
     if strategy == "backup" and choice.tail_plan is not None and choice.chosen.backup:
         outcome.tail, outcome.corrections = apply_backup_tail(

@@ -30,9 +30,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from botocore.exceptions import BotoCoreError
+
 from archiver.aws import AwsSettings
 from archiver.cliutil import add_archive_argument, add_table_argument, positive_float, positive_int
-from archiver.errors import EXIT_DIFFERENCES, EXIT_OK
+from archiver.describe import describe_or_none
+from archiver.errors import EXIT_DIFFERENCES, EXIT_OK, ArchiverError
 from archiver.format import tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time
@@ -43,7 +46,8 @@ from replayer.errors import BadInput, Refused
 from replayer.fold import Fold, FoldSettings, add_fold_arguments
 from replayer.plan import Plan
 from replayer.settings_copy import copy_after_restore
-from replayer.sinks import DEFAULT_WORKERS, TableSink, WriteResult, refuse_if_exists
+from replayer.sinks import DEFAULT_WORKERS, TableSink, WriteResult
+from replayer.target_table import create_table_request, refuse_if_exists
 from replayer.verify import Comparison, verify_table
 
 log = logging.getLogger(__name__)
@@ -121,8 +125,15 @@ def archived_table(archive: Archive, plan: Plan, client: Any = None) -> dict[str
         return table
     if client is not None:
         try:
-            live: dict[str, Any] = client.describe_table(TableName=plan.table)["Table"]
-        except Exception:  # absent or unreadable: the refusal below says what is missing
+            live = describe_or_none(client, plan.table) or {}
+        except (ArchiverError, BotoCoreError) as exc:
+            # Unreadable is not absent: say so, then refuse below as for an absent table.
+            log.warning(
+                "DescribeTable %s failed (%s): the live table cannot stand in for the "
+                "archive's missing description",
+                plan.table,
+                getattr(exc, "code", "") or type(exc).__name__,
+            )
             live = {}
         if live and tables.table_id_of(live) == plan.table_id:
             log.warning(
@@ -138,8 +149,6 @@ def archived_table(archive: Archive, plan: Plan, client: Any = None) -> dict[str
 
 def describe_target(table: dict[str, Any], target: str) -> str:
     """One line on the table that will be created."""
-    from replayer.sinks import create_table_request
-
     request = create_table_request(table, target)
     keys = ", ".join(f"{k['AttributeName']} ({k['KeyType']})" for k in request["KeySchema"])
     parts = [f"target         {target}: keys {keys}, {request['BillingMode']}"]

@@ -49,7 +49,8 @@ from tqdm import tqdm
 
 from archiver.aws import AwsSettings
 from archiver.cliutil import add_archive_argument, add_table_argument
-from archiver.errors import EXIT_DIFFERENCES, EXIT_OK, client_error_code
+from archiver.describe import describe_or_none
+from archiver.errors import EXIT_DIFFERENCES, EXIT_OK, ConditionFailed, is_error
 from archiver.format import tables
 from archiver.format.codec import to_wire
 from archiver.format.records import TTL_IDENTITY
@@ -138,7 +139,7 @@ def apply_writes(
             else:
                 ddb.put_item(TableName=table, Item=to_wire(write.item), **condition.kwargs())
         except ClientError as exc:
-            if client_error_code(exc) == "ConditionalCheckFailedException":
+            if is_error(exc, ConditionFailed):
                 return Conflict(
                     write.keys,
                     "changed since the archive last saw it (condition failed): left as is",
@@ -297,15 +298,13 @@ class Rollback:
     table_id: str = ""
 
     def _describe_live(self) -> dict[str, Any]:
-        try:
-            return dict(self.ddb.describe_table(TableName=self.table)["Table"])
-        except ClientError as exc:
-            if client_error_code(exc) == "ResourceNotFoundException":
-                raise BadInput(
-                    f"table {self.table!r} does not exist: rollback works on a live table "
-                    "(restore a deleted one with ddb-replayer restore)"
-                ) from exc
-            raise
+        live = describe_or_none(self.ddb, self.table)
+        if live is None:
+            raise BadInput(
+                f"table {self.table!r} does not exist: rollback works on a live table "
+                "(restore a deleted one with ddb-replayer restore)"
+            )
+        return live
 
     def prepare(self) -> RollbackPlan:
         """Drain, check the archive covers (T, now], and plan the writes."""

@@ -28,12 +28,18 @@ from botocore.exceptions import ClientError
 from archiver.aws import AwsSettings
 from archiver.describe import alarm_watches_table
 from archiver.describe import describe as describe_table
-from archiver.errors import TableNotFound, client_error_code
+from archiver.errors import (
+    PitrUnavailable,
+    TableNotFound,
+    client_error_code,
+    is_error,
+)
 from archiver.format import tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import parse_iso, utcnow
 from replayer import plan as planning
 from replayer.errors import ReplayError
+from replayer.target_table import wait_until_active
 
 log = logging.getLogger(__name__)
 
@@ -301,15 +307,9 @@ class SettingsCopier:
         return self._target
 
     def _wait_active(self) -> None:
-        while True:
-            table = self._target_description(refresh=True)
-            busy = table.get("TableStatus") != "ACTIVE" or any(
-                gsi.get("IndexStatus") not in (None, "ACTIVE")
-                for gsi in table.get("GlobalSecondaryIndexes") or []
-            )
-            if not busy:
-                return
-            self.sleep(self.poll_seconds)
+        self._target = wait_until_active(
+            self.ddb, self.target_table, poll_seconds=self.poll_seconds, sleep=self.sleep
+        )
 
     # -- table-level ---------------------------------------------------------------------
 
@@ -395,8 +395,8 @@ class SettingsCopier:
                 )
                 break
             except ClientError as exc:
-                code = client_error_code(exc)
-                if code != "ContinuousBackupsUnavailableException" or time.monotonic() > deadline:
+                # PITR cannot be enabled until the new table's continuous backups are ready.
+                if not is_error(exc, PitrUnavailable) or time.monotonic() > deadline:
                     raise
                 self.sleep(self.poll_seconds)
         days = spec.get("RecoveryPeriodInDays", 35)

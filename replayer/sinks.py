@@ -5,9 +5,12 @@ Every sink takes the fold's output — Arrow record batches with ``keys`` and ``
 create the destination; refuse before anything exists) and :meth:`Sink.write`. Sinks are
 registered by name (:data:`SINKS`), the way the CLI's ``--format`` picks one.
 
-The table sink writes with concurrent ``BatchWriteItem`` calls on a thread pool. Nothing is
-ever dropped: ``UnprocessedItems`` and throttling errors are retried with exponential backoff
-and full jitter until written; other errors stop the restore with one clear line. A ``NULL``
+The table sink creates its table (:mod:`replayer.target_table`) and writes with concurrent
+``BatchWriteItem`` calls on a thread pool, at most ``max_write_rate`` items per second
+(:class:`archiver.retry.RateLimiter`). Nothing is dropped silently: ``UnprocessedItems`` and
+throttling are retried under :mod:`archiver.retry`'s policy (full-jitter backoff, an attempt
+limit and a deadline) until written, and the restore stops with one clear line when the policy
+gives up or on any other error. A ``NULL``
 item means "delete this key" (log tails applied over a restored backup).
 """
 
@@ -16,7 +19,6 @@ from __future__ import annotations
 import gzip
 import io
 import logging
-import random
 import sys
 import threading
 import time
@@ -26,31 +28,20 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import orjson
 import pyarrow as pa
 from tqdm import tqdm
 
-from archiver.errors import client_error_code, translate_client_error
 from archiver.format.codec import to_wire
 from archiver.format.schema import SNAPSHOT_SCHEMA
 from archiver.format.storage import Archive
-from replayer.errors import Refused, ReplayError, TargetTableExists
+from archiver.retry import DATA, RateLimiter, RetryPolicy
+from replayer.errors import Refused, ReplayError, replay_error
+from replayer.target_table import create_target, wait_until_active
 
 log = logging.getLogger(__name__)
 
 BATCH_WRITE_LIMIT = 25  # items per BatchWriteItem call (a DynamoDB limit)
 DEFAULT_WORKERS = 16
-THROTTLE_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "LimitExceededException",
-    }
-)
-# Worth retrying a few times (botocore already retried them): a brief outage, not our input.
-TRANSIENT_CODES = frozenset({"InternalServerError", "ServiceUnavailable", "InternalFailure"})
-TRANSIENT_ATTEMPTS = 8
 
 SINKS: dict[str, type[Sink]] = {}
 
@@ -125,149 +116,6 @@ def _progress(total: int | None, desc: str) -> tqdm:
 # -- DynamoDB table ------------------------------------------------------------------------
 
 
-def create_table_request(table: Mapping[str, Any], target: str) -> dict[str, Any]:
-    """A ``CreateTable`` request recreating an archived ``DescribeTable`` ``Table`` as ``target``.
-
-    Carries keys, attribute definitions, GSIs, LSIs, billing mode, capacity (provisioned or
-    on-demand maximums), SSE (a customer KMS key is kept; AWS-owned is the default), table
-    class and deletion protection. Tags, TTL, streams, PITR, auto scaling, alarms and resource
-    policy are settings applied afterwards (``--copy-settings``).
-    """
-    billing = (table.get("BillingModeSummary") or {}).get("BillingMode") or "PROVISIONED"
-    provisioned = billing == "PROVISIONED"
-    request: dict[str, Any] = {
-        "TableName": target,
-        "KeySchema": [_key(k) for k in table["KeySchema"]],
-        "AttributeDefinitions": [
-            {"AttributeName": a["AttributeName"], "AttributeType": a["AttributeType"]}
-            for a in table["AttributeDefinitions"]
-        ],
-        "BillingMode": billing,
-    }
-    if provisioned:
-        request["ProvisionedThroughput"] = _throughput(table.get("ProvisionedThroughput"))
-    elif table.get("OnDemandThroughput"):
-        request["OnDemandThroughput"] = dict(table["OnDemandThroughput"])
-    gsis = []
-    for index in table.get("GlobalSecondaryIndexes") or []:
-        gsi: dict[str, Any] = {
-            "IndexName": index["IndexName"],
-            "KeySchema": [_key(k) for k in index["KeySchema"]],
-            "Projection": _projection(index.get("Projection")),
-        }
-        if provisioned:
-            gsi["ProvisionedThroughput"] = _throughput(index.get("ProvisionedThroughput"))
-        elif index.get("OnDemandThroughput"):
-            gsi["OnDemandThroughput"] = dict(index["OnDemandThroughput"])
-        gsis.append(gsi)
-    if gsis:
-        request["GlobalSecondaryIndexes"] = gsis
-    lsis = [
-        {
-            "IndexName": index["IndexName"],
-            "KeySchema": [_key(k) for k in index["KeySchema"]],
-            "Projection": _projection(index.get("Projection")),
-        }
-        for index in table.get("LocalSecondaryIndexes") or []
-    ]
-    if lsis:
-        request["LocalSecondaryIndexes"] = lsis
-    sse = table.get("SSEDescription") or {}
-    if sse.get("Status") in ("ENABLED", "ENABLING", "UPDATING") and sse.get("SSEType") == "KMS":
-        spec: dict[str, Any] = {"Enabled": True, "SSEType": "KMS"}
-        if sse.get("KMSMasterKeyArn"):
-            spec["KMSMasterKeyId"] = sse["KMSMasterKeyArn"]
-        request["SSESpecification"] = spec
-    table_class = (table.get("TableClassSummary") or {}).get("TableClass")
-    if table_class:
-        request["TableClass"] = table_class
-    if table.get("DeletionProtectionEnabled"):
-        request["DeletionProtectionEnabled"] = True
-    return request
-
-
-def _key(element: Mapping[str, Any]) -> dict[str, str]:
-    return {"AttributeName": element["AttributeName"], "KeyType": element["KeyType"]}
-
-
-def _projection(projection: Mapping[str, Any] | None) -> dict[str, Any]:
-    projection = projection or {"ProjectionType": "ALL"}
-    out: dict[str, Any] = {"ProjectionType": projection.get("ProjectionType", "ALL")}
-    if projection.get("NonKeyAttributes"):
-        out["NonKeyAttributes"] = list(projection["NonKeyAttributes"])
-    return out
-
-
-def _throughput(throughput: Mapping[str, Any] | None) -> dict[str, int]:
-    throughput = throughput or {}
-    # A provisioned table always has ≥ 1 of each; 0 appears in descriptions of on-demand ones.
-    return {
-        "ReadCapacityUnits": max(1, int(throughput.get("ReadCapacityUnits") or 1)),
-        "WriteCapacityUnits": max(1, int(throughput.get("WriteCapacityUnits") or 1)),
-    }
-
-
-def table_exists(client: Any, name: str) -> bool:
-    """Whether the table exists (in any status)."""
-    try:
-        client.describe_table(TableName=name)
-        return True
-    except Exception as exc:
-        if client_error_code(exc) == "ResourceNotFoundException":
-            return False
-        if client_error_code(exc):
-            raise translate_client_error(exc, f"DescribeTable {name}") from exc
-        raise
-
-
-def refuse_if_exists(client: Any, name: str) -> None:
-    """Raise :class:`TargetTableExists` (exit 4) when ``name`` exists."""
-    if table_exists(client, name):
-        raise TargetTableExists(
-            f"target table {name!r} already exists: restore into a new name, or delete it first"
-        )
-
-
-def wait_until_active(client: Any, name: str, *, poll_seconds: float = 1.0) -> dict[str, Any]:
-    """Wait until the table and every GSI are ACTIVE; returns the description."""
-    waited = 0.0
-    while True:
-        table: dict[str, Any] = client.describe_table(TableName=name)["Table"]
-        indexes = table.get("GlobalSecondaryIndexes") or []
-        if table.get("TableStatus") == "ACTIVE" and all(
-            i.get("IndexStatus", "ACTIVE") == "ACTIVE" for i in indexes
-        ):
-            return table
-        if waited and int(waited) % 30 == 0:
-            log.info("waiting for table %s to become ACTIVE (%.0f s)", name, waited)
-        time.sleep(poll_seconds)
-        waited += poll_seconds
-
-
-class RateLimiter:
-    """Spreads calls so that at most ``rate`` items per second go out (thread-safe)."""
-
-    def __init__(self, rate: float | None) -> None:
-        self.rate = rate
-        self._next = time.monotonic()
-        self._lock = threading.Lock()
-
-    def acquire(self, items: int) -> None:
-        if not self.rate:
-            return
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + items / self.rate
-        if start > now:
-            time.sleep(start - now)
-
-
-def backoff_seconds(attempt: int, *, base: float = 0.05, cap: float = 5.0) -> float:
-    """Exponential backoff with full jitter (AWS's recommendation), ``attempt`` from 1."""
-    return random.uniform(0, min(cap, base * 2 ** min(attempt, 20)))
-
-
 def _requests(batch: pa.RecordBatch) -> Iterator[dict[str, Any]]:
     keys = batch.column("keys").to_pylist()
     items = batch.column("item").to_pylist()
@@ -289,6 +137,7 @@ class TableSink(Sink):
             must exist already — :meth:`prepare` then only checks it is ACTIVE).
         max_write_rate: cap on items written per second (None: as fast as DynamoDB takes).
         workers: concurrent ``BatchWriteItem`` calls.
+        policy: how throttled calls and unprocessed items are retried.
         sleep: how to wait between retries (tests pass a recorder).
     """
 
@@ -300,12 +149,14 @@ class TableSink(Sink):
         *,
         max_write_rate: float | None = None,
         workers: int = DEFAULT_WORKERS,
+        policy: RetryPolicy = DATA,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.client = client
         self.table_name = table_name
         self.description = description
         self.limiter = RateLimiter(max_write_rate)
+        self.policy = policy
         self.workers = max(1, workers)
         self.sleep = sleep
         self.retries = 0  # calls repeated for throttling or unprocessed items
@@ -317,21 +168,8 @@ class TableSink(Sink):
         """Create the table (refusing if it exists) and wait until it is ACTIVE."""
         if self.description is None:
             wait_until_active(self.client, self.table_name)
-            return
-        refuse_if_exists(self.client, self.table_name)
-        request = create_table_request(self.description, self.table_name)
-        try:
-            self.client.create_table(**request)
-        except Exception as exc:
-            if client_error_code(exc) == "ResourceInUseException":
-                raise TargetTableExists(
-                    f"target table {self.table_name!r} already exists (created meanwhile)"
-                ) from exc
-            if client_error_code(exc):
-                raise translate_client_error(exc, f"CreateTable {self.table_name}") from exc
-            raise
-        log.info("created table %s; waiting for it to become ACTIVE", self.table_name)
-        wait_until_active(self.client, self.table_name)
+        else:
+            create_target(self.client, self.description, self.table_name)
 
     def write(self, batches: Iterable[pa.RecordBatch], total: int | None = None) -> WriteResult:
         """Write every row (NULL item: delete the key); returns counts and elapsed time."""
@@ -391,35 +229,26 @@ class TableSink(Sink):
     ) -> None:
         """One chunk of ≤ 25 requests, retried until every request is written."""
         pending = requests
-        attempt = 0
-        transient = 0
+        attempts = self.policy.start(f"BatchWriteItem {self.table_name}")
         while pending and not stop.is_set():
             self.limiter.acquire(len(pending))
             try:
                 response = self.client.batch_write_item(RequestItems={self.table_name: pending})
             except Exception as exc:
-                code = client_error_code(exc)
-                if code in THROTTLE_CODES or (
-                    code in TRANSIENT_CODES and transient < TRANSIENT_ATTEMPTS
-                ):
-                    transient += code in TRANSIENT_CODES
-                    attempt += 1
-                    self.retries += 1
-                    self.sleep(backoff_seconds(attempt))
-                    continue
-                if code:
-                    raise translate_client_error(exc, f"BatchWriteItem {self.table_name}") from exc
-                raise
+                try:
+                    delay = attempts.backoff(exc)
+                except Exception as final:
+                    raise replay_error(final, attempts.what)  # noqa: B904 (keeps its own cause)
+                self.retries += 1
+                self.sleep(delay)
+                continue
             unprocessed = (response.get("UnprocessedItems") or {}).get(self.table_name) or []
             written = _count(pending) if not unprocessed else _minus(pending, unprocessed)
             done(*written)
             pending = list(unprocessed)
             if pending:
-                attempt += 1
                 self.retries += 1
-                self.sleep(backoff_seconds(attempt))
-            else:
-                attempt = 0
+                self.sleep(attempts.next_delay(response))
 
 
 def _count(requests: list[dict[str, Any]]) -> tuple[int, int]:
@@ -540,8 +369,3 @@ class DynamoDBJsonSink(FileSink):
                 # Canonical text is DynamoDB JSON already: wrap it without parsing it again.
                 gz.write(b'{"Item":' + item.encode("utf-8") + b"}\n")
         self.output.put_bytes(rel, buffer.getvalue())
-
-
-def read_dynamodb_json(data: bytes) -> list[dict[str, Any]]:
-    """The items of one ``dynamodb-json`` part (gzip JSON lines), for checks and tests."""
-    return [orjson.loads(line)["Item"] for line in gzip.decompress(data).splitlines() if line]

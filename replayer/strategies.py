@@ -30,10 +30,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from archiver.aws import AwsSettings
 from archiver.backups import Backup, describe_backup, list_backups
+from archiver.describe import describe_or_none
 from archiver.errors import ArchiverError, TableNotFound
 from archiver.format import layout
 from archiver.format.storage import Archive
@@ -297,13 +296,14 @@ class Estimator:
     def pitr(self) -> Estimate:
         try:
             status = describe_pitr(self.ddb, self.source)
-            size = self.ddb.describe_table(TableName=self.source)["Table"].get("TableSizeBytes")
+            live = describe_or_none(self.ddb, self.source)
         except TableNotFound:
             return estimate_pitr(None, self.at, None)
-        except ClientError as exc:
-            return Estimate("pitr", None, f"cannot read the source's PITR status ({exc})")
         except ArchiverError as exc:
             return Estimate("pitr", None, f"cannot read the source's PITR status ({exc})")
+        if live is None:
+            return estimate_pitr(None, self.at, None)
+        size = live.get("TableSizeBytes")
         return estimate_pitr(status, self.at, size)
 
     def pick_backup(self, generation_created_at: datetime | None) -> Backup | None:

@@ -1,20 +1,18 @@
 """Compare a table with the archive's state at a time, item by item (canonical JSON).
 
 ``ddb-replayer verify`` folds the archive at ``--restore-date-time`` exactly as ``restore``
-does, scans the target table (parallel, strongly consistent) into the same DuckDB session and
-joins the two on ``keys``: items missing from the target, extra in it, and different (their
-canonical JSON differs — equal items have byte-equal text, DESIGN.md). It prints the counts
-and a few examples of each, and exits 0 on an exact match, 3 otherwise.
+does, scans the target table (:func:`archiver.scan.parallel_scan`, strongly consistent) into
+the same DuckDB session and joins the two on ``keys``: items missing from the target, extra in
+it, and different (their canonical JSON differs — equal items have byte-equal text,
+DESIGN.md). It prints the counts and a few examples of each, and exits 0 on an exact match, 3
+otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import queue
-import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,10 +22,15 @@ import pyarrow as pa
 
 from archiver.aws import AwsSettings
 from archiver.cliutil import add_archive_argument, add_table_argument, positive_int
-from archiver.errors import EXIT_DIFFERENCES, client_error_code, translate_client_error
+from archiver.errors import (
+    EXIT_DIFFERENCES,
+    ArchiverError,
+)
 from archiver.format.codec import canonical_json, key_of
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time
+from archiver.scan import parallel_scan
+from replayer.errors import BadInput, replay_error
 from replayer.fold import Fold, FoldResult, FoldSettings, add_fold_arguments
 from replayer.plan import plan_restore
 
@@ -135,9 +138,7 @@ def key_names(client: Any, table_name: str) -> list[str]:
     try:
         table = client.describe_table(TableName=table_name)["Table"]
     except Exception as exc:
-        if client_error_code(exc):
-            raise translate_client_error(exc, f"table {table_name}") from exc
-        raise
+        raise replay_error(exc, f"table {table_name}") from exc
     schema = sorted(table["KeySchema"], key=lambda k: k["KeyType"] != "HASH")
     return [k["AttributeName"] for k in schema]
 
@@ -145,56 +146,16 @@ def key_names(client: Any, table_name: str) -> list[str]:
 def scan_rows(
     client: Any, table_name: str, *, segments: int = DEFAULT_SEGMENTS, consistent: bool = True
 ) -> Iterator[pa.RecordBatch]:
-    """Every item of a live table as ``(keys, item)`` batches (parallel scan, segment threads)."""
+    """Every item of a live table as ``(keys, item)`` batches, read by
+    :func:`archiver.scan.parallel_scan`."""
     names = key_names(client, table_name)
-    pages: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(maxsize=segments * 2)
-    stop = threading.Event()
-
-    def scan_segment(segment: int) -> None:
-        try:
-            kwargs: dict[str, Any] = {
-                "TableName": table_name,
-                "Segment": segment,
-                "TotalSegments": segments,
-                "ConsistentRead": consistent,
-            }
-            while not stop.is_set():
-                page = client.scan(**kwargs)
-                items = page.get("Items", [])
-                if items:
-                    keys = [canonical_json(key_of(item, names)) for item in items]
-                    texts = [canonical_json(item) for item in items]
-                    pages.put(pa.record_batch([keys, texts], schema=_ROWS))
-                if "LastEvaluatedKey" not in page:
-                    break
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        except BaseException as exc:
-            if client_error_code(exc):
-                exc = translate_client_error(exc, f"Scan {table_name}")
-            pages.put(exc)
-            return
-        pages.put(None)
-
-    with ThreadPoolExecutor(segments, thread_name_prefix="scan") as pool:
-        for segment in range(segments):
-            pool.submit(scan_segment, segment)
-        running = segments
-        try:
-            while running:
-                page = pages.get()
-                if page is None:
-                    running -= 1
-                elif isinstance(page, BaseException):
-                    raise page
-                else:
-                    yield page
-        finally:
-            stop.set()
-            while True:  # unblock producers waiting on a full queue
-                try:
-                    pages.get_nowait()
-                except queue.Empty:
-                    break
+    try:
+        for items in parallel_scan(client, table_name, segments=segments, consistent=consistent):
+            keys = [canonical_json(key_of(item, names)) for item in items]
+            texts = [canonical_json(item) for item in items]
+            yield pa.record_batch([keys, texts], schema=_ROWS)
+    except ArchiverError as exc:
+        raise replay_error(exc, f"Scan {table_name}") from exc.__cause__
 
 
 def load_rows(con: duckdb.DuckDBPyConnection, name: str, batches: Iterator[pa.RecordBatch]) -> int:
@@ -249,8 +210,6 @@ def diff_tables(
     other_client = other_client or client
     names, other_names = key_names(client, table), key_names(other_client, other)
     if names != other_names:
-        from replayer.errors import BadInput
-
         raise BadInput(
             f"tables {table!r} and {other!r} have different keys ({', '.join(names)} vs "
             f"{', '.join(other_names)}): their items cannot be matched"

@@ -28,6 +28,7 @@ REPLAYER_MAY_IMPORT = frozenset(
         "archiver.aws",  # clients, configured once
         "archiver.errors",  # the error table from AWS codes to exceptions
         "archiver.retry",  # retry policy, rate limiting, waiting with deadlines
+        "archiver.scan",  # the one parallel Scan, which verify reads tables with
         "archiver.cliutil",  # the shared CLI argument helpers
         "archiver.pitr",  # native PITR, driven by restore strategies
         "archiver.backups",  # on-demand backups, driven by restore strategies

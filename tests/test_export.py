@@ -17,7 +17,7 @@ from archiver.format.codec import canonical_json, key_of
 from archiver.format.storage import Archive
 from replayer.errors import Refused
 from replayer.export import FORMATS
-from replayer.sinks import Sink, TableSink, file_sink, read_dynamodb_json, sink_class
+from replayer.sinks import Sink, TableSink, file_sink, sink_class
 from replayer.verify import scan_rows
 from tests.conftest import create_table
 from tests.replay_helpers import (
@@ -131,6 +131,11 @@ def test_export_dynamodb_json_is_accepted_by_import_table(
 
 
 # -- the sink contract ---------------------------------------------------------------------
+
+
+def read_dynamodb_json(data: bytes) -> list[dict[str, Any]]:
+    """The items of one ``dynamodb-json`` part (gzip JSON lines ``{"Item": …}``)."""
+    return [orjson.loads(line)["Item"] for line in gzip.decompress(data).splitlines() if line]
 
 
 def _batches(items: list[dict[str, Any]]) -> list[pa.RecordBatch]:

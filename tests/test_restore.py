@@ -419,7 +419,7 @@ def test_restore_from_an_archive_on_s3(
 def test_the_target_is_created_with_the_sources_settings(ddb: Any) -> None:
     """Provisioned capacity, GSIs with their own capacity, LSIs, SSE with a customer key,
     table class and deletion protection carry over from the archived description."""
-    from replayer.sinks import create_table_request
+    from replayer.target_table import create_table_request
 
     kms = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
     source = {

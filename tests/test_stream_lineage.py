@@ -23,8 +23,8 @@ from archiver.format.changefiles import read_checkpoints
 from archiver.format.coverage import WATERMARK_MARGIN, read_gaps
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
+from archiver.retry import RetryPolicy
 from archiver.runner import RunConfig, execute
-from archiver.streams_api import RetryPolicy
 from archiver.writer import FlushPolicy
 from tests.conftest import create_table
 from tests.streams_double import DoubleShard, DoubleStream, StreamsDouble
