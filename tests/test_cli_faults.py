@@ -52,7 +52,9 @@ def test_debug_logs_show_requests_but_never_credentials(ddb: Any, s3: Any) -> No
     ddb.put_item(TableName="orders", Item={"pk": {"S": "a"}})
     s3.create_bucket(Bucket="archive-bucket")
     archive = "s3://archive-bucket/ddb"
-    run = _cli("archiver", "run", "--table-name", "orders", "--archive", archive, "--once", "--debug")
+    run = _cli(
+        "archiver", "run", "--table-name", "orders", "--archive", archive, "--once", "--debug"
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     status = _cli("replayer", "status", "--archive", archive, "--debug")
     assert status.returncode == 0, status.stderr[-2000:]
@@ -93,7 +95,7 @@ def test_redaction_covers_every_form_credentials_take(line: str) -> None:
 
 
 def test_redaction_keeps_ordinary_lines() -> None:
-    line = "Response body: b'{\"Table\":{\"TableName\":\"orders\",\"NextToken\":\"n1\"}}'"
+    line = 'Response body: b\'{"Table":{"TableName":"orders","NextToken":"n1"}}\''
     assert redact(line) == line
 
 
