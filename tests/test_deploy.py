@@ -119,6 +119,89 @@ def test_bucket_is_private_encrypted_and_tiers_only_data(template: Any) -> None:
     assert template["Parameters"]["ObjectLockMode"]["Default"] == "NONE"
 
 
+def test_archive_bucket_is_versioned_and_its_access_is_logged(template: Any) -> None:
+    props = template["Resources"]["ArchiveBucket"]["Properties"]
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    logging_config = props["LoggingConfiguration"]
+    assert logging_config["DestinationBucketName"] == {
+        "Fn::If": [
+            "CreateAccessLogBucket",
+            {"Ref": "AccessLogBucket"},
+            {"Ref": "AccessLogBucketName"},
+        ]
+    }
+    assert logging_config["LogFilePrefix"] == {"Fn::Sub": "s3-access/${AWS::StackName}/"}
+    assert template["Parameters"]["AccessLogBucketName"]["Default"] == ""
+    # The log bucket the stack creates by default: private, SSE-S3 (the only encryption
+    # server access logging delivers to), kept after the stack, expiring by a parameter.
+    log_bucket = template["Resources"]["AccessLogBucket"]
+    assert log_bucket["Condition"] == "CreateAccessLogBucket"
+    assert log_bucket["DeletionPolicy"] == "Retain"
+    log_props = log_bucket["Properties"]
+    assert all(log_props["PublicAccessBlockConfiguration"].values())
+    (encryption,) = log_props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+    (expiry,) = log_props["LifecycleConfiguration"]["Rules"]
+    assert expiry["ExpirationInDays"] == {"Ref": "AccessLogRetentionDays"}
+    # Only the logging service may write there, and only the archive bucket's logs.
+    policy = template["Resources"]["AccessLogBucketPolicy"]
+    assert policy["Condition"] == "CreateAccessLogBucket"
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    (grant,) = [s for s in statements if s["Effect"] == "Allow"]
+    assert grant["Principal"] == {"Service": "logging.s3.amazonaws.com"}
+    assert grant["Action"] == "s3:PutObject"
+    assert grant["Resource"] == {"Fn::Sub": "${AccessLogBucket.Arn}/s3-access/*"}
+    assert grant["Condition"]["ArnLike"] == {
+        "aws:SourceArn": {"Fn::GetAtt": ["ArchiveBucket", "Arn"]}
+    }
+    assert grant["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+
+
+DELETES = {"s3:DeleteObject", "s3:DeleteObjectVersion"}
+
+
+def test_only_compaction_and_erasure_delete_history(template: Any) -> None:
+    """The bucket policy denies deletes under changes/ and snapshots/ to every principal but
+    the two operator roles, and no other principal of the stack is granted a delete."""
+    document = template["Resources"]["ArchiveBucketPolicy"]["Properties"]["PolicyDocument"]
+    (deny,) = [
+        s for s in document["Statement"] if s["Sid"] == "OnlyCompactionAndErasureDeleteHistory"
+    ]
+    assert deny["Effect"] == "Deny"
+    assert deny["Principal"] == "*"
+    assert set(deny["Action"]) == DELETES
+    assert deny["Resource"] == [
+        {"Fn::Sub": "${ArchiveBucket.Arn}/changes/*"},
+        {"Fn::Sub": "${ArchiveBucket.Arn}/snapshots/*"},
+    ]
+    assert deny["Condition"] == {
+        "ArnNotEquals": {
+            "aws:PrincipalArn": [
+                {"Fn::GetAtt": ["CompactionRole", "Arn"]},
+                {"Fn::GetAtt": ["ErasureRole", "Arn"]},
+            ]
+        }
+    }
+    deleters: dict[str, set[str]] = {}
+    for name, statement in _statements(template):
+        actions = (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+        if DELETES & set(actions):
+            resources = statement["Resource"]
+            resources = resources if isinstance(resources, list) else [resources]
+            deleters.setdefault(name, set()).update(r["Fn::Sub"] for r in resources)
+    assert set(deleters) == {"CompactionRole", "ErasureRole"}
+    # Compaction deletes only the change files it merged; the Lambda function deletes nothing.
+    assert deleters["CompactionRole"] == {"${ArchiveBucket.Arn}/changes/*"}
+    assert {"${ArchiveBucket.Arn}/changes/*", "${ArchiveBucket.Arn}/snapshots/*"} <= deleters[
+        "ErasureRole"
+    ]
+    outputs = template["Outputs"]
+    assert outputs["CompactionRoleArn"]["Value"] == {"Fn::GetAtt": ["CompactionRole", "Arn"]}
+    assert outputs["ErasureRoleArn"]["Value"] == {"Fn::GetAtt": ["ErasureRole", "Arn"]}
+
+
 def test_glue_table_matches_the_change_schema(template: Any) -> None:
     table = template["Resources"]["ChangesTable"]["Properties"]["TableInput"]
     hive = {"string": "string", "timestamp[ms, tz=UTC]": "timestamp", "int64": "bigint"}
