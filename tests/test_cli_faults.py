@@ -45,6 +45,7 @@ def _assert_no_credentials(text: str) -> None:
         assert marker not in text, f"{marker} is in the output"
 
 
+@pytest.mark.slow  # two CLI processes against moto, all three services
 def test_debug_logs_show_requests_but_never_credentials(ddb: Any, s3: Any) -> None:
     """DynamoDB, Streams and S3 calls, logged at DEBUG: headers, canonical requests and
     signatures are all in botocore's lines, redacted."""
@@ -58,6 +59,10 @@ def test_debug_logs_show_requests_but_never_credentials(ddb: Any, s3: Any) -> No
     assert run.returncode == 0, run.stderr[-2000:]
     status = _cli("replayer", "status", "--archive", archive, "--debug")
     assert status.returncode == 0, status.stderr[-2000:]
+    # run called all three services, each through a signed request.
+    assert "DynamoDB_20120810.DescribeTable" in run.stderr
+    assert "DynamoDBStreams_20120810.GetRecords" in run.stderr
+    assert "/archive-bucket/ddb/changes/" in run.stderr
     for result in (run, status):
         # The lines that used to carry the credentials are still logged…
         assert "DEBUG" in result.stderr
