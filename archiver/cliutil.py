@@ -172,6 +172,8 @@ _SECRETS: list[tuple[re.Pattern[str], str]] = [
         rf"\1{REDACTED}",
     ),
     (re.compile(rf"(<({_SECRET_FIELDS})>)[^<]*(</\2>)", re.I), rf"\1{REDACTED}\3"),
+    # container and instance-metadata credentials name the session token just "Token"
+    (re.compile(r"""(['"]Token['"]\s*:\s*b?['"])[^'"]*"""), rf"\1{REDACTED}"),
 ]
 
 

@@ -85,12 +85,24 @@ def test_debug_logs_show_requests_but_never_credentials(ddb: Any, s3: Any) -> No
         f"{KEY_ID}%2F20260131&X-Amz-Security-Token={TOKEN}&X-Amz-Signature={'b' * 64}",
         f"<Credentials><AccessKeyId>{KEY_ID}</AccessKeyId><SecretAccessKey>{SECRET}"
         f"</SecretAccessKey><SessionToken>{TOKEN}</SessionToken></Credentials>",
-        f'{{"AccessKeyId": "{KEY_ID}", "SecretAccessKey": "{SECRET}", "Token": "x", '
-        f'"SessionToken": "{TOKEN}"}}',
+        f'{{"AccessKeyId": "{KEY_ID}", "SecretAccessKey": "{SECRET}", "Token": "{TOKEN}", '
+        f'"Expiration": "2026-01-31T12:00:00Z"}}',
+        f'{{"roleCredentials": {{"accessKeyId": "{KEY_ID}", "secretAccessKey": "{SECRET}", '
+        f'"sessionToken": "{TOKEN}", "expiration": 1769860800000}}}}',
         f"aws_access_key_id = {KEY_ID}\naws_secret_access_key={SECRET}\naws_session_token={TOKEN}",
         f"{{'aws_access_key_id': '{KEY_ID}', 'aws_session_token': '{TOKEN}'}}",
     ],
-    ids=["headers", "canonical-request", "signature", "presigned", "sts-xml", "json", "ini", "kw"],
+    ids=[
+        "headers",
+        "canonical-request",
+        "signature",
+        "presigned",
+        "sts-xml",
+        "container-json",
+        "sso-json",
+        "ini",
+        "kw",
+    ],
 )
 def test_redaction_covers_every_form_credentials_take(line: str) -> None:
     clean = redact(line)
