@@ -5,7 +5,8 @@ defined once here so that their names, checks and help read the same everywhere.
 A command lives in its own module, which defines ``add_arguments(parser)`` and
 ``main(args) -> int``; the tool's ``cli.py`` only lists them. Errors that a user can act on
 (``ArchiverError``, ``ReplayError``) become one line on stderr and their exit code;
-tracebacks only with ``--debug``.
+tracebacks only with ``--debug``. Every log line, ``--debug``'s included, passes through
+:class:`RedactSecrets` first: botocore logs signed requests, and those carry credentials.
 """
 
 from __future__ import annotations
@@ -13,10 +14,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from types import TracebackType
 from typing import TypeVar
+from urllib.parse import urlsplit
+
+from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
 
 from archiver import __version__
 from archiver.errors import EXIT_FAILURE, EXIT_USAGE
@@ -97,6 +103,7 @@ def run(
         format=f"{prog}: %(levelname)s: %(message)s" if args.debug else f"{prog}: %(message)s",
         stream=sys.stderr,
     )
+    install_redaction()
     if not args.debug:
         for noisy in ("botocore", "aiobotocore", "s3fs", "urllib3", "asyncio", "fsspec"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -113,12 +120,165 @@ def run(
         if isinstance(exit_code, int):
             print(f"{prog}: error: {exc}", file=sys.stderr)
             return exit_code
+        unreachable = unreachable_endpoint(exc)
+        if unreachable is not None:
+            print(f"{prog}: error: {unreachable}", file=sys.stderr)
+            return EXIT_FAILURE
         print(
             f"{prog}: unexpected failure: {type(exc).__name__}: {exc} "
             "(rerun with --debug for details)",
             file=sys.stderr,
         )
         return EXIT_FAILURE
+
+
+# -- secrets in log lines -------------------------------------------------------------------
+
+REDACTED = "<redacted>"
+# botocore's DEBUG lines show each signed request: its headers (``'Authorization':
+# b'AWS4-HMAC-SHA256 Credential=AKIA…/…, Signature=…'``, ``'X-Amz-Security-Token': b'…'``), the
+# canonical request (``x-amz-security-token:…``) and the signature; presigned URLs carry the same
+# as query parameters; STS and credential-provider responses carry keys as fields.
+_SECRET_FIELDS = (
+    r"aws_access_key_id|aws_secret_access_key|aws_session_token|aws_security_token"
+    r"|access_key_id|secret_access_key|session_token|security_token"
+    r"|AccessKeyId|SecretAccessKey|SessionToken|SecretKey"
+)
+_SECRETS: list[tuple[re.Pattern[str], str]] = [
+    # a header in a dict's repr: 'Authorization': b'…'
+    (
+        re.compile(
+            r"""(['"](?:authorization|x-amz-security-token)['"]\s*:\s*b?['"])[^'"]*""", re.I
+        ),
+        rf"\1{REDACTED}",
+    ),
+    # a header as a line: canonical requests, wire dumps
+    (
+        re.compile(r"^(\s*(?:authorization|x-amz-security-token)\s*:[ \t]*)\S.*$", re.I | re.M),
+        rf"\1{REDACTED}",
+    ),
+    # presigned URLs and anything else in query-string form
+    (
+        re.compile(
+            r"((?:X-Amz-Credential|X-Amz-Security-Token|X-Amz-Signature|AWSAccessKeyId|Signature)=)"
+            r"[^&\s'\"]+",
+            re.I,
+        ),
+        rf"\1{REDACTED}",
+    ),
+    (re.compile(r"(\bCredential=)[^,&\s'\"]+", re.I), rf"\1{REDACTED}"),
+    # botocore.auth's "Signature:\n<hex>"
+    (re.compile(r"(\bSignature:\s*)[0-9a-f]{64}\b", re.I), rf"\1{REDACTED}"),
+    # credential fields: key = value, "Key": "value", <Key>value</Key>
+    (
+        re.compile(rf"""(\b(?:{_SECRET_FIELDS})['"]?\s*[:=]\s*b?['"]?)[^'"\s,}}&<]+""", re.I),
+        rf"\1{REDACTED}",
+    ),
+    (re.compile(rf"(<({_SECRET_FIELDS})>)[^<]*(</\2>)", re.I), rf"\1{REDACTED}\3"),
+    # container and instance-metadata credentials name the session token just "Token"
+    (re.compile(r"""(['"]Token['"]\s*:\s*b?['"])[^'"]*"""), rf"\1{REDACTED}"),
+]
+
+
+def redact(text: str) -> str:
+    """``text`` with every credential, session token and request signature replaced."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactSecrets(logging.Filter):
+    """A handler filter that redacts credentials from the message, traceback and stack of
+    every record, whichever library logged it (a handler's filters see propagated records;
+    a logger's do not)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: let logging report it as it would
+            return True
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+_REDACT = RedactSecrets()
+
+
+def install_redaction(logger: logging.Logger | None = None) -> None:
+    """Put :class:`RedactSecrets` on every handler of ``logger`` (default: the root logger)."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if _REDACT not in handler.filters:
+            handler.addFilter(_REDACT)
+
+
+# -- unreachable endpoints -------------------------------------------------------------------
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo += [current.__cause__, current.__context__]
+
+
+def _failed_call(tb: TracebackType | None) -> tuple[str, str] | None:
+    """(service id, operation) of the botocore/aiobotocore call a traceback went through.
+
+    botocore's connection errors carry only the URL, and with one ``--endpoint-url`` for every
+    service the URL does not say which service it was; the client's ``_make_api_call`` frame
+    does (``self`` is the client, for both the sync and the async client).
+    """
+    found = None
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "_make_api_call":
+            client = frame.f_locals.get("self")
+            service_model = getattr(getattr(client, "meta", None), "service_model", None)
+            if service_model is not None:
+                found = (str(service_model.service_id), str(frame.f_locals.get("operation_name")))
+        tb = tb.tb_next
+    return found
+
+
+def unreachable_endpoint(exc: BaseException) -> str | None:
+    """One line naming the endpoint (and service) that could not be reached, when nothing
+    answered there: a wrong ``--endpoint-url``, a typo in ``AWS_ENDPOINT_URL*``, no network.
+
+    None when ``exc`` is something else.
+    """
+    for error in _chain(exc):
+        if isinstance(error, EndpointConnectionError | ConnectTimeoutError):
+            break
+    else:
+        return None
+    url = str(error.kwargs.get("endpoint_url") or "")
+    parts = urlsplit(url)
+    endpoint = f"{parts.scheme}://{parts.netloc}" if parts.netloc else url
+    call = next(filter(None, (_failed_call(e.__traceback__) for e in _chain(exc))), None)
+    if call is None:
+        return (
+            f"could not connect to the AWS endpoint {endpoint}: check --endpoint-url, "
+            "AWS_ENDPOINT_URL*, --region and the network"
+        )
+    service, operation = call
+    variable = "AWS_ENDPOINT_URL_" + re.sub(r"\W+", "_", service).upper()
+    return (
+        f"could not connect to the {service} endpoint {endpoint} ({operation}): check "
+        f"--endpoint-url, {variable} or AWS_ENDPOINT_URL, --region and the network"
+    )
 
 
 # -- shared arguments -----------------------------------------------------------------------

@@ -11,6 +11,11 @@ keys, new_image, old_image and item are canonical DynamoDB JSON text: use DuckDB
 functions on them (new_image->>'$.status.S'). Filters on table_name and dt skip the other
 partitions' files without opening them; a filter on keys skips row groups. Times are UTC.
 
+Read-only: one SELECT (or EXPLAIN) statement, over these views only. DuckDB's file, network
+and extension access is off and its configuration locked before the query runs, so COPY … TO,
+read_csv('/etc/passwd'), ATTACH, INSTALL and SET are refused (exit 2), as is more than one
+statement.
+
 Examples:
   ddb-replayer query --archive s3://bucket/prefix \\
       "SELECT dt, event_name, count(*) FROM changes WHERE table_name = 'orders' GROUP BY ALL"
@@ -70,7 +75,14 @@ _BAD_SQL = (
     duckdb.NotImplementedException,
     duckdb.TypeMismatchException,
     duckdb.OutOfRangeException,
+    # The SQL reached for a file, the network or an extension (see lock_down).
+    duckdb.PermissionException,
 )
+
+
+# What a read-only query may be: a SELECT (DuckDB parses DESCRIBE, SHOW, SUMMARIZE, VALUES and
+# FROM-first queries as SELECTs too) or an EXPLAIN of one.
+_READ_ONLY_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
 
 
 def _bad_sql(exc: BaseException) -> bool:
@@ -136,7 +148,8 @@ def connect(
     dt_from: date | str | None = None,
     dt_to: date | str | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection (UTC) with the ``changes`` and ``snapshots`` views.
+    """An in-memory DuckDB connection (UTC) with the ``changes`` and ``snapshots`` views, locked
+    down (:func:`lock_down`) once they are registered.
 
     ``table`` and the ``dt`` range narrow what is listed (and so what the views can see); they
     are for callers that know what they need, like ``history``.
@@ -148,7 +161,45 @@ def connect(
     snapshots = snapshots_dataset(archive, snapshot_files(archive, table))
     con.register("changes", changes)
     con.register("snapshots", snapshots)
+    lock_down(con)
     return con
+
+
+def lock_down(con: duckdb.DuckDBPyConnection) -> None:
+    """Turn off every file, network and extension access of ``con``, for good.
+
+    The views stay readable: they are Arrow datasets that pyarrow reads through the archive's
+    own filesystem, so DuckDB never opens a file for them. Locking the configuration makes the
+    setting (and the session's UTC time zone) impossible to change from SQL.
+    """
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def check_read_only(sql: str) -> None:
+    """Refuse ``sql`` unless it is exactly one read-only statement (SELECT or EXPLAIN).
+
+    Raises:
+        BadInput: it does not parse, holds several statements, or would change something.
+    """
+    parser = duckdb.connect(":memory:")
+    try:
+        statements = parser.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise BadInput(one_line(str(exc))) from exc
+    finally:
+        parser.close()
+    if len(statements) != 1:
+        raise BadInput(
+            f"the SQL holds {len(statements)} statements: give exactly one SELECT "
+            "(queries over the archive are read-only)"
+        )
+    kind = statements[0].type
+    if kind not in _READ_ONLY_STATEMENTS:
+        raise BadInput(
+            f"{kind.name} statements are refused: queries over the archive are read-only "
+            "(one SELECT or EXPLAIN)"
+        )
 
 
 def check_archive(archive: Archive) -> None:
@@ -195,8 +246,10 @@ def run_query(
 
     Listing, planning and the first batch happen inside :func:`with_relisting`, so a file that
     compaction removed between listing and reading makes it list again instead of failing.
-    Bad SQL raises :class:`BadInput` with DuckDB's message on one line.
+    Bad SQL, more than one statement, anything but a SELECT or EXPLAIN, and any attempt to
+    reach a file, the network or the configuration raise :class:`BadInput` with one line.
     """
+    check_read_only(sql)
 
     def attempt() -> QueryResult:
         con = connect(archive, table=table, dt_from=dt_from, dt_to=dt_to)

@@ -3,7 +3,8 @@ shards, files and bytes, and the archiver's last run.
 
 Reads only the archive (no AWS call). Human-readable by default; --json for scripts and
 monitoring (lag_seconds is what to alarm on). A table the archive does not hold is exit 2,
-with the list of those it does.
+with the list of those it does; so is a root that holds no archive at all (a mistyped
+--archive), as in ``query``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
 from replayer.errors import BadInput
 from replayer.native_exports import pending_exports
+from replayer.query import check_archive
 
 
 def archived_tables(archive: Archive) -> list[str]:
@@ -248,6 +250,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace, out: Any = None) -> int:
     archive = Archive.open(args.archive, endpoint_url=getattr(args, "endpoint_url", None))
+    check_archive(archive)
     report = archive_status(archive, args.table_name)
     stream = out or sys.stdout
     if args.json:

@@ -3,16 +3,23 @@
 Each ``.sql`` file is the single source: the template embeds it verbatim as a named query,
 and sqlglot transpiles it from Athena's Trino dialect to DuckDB for these tests, which bind
 the same ``?`` parameters the Athena console asks for.
+
+Times given with an offset are where the two engines differ unless the SQL is careful: Trino's
+``from_iso8601_timestamp`` keeps the input's zone and formats (``date_format``) in it, while a
+DuckDB ``TIMESTAMPTZ`` has no zone of its own and formats in the session's. So the twins run in
+a session whose zone is the inputs' offset: a query that formats the value's own wall-clock
+date, rather than its UTC date, picks the wrong ``dt`` partitions in both.
 """
 
 from __future__ import annotations
 
 import random
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pytest
 import sqlglot
@@ -22,7 +29,8 @@ from archiver.format import layout
 from archiver.format.codec import canonical_json
 from archiver.format.schema import CHANGE_SCHEMA, SNAPSHOT_SCHEMA
 from archiver.format.storage import Archive
-from replayer.query import run_query
+from replayer.dataset import change_files, changes_dataset
+from replayer.query import lock_down, snapshot_files, snapshots_dataset
 from tests.changes_builder import T0, n, record, s, write_changes
 
 ATHENA = Path(__file__).resolve().parents[1] / "deploy" / "athena"
@@ -41,12 +49,45 @@ def twin(name: str) -> str:
     return sqlglot.transpile((ATHENA / name).read_text(), read="trino", write="duckdb")[0]
 
 
-def run_twin(archive: Archive, name: str, *params: str) -> list[tuple[Any, ...]]:
-    return list(run_query(archive, twin(name), list(params)).rows())
+# Session time zones and the offsets inputs are written in there (Etc/GMT-1 is UTC+01:00).
+ZONES = {
+    "UTC": timedelta(0),
+    "Etc/GMT-1": timedelta(hours=1),
+    "Etc/GMT+2": timedelta(hours=-2),
+    "Asia/Kolkata": timedelta(hours=5, minutes=30),
+}
+
+
+def twin_session(archive: Archive, time_zone: str = "UTC") -> duckdb.DuckDBPyConnection:
+    """The archive's views in a locked DuckDB session whose time zone is ``time_zone``."""
+    con = duckdb.connect(":memory:")
+    con.execute(f"SET TimeZone = '{time_zone}'")
+    con.register("changes", changes_dataset(archive, change_files(archive)))
+    con.register("snapshots", snapshots_dataset(archive, snapshot_files(archive)))
+    lock_down(con)
+    return con
+
+
+def run_twin(
+    archive: Archive, name: str, *params: str, time_zone: str = "UTC"
+) -> list[tuple[Any, ...]]:
+    con = twin_session(archive, time_zone)
+    try:
+        return con.execute(twin(name), list(params)).fetchall()
+    finally:
+        con.close()
 
 
 def iso(at: datetime) -> str:
-    return at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def at_offset(at: datetime, time_zone: str) -> str:
+    """``at`` in ISO 8601 with the offset of ``time_zone`` (``Z`` for UTC)."""
+    offset = ZONES[time_zone]
+    if not offset:
+        return iso(at)
+    return at.astimezone(timezone(offset)).isoformat(timespec="milliseconds")
 
 
 # -- one source ----------------------------------------------------------------------------
@@ -158,6 +199,68 @@ def test_ttl_vs_user_deletes_twin(history_archive: Archive) -> None:
     ]
 
 
+# -- windows given in another zone than UTC ----------------------------------------------
+
+C, D = {"pk": s("c")}, {"pk": s("d")}
+MIDNIGHT = datetime(2026, 2, 1, tzinfo=UTC)
+# The window [23:30, 00:30] UTC spans two dt partitions, and in every zone but UTC its ends
+# fall on one local date: +01:00 reads 00:30..01:30 on 1 February, -02:00 21:30..22:30 on
+# 31 January.
+WINDOW = (MIDNIGHT - timedelta(minutes=30), MIDNIGHT + timedelta(minutes=30))
+
+
+@pytest.fixture
+def midnight_archive(archive: Archive) -> Archive:
+    records = [
+        record(1, B, "INSERT", new={**B, "v": n(1)}),
+        record(2, D, "INSERT", new={**D, "v": n(2)}, at=MIDNIGHT - timedelta(minutes=20)),
+        record(3, A, "INSERT", new={**A, "v": n(3)}, at=MIDNIGHT - timedelta(minutes=15)),
+        record(4, B, "REMOVE", old={**B, "v": n(1)}, at=MIDNIGHT - timedelta(minutes=10)),
+        record(5, C, "INSERT", new={**C, "v": n(5)}, at=MIDNIGHT + timedelta(minutes=10)),
+        record(6, A, "REMOVE", old={**A, "v": n(3)}, ttl=True, at=MIDNIGHT + timedelta(minutes=15)),
+    ]
+    write_changes(archive, "orders", records)
+    assert sorted(archive.listdir(layout.changes_table_dir("orders"))) == [
+        "dt=2026-01-31",
+        "dt=2026-02-01",
+    ]
+    return archive
+
+
+@pytest.mark.parametrize("time_zone", sorted(ZONES))
+def test_windows_with_an_offset_read_the_utc_dates_they_span(
+    midnight_archive: Archive, time_zone: str
+) -> None:
+    start, end = (at_offset(at, time_zone) for at in WINDOW)
+
+    def run(name: str, *params: str) -> list[tuple[Any, ...]]:
+        return run_twin(midnight_archive, name, *params, time_zone=time_zone)
+
+    history = run("item_history.sql", "orders", canonical_json(A), start, end)
+    assert [(iso(r[0]), r[1], r[2]) for r in history] == [
+        ("2026-01-31T23:45:00.000Z", "INSERT", "user"),
+        ("2026-02-01T00:15:00.000Z", "REMOVE", "ttl"),
+    ]
+    in_range = run("changes_in_range.sql", "orders", start, end)
+    assert [(r[1], r[2]) for r in in_range] == [
+        ("INSERT", canonical_json(D)),
+        ("INSERT", canonical_json(A)),
+        ("REMOVE", canonical_json(B)),
+        ("INSERT", canonical_json(C)),
+        ("REMOVE", canonical_json(A)),
+    ]
+    deletes = run("ttl_vs_user_deletes.sql", "orders", start, end)
+    assert [(day, int(ttl), int(user)) for day, ttl, user in deletes] == [
+        ("2026-01-31", 0, 1),
+        ("2026-02-01", 1, 0),
+    ]
+    state = dict(run("table_state_at.sql", "orders", start, end, ""))
+    assert state == {
+        canonical_json(C): '{"pk":{"S":"c"},"v":{"N":"5"}}',
+        canonical_json(D): '{"pk":{"S":"d"},"v":{"N":"2"}}',
+    }
+
+
 # -- the state at T, against a model -------------------------------------------------------
 
 
@@ -206,15 +309,18 @@ def write_snapshot(archive: Archive, table: str, snapshot_id: str, items: dict[s
 
 
 def state_twin(
-    archive: Archive, log_from: datetime, at: datetime, snapshot_id: str
+    archive: Archive, log_from: datetime, at: datetime, snapshot_id: str, time_zone: str = "UTC"
 ) -> dict[str, str]:
-    rows = run_twin(archive, "table_state_at.sql", "orders", iso(log_from), iso(at), snapshot_id)
+    times = at_offset(log_from, time_zone), at_offset(at, time_zone)
+    rows = run_twin(
+        archive, "table_state_at.sql", "orders", *times, snapshot_id, time_zone=time_zone
+    )
     assert len(rows) == len({r[0] for r in rows})  # one row per key
     return dict(rows)
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_table_state_at_twin_equals_the_model(archive: Archive, seed: int) -> None:
+@pytest.mark.parametrize(("seed", "time_zone"), [(1, "UTC"), (2, "Etc/GMT-1"), (3, "Etc/GMT+2")])
+def test_table_state_at_twin_equals_the_model(archive: Archive, seed: int, time_zone: str) -> None:
     records = random_workload(seed)
     write_changes(archive, "orders", records, per_file=17)
     write_changes(archive, "orders", records[40:80], shard_id="shardId-00000001")  # duplicates
@@ -223,7 +329,7 @@ def test_table_state_at_twin_equals_the_model(archive: Archive, seed: int) -> No
     # From the table's creation, no base.
     for at in [*sorted(rng.sample(times, 4)), times[-1] + timedelta(hours=1)]:
         expected = model_state(records, T0, at, {})
-        assert state_twin(archive, T0, at, "") == expected
+        assert state_twin(archive, T0, at, "", time_zone) == expected
     # From a base snapshot taken at S: log_from = S - 5 s, T after it.
     taken_at = times[100]
     base = model_state(records, T0, taken_at, {})
@@ -232,7 +338,7 @@ def test_table_state_at_twin_equals_the_model(archive: Archive, seed: int) -> No
     log_from = taken_at - timedelta(seconds=5)
     for at in [taken_at + timedelta(seconds=5), *sorted(rng.sample(times[101:], 3))]:
         expected = model_state(records, log_from, at, base)
-        assert state_twin(archive, log_from, at, snapshot_id) == expected
+        assert state_twin(archive, log_from, at, snapshot_id, time_zone) == expected
 
 
 def test_table_state_at_counts_only_the_generation_alive_at_t(archive: Archive) -> None:

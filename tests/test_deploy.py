@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import os
 import re
 import subprocess
 import sys
 import tomllib
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cfnlint.api import lint_file
 from cfnlint.decode import decode
+from packaging.requirements import Requirement
 
 from archiver.format.schema import CHANGE_SCHEMA
 from tests.conftest import create_table
@@ -115,6 +119,89 @@ def test_bucket_is_private_encrypted_and_tiers_only_data(template: Any) -> None:
     assert template["Parameters"]["ObjectLockMode"]["Default"] == "NONE"
 
 
+def test_archive_bucket_is_versioned_and_its_access_is_logged(template: Any) -> None:
+    props = template["Resources"]["ArchiveBucket"]["Properties"]
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    logging_config = props["LoggingConfiguration"]
+    assert logging_config["DestinationBucketName"] == {
+        "Fn::If": [
+            "CreateAccessLogBucket",
+            {"Ref": "AccessLogBucket"},
+            {"Ref": "AccessLogBucketName"},
+        ]
+    }
+    assert logging_config["LogFilePrefix"] == {"Fn::Sub": "s3-access/${AWS::StackName}/"}
+    assert template["Parameters"]["AccessLogBucketName"]["Default"] == ""
+    # The log bucket the stack creates by default: private, SSE-S3 (the only encryption
+    # server access logging delivers to), kept after the stack, expiring by a parameter.
+    log_bucket = template["Resources"]["AccessLogBucket"]
+    assert log_bucket["Condition"] == "CreateAccessLogBucket"
+    assert log_bucket["DeletionPolicy"] == "Retain"
+    log_props = log_bucket["Properties"]
+    assert all(log_props["PublicAccessBlockConfiguration"].values())
+    (encryption,) = log_props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+    (expiry,) = log_props["LifecycleConfiguration"]["Rules"]
+    assert expiry["ExpirationInDays"] == {"Ref": "AccessLogRetentionDays"}
+    # Only the logging service may write there, and only the archive bucket's logs.
+    policy = template["Resources"]["AccessLogBucketPolicy"]
+    assert policy["Condition"] == "CreateAccessLogBucket"
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    (grant,) = [s for s in statements if s["Effect"] == "Allow"]
+    assert grant["Principal"] == {"Service": "logging.s3.amazonaws.com"}
+    assert grant["Action"] == "s3:PutObject"
+    assert grant["Resource"] == {"Fn::Sub": "${AccessLogBucket.Arn}/s3-access/*"}
+    assert grant["Condition"]["ArnLike"] == {
+        "aws:SourceArn": {"Fn::GetAtt": ["ArchiveBucket", "Arn"]}
+    }
+    assert grant["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+
+
+DELETES = {"s3:DeleteObject", "s3:DeleteObjectVersion"}
+
+
+def test_only_compaction_and_erasure_delete_history(template: Any) -> None:
+    """The bucket policy denies deletes under changes/ and snapshots/ to every principal but
+    the two operator roles, and no other principal of the stack is granted a delete."""
+    document = template["Resources"]["ArchiveBucketPolicy"]["Properties"]["PolicyDocument"]
+    (deny,) = [
+        s for s in document["Statement"] if s["Sid"] == "OnlyCompactionAndErasureDeleteHistory"
+    ]
+    assert deny["Effect"] == "Deny"
+    assert deny["Principal"] == "*"
+    assert set(deny["Action"]) == DELETES
+    assert deny["Resource"] == [
+        {"Fn::Sub": "${ArchiveBucket.Arn}/changes/*"},
+        {"Fn::Sub": "${ArchiveBucket.Arn}/snapshots/*"},
+    ]
+    assert deny["Condition"] == {
+        "ArnNotEquals": {
+            "aws:PrincipalArn": [
+                {"Fn::GetAtt": ["CompactionRole", "Arn"]},
+                {"Fn::GetAtt": ["ErasureRole", "Arn"]},
+            ]
+        }
+    }
+    deleters: dict[str, set[str]] = {}
+    for name, statement in _statements(template):
+        actions = (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+        if DELETES & set(actions):
+            resources = statement["Resource"]
+            resources = resources if isinstance(resources, list) else [resources]
+            deleters.setdefault(name, set()).update(r["Fn::Sub"] for r in resources)
+    assert set(deleters) == {"CompactionRole", "ErasureRole"}
+    # Compaction deletes only the change files it merged; the Lambda function deletes nothing.
+    assert deleters["CompactionRole"] == {"${ArchiveBucket.Arn}/changes/*"}
+    assert {"${ArchiveBucket.Arn}/changes/*", "${ArchiveBucket.Arn}/snapshots/*"} <= deleters[
+        "ErasureRole"
+    ]
+    outputs = template["Outputs"]
+    assert outputs["CompactionRoleArn"]["Value"] == {"Fn::GetAtt": ["CompactionRole", "Arn"]}
+    assert outputs["ErasureRoleArn"]["Value"] == {"Fn::GetAtt": ["ErasureRole", "Arn"]}
+
+
 def test_glue_table_matches_the_change_schema(template: Any) -> None:
     table = template["Resources"]["ChangesTable"]["Properties"]["TableInput"]
     hive = {"string": "string", "timestamp[ms, tz=UTC]": "timestamp", "int64": "bigint"}
@@ -156,18 +243,163 @@ def test_iam_is_least_privilege(template: Any) -> None:
             assert set(actions) <= RESOURCE_STAR_ALLOWED, (name, actions)
 
 
-def test_lambda_requirements_are_the_projects_minus_duckdb() -> None:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    names = {re.split(r"[<>=\[ ]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
-    listed = {
+# Left out of the Lambda image: DuckDB (only the replayer uses it) and amazon.ion (only export
+# conversion does, which the Lambda never runs; it has no wheel for the image's Python).
+NOT_IN_THE_LAMBDA = {"duckdb", "amazon.ion"}
+LAMBDA_REQUIREMENTS = DEPLOY / "lambda" / "requirements.txt"
+# The python3.12+ Lambda base images run Amazon Linux 2023 (glibc 2.34) on arm64 (Graviton):
+# every manylinux wheel up to glibc 2.34 installs there.
+LAMBDA_GLIBC_MINOR = 34
+LAMBDA_PLATFORMS = [
+    *(f"manylinux_2_{minor}_aarch64" for minor in range(LAMBDA_GLIBC_MINOR, 16, -1)),
+    "manylinux2014_aarch64",
+]
+
+
+def _lambda_requirements() -> set[str]:
+    return {
         line.strip().lower()
-        for line in (DEPLOY / "lambda" / "requirements.txt").read_text().splitlines()
+        for line in LAMBDA_REQUIREMENTS.read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
-    assert listed == names - {"duckdb"}
+
+
+def _image_python() -> str:
+    """The Python version of the Lambda image, from its FROM line."""
     dockerfile = (DEPLOY / "lambda" / "Dockerfile").read_text()
-    assert "python:3.14-arm64" in dockerfile
+    match = re.search(r"^FROM public\.ecr\.aws/lambda/python:(\d+\.\d+)-arm64$", dockerfile, re.M)
+    assert match, "the Lambda image is an arm64 public.ecr.aws/lambda/python base image"
+    return match.group(1)
+
+
+def test_lambda_requirements_are_the_projects_minus_duckdb_and_ion() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[<>=\[ ]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
+    assert names >= NOT_IN_THE_LAMBDA
+    assert _lambda_requirements() == names - NOT_IN_THE_LAMBDA
+    dockerfile = (DEPLOY / "lambda" / "Dockerfile").read_text()
+    assert _image_python() == "3.14"
+    assert "--only-binary=:all:" in dockerfile  # no compiler in the image: wheels or nothing
     assert "COPY archiver/" in dockerfile and "prune_backups.py" in dockerfile
+
+
+def _image_site(site: Path, names: set[str]) -> Path:
+    """A folder holding only the given installed distributions (as links), like the image's
+    ``LAMBDA_TASK_ROOT`` holds only what ``pip install --target`` put there."""
+    site.mkdir()
+    for name in sorted(names):
+        dist = importlib.metadata.distribution(name)
+        for file in dist.files or []:
+            top = file.parts[0]
+            if top in {"..", "__pycache__"} or (site / top).exists():
+                continue
+            source = Path(str(dist.locate_file(top)))
+            if source.exists():
+                (site / top).symlink_to(source)
+    return site
+
+
+def _import_in_image(site: Path, code: str) -> subprocess.CompletedProcess[str]:
+    # -S: no site-packages, so nothing but the image's folder (and the repository) is importable.
+    return subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(site)},
+    )
+
+
+def test_lambda_entry_points_import_with_only_what_the_image_installs(tmp_path: Path) -> None:
+    site = _image_site(tmp_path / "task-root", _closure(_lambda_requirements()))
+    prune = str(DEPLOY / "functions" / "prune_backups.py")
+    entry_points = (
+        "import importlib.util, sys\n"
+        "import archiver.lambda_handler\n"
+        f"spec = importlib.util.spec_from_file_location('prune_backups', {prune!r})\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "print(sys.modules['pyarrow'].__file__)\n"
+    )
+    result = _import_in_image(site, entry_points)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith(str(site))
+    # What the image leaves out is really not importable there.
+    for left_out in ("import archiver.format.ion", "import duckdb", "import replayer.query"):
+        refused = _import_in_image(site, left_out)
+        assert refused.returncode != 0, left_out
+        assert "ModuleNotFoundError" in refused.stderr, refused.stderr[-2000:]
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _closure(names: set[str]) -> set[str]:
+    """``names`` and everything they require (without extras), from the installed metadata."""
+    seen: set[str] = set()
+    todo = [_normalise(n) for n in names]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for line in importlib.metadata.requires(name) or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(_normalise(requirement.name))
+    return seen
+
+
+def _index_url() -> str:
+    return os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple/").rstrip("/") + "/"
+
+
+def _index_reachable(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "pip/", timeout=5) as response:
+            return bool(response.status == 200)
+    except (OSError, ValueError):
+        return False
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_lambda_requirements_resolve_to_wheels_for_the_image(tmp_path: Path) -> None:
+    """``pip download`` of the Lambda's requirements, wheels only, for the image's exact Python
+    version and platform: what ``docker build`` will install, checked without Docker."""
+    if not _index_reachable(_index_url()):
+        pytest.skip(f"no package index reachable at {_index_url()}: cannot resolve wheels")
+    python = _image_python()
+    platforms = [arg for platform in LAMBDA_PLATFORMS for arg in ("--platform", platform)]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--only-binary=:all:",
+            *platforms,
+            "--python-version",
+            python,
+            "--implementation",
+            "cp",
+            "-c",
+            str(ROOT / "constraints.txt"),
+            "-d",
+            str(tmp_path),
+            "-r",
+            str(LAMBDA_REQUIREMENTS),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    wheels = {_normalise(p.name.split("-")[0]) for p in tmp_path.glob("*.whl")}
+    assert {_normalise(n) for n in _lambda_requirements()} <= wheels
+    tag = "cp" + python.replace(".", "")
+    assert any(f"-{tag}-" in p.name and "aarch64" in p.name for p in tmp_path.glob("pyarrow-*"))
 
 
 def _load_prune_function() -> Any:

@@ -182,24 +182,87 @@ def test_wrong_archive_and_empty_sql_are_usage_errors(
     assert "empty" in err
 
 
-def test_sql_from_stdin_and_statements_without_results(
+def test_sql_from_stdin(
     archive: Archive, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     build_archive(archive)
-    monkeypatch.setattr("sys.stdin", io.StringIO("SELECT count(*) AS n FROM changes"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("SELECT count(*) AS n FROM changes;\n"))
     code, out, _ = run_cli(capsys, "query", "--archive", archive.url, "--format", "csv", "-")
     assert (code, out.splitlines()) == (0, ["n", "6"])
-    code, out, _ = run_cli(
-        capsys,
-        "query",
-        "--archive",
-        archive.url,
-        "--format",
-        "csv",
-        "CREATE VIEW removes AS SELECT * FROM changes WHERE event_name = 'REMOVE'; "
-        "SELECT count(*) AS n FROM removes",
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("COPY (SELECT * FROM changes) TO '{out}'", "COPY statements are refused"),
+        ("COPY changes TO '{out}' (FORMAT parquet)", "COPY statements are refused"),
+        ("SELECT * FROM read_csv('/etc/passwd')", "disabled by configuration"),
+        ("SELECT * FROM read_text('/etc/passwd')", "disabled by configuration"),
+        ("SELECT * FROM read_blob('/etc/passwd')", "disabled by configuration"),
+        ("SELECT * FROM '/etc/passwd'", "/etc/passwd does not exist"),
+        ("SELECT * FROM glob('/etc/*')", "disabled by configuration"),
+        ("SELECT * FROM read_parquet('{parquet}')", "disabled by configuration"),
+        ("SELECT * FROM read_parquet('http://127.0.0.1:9/x.parquet')", "disabled"),
+        ("ATTACH '{out}' AS stolen", "ATTACH statements are refused"),
+        (
+            "ATTACH '{out}' AS stolen; CREATE TABLE stolen.t AS SELECT * FROM changes",
+            "holds 2 statements",
+        ),
+        ("CREATE TABLE t AS SELECT * FROM changes", "CREATE statements are refused"),
+        ("SELECT 1; SELECT 2", "holds 2 statements"),
+        (
+            "CREATE VIEW removes AS SELECT * FROM changes WHERE event_name = 'REMOVE'; "
+            "SELECT count(*) FROM removes",
+            "holds 2 statements",
+        ),
+        ("SET enable_external_access = true", "SET statements are refused"),
+        ("INSTALL httpfs", "refused"),
+        ("LOAD httpfs", "refused"),
+        ("EXPORT DATABASE '{out}'", "refused"),
+    ],
+)
+def test_query_is_read_only_with_no_file_or_network_access(
+    archive: Archive, capsys: pytest.CaptureFixture[str], tmp_path: Any, sql: str, expected: str
+) -> None:
+    """Every way out of the views is refused with one line and exit 2, and nothing is written."""
+    paths = build_archive(archive)
+    target = tmp_path / "stolen"
+    sql = sql.format(out=target, parquet=archive.path(paths[0]))
+    code, out, err = run_cli(capsys, "query", "--archive", archive.url, sql)
+    assert (code, out) == (2, "")
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("ddb-replayer: error: ")
+    assert expected in err
+    assert not target.exists()
+
+
+def test_internal_queries_are_locked_down_too(archive: Archive) -> None:
+    """``history`` and ``rollback`` read through the same function: it refuses the same SQL."""
+    build_archive(archive)
+    with pytest.raises(query.BadInput, match="disabled by configuration"):
+        list(query.run_query(archive, "SELECT * FROM read_text('/etc/passwd')").rows())
+    with pytest.raises(query.BadInput, match="holds 2 statements"):
+        query.run_query(archive, "SELECT 1; SELECT 2")
+    # Reading the views still works after the lock, through both views.
+    rows = query.run_query(
+        archive, "SELECT (SELECT count(*) FROM changes), (SELECT count(*) FROM snapshots)"
     )
-    assert (code, out.splitlines()) == (0, ["n", "2"])
+    assert list(rows.rows()) == [(6, 1)]
+
+
+def test_history_takes_a_hostile_key_as_data(
+    archive: Archive, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    build_archive(archive)
+    target = tmp_path / "stolen.csv"
+    hostile = f"a'); COPY (SELECT * FROM changes) TO '{target}'; --"
+    key = json.dumps({"pk": {"S": hostile}})
+    code, out, err = run_cli(
+        capsys, "history", "--archive", archive.url, "--table-name", "orders", "--key", key
+    )
+    assert code == 0, err
+    assert out.startswith("No history for")
+    assert not target.exists()
 
 
 def test_query_over_an_s3_archive(s3_archive: Archive, capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -200,10 +201,22 @@ def test_unknown_table_is_exit_2_with_the_archived_tables(
 
 
 def test_empty_archive_says_so(archive: Archive, capsys: pytest.CaptureFixture[str]) -> None:
+    (Path(str(archive.root)) / layout.STATE).mkdir(parents=True)
     code, out, _ = status(capsys, "--archive", str(archive.root))
     assert code == 0 and "holds no tables" in out
     code, out, _ = status(capsys, "--archive", str(archive.root), "--json")
     assert json.loads(out)["tables"] == []
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_a_root_that_holds_no_archive_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], json_flag: list[str]
+) -> None:
+    """A mistyped --archive is refused in one line, as ``query`` refuses it."""
+    code, out, err = status(capsys, "--archive", str(tmp_path / "typo"), *json_flag)
+    assert (code, out) == (2, "")
+    assert len(err.splitlines()) == 1
+    assert "holds no archive" in err and "typo" in err
 
 
 def test_status_reads_an_s3_archive(

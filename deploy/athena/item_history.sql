@@ -6,6 +6,8 @@
 --      (attribute names sorted, no spaces; `ddb-replayer history` prints it)
 --   3. from, ISO 8601 with a zone        2026-01-01T00:00:00Z
 --   4. to                                2026-12-31T23:59:59Z
+-- dt is the UTC date of event_time, so the bounds are converted to UTC before their dates
+-- are taken: date_format formats a timestamp in its own zone, the offset it was given in.
 WITH params AS (
   SELECT
     ? AS table_name,
@@ -20,7 +22,8 @@ matching AS (
   FROM changes AS c
   CROSS JOIN params AS p
   WHERE c.table_name = p.table_name
-    AND c.dt BETWEEN date_format(p.time_from, '%Y-%m-%d') AND date_format(p.time_to, '%Y-%m-%d')
+    AND c.dt BETWEEN date_format(p.time_from AT TIME ZONE 'UTC', '%Y-%m-%d')
+                 AND date_format(p.time_to AT TIME ZONE 'UTC', '%Y-%m-%d')
     AND c.keys = p.item_keys
     AND c.event_time BETWEEN p.time_from AND p.time_to
 )

@@ -9,6 +9,8 @@
 --   4. base snapshot id                  20260131T000000000Z-ab12cd ('' for no base)
 -- Only the table generation alive at T counts (the table_id of the newest record <= T).
 -- Check coverage and gaps first (`ddb-replayer status`): this query does not.
+-- dt is the UTC date of event_time, so the bounds are converted to UTC before their dates
+-- are taken: date_format formats a timestamp in its own zone, the offset it was given in.
 WITH params AS (
   SELECT
     ? AS table_name,
@@ -20,7 +22,8 @@ in_window AS (
   FROM changes AS c
   CROSS JOIN params AS p
   WHERE c.table_name = p.table_name
-    AND c.dt BETWEEN date_format(p.log_from, '%Y-%m-%d') AND date_format(p.at_time, '%Y-%m-%d')
+    AND c.dt BETWEEN date_format(p.log_from AT TIME ZONE 'UTC', '%Y-%m-%d')
+                 AND date_format(p.at_time AT TIME ZONE 'UTC', '%Y-%m-%d')
     AND c.event_time BETWEEN p.log_from AND p.at_time
 ),
 generation AS (

@@ -1,0 +1,161 @@
+"""Both CLIs under faults: credentials never reach a log line, and an endpoint where nothing
+listens is named in one line."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import EndpointConnectionError
+
+from archiver.cliutil import REDACTED, redact, unreachable_endpoint
+from replayer.cli import main as replayer_main
+from tests.conftest import create_table
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY_ID = "AKIAMARKERKEYID00042"
+SECRET = "SecretMarker/secret+marker42"
+TOKEN = "SessionTokenMarker//token+marker42=="
+MARKERS = (KEY_ID, SECRET, TOKEN, "SecretMarker", "SessionTokenMarker", "MARKERKEYID")
+
+
+def _cli(tool: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run a CLI as a process, as a user does, with marker credentials in its environment."""
+    env = dict(os.environ)
+    env.update(AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET, AWS_SESSION_TOKEN=TOKEN)
+    return subprocess.run(
+        [sys.executable, "-m", f"{tool}.cli", *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=240,
+    )
+
+
+def _assert_no_credentials(text: str) -> None:
+    for marker in MARKERS:
+        assert marker not in text, f"{marker} is in the output"
+
+
+@pytest.mark.slow  # two CLI processes against moto, all three services
+def test_debug_logs_show_requests_but_never_credentials(ddb: Any, s3: Any) -> None:
+    """DynamoDB, Streams and S3 calls, logged at DEBUG: headers, canonical requests and
+    signatures are all in botocore's lines, redacted."""
+    create_table(ddb, "orders")
+    ddb.put_item(TableName="orders", Item={"pk": {"S": "a"}})
+    s3.create_bucket(Bucket="archive-bucket")
+    archive = "s3://archive-bucket/ddb"
+    run = _cli(
+        "archiver", "run", "--table-name", "orders", "--archive", archive, "--once", "--debug"
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    status = _cli("replayer", "status", "--archive", archive, "--debug")
+    assert status.returncode == 0, status.stderr[-2000:]
+    # run called all three services, each through a signed request.
+    assert "DynamoDB_20120810.DescribeTable" in run.stderr
+    assert "DynamoDBStreams_20120810.GetRecords" in run.stderr
+    assert "/archive-bucket/ddb/changes/" in run.stderr
+    for result in (run, status):
+        # The lines that used to carry the credentials are still logged…
+        assert "DEBUG" in result.stderr
+        assert "'Authorization': b'" in result.stderr
+        assert "x-amz-security-token:" in result.stderr
+        # …with the credentials replaced.
+        assert f"'X-Amz-Security-Token': b'{REDACTED}'" in result.stderr
+        _assert_no_credentials(result.stderr + result.stdout)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"headers={{'Authorization': b'AWS4-HMAC-SHA256 Credential={KEY_ID}/20260131/us-east-1/"
+        f"s3/aws4_request, SignedHeaders=host, Signature={'a' * 64}', "
+        f"'X-Amz-Security-Token': b'{TOKEN}'}}",
+        f"CanonicalRequest:\nGET\n/\n\nhost:x\nx-amz-security-token:{TOKEN}\n\nhost",
+        f"Signature:\n{'0123456789abcdef' * 4}",
+        f"https://b.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential="
+        f"{KEY_ID}%2F20260131&X-Amz-Security-Token={TOKEN}&X-Amz-Signature={'b' * 64}",
+        f"<Credentials><AccessKeyId>{KEY_ID}</AccessKeyId><SecretAccessKey>{SECRET}"
+        f"</SecretAccessKey><SessionToken>{TOKEN}</SessionToken></Credentials>",
+        f'{{"AccessKeyId": "{KEY_ID}", "SecretAccessKey": "{SECRET}", "Token": "{TOKEN}", '
+        f'"Expiration": "2026-01-31T12:00:00Z"}}',
+        f'{{"roleCredentials": {{"accessKeyId": "{KEY_ID}", "secretAccessKey": "{SECRET}", '
+        f'"sessionToken": "{TOKEN}", "expiration": 1769860800000}}}}',
+        f"aws_access_key_id = {KEY_ID}\naws_secret_access_key={SECRET}\naws_session_token={TOKEN}",
+        f"{{'aws_access_key_id': '{KEY_ID}', 'aws_session_token': '{TOKEN}'}}",
+    ],
+    ids=[
+        "headers",
+        "canonical-request",
+        "signature",
+        "presigned",
+        "sts-xml",
+        "container-json",
+        "sso-json",
+        "ini",
+        "kw",
+    ],
+)
+def test_redaction_covers_every_form_credentials_take(line: str) -> None:
+    clean = redact(line)
+    assert REDACTED in clean
+    _assert_no_credentials(clean)
+    assert "'0123456789abcdef'" not in clean and "a" * 64 not in clean and "b" * 64 not in clean
+
+
+def test_redaction_keeps_ordinary_lines() -> None:
+    line = 'Response body: b\'{"Table":{"TableName":"orders","NextToken":"n1"}}\''
+    assert redact(line) == line
+
+
+# -- endpoints nothing listens on -------------------------------------------------------------
+
+
+def _dead_endpoint() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.slow  # botocore retries a refused connection for some seconds before giving up
+def test_an_unreachable_s3_endpoint_is_named_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    dead = _dead_endpoint()
+    code = replayer_main(["status", "--archive", "s3://archive-bucket/ddb", "--endpoint-url", dead])
+    out, err = capsys.readouterr()
+    assert (code, out) == (1, "")
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"ddb-replayer: error: could not connect to the S3 endpoint {dead} (")
+    assert "AWS_ENDPOINT_URL_S3" in err
+    assert "unexpected failure" not in err
+
+
+def test_an_unreachable_dynamodb_endpoint_names_the_service_and_call() -> None:
+    """With one --endpoint-url for every service the URL alone does not say which one failed."""
+    dead = _dead_endpoint()
+    client = boto3.client(
+        "dynamodbstreams",
+        endpoint_url=dead,
+        config=Config(retries={"total_max_attempts": 1}, connect_timeout=2),
+    )
+    with pytest.raises(EndpointConnectionError) as caught:
+        client.list_streams()
+    assert unreachable_endpoint(caught.value) == (
+        f"could not connect to the DynamoDB Streams endpoint {dead} (ListStreams): check "
+        "--endpoint-url, AWS_ENDPOINT_URL_DYNAMODB_STREAMS or AWS_ENDPOINT_URL, --region and "
+        "the network"
+    )
+    wrapped = RuntimeError("reading the stream failed")
+    wrapped.__cause__ = caught.value
+    assert unreachable_endpoint(wrapped) == unreachable_endpoint(caught.value)
+    assert unreachable_endpoint(RuntimeError("something else")) is None
