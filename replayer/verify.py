@@ -29,6 +29,8 @@ from archiver.format.codec import canonical_json, key_of
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time
 from replayer.fold import Fold, FoldResult, FoldSettings
+from replayer.lambda_gaps import LambdaChecks
+from replayer.lambda_gaps import add_arguments as add_lambda_arguments
 from replayer.plan import plan_restore
 
 log = logging.getLogger(__name__)
@@ -306,6 +308,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="compare even when the log has a recorded gap in the range (the archive's state "
         "then lacks the changes in it)",
     )
+    add_lambda_arguments(parser)
     parser.add_argument(
         "--segments", type=positive_int, default=DEFAULT_SEGMENTS, help="parallel scan segments"
     )
@@ -319,7 +322,7 @@ def main(args: argparse.Namespace) -> int:
     client = settings.client("dynamodb")
     key_names(client, args.target_table_name)  # a missing target is bad input, said first
     plan = plan_restore(archive, args.source_table_name, at, allow_gaps=args.allow_gaps,
-                        settings=settings)  # fmt: skip
+                        settings=settings, lambda_checks=LambdaChecks.from_args(args))  # fmt: skip
     with Fold(archive, fold_settings(args)) as fold:
         state = fold.state_at(plan)
         result = verify_table(client, args.target_table_name, state, segments=args.segments)
