@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -258,4 +259,40 @@ def main(args: argparse.Namespace) -> int:
     return EXIT_NEW_GAP if report.open else EXIT_OK
 
 
-__all__ = ["Outcome", "Report", "main", "redrive", "redrive_batch", "reread", "table_id_for"]
+# -- scheduled, as a Lambda function --------------------------------------------------------
+
+
+def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    """The stack's optional daily redrive (``ScheduleRedrive``): ``ARCHIVE_URL`` and
+    ``TABLE_NAME`` from the environment, the on-failure location as for the command.
+
+    Returns what it did; batches that stay gaps are logged as errors (and are in ``status``).
+    """
+    archive = Archive.open(os.environ["ARCHIVE_URL"])
+    table = os.environ["TABLE_NAME"]
+    location = failures.open_location(archive)
+    if location is None:
+        raise UsageError(f"no on-failure location for the archive {archive.url}")
+    report = redrive(archive, table, location, streams=AwsSettings().client("dynamodbstreams"))
+    for outcome in report.outcomes:
+        (log.info if outcome.status == failures.STATUS_REDRIVEN else log.error)(
+            "%s", outcome.line(False)
+        )
+    return {
+        "table": table,
+        "redriven": [o.batch.uri for o in report.outcomes if o not in report.open],
+        "still_gaps": [o.batch.uri for o in report.open],
+        "redriven_before": report.already,
+    }
+
+
+__all__ = [
+    "Outcome",
+    "Report",
+    "handler",
+    "main",
+    "redrive",
+    "redrive_batch",
+    "reread",
+    "table_id_for",
+]

@@ -16,11 +16,14 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -53,6 +56,7 @@ from tests.replay_helpers import (
 from tests.test_lambda_handler import lambda_event, stream_records
 from tests.workload import scan_state
 
+ROOT = Path(__file__).resolve().parents[1]
 TABLE = "orders"
 BUCKET = "archive-bucket"
 ARCHIVE_URL = f"s3://{BUCKET}"
@@ -639,3 +643,44 @@ def test_the_function_records_which_function_and_threshold(
     lh.handler(lambda_event(arn, records), None)
     doc = Archive.open(ARCHIVE_URL).read_json(layout.lambda_deployment(TABLE))
     assert (doc["function_name"], doc["max_iterator_age_seconds"]) == (FUNCTION, 1.0)
+
+
+# -- the stack's scheduled redrive ----------------------------------------------------------
+
+
+def test_the_stack_can_redrive_daily_with_the_same_code(
+    ddb: Any, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cfnlint.decode import decode
+
+    from archiver import redrive
+
+    template, problems = decode(str(ROOT / "deploy" / "template.yaml"))
+    assert not problems
+    assert template["Parameters"]["ScheduleRedrive"]["Default"] == "false"
+    function = template["Resources"]["RedriveFunction"]
+    assert function["Condition"] == "ScheduleRedrive"
+    assert function["Properties"]["ImageConfig"]["Command"] == ["archiver.redrive.handler"]
+    (event,) = function["Properties"]["Events"].values()
+    assert event["Properties"]["ScheduleExpression"] == "rate(1 day)"
+
+    archive_with_a_failed_batch(ddb, s3, monkeypatch)
+    monkeypatch.setenv("TABLE_NAME", TABLE)
+    result = redrive.handler({}, None)
+    assert len(result["redriven"]) == 1 and result["still_gaps"] == []
+    assert redrive.handler({}, None)["redriven_before"] == 1
+    report = lambda_failures.lambda_failure_gaps(Archive.open(ARCHIVE_URL), TABLE)
+    assert report.gaps == [] and report.redriven == 1
+
+
+def test_redrive_imports_neither_duckdb_nor_the_replayer() -> None:
+    code = (
+        "import sys\n"
+        "import archiver.redrive\n"
+        "bad = [n for n in sys.modules if n.split('.')[0] in {'duckdb', 'replayer'}]\n"
+        "print(','.join(sorted(bad)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert result.stdout.strip() == ""
