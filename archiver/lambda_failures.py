@@ -224,13 +224,18 @@ def open_location(
     return Archive.open(url, endpoint_url=endpoint_url) if url else None
 
 
-def list_failed_batches(location: Archive, table: str | None = None) -> list[FailedBatch]:
+def list_failed_batches(
+    location: Archive, table: str | None = None, *, skip: Iterable[str] = ()
+) -> list[FailedBatch]:
     """Every on-failure object under ``location`` (of ``table``'s streams, when given), oldest
-    batch first. An object that is not an invocation record is logged and skipped: it cannot
-    name the records it stands for."""
+    batch first; objects whose URI is in ``skip`` are not read. An object that is not an
+    invocation record is logged and skipped: it cannot name the records it stands for."""
     out = []
+    skipped = set(skip)
     for rel in location.find(""):
         uri = location.uri(rel)
+        if uri in skipped:
+            continue
         try:
             batch = parse_invocation_record(location.get_bytes(rel), uri)
         except MalformedInvocationRecord as exc:
@@ -342,13 +347,13 @@ def lambda_failure_gaps(
         return report
     where = Archive.open(url, endpoint_url=endpoint_url)
     done = read_redrives(archive, table)
+    closed = {uri for uri, line in done.items() if line.get("status") == STATUS_REDRIVEN}
     command = redrive_command(table, archive.url, location)
-    for batch in list_failed_batches(where, table):
+    # Redriven objects are not read again: planning stays cheap as they accumulate.
+    report.redriven = sum(1 for rel in where.find("") if where.uri(rel) in closed)
+    for batch in list_failed_batches(where, table, skip=closed):
         line = done.get(batch.uri)
         status = str(line.get("status")) if line else STATUS_PENDING
-        if status == STATUS_REDRIVEN:
-            report.redriven += 1
-            continue
         report.gaps.append(
             batch.gap(
                 table_id,

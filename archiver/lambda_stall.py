@@ -16,6 +16,10 @@ range ``[start, end]`` needs the datapoints of ``[start, end + 24 h]``. ``Errors
 ``Throttles`` (``Sum``) over the same window are reported alongside: they are why a function
 falls behind, and failed batches themselves are found by ``archiver.lambda_failures``.
 
+CloudWatch keeps 1-minute datapoints for 15 days, 5-minute ones for 63 days and hourly ones
+for 15 months; the period asked for follows the age of the range (coarser periods only widen
+the uncertain intervals). Older than that there are no datapoints, and nothing is refused.
+
 Which function and threshold: ``_state/<table>/lambda.json`` (written by the function), else
 ``DDB_ARCHIVE_LAMBDA_FUNCTION`` / ``MAX_ITERATOR_AGE_SECONDS``. IAM:
 ``cloudwatch:GetMetricStatistics``.
@@ -107,8 +111,7 @@ def _period(start: datetime, end: datetime, now: datetime) -> int:
     seconds = max(60, math.ceil((end - start).total_seconds() / _MAX_DATAPOINTS))
     age = now - start
     floor = 60 if age <= timedelta(days=15) else 300 if age <= timedelta(days=63) else 3600
-    step = max(floor, 60)
-    return max(floor, math.ceil(seconds / step) * step)
+    return max(floor, math.ceil(seconds / floor) * floor)
 
 
 def _datapoints(

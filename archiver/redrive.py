@@ -181,12 +181,11 @@ def redrive(
 ) -> Report:
     """Redrive every on-failure object of ``table`` under ``location`` not redriven yet."""
     done = failures.read_redrives(archive, table)
+    closed = {uri for uri, line in done.items() if line.get("status") == failures.STATUS_REDRIVEN}
     report = Report()
-    for batch in failures.list_failed_batches(location, table):
+    report.already = sum(1 for rel in location.find("") if location.uri(rel) in closed)
+    for batch in failures.list_failed_batches(location, table, skip=closed):
         previous = done.get(batch.uri)
-        if previous and previous.get("status") == failures.STATUS_REDRIVEN:
-            report.already += 1
-            continue
         outcome = redrive_batch(archive, table, batch, streams=streams, dry_run=dry_run)
         report.outcomes.append(outcome)
         if dry_run:
