@@ -14,6 +14,11 @@ COMMANDS = [
     Command("compact", "archiver.compact", "merge small change files per partition"),
     Command("pitr", "archiver.pitr", "enable, disable or show native point-in-time recovery"),
     Command("backup", "archiver.backups", "create, list, delete and prune on-demand backups"),
+    Command(
+        "redrive",
+        "archiver.redrive",
+        "archive the Lambda batches sent to the on-failure destination",
+    ),
 ]
 
 

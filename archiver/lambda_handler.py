@@ -17,8 +17,10 @@ objects. When a write fails the function answers with a partial batch response n
 first record that is not durable; the event source mapping retries from there.
 
 On a cold start the table's description (with tags, TTL, PITR and other settings) is captured
-once per table and stream, and coverage is opened in mode ``lambda``. This module imports
-neither DuckDB nor the replayer: the function's image does not ship them.
+once per table and stream, coverage is opened in mode ``lambda``, and
+``_state/<table>/lambda.json`` names the function (``AWS_LAMBDA_FUNCTION_NAME``) and its
+iterator-age threshold, for planning to read the function's IteratorAge in CloudWatch. This
+module imports neither DuckDB nor the replayer: the function's image does not ship them.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from archiver.errors import ArchiverError, UnsupportedStreamView, UsageError
 from archiver.format import coverage, layout, tables
 from archiver.format.changefiles import WriteFailed, write_records
 from archiver.format.storage import Archive
-from archiver.format.timefmt import as_utc, parse_iso, utcnow
+from archiver.format.timefmt import as_utc, iso_ms, parse_iso, utcnow
 
 log = logging.getLogger(__name__)
 log.setLevel(logging.INFO)
@@ -180,6 +182,23 @@ def _record_stream_change(
     )
 
 
+def _record_deployment(archive: Archive, table: str, now: datetime) -> None:
+    """Say which function archives the table and at what iterator-age threshold, so that
+    planning can read its IteratorAge from CloudWatch (written only when it changed)."""
+    doc = {
+        "function_name": os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or None,
+        "max_iterator_age_seconds": max_iterator_age().total_seconds(),
+    }
+    path = layout.lambda_deployment(table)
+    try:
+        known = archive.read_json_or(path) or {}
+    except ValueError as exc:  # never overwrite a state file that does not parse
+        log.error("%s does not parse (%s): not updating it", archive.uri(path), exc)
+        return
+    if {k: known.get(k) for k in doc} != doc:
+        archive.write_json(path, {**doc, "updated_at": iso_ms(now)})
+
+
 def _open_stream(archive: Archive, stream_arn: str, now: datetime) -> StreamContext:
     table = table_of(stream_arn)
     doc = _describe(archive, table)
@@ -204,6 +223,7 @@ def _open_stream(archive: Archive, stream_arn: str, now: datetime) -> StreamCont
         mode="lambda",
         now=now,
     )
+    _record_deployment(archive, table, now)
     log.info("%s: archiving %s (table_id %s) into %s", table, stream_arn, table_id, archive.url)
     return StreamContext(table=table, table_id=table_id, table_arn=table_arn)
 
@@ -239,21 +259,41 @@ def _by_stream(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[s
     return groups
 
 
+def archive_batch(
+    archive: Archive,
+    table: str,
+    table_id: str,
+    stream_arn: str,
+    records: Sequence[Mapping[str, Any]],
+) -> list[str]:
+    """Write one stream's records as the function does: the same rows, one file per ``dt``
+    named by the records' first and last sequence numbers (shard id ``lambda``), so writing
+    the same records again rewrites the same objects. ``ddb-archiver redrive`` writes failed
+    batches through here too.
+
+    Raises:
+        UnsupportedStreamView: the records carry no new images.
+        WriteFailed: a file could not be written; says which records are durable.
+    """
+    _check_views(records, table)
+    return write_records(
+        archive,
+        table,
+        records,
+        stream_arn=stream_arn,
+        shard_id=None,
+        table_id=table_id,
+        origin="lambda",
+    )
+
+
 def _archive_stream(
     archive: Archive, stream_arn: str, records: list[Mapping[str, Any]], now: datetime
 ) -> list[str]:
     # Refuse before anything is written, coverage included.
     _check_views(records, table_of(stream_arn))
     context = _context(archive, stream_arn, now)
-    paths = write_records(
-        archive,
-        context.table,
-        records,
-        stream_arn=stream_arn,
-        shard_id=None,
-        table_id=context.table_id,
-        origin="lambda",
-    )
+    paths = archive_batch(archive, context.table, context.table_id, stream_arn, records)
     # Every record of this batch is durable; the event source mapping hands batches of one
     # shard over in order, and the IteratorAge alarm guards the margin.
     coverage.advance_watermark(

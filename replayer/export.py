@@ -25,6 +25,7 @@ from archiver.cliutil import add_archive_argument, add_table_argument
 from archiver.format import tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time, utcnow
+from replayer import lambda_gaps
 from replayer import plan as planning
 from replayer.fold import Fold, FoldSettings, add_fold_arguments
 from replayer.sinks import FileSink, file_sink
@@ -66,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="export even across a recorded gap in the log (its changes are missing)",
     )
+    lambda_gaps.add_arguments(parser)
     add_fold_arguments(parser)
 
 
@@ -91,7 +93,12 @@ def main(args: argparse.Namespace) -> int:
     sink = file_sink(args.format, output)
     sink.prepare()  # refuse a non-empty output before reading anything
     plan = planning.plan_restore(
-        archive, args.table_name, at, allow_gaps=args.allow_gaps, settings=settings
+        archive,
+        args.table_name,
+        at,
+        allow_gaps=args.allow_gaps,
+        settings=settings,
+        lambda_checks=lambda_gaps.LambdaChecks.from_args(args),
     )
     with Fold(archive, FoldSettings.from_args(args)) as fold:
         state = fold.state_at(plan)

@@ -24,8 +24,8 @@ from botocore.exceptions import ClientError
 from archiver.backups import Backup
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms
+from replayer import lambda_gaps, strategies
 from replayer import plan as planning
-from replayer import strategies
 from replayer.errors import Refused, ReplayError, replay_error
 from replayer.fold import Fold, FoldSettings
 from replayer.plan import LogPlan
@@ -220,6 +220,7 @@ def verify_native(
     allow_gaps: bool = False,
     settings: FoldSettings | None = None,
     say: Callable[[str], None] = print,
+    lambda_checks: lambda_gaps.LambdaChecks | None = None,
 ) -> Comparison | None:
     """Compare a natively restored table with the archive's state at ``at``.
 
@@ -227,7 +228,9 @@ def verify_native(
     chosen exactly because the archive has no base for it.
     """
     try:
-        plan = planning.plan_restore(archive, source, at, allow_gaps=allow_gaps)
+        plan = planning.plan_restore(
+            archive, source, at, allow_gaps=allow_gaps, lambda_checks=lambda_checks
+        )
     except Refused as exc:
         say(f"verify: skipped: the archive cannot rebuild {iso_ms(at)} ({exc})")
         return None

@@ -7,9 +7,12 @@ plan picks the newest base valid at ``T`` (its manifest carries ``valid_from`` a
 ``E − 60 s``; a scan from ``S`` to ``F`` is valid from ``F + 5 s`` and needs it from
 ``S − 5 s``), or none when the log starts at table creation. It refuses (exit 4, nothing
 written) when ``T`` is after the watermark, when ``[log_from, T]`` is not inside coverage or
-meets a recorded gap (unless gaps are allowed, loudly), or when no base is usable.
+meets a recorded gap (unless gaps are allowed, loudly), or when no base is usable. In Lambda
+mode a failed batch not redriven yet, or a stretch where the function fell further behind than
+its watermark assumes, counts as a gap too (``replayer.lambda_gaps``).
 
-Planning reads only small state files and listings; it never reads change records.
+Planning reads only small state files and listings (and, in Lambda mode, the on-failure
+objects and the function's CloudWatch metrics); it never reads change records.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from archiver.format import coverage, layout
 from archiver.format.manifests import list_snapshots
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, parse_iso, parse_stamp
-from replayer import dataset
+from replayer import dataset, lambda_gaps
 from replayer.errors import (
     AfterWatermark,
     GapInLog,
@@ -172,7 +175,8 @@ def _iso(value: datetime | None) -> str:
 
 def _describe_gap(gap: Mapping[str, Any]) -> str:
     reason = coverage.GAP_REASONS.get(str(gap.get("reason")), str(gap.get("reason")))
-    return f"{gap.get('from')} .. {gap.get('to')} ({reason})"
+    what = lambda_gaps.describe(dict(gap))
+    return f"{gap.get('from')} .. {gap.get('to')} ({reason}{': ' + what if what else ''})"
 
 
 # -- generations --------------------------------------------------------------------------
@@ -275,9 +279,16 @@ def gaps_met(
 
 
 def _check_gaps(
-    archive: Archive, gen: GenerationCoverage, start: datetime, end: datetime, allow_gaps: bool
+    archive: Archive,
+    gen: GenerationCoverage,
+    start: datetime,
+    end: datetime,
+    allow_gaps: bool,
+    lambda_checks: lambda_gaps.LambdaChecks | None = None,
 ) -> tuple[dict[str, Any], ...]:
     met = gaps_met(archive, gen, start, end)
+    # Lambda mode's own holes: failed batches not redriven, and a stalled function.
+    met += lambda_gaps.gaps_met(archive, gen.table, gen.table_id, start, end, lambda_checks)
     if not met:
         return ()
     if not allow_gaps:
@@ -379,6 +390,7 @@ def plan_restore(
     allow_gaps: bool = False,
     settings: AwsSettings | None = None,
     convert: bool = True,
+    lambda_checks: lambda_gaps.LambdaChecks | None = None,
 ) -> Plan:
     """Plan the state of ``table`` at ``at`` (inclusive, compared with ``event_time``).
 
@@ -391,6 +403,8 @@ def plan_restore(
         settings: AWS settings for native export conversion (reads the live table only when
             the archive holds no description of it).
         convert: convert new native exports into snapshots first.
+        lambda_checks: how to find a Lambda-archived table's failed batches and stalls
+            (default: the environment and the stack's layout, with ``settings``).
 
     Raises:
         Refused: with the subclass and one-line reason (exit 4).
@@ -401,7 +415,8 @@ def plan_restore(
     if convert:
         convert_exports(archive, table, settings)
     base, log_from = choose_base(gen, bases(archive, table, gen.table_id), at)
-    gaps = _check_gaps(archive, gen, log_from, at, allow_gaps)
+    checks = lambda_checks or lambda_gaps.LambdaChecks(settings=settings)
+    gaps = _check_gaps(archive, gen, log_from, at, allow_gaps, checks)
     files = dataset.change_files(archive, table, as_utc(log_from).date(), at.date())
     return Plan(
         table=table,
@@ -422,11 +437,13 @@ def plan_log(
     *,
     table_id: str | None = None,
     allow_gaps: bool = False,
+    lambda_checks: lambda_gaps.LambdaChecks | None = None,
 ) -> LogPlan:
     """Plan the log alone over ``(after, until]``: for rollback and "backup + log tail".
 
     Args:
         table_id: the generation (default: the one alive at ``until``).
+        lambda_checks: as for :func:`plan_restore`.
 
     Raises:
         Refused: ``until`` after the watermark, ``after`` before coverage, or a gap.
@@ -447,7 +464,7 @@ def plan_log(
             f"the log of table {table!r} starts at {_iso(gen.covered_from)}, after "
             f"{iso_ms(after)}: changes in between were never archived"
         )
-    gaps = _check_gaps(archive, gen, after, until, allow_gaps)
+    gaps = _check_gaps(archive, gen, after, until, allow_gaps, lambda_checks)
     files = dataset.change_files(archive, table, after.date(), until.date())
     return LogPlan(
         table=table,

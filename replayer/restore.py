@@ -40,7 +40,7 @@ from archiver.format import tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time
 from archiver.pitr import describe_pitr
-from replayer import native_restore, strategies
+from replayer import lambda_gaps, native_restore, strategies
 from replayer import plan as planning
 from replayer.errors import BadInput, Refused
 from replayer.fold import Fold, FoldSettings, add_fold_arguments
@@ -75,6 +75,7 @@ class ReplayOptions:
         max_write_rate: cap on items written per second (None: no cap).
         workers: concurrent BatchWriteItem calls.
         fold: DuckDB resources for the fold.
+        lambda_checks: how a Lambda-archived table's failed batches and stalls are found.
     """
 
     allow_gaps: bool = False
@@ -83,6 +84,7 @@ class ReplayOptions:
     max_write_rate: float | None = None
     workers: int = DEFAULT_WORKERS
     fold: FoldSettings = field(default_factory=FoldSettings)
+    lambda_checks: lambda_gaps.LambdaChecks | None = None
 
 
 @dataclass
@@ -195,7 +197,12 @@ def restore_by_replay(
     refuse_if_exists(client, target)
     if plan is None:
         plan = planning.plan_restore(
-            archive, source, at, allow_gaps=options.allow_gaps, settings=settings
+            archive,
+            source,
+            at,
+            allow_gaps=options.allow_gaps,
+            settings=settings,
+            lambda_checks=options.lambda_checks,
         )
     description = archived_table(archive, plan, client)
     outcome = ReplayOutcome(plan, description)
@@ -322,6 +329,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="restore even across a recorded gap in the log; the changes in the gap are "
         "missing from the result (warned about loudly)",
     )
+    lambda_gaps.add_arguments(parser)
     parser.add_argument(
         "--write-workers",
         type=positive_int,
@@ -376,6 +384,7 @@ def restore_natively(
         choice.at,
         allow_gaps=options.allow_gaps,
         settings=options.fold,
+        lambda_checks=options.lambda_checks,
     )
     return EXIT_DIFFERENCES if comparison is not None and not comparison.identical else EXIT_OK
 
@@ -395,6 +404,7 @@ def main(args: argparse.Namespace) -> int:
         max_write_rate=args.max_write_rate,
         workers=args.write_workers,
         fold=FoldSettings.from_args(args),
+        lambda_checks=lambda_gaps.LambdaChecks.from_args(args),
     )
     if args.strategy == "replay":
         at = resolve_time(archive, source, args)
@@ -412,6 +422,7 @@ def main(args: argparse.Namespace) -> int:
             allow_gaps=args.allow_gaps,
             aws=settings,
             backup_arn=args.backup_arn,
+            lambda_checks=options.lambda_checks,
         )
         choice = estimator.choose(args.strategy)
         print(choice.describe())

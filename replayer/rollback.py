@@ -56,6 +56,7 @@ from archiver.format.codec import to_wire
 from archiver.format.records import TTL_IDENTITY
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, parse_time, utcnow
+from replayer import lambda_gaps
 from replayer import plan as planning
 from replayer.errors import BadInput, Refused
 from replayer.fold import Fold
@@ -248,12 +249,14 @@ def drain_past(drain: Drain, instant: datetime, *, attempts: int = 10) -> dateti
     return watermark
 
 
-def fold_states(archive: Archive, table: str) -> StatesAt:
+def fold_states(
+    archive: Archive, table: str, lambda_checks: lambda_gaps.LambdaChecks | None = None
+) -> StatesAt:
     """States at T from the archive's fold (base + log): for ``NEW_IMAGE`` streams, whose
     records carry no old image."""
 
     def states(table_id: str, at: datetime, keys: list[str]) -> dict[str, str | None]:
-        plan = planning.plan_restore(archive, table, at)
+        plan = planning.plan_restore(archive, table, at, lambda_checks=lambda_checks)
         if plan.table_id != table_id:
             raise Refused(
                 f"{iso_ms(at)} is before the live table {table!r} was created (the archive "
@@ -290,6 +293,7 @@ class Rollback:
     version_attribute: str | None = None
     include_ttl_deletes: bool = False
     states_at: StatesAt | None = None
+    lambda_checks: lambda_gaps.LambdaChecks | None = None
     # Called after planning, before writing: tests inject a concurrent change here.
     before_write: Callable[[RollbackPlan], None] | None = None
     out: Any = None  # where the plan and summary go (default: stdout at run time)
@@ -323,7 +327,14 @@ class Rollback:
                 "there is nothing archived after it to undo"
             )
         # Checks coverage from T and gaps in (T, watermark] for the live generation.
-        planning.plan_log(self.archive, self.table, self.at, watermark, table_id=table_id)
+        planning.plan_log(
+            self.archive,
+            self.table,
+            self.at,
+            watermark,
+            table_id=table_id,
+            lambda_checks=self.lambda_checks,
+        )
         self.table_id = table_id
         histories = changes_after(self.archive, self.table, table_id, self.at)
         unknown = [
@@ -407,12 +418,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also bring back items that DynamoDB's TTL deleted after TIME (default: they "
         "stay deleted, they had expired)",
     )
+    lambda_gaps.add_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     at = parse_time(args.restore_date_time)
     aws = AwsSettings.from_args(args)
     archive = Archive.open(args.archive, endpoint_url=aws.endpoint_url)
+    checks = lambda_gaps.LambdaChecks.from_args(args)
     rollback = Rollback(
         ddb=aws.client("dynamodb"),
         archive=archive,
@@ -421,7 +434,8 @@ def main(args: argparse.Namespace) -> int:
         drain=stream_drainer(aws, archive, args.table_name),
         version_attribute=args.version_attribute,
         include_ttl_deletes=args.include_ttl_deletes,
-        states_at=fold_states(archive, args.table_name),
+        states_at=fold_states(archive, args.table_name, checks),
+        lambda_checks=checks,
     )
     return run(rollback, dry_run=args.dry_run)
 

@@ -1,15 +1,18 @@
 """What the archive holds, per table: coverage, watermark and lag, gaps, snapshots, streams and
 shards, files and bytes, and the archiver's last run.
 
-Reads only the archive (no AWS call). Human-readable by default; --json for scripts and
-monitoring (lag_seconds is what to alarm on). A table the archive does not hold is exit 2,
-with the list of those it does; so is a root that holds no archive at all (a mistyped
---archive), as in ``query``.
+Reads only the archive (no AWS call) — and, for a table archived by the Lambda function, the
+on-failure destination's objects: each failed batch not redriven yet is listed with the
+command that archives it (``ddb-archiver redrive``), or the event ids of its malformed
+records. Human-readable by default; --json for scripts and monitoring (lag_seconds is what to
+alarm on). A table the archive does not hold is exit 2, with the list of those it does; so is
+a root that holds no archive at all (a mistyped --archive), as in ``query``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -17,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from archiver import lambda_failures
 from archiver.cliutil import add_archive_argument, add_table_argument
 from archiver.format import changefiles, coverage, layout
 from archiver.format.manifests import list_snapshots
@@ -71,7 +75,39 @@ def _streams(archive: Archive, table: str) -> list[dict[str, Any]]:
     return sorted(streams.values(), key=lambda s: str(s["label"]))
 
 
-def table_status(archive: Archive, table: str, now: datetime) -> dict[str, Any]:
+def _lambda_failures(
+    archive: Archive,
+    table: str,
+    current: dict[str, Any] | None,
+    location: str | None,
+    endpoint_url: str | None,
+) -> dict[str, Any] | None:
+    """Failed Lambda batches not redriven (Lambda mode, or any mode with a location given)."""
+    explicit = bool(location or os.environ.get(lambda_failures.ENV_LOCATION))
+    if not explicit and (current is None or current.get("mode") != "lambda"):
+        return None
+    try:
+        report = lambda_failures.lambda_failure_gaps(
+            archive,
+            table,
+            location=location,
+            table_id=current.get("table_id") if current else None,
+            endpoint_url=endpoint_url,
+        )
+    except Exception as exc:  # unreadable: say so, the rest of the status still holds
+        where = lambda_failures.location_url(archive, location)
+        return {"location": where, "error": f"{type(exc).__name__}: {exc}", "open": []}
+    return {"location": report.location, "redriven": report.redriven, "open": report.gaps}
+
+
+def table_status(
+    archive: Archive,
+    table: str,
+    now: datetime,
+    *,
+    lambda_failures_url: str | None = None,
+    endpoint_url: str | None = None,
+) -> dict[str, Any]:
     """Everything ``status`` reports about one table, JSON-ready."""
     generations = coverage.generations(archive, table)
     current = generations[-1] if generations else None
@@ -116,10 +152,19 @@ def table_status(archive: Archive, table: str, now: datetime) -> dict[str, Any]:
             "snapshots": _files(archive, layout.snapshots_table_dir(table), ".parquet"),
         },
         "last_run": current.get("updated_at") if current else None,
+        "lambda_failures": _lambda_failures(
+            archive, table, current, lambda_failures_url, endpoint_url
+        ),
     }
 
 
-def archive_status(archive: Archive, table: str | None = None) -> dict[str, Any]:
+def archive_status(
+    archive: Archive,
+    table: str | None = None,
+    *,
+    lambda_failures_url: str | None = None,
+    endpoint_url: str | None = None,
+) -> dict[str, Any]:
     """``status`` of one table or of every table in the archive.
 
     Raises:
@@ -137,7 +182,16 @@ def archive_status(archive: Archive, table: str | None = None) -> dict[str, Any]
     return {
         "archive": archive.url,
         "generated_at": iso_ms(now),
-        "tables": [table_status(archive, name, now) for name in names],
+        "tables": [
+            table_status(
+                archive,
+                name,
+                now,
+                lambda_failures_url=lambda_failures_url,
+                endpoint_url=endpoint_url,
+            )
+            for name in names
+        ],
     }
 
 
@@ -227,6 +281,29 @@ def render_table(status: dict[str, Any]) -> list[str]:
         f"snapshots {snaps['count']:,} ({_size(snaps['bytes'])})"
     )
     lines.append(f"  last run     {status['last_run'] or 'never'}")
+    lines.extend(_failure_lines(status.get("lambda_failures")))
+    return lines
+
+
+def _failure_lines(failed: dict[str, Any] | None) -> list[str]:
+    if failed is None:
+        return []
+    if failed.get("error"):
+        return [f"  lambda       cannot list {failed.get('location')}: {failed['error']}"]
+    open_ = failed["open"]
+    head = f"  failed       {len(open_) or 'none'} Lambda batch(es) not archived"
+    lines = [f"{head} ({failed.get('redriven', 0)} redriven; {failed.get('location')})"]
+    for gap in open_:
+        where = f"shard {gap.get('shard_id')}, {gap.get('batch_size')} record(s)"
+        lines.append(f"    {gap.get('from')} .. {gap.get('to')}  GAP ({where}) {gap['object']}")
+        if gap.get("status") == lambda_failures.STATUS_MALFORMED:
+            for bad in gap.get("malformed") or []:
+                lines.append(f"      malformed record {bad.get('event_id')}: {bad.get('error')}")
+            lines.append("      stays a gap until the record is dealt with (--allow-gaps)")
+        elif gap.get("status") == lambda_failures.STATUS_UNAVAILABLE:
+            lines.append(f"      cannot be redriven: {gap.get('detail')}")
+        else:
+            lines.append(f"      redrive: {gap.get('redrive')}")
     return lines
 
 
@@ -246,12 +323,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_archive_argument(parser)
     add_table_argument(parser, "only this table (default: every archived table)", required=False)
     parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    parser.add_argument(
+        "--lambda-failures",
+        metavar="S3URL",
+        help="where the Lambda event source mapping's on-failure destination writes (default: "
+        f"{lambda_failures.ENV_LOCATION}, else s3://<archive bucket>/"
+        f"{lambda_failures.STACK_PREFIX}/)",
+    )
 
 
 def main(args: argparse.Namespace, out: Any = None) -> int:
-    archive = Archive.open(args.archive, endpoint_url=getattr(args, "endpoint_url", None))
+    endpoint_url = getattr(args, "endpoint_url", None)
+    archive = Archive.open(args.archive, endpoint_url=endpoint_url)
     check_archive(archive)
-    report = archive_status(archive, args.table_name)
+    report = archive_status(
+        archive,
+        args.table_name,
+        lambda_failures_url=getattr(args, "lambda_failures", None),
+        endpoint_url=endpoint_url,
+    )
     stream = out or sys.stdout
     if args.json:
         stream.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")

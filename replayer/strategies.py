@@ -38,6 +38,7 @@ from archiver.format import layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, utcnow
 from archiver.pitr import PitrStatus, describe_pitr
+from replayer import lambda_gaps
 from replayer import plan as planning
 from replayer.errors import BadInput, Refused, ReplayError
 from replayer.fold import Fold
@@ -279,11 +280,17 @@ class Estimator:
     allow_gaps: bool = False
     aws: AwsSettings | None = None
     backup_arn: str | None = None
+    lambda_checks: lambda_gaps.LambdaChecks | None = None
 
     def replay(self) -> tuple[Estimate, Plan | None]:
         try:
             plan = planning.plan_restore(
-                self.archive, self.source, self.at, allow_gaps=self.allow_gaps, settings=self.aws
+                self.archive,
+                self.source,
+                self.at,
+                allow_gaps=self.allow_gaps,
+                settings=self.aws,
+                lambda_checks=self.lambda_checks,
             )
             with Fold(self.archive) as fold:
                 counts = fold.count_records(plan)
@@ -349,6 +356,7 @@ class Estimator:
                 self.at,
                 table_id=generation.table_id,
                 allow_gaps=self.allow_gaps,
+                lambda_checks=self.lambda_checks,
             )
             with Fold(self.archive) as fold:
                 keys = fold.log_changes(tail).count

@@ -32,6 +32,8 @@ from archiver.format.timefmt import iso_ms, parse_time
 from archiver.scan import parallel_scan
 from replayer.errors import BadInput, replay_error
 from replayer.fold import Fold, FoldResult, FoldSettings, add_fold_arguments
+from replayer.lambda_gaps import LambdaChecks
+from replayer.lambda_gaps import add_arguments as add_lambda_arguments
 from replayer.plan import plan_restore
 
 log = logging.getLogger(__name__)
@@ -240,6 +242,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="compare even when the log has a recorded gap in the range (the archive's state "
         "then lacks the changes in it)",
     )
+    add_lambda_arguments(parser)
     parser.add_argument(
         "--segments", type=positive_int, default=DEFAULT_SEGMENTS, help="parallel scan segments"
     )
@@ -253,7 +256,7 @@ def main(args: argparse.Namespace) -> int:
     client = settings.client("dynamodb")
     key_names(client, args.target_table_name)  # a missing target is bad input, said first
     plan = plan_restore(archive, args.source_table_name, at, allow_gaps=args.allow_gaps,
-                        settings=settings)  # fmt: skip
+                        settings=settings, lambda_checks=LambdaChecks.from_args(args))  # fmt: skip
     with Fold(archive, FoldSettings.from_args(args)) as fold:
         state = fold.state_at(plan)
         result = verify_table(client, args.target_table_name, state, segments=args.segments)

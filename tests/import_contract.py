@@ -34,6 +34,8 @@ REPLAYER_MAY_IMPORT = frozenset(
         "archiver.backups",  # on-demand backups, driven by restore strategies
         "archiver.describe",  # live table descriptions, read by settings copy
         "archiver.runner",  # the drain that rollback runs
+        "archiver.lambda_failures",  # failed Lambda batches, which planning treats as gaps
+        "archiver.lambda_stall",  # the Lambda function's IteratorAge, which planning checks
     }
 )
 

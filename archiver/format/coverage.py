@@ -49,11 +49,20 @@ WATERMARK_MARGIN = timedelta(seconds=2)
 GAP_TRIMMED = "trimmed"
 GAP_SHARD_LOST = "shard-lost"
 GAP_STREAM_REENABLED = "stream-disabled-and-reenabled"
+# Found live, never written to gaps.jsonl: failed Lambda batches until redriven
+# (archiver.lambda_failures) and a Lambda function stalled past its iterator-age threshold
+# (archiver.lambda_stall).
+GAP_LAMBDA_BATCH_FAILED = "lambda-batch-failed"
+GAP_LAMBDA_STALLED = "lambda-stalled"
 GAP_REASONS = {
     GAP_TRIMMED: "records were trimmed from the stream before they were read",
     GAP_SHARD_LOST: "a shard expired (archiver down past the stream's 24 h retention)",
     GAP_STREAM_REENABLED: "the stream was disabled and re-enabled: writes in between have no "
     "stream record",
+    GAP_LAMBDA_BATCH_FAILED: "a Lambda batch failed and went to the on-failure destination, "
+    "not redriven yet",
+    GAP_LAMBDA_STALLED: "the Lambda function was further behind the stream than its "
+    "MaxIteratorAgeSeconds (IteratorAge in CloudWatch)",
 }
 
 

@@ -157,3 +157,13 @@ def table_description(table: str, at: datetime) -> str:
 def restore_stats(table: str) -> str:
     """The measured write rate of the last restore into DynamoDB (for restore estimates)."""
     return f"{state_dir(table)}/restore-stats.json"
+
+
+def lambda_deployment(table: str) -> str:
+    """What the Lambda function says of itself (function name, iterator-age threshold)."""
+    return f"{state_dir(table)}/lambda.json"
+
+
+def lambda_redrives(table: str) -> str:
+    """One line per on-failure object handled by ``ddb-archiver redrive``."""
+    return f"{state_dir(table)}/lambda-redrives.jsonl"
