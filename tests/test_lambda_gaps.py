@@ -40,8 +40,10 @@ from archiver.format.timefmt import iso_ms, utcnow
 from replayer import lambda_gaps
 from replayer import plan as planning
 from replayer.errors import GapInLog
+from tests import changes_builder
 from tests.conftest import REGION, create_table
 from tests.replay_helpers import (
+    LABEL,
     T0,
     TABLE_ID,
     Change,
@@ -49,7 +51,6 @@ from tests.replay_helpers import (
     item,
     key,
     replayer,
-    stream_arn,
     write_changes,
     write_description,
 )
@@ -58,6 +59,12 @@ from tests.workload import scan_state
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = "orders"
+
+
+def stream_arn() -> str:
+    return changes_builder.stream_arn(TABLE, LABEL)
+
+
 BUCKET = "archive-bucket"
 ARCHIVE_URL = f"s3://{BUCKET}"
 FUNCTION = "ddb-archive-orders-archiver"
