@@ -80,16 +80,7 @@ class _ReadingHandler(pafs.FSSpecHandler):
 
 def reading_fs(archive: Archive) -> pafs.FileSystem:
     """``archive.arrow_fs``, except that S3 objects that need a restore are named in errors."""
-    if archive.is_local:
-        return archive.arrow_fs
-    return pafs.PyFileSystem(_ReadingHandler(archive.fs))
-
-
-def _partition_value(path: str, name: str) -> str | None:
-    for part in path.split("/"):
-        if part.startswith(name + "="):
-            return part[len(name) + 1 :]
-    return None
+    return archive.arrow_filesystem(_ReadingHandler)
 
 
 def change_files(
@@ -104,8 +95,8 @@ def change_files(
     root = layout.changes_table_dir(table) if table is not None else layout.CHANGES
     out = []
     for rel in archive.find(root, ".parquet"):
-        dt = _partition_value(rel, "dt")
-        if dt is None or (start and dt < start) or (end and dt > end):
+        path = layout.parse_change_file(rel)
+        if path is None or (start and path.dt < start) or (end and path.dt > end):
             continue
         out.append(rel)
     return out

@@ -113,9 +113,13 @@ def one_line(message: str) -> str:
 def snapshot_files(archive: Archive, table: str | None = None) -> list[str]:
     """Part files of committed snapshots (a folder without ``_manifest.json`` is unfinished)."""
     root = layout.snapshots_table_dir(table) if table is not None else layout.SNAPSHOTS
-    found = archive.find(root)
-    committed = {rel.rsplit("/", 1)[0] for rel in found if rel.endswith("/_manifest.json")}
-    return [rel for rel in found if rel.endswith(".parquet") and rel.rsplit("/", 1)[0] in committed]
+    found = [(rel, layout.parse_snapshot_file(rel)) for rel in archive.find(root)]
+    committed = {path.folder for _, path in found if path is not None and path.is_manifest}
+    return [
+        rel
+        for rel, path in found
+        if path is not None and not path.is_manifest and path.folder in committed
+    ]
 
 
 def snapshots_dataset(archive: Archive, files: list[str]) -> ds.Dataset:
