@@ -38,7 +38,13 @@ import pyarrow.dataset as ds
 from archiver.format import layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
-from replayer.dataset import change_files, changes_dataset, reading_fs, with_relisting
+from replayer.dataset import (
+    change_files,
+    changes_dataset,
+    duckdb_message_match,
+    reading_fs,
+    with_relisting,
+)
 from replayer.errors import BadInput, ReplayError
 
 FORMATS = ("table", "csv", "json")
@@ -72,15 +78,19 @@ _BAD_SQL = (
 )
 
 
-def _bad_sql(exc: BaseException) -> bool:
-    """Whether DuckDB rejected the SQL itself (exit 2) rather than failed to read the archive.
+# ``InvalidInputException`` covers both a missing ``?`` value and a failed read of a
+# registered dataset (the views); only its message tells them apart.
+_READ_FAILED = re.compile(r"reading the stream registered as '[^']*' failed")
 
-    ``InvalidInputException`` covers both a missing ``?`` value and a failed read of a
-    registered dataset; only the message tells them apart (DuckDB has no finer type).
-    """
+
+def _bad_sql(exc: BaseException) -> bool:
+    """Whether DuckDB rejected the SQL itself (exit 2) rather than failed to read the archive."""
     if isinstance(exc, _BAD_SQL):
         return True
-    return isinstance(exc, duckdb.InvalidInputException) and "registered as" not in str(exc)
+    return (
+        isinstance(exc, duckdb.InvalidInputException)
+        and duckdb_message_match(exc, _READ_FAILED) is None
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
