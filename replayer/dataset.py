@@ -69,8 +69,9 @@ def duckdb_message_match(exc: BaseException, pattern: re.Pattern[str]) -> re.Mat
     message, and no error code. This is the one place that reads that message; a test pins
     the messages of the installed DuckDB.
     """
-    # DuckDB's errors also surface as Arrow errors through the result stream it hands out.
-    if not isinstance(exc, duckdb.Error | pa.ArrowException):
+    # Read through the Arrow stream DuckDB hands out, its error arrives as an Arrow error or
+    # a plain OSError carrying the same message.
+    if not isinstance(exc, duckdb.Error | pa.ArrowException | OSError):
         return None
     return pattern.search(str(exc))
 
