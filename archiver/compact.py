@@ -62,7 +62,6 @@ DEFAULT_TARGET_MB = 256.0
 # Long enough for any restore or query that listed the old files to finish reading them
 # (and one that did not finish lists again); deleting later only costs a day's storage.
 DEFAULT_GRACE_SECONDS = 24 * 3600.0
-PENDING_NAME = "compaction-pending.json"
 _DT = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -72,7 +71,7 @@ class CompactionError(ArchiverError):
 
 def pending_path(table: str) -> str:
     """``_state/<table>/compaction-pending.json``: inputs waiting for their grace period."""
-    return f"{layout.state_dir(table)}/{PENDING_NAME}"
+    return layout.compaction_pending(table)
 
 
 @dataclass(frozen=True)
@@ -121,15 +120,12 @@ def list_change_files(
     wanted = set(dts) if dts is not None else None
     out = []
     for rel, size in archive.walk_files(layout.changes_table_dir(table), ".parquet"):
-        parts = rel.split("/")
-        dt_part = next((p for p in parts if p.startswith("dt=")), None)
-        name = layout.ChangeFileName.parse(parts[-1])
-        if dt_part is None or name is None:
+        path = layout.parse_change_file(rel)
+        if path is None or path.name is None:
             continue
-        dt = dt_part[3:]
-        if wanted is not None and dt not in wanted:
+        if wanted is not None and path.dt not in wanted:
             continue
-        out.append(ChangeFile(rel, size, dt, name))
+        out.append(ChangeFile(rel, size, path.dt, path.name))
     return out
 
 
@@ -164,8 +160,9 @@ def merged_path(table: str, run: list[ChangeFile]) -> str:
     first = min(f.name.first_seq for f in run)
     last = max(f.name.last_seq for f in run)
     label, shard_id = run[0].name.label, run[0].name.shard_id
-    name = layout.ChangeFileName(label, shard_id, first, last).name
-    return f"{layout.changes_partition(table, run[0].dt)}/{name}"
+    return layout.change_file_in(
+        table, run[0].dt, layout.ChangeFileName(label, shard_id, first, last)
+    )
 
 
 # -- merging -------------------------------------------------------------------------------

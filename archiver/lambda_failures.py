@@ -204,10 +204,10 @@ def parse_invocation_record(data: bytes, uri: str) -> FailedBatch:
 
 def default_location(archive: Archive) -> str | None:
     """The stack's on-failure prefix for this archive: ``s3://<bucket>/aws/lambda``."""
-    if archive.is_local:
+    location = archive.s3_location()
+    if location is None:
         return None
-    bucket = archive.root.split("/", 1)[0]
-    return f"s3://{bucket}/{STACK_PREFIX}"
+    return f"s3://{location[0]}/{STACK_PREFIX}"
 
 
 def location_url(archive: Archive, override: str | None = None) -> str | None:

@@ -251,13 +251,13 @@ def export_snapshot(
 ) -> Conversion:
     """Export ``table`` as of now, wait for it, and convert it into a snapshot."""
     bucket, prefix, dest = export_destination(archive, s3_prefix, endpoint_url=endpoint_url)
-    before = set(dest.listdir("AWSDynamoDB"))
+    before = set(dest.listdir(layout.AWS_EXPORTS))
     export_arn = start_export(ddb, str(description["TableArn"]), bucket, prefix, export_format)
     log.info(
         "export %s started into %s; waiting for it (exports take minutes to hours; an "
         "interrupted wait leaves the export running)",
         export_arn,
-        dest.uri("AWSDynamoDB"),
+        dest.uri(layout.AWS_EXPORTS),
     )
     done = wait_for_export(ddb, export_arn, poll_seconds=poll_seconds)
     folder = read_export(locate_export_folder(dest, export_arn, before))
@@ -330,7 +330,7 @@ def _say(manifest: Mapping[str, Any], new: bool = True) -> None:
 def _choose_method(args: argparse.Namespace, archive: Archive, pitr: bool | None) -> str:
     if args.method:
         return str(args.method)
-    if pitr and (args.s3_prefix or not archive.is_local):
+    if pitr and (args.s3_prefix or archive.s3_location(layout.EXPORTS) is not None):
         method, why = "export", "point-in-time recovery is on"
     elif pitr:
         method, why = "scan", "the archive is local and no --s3-prefix was given for an export"
@@ -360,8 +360,8 @@ def main(args: argparse.Namespace) -> int:
     description = describe_or_none(ddb, table)
     if description is None:
         raise UsageError(f"table {table} does not exist")
-    if args.method == "export" and archive.is_local and not args.s3_prefix:
-        export_destination(archive, None)  # raises the explanation
+    if args.method == "export" and not args.s3_prefix:
+        export_destination(archive, None)  # raises the explanation when exports cannot land
     method = _choose_method(args, archive, pitr_enabled(ddb, table))
     if method == "export":
         conversion = export_snapshot(
@@ -398,15 +398,16 @@ def export_destination(
         if not s3_prefix.startswith("s3://"):
             raise UsageError(f"--s3-prefix {s3_prefix!r} is not an s3://bucket/prefix URL")
         store = Archive.open(s3_prefix.rstrip("/"), endpoint_url=endpoint_url)
-    elif not archive.is_local:
-        store = folder_in(archive, layout.EXPORTS)
     else:
+        store = folder_in(archive, layout.EXPORTS)
+    location = store.s3_location()
+    if location is None:
         raise UsageError(
             "a native export is written to S3 and the archive is a local folder: pass "
             "--s3-prefix s3://bucket/prefix for the export (it is converted into the local "
             "archive), or use --method scan"
         )
-    bucket, _, prefix = store.root.partition("/")
+    bucket, prefix = location
     return bucket, prefix, store
 
 
@@ -473,16 +474,16 @@ def locate_export_folder(dest: Archive, export_arn: str, before: set[str]) -> Ar
     Emulators name the folder otherwise (moto: a random UUID); then the one folder that
     appeared since the export was requested is it.
     """
-    root = "AWSDynamoDB"
+    root = layout.AWS_EXPORTS
     export_id = export_arn.rsplit("/", 1)[-1]
-    if dest.listdir(f"{root}/{export_id}"):
-        return folder_in(dest, f"{root}/{export_id}")
+    if dest.listdir(layout.export_folder(export_id, "")):
+        return folder_in(dest, layout.export_folder(export_id, ""))
     new = [name for name in dest.listdir(root) if name not in before]
     if len(new) == 1:
         log.warning(
             "export %s wrote folder %s instead of %s (an emulator?)", export_arn, new[0], export_id
         )
-        return folder_in(dest, f"{root}/{new[0]}")
+        return folder_in(dest, layout.export_folder(new[0], ""))
     raise UsageError(
         f"cannot tell which folder under {dest.uri(root)} export {export_arn} wrote "
         f"({len(new)} new folders)"

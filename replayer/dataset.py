@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any, TypeVar
 
+import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
@@ -38,17 +39,47 @@ class ArchivedObjectUnavailable(ReplayError):
 
 
 # S3 answers GetObject on an object in Glacier Flexible Retrieval / Deep Archive (not restored)
-# with InvalidObjectState; s3fs turns that into a bare PermissionError, and pyarrow and DuckDB
-# then flatten it into text. The reading filesystem below re-raises it with this marker and the
-# object's path, so the one-line error can name what must be restored.
+# with InvalidObjectState; s3fs turns that into a bare PermissionError. The reading filesystem
+# below re-raises it as an ObjectNeedsRestore naming the object, which pyarrow passes on as it
+# is — but DuckDB flattens it into text, so its message carries this marker and the path.
 _ARCHIVED_MARK = "InvalidObjectState"
 _ARCHIVED_OBJECT = re.compile(_ARCHIVED_MARK + r" \[([^\]]+)\]")
+# What DuckDB's message says when a file it was to read is gone (it has no finer type): its own
+# Parquet reader on a local path, or the FileNotFoundError that pyarrow's fsspec handler raised
+# under a registered dataset (S3: s3fs's, or botocore's NoSuchKey), which DuckDB flattens.
+_VANISHED = re.compile(
+    "No files found that match the pattern|No such file or directory|FileNotFoundError"
+    "|NoSuchKey|does not exist"
+)
+
+
+class ObjectNeedsRestore(OSError):
+    """Reading an S3 object failed because of its storage class (it must be restored first)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{_ARCHIVED_MARK} [{path}]: object must be restored from S3 first")
+        self.path = path
+
+
+def duckdb_message_match(exc: BaseException, pattern: re.Pattern[str]) -> re.Match[str] | None:
+    """``pattern`` searched in the message of a DuckDB error, else ``None``.
+
+    DuckDB raises one ``InvalidInputException`` for bad input and for any failure of a Python
+    object it reads (a registered Arrow dataset), with the cause's type and text only in its
+    message, and no error code. This is the one place that reads that message; a test pins
+    the messages of the installed DuckDB.
+    """
+    # Read through the Arrow stream DuckDB hands out, its error arrives as an Arrow error or
+    # a plain OSError carrying the same message.
+    if not isinstance(exc, duckdb.Error | pa.ArrowException | OSError):
+        return None
+    return pattern.search(str(exc))
 
 
 def _storage_class_error(exc: BaseException, path: str) -> BaseException:
     causes = [exc, exc.__cause__, exc.__context__]
     if any(c is not None and client_error_code(c) == _ARCHIVED_MARK for c in causes):
-        return OSError(f"{_ARCHIVED_MARK} [{path}]: object must be restored from S3 before reading")
+        return ObjectNeedsRestore(path)
     return exc
 
 
@@ -80,16 +111,7 @@ class _ReadingHandler(pafs.FSSpecHandler):
 
 def reading_fs(archive: Archive) -> pafs.FileSystem:
     """``archive.arrow_fs``, except that S3 objects that need a restore are named in errors."""
-    if archive.is_local:
-        return archive.arrow_fs
-    return pafs.PyFileSystem(_ReadingHandler(archive.fs))
-
-
-def _partition_value(path: str, name: str) -> str | None:
-    for part in path.split("/"):
-        if part.startswith(name + "="):
-            return part[len(name) + 1 :]
-    return None
+    return archive.arrow_filesystem(_ReadingHandler)
 
 
 def change_files(
@@ -104,8 +126,8 @@ def change_files(
     root = layout.changes_table_dir(table) if table is not None else layout.CHANGES
     out = []
     for rel in archive.find(root, ".parquet"):
-        dt = _partition_value(rel, "dt")
-        if dt is None or (start and dt < start) or (end and dt > end):
+        path = layout.parse_change_file(rel)
+        if path is None or (start and path.dt < start) or (end and path.dt > end):
             continue
         out.append(rel)
     return out
@@ -135,35 +157,31 @@ def snapshot_dataset(archive: Archive, files: list[str]) -> ds.Dataset:
 
 
 def _is_vanished(exc: BaseException) -> bool:
-    text = str(exc)
-    # DuckDB reports a vanished file only as text: "No such file or directory" (local) or the
-    # FileNotFoundError that pyarrow's fsspec handler raised (S3).
-    marks = (
-        "NoSuchKey",
-        "does not exist",
-        "No such file or directory",
-        "FileNotFoundError",
-        "No files found that match the pattern",  # DuckDB's read_parquet on a local path
-    )
-    return isinstance(exc, FileNotFoundError) or any(mark in text for mark in marks)
+    return isinstance(exc, FileNotFoundError) or duckdb_message_match(exc, _VANISHED) is not None
 
 
-def _is_archived(exc: BaseException) -> bool:
-    return _ARCHIVED_MARK in str(exc) or _ARCHIVED_MARK in repr(getattr(exc, "__cause__", None))
-
-
-def _archived_message(what: str, exc: BaseException) -> str:
-    match = _ARCHIVED_OBJECT.search(str(exc))
-    if match:
+def _archived_message(what: str, exc: BaseException) -> str | None:
+    """The one-line error for a failure caused by an object that must be restored first;
+    ``None`` for any other failure."""
+    path = None
+    for error in (exc, exc.__cause__):
+        if isinstance(error, ObjectNeedsRestore):
+            path = error.path
+    match = duckdb_message_match(exc, _ARCHIVED_OBJECT)
+    if match is not None:
+        path = match.group(1)
+    if path is not None:
         return (
-            f"{what}: s3://{match.group(1).lstrip('/')} is in S3 Glacier Flexible Retrieval or "
+            f"{what}: s3://{path.lstrip('/')} is in S3 Glacier Flexible Retrieval or "
             "Deep Archive: restore it from S3 first (aws s3api restore-object), then retry"
         )
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return (
-        f"{what}: an archive object is in S3 Glacier Deep Archive or Flexible Retrieval "
-        f"and must be restored from S3 before reading ({first_line})"
-    )
+    causes = (exc, exc.__cause__, exc.__context__)
+    if any(c is not None and client_error_code(c) == _ARCHIVED_MARK for c in causes):
+        return (
+            f"{what}: an archive object is in S3 Glacier Deep Archive or Flexible Retrieval "
+            "and must be restored from S3 before reading"
+        )
+    return None
 
 
 def with_relisting(action: Callable[[], T], *, what: str, attempts: int = 3) -> T:
@@ -177,8 +195,9 @@ def with_relisting(action: Callable[[], T], *, what: str, attempts: int = 3) -> 
         try:
             return action()
         except Exception as exc:  # pyarrow/duckdb wrap the filesystem's error in their own
-            if _is_archived(exc):
-                raise ArchivedObjectUnavailable(_archived_message(what, exc)) from exc
+            archived = _archived_message(what, exc)
+            if archived is not None:
+                raise ArchivedObjectUnavailable(archived) from exc
             if not _is_vanished(exc) or attempt == attempts:
                 raise
             log.info("%s: a file vanished while reading (compaction?); listing again", what)

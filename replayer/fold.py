@@ -247,8 +247,9 @@ class Fold:
         """SQL naming a relation over archive files (``changes`` or ``snapshot`` schema)."""
         if self.archive is None:
             raise ValueError("this fold session has no archive")
-        if self.archive.is_local:
-            paths = ", ".join(_quote(self.archive.path(rel)) for rel in files)
+        direct = self.archive.duckdb_paths(files)
+        if direct is not None:
+            paths = ", ".join(_quote(path) for path in direct)
             return f"read_parquet([{paths}], hive_partitioning = false)"
         self._registered += 1
         name = f"_{kind}_{self._registered}"

@@ -29,7 +29,7 @@ import orjson
 
 from archiver.cliutil import add_archive_argument, add_table_argument
 from archiver.format import layout
-from archiver.format.codec import CodecError, canonicalize_text
+from archiver.format.codec import AttributeValueVisitor, CodecError, canonicalize_text
 from archiver.format.records import TTL_IDENTITY
 from archiver.format.storage import Archive
 from archiver.format.tables import latest_description
@@ -134,32 +134,55 @@ def diff_images(
     return out
 
 
-def render(av: Mapping[str, Any]) -> str:
-    """An attribute value, compactly: ``"text"``, ``12.5``, ``b64:AAE=``, ``{"a", "b"}`` for
-    sets, ``{name: value}`` for maps, ``[…]`` for lists."""
-    ((tag, value),) = av.items()
-    if tag == "S":
-        return orjson.dumps(value).decode("utf-8")
-    if tag == "N":
+def _text(value: Any) -> str:
+    return orjson.dumps(value).decode("utf-8")
+
+
+class _Renderer(AttributeValueVisitor[str]):
+    """Attribute values of canonical images, compactly, for people."""
+
+    def visit_s(self, value: Any) -> str:
+        return _text(value)
+
+    def visit_n(self, value: Any) -> str:
         return str(value)
-    if tag == "B":
+
+    def visit_b(self, value: Any) -> str:
         return f"b64:{value}"
-    if tag == "BOOL":
+
+    def visit_bool(self, value: Any) -> str:
         return "true" if value else "false"
-    if tag == "NULL":
+
+    def visit_null(self, value: Any) -> str:
         return "null"
-    if tag == "SS":
-        return "<<" + ", ".join(orjson.dumps(v).decode("utf-8") for v in value) + ">>"
-    if tag == "NS":
+
+    def visit_ss(self, value: Any) -> str:
+        return "<<" + ", ".join(_text(v) for v in value) + ">>"
+
+    def visit_ns(self, value: Any) -> str:
         return "<<" + ", ".join(str(v) for v in value) + ">>"
-    if tag == "BS":
+
+    def visit_bs(self, value: Any) -> str:
         return "<<" + ", ".join(f"b64:{v}" for v in value) + ">>"
-    if tag == "M":
-        inner = ", ".join(f"{_path('', k)}: {render(v)}" for k, v in sorted(value.items()))
-        return "{" + inner + "}"
-    if tag == "L":
-        return "[" + ", ".join(render(v) for v in value) + "]"
-    return orjson.dumps(av).decode("utf-8")
+
+    def visit_m(self, value: Any) -> str:
+        members = self.map_of(value)
+        return "{" + ", ".join(f"{_path('', k)}: {members[k]}" for k in sorted(members)) + "}"
+
+    def visit_l(self, value: Any) -> str:
+        return "[" + ", ".join(self.list_of(value)) + "]"
+
+    def unknown(self, tag: str, value: Any) -> str:
+        return _text({tag: value})
+
+
+_RENDERER = _Renderer()
+
+
+def render(av: Mapping[str, Any]) -> str:
+    """An attribute value, compactly: ``"text"``, ``12.5``, ``b64:AAE=``, ``<<"a", "b">>``
+    for sets, ``{name: value}`` for maps, ``[…]`` for lists."""
+    return _RENDERER.visit(av)
 
 
 def _cut(text: str, width: int = VALUE_WIDTH) -> str:

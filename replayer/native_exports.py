@@ -18,6 +18,8 @@ from archiver.describe import live_lookup
 from archiver.errors import ArchiverError
 from archiver.format import layout
 from archiver.format.exports import (
+    DATA,
+    STARTED,
     SUMMARY,
     Conversion,
     ExportFolder,
@@ -42,7 +44,9 @@ class PendingExport:
 
 
 def _export_ids(archive: Archive) -> list[str]:
-    return archive.listdir(layout.exports_dir())
+    base = layout.exports_dir()
+    found = (layout.parse_export_folder(f"{base}/{name}") for name in archive.listdir(base))
+    return [folder.export_id for folder in found if folder is not None]
 
 
 def pending_exports(archive: Archive, table: str, *, warn: bool = True) -> list[PendingExport]:
@@ -58,10 +62,9 @@ def pending_exports(archive: Archive, table: str, *, warn: bool = True) -> list[
     for export_id in _export_ids(archive):
         if export_id in done:
             continue
-        rel = f"{layout.exports_dir()}/{export_id}"
-        store = folder_in(archive, rel)
-        if not archive.exists(f"{rel}/{SUMMARY}"):
-            if warn and not archive.exists(f"{rel}/_started") and archive.listdir(f"{rel}/data"):
+        store = folder_in(archive, layout.export_folder(export_id))
+        if not store.exists(SUMMARY):
+            if warn and not store.exists(STARTED) and store.listdir(DATA):
                 log.warning(
                     "export folder %s has no manifests, so nothing says which table it is of; "
                     "convert it with `ddb-archiver snapshot --table-name T --export-from %s`",

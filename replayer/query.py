@@ -44,7 +44,13 @@ from archiver.cliutil import add_archive_argument
 from archiver.format import layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
-from replayer.dataset import change_files, changes_dataset, reading_fs, with_relisting
+from replayer.dataset import (
+    change_files,
+    changes_dataset,
+    duckdb_message_match,
+    reading_fs,
+    with_relisting,
+)
 from replayer.errors import BadInput, ReplayError
 
 FORMATS = ("table", "csv", "json")
@@ -84,16 +90,19 @@ _BAD_SQL = (
 # FROM-first queries as SELECTs too) or an EXPLAIN of one.
 _READ_ONLY_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
 
+# ``InvalidInputException`` covers both a missing ``?`` value and a failed read of a
+# registered dataset (the views); only its message tells them apart.
+_READ_FAILED = re.compile(r"reading the stream registered as '[^']*' failed")
+
 
 def _bad_sql(exc: BaseException) -> bool:
-    """Whether DuckDB rejected the SQL itself (exit 2) rather than failed to read the archive.
-
-    ``InvalidInputException`` covers both a missing ``?`` value and a failed read of a
-    registered dataset; only the message tells them apart (DuckDB has no finer type).
-    """
+    """Whether DuckDB rejected the SQL itself (exit 2) rather than failed to read the archive."""
     if isinstance(exc, _BAD_SQL):
         return True
-    return isinstance(exc, duckdb.InvalidInputException) and "registered as" not in str(exc)
+    return (
+        isinstance(exc, duckdb.InvalidInputException)
+        and duckdb_message_match(exc, _READ_FAILED) is None
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,9 +133,13 @@ def one_line(message: str) -> str:
 def snapshot_files(archive: Archive, table: str | None = None) -> list[str]:
     """Part files of committed snapshots (a folder without ``_manifest.json`` is unfinished)."""
     root = layout.snapshots_table_dir(table) if table is not None else layout.SNAPSHOTS
-    found = archive.find(root)
-    committed = {rel.rsplit("/", 1)[0] for rel in found if rel.endswith("/_manifest.json")}
-    return [rel for rel in found if rel.endswith(".parquet") and rel.rsplit("/", 1)[0] in committed]
+    found = [(rel, layout.parse_snapshot_file(rel)) for rel in archive.find(root)]
+    committed = {path.folder for _, path in found if path is not None and path.is_manifest}
+    return [
+        rel
+        for rel, path in found
+        if path is not None and not path.is_manifest and path.folder in committed
+    ]
 
 
 def snapshots_dataset(archive: Archive, files: list[str]) -> ds.Dataset:

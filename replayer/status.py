@@ -33,14 +33,13 @@ from replayer.query import check_archive
 
 def archived_tables(archive: Archive) -> list[str]:
     """Every table name the archive holds anything for (state, change log or snapshots)."""
-    names = set(archive.listdir(layout.STATE))
-    for root in (layout.CHANGES, layout.SNAPSHOTS):
-        names.update(
-            entry.split("=", 1)[1]
-            for entry in archive.listdir(root)
-            if entry.startswith("table_name=")
-        )
-    return sorted(name for name in names if not name.startswith("."))
+    names = set()
+    for root in (layout.STATE, layout.CHANGES, layout.SNAPSHOTS):
+        for entry in archive.listdir(root):
+            folder = layout.parse_table_dir(f"{root}/{entry}")
+            if folder is not None:
+                names.add(folder.table)
+    return sorted(names)
 
 
 def _files(archive: Archive, rel: str, suffix: str) -> dict[str, int]:

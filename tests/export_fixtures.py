@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from archiver.format import tables
+from archiver.format import layout, tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
 
@@ -142,11 +142,8 @@ def write_export(
     """Write a completed full export of ``items`` under ``dest`` (the export's S3 prefix) as
     ``AWSDynamoDB/<export_id>/…``, spread over ``files`` data files plus one empty one."""
     export_id = new_export_id(export_time)
-    folder_rel = f"AWSDynamoDB/{export_id}"
-    if dest.is_local:
-        bucket, prefix = "export-bucket", "exports"
-    else:
-        bucket, _, prefix = dest.root.partition("/")
+    folder_rel = layout.export_folder(export_id, "")
+    bucket, prefix = dest.s3_location() or ("export-bucket", "exports")
     key_root = f"{prefix}/{folder_rel}" if prefix else folder_rel
     store = Archive(dest.fs, dest.path(folder_rel), dest.uri(folder_rel))
     store.put_bytes("_started", b"")

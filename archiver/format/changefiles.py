@@ -23,7 +23,7 @@ from typing import Any
 
 from archiver.format import layout
 from archiver.format.errors import ArchiverError
-from archiver.format.layout import ChangeFileName, pad_seq
+from archiver.format.layout import pad_seq
 from archiver.format.records import ChangeRows, event_time_ms
 from archiver.format.storage import Archive
 
@@ -187,11 +187,12 @@ def write_builder(archive: Archive, table: str, builder: RunBuilder) -> list[str
 
 def read_checkpoints(archive: Archive, table: str, label_stamp: str) -> dict[str, dict[str, Any]]:
     """The checkpoints of one stream (by its label stamp), by shard id."""
-    folder = f"{layout.checkpoints_dir(table)}/{label_stamp}"
+    folder = layout.checkpoints_stream_dir(table, label_stamp)
     out = {}
     for name in archive.listdir(folder):
-        if name.endswith(".json") and not name.startswith("."):
-            doc = archive.read_json(f"{folder}/{name}")
+        rel = f"{folder}/{name}"
+        if layout.parse_checkpoint(rel) is not None:
+            doc = archive.read_json(rel)
             out[str(doc["shard_id"])] = doc
     return out
 
@@ -206,7 +207,9 @@ def write_checkpoint(archive: Archive, table: str, checkpoint: Mapping[str, Any]
 
 def checkpointed_streams(archive: Archive, table: str) -> list[str]:
     """Label stamps of every stream that has checkpoints in the archive."""
-    return [n for n in archive.listdir(layout.checkpoints_dir(table)) if not n.startswith(".")]
+    folder = layout.checkpoints_dir(table)
+    found = (layout.parse_checkpoints_stream_dir(f"{folder}/{n}") for n in archive.listdir(folder))
+    return [stream.label for stream in found if stream is not None]
 
 
 def resume_points(
@@ -216,11 +219,13 @@ def resume_points(
     from change file names — in ``dt`` partitions from ``dt_from`` on when given."""
     base = layout.changes_table_dir(table)
     points: dict[tuple[str, str], str] = {}
-    for partition in archive.listdir(base):
-        if not partition.startswith("dt=") or (dt_from and partition[3:] < dt_from):
+    for entry in archive.listdir(base):
+        partition = layout.parse_changes_partition(f"{base}/{entry}")
+        if partition is None or (dt_from and partition.dt < dt_from):
             continue
-        for rel in archive.find(f"{base}/{partition}", ".parquet"):
-            name = ChangeFileName.parse(rel)
+        for rel in archive.find(layout.changes_partition(table, partition.dt), ".parquet"):
+            path = layout.parse_change_file(rel)
+            name = None if path is None else path.name
             if name is None:
                 continue
             key = (name.label, name.shard_id)

@@ -6,7 +6,9 @@ bytes, NS by numeric value, BS by raw bytes) and numbers in DynamoDB's normal fo
 equal items have byte-equal text whatever their source: a stream record read by aiobotocore
 (binary as ``bytes``), a Lambda event (binary as base64 text), a scan, a JSON or an ION export.
 
-This module is the only place that knows the attribute-value type tags.
+This module is the only place that knows the attribute-value type tags:
+:class:`AttributeValueVisitor` is the one dispatch on them, which the validating walk, the
+conversion back to boto3's form and the replayer's rendering of values all use.
 
 Speed matters here (every archived record's keys and images pass through it), so the hot path,
 :func:`canonical_many`, serialises a batch of items with ``orjson`` (keys sorted, binary to
@@ -28,10 +30,11 @@ import base64
 import binascii
 import re
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from itertools import accumulate
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 
@@ -39,6 +42,7 @@ from archiver.format.errors import UsageError
 
 AttributeValue = dict[str, Any]
 Item = Mapping[str, AttributeValue]
+R = TypeVar("R")
 
 TYPE_TAGS = frozenset({"S", "N", "B", "SS", "NS", "BS", "M", "L", "NULL", "BOOL"})
 
@@ -179,7 +183,89 @@ def _b64(value: Any) -> str:
     return base64.b64encode(_raw_bytes(value)).decode("ascii")
 
 
-# -- the validating walk -------------------------------------------------------------------
+# -- the one dispatch on type tags -------------------------------------------------------
+
+
+class AttributeValueVisitor(Generic[R]):
+    """Does something with one attribute value per type tag: the only dispatch on the tags.
+
+    As boto3's ``TypeDeserializer`` does, :meth:`visit` finds the value's one tag and calls
+    the method named for it (``visit_s``, ``visit_n``, ``visit_ss``, ``visit_m``, …) with the
+    value under the tag. A subclass defines the methods it needs; a tag without one goes to
+    :meth:`other`. :meth:`map_of` and :meth:`list_of` visit the members of an ``M`` or ``L``
+    and say where an error is (``address.geo[1]``).
+    """
+
+    def __init__(self) -> None:
+        self._methods: dict[str, Callable[[Any], R]] = {
+            tag: getattr(self, f"visit_{tag.lower()}", None) or partial(self.other, tag)
+            for tag in TYPE_TAGS
+        }
+
+    def visit(self, av: Any) -> R:
+        if not isinstance(av, Mapping):
+            raise CodecError(
+                f'not an attribute value: {av!r:.60} (expected e.g. {{"S": "x"}} or {{"N": "1"}})'
+            )
+        if len(av) != 1:
+            raise CodecError(f"an attribute value has exactly one type tag, got {sorted(av)}")
+        ((tag, value),) = av.items()
+        method = self._methods.get(tag)
+        if method is None:
+            return self.unknown(tag, value)
+        return method(value)
+
+    def other(self, tag: str, value: Any) -> R:
+        """A tag this visitor has no method for."""
+        raise NotImplementedError(f"{type(self).__name__} has no visit_{tag.lower()}")
+
+    def unknown(self, tag: str, value: Any) -> R:
+        """A tag that is not a DynamoDB type."""
+        raise CodecError(
+            f"unknown DynamoDB type tag {tag!r} (expected one of {', '.join(sorted(TYPE_TAGS))})"
+        )
+
+    def map_of(self, value: Any) -> dict[str, R]:
+        """Every member of an ``M`` value, visited."""
+        if not isinstance(value, Mapping):
+            raise CodecError(f"M must be an object, got {type(value).__name__}")
+        out: dict[str, R] = {}
+        for name, inner in value.items():
+            if not isinstance(name, str):
+                raise CodecError(f"map keys must be strings, got {name!r:.40}")
+            try:
+                out[name] = self.visit(inner)
+            except CodecError as exc:
+                raise exc.at(name) from exc.__cause__
+        return out
+
+    def list_of(self, value: Any) -> list[R]:
+        """Every element of an ``L`` value, visited."""
+        if not isinstance(value, list | tuple):
+            raise CodecError(f"L must be a list, got {type(value).__name__}")
+        elements = []
+        for index, inner in enumerate(value):
+            try:
+                elements.append(self.visit(inner))
+            except CodecError as exc:
+                raise exc.at(index) from exc.__cause__
+        return elements
+
+    def item_of(self, item: Any) -> dict[str, R]:
+        """Every attribute of an item, visited (an item is shaped like an ``M`` value)."""
+        if not isinstance(item, Mapping):
+            raise CodecError(
+                f"an item must be an object of attribute values, got {type(item).__name__}"
+            )
+        out: dict[str, R] = {}
+        for name, av in item.items():
+            if not isinstance(name, str):
+                raise CodecError(f"attribute names must be strings, got {name!r:.40}")
+            try:
+                out[name] = self.visit(av)
+            except CodecError as exc:
+                raise exc.at(name) from exc.__cause__
+        return out
 
 
 def _set_members(tag: str, value: Any) -> list[Any]:
@@ -190,85 +276,79 @@ def _set_members(tag: str, value: Any) -> list[Any]:
     return list(value)
 
 
-def _normalize_value(av: Any) -> AttributeValue:
-    if not isinstance(av, Mapping):
-        raise CodecError(
-            f'not an attribute value: {av!r:.60} (expected e.g. {{"S": "x"}} or {{"N": "1"}})'
-        )
-    if len(av) != 1:
-        raise CodecError(f"an attribute value has exactly one type tag, got {sorted(av)}")
-    ((tag, value),) = av.items()
-    if tag == "S":
+class _Normalizer(AttributeValueVisitor[AttributeValue]):
+    """Canonical wire-form values, checking every one (the validating walk)."""
+
+    def visit_s(self, value: Any) -> AttributeValue:
         if not isinstance(value, str):
             raise CodecError(f"S must be a string, got {type(value).__name__}")
         return {"S": value}
-    if tag == "N":
+
+    def visit_n(self, value: Any) -> AttributeValue:
         return {"N": _number_text(value)}
-    if tag == "B":
+
+    def visit_b(self, value: Any) -> AttributeValue:
         return {"B": _b64(value)}
-    if tag == "BOOL":
+
+    def visit_bool(self, value: Any) -> AttributeValue:
         if not isinstance(value, bool):
             raise CodecError(f"BOOL must be true or false, got {value!r:.40}")
         return {"BOOL": value}
-    if tag == "NULL":
+
+    def visit_null(self, value: Any) -> AttributeValue:
         if value is not True:
             raise CodecError(f"NULL must be true, got {value!r:.40}")
         return {"NULL": True}
-    if tag == "M":
-        if not isinstance(value, Mapping):
-            raise CodecError(f"M must be an object, got {type(value).__name__}")
-        out: dict[str, AttributeValue] = {}
-        for name, inner in value.items():
-            if not isinstance(name, str):
-                raise CodecError(f"map keys must be strings, got {name!r:.40}")
-            try:
-                out[name] = _normalize_value(inner)
-            except CodecError as exc:
-                raise exc.at(name) from exc.__cause__
-        return {"M": out}
-    if tag == "L":
-        if not isinstance(value, list | tuple):
-            raise CodecError(f"L must be a list, got {type(value).__name__}")
-        elements = []
-        for index, inner in enumerate(value):
-            try:
-                elements.append(_normalize_value(inner))
-            except CodecError as exc:
-                raise exc.at(index) from exc.__cause__
-        return {"L": elements}
-    if tag == "SS":
-        members = _set_members(tag, value)
+
+    def visit_m(self, value: Any) -> AttributeValue:
+        return {"M": self.map_of(value)}
+
+    def visit_l(self, value: Any) -> AttributeValue:
+        return {"L": self.list_of(value)}
+
+    def visit_ss(self, value: Any) -> AttributeValue:
+        members = _set_members("SS", value)
         if not all(isinstance(member, str) for member in members):
             raise CodecError("SS members must be strings")
         # Python orders str by code point, which is exactly UTF-8 byte order.
         return {"SS": sorted(set(members))}
-    if tag == "NS":
-        numbers = {_number_text(number) for number in _set_members(tag, value)}
+
+    def visit_ns(self, value: Any) -> AttributeValue:
+        numbers = {_number_text(number) for number in _set_members("NS", value)}
         return {"NS": sorted(numbers, key=Decimal)}
-    if tag == "BS":
-        raws = sorted({_raw_bytes(raw) for raw in _set_members(tag, value)})
+
+    def visit_bs(self, value: Any) -> AttributeValue:
+        raws = sorted({_raw_bytes(raw) for raw in _set_members("BS", value)})
         return {"BS": [base64.b64encode(raw).decode("ascii") for raw in raws]}
-    raise CodecError(
-        f"unknown DynamoDB type tag {tag!r} (expected one of {', '.join(sorted(TYPE_TAGS))})"
-    )
+
+
+class _ToWire(AttributeValueVisitor[AttributeValue]):
+    """Values for boto3: binary as ``bytes`` at every depth, everything else as it is."""
+
+    def visit_b(self, value: Any) -> AttributeValue:
+        return {"B": _raw_bytes(value)}
+
+    def visit_bs(self, value: Any) -> AttributeValue:
+        return {"BS": [_raw_bytes(raw) for raw in _set_members("BS", value)]}
+
+    def visit_m(self, value: Any) -> AttributeValue:
+        return {"M": self.map_of(value)}
+
+    def visit_l(self, value: Any) -> AttributeValue:
+        return {"L": self.list_of(value)}
+
+    def other(self, tag: str, value: Any) -> AttributeValue:
+        return {tag: value}
+
+
+_NORMALIZER = _Normalizer()
+_TO_WIRE = _ToWire()
 
 
 def normalize_item(item: Item) -> dict[str, AttributeValue]:
     """The item as canonical wire-form values (binary as base64 text, sets sorted, numbers
     normalised), validating every value — what :func:`canonical_json` serialises."""
-    if not isinstance(item, Mapping):
-        raise CodecError(
-            f"an item must be an object of attribute values, got {type(item).__name__}"
-        )
-    out: dict[str, AttributeValue] = {}
-    for name, av in item.items():
-        if not isinstance(name, str):
-            raise CodecError(f"attribute names must be strings, got {name!r:.40}")
-        try:
-            out[name] = _normalize_value(av)
-        except CodecError as exc:
-            raise exc.at(name) from exc.__cause__
-    return out
+    return _NORMALIZER.item_of(item)
 
 
 # -- canonical text ------------------------------------------------------------------------
@@ -431,39 +511,6 @@ def canonicalize_text(text: str | bytes) -> str:
 # -- back to the SDK -----------------------------------------------------------------------
 
 
-def _wire_value(av: Any) -> AttributeValue:
-    if not isinstance(av, Mapping) or len(av) != 1:
-        raise CodecError(f"not an attribute value: {av!r:.60}")
-    ((tag, value),) = av.items()
-    if tag == "B":
-        return {"B": _raw_bytes(value)}
-    if tag == "BS":
-        return {"BS": [_raw_bytes(raw) for raw in _set_members(tag, value)]}
-    if tag == "M":
-        if not isinstance(value, Mapping):
-            raise CodecError(f"M must be an object, got {type(value).__name__}")
-        out: dict[str, AttributeValue] = {}
-        for name, inner in value.items():
-            try:
-                out[name] = _wire_value(inner)
-            except CodecError as exc:
-                raise exc.at(name) from exc.__cause__
-        return {"M": out}
-    if tag == "L":
-        if not isinstance(value, list):
-            raise CodecError(f"L must be a list, got {type(value).__name__}")
-        elements = []
-        for index, inner in enumerate(value):
-            try:
-                elements.append(_wire_value(inner))
-            except CodecError as exc:
-                raise exc.at(index) from exc.__cause__
-        return {"L": elements}
-    if tag not in TYPE_TAGS:
-        raise CodecError(f"unknown DynamoDB type tag {tag!r}")
-    return {tag: value}
-
-
 def to_wire(canonical: str | bytes | Item) -> dict[str, AttributeValue]:
     """An item ready for boto3/aiobotocore (``put_item``, ``batch_write_item``): binary as
     ``bytes`` everywhere, nested too — botocore base64-encodes it once on the wire (tools that
@@ -477,19 +524,7 @@ def to_wire(canonical: str | bytes | Item) -> dict[str, AttributeValue]:
         parsed = canonical
     if not isinstance(parsed, Mapping):
         raise CodecError("DynamoDB JSON must be an object of attribute values")
-    out: dict[str, AttributeValue] = {}
-    for name, av in parsed.items():
-        try:
-            out[name] = _wire_value(av)
-        except CodecError as exc:
-            raise exc.at(name) from exc.__cause__
-    return out
-
-
-def to_json_item(canonical: str | bytes) -> dict[str, AttributeValue]:
-    """Canonical text parsed to plain DynamoDB JSON (binary as base64 text), for files."""
-    parsed: dict[str, AttributeValue] = orjson.loads(canonical)
-    return parsed
+    return _TO_WIRE.item_of(parsed)
 
 
 def key_of(item: Item, key_names: list[str] | tuple[str, ...]) -> dict[str, AttributeValue]:

@@ -130,8 +130,7 @@ def folder_in(archive: Archive, rel: str) -> Archive:
 def open_folder(url: str, *, endpoint_url: str | None = None) -> Archive:
     """An export folder given as a URL (``s3://bucket/prefix/AWSDynamoDB/<id>/`` or a path)."""
     store = Archive.open(url.rstrip("/"), endpoint_url=endpoint_url)
-    parent = store.root.rsplit("/", 2)
-    if len(parent) < 2 or parent[-2] != "AWSDynamoDB":
+    if layout.parse_export_folder(store.root) is None:
         raise UsageError(
             f"{url} is not an export folder: give the folder of one export, "
             "…/AWSDynamoDB/<export_id>/"
@@ -145,16 +144,18 @@ def open_folder(url: str, *, endpoint_url: str | None = None) -> Archive:
 def _relative_key(key: str, export_id: str) -> str:
     """``dataFileS3Key`` is relative to the bucket root; the part after ``AWSDynamoDB/<id>/`` is
     the same wherever the folder is read from (its bucket, a copy in a local archive)."""
-    marker = f"AWSDynamoDB/{export_id}/"
-    at = key.find(marker)
-    if at < 0:
+    rel = layout.export_relative_key(key, export_id)
+    if rel is None:
         raise CorruptExport(f"manifest-files.json lists {key}, which is outside export {export_id}")
-    return key[at + len(marker) :]
+    return rel
 
 
 def read_export(store: Archive) -> ExportFolder:
     """Read an export folder's manifests (or list its data files when it has none)."""
-    export_id = store.root.rsplit("/", 1)[-1]
+    parsed = layout.parse_export_folder(store.root)
+    if parsed is None:
+        raise UsageError(f"{store.uri('')} is not an export folder (…/AWSDynamoDB/<export_id>/)")
+    export_id = parsed.export_id
     try:
         summary = store.read_json_or(SUMMARY)
     except orjson.JSONDecodeError as exc:

@@ -7,13 +7,13 @@ An ION export data file is a stream of top-level structs, one per item::
 AWS maps the types this way: S → string, N → decimal, B → blob, BOOL → bool, NULL → null,
 M → struct, L → list, and sets → lists annotated ``$dynamodb_SS``, ``$dynamodb_NS`` or
 ``$dynamodb_BS``. Parsing is left to ``amazon.ion`` (its C extension streams); this module only
-maps the parsed values to DynamoDB JSON (binary as base64 text). :mod:`archiver.format.codec` then
-turns that into canonical form, so ``103.`` and ``6d2`` end up as ``103`` and ``600``.
+maps each parsed value's Ion type to its DynamoDB type tag. What a value under a tag must be,
+and its canonical form, is :mod:`archiver.format.codec`'s (``normalize_item``), so ``103.``
+and ``6d2`` end up as ``103`` and ``600``.
 """
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import IO, Any
@@ -31,38 +31,21 @@ def _annotation_names(value: Any) -> list[str]:
     return [getattr(token, "text", token) for token in getattr(value, "ion_annotations", ())]
 
 
-def _number_text(value: Any) -> str:
-    if isinstance(value, Decimal | int) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        # DynamoDB never writes Ion floats; read one exactly rather than refuse the file.
-        return format(Decimal(repr(value)), "f")
-    raise CodecError(f"Ion set element {value!r} is not a number")
-
-
-def _b64(value: Any) -> str:
-    if not isinstance(value, bytes | bytearray):
-        raise CodecError(f"Ion value {value!r} is not a blob")
-    return base64.b64encode(bytes(value)).decode("ascii")
-
-
-def _set_value(tag: str, value: Any) -> AttributeValue:
-    if not isinstance(value, list | tuple):
-        raise CodecError(f"Ion value annotated as a {tag} set is not a list")
-    if tag == "SS":
-        if not all(isinstance(element, str) for element in value):
-            raise CodecError("Ion $dynamodb_SS set holds a non-string")
-        return {"SS": [str(element) for element in value]}
-    if tag == "NS":
-        return {"NS": [_number_text(element) for element in value]}
-    return {"BS": [_b64(element) for element in value]}
+def _exact(value: Any) -> Any:
+    # DynamoDB never writes Ion floats; read one exactly rather than refuse the file.
+    return Decimal(repr(value)) if isinstance(value, float) else value
 
 
 def attribute_value(value: Any) -> AttributeValue:
-    """One parsed Ion value as a DynamoDB attribute value (binary as base64 text)."""
+    """One parsed Ion value as a DynamoDB attribute value, its scalars as amazon.ion gives
+    them (``Decimal`` or ``int`` under ``N``, ``bytes`` under ``B``):
+    :func:`codec.normalize_item` checks and converts each by its type tag."""
     for name in _annotation_names(value):
         if name in _SET_ANNOTATIONS:
-            return _set_value(_SET_ANNOTATIONS[name], value)
+            tag = _SET_ANNOTATIONS[name]
+            if not isinstance(value, list | tuple):
+                raise CodecError(f"Ion value annotated as a {tag} set is not a list")
+            return {tag: [_exact(element) for element in value]}
     ion_type = getattr(value, "ion_type", None)
     # A typed null (null.bool, null.string, …) is still a null.
     if value is None or ion_type is IonType.NULL or isinstance(value, IonPyNull):
@@ -72,14 +55,14 @@ def attribute_value(value: Any) -> AttributeValue:
     if ion_type in (IonType.DECIMAL, IonType.INT, IonType.FLOAT) or isinstance(
         value, Decimal | int | float
     ):
-        return {"N": _number_text(value)}
+        return {"N": _exact(value)}
     if ion_type is IonType.SYMBOL:
         # A symbol value is a SymbolToken (a tuple): its text is the string.
         return {"S": str(getattr(value, "text", value))}
     if ion_type is IonType.STRING or isinstance(value, str):
         return {"S": str(value)}
     if ion_type in (IonType.BLOB, IonType.CLOB) or isinstance(value, bytes | bytearray):
-        return {"B": _b64(value)}
+        return {"B": bytes(value)}
     if ion_type is IonType.STRUCT or isinstance(value, Mapping):
         return {"M": {str(name): attribute_value(inner) for name, inner in value.items()}}
     if ion_type in (IonType.LIST, IonType.SEXP) or isinstance(value, list | tuple):

@@ -1,6 +1,9 @@
-"""Every path and file name in the archive (DESIGN.md "Archive layout"). Nobody else formats a key.
+"""Every path and file name in the archive (DESIGN.md "Archive layout"), built *and* parsed.
 
-All paths here are relative to the archive root; :class:`storage.Archive` joins them.
+Nobody else formats or splits a key: each kind of path has a builder here and a ``parse_…``
+function that returns what the path says (a small dataclass) or ``None`` for anything that is
+not that kind of path (a foreign or temporary file, another folder). All paths are relative
+to the archive root; :class:`storage.Archive` joins them.
 """
 
 from __future__ import annotations
@@ -16,12 +19,47 @@ CHANGES = "changes"
 SNAPSHOTS = "snapshots"
 EXPORTS = "exports"
 STATE = "_state"
+TOP_LEVEL = (CHANGES, SNAPSHOTS, STATE)
+# The folder AWS puts under an export's S3 prefix: <prefix>/AWSDynamoDB/<export_id>/…
+AWS_EXPORTS = "AWSDynamoDB"
 LAMBDA_SHARD = "lambda"
 SEQ_WIDTH = 40
 
 _CHANGE_FILE = re.compile(
     r"^(?P<label>\d{8}T\d{9}Z)_(?P<shard>.+)_(?P<first>\d{40})_(?P<last>\d{40})\.parquet$"
 )
+_PART = re.compile(r"^part-(?P<n>\d{5,})\.parquet$")
+_STAMP = r"\d{8}T\d{9}Z"
+TABLE_DESCRIPTION_PREFIX = "table-description-"
+_TABLE_DESCRIPTION = re.compile(
+    "^" + TABLE_DESCRIPTION_PREFIX + r"(?P<stamp>" + _STAMP + r")\.json$"
+)
+TABLE_NAME_KEY = "table_name"
+DT_KEY = "dt"
+SNAPSHOT_ID_KEY = "snapshot_id"
+MANIFEST_NAME = "_manifest.json"
+COVERAGE_NAME = "coverage.json"
+GAPS_NAME = "gaps.jsonl"
+RESTORE_STATS_NAME = "restore-stats.json"
+COMPACTION_PENDING_NAME = "compaction-pending.json"
+CHECKPOINTS = "checkpoints"
+
+
+def _parts(rel: str) -> list[str]:
+    return rel.strip("/").split("/")
+
+
+def _hive_value(part: str, key: str) -> str | None:
+    """The value of a Hive partition folder name ``<key>=<value>``; ``None`` for anything else."""
+    prefix = key + "="
+    if not part.startswith(prefix) or len(part) == len(prefix):
+        return None
+    return part[len(prefix) :]
+
+
+def _visible(name: str) -> bool:
+    """Names starting with ``.`` are temporary (a local write in progress)."""
+    return bool(name) and not name.startswith(".")
 
 
 def pad_seq(sequence_number: str | int) -> str:
@@ -51,11 +89,52 @@ def dt_of(event_time: datetime) -> str:
 
 
 def changes_table_dir(table: str) -> str:
-    return f"{CHANGES}/table_name={table}"
+    return f"{CHANGES}/{TABLE_NAME_KEY}={table}"
 
 
 def changes_partition(table: str, dt: str) -> str:
-    return f"{changes_table_dir(table)}/dt={dt}"
+    return f"{changes_table_dir(table)}/{DT_KEY}={dt}"
+
+
+@dataclass(frozen=True)
+class TableDir:
+    """``changes/table_name=<table>``, ``snapshots/table_name=<table>`` or ``_state/<table>``."""
+
+    root: str  # CHANGES, SNAPSHOTS or STATE
+    table: str
+
+
+def parse_table_dir(rel: str) -> TableDir | None:
+    """What a table's folder under ``changes/``, ``snapshots/`` or ``_state/`` says."""
+    parts = _parts(rel)
+    if len(parts) != 2 or not _visible(parts[1]):
+        return None
+    root, entry = parts
+    if root == STATE:
+        return TableDir(STATE, entry)
+    if root in (CHANGES, SNAPSHOTS):
+        table = _hive_value(entry, TABLE_NAME_KEY)
+        return None if table is None else TableDir(root, table)
+    return None
+
+
+@dataclass(frozen=True)
+class ChangesPartition:
+    """``changes/table_name=<table>/dt=<YYYY-MM-DD>``."""
+
+    table: str
+    dt: str
+
+
+def parse_changes_partition(rel: str) -> ChangesPartition | None:
+    parts = _parts(rel)
+    if len(parts) != 3 or parts[0] != CHANGES:
+        return None
+    table = _hive_value(parts[1], TABLE_NAME_KEY)
+    dt = _hive_value(parts[2], DT_KEY)
+    if table is None or dt is None:
+        return None
+    return ChangesPartition(table, dt)
 
 
 @dataclass(frozen=True)
@@ -87,8 +166,38 @@ def change_file(
     content, so re-archiving the same records rewrites the same object."""
     name = ChangeFileName(
         label_stamp(stream_label), shard_id, pad_seq(first_seq), pad_seq(last_seq)
-    ).name
-    return f"{changes_partition(table, dt)}/{name}"
+    )
+    return change_file_in(table, dt, name)
+
+
+def change_file_in(table: str, dt: str, name: ChangeFileName) -> str:
+    """The path of a change file whose name parts are already known (compaction's output)."""
+    return f"{changes_partition(table, dt)}/{name.name}"
+
+
+@dataclass(frozen=True)
+class ChangeFilePath:
+    """A Parquet file in a ``dt`` partition of the change log.
+
+    ``name`` is ``None`` when the file's name is not a change file name (a file put there by
+    someone else): it is still part of the log for readers, but says nothing about its content.
+    """
+
+    table: str
+    dt: str
+    name: ChangeFileName | None
+
+
+def parse_change_file(rel: str) -> ChangeFilePath | None:
+    """What a path under ``changes/`` says; ``None`` unless it is a visible Parquet file
+    directly inside a ``table_name=…/dt=…`` partition."""
+    parts = _parts(rel)
+    if len(parts) != 4 or not _visible(parts[3]) or not parts[3].endswith(".parquet"):
+        return None
+    partition = parse_changes_partition("/".join(parts[:3]))
+    if partition is None:
+        return None
+    return ChangeFilePath(partition.table, partition.dt, ChangeFileName.parse(parts[3]))
 
 
 # -- snapshots -----------------------------------------------------------------------------
@@ -100,11 +209,11 @@ def new_snapshot_id(at: datetime) -> str:
 
 
 def snapshots_table_dir(table: str) -> str:
-    return f"{SNAPSHOTS}/table_name={table}"
+    return f"{SNAPSHOTS}/{TABLE_NAME_KEY}={table}"
 
 
 def snapshot_dir(table: str, snapshot_id: str) -> str:
-    return f"{snapshots_table_dir(table)}/snapshot_id={snapshot_id}"
+    return f"{snapshots_table_dir(table)}/{SNAPSHOT_ID_KEY}={snapshot_id}"
 
 
 def snapshot_part(table: str, snapshot_id: str, n: int) -> str:
@@ -113,7 +222,66 @@ def snapshot_part(table: str, snapshot_id: str, n: int) -> str:
 
 def snapshot_manifest(table: str, snapshot_id: str) -> str:
     """Written last: a snapshot without it does not exist."""
-    return f"{snapshot_dir(table, snapshot_id)}/_manifest.json"
+    return f"{snapshot_dir(table, snapshot_id)}/{MANIFEST_NAME}"
+
+
+@dataclass(frozen=True)
+class SnapshotDir:
+    """``snapshots/table_name=<table>/snapshot_id=<id>``: one snapshot's folder."""
+
+    table: str
+    snapshot_id: str
+
+    @property
+    def manifest(self) -> str:
+        return snapshot_manifest(self.table, self.snapshot_id)
+
+
+def parse_snapshot_dir(rel: str) -> SnapshotDir | None:
+    parts = _parts(rel)
+    if len(parts) != 3 or parts[0] != SNAPSHOTS:
+        return None
+    table = _hive_value(parts[1], TABLE_NAME_KEY)
+    snapshot_id = _hive_value(parts[2], SNAPSHOT_ID_KEY)
+    if table is None or snapshot_id is None:
+        return None
+    return SnapshotDir(table, snapshot_id)
+
+
+@dataclass(frozen=True)
+class SnapshotFile:
+    """A snapshot's manifest or one of its Parquet files."""
+
+    table: str
+    snapshot_id: str
+    name: str
+
+    @property
+    def folder(self) -> SnapshotDir:
+        return SnapshotDir(self.table, self.snapshot_id)
+
+    @property
+    def is_manifest(self) -> bool:
+        return self.name == MANIFEST_NAME
+
+    @property
+    def part(self) -> int | None:
+        """The number of a part file named as the archiver names them, else ``None``."""
+        match = _PART.match(self.name)
+        return None if match is None else int(match["n"])
+
+
+def parse_snapshot_file(rel: str) -> SnapshotFile | None:
+    """The manifest or a visible Parquet file of a snapshot; ``None`` for any other file."""
+    parts = _parts(rel)
+    if len(parts) != 4 or not _visible(parts[3]):
+        return None
+    if parts[3] != MANIFEST_NAME and not parts[3].endswith(".parquet"):
+        return None
+    folder = parse_snapshot_dir("/".join(parts[:3]))
+    if folder is None:
+        return None
+    return SnapshotFile(folder.table, folder.snapshot_id, parts[3])
 
 
 # -- native exports ------------------------------------------------------------------------
@@ -121,7 +289,40 @@ def snapshot_manifest(table: str, snapshot_id: str) -> str:
 
 def exports_dir() -> str:
     """Where native exports land, in AWS's own layout (``AWSDynamoDB/<export_id>/…``)."""
-    return f"{EXPORTS}/AWSDynamoDB"
+    return f"{EXPORTS}/{AWS_EXPORTS}"
+
+
+def export_folder(export_id: str, prefix: str = EXPORTS) -> str:
+    """``<prefix>/AWSDynamoDB/<export_id>``: the folder AWS writes one export into under the
+    S3 prefix it was given (the archive's ``exports``, or ``""`` relative to that prefix)."""
+    folder = f"{AWS_EXPORTS}/{export_id}"
+    return f"{prefix.rstrip('/')}/{folder}" if prefix else folder
+
+
+@dataclass(frozen=True)
+class ExportFolderPath:
+    """``<prefix>/AWSDynamoDB/<export_id>``: a path, key or URL of one export's folder."""
+
+    prefix: str  # everything before AWSDynamoDB/, possibly empty (no trailing slash)
+    export_id: str
+
+
+def parse_export_folder(path: str) -> ExportFolderPath | None:
+    """What a folder path, key or URL says, when it ends in ``AWSDynamoDB/<export_id>``."""
+    parts = path.rstrip("/").rsplit("/", 2)
+    if len(parts) < 2 or parts[-2] != AWS_EXPORTS or not _visible(parts[-1]):
+        return None
+    return ExportFolderPath(parts[0] if len(parts) == 3 else "", parts[-1])
+
+
+def export_relative_key(key: str, export_id: str) -> str | None:
+    """The part of an S3 key after ``AWSDynamoDB/<export_id>/`` (the same wherever the folder
+    is read from: its bucket, a copy in a local archive); ``None`` outside that export."""
+    marker = f"{export_folder(export_id, '')}/"
+    at = key.find(marker)
+    if at < 0 or (at > 0 and key[at - 1] != "/"):
+        return None
+    return key[at + len(marker) :]
 
 
 # -- state ---------------------------------------------------------------------------------
@@ -132,31 +333,86 @@ def state_dir(table: str) -> str:
 
 
 def checkpoints_dir(table: str) -> str:
-    return f"{state_dir(table)}/checkpoints"
+    return f"{state_dir(table)}/{CHECKPOINTS}"
+
+
+def checkpoints_stream_dir(table: str, label: str) -> str:
+    """One stream's checkpoints; ``label`` is the stream label's path-safe stamp."""
+    return f"{checkpoints_dir(table)}/{label}"
 
 
 def checkpoint(table: str, stream_label: str, shard_id: str) -> str:
-    return f"{checkpoints_dir(table)}/{label_stamp(stream_label)}/{shard_id}.json"
+    return f"{checkpoints_stream_dir(table, label_stamp(stream_label))}/{shard_id}.json"
+
+
+@dataclass(frozen=True)
+class CheckpointStreamDir:
+    """``_state/<table>/checkpoints/<label>``: one stream's checkpoints."""
+
+    table: str
+    label: str  # path-safe stamp of the stream label
+
+
+def parse_checkpoints_stream_dir(rel: str) -> CheckpointStreamDir | None:
+    parts = _parts(rel)
+    if len(parts) != 4 or parts[0] != STATE or parts[2] != CHECKPOINTS:
+        return None
+    if not _visible(parts[1]) or not _visible(parts[3]):
+        return None
+    return CheckpointStreamDir(parts[1], parts[3])
+
+
+@dataclass(frozen=True)
+class CheckpointPath:
+    """``_state/<table>/checkpoints/<label>/<shard_id>.json``: one shard's checkpoint."""
+
+    table: str
+    label: str  # path-safe stamp of the stream label
+    shard_id: str
+
+
+def parse_checkpoint(rel: str) -> CheckpointPath | None:
+    parts = _parts(rel)
+    if len(parts) != 5 or not parts[4].endswith(".json") or not _visible(parts[4]):
+        return None
+    stream = parse_checkpoints_stream_dir("/".join(parts[:4]))
+    shard_id = parts[4][: -len(".json")]
+    if stream is None or not shard_id:
+        return None
+    return CheckpointPath(stream.table, stream.label, shard_id)
 
 
 def coverage(table: str) -> str:
-    return f"{state_dir(table)}/coverage.json"
+    return f"{state_dir(table)}/{COVERAGE_NAME}"
 
 
 def gaps(table: str) -> str:
-    return f"{state_dir(table)}/gaps.jsonl"
-
-
-TABLE_DESCRIPTION_PREFIX = "table-description-"
+    return f"{state_dir(table)}/{GAPS_NAME}"
 
 
 def table_description(table: str, at: datetime) -> str:
     return f"{state_dir(table)}/{TABLE_DESCRIPTION_PREFIX}{stamp(at)}.json"
 
 
+@dataclass(frozen=True)
+class TableDescriptionPath:
+    """``_state/<table>/table-description-<stamp>.json``: one archived table description."""
+
+    table: str
+    stamp: str  # when it was captured, as a path-safe UTC stamp (names sort by time)
+
+
+def parse_table_description(rel: str) -> TableDescriptionPath | None:
+    parts = _parts(rel)
+    if len(parts) != 3 or parts[0] != STATE or not _visible(parts[1]):
+        return None
+    match = _TABLE_DESCRIPTION.match(parts[2])
+    return None if match is None else TableDescriptionPath(parts[1], match["stamp"])
+
+
 def restore_stats(table: str) -> str:
     """The measured write rate of the last restore into DynamoDB (for restore estimates)."""
-    return f"{state_dir(table)}/restore-stats.json"
+    return f"{state_dir(table)}/{RESTORE_STATS_NAME}"
 
 
 def lambda_deployment(table: str) -> str:
@@ -167,3 +423,27 @@ def lambda_deployment(table: str) -> str:
 def lambda_redrives(table: str) -> str:
     """One line per on-failure object handled by ``ddb-archiver redrive``."""
     return f"{state_dir(table)}/lambda-redrives.jsonl"
+
+
+def compaction_pending(table: str) -> str:
+    """Compaction inputs waiting for their grace period before they are deleted."""
+    return f"{state_dir(table)}/{COMPACTION_PENDING_NAME}"
+
+
+# The state files of one table that have one fixed name each.
+STATE_FILES = (COVERAGE_NAME, GAPS_NAME, RESTORE_STATS_NAME, COMPACTION_PENDING_NAME)
+
+
+@dataclass(frozen=True)
+class StateFilePath:
+    """``_state/<table>/<name>`` for one of :data:`STATE_FILES`."""
+
+    table: str
+    name: str
+
+
+def parse_state_file(rel: str) -> StateFilePath | None:
+    parts = _parts(rel)
+    if len(parts) != 3 or parts[0] != STATE or not _visible(parts[1]):
+        return None
+    return StateFilePath(parts[1], parts[2]) if parts[2] in STATE_FILES else None

@@ -36,11 +36,12 @@ def list_snapshots(archive: Archive, table: str) -> list[dict[str, Any]]:
     ignored.
     """
     manifests = []
-    for entry in archive.listdir(layout.snapshots_table_dir(table)):
-        if not entry.startswith("snapshot_id="):
+    base = layout.snapshots_table_dir(table)
+    for entry in archive.listdir(base):
+        folder = layout.parse_snapshot_dir(f"{base}/{entry}")
+        if folder is None:
             continue
-        snapshot_id = entry.split("=", 1)[1]
-        manifest = archive.read_json_or(layout.snapshot_manifest(table, snapshot_id))
+        manifest = archive.read_json_or(folder.manifest)
         if manifest is not None:
             manifests.append(manifest)
     return sorted(manifests, key=lambda m: parse_iso(m["valid_from"]))
@@ -51,18 +52,22 @@ def write_manifest(archive: Archive, table: str, manifest: dict[str, Any]) -> No
     archive.write_json(layout.snapshot_manifest(table, manifest["snapshot_id"]), manifest)
 
 
-def export_id_of_source(source: str) -> str:
+def export_id_of_source(source: str) -> str | None:
     """The export id a converted export's ``source`` (its folder URL) ends with."""
-    return source.rstrip("/").rsplit("/", 1)[-1]
+    folder = layout.parse_export_folder(source)
+    return None if folder is None else folder.export_id
 
 
 def converted_exports(archive: Archive, table: str) -> dict[str, str]:
     """``{export_id: snapshot_id}`` of the native exports already converted for ``table``."""
-    return {
-        export_id_of_source(str(manifest.get("source") or "")): manifest["snapshot_id"]
-        for manifest in list_snapshots(archive, table)
-        if manifest.get("method") == "export" and manifest.get("source")
-    }
+    out = {}
+    for manifest in list_snapshots(archive, table):
+        if manifest.get("method") != "export":
+            continue
+        export_id = export_id_of_source(str(manifest.get("source") or ""))
+        if export_id is not None:
+            out[export_id] = str(manifest["snapshot_id"])
+    return out
 
 
 class SnapshotWriter:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import fsspec
@@ -65,8 +65,29 @@ class Archive:
         return cls(LocalFileSystem(auto_mkdir=True), path, url)
 
     @property
-    def is_local(self) -> bool:
+    def _is_local(self) -> bool:
         return isinstance(self.fs, LocalFileSystem)
+
+    # -- what callers need to know about where the archive is -----------------------------
+
+    def s3_location(self, rel: str = "") -> tuple[str, str] | None:
+        """``(bucket, key prefix)`` of ``rel`` when the archive is in S3, else ``None``.
+
+        AWS services that write to S3 themselves (``ExportTableToPointInTime``) can write
+        there only when this is not ``None``.
+        """
+        if self._is_local:
+            return None
+        bucket, _, key = self.path(rel).partition("/")
+        return bucket, key
+
+    def duckdb_paths(self, rels: Sequence[str]) -> list[str] | None:
+        """Full paths DuckDB can open itself (its own Parquet reader, fastest), or ``None`` when
+        it must read through an Arrow dataset over :meth:`arrow_filesystem` (S3: the archive's
+        endpoint, credentials and error handling go with it)."""
+        if not self._is_local:
+            return None
+        return [self.path(rel) for rel in rels]
 
     def path(self, rel: str) -> str:
         """The full path of ``rel`` inside this filesystem."""
@@ -75,14 +96,14 @@ class Archive:
     def rel(self, full: str) -> str:
         """``full`` (as the filesystem lists it) relative to the root."""
         full = full.rstrip("/")
-        if self.is_local:
+        if self._is_local:
             full = os.path.abspath(full)
         prefix = self.root + "/"
         return full[len(prefix) :] if full.startswith(prefix) else full
 
     def uri(self, rel: str) -> str:
         """A URL for ``rel`` (for messages and for tools that take URLs)."""
-        if self.is_local:
+        if self._is_local:
             return self.path(rel)
         return f"s3://{self.path(rel)}"
 
@@ -91,7 +112,7 @@ class Archive:
     def put_bytes(self, rel: str, data: bytes) -> None:
         """Write ``data`` at ``rel`` atomically and durably: it is there whole, or not at all."""
         full = self.path(rel)
-        if not self.is_local:
+        if not self._is_local:
             self.fs.pipe_file(full, data)
             return
         directory = os.path.dirname(full)
@@ -190,9 +211,18 @@ class Archive:
     @property
     def arrow_fs(self) -> pafs.FileSystem:
         """The same filesystem for pyarrow (datasets, DuckDB scans over Arrow)."""
-        if self.is_local:
+        return self.arrow_filesystem()
+
+    def arrow_filesystem(
+        self, handler: type[pafs.FSSpecHandler] = pafs.FSSpecHandler
+    ) -> pafs.FileSystem:
+        """The same filesystem for pyarrow, reading through ``handler`` (an
+        :class:`pyarrow.fs.FSSpecHandler` subclass, e.g. one that adds the object's name to
+        read errors) wherever pyarrow reads through fsspec. A local archive is read by
+        pyarrow's own filesystem: its errors already name the file."""
+        if self._is_local:
             return pafs.LocalFileSystem()
-        return pafs.PyFileSystem(pafs.FSSpecHandler(self.fs))
+        return pafs.PyFileSystem(handler(self.fs))
 
     def write_parquet(self, rel: str, table: pa.Table) -> int:
         """Write ``table`` as one zstd Parquet file at ``rel``, atomically; returns its size."""

@@ -156,12 +156,8 @@ def store_description(archive: Archive, doc: Mapping[str, Any]) -> str | None:
 
 def _description_paths(archive: Archive, table: str) -> list[str]:
     state = layout.state_dir(table)
-    names = [
-        name
-        for name in archive.listdir(state)
-        if name.startswith(layout.TABLE_DESCRIPTION_PREFIX) and name.endswith(".json")
-    ]
-    return [f"{state}/{name}" for name in sorted(names)]
+    paths = [f"{state}/{name}" for name in archive.listdir(state)]
+    return sorted(path for path in paths if layout.parse_table_description(path) is not None)
 
 
 def list_descriptions(archive: Archive, table: str) -> list[dict[str, Any]]:
