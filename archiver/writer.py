@@ -296,6 +296,8 @@ class ChangeWriter:
             if buffer is None:
                 return
             progress.buffer = None
+            # The chain link: the shard's last durable file (flushes of a shard are serial).
+            buffer.prev_last_seq = progress.durable_seq
             paths = await asyncio.to_thread(write_builder, self.archive, self.table, buffer)
             progress.durable_seq = buffer.last_seq
             progress.durable_event_time = buffer.last_event_time
@@ -376,6 +378,7 @@ class ChangeWriter:
                 "caught_up_at": _iso(progress.durable_caught_up_at),
                 "closed": progress.finished,
                 "updated_at": iso_ms(utcnow()),
+                "chain_head": _chain_head(progress),
             },
         )
         progress.dirty = False
@@ -465,6 +468,15 @@ class ChangeWriter:
             and bool(shards)
             and all(p.finished or (p.durable_caught_up_at and p.buffer is None) for p in shards)
         )
+
+
+def _chain_head(progress: ShardProgress) -> dict[str, Any] | None:
+    """The last durable file of the shard (``archiver.format.chain``): its ``last_seq`` and
+    ``dt``, so that a missing tail file is noticed."""
+    if progress.durable_seq is None:
+        return None
+    at = progress.durable_event_time
+    return {"last_seq": progress.durable_seq, "dt": layout.dt_of(at) if at else None}
 
 
 def _plain(seq: str | None) -> str | None:

@@ -35,6 +35,11 @@ class GapInLog(Refused):
     """[log_from, T] meets a recorded gap."""
 
 
+class BrokenChain(Refused):
+    """A change file in the range is missing, truncated or replaced (its shard's chain is
+    broken): the log cannot be trusted there, as across a gap."""
+
+
 class NoUsableBase(Refused):
     """No snapshot is valid at T and the log does not start at table creation."""
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from archiver.format import layout
+from archiver.format import layout, statefiles
 from archiver.format.errors import ArchiveOwnedElsewhere
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
@@ -49,11 +49,14 @@ WATERMARK_MARGIN = timedelta(seconds=2)
 GAP_TRIMMED = "trimmed"
 GAP_SHARD_LOST = "shard-lost"
 GAP_STREAM_REENABLED = "stream-disabled-and-reenabled"
+GAP_FILE_LOST = "archive-file-lost"
 GAP_REASONS = {
     GAP_TRIMMED: "records were trimmed from the stream before they were read",
     GAP_SHARD_LOST: "a shard expired (archiver down past the stream's 24 h retention)",
     GAP_STREAM_REENABLED: "the stream was disabled and re-enabled: writes in between have no "
     "stream record",
+    GAP_FILE_LOST: "an archived change file was lost or damaged after the stream stopped "
+    "retaining its records",
 }
 
 
@@ -61,8 +64,9 @@ GAP_REASONS = {
 
 
 def _read_state(archive: Archive, table: str) -> dict[str, Any] | None:
-    state: dict[str, Any] | None = archive.read_json_or(layout.coverage(table))
-    return state
+    return statefiles.read_json(
+        archive, layout.coverage(table), statefiles.COVERAGE, "coverage.json", missing_ok=True
+    )
 
 
 def _current_of(state: dict[str, Any]) -> dict[str, Any]:
@@ -228,8 +232,7 @@ def advance_watermark(
 
 def read_gaps(archive: Archive, table: str) -> list[dict[str, Any]]:
     """Every recorded hole in ``table``'s log, in the order they were detected."""
-    gaps: list[dict[str, Any]] = archive.read_jsonl(layout.gaps(table))
-    return gaps
+    return statefiles.read_jsonl(archive, layout.gaps(table), statefiles.GAP, "gap record")
 
 
 def append_gap(
@@ -243,6 +246,7 @@ def append_gap(
     end: datetime,
     reason: str,
     detected_at: datetime | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Record a hole in the log: records with ``start < event_time < end`` may be missing.
 
@@ -260,6 +264,7 @@ def append_gap(
         "to": iso_ms(max(start, end)),
         "detected_at": iso_ms(detected_at or utcnow()),
         "reason": reason,
+        **(extra or {}),
     }
     archive.append_jsonl(layout.gaps(table), gap)
     return gap

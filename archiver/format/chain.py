@@ -1,0 +1,652 @@
+"""The integrity chain of change files: every file checkable on its own and against its neighbours.
+
+A change file's name says which records it holds (``<label>_<shard>_<first>_<last>``), but a
+name proves nothing about the content, and a missing file leaves no trace in the names of the
+others. So every change file carries a **footer** in its Parquet key-value metadata (key
+:data:`FOOTER_KEY`, a JSON object, see docs/FORMAT.md "Integrity chain")::
+
+    {"format": 1, "table", "table_id", "stream_arn", "shard_id", "dt",
+     "first_seq", "last_seq", "row_count", "prev_last_seq", "content_sha256"}
+
+* On its own, a file must be readable (a truncated file has no footer), its footer must agree
+  with its name and partition, its Parquet row count and ``sequence_number`` statistics with
+  the footer, and (``deep``) its rows with ``content_sha256`` (:func:`content_sha256`).
+* Against its neighbours: the files of one shard form a chain — each footer's
+  ``prev_last_seq`` is the ``last_seq`` of the shard's previous file (``null``: no known
+  predecessor, the shard's first file). A file missing in the middle leaves its successor
+  pointing at nothing; the missing *tail* is caught by the checkpoint, whose
+  ``sequence_number`` (and ``chain_head``) name the last file's ``last_seq``.
+* Links are by sequence number, not by hash, so compaction can merge a run of files into one
+  (linking to what the first input linked to) without rewriting any successor.
+* Lambda-written files (shard ``lambda``) cannot be chained (a batch's predecessor is unknown
+  to the function): their footer carries ``prev_last_seq: null``, and each is checked on its
+  own (row count, content hash).
+* Files written before footers existed (no :data:`FOOTER_KEY`) are read as before; they are
+  *unchained*: name and statistics are still checked, links cannot be. Successors link to
+  them by their name's ``last_seq``. An unchained file *after* a chained one in the same
+  shard is a problem (a replaced file).
+
+This module only reads footers (one small ranged read per file, in parallel) and reasons
+about them; ``archiver.check`` reports and repairs, the archiver and the replayer refuse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from archiver.format import layout
+from archiver.format.errors import EXIT_REFUSED, ArchiverError, CorruptArchive
+from archiver.format.layout import ChangeFileName
+from archiver.format.schema import CHANGE_COLUMNS
+from archiver.format.storage import Archive
+
+FOOTER_KEY = b"ddb_stream_archive.change_file"
+FOOTER_FORMAT = 1
+# Footer reads are small ranged GETs on S3: latency-bound, so many run at once.
+DEFAULT_WORKERS = 32
+
+# Problem kinds (stable: ``check --json`` prints them).
+UNREADABLE = "unreadable"
+FOOTER_MISMATCH = "footer-mismatch"
+CONTENT_MISMATCH = "content-mismatch"
+UNCHAINED_AFTER_CHAINED = "footer-missing"
+MISSING_FILE = "missing-file"
+MISSING_TAIL = "missing-tail"
+OVERLAP = "overlapping-range"
+
+
+class ChainBroken(ArchiverError):
+    """A shard's chain of change files is broken: refused like a gap (exit 4)."""
+
+    exit_code = EXIT_REFUSED
+
+    def __init__(self, message: str, problems: Sequence[Problem] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+def check_command(table: str, archive: Archive, *, repair: bool = False) -> str:
+    """The ``ddb-archiver check`` command line for this table and archive."""
+    return f"ddb-archiver check --table-name {table} --archive {archive.url}" + (
+        " --repair" if repair else ""
+    )
+
+
+def corrupt_file(archive: Archive, table: str, rel: str, exc: BaseException) -> CorruptArchive:
+    """The one-line error (exit 2) for a change or snapshot file that cannot be read."""
+    return CorruptArchive(
+        f"{archive.uri(rel)} cannot be read as Parquet ({_one_line(exc)[:200]}): the archive "
+        f"is damaged; run `{check_command(table, archive)}` to list every damaged file"
+    )
+
+
+# -- footers ---------------------------------------------------------------------------------
+
+
+def content_sha256(rows: pa.Table) -> str:
+    """SHA-256 of a change file's rows, in file order: every column of the change schema, as
+    JSON (times as epoch milliseconds). Independent of Parquet encoding and compression."""
+    digest = hashlib.sha256()
+    for name in CHANGE_COLUMNS:
+        column = rows.column(name)
+        if pa.types.is_timestamp(column.type):
+            column = column.cast(pa.int64())
+        digest.update(name.encode())
+        digest.update(orjson.dumps(column.to_pylist()))
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Footer:
+    """What a change file says about itself (its Parquet key-value metadata)."""
+
+    table: str
+    table_id: str
+    stream_arn: str
+    shard_id: str  # ``lambda`` for Lambda-written files
+    dt: str
+    first_seq: str  # 40 digits
+    last_seq: str
+    row_count: int
+    prev_last_seq: str | None
+    content_sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FOOTER_FORMAT,
+            "table": self.table,
+            "table_id": self.table_id,
+            "stream_arn": self.stream_arn,
+            "shard_id": self.shard_id,
+            "dt": self.dt,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "row_count": self.row_count,
+            "prev_last_seq": self.prev_last_seq,
+            "content_sha256": self.content_sha256,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Footer:
+        prev = doc.get("prev_last_seq")
+        return cls(
+            table=str(doc["table"]),
+            table_id=str(doc["table_id"]),
+            stream_arn=str(doc["stream_arn"]),
+            shard_id=str(doc["shard_id"]),
+            dt=str(doc["dt"]),
+            first_seq=str(doc["first_seq"]),
+            last_seq=str(doc["last_seq"]),
+            row_count=int(doc["row_count"]),
+            prev_last_seq=str(prev) if prev is not None else None,
+            content_sha256=str(doc["content_sha256"]),
+        )
+
+    @property
+    def chained(self) -> bool:
+        return self.shard_id != layout.LAMBDA_SHARD
+
+
+def make_footer(
+    rows: pa.Table,
+    *,
+    table: str,
+    dt: str,
+    shard_id: str,
+    first_seq: str,
+    last_seq: str,
+    prev_last_seq: str | None,
+) -> Footer:
+    """The footer of a change file about to be written with ``rows``."""
+    stream_arn = str(rows.column("stream_arn")[0]) if rows.num_rows else ""
+    table_id = str(rows.column("table_id")[0]) if rows.num_rows else ""
+    return Footer(
+        table=table,
+        table_id=table_id,
+        stream_arn=stream_arn,
+        shard_id=shard_id,
+        dt=dt,
+        first_seq=layout.pad_seq(first_seq),
+        last_seq=layout.pad_seq(last_seq),
+        row_count=rows.num_rows,
+        prev_last_seq=layout.pad_seq(prev_last_seq) if prev_last_seq else None,
+        content_sha256=content_sha256(rows),
+    )
+
+
+def with_footer(rows: pa.Table, footer: Footer) -> pa.Table:
+    """``rows`` carrying ``footer`` in their schema metadata (written into the Parquet footer)."""
+    metadata = dict(rows.schema.metadata or {})
+    metadata[FOOTER_KEY] = orjson.dumps(footer.to_json(), option=orjson.OPT_SORT_KEYS)
+    return rows.replace_schema_metadata(metadata)
+
+
+def footer_of(metadata: Mapping[bytes, bytes] | None) -> Footer | None:
+    """The footer in a Parquet file's key-value metadata; ``None`` for a file written before
+    footers existed.
+
+    Raises:
+        ValueError: the footer is there but malformed.
+    """
+    raw = (metadata or {}).get(FOOTER_KEY)
+    if raw is None:
+        return None
+    try:
+        return Footer.from_json(orjson.loads(raw))
+    except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+        raise ValueError(f"malformed chain footer: {exc}") from exc
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileState:
+    """One change file as listed, with what its footer (and Parquet metadata) says."""
+
+    rel: str
+    table: str
+    dt: str
+    name: ChangeFileName
+    footer: Footer | None = None
+    num_rows: int | None = None
+    seq_min: str | None = None
+    seq_max: str | None = None
+    error: str | None = None  # unreadable: why
+    listed_only: bool = False  # footer not read: only the name is known (outside the range)
+
+    @property
+    def group(self) -> tuple[str, str]:
+        return (self.name.label, self.name.shard_id)
+
+    @property
+    def chained(self) -> bool:
+        return self.footer is not None and self.footer.chained
+
+
+def parse_change_path(rel: str) -> tuple[str, str, ChangeFileName] | None:
+    """``(table, dt, name)`` of a change file path; ``None`` for anything else."""
+    parts = rel.split("/")
+    table = next((p[len("table_name=") :] for p in parts if p.startswith("table_name=")), None)
+    dt = next((p[3:] for p in parts if p.startswith("dt=")), None)
+    name = ChangeFileName.parse(parts[-1])
+    if table is None or dt is None or name is None:
+        return None
+    return table, dt, name
+
+
+def _seq_statistics(metadata: pq.FileMetaData) -> tuple[str | None, str | None]:
+    index = metadata.schema.names.index("sequence_number")
+    low: str | None = None
+    high: str | None = None
+    for group in range(metadata.num_row_groups):
+        stats = metadata.row_group(group).column(index).statistics
+        if stats is None or not stats.has_min_max:
+            return None, None
+        lo, hi = str(stats.min), str(stats.max)
+        low = lo if low is None or lo < low else low
+        high = hi if high is None or hi > high else high
+    return low, high
+
+
+def read_state(archive: Archive, rel: str) -> FileState:
+    """Read one change file's footer (Parquet metadata only: no rows)."""
+    parsed = parse_change_path(rel)
+    if parsed is None:
+        raise ValueError(f"not a change file path: {rel}")
+    table, dt, name = parsed
+    try:
+        metadata = pq.read_metadata(archive.path(rel), filesystem=archive.arrow_fs)
+        footer = footer_of(metadata.metadata)
+        seq_min, seq_max = _seq_statistics(metadata)
+    except FileNotFoundError:
+        return FileState(rel, table, dt, name, error="vanished while being checked")
+    except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for a broken file
+        return FileState(rel, table, dt, name, error=_one_line(exc))
+    return FileState(rel, table, dt, name, footer, metadata.num_rows, seq_min, seq_max)
+
+
+def read_states(
+    archive: Archive,
+    rels: Iterable[str],
+    *,
+    workers: int = DEFAULT_WORKERS,
+    progress: Callable[[int], None] | None = None,
+) -> list[FileState]:
+    """:func:`read_state` of many files, in parallel; in the order given."""
+    rels = list(rels)
+    if not rels:
+        return []
+    with ThreadPoolExecutor(max_workers=min(workers, len(rels))) as pool:
+        out = []
+        for state in pool.map(lambda rel: read_state(archive, rel), rels):
+            out.append(state)
+            if progress is not None:
+                progress(1)
+    return out
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# -- problems --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the archive, about one file (``path``)."""
+
+    kind: str
+    path: str
+    detail: str
+    # For chain problems: the shard and the range of sequence numbers that may be missing,
+    # (after_seq, until_seq]: what a repair must re-read.
+    label: str | None = None
+    shard_id: str | None = None
+    after_seq: str | None = None
+    until_seq: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "path": self.path, "detail": self.detail}
+        if self.shard_id is not None:
+            out.update(
+                label=self.label,
+                shard_id=self.shard_id,
+                after_seq=self.after_seq,
+                until_seq=self.until_seq,
+            )
+        return out
+
+    def line(self) -> str:
+        return f"{self.kind}: {self.path}: {self.detail}"
+
+
+def file_problems(state: FileState) -> list[Problem]:
+    """What is wrong with one file on its own (footer and metadata only)."""
+    rel, name = state.rel, state.name
+    if state.error is not None:
+        return [_ranged(UNREADABLE, state, f"cannot be read as Parquet ({state.error})")]
+    out: list[Problem] = []
+    if state.seq_min is not None and (
+        state.seq_min != name.first_seq or state.seq_max != name.last_seq
+    ):
+        out.append(
+            _ranged(
+                FOOTER_MISMATCH,
+                state,
+                f"holds sequence numbers {state.seq_min}..{state.seq_max}, its name says "
+                f"{name.first_seq}..{name.last_seq}",
+            )
+        )
+    footer = state.footer
+    if footer is None:
+        return out
+    expected = {
+        "table": state.table,
+        "dt": state.dt,
+        "shard_id": name.shard_id,
+        "first_seq": name.first_seq,
+        "last_seq": name.last_seq,
+    }
+    for key, value in expected.items():
+        found = getattr(footer, key)
+        if found != value:
+            out.append(
+                _ranged(FOOTER_MISMATCH, state, f"footer says {key} {found!r}, its path {value!r}")
+            )
+    try:
+        label = layout.label_stamp(layout.stream_label_of(footer.stream_arn))
+    except ValueError:
+        label = footer.stream_arn
+    if label != name.label:
+        out.append(
+            _ranged(
+                FOOTER_MISMATCH,
+                state,
+                f"footer names stream {footer.stream_arn}, its name label {name.label}",
+            )
+        )
+    if state.num_rows != footer.row_count:
+        out.append(
+            _ranged(
+                FOOTER_MISMATCH,
+                state,
+                f"holds {state.num_rows} rows, its footer says {footer.row_count}",
+            )
+        )
+    if rel and footer.prev_last_seq is not None and footer.prev_last_seq >= name.first_seq:
+        out.append(
+            _ranged(
+                FOOTER_MISMATCH,
+                state,
+                f"links to a predecessor ending at {footer.prev_last_seq}, not before its own "
+                f"first record {name.first_seq}",
+            )
+        )
+    return out
+
+
+def content_problems(state: FileState, rows: pa.Table) -> list[Problem]:
+    """What ``deep`` reading of one file's rows finds against its footer."""
+    footer = state.footer
+    if footer is None:
+        return []
+    if rows.num_rows != footer.row_count:
+        return [
+            _ranged(
+                CONTENT_MISMATCH,
+                state,
+                f"{rows.num_rows} rows read, its footer says {footer.row_count}",
+            )
+        ]
+    if content_sha256(rows) != footer.content_sha256:
+        return [_ranged(CONTENT_MISMATCH, state, "its rows do not match its footer's content hash")]
+    return []
+
+
+def _ranged(kind: str, state: FileState, detail: str) -> Problem:
+    """A problem with one file: repairing it means re-reading the file's whole range."""
+    prev = state.footer.prev_last_seq if state.footer is not None else None
+    after = prev if prev is not None else _before(state.name.first_seq)
+    return Problem(
+        kind,
+        state.rel,
+        detail,
+        label=state.name.label,
+        shard_id=state.name.shard_id,
+        after_seq=after,
+        until_seq=state.name.last_seq,
+    )
+
+
+def _before(seq: str) -> str:
+    """The sequence number just before ``seq`` (reading "after" it starts at ``seq``)."""
+    return layout.pad_seq(max(int(seq) - 1, 0))
+
+
+@dataclass(frozen=True)
+class Head:
+    """What a checkpoint says the last durable file of a shard ends at."""
+
+    label: str
+    shard_id: str
+    last_seq: str  # 40 digits
+    path: str  # the checkpoint's path, for messages
+    dt: str | None = None
+
+
+@dataclass
+class ChainReport:
+    """Problems found, and files that are unchained (no footer; not a problem by itself)."""
+
+    problems: list[Problem] = field(default_factory=list)
+    unchained: list[str] = field(default_factory=list)
+
+
+def chain_problems(
+    states: Sequence[FileState],
+    *,
+    heads: Iterable[Head] = (),
+    superseded: Iterable[str] = (),
+) -> ChainReport:
+    """What is wrong with the chains of these files (every file of each shard concerned).
+
+    Args:
+        states: the files, footers read (:func:`read_states`).
+        heads: checkpoints: a file of that shard must end at each head's ``last_seq``.
+        superseded: compaction inputs in their grace period: their merged file covers them,
+            so they are neither linked to nor checked for overlap.
+
+    States that are ``listed_only`` (outside the range a restore reads) count by their names
+    only: as the predecessors files link to, never as problems themselves.
+    """
+    report = ChainReport()
+    skip = set(superseded)
+    groups: dict[tuple[str, str], list[FileState]] = {}
+    for state in states:
+        if state.rel in skip:
+            continue
+        if state.footer is None and state.error is None and not state.listed_only:
+            report.unchained.append(state.rel)
+        if state.name.shard_id == layout.LAMBDA_SHARD:
+            continue
+        groups.setdefault(state.group, []).append(state)
+    for files in groups.values():
+        report.problems.extend(_group_problems(files))
+    by_group_last: dict[tuple[str, str], set[str]] = {}
+    for state in states:
+        by_group_last.setdefault(state.group, set()).add(state.name.last_seq)
+    for head in heads:
+        key = (head.label, head.shard_id)
+        ends = by_group_last.get(key, set())
+        if head.last_seq in ends:
+            continue
+        later = sorted(s for s in ends if s > head.last_seq)
+        detail = (
+            f"its checkpoint says the shard is archived up to {head.last_seq}, but no file "
+            "ends there"
+        )
+        if later:
+            detail += f" (files end at {later[0]} and later)"
+        below = [s for s in ends if s < head.last_seq]
+        report.problems.append(
+            Problem(
+                MISSING_TAIL,
+                head.path,
+                detail,
+                label=head.label,
+                shard_id=head.shard_id,
+                after_seq=max(below) if below else None,
+                until_seq=head.last_seq,
+            )
+        )
+    return report
+
+
+def _group_problems(files: list[FileState]) -> list[Problem]:
+    ordered = sorted(files, key=lambda s: (s.name.first_seq, s.name.last_seq, s.rel))
+    out: list[Problem] = []
+    seen_chained = False
+    previous: FileState | None = None
+    reach = ""
+    for state in ordered:
+        name = state.name
+        if state.listed_only:
+            previous = state
+            reach = max(reach, name.last_seq)
+            continue
+        if previous is not None and name.first_seq <= reach:
+            out.append(
+                Problem(
+                    OVERLAP,
+                    state.rel,
+                    f"its range {name.first_seq}..{name.last_seq} overlaps {previous.rel}",
+                    label=name.label,
+                    shard_id=name.shard_id,
+                )
+            )
+        footer = state.footer
+        if footer is None:
+            if seen_chained and state.error is None:
+                out.append(
+                    _ranged(
+                        UNCHAINED_AFTER_CHAINED,
+                        state,
+                        "has no chain footer although earlier files of its shard do "
+                        "(replaced by another file?)",
+                    )
+                )
+        else:
+            seen_chained = True
+            prev = footer.prev_last_seq
+            if prev is not None:
+                found = previous.name.last_seq if previous is not None else None
+                if found is None or found < prev:
+                    after = found
+                    missing = f"after {found} " if found is not None else "before its first listed "
+                    out.append(
+                        Problem(
+                            MISSING_FILE,
+                            state.rel,
+                            f"links to a file ending at {prev}, which is missing: records "
+                            f"{missing}up to {prev} are not in the archive",
+                            label=name.label,
+                            shard_id=name.shard_id,
+                            after_seq=after,
+                            until_seq=prev,
+                        )
+                    )
+        previous = state
+        reach = max(reach, name.last_seq)
+    return out
+
+
+@dataclass(frozen=True)
+class Hole:
+    """A range of a shard known lost (a gap ``archive-file-lost`` in gaps.jsonl): problems
+    inside it are on record, no longer problems."""
+
+    label: str
+    shard_id: str
+    after_seq: str | None
+    until_seq: str
+
+
+def holes_of(gaps: Iterable[Mapping[str, Any]]) -> list[Hole]:
+    """The known-lost ranges among recorded gaps."""
+    out = []
+    for gap in gaps:
+        until = gap.get("until_seq")
+        if gap.get("reason") != "archive-file-lost" or not until or not gap.get("shard_id"):
+            continue
+        try:
+            label = layout.label_stamp(layout.stream_label_of(str(gap.get("stream_arn"))))
+        except ValueError:
+            continue
+        after = gap.get("after_seq")
+        out.append(Hole(label, str(gap["shard_id"]), str(after) if after else None, str(until)))
+    return out
+
+
+def on_record(problem: Problem, holes: Iterable[Hole]) -> bool:
+    """Whether ``problem``'s missing range lies inside a known-lost range."""
+    if problem.shard_id is None or problem.until_seq is None or problem.kind == OVERLAP:
+        return False
+    for hole in holes:
+        if (hole.label, hole.shard_id) != (problem.label, problem.shard_id):
+            continue
+        starts_inside = hole.after_seq is None or (
+            problem.after_seq is not None and hole.after_seq <= problem.after_seq
+        )
+        if starts_inside and problem.until_seq <= hole.until_seq:
+            return True
+    return False
+
+
+def verify_files(
+    archive: Archive,
+    rels: Sequence[str],
+    *,
+    heads: Iterable[Head] = (),
+    superseded: Iterable[str] = (),
+    context: Iterable[str] = (),
+    workers: int = DEFAULT_WORKERS,
+) -> list[Problem]:
+    """Footer reads of ``rels`` and every check that needs no rows; the problems found.
+
+    ``context``: other change files of the same table, known by name only (not read), that
+    files of ``rels`` may link to.
+    """
+    states = read_states(archive, rels, workers=workers)
+    wanted = set(rels)
+    for rel in context:
+        parsed = parse_change_path(rel)
+        if rel not in wanted and parsed is not None:
+            states.append(FileState(rel, *parsed, listed_only=True))
+    problems = [p for state in states if not state.listed_only for p in file_problems(state)]
+    report = chain_problems(states, heads=heads, superseded=superseded)
+    return problems + report.problems
+
+
+def refuse_if_broken(problems: Sequence[Problem], what: str, repair_hint: str) -> None:
+    """Raise :class:`ChainBroken` naming the files, when there are problems.
+
+    Raises:
+        ChainBroken: exit 4.
+    """
+    if not problems:
+        return
+    shown = "; ".join(p.line() for p in problems[:3])
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    raise ChainBroken(f"{what}: the archive's change files are damaged: {shown}{more}; "
+                      f"{repair_hint}", problems)  # fmt: skip
