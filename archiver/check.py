@@ -372,11 +372,12 @@ def run_checks(
 
 
 def verify_resume(archive: Archive, table: str) -> None:
-    """Before ``run`` trusts its resume points: every unfinished shard's head is intact.
+    """Before ``run`` trusts its resume points: every unfinished shard's chain is intact.
 
-    Reads the checkpoints and, per shard, the footers of its last file and of any file
-    after the checkpoint's head (usually one footer per shard). Ranges already on record as
-    lost (gaps.jsonl) do not count.
+    Reads the checkpoints and the footers of the files of every shard not yet read to its
+    end (open shards roll over every few hours, so these are few): the last file must be the
+    checkpoint's head, and every file must link to the one before. Ranges already on record
+    as lost (gaps.jsonl) do not count.
 
     Raises:
         StateFileError: a checkpoint, coverage.json or gaps.jsonl does not parse (exit 2).
@@ -393,22 +394,14 @@ def verify_resume(archive: Archive, table: str) -> None:
         for h in heads_of(ctx.checkpoints)
         if not ctx.checkpoints[(h.label, h.shard_id)].get("closed")
     }
-    groups: dict[tuple[str, str], list[tuple[str, str]]] = {}  # shard → (last_seq, path)
+    closed = {key for key, doc in ctx.checkpoints.items() if doc.get("closed")}
+    wanted: list[str] = []
     for rel in files:
         parsed = chain.parse_change_path(rel)
         assert parsed is not None
         name = parsed[2]
-        if name.shard_id != layout.LAMBDA_SHARD:
-            groups.setdefault((name.label, name.shard_id), []).append((name.last_seq, rel))
-    closed = {key for key, doc in ctx.checkpoints.items() if doc.get("closed")}
-    wanted: list[str] = []
-    for key, entries in groups.items():
-        if key in closed:
-            continue
-        ordered = sorted(entries)
-        head = heads.get(key)
-        later = [rel for last, rel in ordered if head is not None and last >= head.last_seq]
-        wanted.extend(later or [ordered[-1][1]])
+        if name.shard_id != layout.LAMBDA_SHARD and (name.label, name.shard_id) not in closed:
+            wanted.append(rel)
     try:
         superseded = superseded_files(archive, table)
     except statefiles.StateFileError:

@@ -17,6 +17,12 @@ class BadInput(ReplayError):
     exit_code = EXIT_USAGE
 
 
+class DamagedFile(ReplayError):
+    """A change or snapshot file cannot be read (truncated, corrupt): the archive is damaged."""
+
+    exit_code = EXIT_USAGE
+
+
 class Refused(ReplayError):
     """A safety check refused the operation; nothing was created or written."""
 
