@@ -184,6 +184,7 @@ def heads_of(checkpoints: dict[tuple[str, str], dict[str, Any]]) -> list[chain.H
                     layout.pad_seq(str(doc["sequence_number"])),
                     str(doc.get("_path", "")),
                     head.get("dt"),
+                    chained=bool(head),
                 )
             )
     return heads

@@ -228,6 +228,7 @@ def merge_run(archive: Archive, table: str, run: list[ChangeFile]) -> tuple[str,
             first_seq=name.first_seq,
             last_seq=name.last_seq,
             prev_last_seq=footer.prev_last_seq if footer is not None else None,
+            prev_chained=footer.prev_chained if footer is not None else False,
         ),
     )
     size = archive.write_parquet(out, merged)

@@ -249,6 +249,11 @@ def _write(
         table_id=_table_id(states, hole, archive, table),
         origin="stream",
         prev_last_seq=hole.after_seq,
+        prev_chained=any(
+            s.footer is not None and s.name.last_seq == hole.after_seq
+            for s in states
+            if s.group == (hole.label, hole.shard_id)
+        ),
     )
     for record in records:
         builder.add(record)

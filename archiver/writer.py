@@ -81,6 +81,7 @@ class ShardProgress:
     dirty: bool = False
     buffer: RunBuilder | None = None
     checkpointed: float = 0.0  # time.monotonic() of the last checkpoint write
+    head_chained: bool = False  # the last durable file carries a chain footer
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def watermark_time(self) -> datetime | None:
@@ -298,9 +299,11 @@ class ChangeWriter:
             progress.buffer = None
             # The chain link: the shard's last durable file (flushes of a shard are serial).
             buffer.prev_last_seq = progress.durable_seq
+            buffer.prev_chained = progress.head_chained
             paths = await asyncio.to_thread(write_builder, self.archive, self.table, buffer)
             progress.durable_seq = buffer.last_seq
             progress.durable_event_time = buffer.last_event_time
+            progress.head_chained = True
             caught_up_seq = progress.caught_up_seq or ""
             if progress.caught_up_at is not None and caught_up_seq <= buffer.last_seq:
                 progress.durable_caught_up_at = progress.caught_up_at
@@ -412,6 +415,8 @@ class ChangeWriter:
             read_event_time=event_time,
             durable_caught_up_at=_parse(doc.get("caught_up_at")),
             finished=bool(doc.get("closed")),
+            # A checkpoint with a chain head was written after a file with a footer.
+            head_chained=bool(doc.get("chain_head")),
         )
         self.shards[key] = progress
         return progress

@@ -527,9 +527,9 @@ def _heads(archive: Archive, table: str, lo: str, hi: str) -> list[chain.Head]:
             if head_dt is not None and not lo <= head_dt <= hi:
                 continue
             rel = f"{layout.checkpoints_dir(table)}/{stamp}/{shard_id}.json"
-            heads.append(
-                chain.Head(stamp, shard_id, layout.pad_seq(str(doc["sequence_number"])), rel)
-            )
+            seq = layout.pad_seq(str(doc["sequence_number"]))
+            chained = bool(doc.get("chain_head"))
+            heads.append(chain.Head(stamp, shard_id, seq, rel, head_dt, chained=chained))
     return heads
 
 

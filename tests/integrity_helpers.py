@@ -62,6 +62,7 @@ def build_archive(
             table_id=TABLE_ID,
             origin="stream",
             prev_last_seq=prev,
+            prev_chained=prev is not None,
         )
         for record in records[start : start + size]:
             builder.add(record)

@@ -6,14 +6,15 @@ others. So every change file carries a **footer** in its Parquet key-value metad
 :data:`FOOTER_KEY`, a JSON object, see docs/FORMAT.md "Integrity chain")::
 
     {"format": 1, "table", "table_id", "stream_arn", "shard_id", "dt",
-     "first_seq", "last_seq", "row_count", "prev_last_seq", "content_sha256"}
+     "first_seq", "last_seq", "row_count", "prev_last_seq", "prev_chained", "content_sha256"}
 
 * On its own, a file must be readable (a truncated file has no footer), its footer must agree
   with its name and partition, its Parquet row count and ``sequence_number`` statistics with
   the footer, and (``deep``) its rows with ``content_sha256`` (:func:`content_sha256`).
 * Against its neighbours: the files of one shard form a chain — each footer's
   ``prev_last_seq`` is the ``last_seq`` of the shard's previous file (``null``: no known
-  predecessor, the shard's first file). A file missing in the middle leaves its successor
+  predecessor, the shard's first file), and ``prev_chained`` says whether that predecessor
+  carried a footer itself. A file missing in the middle leaves its successor
   pointing at nothing; the missing *tail* is caught by the checkpoint, whose
   ``sequence_number`` (and ``chain_head``) name the last file's ``last_seq``.
 * Links are by sequence number, not by hash, so compaction can merge a run of files into one
@@ -24,7 +25,8 @@ others. So every change file carries a **footer** in its Parquet key-value metad
 * Files written before footers existed (no :data:`FOOTER_KEY`) are read as before; they are
   *unchained*: name and statistics are still checked, links cannot be. Successors link to
   them by their name's ``last_seq``. An unchained file *after* a chained one in the same
-  shard is a problem (a replaced file).
+  shard, or one whose successor says its predecessor was chained, is a problem (a replaced
+  file).
 
 This module only reads footers (one small ranged read per file, in parallel) and reasons
 about them; ``archiver.check`` reports and repairs, the archiver and the replayer refuse.
@@ -118,6 +120,7 @@ class Footer:
     row_count: int
     prev_last_seq: str | None
     content_sha256: str
+    prev_chained: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -131,6 +134,7 @@ class Footer:
             "last_seq": self.last_seq,
             "row_count": self.row_count,
             "prev_last_seq": self.prev_last_seq,
+            "prev_chained": self.prev_chained,
             "content_sha256": self.content_sha256,
         }
 
@@ -147,6 +151,7 @@ class Footer:
             last_seq=str(doc["last_seq"]),
             row_count=int(doc["row_count"]),
             prev_last_seq=str(prev) if prev is not None else None,
+            prev_chained=bool(doc.get("prev_chained", False)),
             content_sha256=str(doc["content_sha256"]),
         )
 
@@ -164,6 +169,7 @@ def make_footer(
     first_seq: str,
     last_seq: str,
     prev_last_seq: str | None,
+    prev_chained: bool = False,
 ) -> Footer:
     """The footer of a change file about to be written with ``rows``."""
     stream_arn = str(rows.column("stream_arn")[0]) if rows.num_rows else ""
@@ -178,6 +184,7 @@ def make_footer(
         last_seq=layout.pad_seq(last_seq),
         row_count=rows.num_rows,
         prev_last_seq=layout.pad_seq(prev_last_seq) if prev_last_seq else None,
+        prev_chained=bool(prev_last_seq) and prev_chained,
         content_sha256=content_sha256(rows),
     )
 
@@ -443,6 +450,7 @@ class Head:
     last_seq: str  # 40 digits
     path: str  # the checkpoint's path, for messages
     dt: str | None = None
+    chained: bool = False  # written with a chain head: the file it names has a footer
 
 
 @dataclass
@@ -484,12 +492,31 @@ def chain_problems(
     for files in groups.values():
         report.problems.extend(_group_problems(files))
     by_group_last: dict[tuple[str, str], set[str]] = {}
+    by_end: dict[tuple[str, str, str], FileState] = {}
     for state in states:
         by_group_last.setdefault(state.group, set()).add(state.name.last_seq)
+        if state.rel not in skip:
+            by_end[(*state.group, state.name.last_seq)] = state
     for head in heads:
         key = (head.label, head.shard_id)
         ends = by_group_last.get(key, set())
         if head.last_seq in ends:
+            last = by_end.get((*key, head.last_seq))
+            if (
+                head.chained
+                and last is not None
+                and last.footer is None
+                and last.error is None
+                and not last.listed_only
+            ):
+                report.problems.append(
+                    _ranged(
+                        UNCHAINED_AFTER_CHAINED,
+                        last,
+                        f"has no chain footer although its checkpoint {head.path} was written "
+                        "after a file with one (replaced by another file?)",
+                    )
+                )
             continue
         later = sorted(s for s in ends if s > head.last_seq)
         detail = (
@@ -549,6 +576,22 @@ def _group_problems(files: list[FileState]) -> list[Problem]:
         else:
             seen_chained = True
             prev = footer.prev_last_seq
+            if (
+                footer.prev_chained
+                and previous is not None
+                and previous.name.last_seq == prev
+                and previous.footer is None
+                and previous.error is None
+                and not previous.listed_only
+            ):
+                out.append(
+                    _ranged(
+                        UNCHAINED_AFTER_CHAINED,
+                        previous,
+                        f"has no chain footer although {state.rel}, which links to it, says "
+                        "it had one (replaced by another file?)",
+                    )
+                )
             if prev is not None:
                 found = previous.name.last_seq if previous is not None else None
                 if found is None or found < prev:

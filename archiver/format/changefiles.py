@@ -60,11 +60,14 @@ class RunBuilder:
         table_id: str,
         origin: str,
         prev_last_seq: str | None = None,
+        prev_chained: bool = False,
     ) -> None:
         self.stream_arn = stream_arn
         self.shard_id = shard_id
-        # The last sequence number of the shard's previous file: the first run's chain link.
+        # The last sequence number of the shard's previous file: the first run's chain link;
+        # and whether that file carries a chain footer itself.
         self.prev_last_seq = prev_last_seq
+        self.prev_chained = prev_chained
         self.table_id = table_id
         self.origin = origin
         self.runs: list[Run] = []
@@ -113,6 +116,7 @@ def write_run(
     shard_id: str | None,
     run: Run,
     prev_last_seq: str | None = None,
+    prev_chained: bool = False,
 ) -> str:
     """Write one run as one Parquet file (atomically), its chain footer linking to
     ``prev_last_seq`` (the shard's previous file; always ``None`` for Lambda); returns its path.
@@ -130,6 +134,7 @@ def write_run(
         first_seq=run.first_seq,
         last_seq=run.last_seq,
         prev_last_seq=prev_last_seq if shard_id else None,
+        prev_chained=prev_chained,
     )
     archive.write_parquet(path, chain.with_footer(rows, footer))
     return path
@@ -192,11 +197,11 @@ def write_builder(archive: Archive, table: str, builder: RunBuilder) -> list[str
     written: list[str] = []
     stream_arn = builder.stream_arn
     shard_id = builder.shard_id
-    prev = builder.prev_last_seq
+    prev, chained = builder.prev_last_seq, builder.prev_chained
     for run in builder.runs:
         try:
-            written.append(write_run(archive, table, stream_arn, shard_id, run, prev))
-            prev = run.last_seq
+            written.append(write_run(archive, table, stream_arn, shard_id, run, prev, chained))
+            prev, chained = run.last_seq, True
         except Exception as exc:
             first = run.first_seq.lstrip("0") or "0"
             raise WriteFailed(
