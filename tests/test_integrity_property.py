@@ -55,7 +55,7 @@ def replayed(archive: Archive, at: Any) -> dict[str, str]:
 
 
 @settings(
-    max_examples=20,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
