@@ -51,9 +51,10 @@ from tqdm import tqdm
 
 from archiver.aws import AwsSettings
 from archiver.errors import EXIT_DIFFERENCES, EXIT_NEW_GAP, EXIT_OK, UsageError
-from archiver.format import chain, layout, statefiles
-from archiver.format.chain import FileState, Problem
+from archiver.format import chain, footers, layout, statefiles
+from archiver.format.chain import Problem
 from archiver.format.codec import canonicalize_text
+from archiver.format.footers import FileState
 from archiver.format.schema import CHANGE_SCHEMA, EVENT_NAMES
 from archiver.format.storage import Archive
 
@@ -155,7 +156,7 @@ def change_file_paths(archive: Archive, table: str) -> tuple[list[str], list[str
     files: list[str] = []
     stray: list[str] = []
     for rel in archive.find(layout.changes_table_dir(table), ".parquet"):
-        (files if chain.parse_change_path(rel) is not None else stray).append(rel)
+        (files if footers.parse_change_path(rel) is not None else stray).append(rel)
     return files, stray
 
 
@@ -201,7 +202,7 @@ def check_change_files(ctx: CheckContext) -> list[Problem]:
     except statefiles.StateFileError:
         superseded = set()  # reported by the state-file check
     with _bar(ctx, len(files), f"checking {table}: footers") as bar:
-        ctx.states = chain.read_states(archive, files, progress=bar.update)
+        ctx.states = footers.read_states(archive, files, progress=bar.update)
     for state in ctx.states:
         out.extend(chain.file_problems(state))
     report = chain.chain_problems(
@@ -398,7 +399,7 @@ def verify_resume(archive: Archive, table: str) -> None:
     closed = {key for key, doc in ctx.checkpoints.items() if doc.get("closed")}
     wanted: list[str] = []
     for rel in files:
-        parsed = chain.parse_change_path(rel)
+        parsed = footers.parse_change_path(rel)
         assert parsed is not None
         name = parsed[2]
         if name.shard_id != layout.LAMBDA_SHARD and (name.label, name.shard_id) not in closed:

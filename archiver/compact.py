@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from archiver.errors import ArchiverError, UsageError
-from archiver.format import chain, layout, statefiles
+from archiver.format import chain, footers, layout, statefiles
 from archiver.format.schema import CHANGE_SCHEMA
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
@@ -202,11 +202,11 @@ def merge_run(archive: Archive, table: str, run: list[ChangeFile]) -> tuple[str,
     tables = [_read_input(archive, table, f.rel) for f in run]
     rows_in = sum(t.num_rows for t in tables)
     order = sorted(range(len(run)), key=lambda i: (run[i].name.first_seq, run[i].name.last_seq))
-    footer = chain.footer_of(tables[order[0]].schema.metadata)
+    footer = footers.footer_of(tables[order[0]].schema.metadata)
     # Never merge across a hole: the merged file's name would cover records it lacks.
     reach = run[order[0]].name.last_seq
     for i in order[1:]:
-        link = chain.footer_of(tables[i].schema.metadata)
+        link = footers.footer_of(tables[i].schema.metadata)
         if link is not None and link.prev_last_seq is not None and link.prev_last_seq > reach:
             raise chain.ChainBroken(
                 f"{archive.uri(run[i].rel)} links to a file ending at {link.prev_last_seq}, "
@@ -218,9 +218,9 @@ def merge_run(archive: Archive, table: str, run: list[ChangeFile]) -> tuple[str,
     out = merged_path(table, run)
     name = layout.ChangeFileName.parse(out)
     assert name is not None
-    merged = chain.with_footer(
+    merged = footers.with_footer(
         merged,
-        chain.make_footer(
+        footers.make_footer(
             merged,
             table=table,
             dt=run[0].dt,

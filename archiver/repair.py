@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 from archiver.aws import AwsSettings
 from archiver.errors import client_error_code
 from archiver.format import chain, coverage, layout
-from archiver.format.chain import FileState, Problem
+from archiver.format.chain import Problem
 from archiver.format.changefiles import RunBuilder, write_builder
+from archiver.format.footers import FileState
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
 from archiver.streams_api import Shard, StreamsApi

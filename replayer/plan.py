@@ -24,7 +24,7 @@ from typing import Any
 
 from archiver.aws import AwsSettings
 from archiver.errors import ArchiverError
-from archiver.format import chain, coverage, layout, statefiles
+from archiver.format import chain, coverage, footers, layout, statefiles
 from archiver.format.changefiles import checkpointed_streams, read_checkpoints
 from archiver.format.manifests import list_snapshots
 from archiver.format.storage import Archive
@@ -510,7 +510,7 @@ def check_chain(archive: Archive, table: str, start: datetime, end: datetime) ->
 
 
 def _dt_of(rel: str) -> str | None:
-    parsed = chain.parse_change_path(rel)
+    parsed = footers.parse_change_path(rel)
     return parsed[1] if parsed else None
 
 

@@ -21,7 +21,7 @@ from archiver.aws import AwsSettings
 from archiver.check import run_checks, verify_resume
 from archiver.cli import main as archiver_main
 from archiver.compact import compact
-from archiver.format import chain, coverage, layout
+from archiver.format import chain, coverage, footers, layout
 from archiver.format.statefiles import StateFileError
 from archiver.format.storage import Archive
 from archiver.format.timefmt import utcnow
@@ -80,13 +80,15 @@ def test_files_carry_a_chain_and_a_clean_archive_checks_clean(
     archive: Archive, capsys: pytest.CaptureFixture[str]
 ) -> None:
     built = build_archive(archive, [3, 4, 2])
-    footers = [chain.footer_of(pq.read_metadata(archive.path(rel)).metadata) for rel in built.files]
-    assert all(f is not None for f in footers)
-    assert footers[0] is not None and footers[0].prev_last_seq is None
-    for before, after in itertools.pairwise(footers):
+    written = [
+        footers.footer_of(pq.read_metadata(archive.path(rel)).metadata) for rel in built.files
+    ]
+    assert all(f is not None for f in written)
+    assert written[0] is not None and written[0].prev_last_seq is None
+    for before, after in itertools.pairwise(written):
         assert before is not None and after is not None
         assert after.prev_last_seq == before.last_seq
-    assert [f.row_count for f in footers if f] == [3, 4, 2]
+    assert [f.row_count for f in written if f] == [3, 4, 2]
     code, result = check(capsys, archive, "--deep")
     assert (code, result["problems"], result["change_files"]) == (0, [], 3)
 
@@ -236,7 +238,7 @@ def test_compaction_keeps_the_chain_valid(
     compact(archive, TABLE, dts=[dt], grace_seconds=0, now=utcnow() + timedelta(hours=2))
     files = archive.find(layout.changes_table_dir(TABLE), ".parquet")
     assert len(files) == 1
-    footer = chain.footer_of(pq.read_metadata(archive.path(files[0])).metadata)
+    footer = footers.footer_of(pq.read_metadata(archive.path(files[0])).metadata)
     assert footer is not None and footer.prev_last_seq is None
     assert check(capsys, archive, "--deep")[0] == 0
     assert rows_of(archive) == before

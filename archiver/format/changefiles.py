@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from archiver.format import chain, layout, statefiles
+from archiver.format import footers, layout, statefiles
 from archiver.format.errors import ArchiverError
 from archiver.format.layout import ChangeFileName, pad_seq
 from archiver.format.records import ChangeRows, event_time_ms
@@ -126,7 +126,7 @@ def write_run(
         table, run.dt, layout.stream_label_of(stream_arn), name, run.first_seq, run.last_seq
     )
     rows = run.rows.to_table()
-    footer = chain.make_footer(
+    footer = footers.make_footer(
         rows,
         table=table,
         dt=run.dt,
@@ -136,7 +136,7 @@ def write_run(
         prev_last_seq=prev_last_seq if shard_id else None,
         prev_chained=prev_chained,
     )
-    archive.write_parquet(path, chain.with_footer(rows, footer))
+    archive.write_parquet(path, footers.with_footer(rows, footer))
     return path
 
 
