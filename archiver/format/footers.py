@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from archiver.format import layout
@@ -206,14 +207,14 @@ def _seq_statistics(metadata: pq.FileMetaData) -> tuple[str | None, str | None]:
     return low, high
 
 
-def read_state(archive: Archive, rel: str) -> FileState:
+def read_state(archive: Archive, rel: str, filesystem: pafs.FileSystem | None = None) -> FileState:
     """Read one change file's footer (Parquet metadata only: no rows)."""
     parsed = parse_change_path(rel)
     if parsed is None:
         raise ValueError(f"not a change file path: {rel}")
     table, dt, name = parsed
     try:
-        metadata = pq.read_metadata(archive.path(rel), filesystem=archive.arrow_fs)
+        metadata = pq.read_metadata(archive.path(rel), filesystem=filesystem or archive.arrow_fs)
         footer = footer_of(metadata.metadata)
         seq_min, seq_max = _seq_statistics(metadata)
     except FileNotFoundError:
@@ -236,7 +237,8 @@ def read_states(
         return []
     with ThreadPoolExecutor(max_workers=min(workers, len(rels))) as pool:
         out = []
-        for state in pool.map(lambda rel: read_state(archive, rel), rels):
+        filesystem = archive.arrow_fs
+        for state in pool.map(lambda rel: read_state(archive, rel, filesystem), rels):
             out.append(state)
             if progress is not None:
                 progress(1)
