@@ -414,3 +414,67 @@ def test_the_operator_story_run_and_restore_refuse_then_repair_restores_everythi
     assert code == 0, err
     items = ddb.scan(TableName="people2")["Items"]
     assert sorted(int(i["v"]["N"]) for i in items) == [20, 21, 22, 23]
+
+
+def test_overlapping_ranges_are_found(archive: Archive, capsys: pytest.CaptureFixture[str]) -> None:
+    from archiver.format.changefiles import RunBuilder, write_builder
+
+    built = build_archive(archive, [3, 4, 2])
+    builder = RunBuilder(
+        stream_arn=built.stream.arn,
+        shard_id=built.shard.shard_id,
+        table_id="table-id-1",
+        origin="stream",
+        prev_last_seq=layout.pad_seq(built.records[3]["dynamodb"]["SequenceNumber"]),
+        prev_chained=True,
+    )
+    for record in built.records[4:6]:  # inside the second file's range
+        builder.add(record)
+    (extra,) = write_builder(archive, TABLE, builder)
+    code, result = check(capsys, archive)
+    assert code == 3
+    assert chain.OVERLAP in kinds_by_path(result)[extra]
+
+
+def test_deep_finds_rows_inconsistent_with_their_event_names(
+    archive: Archive, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pyarrow as pa
+
+    built = build_archive(archive, [3, 2])
+    rel = built.files[0]
+    rows = pq.read_table(archive.path(rel))
+    names = rows.column("event_name").to_pylist()
+    names[0] = "REMOVE"  # but it has a new image
+    rows = rows.set_column(
+        rows.schema.get_field_index("event_name"), "event_name", pa.array(names, pa.string())
+    )
+    old = footers.footer_of(rows.schema.metadata)
+    assert old is not None
+    footer = footers.make_footer(
+        rows,
+        table=TABLE,
+        dt=old.dt,
+        shard_id=old.shard_id,
+        first_seq=old.first_seq,
+        last_seq=old.last_seq,
+        prev_last_seq=old.prev_last_seq,
+    )
+    archive.write_parquet(rel, footers.with_footer(rows, footer))
+    assert check(capsys, archive)[0] == 0
+    code, result = check(capsys, archive, "--deep")
+    assert code == 3
+    assert "bad-rows" in kinds_by_path(result)[rel]
+
+
+def test_compaction_names_a_damaged_input_in_one_line(archive: Archive) -> None:
+    from archiver.errors import CorruptArchive
+
+    built = build_archive(archive, [2, 2, 2])
+    truncate(archive, built.files[1])
+    with pytest.raises(CorruptArchive) as failed:
+        compact(archive, TABLE, dts=[layout.dt_of(T0)], grace_seconds=0)
+    message = str(failed.value)
+    assert failed.value.exit_code == 2 and "\n" not in message
+    assert built.files[1] in message and "ddb-archiver check" in message
+    assert archive.exists(built.files[0]) and archive.exists(built.files[2])
