@@ -24,7 +24,7 @@ from archiver.errors import client_error_code
 from archiver.format import layout
 from archiver.format.schema import CHANGE_SCHEMA, PARTITION_SCHEMA, SNAPSHOT_SCHEMA
 from archiver.format.storage import Archive
-from replayer.errors import ReplayError
+from replayer.errors import DamagedFile, ReplayError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -184,12 +184,41 @@ def _archived_message(what: str, exc: BaseException) -> str | None:
     return None
 
 
-def with_relisting(action: Callable[[], T], *, what: str, attempts: int = 3) -> T:
+# What pyarrow and DuckDB say about a Parquet file that is truncated or corrupt (they give no
+# error type for it); the file's path is quoted in the same message.
+_CORRUPT = re.compile(
+    r"magic bytes|deserialize thrift|corrupt|invalid parquet|unexpected end of stream"
+    r"|parquet file size is|decompress",
+    re.IGNORECASE,
+)
+_QUOTED_PARQUET = re.compile(r"'([^']+\.parquet)'")
+
+
+def damaged_file(archive: Archive, exc: BaseException) -> DamagedFile | None:
+    """The one-line error (exit 2) for a read that failed on a damaged Parquet file, naming
+    it and pointing to ``ddb-archiver check``; ``None`` for any other failure."""
+    if duckdb_message_match(exc, _CORRUPT) is None:
+        return None
+    match = duckdb_message_match(exc, _QUOTED_PARQUET)
+    rel = archive.rel(match.group(1)) if match else ""
+    where = layout.parse_change_file(rel) or layout.parse_snapshot_file(rel)
+    table = where.table if where is not None else "<table>"
+    return DamagedFile(
+        f"{archive.uri(rel) if rel else 'a file of the archive'} cannot be read as Parquet "
+        f"(truncated or corrupt): the archive is damaged; run `ddb-archiver check --table-name "
+        f"{table} --archive {archive.url}` to list every damaged file"
+    )
+
+
+def with_relisting(
+    action: Callable[[], T], *, what: str, attempts: int = 3, archive: Archive | None = None
+) -> T:
     """Run ``action`` (which lists and reads); if a listed file vanished meanwhile, list again.
 
     Compaction deletes its inputs only after a grace period, so a second listing sees the
     compacted file instead; duplicates across the two are harmless (replay dedupes by
-    ``event_id``). Objects in S3 Glacier Deep Archive raise one clear error instead.
+    ``event_id``). Objects in S3 Glacier Deep Archive raise one clear error instead, and so
+    does a damaged Parquet file of ``archive`` (:func:`damaged_file`).
     """
     for attempt in range(1, attempts + 1):
         try:
@@ -198,6 +227,9 @@ def with_relisting(action: Callable[[], T], *, what: str, attempts: int = 3) -> 
             archived = _archived_message(what, exc)
             if archived is not None:
                 raise ArchivedObjectUnavailable(archived) from exc
+            damaged = damaged_file(archive, exc) if archive is not None else None
+            if damaged is not None:
+                raise damaged from exc
             if not _is_vanished(exc) or attempt == attempts:
                 raise
             log.info("%s: a file vanished while reading (compaction?); listing again", what)

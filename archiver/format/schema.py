@@ -24,6 +24,7 @@ CHANGE_SCHEMA = pa.schema(
     ]
 )
 CHANGE_COLUMNS = tuple(CHANGE_SCHEMA.names)
+EVENT_NAMES = ("INSERT", "MODIFY", "REMOVE")  # the values of event_name
 
 SNAPSHOT_SCHEMA = pa.schema(
     [
