@@ -57,8 +57,10 @@ REPLAYABLE_VIEWS = frozenset({"NEW_IMAGE", "NEW_AND_OLD_IMAGES"})
 # What a run of empty pages means for a shard (StreamConsumer.verdict).
 CAUGHT_UP = "caught-up"
 READING_TO_END = "reading-to-end"  # closed: only its end counts
-WARY = "wary"  # open, not yet enough empty pages
+COUNTING = "counting"  # open, fewer empty pages than it needs
 AWAITING_OTHERS = "awaiting-others"  # open, other shards of the stream not read yet
+BEHIND_OTHERS = "behind-others"  # open, another shard holds a newer record
+FIRST_RECORDS = "first-records"  # open, never a record, none elsewhere since it opened
 NO_RECORD_YET = "no-record-yet"  # open, never a record, others hold newer ones
 LEFT_UNREAD = "left-unread"  # the same, past give_up_pages: --once leaves it
 
@@ -167,7 +169,7 @@ class StreamConsumer:
         self.lag_event_time: dict[ShardKey, datetime] = {}
         # Shards answering empty pages that do not make them caught up (progress lines).
         self.empty_streaks: dict[ShardKey, tuple[Shard, int, str]] = {}
-        self.listed_shards: dict[str, list[Shard]] = {}
+        self.listed_shards: dict[str, dict[str, Shard]] = {}  # stream → shard ID → shard
         # Shards that answered a page this run (or will not be read): their evidence is in.
         self.answered: set[ShardKey] = set()
         self.drained_streams: set[str] = set()
@@ -268,7 +270,7 @@ class StreamConsumer:
     def _spawn_stream(
         self, stream: StreamInfo, shards: list[Shard], older: list[ShardKey]
     ) -> list[ShardKey]:
-        self.listed_shards[stream.arn] = shards
+        self.listed_shards[stream.arn] = {s.shard_id: s for s in shards}
         listed = {s.shard_id for s in shards}
         keys = []
         for shard in lineage_order(shards):
@@ -368,6 +370,7 @@ class StreamConsumer:
                         log.warning("shard %s of %s no longer exists", shard.shard_id, stream.arn)
                         return
                     raise
+                shard = self._current(stream, shard)  # it may have closed since
                 records = page.get("Records") or []
                 if records:
                     empty_pages = 0
@@ -442,17 +445,21 @@ class StreamConsumer:
         others = self._newest_elsewhere(stream, shard)
         if positioned:
             own = self._last_event_time(stream, shard)
-            behind = others is not None and (own is None or others > own)
-            need = config.wary_pages if behind else config.caught_up_pages
-            return CAUGHT_UP if empty_pages >= need else WARY
+            if others is not None and (own is None or others > own):
+                return CAUGHT_UP if empty_pages >= config.wary_pages else BEHIND_OTHERS
+            return CAUGHT_UP if empty_pages >= config.caught_up_pages else COUNTING
         if others is None or others < self._opened_at(stream, shard):
-            return CAUGHT_UP if empty_pages >= config.wary_pages else WARY
+            return CAUGHT_UP if empty_pages >= config.wary_pages else FIRST_RECORDS
         return LEFT_UNREAD if empty_pages >= config.give_up_pages else NO_RECORD_YET
+
+    def _current(self, stream: StreamInfo, shard: Shard) -> Shard:
+        """The shard as last listed: one read as open may have closed since."""
+        return self.listed_shards.get(stream.arn, {}).get(shard.shard_id, shard)
 
     def _evidence_in(self, stream: StreamInfo, shard: Shard) -> bool:
         """Whether every other shard of the stream answered a page this run, or is done
         (children waiting for their parent have not: their records may be the newer ones)."""
-        for other in self.listed_shards.get(stream.arn, []):
+        for other in self.listed_shards.get(stream.arn, {}).values():
             key = (stream.arn, other.shard_id)
             if other.shard_id == shard.shard_id or key in self.finished:
                 continue
@@ -470,7 +477,7 @@ class StreamConsumer:
     def _newest_elsewhere(self, stream: StreamInfo, shard: Shard) -> datetime | None:
         times = [
             self._last_event_time(stream, other)
-            for other in self.listed_shards.get(stream.arn, [])
+            for other in self.listed_shards.get(stream.arn, {}).values()
             if other.shard_id != shard.shard_id
         ]
         known = [t for t in times if t is not None]
@@ -481,8 +488,7 @@ class StreamConsumer:
         parent's last record's, else the stream's creation to the second (AWS rounds
         event_time down to the second; a shard's ID is not documented to carry its
         creation time)."""
-        by_id = {s.shard_id: s for s in self.listed_shards.get(stream.arn, [])}
-        parent = by_id.get(shard.parent_shard_id or "")
+        parent = self.listed_shards.get(stream.arn, {}).get(shard.parent_shard_id or "")
         parent_last = self._last_event_time(stream, parent) if parent else None
         return parent_last or stream.created_at.replace(microsecond=0)
 
@@ -491,8 +497,10 @@ class StreamConsumer:
         and why they read on (progress lines)."""
         why = {
             READING_TO_END: "closed, reading on to its end",
+            COUNTING: "open",
             AWAITING_OTHERS: "open, other shards of the stream not read yet",
-            WARY: "open, other shards have newer records",
+            BEHIND_OTHERS: "open, other shards have newer records",
+            FIRST_RECORDS: "open, no record yet",
             NO_RECORD_YET: "open, no record yet while other shards have newer ones",
             LEFT_UNREAD: "open, no record yet while other shards have newer ones",
         }

@@ -265,3 +265,34 @@ def test_empty_pages_cost_once_little_when_no_shard_is_behind(
     assert [r["event_id"] for r in archived_rows(archive)] == event_ids(written)
     pages = double.pages_of(shard)
     assert [p.records for p in pages] == [5] + [0] * ConsumerConfig().caught_up_pages
+
+
+def test_a_shard_that_closes_while_read_is_read_to_its_end_before_its_children(
+    table: dict[str, Any], archive: Archive
+) -> None:
+    # Slow pages: the split is listed while the first shard is still answering empty pages.
+    double = StreamsDouble(latency=0.05)
+    stream = stream_of(double, table)
+    splitting, ending = stream.add_shard(), stream.add_shard()
+    start = utcnow() - timedelta(minutes=10)
+    written = put(stream, splitting, 5, start)
+    written += put(stream, ending, 5, start + timedelta(minutes=1))  # newer: the other is behind
+    stream.close(ending)
+    children: list[DoubleShard] = []
+
+    def split_on_first_read(shard: DoubleShard, _: int) -> None:
+        if shard is splitting and not children:
+            children.extend(stream.split(splitting))
+            splitting.empty_run(30)  # before its end
+            for child in children:
+                written.extend(put(stream, child, 2, start + timedelta(minutes=2)))
+
+    double.before_get_records = split_on_first_read
+    # The other shard ends at once, so the split is listed while the first is still read as
+    # an open shard: its reader must see it closed and read on to its end.
+    assert run(double, archive) == EXIT_OK
+    # Its last page (at its end, and never read again) came before any child's first.
+    last_page = max(p.at for p in double.pages_of(splitting))
+    for child in children:
+        assert min(p.at for p in double.pages_of(child)) > last_page
+    assert sorted(r["event_id"] for r in archived_rows(archive)) == sorted(event_ids(written))
