@@ -87,8 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--once",
         action="store_true",
-        help="read until every shard is caught up (3 consecutive empty pages) or has reached "
-        "records written after the run began, then exit; default: run until SIGINT/SIGTERM",
+        help="read until every closed shard is at its end and every open one is caught up "
+        "(consecutive empty pages; docs/FORMAT.md, caught_up_at) or has reached records "
+        "written after the run began, then exit; default: run until SIGINT/SIGTERM",
     )
     flush = parser.add_argument_group("flushing (a shard's buffer is written when any is reached)")
     flush.add_argument(
@@ -386,6 +387,17 @@ class _Session:
             reverse=True,
         )
         watermark = writer.watermark()
+        if lags:
+            detail = "; lag " + ", ".join(f"{shard} {lag:.1f} s" for lag, shard in lags[:3])
+        else:
+            detail = "; all shards caught up"
+        # Shards answering empty pages that do not count as caught up (closed shards before
+        # their end, open ones that may not have reached their records yet).
+        reading_on = self.consumer.not_caught_up() if self.consumer else []
+        if reading_on:
+            detail = f"{detail if lags else ''}; empty pages, not caught up: " + ", ".join(
+                reading_on
+            )
         log.info(
             "%s: %d records read, %d written in %d files; watermark %s; %d/%d shards done%s",
             self.config.table_name,
@@ -395,9 +407,7 @@ class _Session:
             _describe_watermark(watermark, now),
             sum(p.finished for p in writer.shards.values()),
             len(writer.shards),
-            "; lag " + ", ".join(f"{shard} {lag:.1f} s" for lag, shard in lags[:3])
-            if lags
-            else "; all shards caught up",
+            detail,
         )
 
     def _summary(self) -> None:

@@ -5,7 +5,14 @@ concurrently (one asyncio task, hence one reader, per shard) and hands what it r
 :class:`ShardSink` (``archiver.writer.ChangeWriter`` in production). It follows AWS's rules:
 
 * streams in label order: an older stream still readable is drained before the next one;
-* a parent shard is read to its end (no ``NextShardIterator``) before any of its children;
+* a parent shard is read to its end (no ``NextShardIterator``, or its last sequence number
+  reached its ``EndingSequenceNumber``) before any of its children, however many empty pages
+  it answers on the way: AWS says ``GetRecords`` "might take multiple calls to get to a portion
+  of the shard that contains stream records", so a closed shard is never caught up;
+* an open shard is caught up after consecutive empty pages — more of them when it has never
+  returned a record, or when other shards of the stream hold records newer than its own — and
+  never while it has returned no record at all and other shards hold records written after it
+  opened (:meth:`StreamConsumer.verdict`; docs/FORMAT.md, ``caught_up_at``);
 * new shards are picked up as they appear (``DescribeStream`` every ``discover_seconds`` and
   whenever a shard ends); a drained closed shard is left;
 * ``ExpiredIteratorException``: a new iterator after the last record handed to the sink;
@@ -42,16 +49,28 @@ log = logging.getLogger(__name__)
 
 REPLAYABLE_VIEWS = frozenset({"NEW_IMAGE", "NEW_AND_OLD_IMAGES"})
 
+# What a run of empty pages means for a shard (StreamConsumer.verdict).
+CAUGHT_UP = "caught-up"
+READING_TO_END = "reading-to-end"  # closed: only its end counts
+COUNTING = "counting"  # open, fewer empty pages than it needs
+AWAITING_OTHERS = "awaiting-others"  # open, other shards of the stream not read yet
+BEHIND_OTHERS = "behind-others"  # open, another shard holds a newer record
+FIRST_RECORDS = "first-records"  # open, never a record, none elsewhere since it opened
+NO_RECORD_YET = "no-record-yet"  # open, never a record, others hold newer ones
+LEFT_UNREAD = "left-unread"  # the same, past give_up_pages: --once leaves it
+
 
 # -- the sink -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ShardStart:
-    """Where a shard's reading starts: after ``after_seq`` (None: TRIM_HORIZON)."""
+    """Where a shard's reading starts: after ``after_seq`` (None: TRIM_HORIZON), whose record
+    has ``event_time`` (when known)."""
 
     after_seq: str | None
     finished: bool = False
+    event_time: datetime | None = None
 
 
 class ShardSink(Protocol):
@@ -78,7 +97,7 @@ class ShardSink(Protocol):
         """An empty page (a chance to flush by age)."""
 
     async def caught_up(self, stream: StreamInfo, shard: Shard, at: datetime) -> None:
-        """The shard returned consecutive empty pages at ``at``."""
+        """The open shard is caught up at ``at`` (:meth:`StreamConsumer.verdict`)."""
 
     async def trimmed(self, stream: StreamInfo, shard: Shard, detected_at: datetime) -> None:
         """Records after the last one read were trimmed before they were read."""
@@ -97,7 +116,13 @@ class ConsumerConfig:
     once: bool = False
     poll_seconds: float = 1.0
     discover_seconds: float = 30.0
+    # Consecutive empty pages after which an open shard is caught up (StreamConsumer.verdict):
+    # one that returned records and is not behind the others; one that never returned a
+    # record or is behind the others; and how long --once reads a shard that never returned a
+    # record while the others hold newer ones before leaving it, not caught up.
     caught_up_pages: int = 3
+    wary_pages: int = 10
+    give_up_pages: int = 60
     page_limit: int = 1000
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # --once stops reading a shard that reached records written after the run began, so a
@@ -134,8 +159,14 @@ class StreamConsumer:
         self.tasks: dict[ShardKey, asyncio.Task[None]] = {}
         self.settled: dict[ShardKey, asyncio.Event] = {}
         self.finished: set[ShardKey] = set()
-        self.caught_up_open: set[ShardKey] = set()
+        # Open shards done for this --once run (caught up, or left without a record).
+        self.resting: set[ShardKey] = set()
         self.lag_event_time: dict[ShardKey, datetime] = {}
+        # Shards answering empty pages that do not make them caught up (progress lines).
+        self.empty_streaks: dict[ShardKey, tuple[Shard, int, str]] = {}
+        self.listed_shards: dict[str, dict[str, Shard]] = {}  # stream → shard ID → shard
+        # Shards that answered a page this run (or will not be read): their evidence is in.
+        self.answered: set[ShardKey] = set()
         self.drained_streams: set[str] = set()
         self._rediscover = asyncio.Event()
         self._warned: set[str] = set()
@@ -234,6 +265,7 @@ class StreamConsumer:
     def _spawn_stream(
         self, stream: StreamInfo, shards: list[Shard], older: list[ShardKey]
     ) -> list[ShardKey]:
+        self.listed_shards[stream.arn] = {s.shard_id: s for s in shards}
         listed = {s.shard_id for s in shards}
         keys = []
         for shard in lineage_order(shards):
@@ -245,9 +277,9 @@ class StreamConsumer:
                 self.finished.add(key)
                 self._settle(key)
                 continue
-            if key in self.caught_up_open and not shard.closed:
-                continue  # caught up this run and still open: nothing to do until it changes
-            self.caught_up_open.discard(key)
+            if key in self.resting and not shard.closed:
+                continue  # done for this run and still open: nothing to do until it changes
+            self.resting.discard(key)
             waits = [k for k in older if k not in self.finished]
             if shard.parent_shard_id in listed:
                 parent = (stream.arn, shard.parent_shard_id)
@@ -281,6 +313,7 @@ class StreamConsumer:
         except Stopped:
             return
         finally:
+            self.answered.add(key)
             self._settle(key)
 
     async def _iterator(
@@ -303,56 +336,172 @@ class StreamConsumer:
         config = self.config
         start = self.sink.start(stream, shard)
         last_read = start.after_seq
-        if shard.closed and last_read and seq_key(last_read) >= seq_key(shard.ending_seq):
+        if _at_end(shard, last_read):
             await self._ended(stream, shard, key)
             return
         iterator = await self._iterator(stream, shard, last_read)
         empty_pages = 0
-        while iterator is not None and not self.stop.is_set():
-            try:
-                page = await self.api.get_records(iterator, config.page_limit)
-            except Exception as exc:
-                if is_error(exc, ExpiredIterator):
-                    log.info(
-                        "shard %s: iterator expired, resuming after %s", shard.shard_id, last_read
+        try:
+            while iterator is not None and not self.stop.is_set():
+                try:
+                    page = await self.api.get_records(iterator, config.page_limit)
+                except Exception as exc:
+                    if is_error(exc, ExpiredIterator):
+                        log.info(
+                            "shard %s: iterator expired, resuming after %s",
+                            shard.shard_id,
+                            last_read,
+                        )
+                        iterator = await self._iterator(stream, shard, last_read)
+                        continue
+                    if is_error(exc, TrimmedData):
+                        await self.sink.trimmed(stream, shard, utcnow())
+                        last_read = None
+                        iterator = await self._iterator(stream, shard, None)
+                        continue
+                    if is_error(exc, ResourceNotFound):
+                        log.warning("shard %s of %s no longer exists", shard.shard_id, stream.arn)
+                        return
+                    raise
+                shard = self._current(stream, shard)  # it may have closed since
+                records = page.get("Records") or []
+                if records:
+                    empty_pages = 0
+                    self.empty_streaks.pop(key, None)
+                    await self.sink.records(stream, shard, records)
+                    last_read = str(records[-1]["dynamodb"]["SequenceNumber"])
+                    self.lag_event_time[key] = as_utc(
+                        _event_datetime(records[-1]["dynamodb"]["ApproximateCreationDateTime"])
                     )
-                    iterator = await self._iterator(stream, shard, last_read)
-                    continue
-                if is_error(exc, TrimmedData):
-                    await self.sink.trimmed(stream, shard, utcnow())
-                    last_read = None
-                    iterator = await self._iterator(stream, shard, None)
-                    continue
-                if is_error(exc, ResourceNotFound):
-                    log.warning("shard %s of %s no longer exists", shard.shard_id, stream.arn)
+                self.answered.add(key)
+                iterator = page.get("NextShardIterator")
+                if iterator is None or _at_end(shard, last_read):
+                    await self._ended(stream, shard, key)
                     return
-                raise
-            records = page.get("Records") or []
-            if records:
-                empty_pages = 0
-                await self.sink.records(stream, shard, records)
-                last_read = str(records[-1]["dynamodb"]["SequenceNumber"])
-                self.lag_event_time[key] = as_utc(
-                    _event_datetime(records[-1]["dynamodb"]["ApproximateCreationDateTime"])
-                )
-            iterator = page.get("NextShardIterator")
-            if iterator is None:
-                await self._ended(stream, shard, key)
-                return
-            if records:
-                if self._once_reached_start(key):
-                    self.caught_up_open.add(key)
-                    return
+                if records:
+                    if not shard.closed and self._once_reached_start(key):
+                        self.resting.add(key)
+                        return
+                    continue
+                empty_pages += 1
+                verdict = self.verdict(stream, shard, empty_pages, positioned=bool(last_read))
+                done_for_now = config.once or stream.status == "DISABLED"
+                if verdict == CAUGHT_UP:
+                    self.empty_streaks.pop(key, None)
+                    await self.sink.caught_up(stream, shard, utcnow())
+                    if done_for_now:
+                        self.resting.add(key)
+                        return
+                else:
+                    self.empty_streaks[key] = (shard, empty_pages, verdict)
+                    if verdict == LEFT_UNREAD and done_for_now:
+                        log.warning(
+                            "shard %s of %s: no record after %d empty pages while other shards "
+                            "hold records written since it opened: leaving it for this run, "
+                            "not caught up (the watermark waits for it)",
+                            shard.shard_id,
+                            stream.arn,
+                            empty_pages,
+                        )
+                        self.resting.add(key)
+                        return
+                    await self.sink.idle(stream, shard)
+                await sleep_unless(self.stop, config.poll_seconds)
+        finally:
+            self.empty_streaks.pop(key, None)
+
+    def verdict(
+        self, stream: StreamInfo, shard: Shard, empty_pages: int, *, positioned: bool
+    ) -> str:
+        """What ``empty_pages`` consecutive empty pages mean for the shard.
+
+        Empty pages alone prove little: AWS may need several calls to reach the portion of a
+        shard that holds records. So:
+
+        * a **closed** shard is never caught up: only its end counts (``READING_TO_END``);
+        * an open shard is not caught up before every other shard of the stream answered a
+          page this run (what they hold is the evidence below);
+        * an open shard that returned records (``positioned``: this run or an earlier one)
+          is caught up after ``caught_up_pages`` empty pages, or ``wary_pages`` when another
+          shard of the stream holds a record newer than its own last one (it may be walking
+          an empty stretch towards newer records);
+        * an open shard that never returned a record is caught up after ``wary_pages`` while
+          no other shard holds a record written since it opened; while one does, it is never
+          caught up (``NO_RECORD_YET``) and ``--once`` leaves it after ``give_up_pages``,
+          without a claim (``LEFT_UNREAD``): the watermark waits for it.
+        """
+        config = self.config
+        if shard.closed:
+            return READING_TO_END
+        if not self._evidence_in(stream, shard):
+            return AWAITING_OTHERS
+        others = self._newest_elsewhere(stream, shard)
+        if positioned:
+            own = self._last_event_time(stream, shard)
+            if others is not None and (own is None or others > own):
+                return CAUGHT_UP if empty_pages >= config.wary_pages else BEHIND_OTHERS
+            return CAUGHT_UP if empty_pages >= config.caught_up_pages else COUNTING
+        if others is None or others < self._opened_at(stream, shard):
+            return CAUGHT_UP if empty_pages >= config.wary_pages else FIRST_RECORDS
+        return LEFT_UNREAD if empty_pages >= config.give_up_pages else NO_RECORD_YET
+
+    def _current(self, stream: StreamInfo, shard: Shard) -> Shard:
+        """The shard as last listed: one read as open may have closed since."""
+        return self.listed_shards.get(stream.arn, {}).get(shard.shard_id, shard)
+
+    def _evidence_in(self, stream: StreamInfo, shard: Shard) -> bool:
+        """Whether every other shard of the stream answered a page this run, or is done
+        (children waiting for their parent have not: their records may be the newer ones)."""
+        for other in self.listed_shards.get(stream.arn, {}).values():
+            key = (stream.arn, other.shard_id)
+            if other.shard_id == shard.shard_id or key in self.finished:
                 continue
-            empty_pages += 1
-            if empty_pages >= config.caught_up_pages:
-                await self.sink.caught_up(stream, shard, utcnow())
-                if config.once or stream.status == "DISABLED":
-                    self.caught_up_open.add(key)
-                    return
-            else:
-                await self.sink.idle(stream, shard)
-            await sleep_unless(self.stop, config.poll_seconds)
+            if key not in self.answered:
+                return False
+        return True
+
+    def _last_event_time(self, stream: StreamInfo, shard: Shard) -> datetime | None:
+        """The event_time of the newest record known of the shard (read or archived)."""
+        read = self.lag_event_time.get((stream.arn, shard.shard_id))
+        archived = self.sink.start(stream, shard).event_time
+        known = [t for t in (read, archived) if t is not None]
+        return max(known) if known else None
+
+    def _newest_elsewhere(self, stream: StreamInfo, shard: Shard) -> datetime | None:
+        times = [
+            self._last_event_time(stream, other)
+            for other in self.listed_shards.get(stream.arn, {}).values()
+            if other.shard_id != shard.shard_id
+        ]
+        known = [t for t in times if t is not None]
+        return max(known) if known else None
+
+    def _opened_at(self, stream: StreamInfo, shard: Shard) -> datetime:
+        """The earliest event_time a record written after the shard opened can carry: its
+        parent's last record's, else the stream's creation to the second (AWS rounds
+        event_time down to the second; a shard's ID is not documented to carry its
+        creation time)."""
+        parent = self.listed_shards.get(stream.arn, {}).get(shard.parent_shard_id or "")
+        parent_last = self._last_event_time(stream, parent) if parent else None
+        return parent_last or stream.created_at.replace(microsecond=0)
+
+    def not_caught_up(self) -> list[str]:
+        """Shards that answered more empty pages than would once have made them caught up,
+        and why they read on (progress lines)."""
+        why = {
+            READING_TO_END: "closed, reading on to its end",
+            COUNTING: "open",
+            AWAITING_OTHERS: "open, other shards of the stream not read yet",
+            BEHIND_OTHERS: "open, other shards have newer records",
+            FIRST_RECORDS: "open, no record yet",
+            NO_RECORD_YET: "open, no record yet while other shards have newer ones",
+            LEFT_UNREAD: "open, no record yet while other shards have newer ones",
+        }
+        return [
+            f"{shard.shard_id} {why[verdict]} ({pages} empty pages)"
+            for shard, pages, verdict in self.empty_streaks.values()
+            if pages >= self.config.caught_up_pages
+        ]
 
     def _once_reached_start(self, key: ShardKey) -> bool:
         started = self.config.once_started_at
@@ -377,6 +526,11 @@ async def first_of(*events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+def _at_end(shard: Shard, last_read: str | None) -> bool:
+    """Whether the closed shard's last record was read (its ending sequence number)."""
+    return bool(shard.closed and last_read and seq_key(last_read) >= seq_key(shard.ending_seq))
 
 
 def _event_datetime(value: Any) -> datetime:

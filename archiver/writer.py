@@ -217,7 +217,11 @@ class ChangeWriter:
 
     def start(self, stream: StreamInfo, shard: Shard) -> ShardStart:
         progress = self._progress(stream, shard)
-        return ShardStart(_plain(progress.durable_seq), finished=progress.finished)
+        return ShardStart(
+            _plain(progress.durable_seq),
+            finished=progress.finished,
+            event_time=progress.durable_event_time,
+        )
 
     async def records(
         self, stream: StreamInfo, shard: Shard, records: list[dict[str, Any]]

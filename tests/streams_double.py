@@ -20,10 +20,22 @@ what botocore returns (``ApproximateCreationDateTime`` as a ``datetime``) and ra
 * the trim horizon: :meth:`DoubleShard.trim` drops the oldest records; reading behind it
   raises ``TrimmedDataAccessException`` (``GetShardIterator`` AFTER_SEQUENCE_NUMBER of a
   trimmed record, or ``GetRecords`` on an iterator the trim overtook); TRIM_HORIZON starts at
-  the oldest record still held; a shard can disappear from the listing altogether (expired).
+  the oldest record still held; a shard can disappear from the listing altogether (expired);
+* empty pages where a shard has records: AWS says ``GetRecords`` "might take multiple calls to
+  get to a portion of the shard that contains stream records", so an iterator can answer empty
+  pages (with a ``NextShardIterator``) before the first records, in the middle of a shard's
+  range or before a closed shard's end. :meth:`DoubleShard.empty_run` puts such a run of
+  pages before any record; a page never reads across one, and a fresh iterator (after expiry,
+  or from ``GetShardIterator``) walks it again, as a new iterator walks the same portions.
 
-It also records every call (``calls``) and the number of concurrent ``GetRecords`` per shard,
-so tests can check reading order, concurrency and call rates.
+It also records every call (``calls``), every ``GetRecords`` answer (``pages``: when, which
+shard, how many records, whether it ended the shard) and the number of concurrent
+``GetRecords`` per shard, so tests can check reading order, concurrency and call rates.
+
+It cannot model: how many empty pages AWS really answers (it depends on how AWS lays a shard
+out over time; here it is a fixed count per position); the delay between a write and its
+record appearing; sequence numbers' relation across shards or the time in a shard id; the
+1 MB page limit; GetRecords' per-shard rate limit except as injected faults.
 """
 
 from __future__ import annotations
@@ -69,6 +81,9 @@ class DoubleShard:
     trimmed: int = 0  # index of the oldest record still held
     listed: bool = True
     next_seq: int = 0
+    # index of a record → empty pages an iterator answers before reaching it (an index of
+    # len(records) is before a closed shard's end, or before records not written yet)
+    empty_runs: dict[int, int] = field(default_factory=dict)
 
     @property
     def closed(self) -> bool:
@@ -77,6 +92,12 @@ class DoubleShard:
     def trim(self, count: int) -> None:
         """Drop the ``count`` oldest records still held (they passed the 24 h retention)."""
         self.trimmed = min(len(self.records), self.trimmed + count)
+
+    def empty_run(self, pages: int, *, before: int | None = None) -> None:
+        """Make an iterator answer ``pages`` empty pages before the record at index ``before``
+        (0: before the first; default: after the records held now, before the next one or
+        before a closed shard's end)."""
+        self.empty_runs[len(self.records) if before is None else before] = pages
 
     def seq_of(self, index: int) -> int:
         return int(self.records[index]["dynamodb"]["SequenceNumber"])
@@ -171,6 +192,19 @@ class _Iterator:
     shard_id: str
     position: int
     epoch: int
+    waited: int = 0  # empty pages this chain of iterators answered at ``position``
+
+
+@dataclass(frozen=True)
+class Page:
+    """One GetRecords answer: at ``time.monotonic()``, how many records, the index after
+    them in the shard, whether it was the shard's last (no ``NextShardIterator``)."""
+
+    at: float
+    shard_id: str
+    records: int
+    position: int
+    ended: bool
 
 
 class StreamsDouble:
@@ -181,6 +215,7 @@ class StreamsDouble:
         self.describe_page_size = describe_page_size
         self.latency = latency
         self.calls: list[tuple[float, str, dict[str, Any]]] = []
+        self.pages: list[Page] = []
         self.faults: list[tuple[str, str, int, str | None]] = []  # method, code, status, shard
         self.in_flight: Counter[str] = Counter()
         self.max_in_flight_per_shard = 0
@@ -223,6 +258,9 @@ class StreamsDouble:
 
     def calls_to(self, method: str) -> list[dict[str, Any]]:
         return [kwargs for _, name, kwargs in self.calls if name == method]
+
+    def pages_of(self, shard: DoubleShard) -> list[Page]:
+        return [p for p in self.pages if p.shard_id == shard.shard_id]
 
     # -- internals ------------------------------------------------------------------------
 
@@ -328,15 +366,33 @@ class StreamsDouble:
             if state.position < shard.trimmed:
                 raise client_error("TrimmedDataAccessException", "GetRecords")
             limit = kwargs.get("Limit") or 1000
-            page = shard.records[state.position : state.position + limit]
-            position = state.position + len(page)
+            start = state.position
+            in_run = state.waited < shard.empty_runs.get(start, 0)
+            if in_run:
+                page: list[dict[str, Any]] = []
+                waited = state.waited + 1
+            else:
+                # A page never reads past the start of the next run of empty pages.
+                later_runs = [i for i, n in shard.empty_runs.items() if i > start and n > 0]
+                stop = min([start + limit, len(shard.records), *later_runs])
+                page = shard.records[start:stop]
+                waited = state.waited if not page else 0
+            position = start + len(page)
             out: dict[str, Any] = {"Records": [dict(r) for r in page]}
-            if not (shard.closed and position >= len(shard.records)):
+            at_end = position >= len(shard.records)
+            ended = (
+                not in_run
+                and shard.closed
+                and at_end
+                and waited >= shard.empty_runs.get(position, 0)
+            )
+            if not ended:
                 token = uuid.uuid4().hex
                 self._iterators[token] = _Iterator(
-                    stream.arn, shard.shard_id, position, self._epoch
+                    stream.arn, shard.shard_id, position, self._epoch, waited
                 )
                 out["NextShardIterator"] = token
+            self.pages.append(Page(time.monotonic(), shard.shard_id, len(page), position, ended))
             return out
         finally:
             self.in_flight[shard.shard_id] -= 1
