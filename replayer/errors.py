@@ -47,3 +47,7 @@ class Differences(ReplayError):
     """verify/diff found differences."""
 
     exit_code = EXIT_DIFFERENCES
+
+
+class InexactRestore(Refused):
+    """T is inside an incremental-export window and some keys' state at T is not known."""

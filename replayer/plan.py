@@ -34,6 +34,7 @@ from replayer.errors import (
     OutsideCoverage,
     Refused,
 )
+from replayer.segments import Inexact, LogSegment
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,10 @@ class Plan:
     log_from: datetime
     change_files: tuple[str, ...]
     gaps: tuple[dict[str, Any], ...] = field(default=())  # met, and allowed
+    # History kept from incremental exports: the log as segments in time order (replayer.
+    # windows); empty for a plan over the stream alone, which reads ``change_files``.
+    segments: tuple[LogSegment, ...] = field(default=())
+    inexact: Inexact | None = None  # set only when --allow-inexact took some keys' state
 
     @property
     def table_id(self) -> str:
@@ -142,6 +147,10 @@ class Plan:
         lo, hi = self.dt_range
         lines.append(f"log            [{iso_ms(self.log_from)}, {iso_ms(self.at)}]  dt {lo}..{hi}")
         lines.append(f"change files   {len(self.change_files)}")
+        for segment in self.segments:
+            lines.append(f"segment        {segment.describe()}")
+        if self.inexact is not None:
+            lines.append(self.inexact.describe())
         if counts:
             for name, value in counts.items():
                 lines.append(f"{name:<14} {value}")
@@ -223,6 +232,11 @@ def latest_restorable_time(archive: Archive, table: str) -> datetime:
     if not gens:
         raise _no_archive(archive, table)
     watermark = gens[-1].watermark
+    from replayer import windows as incremental
+
+    windows = incremental.windows_of(archive, table, gens[-1].table_id)
+    if windows:
+        watermark = incremental.latest_exact(gens[-1], windows)
     if watermark is None:
         raise AfterWatermark(
             f"table {table!r}: the archiver has not caught up yet, so no time is restorable "
@@ -379,6 +393,7 @@ def plan_restore(
     allow_gaps: bool = False,
     settings: AwsSettings | None = None,
     convert: bool = True,
+    allow_inexact: bool = False,
 ) -> Plan:
     """Plan the state of ``table`` at ``at`` (inclusive, compared with ``event_time``).
 
@@ -391,12 +406,39 @@ def plan_restore(
         settings: AWS settings for native export conversion (reads the live table only when
             the archive holds no description of it).
         convert: convert new native exports into snapshots first.
+        allow_inexact: inside an incremental-export window, restore the keys whose state is
+            unknown as they were at the window's start instead of refusing.
 
     Raises:
         Refused: with the subclass and one-line reason (exit 4).
     """
     at = as_utc(at)
     gen = generation_at(archive, table, at)
+    from replayer import windows as incremental
+
+    windows = incremental.windows_of(archive, table, gen.table_id)
+    if not windows:
+        return _plan_from_stream(archive, table, at, gen, allow_gaps, settings, convert)
+    if convert:
+        convert_exports(archive, table, settings)
+    try:
+        return _plan_from_stream(archive, table, at, gen, allow_gaps, settings, False)
+    except Refused:
+        # The stream alone cannot serve T: history from incremental exports may.
+        return incremental.plan_with_windows(
+            archive, table, at, gen, windows, allow_gaps=allow_gaps, allow_inexact=allow_inexact
+        )
+
+
+def _plan_from_stream(
+    archive: Archive,
+    table: str,
+    at: datetime,
+    gen: Generation,
+    allow_gaps: bool,
+    settings: AwsSettings | None,
+    convert: bool,
+) -> Plan:
     _check_watermark(gen, at)
     if convert:
         convert_exports(archive, table, settings)
@@ -464,12 +506,15 @@ def drop_later_streams(files: list[str], start: datetime, end: datetime) -> list
 
     A change file's name starts with its stream label (the stream's creation time), so a
     table deleted and recreated under the same name costs no reads of the newer streams
-    when restoring the older generation.
+    when restoring the older generation. Files converted from incremental exports are
+    dropped too: those are planned per window, from the windows' commit records.
     """
     out = []
     for rel in files:
         parsed = layout.ChangeFileName.parse(rel)
         if parsed is not None:
+            if layout.is_incremental_file(rel):
+                continue
             try:
                 if parse_stamp(parsed.label) > end:
                     continue
