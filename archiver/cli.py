@@ -14,6 +14,12 @@ COMMANDS = [
     Command("compact", "archiver.compact", "merge small change files per partition"),
     Command("pitr", "archiver.pitr", "enable, disable or show native point-in-time recovery"),
     Command("backup", "archiver.backups", "create, list, delete and prune on-demand backups"),
+    Command(
+        "incremental",
+        "archiver.incremental",
+        "keep history from chained incremental exports (no stream reader)",
+    ),
+    Command("backfill", "archiver.backfill", "history back to PITR's earliest restorable time"),
 ]
 
 

@@ -240,3 +240,9 @@ def incremental_window(table: str, start: datetime, end: datetime) -> str:
     """One converted window's commit record (written last: a window without it does not
     exist for restores)."""
     return f"{incremental_dir(table)}/{stamp(start)}_{stamp(end)}.json"
+
+
+def backfill_plan(table: str) -> str:
+    """What ``ddb-archiver backfill`` decided to export, written before anything is requested
+    (a rerun continues the same plan)."""
+    return f"{state_dir(table)}/backfill.json"
