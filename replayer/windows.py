@@ -31,6 +31,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -84,7 +85,7 @@ def _count_after(archive: Archive, window: Window, table_id: str, at: datetime) 
             archive.path(rel), columns=["event_time", "table_id"], filesystem=archive.arrow_fs
         )
         later = pc.and_(
-            pc.greater(table["event_time"], pc.scalar(as_utc(at), table.schema.field(0).type)),
+            pc.greater(table["event_time"], pa.scalar(as_utc(at), table.schema.field(0).type)),
             pc.equal(table["table_id"], table_id),
         )
         total += int(pc.sum(pc.cast(later, "int64")).as_py() or 0)

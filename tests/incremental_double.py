@@ -314,8 +314,10 @@ class ExportDouble:
         if export is None:
             raise _error("ExportNotFoundException", f"{ExportArn} not found", "DescribeExport")
         if export.polls_left > 0:
+            description = self._describe(export)  # still IN_PROGRESS
             export.polls_left -= 1
-        elif not export.written and export.failure is None:
+            return {"ExportDescription": description}
+        if not export.written and export.failure is None:
             self._write(export)
         return {"ExportDescription": self._describe(export)}
 
