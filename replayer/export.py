@@ -68,6 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="export even across a recorded gap in the log (its changes are missing)",
     )
+    parser.add_argument(
+        "--allow-inexact",
+        action="store_true",
+        help="inside an incremental-export window, restore the keys whose state at T is not "
+        "known (written later in the window) as they were at the window's start, instead of "
+        "refusing; said in the summary",
+    )
     add_fold_arguments(parser)
 
 
@@ -93,7 +100,12 @@ def main(args: argparse.Namespace) -> int:
     sink = file_sink(args.format, output)
     sink.prepare()  # refuse a non-empty output before reading anything
     plan = planning.plan_restore(
-        archive, args.table_name, at, allow_gaps=args.allow_gaps, settings=settings
+        archive,
+        args.table_name,
+        at,
+        allow_gaps=args.allow_gaps,
+        settings=settings,
+        allow_inexact=args.allow_inexact,
     )
     with Fold(archive, fold_settings(args)) as fold:
         state = fold.state_at(plan)
@@ -107,11 +119,14 @@ def main(args: argparse.Namespace) -> int:
         "files": result.files,
         "base": plan.base.snapshot_id if plan.base else None,
         "log_from": iso_ms(plan.log_from),
+        "inexact": plan.inexact.as_json() if plan.inexact is not None else None,
         "archive": archive.url,
         "created_at": iso_ms(utcnow()),
         **_table_shape(archive, plan),
     }
     output.write_json(SUMMARY, summary)
+    if plan.inexact is not None:
+        print(plan.inexact.describe())
     print(
         f"exported {result.items:,} items of {plan.table} as of {iso_ms(plan.at)} to "
         f"{output.uri(FileSink.DATA)} ({len(result.files)} {args.format} file(s))"

@@ -66,6 +66,8 @@ class ReplayOptions:
 
     Attributes:
         allow_gaps: restore across recorded gaps in the log (each is warned about).
+        allow_inexact: inside an incremental-export window, take the uncertain keys' state
+            at the window's start instead of refusing (replayer.windows).
         dry_run: print the plan and stop; nothing is created.
         verify: compare the target with the folded state afterwards.
         max_write_rate: cap on items written per second (None: no cap).
@@ -74,6 +76,7 @@ class ReplayOptions:
     """
 
     allow_gaps: bool = False
+    allow_inexact: bool = False
     dry_run: bool = False
     verify: bool = True
     max_write_rate: float | None = None
@@ -186,7 +189,12 @@ def restore_by_replay(
     refuse_if_exists(client, target)
     if plan is None:
         plan = planning.plan_restore(
-            archive, source, at, allow_gaps=options.allow_gaps, settings=settings
+            archive,
+            source,
+            at,
+            allow_gaps=options.allow_gaps,
+            settings=settings,
+            allow_inexact=options.allow_inexact,
         )
     description = archived_table(archive, plan, client)
     outcome = ReplayOutcome(plan, description)
@@ -208,6 +216,8 @@ def restore_by_replay(
             f"restoring {source} as of {iso_ms(plan.at)} into {target}: {state.count:,} items "
             f"({base}, log from {iso_ms(plan.log_from)})"
         )
+        if plan.inexact is not None:
+            say(plan.inexact.describe())
         sink = TableSink(
             client,
             target,
@@ -230,21 +240,26 @@ def restore_by_replay(
             + (f", {sink.retries} retried calls" if sink.retries else "")
             + ")"
         )
-        _record_rate(archive, source, outcome.written)
+        _record_rate(archive, source, outcome.written, plan)
         if options.verify:
             outcome.comparison = verify_table(client, target, state)
             say(f"verify: {outcome.comparison.report('the archive', target)}")
     return outcome
 
 
-def _record_rate(archive: Archive, source: str, written: WriteResult) -> None:
+def _record_rate(archive: Archive, source: str, written: WriteResult, plan: Plan) -> None:
     """Keep the measured write rate for ``--strategy auto``'s estimates (best effort)."""
     try:
         from replayer.strategies import record_write_rate
     except ImportError:  # the estimator is optional for a replay restore
         return
     record_write_rate(
-        archive, source, items=written.items, seconds=written.seconds, strategy="replay"
+        archive,
+        source,
+        items=written.items,
+        seconds=written.seconds,
+        strategy="replay",
+        inexact=plan.inexact.as_json() if plan.inexact is not None else None,
     )
 
 
@@ -316,6 +331,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "missing from the result (warned about loudly)",
     )
     parser.add_argument(
+        "--allow-inexact",
+        action="store_true",
+        help="inside an incremental-export window, restore the keys whose state at T is not "
+        "known (written later in the window) as they were at the window's start, instead of "
+        "refusing; said in the summary",
+    )
+    parser.add_argument(
         "--write-workers",
         type=positive_int,
         default=DEFAULT_WORKERS,
@@ -383,6 +405,7 @@ def main(args: argparse.Namespace) -> int:
     client = settings.client("dynamodb")
     options = ReplayOptions(
         allow_gaps=args.allow_gaps,
+        allow_inexact=args.allow_inexact,
         dry_run=args.dry_run,
         verify=args.verify,
         max_write_rate=args.max_write_rate,
@@ -403,6 +426,7 @@ def main(args: argparse.Namespace) -> int:
             at,
             strategies.WriteRate.load(archive, source, args.max_write_rate),
             allow_gaps=args.allow_gaps,
+            allow_inexact=args.allow_inexact,
             aws=settings,
             backup_arn=args.backup_arn,
         )
