@@ -194,6 +194,8 @@ def render_table(status: dict[str, Any]) -> list[str]:
     cov = status["coverage"]
     if cov is None:
         lines.append("  coverage     none: the archiver has not run for this table")
+    elif cov.get("covered_from") is None:
+        lines.append(f"  coverage     no stream archived, mode {cov.get('mode')} (segments below)")
     else:
         origin = " (from table creation)" if cov.get("from_table_creation") else ""
         lines.append(

@@ -168,7 +168,7 @@ class _Chain:
             and str(g.get("from")) <= iso_ms(resume or self.at)
             and str(g.get("to")) >= iso_ms(cursor)
         ]
-        if resume is None or resume > self.at:
+        if resume is None:
             end = latest_exact(self.gen, self.windows)
             raise AfterWatermark(
                 f"{iso_ms(self.at)} is after the latest restorable time of table "
@@ -220,6 +220,8 @@ class _Chain:
             window = self._window_at(cursor)
             if window is None:
                 cursor = self._hole(cursor)
+                if cursor > self.at:  # allowed: the hole reaches past T
+                    return segments, None, False
                 entered_at_start = True
                 continue
             started = entered_at_start or cursor == window.start
