@@ -20,10 +20,11 @@ change in it. Each line becomes one change row (``archiver.format.schema``) with
 * ``shard_id``: ``incremental-<from>-<to>`` (the window); ``stream_arn``: the export's ARN;
   ``user_identity``: null (exports do not say who wrote); ``size_bytes``: the line's size.
 
-Rows are written as they are read, one file per part of at most ``part_rows`` rows within
-one ``dt`` (``layout.incremental_change_file``: named by window, part and write times, so a
-re-conversion rewrites the same objects), and the window is committed last by its record
-``_state/<table>/incremental/<from>_<to>.json`` (``layout.incremental_window``). A window
+Rows are written as they are read, one file per part of at most ``part_rows`` rows (or
+``part_bytes`` of text) within one ``dt`` (``layout.incremental_change_file``: named by
+window, part and write times, so a re-conversion rewrites the same objects), and the window
+is committed last by its record ``_state/<table>/incremental/<from>_<to>.json``
+(``layout.incremental_window``). A window
 without that record does not exist for restores; one with it is never converted again.
 
 The manifests are checked as for full exports (``archiver.format.exports``): every data
@@ -72,6 +73,8 @@ MAX_WINDOW = timedelta(hours=24)
 # event times are kept to the millisecond.
 RESOLUTION = timedelta(milliseconds=1)
 DEFAULT_PART_ROWS = 250_000
+# Text buffered per part before it is written: memory stays flat however big the export.
+DEFAULT_PART_BYTES = 64 * 1024 * 1024
 _EVENT_ID_PREFIX = "incremental-"
 
 
@@ -256,13 +259,20 @@ class _WindowWriter:
     """Rows of one window, buffered per ``dt`` and written a part at a time."""
 
     def __init__(
-        self, archive: Archive, table: str, export: IncrementalExport, table_id: str, part_rows: int
+        self,
+        archive: Archive,
+        table: str,
+        export: IncrementalExport,
+        table_id: str,
+        part_rows: int,
+        part_bytes: int = DEFAULT_PART_BYTES,
     ) -> None:
         self.archive = archive
         self.table = table
         self.export = export
         self.table_id = table_id
         self.part_rows = part_rows
+        self.part_bytes = part_bytes
         self.shard_id = layout.incremental_shard(export.export_from, export.export_to)
         self.parts: dict[str, _Part] = {}
         self.files: list[dict[str, Any]] = []
@@ -290,7 +300,8 @@ class _WindowWriter:
         self.first_us = micros if self.first_us is None else min(self.first_us, micros)
         self.last_us = micros if self.last_us is None else max(self.last_us, micros)
         self.count += 1
-        if len(part.rows) >= self.part_rows:
+        rows = len(part.rows)
+        if rows >= self.part_rows or (rows % 1000 == 0 and part.rows.nbytes >= self.part_bytes):
             self._write(dt)
 
     def _write(self, dt: str) -> None:
@@ -353,6 +364,7 @@ def convert_incremental(
     live: LiveTable = None,
     table_created_at: datetime | None = None,
     part_rows: int = DEFAULT_PART_ROWS,
+    part_bytes: int = DEFAULT_PART_BYTES,
 ) -> WindowConversion:
     """Convert one incremental export into change rows of ``table`` and commit its window.
 
@@ -388,7 +400,7 @@ def convert_incremental(
             "table must chain, each starting where the previous one ended"
         )
     check_manifests(folder)
-    writer = _WindowWriter(archive, table, export, identity.table_id, part_rows)
+    writer = _WindowWriter(archive, table, export, identity.table_id, part_rows, part_bytes)
     for data_file in folder.data_files:
         _convert_file(export, data_file, writer)
     writer.finish()
