@@ -86,6 +86,7 @@ BASE_MARGIN = timedelta(minutes=15)
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 Say = Callable[[str], None]
+CONVERTED, FAILED, PENDING = "converted", "failed", "pending"
 
 
 class PitrUnavailable(ArchiverError):
@@ -192,6 +193,7 @@ class Chain:
         poll_seconds: float = 10.0,
         sleep: Callable[[float], None] = time.sleep,
         say: Say = print,
+        wait: bool = True,
     ) -> None:
         self.ddb = ddb
         self.archive = archive
@@ -211,6 +213,9 @@ class Chain:
         self.poll_seconds = poll_seconds
         self.sleep = sleep
         self.say = say
+        # False: never wait for an export; a step that meets one still running ends there,
+        # and the next step (a later invocation) finds it again by its client token.
+        self.wait = wait
 
     # -- where the chain stands (read from the archive) ----------------------------------
 
@@ -307,12 +312,36 @@ class Chain:
             table_created_at=self.table_created_at,
         )
 
-    def take_base(self, at: datetime) -> dict[str, Any]:
-        """A full export at ``at``, converted into a base snapshot (log from ``at − 60 s``)."""
+    def finished(self, export_arn: str) -> dict[str, Any] | None:
+        """The export's description once COMPLETED; ``None`` while it runs (only when not
+        waiting). Raises :class:`ExportFailed` when it FAILED."""
+        if self.wait:
+            return wait_for_export(
+                self.ddb, export_arn, poll_seconds=self.poll_seconds, sleep=self.sleep
+            )
+        try:
+            described = dict(self.ddb.describe_export(ExportArn=export_arn)["ExportDescription"])
+        except Exception as exc:
+            if client_error_code(exc):
+                raise translate_client_error(exc, f"DescribeExport {export_arn}") from exc
+            raise
+        status = described.get("ExportStatus")
+        if status == "FAILED":
+            raise ExportFailed(
+                f"export {export_arn} failed: {described.get('FailureCode')}: "
+                f"{described.get('FailureMessage')}"
+            )
+        return described if status == "COMPLETED" else None
+
+    def take_base(self, at: datetime) -> dict[str, Any] | None:
+        """A full export at ``at``, converted into a base snapshot (log from ``at − 60 s``);
+        ``None`` while the export runs (when not waiting)."""
         before = self._listing()
         arn = self.request_base(at)
         self.say(f"{self.table}: base export at {iso_ms(at)} ({arn.rsplit('/', 1)[-1]})")
-        done = wait_for_export(self.ddb, arn, poll_seconds=self.poll_seconds, sleep=self.sleep)
+        done = self.finished(arn)
+        if done is None:
+            return None
         folder = read_export(self.folder_of(arn, before))
         conversion = convert_export(
             self.archive, self.table, folder, live=self.description, described=done
@@ -359,24 +388,24 @@ class Chain:
             at = position + EXPORT_MARGIN
             if at > latest:
                 return False
-            self.take_base(at)
-            return True
+            return self.take_base(at) is not None
         end = position + self.every
         if end > latest:
             return False
-        self.export_window(position, end)
-        return True
+        return self.export_window(position, end) != PENDING
 
-    def export_window(self, start: datetime, end: datetime) -> WindowConversion | None:
-        """Export, wait for and convert one window; ``None`` when its export failed (the
-        hole is recorded)."""
+    def export_window(self, start: datetime, end: datetime) -> str:
+        """Export, wait for and convert one window: :data:`CONVERTED`, :data:`FAILED` (the
+        hole is recorded) or, when not waiting, :data:`PENDING`."""
         before = self._listing()
         arn = self.request_window(start, end)
         try:
-            wait_for_export(self.ddb, arn, poll_seconds=self.poll_seconds, sleep=self.sleep)
+            done = self.finished(arn)
         except ExportFailed as exc:
             self.record_hole(start, end, coverage.GAP_EXPORT_FAILED, detail=str(exc))
-            return None
+            return FAILED
+        if done is None:
+            return PENDING
         conversion = self.convert_window(arn, before)
         record_coverage(
             self.archive, self.table, self.table_id, self.table_arn, self.table_created_at
@@ -386,10 +415,10 @@ class Chain:
             f"{self.table}: window [{iso_ms(window.start)}, {iso_ms(window.end)}): "
             f"{window.item_count} changed items" + ("" if conversion.new else " (converted before)")
         )
-        return conversion
+        return CONVERTED
 
     def run(self, *, once: bool, start: datetime | None = None) -> int:
-        """Export windows until none is due (``once``) or forever; returns windows done."""
+        """Export windows until none is due (``once``) or forever; returns the steps done."""
         done = 0
         while True:
             if self.step(start):
