@@ -9,7 +9,10 @@ plan picks the newest base valid at ``T`` (its manifest carries ``valid_from`` a
 written) when ``T`` is after the watermark, when ``[log_from, T]`` is not inside coverage or
 meets a recorded gap (unless gaps are allowed, loudly), or when no base is usable.
 
-Planning reads only small state files and listings; it never reads change records.
+Planning reads only small state files and listings; it never reads change records. Where
+the stream alone cannot serve ``T`` and the archive keeps history from incremental exports,
+:mod:`replayer.windows` plans over windows and the stream instead (it reads one window's
+``event_time`` column when ``T`` falls inside that window).
 """
 
 from __future__ import annotations
