@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) -m bench.bench_fold
 	$(PY) -m bench.bench_restore_write
 	$(PY) -m bench.bench_check
+	$(PY) -m bench.bench_incremental
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-archive

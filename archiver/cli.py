@@ -20,6 +20,12 @@ COMMANDS = [
         "archiver.redrive",
         "archive the Lambda batches sent to the on-failure destination",
     ),
+    Command(
+        "incremental",
+        "archiver.incremental",
+        "keep history from chained incremental exports (no stream reader)",
+    ),
+    Command("backfill", "archiver.backfill", "history back to PITR's earliest restorable time"),
 ]
 
 

@@ -94,3 +94,7 @@ def replay_error(exc: Exception, what: str) -> Exception:
             replayed.__cause__ = err.__cause__
             return replayed
     return err
+
+
+class InexactRestore(Refused):
+    """T is inside an incremental-export window and some keys' state at T is not known."""

@@ -68,6 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="export even across a recorded gap in the log (its changes are missing)",
     )
     lambda_gaps.add_arguments(parser)
+    parser.add_argument(
+        "--allow-inexact",
+        action="store_true",
+        help="inside an incremental-export window, restore the keys whose state at T is not "
+        "known (written later in the window) as they were at the window's start, instead of "
+        "refusing; said in the summary",
+    )
     add_fold_arguments(parser)
 
 
@@ -99,6 +106,7 @@ def main(args: argparse.Namespace) -> int:
         allow_gaps=args.allow_gaps,
         settings=settings,
         lambda_checks=lambda_gaps.LambdaChecks.from_args(args),
+        allow_inexact=args.allow_inexact,
     )
     with Fold(archive, FoldSettings.from_args(args)) as fold:
         state = fold.state_at(plan)
@@ -112,11 +120,14 @@ def main(args: argparse.Namespace) -> int:
         "files": result.files,
         "base": plan.base.snapshot_id if plan.base else None,
         "log_from": iso_ms(plan.log_from),
+        "inexact": plan.inexact.as_json() if plan.inexact is not None else None,
         "archive": archive.url,
         "created_at": iso_ms(utcnow()),
         **_table_shape(archive, plan),
     }
     output.write_json(SUMMARY, summary)
+    if plan.inexact is not None:
+        print(plan.inexact.describe())
     print(
         f"exported {result.items:,} items of {plan.table} as of {iso_ms(plan.at)} to "
         f"{output.uri(FileSink.DATA)} ({len(result.files)} {args.format} file(s))"

@@ -54,6 +54,7 @@ from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc
 from replayer import dataset
 from replayer.plan import LogPlan, Plan, drop_later_streams
+from replayer.segments import STREAM, LogSegment
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,12 @@ _EMPTY_LOG = (
     "SELECT NULL::VARCHAR AS keys, NULL::VARCHAR AS ord, NULL::VARCHAR AS event_name, "
     "NULL::VARCHAR AS new_image WHERE false AND $table_id::VARCHAR IS NULL "
     "AND $lo::TIMESTAMPTZ IS NULL AND $hi::TIMESTAMPTZ IS NULL"
+)
+
+# The same for a plan made of segments, whose bounds are in the statement.
+_EMPTY_SEGMENTS = (
+    "SELECT NULL::VARCHAR AS keys, NULL::VARCHAR AS ord, NULL::VARCHAR AS event_name, "
+    "NULL::VARCHAR AS new_image WHERE false AND $table_id::VARCHAR IS NULL"
 )
 
 
@@ -272,12 +279,32 @@ class Fold:
         ]
         return "\nUNION ALL\n".join(parts)
 
+    def _segments_sql(self, segments: Sequence[LogSegment]) -> str:
+        """The log of a plan made of segments: each segment's order keys are prefixed with its
+        rank, so a later segment's record outranks any earlier one's (replayer.segments)."""
+        parts = []
+        for rank, segment in enumerate(segments):
+            if not segment.files:
+                continue
+            lo = _timestamp(segment.lo)
+            hi = _timestamp(segment.hi)
+            for source in stream_sources(segment.files):
+                parts.append(
+                    f"SELECT keys, '{rank:05d}' || {source.ord_sql} AS ord, event_name, "
+                    f"new_image FROM {self._relation(source.files, 'changes')} "
+                    f"WHERE table_id = $table_id AND event_time >= {lo} AND event_time <= {hi}"
+                )
+        if not parts:
+            return _EMPTY_SEGMENTS
+        return "\nUNION ALL\n".join(parts)
+
     def _fold_sql(
         self,
         files: Sequence[str],
         base_files: Sequence[str] | None,
         *,
         lower_inclusive: bool,
+        segments: Sequence[LogSegment] = (),
     ) -> str:
         """The fold as one statement: a state (with ``base_files``) or a log tail (None)."""
         join = "FROM log JOIN win ON log.keys = win.keys AND log.ord = win.ord"
@@ -298,8 +325,11 @@ class Fold:
             )
         if may_hold_duplicates(files):
             latest = f"SELECT keys, any_value(item) AS item FROM ({latest}) GROUP BY keys"
+        log_sql = (
+            self._segments_sql(segments) if segments else self._log_sql(files, lower_inclusive)
+        )
         sql = (
-            f"WITH log AS NOT MATERIALIZED (\n{self._log_sql(files, lower_inclusive)}\n),\n"
+            f"WITH log AS NOT MATERIALIZED (\n{log_sql}\n),\n"
             "win AS MATERIALIZED (SELECT keys, max(ord) AS ord FROM log GROUP BY keys)\n"
             f"{latest}"
         )
@@ -341,6 +371,10 @@ class Fold:
         base_files = list(plan.base.files) if plan.base else []
 
         def build(relist: bool) -> str:
+            if plan.segments:
+                segments = _relist_segments(self.archive, plan) if relist else plan.segments
+                files = [f for segment in segments for f in segment.files]
+                return self._fold_sql(files, base_files, lower_inclusive=True, segments=segments)
             files = (
                 _relist(self.archive, plan.table, plan.log_from, plan.at)
                 if relist
@@ -348,7 +382,7 @@ class Fold:
             )
             return self._fold_sql(files, base_files, lower_inclusive=True)
 
-        params = {"table_id": plan.table_id, "lo": as_utc(plan.log_from), "hi": as_utc(plan.at)}
+        params = _params(plan)
         return self._materialise(f"folding {plan.table}", build, params)
 
     def log_changes(self, plan: LogPlan) -> FoldResult:
@@ -369,16 +403,41 @@ class Fold:
         """What a plan will read: records in its window and the keys they touch (dry runs)."""
 
         def action() -> dict[str, int]:
-            sql = self._log_sql(list(plan.change_files), True)
+            if plan.segments:
+                sql = self._segments_sql(plan.segments)
+            else:
+                sql = self._log_sql(list(plan.change_files), True)
             rows = self.con.execute(
-                f"SELECT count(*), count(DISTINCT keys) FROM ({sql})",
-                {"table_id": plan.table_id, "lo": as_utc(plan.log_from), "hi": as_utc(plan.at)},
+                f"SELECT count(*), count(DISTINCT keys) FROM ({sql})", _params(plan)
             ).fetchall()
             return {"log records": int(rows[0][0]), "keys changed": int(rows[0][1])}
 
         return dataset.with_relisting(
             action, what=f"counting the log of {plan.table}", attempts=1, archive=self.archive
         )
+
+
+def _params(plan: Plan) -> dict[str, Any]:
+    if plan.segments:
+        return {"table_id": plan.table_id}
+    return {"table_id": plan.table_id, "lo": as_utc(plan.log_from), "hi": as_utc(plan.at)}
+
+
+def _timestamp(value: datetime) -> str:
+    """A SQL literal of an instant (microseconds kept)."""
+    return f"TIMESTAMPTZ '{as_utc(value).isoformat()}'"
+
+
+def _relist_segments(archive: Archive | None, plan: Plan) -> tuple[LogSegment, ...]:
+    """The plan's segments with the stream's files listed again (a window's files come from
+    its commit record and are not compacted)."""
+    out = []
+    for segment in plan.segments:
+        if segment.kind == STREAM:
+            files = tuple(_relist(archive, plan.table, segment.lo, segment.hi))
+            segment = LogSegment(segment.kind, files, segment.lo, segment.hi, segment.window)
+        out.append(segment)
+    return tuple(out)
 
 
 def _relist(archive: Archive | None, table: str, start: datetime, end: datetime) -> list[str]:

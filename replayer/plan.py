@@ -14,7 +14,10 @@ its watermark assumes, counts as a gap too (``replayer.lambda_gaps``).
 Planning reads only small state files, listings and the footers of the change files in range
 (``archiver.format.chain``, in parallel): it refuses across a broken chain (a file missing,
 truncated or replaced) as across a gap, naming the files; it never reads change records. In
-Lambda mode it also reads the on-failure objects and the function's CloudWatch metrics.
+Lambda mode it also reads the on-failure objects and the function's CloudWatch metrics. Where
+the stream alone cannot serve ``T`` and the archive keeps history from incremental exports,
+:mod:`replayer.windows` plans over windows and the stream instead (it reads one window's
+``event_time`` column when ``T`` falls inside that window).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from replayer.errors import (
     OutsideCoverage,
     Refused,
 )
+from replayer.segments import Inexact, LogSegment
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +126,10 @@ class Plan:
     log_from: datetime
     change_files: tuple[str, ...]
     gaps: tuple[dict[str, Any], ...] = field(default=())  # met, and allowed
+    # History kept from incremental exports: the log as segments in time order (replayer.
+    # windows); empty for a plan over the stream alone, which reads ``change_files``.
+    segments: tuple[LogSegment, ...] = field(default=())
+    inexact: Inexact | None = None  # set only when --allow-inexact took some keys' state
 
     @property
     def table_id(self) -> str:
@@ -149,6 +157,10 @@ class Plan:
         lo, hi = self.dt_range
         lines.append(f"log            [{iso_ms(self.log_from)}, {iso_ms(self.at)}]  dt {lo}..{hi}")
         lines.append(f"change files   {len(self.change_files)}")
+        for segment in self.segments:
+            lines.append(f"segment        {segment.describe()}")
+        if self.inexact is not None:
+            lines.append(self.inexact.describe())
         if counts:
             for name, value in counts.items():
                 lines.append(f"{name:<14} {value}")
@@ -231,6 +243,11 @@ def latest_restorable_time(archive: Archive, table: str) -> datetime:
     if not gens:
         raise _no_archive(archive, table)
     watermark = gens[-1].watermark
+    from replayer import windows as incremental
+
+    windows = incremental.windows_of(archive, table, gens[-1].table_id)
+    if windows:
+        watermark = incremental.latest_exact(gens[-1], windows)
     if watermark is None:
         raise AfterWatermark(
             f"table {table!r}: the archiver has not caught up yet, so no time is restorable "
@@ -395,6 +412,7 @@ def plan_restore(
     settings: AwsSettings | None = None,
     convert: bool = True,
     lambda_checks: lambda_gaps.LambdaChecks | None = None,
+    allow_inexact: bool = False,
 ) -> Plan:
     """Plan the state of ``table`` at ``at`` (inclusive, compared with ``event_time``).
 
@@ -409,12 +427,44 @@ def plan_restore(
         convert: convert new native exports into snapshots first.
         lambda_checks: how to find a Lambda-archived table's failed batches and stalls
             (default: the environment and the stack's layout, with ``settings``).
+        allow_inexact: inside an incremental-export window, restore the keys whose state is
+            unknown as they were at the window's start instead of refusing.
 
     Raises:
         Refused: with the subclass and one-line reason (exit 4).
     """
     at = as_utc(at)
     gen = generation_at(archive, table, at)
+    from replayer import windows as incremental
+
+    windows = incremental.windows_of(archive, table, gen.table_id)
+    if not windows:
+        return _plan_from_stream(
+            archive, table, at, gen, allow_gaps, settings, convert, lambda_checks
+        )
+    if convert:
+        convert_exports(archive, table, settings)
+    try:
+        return _plan_from_stream(
+            archive, table, at, gen, allow_gaps, settings, False, lambda_checks
+        )
+    except Refused:
+        # The stream alone cannot serve T: history from incremental exports may.
+        return incremental.plan_with_windows(
+            archive, table, at, gen, windows, allow_gaps=allow_gaps, allow_inexact=allow_inexact
+        )
+
+
+def _plan_from_stream(
+    archive: Archive,
+    table: str,
+    at: datetime,
+    gen: GenerationCoverage,
+    allow_gaps: bool,
+    settings: AwsSettings | None,
+    convert: bool,
+    lambda_checks: lambda_gaps.LambdaChecks | None = None,
+) -> Plan:
     _check_watermark(gen, at)
     if convert:
         convert_exports(archive, table, settings)
@@ -555,12 +605,15 @@ def drop_later_streams(files: list[str], start: datetime, end: datetime) -> list
 
     A change file's name starts with its stream label (the stream's creation time), so a
     table deleted and recreated under the same name costs no reads of the newer streams
-    when restoring the older generation.
+    when restoring the older generation. Files converted from incremental exports are
+    dropped too: those are planned per window, from the windows' commit records.
     """
     out = []
     for rel in files:
         parsed = layout.ChangeFileName.parse(rel)
         if parsed is not None:
+            if layout.is_incremental_file(rel):
+                continue
             try:
                 if parse_stamp(parsed.label) > end:
                     continue

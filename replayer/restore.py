@@ -70,6 +70,8 @@ class ReplayOptions:
 
     Attributes:
         allow_gaps: restore across recorded gaps in the log (each is warned about).
+        allow_inexact: inside an incremental-export window, take the uncertain keys' state
+            at the window's start instead of refusing (replayer.windows).
         dry_run: print the plan and stop; nothing is created.
         verify: compare the target with the folded state afterwards.
         max_write_rate: cap on items written per second (None: no cap).
@@ -79,6 +81,7 @@ class ReplayOptions:
     """
 
     allow_gaps: bool = False
+    allow_inexact: bool = False
     dry_run: bool = False
     verify: bool = True
     max_write_rate: float | None = None
@@ -203,6 +206,7 @@ def restore_by_replay(
             allow_gaps=options.allow_gaps,
             settings=settings,
             lambda_checks=options.lambda_checks,
+            allow_inexact=options.allow_inexact,
         )
     description = archived_table(archive, plan, client)
     outcome = ReplayOutcome(plan, description)
@@ -224,6 +228,8 @@ def restore_by_replay(
             f"restoring {source} as of {iso_ms(plan.at)} into {target}: {state.count:,} items "
             f"({base}, log from {iso_ms(plan.log_from)})"
         )
+        if plan.inexact is not None:
+            say(plan.inexact.describe())
         sink = TableSink(
             client,
             target,
@@ -246,21 +252,26 @@ def restore_by_replay(
             + (f", {sink.retries} retried calls" if sink.retries else "")
             + ")"
         )
-        _record_rate(archive, source, outcome.written)
+        _record_rate(archive, source, outcome.written, plan)
         if options.verify:
             outcome.comparison = verify_table(client, target, state)
             say(f"verify: {outcome.comparison.report('the archive', target)}")
     return outcome
 
 
-def _record_rate(archive: Archive, source: str, written: WriteResult) -> None:
+def _record_rate(archive: Archive, source: str, written: WriteResult, plan: Plan) -> None:
     """Keep the measured write rate for ``--strategy auto``'s estimates (best effort)."""
     try:
         from replayer.strategies import record_write_rate
     except ImportError:  # the estimator is optional for a replay restore
         return
     record_write_rate(
-        archive, source, items=written.items, seconds=written.seconds, strategy="replay"
+        archive,
+        source,
+        items=written.items,
+        seconds=written.seconds,
+        strategy="replay",
+        inexact=plan.inexact.as_json() if plan.inexact is not None else None,
     )
 
 
@@ -331,6 +342,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     lambda_gaps.add_arguments(parser)
     parser.add_argument(
+        "--allow-inexact",
+        action="store_true",
+        help="inside an incremental-export window, restore the keys whose state at T is not "
+        "known (written later in the window) as they were at the window's start, instead of "
+        "refusing; said in the summary",
+    )
+    parser.add_argument(
         "--write-workers",
         type=positive_int,
         default=DEFAULT_WORKERS,
@@ -399,6 +417,7 @@ def main(args: argparse.Namespace) -> int:
     client = settings.client("dynamodb")
     options = ReplayOptions(
         allow_gaps=args.allow_gaps,
+        allow_inexact=args.allow_inexact,
         dry_run=args.dry_run,
         verify=args.verify,
         max_write_rate=args.max_write_rate,
@@ -420,6 +439,7 @@ def main(args: argparse.Namespace) -> int:
             at,
             strategies.WriteRate.load(archive, source, args.max_write_rate),
             allow_gaps=args.allow_gaps,
+            allow_inexact=args.allow_inexact,
             aws=settings,
             backup_arn=args.backup_arn,
             lambda_checks=options.lambda_checks,

@@ -124,6 +124,7 @@ def table_status(
             "mode": current.get("mode"),
             "table_created_at": current.get("table_created_at"),
         },
+        "segments": coverage.segments_of(current) if current else [],
         "watermark": watermark,
         "lag_seconds": (now - parse_iso(watermark)).total_seconds() if watermark else None,
         "previous_generations": [
@@ -231,6 +232,17 @@ def _shard_line(shard: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def _segment_line(segment: dict[str, Any]) -> str:
+    span = f"{segment.get('from')} .. {segment.get('to') or 'not caught up yet'}"
+    if segment.get("exact"):
+        return f"{span}  {segment.get('kind')}, exact at every instant"
+    granularity = _duration(float(segment.get("granularity_seconds") or 0))
+    return (
+        f"{span}  {segment.get('kind')}, {segment.get('windows')} window(s) of up to "
+        f"{granularity}: exact at window ends, elsewhere per key"
+    )
+
+
 def render_table(status: dict[str, Any]) -> list[str]:
     lines = [
         f"{status['table']}" + (f"  (table id {status['table_id']})" if status["table_id"] else "")
@@ -238,11 +250,15 @@ def render_table(status: dict[str, Any]) -> list[str]:
     cov = status["coverage"]
     if cov is None:
         lines.append("  coverage     none: the archiver has not run for this table")
+    elif cov.get("covered_from") is None:
+        lines.append(f"  coverage     no stream archived, mode {cov.get('mode')} (segments below)")
     else:
         origin = " (from table creation)" if cov.get("from_table_creation") else ""
         lines.append(
             f"  coverage     from {cov.get('covered_from')}{origin}, mode {cov.get('mode')}"
         )
+    for segment in status.get("segments") or []:
+        lines.append(f"  segment      {_segment_line(segment)}")
     if status["watermark"]:
         lines.append(
             f"  watermark    {status['watermark']} (lag {_duration(status['lag_seconds'])})"

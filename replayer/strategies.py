@@ -25,7 +25,7 @@ is :mod:`replayer.native_restore`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -99,19 +99,35 @@ class WriteRate:
 
 
 def record_write_rate(
-    archive: Archive, table: str, *, items: int, seconds: float, strategy: str
+    archive: Archive,
+    table: str,
+    *,
+    items: int,
+    seconds: float,
+    strategy: str,
+    inexact: Mapping[str, Any] | None = None,
 ) -> None:
     """Remember a restore's measured rate for later estimates (best effort: a restore with
-    read-only access to the archive still succeeds). Tiny restores say little and are skipped."""
+    read-only access to the archive still succeeds). Tiny restores say little about the rate
+    and leave it as it was; an inexact restore (``--allow-inexact``) is noted in any case."""
     if items < 100 or seconds <= 0:
-        return
-    stats = {
-        "items": items,
-        "seconds": round(seconds, 3),
-        "items_per_second": round(items / seconds, 1),
-        "strategy": strategy,
-        "measured_at": iso_ms(utcnow()),
-    }
+        if inexact is None:
+            return
+        try:
+            stats = dict(archive.read_json_or(layout.restore_stats(table)) or {})
+        except Exception:
+            stats = {}
+        stats["inexact"] = dict(inexact)
+    else:
+        stats = {
+            "items": items,
+            "seconds": round(seconds, 3),
+            "items_per_second": round(items / seconds, 1),
+            "strategy": strategy,
+            "measured_at": iso_ms(utcnow()),
+        }
+        if inexact is not None:
+            stats["inexact"] = dict(inexact)
     try:
         archive.write_json(layout.restore_stats(table), stats)
     except Exception as exc:
@@ -281,6 +297,7 @@ class Estimator:
     at: datetime
     rate: WriteRate
     allow_gaps: bool = False
+    allow_inexact: bool = False
     aws: AwsSettings | None = None
     backup_arn: str | None = None
     lambda_checks: lambda_gaps.LambdaChecks | None = None
@@ -294,6 +311,7 @@ class Estimator:
                 allow_gaps=self.allow_gaps,
                 settings=self.aws,
                 lambda_checks=self.lambda_checks,
+                allow_inexact=self.allow_inexact,
             )
             with Fold(self.archive) as fold:
                 counts = fold.count_records(plan)

@@ -244,6 +244,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_lambda_arguments(parser)
     parser.add_argument(
+        "--allow-inexact",
+        action="store_true",
+        help="inside an incremental-export window, compare the keys whose state at T is not "
+        "known (written later in the window) as they were at the window's start, instead of "
+        "refusing",
+    )
+    parser.add_argument(
         "--segments", type=positive_int, default=DEFAULT_SEGMENTS, help="parallel scan segments"
     )
     add_fold_arguments(parser)
@@ -255,8 +262,17 @@ def main(args: argparse.Namespace) -> int:
     archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
     client = settings.client("dynamodb")
     key_names(client, args.target_table_name)  # a missing target is bad input, said first
-    plan = plan_restore(archive, args.source_table_name, at, allow_gaps=args.allow_gaps,
-                        settings=settings, lambda_checks=LambdaChecks.from_args(args))  # fmt: skip
+    plan = plan_restore(
+        archive,
+        args.source_table_name,
+        at,
+        allow_gaps=args.allow_gaps,
+        settings=settings,
+        allow_inexact=args.allow_inexact,
+        lambda_checks=LambdaChecks.from_args(args),
+    )
+    if plan.inexact is not None:
+        print(plan.inexact.describe())
     with Fold(archive, FoldSettings.from_args(args)) as fold:
         state = fold.state_at(plan)
         result = verify_table(client, args.target_table_name, state, segments=args.segments)

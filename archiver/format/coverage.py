@@ -34,7 +34,7 @@ from archiver.format.timefmt import iso_ms, parse_iso, utcnow
 
 log = logging.getLogger(__name__)
 
-MODES = ("poller", "lambda")
+MODES = ("poller", "lambda", "incremental")
 
 # DynamoDB Streams keeps records for 24 hours.
 STREAM_RETENTION = timedelta(hours=24)
@@ -55,6 +55,12 @@ GAP_STREAM_REENABLED = "stream-disabled-and-reenabled"
 GAP_LAMBDA_BATCH_FAILED = "lambda-batch-failed"
 GAP_LAMBDA_STALLED = "lambda-stalled"
 GAP_FILE_LOST = "archive-file-lost"
+# Holes in the history kept from incremental exports (``source: incremental-export``).
+GAP_PITR_REENABLED = "pitr-disabled-and-reenabled"
+GAP_EXPORT_FAILED = "export-failed"
+GAP_WINDOW_EXPIRED = "export-window-expired"
+SOURCE_STREAM = "stream"
+SOURCE_INCREMENTAL = "incremental-export"
 GAP_REASONS = {
     GAP_TRIMMED: "records were trimmed from the stream before they were read",
     GAP_SHARD_LOST: "a shard expired (archiver down past the stream's 24 h retention)",
@@ -66,6 +72,11 @@ GAP_REASONS = {
     "MaxIteratorAgeSeconds (IteratorAge in CloudWatch)",
     GAP_FILE_LOST: "an archived change file was lost or damaged after the stream stopped "
     "retaining its records",
+    GAP_PITR_REENABLED: "point-in-time recovery was turned off and on: earlier windows can no "
+    "longer be exported",
+    GAP_EXPORT_FAILED: "the incremental export of this window failed",
+    GAP_WINDOW_EXPIRED: "the window had left point-in-time recovery's period before it was "
+    "exported",
 }
 
 
@@ -180,6 +191,11 @@ def open_generation(
     if state and state.get("table_id") == table_id:
         generation = _current_of(state)
         generation.update(mode=mode, updated_at=iso_ms(now), table_arn=table_arn)
+        if generation.get("covered_from") is None and mode != "incremental":
+            # Known so far from incremental exports only: the stream's coverage starts now.
+            generation.update(
+                covered_from=iso_ms(covered_from), from_table_creation=bool(from_table_creation)
+            )
     else:
         if state:
             previous.append(_current_of(state))
@@ -193,8 +209,9 @@ def open_generation(
             "table_arn": table_arn,
             "table_id": table_id,
             "table_created_at": iso_ms(table_created_at),
-            "covered_from": iso_ms(covered_from),
-            "from_table_creation": bool(from_table_creation),
+            # No stream coverage for a generation known only from incremental exports.
+            "covered_from": None if mode == "incremental" else iso_ms(covered_from),
+            "from_table_creation": bool(from_table_creation) and mode != "incremental",
             "watermark": None,
             "mode": mode,
             "updated_at": iso_ms(now),
@@ -236,6 +253,106 @@ def advance_watermark(
     return _current_of(target) if target is state else dict(target)
 
 
+# -- segments -----------------------------------------------------------------------------
+
+
+def merge_windows(windows: list[tuple[datetime, datetime]]) -> list[dict[str, Any]]:
+    """Contiguous windows merged into segments ``{kind, from, to, exact, granularity_seconds,
+    windows}``: restores inside them are exact at window ends (``granularity_seconds`` apart
+    at most), elsewhere only per key (DESIGN.md "History from incremental exports")."""
+    segments: list[dict[str, Any]] = []
+    last_end: datetime | None = None
+    for start, end in sorted(windows):
+        length = (end - start).total_seconds()
+        if segments and last_end == start:
+            segment = segments[-1]
+            segment["to"] = iso_ms(end)
+            segment["windows"] += 1
+            segment["granularity_seconds"] = max(segment["granularity_seconds"], length)
+        else:
+            segments.append(
+                {
+                    "kind": SOURCE_INCREMENTAL,
+                    "from": iso_ms(start),
+                    "to": iso_ms(end),
+                    "exact": False,
+                    "granularity_seconds": length,
+                    "windows": 1,
+                }
+            )
+        last_end = end
+    return segments
+
+
+def stream_segment(generation: dict[str, Any]) -> dict[str, Any] | None:
+    """The stream's segment of a generation: exact from ``covered_from`` (or table creation)
+    to the watermark; ``None`` without stream coverage."""
+    start = (
+        generation.get("table_created_at")
+        if generation.get("from_table_creation")
+        else generation.get("covered_from")
+    )
+    if not start:
+        return None
+    return {
+        "kind": SOURCE_STREAM,
+        "from": start,
+        "to": generation.get("watermark"),
+        "exact": True,
+        "granularity_seconds": 0,
+    }
+
+
+def segments_of(generation: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every segment of a generation, by start: the stream's and the incremental ones."""
+    out = list(generation.get("segments") or [])
+    stream = stream_segment(generation)
+    if stream is not None:
+        out.append(stream)
+    return sorted(out, key=lambda s: str(s.get("from")))
+
+
+def record_incremental_segments(
+    archive: Archive,
+    table: str,
+    *,
+    table_id: str,
+    table_arn: str,
+    table_created_at: datetime | None,
+    windows: list[tuple[datetime, datetime]],
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Store the incremental segments of generation ``table_id`` (from its converted windows).
+
+    A generation known only from incremental exports is created (``mode: incremental``, no
+    stream coverage: ``covered_from`` null); the stream's fields of a known one are kept.
+    """
+    now = now or utcnow()
+    state = _read_state(archive, table) or {}
+    targets = [state, *state.get("previous", [])] if state else []
+    target = next((g for g in targets if g.get("table_id") == table_id), None)
+    if target is None:
+        first = min(windows)[0] if windows else now
+        open_generation(
+            archive,
+            table,
+            table_arn=table_arn,
+            table_id=table_id,
+            table_created_at=table_created_at or first,
+            covered_from=first,
+            from_table_creation=False,
+            mode="incremental",
+            now=now,
+        )
+        state = _read_state(archive, table) or {}
+        targets = [state, *state.get("previous", [])]
+        target = next(g for g in targets if g.get("table_id") == table_id)
+    target["segments"] = merge_windows(windows)
+    target["updated_at"] = iso_ms(now)
+    archive.write_json(layout.coverage(table), state)
+    return _current_of(target) if target is state else dict(target)
+
+
 # -- gaps.jsonl -----------------------------------------------------------------------------
 
 
@@ -256,8 +373,14 @@ def append_gap(
     reason: str,
     detected_at: datetime | None = None,
     extra: dict[str, Any] | None = None,
+    source: str | None = None,
+    detail: str | None = None,
 ) -> dict[str, Any]:
     """Record a hole in the log: records with ``start < event_time < end`` may be missing.
+
+    ``source`` is ``incremental-export`` for a hole in the history kept from incremental
+    exports (absent for the stream's: a stream's hole says nothing about exports, and the
+    other way round); ``detail`` adds what AWS said, e.g. an export's failure.
 
     Call this *before* writing any record that follows the hole, so that a crash in between
     cannot leave files after the hole without the hole being on record.
@@ -275,6 +398,10 @@ def append_gap(
         "reason": reason,
         **(extra or {}),
     }
+    if source is not None:
+        gap["source"] = source
+    if detail is not None:
+        gap["detail"] = detail
     archive.append_jsonl(layout.gaps(table), gap)
     return gap
 

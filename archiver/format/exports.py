@@ -72,6 +72,10 @@ class NotAFullExport(UsageError):
     """An incremental export: changes over a window, not a table's state (no base snapshot)."""
 
 
+class NotAnIncrementalExport(UsageError):
+    """A full export where an incremental one was expected (a state, not changes)."""
+
+
 @dataclass(frozen=True)
 class DataFile:
     """One data file of an export; ``item_count``/``md5`` are ``None`` without manifests."""
@@ -150,8 +154,12 @@ def _relative_key(key: str, export_id: str) -> str:
     return rel
 
 
-def read_export(store: Archive) -> ExportFolder:
-    """Read an export folder's manifests (or list its data files when it has none)."""
+def read_export(store: Archive, export_type: str = "FULL_EXPORT") -> ExportFolder:
+    """Read an export folder's manifests (or list its data files when it has none).
+
+    ``export_type`` is the kind expected (``FULL_EXPORT`` or ``INCREMENTAL_EXPORT``); a
+    summary of the other kind is refused.
+    """
     parsed = layout.parse_export_folder(store.root)
     if parsed is None:
         raise UsageError(f"{store.uri('')} is not an export folder (…/AWSDynamoDB/<export_id>/)")
@@ -168,11 +176,16 @@ def read_export(store: Archive) -> ExportFolder:
                 "or the URL is not an export folder"
             )
         return ExportFolder(store, export_id, None, data_files)
-    export_type = summary.get("exportType", "FULL_EXPORT")
-    if export_type != "FULL_EXPORT":
+    found_type = summary.get("exportType", "FULL_EXPORT")
+    if found_type != export_type and export_type == "FULL_EXPORT":
         raise NotAFullExport(
-            f"export {store.uri('')} is an {export_type}, not a full export: it cannot be a base "
+            f"export {store.uri('')} is an {found_type}, not a full export: it cannot be a base "
             "snapshot"
+        )
+    if found_type != export_type:
+        raise NotAnIncrementalExport(
+            f"export {store.uri('')} is a {found_type}, not an {export_type}: it holds a "
+            "table's state, not its changes (convert it with `ddb-archiver snapshot`)"
         )
     if summary.get("outputFormat") not in FORMATS:
         raise CorruptExport(

@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from archiver.format.timefmt import as_utc, stamp
+from archiver.format.timefmt import as_utc, parse_stamp, stamp
 
 CHANGES = "changes"
 SNAPSHOTS = "snapshots"
@@ -447,3 +447,92 @@ def parse_state_file(rel: str) -> StateFilePath | None:
     if len(parts) != 3 or parts[0] != STATE or not _visible(parts[1]):
         return None
     return StateFilePath(parts[1], parts[2]) if parts[2] in STATE_FILES else None
+
+
+# -- incremental exports -------------------------------------------------------------------
+
+INCREMENTAL_SHARD_PREFIX = "incremental-"
+
+_INCREMENTAL_SHARD = re.compile(
+    r"^incremental-(?P<start>\d{8}T\d{9}Z)-(?P<end>\d{8}T\d{9}Z)(?:-(?P<part>\d{5}))?$"
+)
+
+
+def incremental_shard(start: datetime, end: datetime) -> str:
+    """The ``shard_id`` of rows converted from the incremental export of window [start, end)."""
+    return f"{INCREMENTAL_SHARD_PREFIX}{stamp(start)}-{stamp(end)}"
+
+
+@dataclass(frozen=True)
+class IncrementalFileName:
+    """What the name of a change file converted from an incremental export says.
+
+    ``<stamp(start)>_incremental-<stamp(start)>-<stamp(end)>-<part>_<first>_<last>.parquet``:
+    a :class:`ChangeFileName` whose label is the window's start, whose shard is the window
+    plus a part number, and whose sequence numbers are the first and last write times
+    (microseconds) in it.
+    """
+
+    start: str  # stamps
+    end: str
+    part: int
+    first_seq: str
+    last_seq: str
+
+    @property
+    def window(self) -> tuple[datetime, datetime]:
+        return parse_stamp(self.start), parse_stamp(self.end)
+
+    @classmethod
+    def parse(cls, name: str) -> IncrementalFileName | None:
+        """Parse a path or name; ``None`` for anything that is not an incremental change file."""
+        parsed = ChangeFileName.parse(name)
+        if parsed is None:
+            return None
+        match = _INCREMENTAL_SHARD.match(parsed.shard_id)
+        if not match or match["part"] is None:
+            return None
+        return cls(
+            match["start"], match["end"], int(match["part"]), parsed.first_seq, parsed.last_seq
+        )
+
+
+def is_incremental_file(rel: str) -> bool:
+    """Whether a change file holds rows converted from an incremental export."""
+    parsed = ChangeFileName.parse(rel)
+    return parsed is not None and parsed.shard_id.startswith(INCREMENTAL_SHARD_PREFIX)
+
+
+def incremental_change_file(
+    table: str, dt: str, start: datetime, end: datetime, part: int, first_seq: int, last_seq: int
+) -> str:
+    """The path of part ``part`` of window [start, end)'s rows within one ``dt``.
+
+    A function of the window, the part number (parts are cut in the export's own line
+    order, so converting the same export again gives the same parts) and the part's first
+    and last write times: re-converting rewrites the same objects.
+    """
+    name = ChangeFileName(
+        stamp(start),
+        f"{incremental_shard(start, end)}-{part:05d}",
+        pad_seq(first_seq),
+        pad_seq(last_seq),
+    ).name
+    return f"{changes_partition(table, dt)}/{name}"
+
+
+def incremental_dir(table: str) -> str:
+    """Where the commit records of converted incremental-export windows live."""
+    return f"{state_dir(table)}/incremental"
+
+
+def incremental_window(table: str, start: datetime, end: datetime) -> str:
+    """One converted window's commit record (written last: a window without it does not
+    exist for restores)."""
+    return f"{incremental_dir(table)}/{stamp(start)}_{stamp(end)}.json"
+
+
+def backfill_plan(table: str) -> str:
+    """What ``ddb-archiver backfill`` decided to export, written before anything is requested
+    (a rerun continues the same plan)."""
+    return f"{state_dir(table)}/backfill.json"
