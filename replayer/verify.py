@@ -285,6 +285,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--segments", type=positive_int, default=DEFAULT_SEGMENTS, help="parallel scan segments"
     )
     add_fold_arguments(parser)
+    from replayer.athena_engine import add_engine_arguments
+
+    add_engine_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -296,7 +299,14 @@ def main(args: argparse.Namespace) -> int:
     plan = plan_restore(archive, args.source_table_name, at, allow_gaps=args.allow_gaps,
                         settings=settings)  # fmt: skip
     with Fold(archive, FoldSettings.from_args(args)) as fold:
-        state = fold.state_at(plan)
+        if args.engine == "athena":
+            from replayer.athena_engine import AthenaFolder
+
+            unloaded = AthenaFolder.from_args(args, settings, archive).unload(plan)
+            names = key_names(client, args.target_table_name)
+            state = unloaded.load(fold, archive, names)
+        else:
+            state = fold.state_at(plan)
         result = verify_table(client, args.target_table_name, state, segments=args.segments)
     print(
         f"verify {args.target_table_name} against {args.source_table_name} at {iso_ms(at)}: "
