@@ -6,6 +6,7 @@ and every query runs on the double, which executes the exact submitted SQL on Du
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import re
 from collections.abc import Iterator
@@ -86,7 +87,11 @@ def exported_items(output: Archive) -> dict[str, str]:
 
 
 def table_items(ddb: Any, name: str) -> dict[str, str]:
-    return {k: v for batch in scan_rows(ddb, name) for k, v in zip(*batch.to_pydict().values())}
+    return {
+        k: v
+        for batch in scan_rows(ddb, name)
+        for k, v in zip(*batch.to_pydict().values(), strict=True)
+    }
 
 
 def tables(ddb: Any) -> list[str]:
@@ -134,7 +139,7 @@ def test_export_athena_writes_what_export_duckdb_writes(
     outputs = {}
     for engine in ("duckdb", "athena"):
         url = f"s3://{BUCKET}/out-{engine}"
-        code, out, err = export(capsys, history, engine, T, url)
+        code, _, err = export(capsys, history, engine, T, url)
         assert code == 0, err
         outputs[engine] = exported_items(Archive.open(url))
     assert outputs["athena"] == outputs["duckdb"]
@@ -157,8 +162,6 @@ def test_export_athena_lines_are_byte_identical_to_the_duckdb_export(
         url = f"s3://{BUCKET}/bytes-{engine}"
         assert export(capsys, history, engine, T, url)[0] == 0
         output = Archive.open(url)
-        import gzip
-
         lines[engine] = sorted(
             line for rel in output.find("data") for line in gzip.decompress(
                 output.get_bytes(rel)).splitlines()
@@ -238,7 +241,7 @@ def test_restore_athena_over_a_base_snapshot(
     write_changes(s3_archive, [Change(1, key("a"), None, at(30)),
                                Change(2, key("c"), ITEMS[2], at(40), "INSERT")])  # fmt: skip
     athena_setup(capsys, s3_archive)
-    code, out, err = restore(capsys, s3_archive, T)
+    code, _, err = restore(capsys, s3_archive, T)
     assert code == 0, err
     expected = {canonical_json({"pk": i["pk"]}): canonical_json(i) for i in ITEMS[1:]}
     assert table_items(ddb, "restored") == expected
