@@ -199,7 +199,7 @@ def restore_by_replay(
             if options.athena is not None:
                 options.athena.check_tables(plan)
                 bound = options.athena.check_scan(plan)
-                say(plan.describe({"athena scan": f"at most {bound:,} bytes"}))
+                say(plan.describe({"athena scan ≤": bound}))  # bytes, from the partitions in range
             else:
                 say(plan.describe(fold.count_records(plan)))
             say(describe_target(description, target))
