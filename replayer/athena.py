@@ -206,6 +206,14 @@ class Athena:
         )
         return outcome
 
+    def update_count(self, query_id: str) -> int | None:
+        """The rows a write (UNLOAD, CTAS, INSERT) reported writing: ``UpdateCount``."""
+        page = self._call(
+            "GetQueryResults", self.client.get_query_results, QueryExecutionId=query_id
+        )
+        count = page.get("UpdateCount")
+        return None if count is None else int(count)
+
     def rows(self, query_id: str) -> Iterator[list[str | None]]:
         """Every result row (the header row of a SELECT's first page included), as text."""
         kwargs: dict[str, Any] = {"QueryExecutionId": query_id}

@@ -13,7 +13,8 @@ watermark, the base, the generation). Then, before any query runs:
 The query is ``UNLOAD (fold) TO <location> WITH (format = 'TEXTFILE', compression = 'GZIP')``
 (:mod:`replayer.athena_fold`): GZIP JSON lines ``{"Item": …}``. Its result is trusted only
 when it SUCCEEDED and the lines in the files its data manifest lists add up to the row
-count the UNLOAD reported; only then do callers create anything.
+count the UNLOAD reported (``GetQueryResults``' ``UpdateCount``); only then do callers create
+anything.
 """
 
 from __future__ import annotations
@@ -289,14 +290,13 @@ class AthenaFolder:
         return state
 
     def _reported_rows(self, outcome: QueryOutcome) -> int:
-        rows = list(self.athena.rows(outcome.query_id))
-        values = [row[0] for row in rows if row and row[0] is not None and row[0].isdigit()]
-        if len(values) != 1:
+        reported = self.athena.update_count(outcome.query_id)
+        if reported is None:
             raise AthenaResultMismatch(
-                f"Athena query {outcome.query_id} reported no row count for its UNLOAD "
-                f"(results: {rows[:3]!r}): nothing was created"
+                f"Athena query {outcome.query_id} reported no row count (UpdateCount) for its "
+                "UNLOAD: nothing was created"
             )
-        return int(values[0])
+        return reported
 
     def _manifest_files(self, outcome: QueryOutcome) -> list[str]:
         manifest = outcome.manifest_location

@@ -25,8 +25,8 @@ What it models:
 - ``UNLOAD (SELECT …) TO 's3://…' WITH (format = 'TEXTFILE', compression = 'GZIP')``:
   the target must be empty (else FAILED); rows are written as GZIP text files (columns joined
   by ``\\x01``, NULL as ``\\N``) split over several objects, a data manifest listing them is
-  written to ``<OutputLocation><id>-manifest.csv``, and the result is one row ``rows`` with the
-  count (the shape of Trino's answer to a write).
+  written to ``<OutputLocation><id>-manifest.csv``, and ``GetQueryResults`` reports the count
+  as ``UpdateCount`` with an empty result set, as for Athena's other writes (CTAS, INSERT).
 - A SELECT's result is also written as ``<OutputLocation><id>.csv``.
 - Knobs for failure tests: ``hold`` (queries stay RUNNING until released or stopped),
   ``fail_with`` (the next query FAILS with that reason), ``cancel_next`` (it ends CANCELLED
@@ -99,6 +99,7 @@ class Query:
     finished: float | None = None
     scanned: int = 0
     manifest: str | None = None
+    update_count: int | None = None
     columns: list[str] = field(default_factory=list)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     stopped: threading.Event = field(default_factory=threading.Event)
@@ -251,7 +252,7 @@ class AthenaDouble:
             raise KeyError(f"Query has not yet finished. Current state: {query.state}")
         start = int(body.get("NextToken") or 0)
         rows: list[dict[str, Any]] = []
-        if start == 0:
+        if start == 0 and query.columns:
             rows.append({"Data": [{"VarCharValue": c} for c in query.columns]})
         chunk = query.rows[start : start + PAGE_ROWS]
         for row in chunk:
@@ -263,8 +264,9 @@ class AthenaDouble:
                     "ColumnInfo": [{"Name": c, "Type": "varchar"} for c in query.columns]
                 },
             },
-            "UpdateCount": 0,
         }
+        if query.update_count is not None:
+            answer["UpdateCount"] = query.update_count
         if start + PAGE_ROWS < len(query.rows):
             answer["NextToken"] = str(start + PAGE_ROWS)
         return answer
@@ -431,8 +433,8 @@ class AthenaDouble:
         manifest = f"{query.query_id}-manifest.csv"
         results.put_bytes(manifest, "".join(f"{url}\n" for url in written).encode())
         query.manifest = results.uri(manifest)
-        query.columns = ["rows"]
-        query.rows = [(len(rows) + self.misreport_rows,)]
+        query.columns, query.rows = [], []
+        query.update_count = len(rows) + self.misreport_rows
 
     def _write_csv(self, query: Query) -> None:
         buffer = io.StringIO()
