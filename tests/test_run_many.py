@@ -77,3 +77,32 @@ def test_all_tables_fine_exits_zero(archive: Archive, tables: list[str]) -> None
 def test_no_table_is_a_usage_error(archive: Archive, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(archive) == 2
     assert "--table-name T (repeatable) or --tables-tagged" in capsys.readouterr().err
+
+
+def test_the_stack_runs_one_function_for_many_tables() -> None:
+    """deploy/template.yaml: one event source mapping per listed stream, IAM scoped to each."""
+    from pathlib import Path
+
+    from cfnlint.decode import decode
+
+    template, problems = decode(str(Path(__file__).resolve().parents[1] / "deploy/template.yaml"))
+    assert not problems
+    assert template["Parameters"]["MoreTableStreamArns"]["Type"] == "CommaDelimitedList"
+    loop = template["Resources"]["Fn::ForEach::MoreTables"]
+    assert loop[0] == "StreamArn"
+    assert loop[1] == {"Ref": "MoreTableStreamArns"}
+    generated = loop[2]
+    mapping = generated["MoreTablesMapping&{StreamArn}"]
+    assert mapping["Properties"]["EventSourceArn"] == {"Ref": "StreamArn"}
+    assert mapping["Properties"]["FunctionName"] == {"Ref": "ArchiverFunction"}
+    policy = generated["MoreTablesPolicy&{StreamArn}"]
+    assert policy["Properties"]["Roles"] == [{"Ref": "ArchiverFunctionRole"}]
+    (describe,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    table_arn, names = describe["Resource"]["Fn::Sub"]
+    assert table_arn.endswith(":table/${Table}")  # this table only, not its neighbours
+    assert names == {"Table": {"Fn::Select": [1, {"Fn::Split": ["/", {"Ref": "StreamArn"}]}]}}
+    statements = template["Resources"]["ArchiverFunction"]["Properties"]["Policies"][0]
+    (read,) = [s for s in statements["Statement"] if s["Sid"] == "ReadTheMoreTablesStreams"]
+    condition, listed, _ = read["Resource"]["Fn::If"]
+    assert (condition, listed) == ("HasMoreTables", {"Ref": "MoreTableStreamArns"})
+    assert mapping["Condition"] == policy["Condition"] == "HasMoreTables"
