@@ -202,9 +202,13 @@ class AthenaFolder:
     # -- checks before a query --------------------------------------------------------------
 
     def check_tables(self, plan: Plan) -> None:
-        """Refuse unless both Glue tables read this archive and project ``plan.table``."""
+        """Refuse unless the Glue tables the query reads exist, read this archive and project
+        ``plan.table``."""
         database = self.athena.config.database
-        for name, top in ((CHANGES_TABLE, layout.CHANGES), (SNAPSHOTS_TABLE, layout.SNAPSHOTS)):
+        needed = [(CHANGES_TABLE, layout.CHANGES)]
+        if plan.base is not None:  # the query reads snapshots only for a base
+            needed.append((SNAPSHOTS_TABLE, layout.SNAPSHOTS))
+        for name, top in needed:
             try:
                 table = self.glue.get_table(DatabaseName=database, Name=name)["Table"]
             except Exception as exc:

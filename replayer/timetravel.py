@@ -6,7 +6,9 @@ unless it carries a zone (``'2026-01-31T12:00:00+01:00'``). It is planned exactl
 ``restore`` plans (coverage, watermark, gaps, base), and a plan that ``restore`` would refuse
 fails the query with the same one-line reason (exit 4). Its SQL is the Athena fold's
 (:mod:`replayer.athena_fold`) translated to DuckDB, over the query's ``changes`` and
-``snapshots`` views: the same text Athena runs for ``--engine athena``.
+``snapshots`` views: the same text Athena runs for ``--engine athena``. A query never writes,
+so native exports not yet converted into snapshots are not candidates for the base (any
+``restore`` or ``export`` converts them).
 
 ``history_of('orders', '{"pk": {"S": "a"}}')`` is every change to one item (its key as
 DynamoDB JSON, in any attribute order), in stream order, each record once: ``event_time,

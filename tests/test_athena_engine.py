@@ -441,3 +441,39 @@ def test_planning_refusals_come_before_athena(
     line = assert_failed_cleanly(code, err, ddb, EXIT_REFUSED)
     assert "after the watermark" in line
     assert athena.calls == []
+
+
+def test_only_the_generation_alive_at_t_counts(
+    s3_archive: Archive, athena: AthenaDouble, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_coverage(s3_archive, table_id="generation-1", watermark=at(50))
+    write_description(s3_archive, table_id="generation-1")
+    write_changes(s3_archive, [Change(1, key("a"), ITEMS[0], at(10), "INSERT"),
+                               Change(2, key("b"), ITEMS[1], at(20), "INSERT")],
+                  table_id="generation-1")  # fmt: skip
+    # Recreated under the same name at +60 s, with a new stream.
+    write_coverage(s3_archive, table_id="generation-2", created=at(60), watermark=at(1000))
+    write_description(s3_archive, table_id="generation-2", captured=at(60))
+    write_changes(s3_archive, [Change(1, key("c"), ITEMS[2], at(70), "INSERT")],
+                  table_id="generation-2", label="2026-03-01T12:01:00.000")  # fmt: skip
+    athena_setup(capsys, s3_archive)
+    for when, expected in ((at(30), ITEMS[:2]), (at(100), ITEMS[2:])):
+        got = {}
+        for engine in ("duckdb", "athena"):
+            url = f"s3://{BUCKET}/gen-{when.timestamp():.0f}-{engine}"
+            code, _, err = export(capsys, s3_archive, engine, when.isoformat(), url)
+            assert code == 0, err
+            got[engine] = exported_items(Archive.open(url))
+        assert got["athena"] == got["duckdb"]
+        assert sorted(got["athena"].values()) == sorted(canonical_json(i) for i in expected)
+
+
+def test_a_dry_run_shows_the_scan_bound_and_runs_no_query(
+    history: Archive, athena: AthenaDouble, ddb: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = restore(capsys, history, T, "--dry-run")
+    assert code == 0, err
+    assert re.search(r"athena scan ≤\s+\d+", out)
+    assert "dry run: nothing was created" in out
+    assert athena.calls == []
+    assert "restored" not in tables(ddb)
