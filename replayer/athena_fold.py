@@ -145,8 +145,12 @@ def unload_state(v: FoldInputs, location: str) -> str:
     return f"UNLOAD (\n{select}\n)\nTO {quote(location)}\n{UNLOAD_FORMAT}"
 
 
-def history_select(table_name: str, keys: str, *, changes: str = "changes") -> str:
-    """Every change to one key (both SQL expressions), in stream order, each record once."""
+def history_select(table_name: str, keys: str, *, changes: str = "changes", join: str = "") -> str:
+    """Every change to one key (both SQL expressions), in stream order, each record once.
+
+    ``join`` (e.g. ``"CROSS JOIN params AS p"``) brings a parameter row into scope.
+    """
+    source = f"{changes} AS c" + (f" {join}" if join else "")
     return (
         "SELECT event_time, event_name,\n"
         f"  CASE WHEN user_identity = {quote(TTL_IDENTITY)} THEN 'ttl' ELSE 'user' END AS who,\n"
@@ -154,11 +158,11 @@ def history_select(table_name: str, keys: str, *, changes: str = "changes") -> s
         "FROM (\n"
         "  SELECT c.*, row_number() OVER (PARTITION BY c.event_id "
         "ORDER BY c.sequence_number) AS copy\n"
-        f"  FROM {changes} AS c\n"
+        f"  FROM {source}\n"
         f"  WHERE c.table_name = {table_name} AND c.keys = {keys}\n"
         ") AS matching\n"
         "WHERE copy = 1\n"
-        "ORDER BY event_time, stream_arn, sequence_number"
+        "ORDER BY stream_arn, sequence_number"
     )
 
 
@@ -218,6 +222,28 @@ def named_state_at() -> str:
     )
     ctes = ctes.replace("CROSS JOIN params AS p", "CROSS JOIN bounds AS p")
     return f"{_NAMED_HEADER}WITH {params}{ctes}\nSELECT keys, item FROM state\nORDER BY keys\n"
+
+
+NAMED_HISTORY_OF = "fold_history_of.sql"
+_HISTORY_HEADER = """\
+-- One item's every change, in stream order, each record once: what `ddb-replayer query`'s
+-- history_of('table', '<key>') returns. Generated from replayer/athena_fold.py: edit that,
+-- not this file (tests/test_timetravel.py checks they agree). Parameters, in order:
+--   1. table name                        orders
+--   2. the item's key as canonical JSON  {"pk":{"S":"order-42"}}
+--      (attribute names sorted, no spaces; `ddb-replayer history` prints it)
+"""
+
+
+def named_history_of() -> str:
+    """deploy/athena/fold_history_of.sql: ``history_of`` with ``?`` parameters."""
+    params = (
+        "WITH params AS (\n"
+        "  SELECT CAST(? AS varchar) AS table_name, CAST(? AS varchar) AS item_keys\n"
+        ")\n"
+    )
+    body = history_select("p.table_name", "p.item_keys", join="CROSS JOIN params AS p")
+    return f"{_HISTORY_HEADER}{params}{body}\n"
 
 
 def to_duckdb(sql: str) -> str:

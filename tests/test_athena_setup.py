@@ -10,7 +10,7 @@ import pytest
 from cfnlint.decode import decode
 
 from archiver.format.storage import Archive
-from replayer.athena_fold import NAMED_STATE_AT
+from replayer.athena_fold import NAMED_HISTORY_OF, NAMED_STATE_AT
 from replayer.athena_setup import changes_table_input, snapshots_table_input
 from tests.conftest import REGION
 from tests.replay_helpers import Change, at, key, replayer, write_changes, write_coverage
@@ -55,9 +55,13 @@ def test_the_stack_declares_the_tables_athena_setup_creates(
     assert declared == ours
 
 
-def test_the_stack_embeds_the_generated_fold_query(template: Any) -> None:
-    props = template["Resources"]["FoldStateAtQuery"]["Properties"]
-    assert str(props["QueryString"]) == (DEPLOY / "athena" / NAMED_STATE_AT).read_text()
+@pytest.mark.parametrize(
+    ("resource", "file"),
+    [("FoldStateAtQuery", NAMED_STATE_AT), ("FoldHistoryOfQuery", NAMED_HISTORY_OF)],
+)
+def test_the_stack_embeds_the_generated_queries(template: Any, resource: str, file: str) -> None:
+    props = template["Resources"][resource]["Properties"]
+    assert str(props["QueryString"]) == (DEPLOY / "athena" / file).read_text()
     assert props["Database"] == {"Ref": "GlueDatabase"}
 
 

@@ -18,7 +18,13 @@ from hypothesis import strategies as st
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
 from replayer import plan as planning
-from replayer.athena_fold import NAMED_STATE_AT, named_state_at, to_duckdb
+from replayer.athena_fold import (
+    NAMED_HISTORY_OF,
+    NAMED_STATE_AT,
+    named_history_of,
+    named_state_at,
+    to_duckdb,
+)
 from replayer.fold import Fold
 from replayer.query import run_query
 from tests.replay_helpers import (
@@ -125,10 +131,23 @@ def test_history_of_is_every_change_of_one_item(
     assert "history_of: the key is not DynamoDB JSON" in err
 
 
-def test_the_named_query_is_generated_from_the_fold_source() -> None:
-    assert (ATHENA / NAMED_STATE_AT).read_text() == named_state_at(), (
-        f"deploy/athena/{NAMED_STATE_AT} is generated: write replayer.athena_fold.named_state_at()"
-    )
+def test_the_named_queries_are_generated_from_the_fold_source() -> None:
+    for name, render in ((NAMED_STATE_AT, named_state_at), (NAMED_HISTORY_OF, named_history_of)):
+        assert (ATHENA / name).read_text() == render(), (
+            f"deploy/athena/{name} is generated: write replayer.athena_fold.{render.__name__}()"
+        )
+
+
+def test_the_named_history_query_equals_history_of(
+    history: Archive, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = '{"pk":{"S":"a"}}'
+    code, out, err = query(capsys, history, f"SELECT * FROM history_of('{TABLE}', '{keys}')")
+    assert code == 0, err
+    local = rows(out)
+    assert [r["event_name"] for r in local] == ["INSERT", "MODIFY"]
+    named = run_query(history, to_duckdb(named_history_of()), [TABLE, keys])
+    assert [r[1] for r in named.rows()] == ["INSERT", "MODIFY"]
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
