@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cfnlint.decode import decode
 
+from archiver.aws import AwsSettings
 from archiver.cli import main
 from archiver.format import coverage, layout
 from archiver.format.storage import Archive
+from archiver.many import execute_many
+from archiver.runner import RunConfig
+from archiver.writer import FlushPolicy
 from tests.conftest import create_table
 
 
@@ -81,10 +88,6 @@ def test_no_table_is_a_usage_error(archive: Archive, capsys: pytest.CaptureFixtu
 
 def test_the_stack_runs_one_function_for_many_tables() -> None:
     """deploy/template.yaml: one event source mapping per listed stream, IAM scoped to each."""
-    from pathlib import Path
-
-    from cfnlint.decode import decode
-
     template, problems = decode(str(Path(__file__).resolve().parents[1] / "deploy/template.yaml"))
     assert not problems
     assert template["Parameters"]["MoreTableStreamArns"]["Type"] == "CommaDelimitedList"
@@ -106,3 +109,39 @@ def test_the_stack_runs_one_function_for_many_tables() -> None:
     condition, listed, _ = read["Resource"]["Fn::If"]
     assert (condition, listed) == ("HasMoreTables", {"Ref": "MoreTableStreamArns"})
     assert mapping["Condition"] == policy["Condition"] == "HasMoreTables"
+
+
+def test_a_table_tagged_later_is_picked_up_without_a_restart(
+    archive: Archive, ddb: Any, tables: list[str]
+) -> None:
+    config = RunConfig(table_name="", archive_url=archive.url, poll_seconds=0.05,
+                       persist_seconds=0.1, flush=FlushPolicy(seconds=0.2))  # fmt: skip
+
+    async def go() -> int:
+        stop = asyncio.Event()
+
+        async def tag_one_later() -> None:
+            while archived(archive, "alpha") < 3:
+                await asyncio.sleep(0.05)
+            description = await asyncio.to_thread(create_table, ddb, "late")
+            await asyncio.to_thread(ddb.put_item, TableName="late", Item={"pk": {"S": "x"}})
+            await asyncio.to_thread(
+                ddb.tag_resource,
+                ResourceArn=description["TableArn"],
+                Tags=[{"Key": "archive", "Value": "yes"}],
+            )
+            for _ in range(600):
+                if archived(archive, "late") == 1:
+                    break
+                await asyncio.sleep(0.05)
+            stop.set()
+
+        helper = asyncio.create_task(tag_one_later())
+        code = await execute_many(config, AwsSettings(), archive, tagged=("archive", "yes"),
+                                  tags_refresh_seconds=0.2, stop=stop)  # fmt: skip
+        await helper
+        return code
+
+    assert asyncio.run(go()) == 2  # beta (KEYS_ONLY) failed; the others ran
+    assert archived(archive, "late") == 1
+    assert archived(archive, "alpha") == archived(archive, "gamma") == 3
