@@ -285,6 +285,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--segments", type=positive_int, default=DEFAULT_SEGMENTS, help="parallel scan segments"
     )
     add_fold_arguments(parser)
+    # Imported here: the Athena engine builds on this module (load_rows).
     from replayer.athena_engine import add_engine_arguments
 
     add_engine_arguments(parser)
