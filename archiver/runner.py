@@ -6,6 +6,10 @@ checkpoints per shard, and keeps coverage.json (covered_from, watermark) and gap
 Safe to stop and restart at any point: it resumes after the last archived record and never
 writes a record twice.
 
+--table-name may be repeated, and --tables-tagged KEY=VALUE adds every table carrying the
+tag (archiver.many): one process archives them all, each with its own streams, state and
+progress; one table's failure is reported and does not stop the others.
+
 Without --once it runs until SIGINT/SIGTERM, then flushes its buffers and exits. With --once
 it stops when every shard is caught up (for cron jobs and tests). Exit codes: 0 done; 2 bad
 input, a state file that does not parse, or a table it refuses to archive; 4 the chain of a
@@ -30,12 +34,11 @@ from typing import Any
 
 import botocore.exceptions
 
-from archiver import describe
+from archiver import describe, many
 from archiver.aws import AwsSettings
 from archiver.check import verify_resume
 from archiver.cliutil import (
     add_archive_argument,
-    add_table_argument,
     positive_float,
     positive_int,
 )
@@ -82,7 +85,27 @@ def byte_size(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_table_argument(parser, "the table to archive")
+    tables = parser.add_argument_group("tables (one process archives them all)")
+    tables.add_argument(
+        "--table-name",
+        action="append",
+        dest="table_names",
+        metavar="T",
+        help="a table to archive; repeat it for more tables",
+    )
+    tables.add_argument(
+        "--tables-tagged",
+        type=many.parse_tag,
+        metavar="KEY=VALUE",
+        help="also archive every table carrying this tag (listed again periodically)",
+    )
+    tables.add_argument(
+        "--tags-refresh-seconds",
+        type=positive_float,
+        default=many.DEFAULT_TAGS_REFRESH_SECONDS,
+        metavar="S",
+        help="how often --tables-tagged lists the tables again",
+    )
     add_archive_argument(parser)
     parser.add_argument(
         "--once",
@@ -147,8 +170,9 @@ class RunConfig:
 
     @classmethod
     def from_args(cls, args: Any) -> RunConfig:
+        names = getattr(args, "table_names", None) or [getattr(args, "table_name", "")]
         return cls(
-            table_name=args.table_name,
+            table_name=names[0] or "",
             archive_url=args.archive,
             once=args.once,
             flush=FlushPolicy(args.flush_records, args.flush_seconds, args.flush_bytes),
@@ -158,11 +182,25 @@ class RunConfig:
 
 
 def main(args: Any) -> int:
+    names = list(dict.fromkeys(getattr(args, "table_names", None) or []))
+    tagged = getattr(args, "tables_tagged", None)
+    if not names and tagged is None:
+        raise UsageError("name the tables to archive: --table-name T (repeatable) or "
+                         "--tables-tagged KEY=VALUE")  # fmt: skip
     config = RunConfig.from_args(args)
     settings = AwsSettings.from_args(args)
     archive = Archive.open(config.archive_url, endpoint_url=settings.endpoint_url)
+
+    def archive_tables(stop: asyncio.Event) -> Awaitable[int]:
+        if len(names) == 1 and tagged is None:
+            return execute(config, settings, archive, stop=stop)
+        return many.execute_many(
+            config, settings, archive, table_names=names, tagged=tagged,
+            tags_refresh_seconds=args.tags_refresh_seconds, stop=stop,
+        )  # fmt: skip
+
     try:
-        return asyncio.run(_main(config, settings, archive))
+        return asyncio.run(_main(archive_tables))
     except botocore.exceptions.NoRegionError:
         raise UsageError("no AWS region: set AWS_REGION or pass --region") from None
     except botocore.exceptions.NoCredentialsError:
@@ -171,7 +209,7 @@ def main(args: Any) -> int:
         ) from None
 
 
-async def _main(config: RunConfig, settings: AwsSettings, archive: Archive) -> int:
+async def _main(archive_tables: Callable[[asyncio.Event], Awaitable[int]]) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -193,7 +231,7 @@ async def _main(config: RunConfig, settings: AwsSettings, archive: Archive) -> i
             loop.add_signal_handler(signum, on_signal, signum)
             installed.append(signum)
     try:
-        return await execute(config, settings, archive, stop=stop)
+        return await archive_tables(stop)
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
     finally:

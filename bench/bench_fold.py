@@ -13,7 +13,13 @@ in a subprocess of its own so that peak RSS is the fold's alone, it runs:
 * a plain DuckDB scan of the same change and snapshot files (count + sum of the lengths of
   the columns the fold reads), as the yardstick.
 
-Targets (issue #3): ≥ 1M change records/s, peak RSS ≤ 2 GB, fold ≤ 3× the plain scan.
+With ``--athena-sql`` it also runs the Athena fold (``replayer.athena_fold``, the SQL that
+``--engine athena`` submits) through the same sqlglot translation to DuckDB that the tests'
+Athena double uses, over the same files as Hive-partitioned views ``changes`` and
+``snapshots``, and checks that it gives the native fold's result (count and an
+order-independent hash of every ``keys``/``item`` pair), printing its time beside the fold's.
+
+Targets: ≥ 1M change records/s, peak RSS ≤ 2 GB, fold ≤ 3× the plain scan.
 """
 
 from __future__ import annotations
@@ -177,13 +183,53 @@ def run_fold(root: Path, changes: int, memory_limit: str) -> dict[str, float]:
             items += batch.num_rows
             text += sum(len(v) for v in batch.column("item").to_pylist()[:1])  # touch it
         streamed = time.monotonic()
+        digest = state.con.execute(_DIGEST.format(f"SELECT keys, item FROM {state.table}"))
+        digest_value = digest.fetchall()[0][1]
     return {
         "items": items,
         "count": state.count,
+        "digest": int(digest_value or 0),
         "plan_s": planned - started,
         "fold_s": folded - planned,
         "stream_s": streamed - folded,
         "total_s": streamed - started,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+# Order-independent: the same set of (keys, item) rows gives the same digest.
+_DIGEST = "SELECT count(*), bit_xor(hash(keys || chr(1) || item)) FROM ({})"
+
+
+def run_athena_sql(root: Path, changes: int, memory_limit: str) -> dict[str, float]:
+    """The Athena fold's SQL, translated to DuckDB, over Hive-partitioned views."""
+    from replayer.athena_fold import FoldInputs, state_select, to_duckdb
+    from replayer.plan import plan_restore
+
+    archive = Archive.open(str(root))
+    started = time.monotonic()
+    plan = plan_restore(archive, TABLE, restore_time(changes), convert=False)
+    sql = to_duckdb(state_select(FoldInputs.of_plan(plan)))
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET memory_limit = '{memory_limit}'")
+    con.execute("SET preserve_insertion_order = false")
+    for view, partition in (("changes", "dt"), ("snapshots", "snapshot_id")):
+        con.execute(
+            f"CREATE VIEW {view} AS SELECT * FROM read_parquet('{root}/{view}/**/*.parquet', "
+            f"hive_partitioning = true, hive_types = {{'table_name': VARCHAR, "
+            f"'{partition}': VARCHAR}})"
+        )
+    planned = time.monotonic()
+    con.execute(f"CREATE TABLE state AS {sql}")
+    folded = time.monotonic()
+    count, digest = con.execute(_DIGEST.format("SELECT keys, item FROM state")).fetchall()[0]
+    return {
+        "count": int(count),
+        "digest": int(digest or 0),
+        "plan_s": planned - started,
+        "fold_s": folded - planned,
+        "total_s": folded - started,
         "peak_rss_mb": _peak_rss_mb(),
     }
 
@@ -218,6 +264,7 @@ def run_scan(root: Path) -> dict[str, float]:
 def _child(mode: str, root: Path, args: argparse.Namespace) -> dict[str, float]:
     cmd = [
         *(sys.executable, "-m", "bench.bench_fold", "--changes", str(args.changes)),
+        *(["--athena-sql"] if args.athena_sql else []),
         *("--keys", str(args.keys), "--memory-limit", args.memory_limit, "--out", args.out),
         *("--child", mode),
     ]
@@ -232,7 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=1_000_000, help="distinct keys (= base items)")
     parser.add_argument("--memory-limit", default="1GB", help="DuckDB memory_limit for the fold")
     parser.add_argument("--out", default="bench-out", help="where the generated archive goes")
-    parser.add_argument("--child", choices=["fold", "scan"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--athena-sql",
+        action="store_true",
+        help="also run the Athena fold's SQL translated to DuckDB, and compare its result",
+    )
+    parser.add_argument("--child", choices=["fold", "scan", "athena"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     root = Path(args.out) / f"fold-{args.changes}-{args.keys}"
     if args.child == "fold":
@@ -240,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.child == "scan":
         print(json.dumps(run_scan(root)))
+        return 0
+    if args.child == "athena":
+        print(json.dumps(run_athena_sql(root, args.changes, args.memory_limit)))
         return 0
     marker = root / "_generated"
     if not marker.exists():
@@ -258,6 +313,16 @@ def main(argv: list[str] | None = None) -> int:
           f"peak RSS {scan['peak_rss_mb']:.0f} MB")  # fmt: skip
     print(f"ratio   fold / plain scan = {fold['total_s'] / scan['scan_s']:.2f}×")
     ok = rate >= 1e6 and fold["peak_rss_mb"] <= 2048 and fold["total_s"] <= 3 * scan["scan_s"]
+    if args.athena_sql:
+        twin = _child("athena", root, args)
+        same = twin["count"] == fold["count"] and twin["digest"] == fold["digest"]
+        print(f"athena  {twin['total_s']:.2f} s (plan {twin['plan_s']:.2f}, fold "
+              f"{twin['fold_s']:.2f}) → {twin['count']:,} items, the Athena fold's SQL on "
+              f"DuckDB; {twin['total_s'] / fold['total_s']:.2f}× the native fold, peak RSS "
+              f"{twin['peak_rss_mb']:.0f} MB")  # fmt: skip
+        print("        same result as the native fold" if same else
+              "        RESULTS DIFFER from the native fold")  # fmt: skip
+        ok = ok and same
     print("targets met" if ok else "TARGETS MISSED (≥1M records/s, ≤2 GB, ≤3× scan)")
     return 0
 

@@ -15,6 +15,7 @@ COMMANDS = [
     Command("rollback", "replayer.rollback", "undo every change after a time, in the live table"),
     Command("history", "replayer.history", "one item's timeline with attribute-level diffs"),
     Command("query", "replayer.query", "SQL over the archive (views: changes, snapshots)"),
+    Command("athena-setup", "replayer.athena_setup", "create or update the Glue tables for Athena"),
 ]
 
 

@@ -27,6 +27,8 @@ from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time, utcnow
 from replayer import lambda_gaps
 from replayer import plan as planning
+from replayer.athena_engine import AthenaFolder, add_engine_arguments
+from replayer.errors import BadInput
 from replayer.fold import Fold, FoldSettings, add_fold_arguments
 from replayer.sinks import FileSink, file_sink
 
@@ -76,6 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "refusing; said in the summary",
     )
     add_fold_arguments(parser)
+    add_engine_arguments(parser)
 
 
 def _table_shape(archive: Archive, plan: planning.Plan) -> dict[str, Any]:
@@ -97,6 +100,11 @@ def main(args: argparse.Namespace) -> int:
         at = planning.latest_restorable_time(archive, args.table_name)
     else:
         at = parse_time(args.restore_date_time)
+    athena = args.engine == "athena"
+    if athena and args.format != "dynamodb-json":
+        raise BadInput("--engine athena writes --format dynamodb-json (what its UNLOAD produces)")
+    if athena and output.s3_location() is None:
+        raise BadInput(f"--engine athena writes to S3 (Athena's UNLOAD), not {output.url}")
     sink = file_sink(args.format, output)
     sink.prepare()  # refuse a non-empty output before reading anything
     plan = planning.plan_restore(
@@ -108,16 +116,23 @@ def main(args: argparse.Namespace) -> int:
         lambda_checks=lambda_gaps.LambdaChecks.from_args(args),
         allow_inexact=args.allow_inexact,
     )
-    with Fold(archive, FoldSettings.from_args(args)) as fold:
-        state = fold.state_at(plan)
-        result = sink.write(state.batches(), total=state.count)
+    if athena:
+        folder = AthenaFolder.from_args(args, settings, archive)
+        unloaded = folder.unload(plan, output.uri(FileSink.DATA) + "/")
+        items, files = unloaded.count, unloaded.relative_files(output.uri(""))
+    else:
+        with Fold(archive, FoldSettings.from_args(args)) as fold:
+            state = fold.state_at(plan)
+            result = sink.write(state.batches(), total=state.count)
+        items, files = result.items, result.files
     summary = {
         "table": plan.table,
         "table_id": plan.table_id,
         "restore_date_time": iso_ms(plan.at),
         "format": args.format,
-        "item_count": result.items,
-        "files": result.files,
+        "engine": args.engine,
+        "item_count": items,
+        "files": files,
         "base": plan.base.snapshot_id if plan.base else None,
         "log_from": iso_ms(plan.log_from),
         "inexact": plan.inexact.as_json() if plan.inexact is not None else None,
@@ -129,8 +144,8 @@ def main(args: argparse.Namespace) -> int:
     if plan.inexact is not None:
         print(plan.inexact.describe())
     print(
-        f"exported {result.items:,} items of {plan.table} as of {iso_ms(plan.at)} to "
-        f"{output.uri(FileSink.DATA)} ({len(result.files)} {args.format} file(s))"
+        f"exported {items:,} items of {plan.table} as of {iso_ms(plan.at)} to "
+        f"{output.uri(FileSink.DATA)} ({len(files)} {args.format} file(s))"
     )
     if args.format == "dynamodb-json":
         print(

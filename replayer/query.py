@@ -7,6 +7,10 @@ Two views read the archive in place (nothing is copied or downloaded first):
              user_identity, origin) plus the partition columns table_name and dt (strings)
   snapshots  every committed base snapshot: keys, item, table_name, snapshot_id
 
+Two table functions travel in time (replayer.timetravel): state_at('orders', TIMESTAMP
+'2026-01-31 12:00:00') is the table as it was then (keys, item), planned and refused exactly
+as restore is; history_of('orders', '{"pk": {"S": "a"}}') is one item's every change.
+
 keys, new_image, old_image and item are canonical DynamoDB JSON text: use DuckDB's JSON
 functions on them (new_image->>'$.status.S'). Filters on table_name and dt skip the other
 partitions' files without opening them; a filter on keys skips row groups. Times are UTC.
@@ -19,6 +23,8 @@ statement.
 Examples:
   ddb-replayer query --archive s3://bucket/prefix \\
       "SELECT dt, event_name, count(*) FROM changes WHERE table_name = 'orders' GROUP BY ALL"
+  ddb-replayer query --archive ./demo-archive \\
+      "SELECT count(*) FROM state_at('orders', TIMESTAMP '2026-01-31 12:00:00')"
   ddb-replayer query --archive ./demo-archive --format csv \\
       "SELECT event_time, keys FROM changes WHERE user_identity = 'Service/dynamodb.amazonaws.com'"
 """
@@ -53,6 +59,7 @@ from replayer.dataset import (
     with_relisting,
 )
 from replayer.errors import BadInput, ReplayError
+from replayer.timetravel import expand
 
 FORMATS = ("table", "csv", "json")
 SNAPSHOT_PARTITIONS = pa.schema(
@@ -426,6 +433,6 @@ def main(args: argparse.Namespace) -> int:
         raise BadInput("the SQL is empty")
     archive = Archive.open(args.archive, endpoint_url=args.endpoint_url)
     check_archive(archive)
-    result = run_query(archive, sql)
+    result = run_query(archive, expand(archive, sql))
     write_result(result, args.format, sys.stdout)
     return 0

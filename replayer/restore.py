@@ -42,6 +42,7 @@ from archiver.format.timefmt import iso_ms, parse_time
 from archiver.pitr import describe_pitr
 from replayer import lambda_gaps, native_restore, strategies
 from replayer import plan as planning
+from replayer.athena_engine import AthenaFolder, add_engine_arguments
 from replayer.errors import BadInput, Refused
 from replayer.fold import Fold, FoldSettings, add_fold_arguments
 from replayer.plan import Plan
@@ -78,6 +79,8 @@ class ReplayOptions:
         workers: concurrent BatchWriteItem calls.
         fold: DuckDB resources for the fold.
         lambda_checks: how a Lambda-archived table's failed batches and stalls are found.
+        athena: fold on Athena with this (``--engine athena``) instead of in DuckDB; the
+            result is still loaded into the DuckDB session, for the writers and verify.
     """
 
     allow_gaps: bool = False
@@ -88,6 +91,7 @@ class ReplayOptions:
     workers: int = DEFAULT_WORKERS
     fold: FoldSettings = field(default_factory=FoldSettings)
     lambda_checks: lambda_gaps.LambdaChecks | None = None
+    athena: AthenaFolder | None = None
 
 
 @dataclass
@@ -212,16 +216,28 @@ def restore_by_replay(
     outcome = ReplayOutcome(plan, description)
     with Fold(archive, options.fold) as fold:
         if options.dry_run:
-            say(plan.describe(fold.count_records(plan)))
+            if options.athena is not None:
+                options.athena.check_tables(plan)
+                bound = options.athena.check_scan(plan)
+                say(plan.describe({"athena scan ≤": bound}))  # bytes, from the partitions in range
+            else:
+                say(plan.describe(fold.count_records(plan)))
             say(describe_target(description, target))
             say("dry run: nothing was created")
             return outcome
         log.info(
-            "folding %d change file(s)%s",
+            "folding %d change file(s)%s%s",
             len(plan.change_files),
             f" over snapshot {plan.base.snapshot_id}" if plan.base else "",
+            " on Athena" if options.athena else "",
         )
-        state = fold.state_at(plan)
+        if options.athena is not None:
+            # Nothing is created unless the query succeeded and its output holds every row
+            # it reported (both checked before the table sink's prepare below).
+            unloaded = options.athena.unload(plan)
+            state = unloaded.load(fold, archive, key_attribute_names(description))
+        else:
+            state = fold.state_at(plan)
         outcome.items = state.count
         base = f"snapshot {plan.base.snapshot_id}" if plan.base else "no base"
         say(
@@ -257,6 +273,12 @@ def restore_by_replay(
             outcome.comparison = verify_table(client, target, state)
             say(f"verify: {outcome.comparison.report('the archive', target)}")
     return outcome
+
+
+def key_attribute_names(table: dict[str, Any]) -> list[str]:
+    """The key attribute names of a described table, hash key first."""
+    schema = sorted(table["KeySchema"], key=lambda k: k["KeyType"] != "HASH")
+    return [str(k["AttributeName"]) for k in schema]
 
 
 def _record_rate(archive: Archive, source: str, written: WriteResult, plan: Plan) -> None:
@@ -355,6 +377,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="concurrent BatchWriteItem calls",
     )
     add_fold_arguments(parser)
+    add_engine_arguments(parser)
 
 
 def strategy_time(client: Any, archive: Archive, source: str, args: argparse.Namespace) -> datetime:
@@ -424,6 +447,9 @@ def main(args: argparse.Namespace) -> int:
         workers=args.write_workers,
         fold=FoldSettings.from_args(args),
         lambda_checks=lambda_gaps.LambdaChecks.from_args(args),
+        athena=(
+            AthenaFolder.from_args(args, settings, archive) if args.engine == "athena" else None
+        ),
     )
     if args.strategy == "replay":
         at = resolve_time(archive, source, args)

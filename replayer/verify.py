@@ -254,6 +254,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--segments", type=positive_int, default=DEFAULT_SEGMENTS, help="parallel scan segments"
     )
     add_fold_arguments(parser)
+    # Imported here: the Athena engine builds on this module (load_rows).
+    from replayer.athena_engine import add_engine_arguments
+
+    add_engine_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -274,7 +278,14 @@ def main(args: argparse.Namespace) -> int:
     if plan.inexact is not None:
         print(plan.inexact.describe())
     with Fold(archive, FoldSettings.from_args(args)) as fold:
-        state = fold.state_at(plan)
+        if args.engine == "athena":
+            from replayer.athena_engine import AthenaFolder
+
+            unloaded = AthenaFolder.from_args(args, settings, archive).unload(plan)
+            names = key_names(client, args.target_table_name)
+            state = unloaded.load(fold, archive, names)
+        else:
+            state = fold.state_at(plan)
         result = verify_table(client, args.target_table_name, state, segments=args.segments)
     print(
         f"verify {args.target_table_name} against {args.source_table_name} at {iso_ms(at)}: "

@@ -52,8 +52,20 @@ def template() -> Any:
     return decoded
 
 
+def resources(template: Any) -> dict[str, Any]:
+    """Every resource, those an ``Fn::ForEach`` generates included (under their templated
+    logical ids, e.g. ``MoreTablesMapping&{StreamArn}``)."""
+    out = {}
+    for name, resource in template["Resources"].items():
+        if name.startswith("Fn::ForEach::"):
+            out.update(resource[2])
+        else:
+            out[name] = resource
+    return out
+
+
 def resources_of(template: Any, kind: str) -> dict[str, Any]:
-    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+    return {name: r for name, r in resources(template).items() if r["Type"] == kind}
 
 
 def test_templates_are_found() -> None:
@@ -74,8 +86,13 @@ def test_cfn_lint_catches_a_broken_template(tmp_path: Path) -> None:
 
 
 def test_event_source_mapping_is_safe_and_ordered(template: Any) -> None:
-    (mapping,) = resources_of(template, "AWS::Lambda::EventSourceMapping").values()
-    props = mapping["Properties"]
+    mappings = resources_of(template, "AWS::Lambda::EventSourceMapping")
+    assert set(mappings) == {"ArchiverEventSourceMapping", "MoreTablesMapping&{StreamArn}"}
+    for mapping in mappings.values():
+        check_mapping(mapping["Properties"])
+
+
+def check_mapping(props: Any) -> None:
     assert props["StartingPosition"] == "TRIM_HORIZON"
     assert props["BisectBatchOnFunctionError"] is True
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
@@ -222,9 +239,11 @@ def test_scheduler_exports_into_the_archive(template: Any) -> None:
 
 def _statements(template: Any) -> list[tuple[str, dict[str, Any]]]:
     out = []
-    for name, resource in template["Resources"].items():
+    for name, resource in resources(template).items():
         props = resource.get("Properties", {})
-        for policy in props.get("Policies", []):
+        own = [props] if resource["Type"] == "AWS::IAM::Policy" else []  # identity policies
+        policies = [*props.get("Policies", []), *own]
+        for policy in policies:
             doc = policy.get("PolicyDocument", policy)
             out += [(name, s) for s in doc.get("Statement", [])]
     return out

@@ -1,0 +1,88 @@
+"""Time travel in ``ddb-replayer query``: ``state_at`` and ``history_of``.
+
+``state_at('orders', TIMESTAMP '2026-01-31 12:00:00')`` is the table as it was at that
+instant (columns ``keys``, ``item``), usable wherever SQL takes a table; the time is UTC
+unless it carries a zone (``'2026-01-31T12:00:00+01:00'``). It is planned exactly as
+``restore`` plans (coverage, watermark, gaps, base), and a plan that ``restore`` would refuse
+fails the query with the same one-line reason (exit 4). Its SQL is the Athena fold's
+(:mod:`replayer.athena_fold`) translated to DuckDB, over the query's ``changes`` and
+``snapshots`` views: the same text Athena runs for ``--engine athena``. A query never writes,
+so native exports not yet converted into snapshots are not candidates for the base (any
+``restore`` or ``export`` converts them).
+
+``history_of('orders', '{"pk": {"S": "a"}}')`` is every change to one item (its key as
+DynamoDB JSON, in any attribute order), in stream order, each record once: ``event_time,
+event_name, who (user|ttl), old_image, new_image, table_id, stream_arn, sequence_number,
+event_id``.
+
+Both take literal arguments: they are expanded before DuckDB sees the statement, since the
+plan needs the archive's state files.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from archiver.format.codec import CodecError, canonicalize_text
+from archiver.format.storage import Archive
+from replayer import plan as planning
+from replayer.athena_fold import FoldInputs, history_select, quote, state_select, to_duckdb
+from replayer.errors import BadInput
+
+_STRING = r"'((?:[^']|'')*)'"
+_STATE_AT = re.compile(
+    rf"\bstate_at\s*\(\s*{_STRING}\s*,\s*(?:TIMESTAMP\s*)?{_STRING}\s*\)", re.IGNORECASE
+)
+_HISTORY_OF = re.compile(rf"\bhistory_of\s*\(\s*{_STRING}\s*,\s*{_STRING}\s*\)", re.IGNORECASE)
+_ANY_CALL = re.compile(r"\b(state_at|history_of)\s*\(", re.IGNORECASE)
+
+
+def _unquote(text: str) -> str:
+    return text.replace("''", "'")
+
+
+def parse_instant(text: str) -> datetime:
+    """``2026-01-31 12:00:00[.fff][zone]`` or ISO 8601; without a zone it is UTC."""
+    value = text.strip().replace(" ", "T", 1)
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise BadInput(f"state_at: {text!r} is not a timestamp (2026-01-31 12:00:00)") from exc
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def state_at_sql(archive: Archive, table: str, at: datetime) -> str:
+    """The DuckDB SQL of the table at ``at``, or the planner's refusal."""
+    plan = planning.plan_restore(archive, table, at, convert=False)
+    return to_duckdb(state_select(FoldInputs.of_plan(plan)))
+
+
+def history_of_sql(table: str, key_json: str) -> str:
+    try:
+        keys = canonicalize_text(key_json)
+    except CodecError as exc:
+        raise BadInput(f"history_of: the key is not DynamoDB JSON: {exc}") from exc
+    return to_duckdb(history_select(quote(table), quote(keys)))
+
+
+def expand(archive: Archive, sql: str) -> str:
+    """``sql`` with every ``state_at(…)`` and ``history_of(…)`` call replaced by its query."""
+
+    def state(match: re.Match[str]) -> str:
+        table, instant = _unquote(match.group(1)), _unquote(match.group(2))
+        return f"({state_at_sql(archive, table, parse_instant(instant))})"
+
+    def history(match: re.Match[str]) -> str:
+        return f"({history_of_sql(_unquote(match.group(1)), _unquote(match.group(2)))})"
+
+    expanded = _HISTORY_OF.sub(history, _STATE_AT.sub(state, sql))
+    left = _ANY_CALL.search(expanded)
+    if left:
+        raise BadInput(
+            f"{left.group(1)} takes literal arguments: state_at('orders', TIMESTAMP "
+            "'2026-01-31 12:00:00') or history_of('orders', '{\"pk\": {\"S\": \"a\"}}')"
+        )
+    return expanded
