@@ -16,6 +16,7 @@ CHANGES = "changes"
 SNAPSHOTS = "snapshots"
 EXPORTS = "exports"
 STATE = "_state"
+STAGING = "_staging"
 LAMBDA_SHARD = "lambda"
 SEQ_WIDTH = 40
 
@@ -122,6 +123,19 @@ def snapshot_manifest(table: str, snapshot_id: str) -> str:
 def exports_dir() -> str:
     """Where native exports land, in AWS's own layout (``AWSDynamoDB/<export_id>/…``)."""
     return f"{EXPORTS}/AWSDynamoDB"
+
+
+# -- staging -------------------------------------------------------------------------------
+
+STAGING_DATA = "data"  # the files ImportTable reads: its S3KeyPrefix is <staging>/data/
+STAGING_MARKER = "_restore.json"  # whose staging this is, and how far it got
+
+
+def staging_dir(restore_id: str) -> str:
+    """Where ``restore --strategy import`` stages DynamoDB JSON for ``ImportTable`` by default
+    (an S3 archive; a local archive needs ``--staging``). Relative to the staging root below:
+    ``data/part-NNNNN.json.gz`` and :data:`STAGING_MARKER`."""
+    return f"{STAGING}/{restore_id}"
 
 
 # -- state ---------------------------------------------------------------------------------
