@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from botocore.exceptions import ReadTimeoutError
+from botocore.exceptions import ClientError, ReadTimeoutError
 
 from archiver.aws import AwsSettings
 from archiver.format import layout
@@ -52,14 +52,22 @@ def staging_bucket(s3: Any) -> str:
     return f"s3://{STAGING_BUCKET}/restores/orders"
 
 
-def history(ddb: Any, archive: Archive, *, gsis: list[dict[str, Any]] | None = None) -> Any:
-    """A table with changes before and after T, archived; returns (T, the table at T)."""
-    create_table(
+def history(
+    ddb: Any, archive: Archive, *, gsis: list[dict[str, Any]] | None = None, settings: bool = False
+) -> Any:
+    """A table with changes before and after T, archived; returns (T, the table at T).
+    ``settings``: the table also has a tag and TTL (what ImportTable cannot set)."""
+    table = create_table(
         ddb,
         "orders",
         gsis=gsis,
         extra_attributes=[{"AttributeName": "n", "AttributeType": "N"}] if gsis else None,
     )
+    if settings:
+        ddb.tag_resource(ResourceArn=table["TableArn"], Tags=[{"Key": "team", "Value": "payments"}])
+        ddb.update_time_to_live(
+            TableName="orders", TimeToLiveSpecification={"Enabled": True, "AttributeName": "exp"}
+        )
     rng = random.Random(7)
     workload(ddb, rng, range(40), 120)
     at = next_whole_second()
@@ -84,9 +92,9 @@ def staged_files(s3: Any, bucket: str, prefix: str) -> list[str]:
 def test_import_restores_the_table_at_t_verified_and_deletes_its_staging(
     ddb: Any, s3: Any, s3_archive: Archive, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    at, expected = history(ddb, s3_archive, gsis=[GSI])
+    at, expected = history(ddb, s3_archive, gsis=[GSI], settings=True)
     code, out, err = restore_cli(
-        capsys, s3_archive, "orders-imported", *when(at), "--strategy", "import"
+        capsys, s3_archive, "orders-imported", *when(at), "--strategy", "import", "--copy-settings"
     )
     assert code == 0, out + err
     assert "strategy: import" in out
@@ -95,6 +103,14 @@ def test_import_restores_the_table_at_t_verified_and_deletes_its_staging(
     table = ddb.describe_table(TableName="orders-imported")["Table"]
     assert [g["IndexName"] for g in table["GlobalSecondaryIndexes"]] == ["by-n"]
     assert table["GlobalSecondaryIndexes"][0]["Projection"] == GSI["Projection"]
+    # what ImportTable cannot set, --copy-settings does afterwards (TTL after verify)
+    assert table["StreamSpecification"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+    assert ddb.list_tags_of_resource(ResourceArn=table["TableArn"])["Tags"] == [
+        {"Key": "team", "Value": "payments"}
+    ]
+    ttl = ddb.describe_time_to_live(TableName="orders-imported")["TimeToLiveDescription"]
+    assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "exp"}
+    assert out.index("verify: identical") < out.index("time to live")
     # the default staging prefix is the archive's own, and it is gone after a verified restore
     assert "archive-bucket/ddb/_staging/" in out and "deleted" in out
     assert staged_files(s3, "archive-bucket", "ddb/_staging/") == []
@@ -215,12 +231,14 @@ class ImportDouble:
         *,
         lose_first_reply: bool = False,
         report: dict[str, Any] | None = None,
+        unreadable: bool = False,
         calls: list[dict[str, Any]] | None = None,
         started: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self._client = client
         self.lose_first_reply = lose_first_reply
         self.report = report
+        self.unreadable = unreadable  # DescribeImport refused (the caller lost its permission)
         # One account: every client of the test sees the same imports.
         self.calls = [] if calls is None else calls  # every ImportTable request received
         self.started = {} if started is None else started  # ClientToken → its import
@@ -237,6 +255,11 @@ class ImportDouble:
         return dict(response)
 
     def describe_import(self, **kwargs: Any) -> dict[str, Any]:
+        if self.unreadable:
+            raise ClientError(
+                {"Error": {"Code": "AccessDeniedException", "Message": "not allowed"}},
+                "DescribeImport",
+            )
         response = self._client.describe_import(**kwargs)
         description = response["ImportTableDescription"]
         token = next(
@@ -352,6 +375,38 @@ def test_a_lost_import_reply_is_asked_again_with_the_same_token_and_one_import_r
     assert len(double.started) == 1  # one import started, not two
     assert "verify: identical" in out
     assert scan(ddb, "orders-imported") == expected
+
+
+def test_a_restore_whose_import_started_resumes_by_waiting_for_that_import(
+    ddb: Any,
+    s3: Any,
+    archive: Archive,
+    staging_bucket: str,
+    capsys: pytest.CaptureFixture[str],
+    doubled: Doubled,
+) -> None:
+    at, expected = history(ddb, archive)
+    doubled.options["unreadable"] = True
+    args = ["--strategy", "import", "--staging", staging_bucket]
+    code, out, err = restore_cli(capsys, archive, "orders-imported", *when(at), *args)
+    assert code == 1, out + err
+    assert "AccessDenied" in err
+    assert "restores/orders/_restore.json" in staged_files(s3, STAGING_BUCKET, "restores/")
+    assert len(doubled.started) == 1
+    # the target exists now, made by this restore's own import: the same command resumes
+    doubled.options["unreadable"] = False
+    code, out, err = restore_cli(capsys, archive, "orders-imported", *when(at), *args)
+    assert code == 0, out + err
+    assert "already staged" in out and "started earlier" in out
+    assert len(doubled.started) == 1 and len(doubled.calls) == 1  # no second import
+    assert "verify: identical" in out
+    assert scan(ddb, "orders-imported") == expected
+    # another restore into that table is still refused
+    code, _, err = restore_cli(
+        capsys, archive, "orders-imported", *when(at), "--strategy", "import",
+        "--staging", f"s3://{STAGING_BUCKET}/elsewhere",
+    )  # fmt: skip
+    assert code == 4 and "already exists" in err
 
 
 def test_a_failed_staging_write_keeps_the_prefix_and_the_same_restore_resumes(
