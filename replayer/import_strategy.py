@@ -386,7 +386,9 @@ class Staged:
     """What ``_restore.json`` says about a staging prefix."""
 
     restore_id: str
-    status: str  # staging | staged | importing
+    # staging (files being written) | staged (all written) | importing (ImportTable asked for;
+    # import_arn once it answered)
+    status: str
     items: int = 0
     source_bytes: int = 0
     files: list[str] = field(default_factory=list)
@@ -509,8 +511,8 @@ def restore_by_import(
     staging = Archive.open(uri, endpoint_url=settings.endpoint_url)
     outcome = ImportOutcome(plan, rid, uri)
     marker = _own_staging(staging, rid)
-    if marker is None or marker.import_arn is None:
-        # An import already started (its ARN recorded) is this restore's own table.
+    if marker is None or marker.status != "importing":
+        # Once this restore has asked for its import, the target may be that import's table.
         refuse_if_exists(client, target)
     context = {
         "source": plan.table,
@@ -534,6 +536,7 @@ def restore_by_import(
         )
         try:
             if marker is None or marker.status == "staging" or marker.items != state.count:
+                # Nothing staged yet, or not completely: stage (again) from the start.
                 marker = _stage(
                     staging, Staged(rid, "staging"), state.batches(), state.count, **context
                 )
@@ -546,10 +549,13 @@ def restore_by_import(
             outcome.source_bytes = marker.source_bytes
             started = time.monotonic()
             if marker.import_arn is None:
+                # Recorded before asking: a run that dies waiting for the reply is resumed by
+                # asking again with the same token, which AWS answers with the same import.
+                marker.status = "importing"
+                marker.write(staging, **context)
                 request = import_request(description, target, staging, rid)
                 started_import = start_import(client, request, sleep=sleep)
                 marker.import_arn = str(started_import["ImportArn"])
-                marker.status = "importing"
                 marker.write(staging, **context)
                 log.info("import %s started", marker.import_arn)
             else:

@@ -48,7 +48,7 @@ from replayer import lambda_gaps, pricing
 from replayer import plan as planning
 from replayer.errors import BadInput, Refused, ReplayError
 from replayer.fold import Fold
-from replayer.import_strategy import ImportModel, lsi_refusal
+from replayer.import_strategy import ImportModel, lsi_refusal, staging_url
 from replayer.plan import LogPlan, Plan
 
 log = logging.getLogger(__name__)
@@ -383,13 +383,10 @@ class Estimator:
         """ImportTable of the same fold: needs what replay needs, S3 staging and no LSIs."""
         if plan is None:
             return estimate_import(None, ImportModel(), why_not)
-        if self.staging is None and self.archive.is_local:
-            return estimate_import(
-                None,
-                ImportModel(),
-                "needs --staging s3://bucket/prefix: the archive is local and ImportTable "
-                "reads only from S3",
-            )
+        try:
+            staging_url(self.archive, self.staging, "-")
+        except BadInput as exc:
+            return estimate_import(None, ImportModel(), str(exc))
         table, item_bytes, _ = self.shape(plan)
         refusal = lsi_refusal(table) if table else None
         if table is None:
