@@ -38,7 +38,7 @@ class RestoreRates:
 
 
 RESTORE_RATES = RestoreRates(
-    as_of="2026-12",
+    as_of="2024-11",  # the on-demand write price since the November 2024 reduction
     region="us-east-1",
     write_request_unit=0.625 / 1_000_000,
     import_per_gb=0.15,

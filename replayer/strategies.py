@@ -15,7 +15,7 @@ produce the table as it was at T and picks the fastest:
   Estimate: the items to write at the measured write rate.
 - **import** — the same fold staged in S3 and loaded by ``ImportTable``
   (``replayer.import_strategy``). Not for a source with LSIs, and a local archive needs
-  ``--staging``. Estimate: :class:`replayer.import_strategy.ImportModel` over the staged size.
+  ``--staging``. Estimate: :class:`replayer.import_model.ImportModel` over the staged size.
 
 Each estimate also has a cost, from the list prices in :mod:`replayer.pricing`; ``--prefer
 cost`` picks the cheapest usable strategy instead of the fastest (the other figure breaks ties).
@@ -48,7 +48,8 @@ from replayer import lambda_gaps, pricing
 from replayer import plan as planning
 from replayer.errors import BadInput, Refused, ReplayError
 from replayer.fold import Fold
-from replayer.import_strategy import ImportModel, lsi_refusal, staging_url
+from replayer.import_model import ImportModel
+from replayer.import_strategy import lsi_refusal, staging_url
 from replayer.plan import LogPlan, Plan
 
 log = logging.getLogger(__name__)

@@ -15,13 +15,8 @@ from archiver.aws import AwsSettings
 from archiver.format import layout
 from archiver.format.storage import Archive
 from replayer import import_strategy, pricing, strategies
-from replayer.import_strategy import (
-    ImportFailed,
-    ImportModel,
-    import_request,
-    record_import,
-    restore_id,
-)
+from replayer.import_model import ImportModel, record_import
+from replayer.import_strategy import ImportFailed, import_request, restore_id
 from replayer.strategies import Estimate, choose, record_write_rate
 from tests.conftest import create_table
 from tests.test_strategies import (
