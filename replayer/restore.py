@@ -9,15 +9,18 @@ takes the fastest, printing the estimates and why):
   with parallel BatchWriteItem calls;
 - pitr: DynamoDB's RestoreTableToPointInTime, when T is inside the PITR window;
 - backup: RestoreTableFromBackup of the newest backup at or before T (or --backup-arn), then
-  the archived log over (backup - 60 s, T] written over it.
+  the archived log over (backup - 60 s, T] written over it;
+- import: the fold staged as DynamoDB JSON in S3 (--staging) and loaded by ImportTable
+  (``replayer.import_strategy``): no write capacity used, no LSIs.
 
 The result is verified item by item against the archive (when the archive can rebuild T), and
 --copy-settings then copies tags, TTL, stream, PITR, auto scaling, alarms and resource policy.
 
 Exit codes: 0 done (and verified); 2 bad input; 3 the target differs from the archive's state
-(verify); 4 refused by a safety check, with nothing created (the target exists, T after the
-watermark, the log not covering the range or meeting a recorded gap, no usable base, the
-requested strategy not possible at T).
+(verify), or an import did not load every item; 4 refused by a safety check, with nothing
+created (the target exists, T after the watermark, the log not covering the range or meeting a
+recorded gap, no usable base, the requested strategy not possible at T, a staging prefix that
+holds another restore's files).
 """
 
 from __future__ import annotations
@@ -40,10 +43,10 @@ from archiver.format import tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time
 from archiver.pitr import describe_pitr
-from replayer import lambda_gaps, native_restore, strategies
+from replayer import import_strategy, lambda_gaps, native_restore, strategies
 from replayer import plan as planning
 from replayer.athena_engine import AthenaFolder, add_engine_arguments
-from replayer.errors import BadInput, Refused
+from replayer.errors import BadInput, Refused, ReplayError
 from replayer.fold import Fold, FoldSettings, add_fold_arguments
 from replayer.plan import Plan
 from replayer.settings_copy import copy_after_restore
@@ -322,8 +325,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--strategy",
         choices=STRATEGIES,
         default="auto",
-        help="replay: from the archive (base snapshot + change log); pitr / backup: native "
-        "restores; auto: the fastest correct one",
+        help="replay: from the archive (base snapshot + change log); import: the same state "
+        "staged in S3 and loaded by ImportTable; pitr / backup: native restores; auto: the "
+        "fastest (or, with --prefer cost, cheapest) correct one",
+    )
+    parser.add_argument(
+        "--staging",
+        metavar="S3URL",
+        help="with --strategy import (or auto): an empty s3://bucket/prefix to stage the "
+        "DynamoDB JSON files in (default: <archive>/_staging/<restore id>/ for an S3 "
+        "archive; required for a local one); deleted after a verified restore",
+    )
+    parser.add_argument(
+        "--prefer",
+        choices=strategies.PREFER,
+        default="time",
+        help="what --strategy auto minimises: the estimated time (default) or cost",
     )
     parser.add_argument(
         "--backup-arn",
@@ -430,9 +447,42 @@ def restore_natively(
     return EXIT_DIFFERENCES if comparison is not None and not comparison.identical else EXIT_OK
 
 
+def restore_by_import(
+    settings: AwsSettings,
+    archive: Archive,
+    choice: strategies.Choice,
+    args: argparse.Namespace,
+    options: ReplayOptions,
+    client: Any,
+) -> int:
+    """Run the ``import`` strategy on the plan it was estimated with."""
+    plan = choice.replay_plan
+    if plan is None:  # the estimate is usable only with a plan
+        raise ReplayError("the import strategy was chosen without a plan")
+    outcome = import_strategy.restore_by_import(
+        settings,
+        archive,
+        plan,
+        archived_table(archive, plan, client),
+        args.target_table_name,
+        import_strategy.ImportOptions(
+            staging=args.staging, verify=options.verify, fold=options.fold
+        ),
+        client=client,
+    )
+    if not args.copy_settings:
+        print(
+            "ImportTable sets no stream, TTL, table class, deletion protection or tags: "
+            "--copy-settings copies them from the source"
+        )
+    return outcome.exit_code
+
+
 def main(args: argparse.Namespace) -> int:
     if args.backup_arn and args.strategy not in ("auto", "backup"):
         raise BadInput("--backup-arn goes with --strategy backup (or auto)")
+    if args.staging and args.strategy not in ("auto", "import"):
+        raise BadInput("--staging goes with --strategy import (or auto)")
     source, target = args.source_table_name, args.target_table_name
     check_table_name(target)
     settings = AwsSettings.from_args(args)
@@ -456,7 +506,12 @@ def main(args: argparse.Namespace) -> int:
         outcome = restore_by_replay(settings, archive, source, target, at, options, client=client)
         code = outcome.exit_code
     else:
-        refuse_if_exists(client, target)
+        if args.strategy == "import":
+            # Exit 2 up front when no staging location can be used. The import checks the
+            # target itself: its own import, started by an earlier run, may already own it.
+            import_strategy.staging_url(archive, args.staging, "-")
+        else:
+            refuse_if_exists(client, target)
         at = strategy_time(client, archive, source, args)
         estimator = strategies.Estimator(
             client,
@@ -469,6 +524,8 @@ def main(args: argparse.Namespace) -> int:
             aws=settings,
             backup_arn=args.backup_arn,
             lambda_checks=options.lambda_checks,
+            staging=args.staging,
+            prefer=args.prefer,
         )
         choice = estimator.choose(args.strategy)
         print(choice.describe())
@@ -481,6 +538,8 @@ def main(args: argparse.Namespace) -> int:
                 plan=choice.replay_plan,
             )  # fmt: skip
             code = outcome.exit_code
+        elif choice.chosen.strategy == "import":
+            code = restore_by_import(settings, archive, choice, args, options, client)
         else:
             code = restore_natively(client, archive, choice, args, options)
     if args.copy_settings and not args.dry_run:

@@ -13,6 +13,12 @@ produce the table as it was at T and picks the fastest:
   plus the changed keys at the measured write rate.
 - **replay** — the archive's own restore (base snapshot + log, ``replayer.restore``).
   Estimate: the items to write at the measured write rate.
+- **import** — the same fold staged in S3 and loaded by ``ImportTable``
+  (``replayer.import_strategy``). Not for a source with LSIs, and a local archive needs
+  ``--staging``. Estimate: :class:`replayer.import_model.ImportModel` over the staged size.
+
+Each estimate also has a cost, from the list prices in :mod:`replayer.pricing`; ``--prefer
+cost`` picks the cheapest usable strategy instead of the fastest (the other figure breaks ties).
 
 The write rate is the last restore's measured rate, kept in the archive
 (``_state/<table>/restore-stats.json``), else :data:`DEFAULT_WRITE_RATE`, and never more than
@@ -26,7 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,27 +40,31 @@ from archiver.aws import AwsSettings
 from archiver.backups import Backup, describe_backup, list_backups
 from archiver.describe import describe_or_none
 from archiver.errors import ArchiverError, TableNotFound
-from archiver.format import layout, statefiles
+from archiver.format import layout, statefiles, tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, utcnow
 from archiver.pitr import PitrStatus, describe_pitr
-from replayer import lambda_gaps
+from replayer import lambda_gaps, pricing
 from replayer import plan as planning
 from replayer.errors import BadInput, Refused, ReplayError
 from replayer.fold import Fold
+from replayer.import_model import ImportModel
+from replayer.import_strategy import lsi_refusal, staging_url
 from replayer.plan import LogPlan, Plan
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("auto", "replay", "pitr", "backup")
-# Ties go to the strategy the archive can verify end to end.
-_PREFERENCE = {"replay": 0, "backup": 1, "pitr": 2}
+STRATEGIES = ("auto", "replay", "import", "pitr", "backup")
+PREFER = ("time", "cost")
+# Ties go to the strategies the archive can verify end to end.
+_PREFERENCE = {"replay": 0, "import": 1, "backup": 2, "pitr": 3}
 
 DEFAULT_WRITE_RATE = 1000.0  # items/s into a new on-demand table, until a restore is measured
 NATIVE_RESTORE_BASE_SECONDS = 20 * 60.0  # AWS: native restores take at least 20 minutes
 NATIVE_RESTORE_SECONDS_PER_GIB = 60.0
 BACKUP_MARGIN = timedelta(seconds=60)  # backups are consistent to about a minute
 GIB = 1024**3
+DEFAULT_ITEM_BYTES = 1024  # when the archived description has no size (an empty table)
 
 
 # -- write rate ------------------------------------------------------------------------------
@@ -113,21 +123,26 @@ def record_write_rate(
     if items < 100 or seconds <= 0:
         if inexact is None:
             return
-        try:
-            stats = dict(archive.read_json_or(layout.restore_stats(table)) or {})
-        except Exception:
-            stats = {}
-        stats["inexact"] = dict(inexact)
+    try:
+        earlier = archive.read_json_or(layout.restore_stats(table)) or {}
+    except Exception:  # unreadable: start afresh rather than fail a finished restore
+        earlier = {}
+    kept = earlier if isinstance(earlier, dict) else {}
+    if items < 100 or seconds <= 0:
+        # Only the note of an inexact restore is new; the measured rate stays as it was.
+        stats = dict(kept)
     else:
         stats = {
+            # What else the file keeps (earlier imports' sizes and times) stays.
+            **({"imports": kept["imports"]} if "imports" in kept else {}),
             "items": items,
             "seconds": round(seconds, 3),
             "items_per_second": round(items / seconds, 1),
             "strategy": strategy,
             "measured_at": iso_ms(utcnow()),
         }
-        if inexact is not None:
-            stats["inexact"] = dict(inexact)
+    if inexact is not None:
+        stats["inexact"] = dict(inexact)
     try:
         archive.write_json(layout.restore_stats(table), stats)
     except Exception as exc:
@@ -148,20 +163,28 @@ def format_duration(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class Estimate:
-    """One strategy's estimated duration, or why it cannot produce the table at T."""
+    """One strategy's estimated duration and cost, or why it cannot produce the table at T."""
 
     strategy: str
     seconds: float | None  # None: not possible
     reason: str
     backup: Backup | None = None
+    cost: float | None = None  # USD at list prices (replayer.pricing); None: unknown
 
     @property
     def usable(self) -> bool:
         return self.seconds is not None
 
     def line(self) -> str:
-        took = format_duration(self.seconds) if self.seconds is not None else "not possible"
-        return f"  {self.strategy:<7} {took:<13} {self.reason}"
+        """One row of the estimates table (see :data:`ESTIMATES_HEADER`)."""
+        if self.seconds is None:
+            return f"  {self.strategy:<8} {'no':<7} {'-':<10} {'-':<9} {self.reason}"
+        took = format_duration(self.seconds)
+        cost = pricing.format_cost(self.cost)
+        return f"  {self.strategy:<8} {'yes':<7} {took:<10} {cost:<9} {self.reason}"
+
+
+ESTIMATES_HEADER = f"  {'strategy':<8} {'usable':<7} {'est. time':<10} {'est. cost':<9} why"
 
 
 def native_restore_seconds(size_bytes: int | None) -> float:
@@ -184,17 +207,47 @@ def estimate_pitr(pitr: PitrStatus | None, at: datetime, size_bytes: int | None)
         "pitr",
         native_restore_seconds(size_bytes),
         f"T is inside the PITR window; native restore of {size} (≥ 20 min)",
+        cost=pricing.native_restore_cost(size_bytes),
     )
 
 
-def estimate_replay(items: int | None, rate: WriteRate, refusal: str | None = None) -> Estimate:
-    """Replay writes every item alive at T."""
+def estimate_replay(
+    items: int | None,
+    rate: WriteRate,
+    refusal: str | None = None,
+    *,
+    item_bytes: float = DEFAULT_ITEM_BYTES,
+    indexes: int = 0,
+) -> Estimate:
+    """Replay writes every item alive at T (``item_bytes`` each, into ``indexes`` GSIs too)."""
     if refusal is not None or items is None:
         return Estimate("replay", None, refusal or "the archive cannot rebuild T")
     return Estimate(
         "replay",
         rate.seconds_for(items),
         f"{items:,} items at {rate.describe()}",
+        cost=pricing.replay_cost(items, item_bytes, indexes),
+    )
+
+
+def estimate_import(
+    items: int | None,
+    model: ImportModel,
+    refusal: str | None = None,
+    *,
+    item_bytes: float = DEFAULT_ITEM_BYTES,
+) -> Estimate:
+    """ImportTable loads the staged items: ``model`` over their uncompressed size (the size
+    per item measured by an earlier import, else the table's average item size)."""
+    if refusal is not None or items is None:
+        return Estimate("import", None, refusal or "the archive cannot rebuild T")
+    per_item = model.json_bytes_per_item or item_bytes
+    size = items * per_item
+    return Estimate(
+        "import",
+        model.seconds_for(size),
+        f"{items:,} items, {size / GIB:.2f} GiB staged, at {model.describe()}",
+        cost=pricing.import_cost(size),
     )
 
 
@@ -203,6 +256,9 @@ def estimate_backup(
     tail_keys: int | None,
     rate: WriteRate,
     refusal: str | None = None,
+    *,
+    item_bytes: float = DEFAULT_ITEM_BYTES,
+    indexes: int = 0,
 ) -> Estimate:
     """A backup restore plus writing each key changed in (backup − 60 s, T]."""
     if backup is None:
@@ -218,11 +274,16 @@ def estimate_backup(
         f"backup {backup.name} of {iso_ms(backup.created_at)} (≥ 20 min), then "
         f"{tail_keys:,} changed key(s) from the log at {rate.items_per_second:,.0f} items/s",
         backup,
+        cost=pricing.native_restore_cost(backup.size_bytes)
+        + pricing.replay_cost(tail_keys, item_bytes, indexes),
     )
 
 
-def choose(estimates: Sequence[Estimate], requested: str) -> tuple[Estimate, str]:
-    """The estimate to act on and the reason, for ``--strategy requested``.
+def choose(
+    estimates: Sequence[Estimate], requested: str, prefer: str = "time"
+) -> tuple[Estimate, str]:
+    """The estimate to act on and the reason, for ``--strategy requested``: for ``auto`` the
+    fastest usable one (``prefer="cost"``: the cheapest), the other figure breaking ties.
 
     Raises:
         Refused: the requested strategy (or, for ``auto``, every strategy) is not possible.
@@ -236,16 +297,38 @@ def choose(estimates: Sequence[Estimate], requested: str) -> tuple[Estimate, str
     if not usable:
         reasons = "; ".join(f"{e.strategy}: {e.reason}" for e in estimates)
         raise Refused(f"no strategy can restore T: {reasons}")
-    usable.sort(key=lambda e: (e.seconds or 0.0, _PREFERENCE[e.strategy]))
+    unknown = float("inf")  # a cost not known never wins on cost
+    if prefer == "cost":
+        usable.sort(
+            key=lambda e: (
+                unknown if e.cost is None else e.cost,
+                e.seconds or 0.0,
+                _PREFERENCE[e.strategy],
+            )
+        )
+    else:
+        usable.sort(key=lambda e: (e.seconds or 0.0, _PREFERENCE[e.strategy]))
     chosen = usable[0]
-    others = [f"{e.strategy} {format_duration(e.seconds or 0.0)}" for e in usable[1:] if e.seconds]
+    others = [_versus(e) for e in usable[1:] if e.seconds is not None]
     versus = f" (vs {', '.join(others)})" if others else " (the only possible strategy)"
-    return chosen, f"fastest{versus}"
+    best = "cheapest" if prefer == "cost" else "fastest"
+    return chosen, f"{best}{versus}"
+
+
+def _versus(estimate: Estimate) -> str:
+    text = f"{estimate.strategy} {format_duration(estimate.seconds or 0.0)}"
+    return text if estimate.cost is None else f"{text} {pricing.format_cost(estimate.cost)}"
 
 
 def describe_choice(estimates: Sequence[Estimate], chosen: Estimate, reason: str) -> str:
-    lines = ["estimates:", *(e.line() for e in estimates)]
+    """The estimates as a table (one row per strategy), then the choice and why."""
+    lines = ["estimates:", ESTIMATES_HEADER, *(e.line() for e in estimates)]
     lines.append(f"strategy: {chosen.strategy} — {reason}")
+    rates = pricing.RESTORE_RATES
+    lines.append(
+        f"(costs at {rates.region} list prices of {rates.as_of}; times and costs are rough, "
+        "for ranking)"
+    )
     return "\n".join(lines)
 
 
@@ -301,6 +384,34 @@ class Estimator:
     aws: AwsSettings | None = None
     backup_arn: str | None = None
     lambda_checks: lambda_gaps.LambdaChecks | None = None
+    staging: str | None = None  # --staging (import): None means the archive's own, if S3
+    prefer: str = "time"
+    replay_items: int | None = field(default=None, init=False)  # replay()'s count, for import
+
+    def shape(self, plan: Plan) -> tuple[dict[str, Any] | None, float, int]:
+        """The archived description of the generation at T, its average item size (DynamoDB's
+        ``TableSizeBytes / ItemCount``, else :data:`DEFAULT_ITEM_BYTES`) and its GSI count."""
+        doc = tables.description_at(self.archive, plan.table, plan.at, plan.table_id)
+        table: dict[str, Any] | None = doc["Table"] if doc else None
+        size = int((table or {}).get("TableSizeBytes") or 0)
+        count = int((table or {}).get("ItemCount") or 0)
+        item_bytes = size / count if size > 0 and count > 0 else float(DEFAULT_ITEM_BYTES)
+        return table, item_bytes, len((table or {}).get("GlobalSecondaryIndexes") or [])
+
+    def import_(self, plan: Plan | None, items: int | None, why_not: str | None) -> Estimate:
+        """ImportTable of the same fold: needs what replay needs, S3 staging and no LSIs."""
+        if plan is None:
+            return estimate_import(None, ImportModel(), why_not)
+        try:
+            staging_url(self.archive, self.staging, "-")
+        except BadInput as exc:
+            return estimate_import(None, ImportModel(), str(exc))
+        table, item_bytes, _ = self.shape(plan)
+        refusal = lsi_refusal(table) if table else None
+        if table is None:
+            refusal = "the archive holds no description of the table at T (keys unknown)"
+        model = ImportModel.load(self.archive, self.source)
+        return estimate_import(items, model, refusal, item_bytes=item_bytes)
 
     def replay(self) -> tuple[Estimate, Plan | None]:
         try:
@@ -319,7 +430,10 @@ class Estimator:
             return estimate_replay(None, self.rate, str(exc)), None
         # An upper bound: keys changed in the log may also be in the base, or deleted.
         items = (plan.base.item_count if plan.base else 0) + counts["keys changed"]
-        return estimate_replay(items, self.rate), plan
+        _, item_bytes, indexes = self.shape(plan)
+        self.replay_items = items
+        estimate = estimate_replay(items, self.rate, item_bytes=item_bytes, indexes=indexes)
+        return estimate, plan
 
     def pitr(self) -> Estimate:
         try:
@@ -390,13 +504,16 @@ class Estimator:
         estimates: list[Estimate] = []
         replay_plan = tail_plan = None
         tail_keys = None
-        if requested in ("auto", "replay"):
+        if requested in ("auto", "replay", "import"):
             estimate, replay_plan = self.replay()
-            estimates.append(estimate)
+            if requested != "import":
+                estimates.append(estimate)
+            if requested in ("auto", "import"):
+                estimates.append(self.import_(replay_plan, self.replay_items, estimate.reason))
         if requested in ("auto", "backup"):
             estimate, tail_plan, tail_keys = self.backup()
             estimates.append(estimate)
         if requested in ("auto", "pitr"):
             estimates.append(self.pitr())
-        chosen, reason = choose(estimates, requested)
+        chosen, reason = choose(estimates, requested, self.prefer)
         return Choice(self.at, estimates, chosen, reason, replay_plan, tail_plan, tail_keys)

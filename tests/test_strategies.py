@@ -337,6 +337,7 @@ def test_auto_prefers_pitr_inside_the_window_when_replay_is_slow(
     assert fast.chosen.strategy == "replay"  # a few items: seconds beat PITR's 20 minutes
     assert {e.strategy: e.usable for e in fast.estimates} == {
         "replay": True,
+        "import": False,  # a local archive and no --staging
         "backup": False,
         "pitr": True,
     }

@@ -22,6 +22,7 @@ STATE = "_state"
 TOP_LEVEL = (CHANGES, SNAPSHOTS, STATE)
 # The folder AWS puts under an export's S3 prefix: <prefix>/AWSDynamoDB/<export_id>/…
 AWS_EXPORTS = "AWSDynamoDB"
+STAGING = "_staging"
 LAMBDA_SHARD = "lambda"
 SEQ_WIDTH = 40
 
@@ -323,6 +324,19 @@ def export_relative_key(key: str, export_id: str) -> str | None:
     if at < 0 or (at > 0 and key[at - 1] != "/"):
         return None
     return key[at + len(marker) :]
+
+
+# -- staging -------------------------------------------------------------------------------
+
+STAGING_DATA = "data"  # the files ImportTable reads: its S3KeyPrefix is <staging>/data/
+STAGING_MARKER = "_restore.json"  # whose staging this is, and how far it got
+
+
+def staging_dir(restore_id: str) -> str:
+    """Where ``restore --strategy import`` stages DynamoDB JSON for ``ImportTable`` by default
+    (an S3 archive; a local archive needs ``--staging``). Relative to the staging root below:
+    ``data/part-NNNNN.json.gz`` and :data:`STAGING_MARKER`."""
+    return f"{STAGING}/{restore_id}"
 
 
 # -- state ---------------------------------------------------------------------------------
