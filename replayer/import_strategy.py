@@ -114,7 +114,7 @@ def staging_url(archive: Archive, staging: str | None, rid: str) -> str:
         BadInput: the archive is local and no ``--staging`` was given, or it is not ``s3://``.
     """
     if staging is None:
-        if archive.is_local:
+        if archive.s3_location() is None:
             raise BadInput(
                 "--strategy import needs --staging s3://bucket/prefix: the archive is local "
                 "and ImportTable reads only from S3"

@@ -120,9 +120,8 @@ def record_write_rate(
     """Remember a restore's measured rate for later estimates (best effort: a restore with
     read-only access to the archive still succeeds). Tiny restores say little about the rate
     and leave it as it was; an inexact restore (``--allow-inexact``) is noted in any case."""
-    if items < 100 or seconds <= 0:
-        if inexact is None:
-            return
+    if (items < 100 or seconds <= 0) and inexact is None:
+        return
     try:
         earlier = archive.read_json_or(layout.restore_stats(table)) or {}
     except Exception:  # unreadable: start afresh rather than fail a finished restore
