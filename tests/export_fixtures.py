@@ -255,3 +255,8 @@ def books(n: int = 12) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def read_dynamodb_json(data: bytes) -> list[dict[str, Any]]:
+    """The items of one ``dynamodb-json`` part (gzip JSON lines ``{"Item": …}``)."""
+    return [orjson.loads(line)["Item"] for line in gzip.decompress(data).splitlines() if line]

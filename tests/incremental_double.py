@@ -55,9 +55,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from botocore.exceptions import ClientError
 
-from archiver.format.codec import canonical_json, to_json_item
+from archiver.format.codec import canonical_json
 from archiver.format.tables import table_id_of
 from archiver.format.timefmt import as_utc, iso_ms, utcnow
 
@@ -82,7 +83,7 @@ class Write:
 
 def _plain(item: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """DynamoDB JSON with binary as base64 text, whatever the SDK gave."""
-    return None if item is None else to_json_item(canonical_json(dict(item)))
+    return None if item is None else orjson.loads(canonical_json(dict(item)))
 
 
 def history_from_stream(streams: Any, stream_arn: str) -> list[Write]:

@@ -24,10 +24,10 @@ from archiver.format.codec import canonical_json
 from archiver.format.storage import Archive
 from replayer import plan as planning
 from replayer.athena import Athena, AthenaConfig, AthenaQueryFailed, query_cost_usd
-from replayer.sinks import read_dynamodb_json
 from replayer.verify import scan_rows
 from tests.athena_double import AthenaDouble, running_double
 from tests.conftest import REGION
+from tests.export_fixtures import read_dynamodb_json
 from tests.replay_helpers import (
     TABLE,
     Change,

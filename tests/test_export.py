@@ -20,6 +20,7 @@ from replayer.export import FORMATS
 from replayer.sinks import Sink, TableSink, file_sink, sink_class
 from replayer.verify import scan_rows
 from tests.conftest import create_table
+from tests.export_fixtures import read_dynamodb_json
 from tests.replay_helpers import (
     TABLE,
     Change,
@@ -131,11 +132,6 @@ def test_export_dynamodb_json_is_accepted_by_import_table(
 
 
 # -- the sink contract ---------------------------------------------------------------------
-
-
-def read_dynamodb_json(data: bytes) -> list[dict[str, Any]]:
-    """The items of one ``dynamodb-json`` part (gzip JSON lines ``{"Item": …}``)."""
-    return [orjson.loads(line)["Item"] for line in gzip.decompress(data).splitlines() if line]
 
 
 def _batches(items: list[dict[str, Any]]) -> list[pa.RecordBatch]:
