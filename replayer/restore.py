@@ -37,7 +37,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError
 
 from archiver.aws import AwsSettings
-from archiver.cliutil import add_archive_argument, add_table_argument, positive_float, positive_int
+from archiver.cliutil import add_archive_argument, add_table_argument, positive_float
 from archiver.describe import describe_or_none
 from archiver.errors import EXIT_DIFFERENCES, EXIT_OK, ArchiverError
 from archiver.format import tables
@@ -59,6 +59,7 @@ from replayer.target_table import (
     set_source_capacity,
     wait_until_active,
 )
+from replayer.verify import Comparison, verify_table
 from replayer.writers import (
     DEFAULT_CONCURRENCY,
     ClientFactory,
@@ -67,7 +68,6 @@ from replayer.writers import (
     WriteStats,
     write_partitions,
 )
-from replayer.verify import Comparison, verify_table
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ def restore_by_replay(
             )
         else:
             wait_until_active(client, target)
-            done = sum(min(n, d * CHUNK_ITEMS) for (_, n), d in zip(parts, progress.done))
+            done = _already_written(parts, progress)
             say(f"resuming restore {progress.restore_id}: {done:,} items already written")
         try:
             outcome.written = _write(settings, target, parts, progress, warm, options)
@@ -426,6 +426,11 @@ def _progress_for(
     return progress
 
 
+def _already_written(parts: list[tuple[str, int]], progress: restore_state.RestoreProgress) -> int:
+    """Items the saved progress counts as acknowledged."""
+    return sum(min(n, d * CHUNK_ITEMS) for (_, n), d in zip(parts, progress.done, strict=True))
+
+
 def _write(
     settings: AwsSettings,
     target: str,
@@ -452,7 +457,7 @@ def _write(
         for p, (path, _) in enumerate(parts)
     ]
     total = sum(n for _, n in parts)
-    skipped = sum(min(n, d * CHUNK_ITEMS) for (_, n), d in zip(parts, progress.done, strict=True))
+    skipped = _already_written(parts, progress)
     return write_partitions(
         jobs, progress=progress, total=total, skipped=skipped, desc=f"writing {target}"
     )

@@ -168,7 +168,7 @@ def plan_warm(
 ) -> WarmPlan:
     """Size the target's write throughput for ``items`` totalling ``write_units``."""
     billing = (description.get("BillingModeSummary") or {}).get("BillingMode") or "PROVISIONED"
-    seconds = max(target_minutes, 0.1) * 60
+    seconds = max(target_minutes * 60, 1.0)
     needed = math.ceil(write_units / seconds) if write_units else 1
     gsis = tuple(g["IndexName"] for g in description.get("GlobalSecondaryIndexes") or [])
     return WarmPlan(

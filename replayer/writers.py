@@ -106,7 +106,7 @@ class RawBatchWrites:
         self._local = threading.local()
         events = getattr(getattr(client, "meta", None), "events", None)
         self.raw = events is not None
-        if self.raw:
+        if events is not None:
             events.register("before-call.dynamodb.BatchWriteItem", self._inject)
 
     def _inject(self, params: dict[str, Any], **_: Any) -> None:
