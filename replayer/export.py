@@ -51,13 +51,17 @@ def _check_resumable(
 ) -> None:
     """A non-empty output may be continued only when it is this plan's unfinished export."""
     if marker.get("fingerprint") != fingerprint:
-        raise Refused(f"output {output.url} holds an export of another plan (table, time, base "
-                      "or format differ): export into an empty location")  # fmt: skip
+        raise Refused(
+            f"output {output.url} already holds files: an export of another plan (table, "
+            "time, base or format differ); export into an empty location"
+        )
     if output.exists(SUMMARY):
-        raise Refused(f"output {output.url} already holds this complete export")
+        raise Refused(f"output {output.url} already holds files: this complete export "
+                      f"({SUMMARY}); export into an empty location")  # fmt: skip
     if not args.resume:
         raise Refused(
-            f"output {output.url} holds a partial export of this same plan; continue it with: "
+            f"output {output.url} already holds files: a partial export of this same plan; "
+            "continue it with: "
             f"ddb-replayer export --table-name {plan.table} --archive {args.archive} "
             f"--restore-date-time {iso_ms(plan.at)} --output {args.output} "
             f"--format {args.format} --resume"
