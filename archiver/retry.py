@@ -8,7 +8,8 @@
   by an attempt limit *and* a deadline, whichever comes first; :func:`call` and
   :func:`call_async` run one call under it.
 * :class:`RateLimiter` — spreads calls (or items) to at most N per second, for threads and
-  coroutines alike.
+  coroutines alike; :class:`AdaptiveRate` moves its rate by AIMD (additive increase while
+  calls succeed, multiplicative decrease on throttling), under a fixed cap.
 * :func:`wait_until` — polls until a resource is ready, giving up at a deadline and at once on
   a failed or absent status.
 
@@ -271,6 +272,76 @@ class RateLimiter:
         delay = self.reserve(units)
         if delay > 0:
             await asyncio.sleep(delay)
+
+
+class AdaptiveRate:
+    """A :class:`RateLimiter` whose rate follows AIMD, as TCP's congestion window does.
+
+    It starts at ``initial`` units per second; every throttle (a throttling error or a reply
+    with unprocessed items) divides the rate by ``1 / decrease`` — at most once per
+    ``cooldown_seconds``, so that the many calls in flight when a table starts throttling count
+    as one signal — and every ``cooldown_seconds`` without a throttle add ``increase`` units.
+    The rate never leaves ``[floor, cap]`` (``cap`` None: no upper bound).
+
+    Args:
+        initial: the starting rate (a restore's warm throughput, in items per second).
+        cap: the highest rate ever used (``--max-write-rate``), or None.
+        increase: units per second added per quiet interval (default: 5 % of ``initial``).
+        decrease: the factor applied on a throttle.
+        floor: the lowest rate (calls must keep probing the table).
+    """
+
+    def __init__(
+        self,
+        initial: float,
+        *,
+        cap: float | None = None,
+        increase: float | None = None,
+        decrease: float = 0.5,
+        floor: float = 25.0,
+        cooldown_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cap = cap
+        self.floor = min(floor, cap) if cap else floor
+        self.increase = increase if increase is not None else max(initial * 0.05, 1.0)
+        self.decrease = decrease
+        self.cooldown_seconds = cooldown_seconds
+        self.clock = clock
+        self.limiter = RateLimiter(self._bounded(initial), clock=clock)
+        self.throttles = 0
+        self._last_change = clock()
+        self._lock = threading.Lock()
+
+    @property
+    def per_second(self) -> float:
+        """The current rate."""
+        return float(self.limiter.per_second or 0.0)
+
+    def _bounded(self, rate: float) -> float:
+        rate = max(self.floor, rate)
+        return min(self.cap, rate) if self.cap else rate
+
+    def acquire(self, units: float = 1, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Block until ``units`` may go out at the current rate."""
+        self.limiter.acquire(units, sleep=sleep)
+
+    def throttled(self) -> None:
+        """A call was throttled: back off multiplicatively (once per cooldown)."""
+        with self._lock:
+            self.throttles += 1
+            now = self.clock()
+            if now - self._last_change >= self.cooldown_seconds or self.throttles == 1:
+                self.limiter.per_second = self._bounded(self.per_second * self.decrease)
+                self._last_change = now
+
+    def succeeded(self) -> None:
+        """A call went through: add ``increase`` once per quiet cooldown interval."""
+        with self._lock:
+            now = self.clock()
+            if now - self._last_change >= self.cooldown_seconds:
+                self.limiter.per_second = self._bounded(self.per_second + self.increase)
+                self._last_change = now
 
 
 # -- waiting --------------------------------------------------------------------------------

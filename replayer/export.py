@@ -11,7 +11,10 @@
 * ``<output>/export.json`` — what was exported: table, time, plan, item count, files, and the
   table's keys and attribute definitions (what an ImportTable request needs).
 
-The output must be empty: exports are never mixed or overwritten.
+The output must be empty: exports are never mixed or overwritten. An export records its plan
+first (``<output>/_export-plan.json``); one that stopped is continued with ``--resume``, which
+keeps the parts already written (rows are written in key order, so part n holds the same rows
+on every run) and writes the rest. A non-empty output of another plan is refused (exit 4).
 """
 
 from __future__ import annotations
@@ -28,14 +31,42 @@ from archiver.format.timefmt import iso_ms, parse_time, utcnow
 from replayer import lambda_gaps
 from replayer import plan as planning
 from replayer.athena_engine import AthenaFolder, add_engine_arguments
-from replayer.errors import BadInput
+from replayer.errors import BadInput, Refused
 from replayer.fold import Fold, FoldSettings, add_fold_arguments
+from replayer.restore_state import plan_fingerprint
 from replayer.sinks import FileSink, file_sink
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("parquet", "dynamodb-json")
 SUMMARY = "export.json"
+PLAN_MARKER = "_export-plan.json"
+
+
+def _check_resumable(
+    output: Archive,
+    marker: dict[str, Any],
+    fingerprint: str,
+    args: argparse.Namespace,
+    plan: planning.Plan,
+) -> None:
+    """A non-empty output may be continued only when it is this plan's unfinished export."""
+    if marker.get("fingerprint") != fingerprint:
+        raise Refused(
+            f"output {output.url} already holds files: an export of another plan (table, "
+            "time, base or format differ); export into an empty location"
+        )
+    if output.exists(SUMMARY):
+        raise Refused(f"output {output.url} already holds files: this complete export "
+                      f"({SUMMARY}); export into an empty location")  # fmt: skip
+    if not args.resume:
+        raise Refused(
+            f"output {output.url} already holds files: a partial export of this same plan; "
+            "continue it with: "
+            f"ddb-replayer export --table-name {plan.table} --archive {args.archive} "
+            f"--restore-date-time {iso_ms(plan.at)} --output {args.output} "
+            f"--format {args.format} --resume"
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +99,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--allow-gaps",
         action="store_true",
         help="export even across a recorded gap in the log (its changes are missing)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an export of the same plan that stopped, keeping the parts it wrote",
     )
     lambda_gaps.add_arguments(parser)
     parser.add_argument(
@@ -106,7 +142,9 @@ def main(args: argparse.Namespace) -> int:
     if athena and output.s3_location() is None:
         raise BadInput(f"--engine athena writes to S3 (Athena's UNLOAD), not {output.url}")
     sink = file_sink(args.format, output)
-    sink.prepare()  # refuse a non-empty output before reading anything
+    marker = output.read_json_or(PLAN_MARKER) if output.find("") else None
+    if marker is None:
+        sink.prepare()  # refuse a non-empty output before reading anything
     plan = planning.plan_restore(
         archive,
         args.table_name,
@@ -116,6 +154,13 @@ def main(args: argparse.Namespace) -> int:
         lambda_checks=lambda_gaps.LambdaChecks.from_args(args),
         allow_inexact=args.allow_inexact,
     )
+    fingerprint = plan_fingerprint(plan, strategy=f"export:{args.format}")
+    if marker is not None:
+        _check_resumable(output, marker, fingerprint, args, plan)
+        sink.keep_existing = True
+    else:
+        output.write_json(PLAN_MARKER, {"fingerprint": fingerprint, "format": args.format,
+                                        "created_at": iso_ms(utcnow())})  # fmt: skip
     if athena:
         folder = AthenaFolder.from_args(args, settings, archive)
         unloaded = folder.unload(plan, output.uri(FileSink.DATA) + "/")
@@ -123,7 +168,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         with Fold(archive, FoldSettings.from_args(args)) as fold:
             state = fold.state_at(plan)
-            result = sink.write(state.batches(), total=state.count)
+            result = sink.write(state.batches(ordered=True), total=state.count)
         items, files = result.items, result.files
     summary = {
         "table": plan.table,

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
 import os
 import shutil
@@ -180,16 +181,76 @@ class FoldResult:
         self.table = table
         self.count = count
 
-    def batches(self, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-        """The rows as Arrow record batches of at most ``batch_rows`` rows (streamed)."""
+    def batches(
+        self, batch_rows: int = DEFAULT_BATCH_ROWS, *, ordered: bool = False
+    ) -> Iterator[pa.RecordBatch]:
+        """The rows as Arrow record batches of at most ``batch_rows`` rows (streamed);
+        ``ordered``: by ``keys``, the same order on every run (resumable exports)."""
         # A cursor of its own, so the connection stays free for other work while this streams.
         cursor = self.con.cursor()
+        order = " ORDER BY keys" if ordered else ""
         try:
-            yield from cursor.sql(f"SELECT keys, item FROM {self.table}").to_arrow_reader(
+            yield from cursor.sql(f"SELECT keys, item FROM {self.table}{order}").to_arrow_reader(
                 batch_rows
             )
         finally:
             cursor.close()
+
+    def write_units(self) -> int:
+        """Write units a restore of these items takes: one per started KB of each item's
+        canonical text (a little longer than DynamoDB's own measure, so an upper bound)."""
+        rows = self.con.execute(
+            f"SELECT coalesce(sum(ceil(strlen(item) / 1024.0)), 0)::BIGINT FROM {self.table} "
+            "WHERE item IS NOT NULL"
+        ).fetchall()
+        return int(rows[0][0])
+
+    def invalid_item(self, key_schema: Sequence[tuple[str, str]]) -> str | None:
+        """Why the first item that DynamoDB would reject is wrong (None: all are fine).
+
+        Each item must parse as a JSON object and carry every key attribute with the key's
+        type (``S``, ``N`` or ``B``, a non-empty string). Checked before a target is created,
+        so bad data never leaves a half-written table behind.
+        """
+        checks = ["json_type(item) = 'OBJECT'"]
+        for name, kind in key_schema:
+            path = _quote("$." + json.dumps(name) + "." + kind)
+            checks.append(f"coalesce(json_type(item, {path}) = 'VARCHAR', false)")
+            checks.append(f"coalesce(length(json_extract_string(item, {path})) > 0, false)")
+        good = " AND ".join(checks)
+        sql = (
+            f"SELECT keys, json_valid(item) AS parses FROM {self.table} WHERE item IS NOT NULL "
+            f"AND NOT (CASE WHEN json_valid(item) THEN ({good}) ELSE false END) LIMIT 1"
+        )
+        rows = self.con.execute(sql).fetchall()
+        if not rows:
+            return None
+        keys, parses = rows[0]
+        wanted = ", ".join(f"{name} ({kind})" for name, kind in key_schema)
+        if not parses:
+            return f"the item of key {keys} is not valid JSON"
+        return f"the item of key {keys} is not an object carrying the key attributes {wanted}"
+
+    def partition_files(self, partitions: int, directory: str) -> list[tuple[str, int]]:
+        """Split the rows by key hash into ``partitions`` Parquet files, each ordered by key;
+        returns (path, rows) per partition. The same rows give the same files on every run."""
+        os.makedirs(directory, exist_ok=True)
+        counts = dict(
+            self.con.execute(
+                f"SELECT (md5_number(keys) % {int(partitions)})::INTEGER AS p, count(*) "
+                f"FROM {self.table} GROUP BY p"
+            ).fetchall()
+        )
+        out = []
+        for p in range(partitions):
+            path = os.path.join(directory, f"partition-{p:04d}.parquet")
+            self.con.execute(
+                f"COPY (SELECT keys, item FROM {self.table} WHERE "
+                f"(md5_number(keys) % {int(partitions)})::INTEGER = {p} ORDER BY keys) "
+                f"TO {_quote(path)} (FORMAT parquet)"
+            )
+            out.append((path, int(counts.get(p, 0))))
+        return out
 
 
 class Fold:
@@ -233,6 +294,12 @@ class Fold:
                 con.execute(f"SET threads = {int(self.settings.threads)}")
             self._con = con
         return self._con
+
+    @property
+    def temp_directory(self) -> str:
+        """Where this session keeps its spill and scratch files."""
+        self.con  # noqa: B018 (opening the session creates its folder)
+        return self.settings.temp_directory or str(self._own_temp)
 
     def close(self) -> None:
         if self._con is not None:

@@ -1,8 +1,8 @@
-"""What a restore costs: DynamoDB's list prices, in one table, and the arithmetic on them.
+"""What a restore costs: the arithmetic on the list prices of ``archiver.pricing``.
 
 ``--strategy auto`` prints a cost beside each strategy's time (``--prefer cost`` picks the
-cheapest). The prices are AWS's published on-demand list prices for US East (N. Virginia),
-Standard table class, as of the date in :data:`RESTORE_RATES` — check them against
+cheapest). The prices come from the one table ``archiver.pricing.LIST_PRICES`` (AWS's published
+list prices for US East (N. Virginia), Standard table class) — check them against
 https://aws.amazon.com/dynamodb/pricing/on-demand/ for your Region before relying on a figure:
 
 - writes: **$0.625 per million write request units** (one unit writes 1 KB of an item; a
@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from archiver.pricing import LIST_PRICES, PRICES_AS_OF
+
 GB = 1024**3  # AWS bills a "GB" of table or import data as 2^30 bytes
 WRITE_UNIT_BYTES = 1024
 
@@ -38,11 +40,11 @@ class RestoreRates:
 
 
 RESTORE_RATES = RestoreRates(
-    as_of="2024-11",  # the on-demand write price since the November 2024 reduction
+    as_of=PRICES_AS_OF,
     region="us-east-1",
-    write_request_unit=0.625 / 1_000_000,
-    import_per_gb=0.15,
-    restore_per_gb=0.15,
+    write_request_unit=LIST_PRICES["on_demand_write_per_million"] / 1_000_000,
+    import_per_gb=LIST_PRICES["import_per_gb"],
+    restore_per_gb=LIST_PRICES["restore_per_gb"],
 )
 
 

@@ -27,8 +27,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import re
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,23 +40,38 @@ from typing import Any
 from botocore.exceptions import BotoCoreError
 
 from archiver.aws import AwsSettings
-from archiver.cliutil import add_archive_argument, add_table_argument, positive_float, positive_int
+from archiver.cliutil import add_archive_argument, add_table_argument, positive_float
 from archiver.describe import describe_or_none
 from archiver.errors import EXIT_DIFFERENCES, EXIT_OK, ArchiverError
 from archiver.format import tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time
 from archiver.pitr import describe_pitr
-from replayer import import_strategy, lambda_gaps, native_restore, strategies
+from replayer import import_strategy, lambda_gaps, native_restore, restore_state, strategies
 from replayer import plan as planning
+from replayer import warm as warm_throughput
 from replayer.athena_engine import AthenaFolder, add_engine_arguments
-from replayer.errors import BadInput, Refused, ReplayError
-from replayer.fold import Fold, FoldSettings, add_fold_arguments
+from replayer.errors import BadInput, Refused, ReplayError, TargetTableExists
+from replayer.fold import Fold, FoldResult, FoldSettings, add_fold_arguments
 from replayer.plan import Plan
+from replayer.restore_state import CHUNK_ITEMS
 from replayer.settings_copy import copy_after_restore
-from replayer.sinks import DEFAULT_WORKERS, TableSink, WriteResult
-from replayer.target_table import create_table_request, refuse_if_exists
+from replayer.target_table import (
+    create_table_request,
+    create_target,
+    refuse_if_exists,
+    set_source_capacity,
+    wait_until_active,
+)
 from replayer.verify import Comparison, verify_table
+from replayer.writers import (
+    DEFAULT_CONCURRENCY,
+    ClientFactory,
+    PartitionJob,
+    WriteFailed,
+    WriteStats,
+    write_partitions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +95,18 @@ class ReplayOptions:
         allow_gaps: restore across recorded gaps in the log (each is warned about).
         allow_inexact: inside an incremental-export window, take the uncertain keys' state
             at the window's start instead of refusing (replayer.windows).
-        dry_run: print the plan and stop; nothing is created.
+        dry_run: print the plan, the warm throughput and its cost, and stop; nothing is created.
         verify: compare the target with the folded state afterwards.
-        max_write_rate: cap on items written per second (None: no cap).
-        workers: concurrent BatchWriteItem calls.
+        max_write_rate: cap on items written per second, all writers together (None: no cap).
+        workers: concurrent BatchWriteItem calls per writer process.
+        processes: writer processes (partitions of the fold result).
+        warm: create the target ready for the restore's write rate (``WarmThroughput`` or
+            provisioned WCU); False keeps the source's settings as they are.
+        target_minutes: the duration the warm throughput is sized for.
+        resume: continue into a target this same plan's restore created and partly wrote.
+        items_per_process: fewer items than this per process are not worth a process.
+        client_factory: makes each writer's client (default: from the AWS settings).
+        archive_url: the archive as the user named it (for the ``--resume`` command printed).
         fold: DuckDB resources for the fold.
         lambda_checks: how a Lambda-archived table's failed batches and stalls are found.
         athena: fold on Athena with this (``--engine athena``) instead of in DuckDB; the
@@ -91,7 +118,14 @@ class ReplayOptions:
     dry_run: bool = False
     verify: bool = True
     max_write_rate: float | None = None
-    workers: int = DEFAULT_WORKERS
+    workers: int = DEFAULT_CONCURRENCY
+    processes: int = 1
+    warm: bool = True
+    target_minutes: float = warm_throughput.DEFAULT_TARGET_MINUTES
+    resume: bool = False
+    items_per_process: int = 5_000
+    client_factory: Callable[[], Any] | None = None
+    archive_url: str | None = None
     fold: FoldSettings = field(default_factory=FoldSettings)
     lambda_checks: lambda_gaps.LambdaChecks | None = None
     athena: AthenaFolder | None = None
@@ -104,8 +138,10 @@ class ReplayOutcome:
     plan: Plan
     description: dict[str, Any]
     items: int = 0
-    written: WriteResult | None = None
+    written: WriteStats | None = None
     comparison: Comparison | None = None
+    warm: warm_throughput.WarmPlan | None = None
+    restore_id: str = ""
 
     @property
     def exit_code(self) -> int:
@@ -187,8 +223,9 @@ def restore_by_replay(
 ) -> ReplayOutcome:
     """Rebuild ``source`` as it was at ``at`` into the new table ``target``, from the archive.
 
-    Refusals (target exists, watermark, coverage, gaps, no base, no description) happen before
-    anything is created.
+    Refusals (target exists, watermark, coverage, gaps, no base, no description, invalid
+    items) happen before anything is created. With ``options.resume`` a target this plan's
+    restore created (its tags say so) is continued from its saved progress.
 
     Args:
         settings: AWS settings (for clients and native export conversion).
@@ -204,7 +241,17 @@ def restore_by_replay(
     options = options or ReplayOptions()
     check_table_name(target)
     client = client or settings.client("dynamodb")
-    refuse_if_exists(client, target)
+    existing = restore_state.existing_target(client, target)
+    if existing is not None and not existing.tagged:
+        raise TargetTableExists(
+            f"target table {target!r} already exists"
+            + (
+                " and carries no restore tag: --resume never writes into a table this "
+                "restore did not create"
+                if options.resume
+                else ": restore into a new name, or delete it first"
+            )
+        )
     if plan is None:
         plan = planning.plan_restore(
             archive,
@@ -215,6 +262,9 @@ def restore_by_replay(
             lambda_checks=options.lambda_checks,
             allow_inexact=options.allow_inexact,
         )
+    fingerprint = restore_state.plan_fingerprint(plan)
+    if existing is not None:
+        _refuse_existing(existing, fingerprint, options, plan, archive, target)
     description = archived_table(archive, plan, client)
     outcome = ReplayOutcome(plan, description)
     with Fold(archive, options.fold) as fold:
@@ -223,10 +273,17 @@ def restore_by_replay(
                 options.athena.check_tables(plan)
                 bound = options.athena.check_scan(plan)
                 say(plan.describe({"athena scan ≤": bound}))  # bytes, from the partitions in range
-            else:
-                say(plan.describe(fold.count_records(plan)))
+                say(describe_target(description, target))
+                say("dry run: nothing was created (the Athena fold is not run)")
+                return outcome
+            say(plan.describe(fold.count_records(plan)))
             say(describe_target(description, target))
+            state = fold.state_at(plan)
+            warm = _warm_plan(client, description, state, options)
+            say(f"items          {state.count:,}")
+            say(warm.describe())
             say("dry run: nothing was created")
+            outcome.warm = warm
             return outcome
         log.info(
             "folding %d change file(s)%s%s",
@@ -236,45 +293,74 @@ def restore_by_replay(
         )
         if options.athena is not None:
             # Nothing is created unless the query succeeded and its output holds every row
-            # it reported (both checked before the table sink's prepare below).
+            # it reported.
             unloaded = options.athena.unload(plan)
             state = unloaded.load(fold, archive, key_attribute_names(description))
         else:
             state = fold.state_at(plan)
         outcome.items = state.count
+        _refuse_invalid(state, description)
+        warm = outcome.warm = _warm_plan(client, description, state, options)
+        progress = _progress_for(archive, source, target, fingerprint, existing, state, options)
+        outcome.restore_id = progress.restore_id
         base = f"snapshot {plan.base.snapshot_id}" if plan.base else "no base"
         say(
             f"restoring {source} as of {iso_ms(plan.at)} into {target}: {state.count:,} items "
-            f"({base}, log from {iso_ms(plan.log_from)})"
+            f"({base}, log from {iso_ms(plan.log_from)}; restore id {progress.restore_id})"
         )
         if plan.inexact is not None:
             say(plan.inexact.describe())
-        sink = TableSink(
-            client,
-            target,
-            description,
-            max_write_rate=options.max_write_rate,
-            workers=options.workers,
-        )
-        sink.prepare()
-        try:
-            outcome.written = sink.write(state.batches(), total=state.count)
-        except BaseException:
-            log.error(
-                "table %s was created but not completely written: delete it before retrying",
-                target,
+        if options.warm:
+            say(warm.describe())
+        parts_dir = tempfile.mkdtemp(prefix="partitions-", dir=fold.temp_directory)
+        parts = state.partition_files(progress.partitions, parts_dir)
+        if existing is None:
+            request = warm_throughput.apply_to_request(
+                create_table_request(description, target), warm
             )
+            create_target(
+                client,
+                description,
+                target,
+                request=request,
+                tags=restore_state.restore_tags(progress.restore_id, fingerprint),
+            )
+        else:
+            wait_until_active(client, target)
+            done = _already_written(parts, progress)
+            say(f"resuming restore {progress.restore_id}: {done:,} items already written")
+        try:
+            outcome.written = _write(settings, target, parts, progress, warm, options)
+        except BaseException as exc:
+            shutil.rmtree(parts_dir, ignore_errors=True)
+            log.error(
+                "table %s is partly written; continue with: %s",
+                target,
+                _resume_command(plan, target, archive, options),
+            )
+            if isinstance(exc, WriteFailed):
+                exc.args = (
+                    f"{exc}; continue with: {_resume_command(plan, target, archive, options)}",
+                )
             raise
+        shutil.rmtree(parts_dir, ignore_errors=True)
+        written = outcome.written
         say(
-            f"wrote {outcome.written.items:,} items into {target} in "
-            f"{outcome.written.seconds:.1f} s ({outcome.written.rate:,.0f} items/s"
-            + (f", {sink.retries} retried calls" if sink.retries else "")
+            f"wrote {written.items:,} items into {target} in {written.seconds:.1f} s "
+            f"({written.rate:,.0f} items/s with {written.processes} process(es); "
+            f"{written.throttles} throttled, {written.retries} retried calls"
+            + (f"; {written.skipped:,} written before" if written.skipped else "")
             + ")"
         )
-        _record_rate(archive, source, outcome.written, plan)
+        _record_rate(archive, source, written, plan)
         if options.verify:
             outcome.comparison = verify_table(client, target, state)
             say(f"verify: {outcome.comparison.report('the archive', target)}")
+        if outcome.comparison is None or outcome.comparison.identical:
+            restore_state.clear_tags(client, restore_state.existing_target(client, target))
+            progress.complete()
+            if options.warm and warm.billing == "PROVISIONED":
+                set_source_capacity(client, description, target)
     return outcome
 
 
@@ -284,7 +370,133 @@ def key_attribute_names(table: dict[str, Any]) -> list[str]:
     return [str(k["AttributeName"]) for k in schema]
 
 
-def _record_rate(archive: Archive, source: str, written: WriteResult, plan: Plan) -> None:
+def _refuse_existing(
+    existing: restore_state.ExistingTarget,
+    fingerprint: str,
+    options: ReplayOptions,
+    plan: Plan,
+    archive: Archive,
+    target: str,
+) -> None:
+    """Refuse a target table that exists, unless it is this plan's and ``--resume`` asks."""
+    if existing.fingerprint != fingerprint:
+        raise TargetTableExists(
+            f"target table {target!r} already exists: it carries restore "
+            f"{existing.restore_id} of another plan (source, time or base differ), so it is "
+            "never written"
+        )
+    if not options.resume:
+        raise TargetTableExists(
+            f"target table {target!r} already exists: it is restore {existing.restore_id} "
+            "of this same plan, partly written; continue it with: "
+            + _resume_command(plan, target, archive, options)
+        )
+
+
+def _resume_command(plan: Plan, target: str, archive: Archive, options: ReplayOptions) -> str:
+    return restore_state.resume_command(
+        plan.table, target, options.archive_url or archive.url, iso_ms(plan.at)
+    )
+
+
+def _refuse_invalid(state: FoldResult, description: Mapping[str, Any]) -> None:
+    """Exit 2 before the target exists when an item could not be written."""
+    types = {a["AttributeName"]: a["AttributeType"] for a in description["AttributeDefinitions"]}
+    key_schema = [(k["AttributeName"], types[k["AttributeName"]]) for k in description["KeySchema"]]
+    reason = state.invalid_item(key_schema)
+    if reason:
+        raise BadInput(f"the archive's state holds an item DynamoDB would reject: {reason}; "
+                       "nothing was created")  # fmt: skip
+
+
+def _warm_plan(
+    client: Any, description: Mapping[str, Any], state: FoldResult, options: ReplayOptions
+) -> warm_throughput.WarmPlan:
+    quota = (
+        warm_throughput.table_write_quota(client)
+        if options.warm
+        else warm_throughput.DEFAULT_TABLE_WRITE_QUOTA
+    )
+    return warm_throughput.plan_warm(
+        description,
+        items=state.count,
+        write_units=state.write_units(),
+        target_minutes=options.target_minutes,
+        quota=quota,
+        warm=options.warm,
+    )
+
+
+def _progress_for(
+    archive: Archive,
+    source: str,
+    target: str,
+    fingerprint: str,
+    existing: restore_state.ExistingTarget | None,
+    state: FoldResult,
+    options: ReplayOptions,
+) -> restore_state.RestoreProgress:
+    """The saved progress of the restore being resumed, else a new one — saved before the
+    target is created, so that a resume always finds the partition count."""
+    if existing is not None:
+        try:
+            loaded = restore_state.RestoreProgress.load(
+                archive, source, existing.restore_id, fingerprint, target
+            )
+        except ValueError as exc:
+            raise Refused(str(exc)) from None
+        if loaded is not None:
+            return loaded
+        restore_id = existing.restore_id
+    else:
+        restore_id = restore_state.new_restore_id()
+    wanted = max(1, options.processes)
+    partitions = max(1, min(wanted, math.ceil(state.count / max(options.items_per_process, 1))))
+    progress = restore_state.RestoreProgress(
+        archive, source, restore_id, fingerprint, target, partitions
+    )
+    progress.save(force=True)
+    return progress
+
+
+def _already_written(parts: list[tuple[str, int]], progress: restore_state.RestoreProgress) -> int:
+    """Items the saved progress counts as acknowledged."""
+    return sum(min(n, d * CHUNK_ITEMS) for (_, n), d in zip(parts, progress.done, strict=True))
+
+
+def _write(
+    settings: AwsSettings,
+    target: str,
+    parts: list[tuple[str, int]],
+    progress: restore_state.RestoreProgress,
+    warm: warm_throughput.WarmPlan,
+    options: ReplayOptions,
+) -> WriteStats:
+    count = len(parts)
+    initial = warm.items_per_second / count if options.warm else None
+    cap = options.max_write_rate / count if options.max_write_rate else None
+    factory = options.client_factory or ClientFactory(settings)
+    jobs = [
+        PartitionJob(
+            partition=p,
+            path=path,
+            table=target,
+            skip_chunks=progress.done[p],
+            concurrency=options.workers,
+            initial_rate=initial,
+            max_rate=cap,
+            client_factory=factory,
+        )
+        for p, (path, _) in enumerate(parts)
+    ]
+    total = sum(n for _, n in parts)
+    skipped = _already_written(parts, progress)
+    return write_partitions(
+        jobs, progress=progress, total=total, skipped=skipped, desc=f"writing {target}"
+    )
+
+
+def _record_rate(archive: Archive, source: str, written: WriteStats, plan: Plan) -> None:
     """Keep the measured write rate for ``--strategy auto``'s estimates (best effort)."""
     try:
         from replayer.strategies import record_write_rate
@@ -389,12 +601,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--write-workers",
-        type=positive_int,
-        default=DEFAULT_WORKERS,
-        help="concurrent BatchWriteItem calls",
+        type=write_workers,
+        default=None,
+        metavar="P[xC]",
+        help="writer processes P (default: one per core) each with C concurrent "
+        f"BatchWriteItem calls (default {DEFAULT_CONCURRENCY}); the fold result is split by key "
+        "hash into P partitions",
+    )
+    parser.add_argument(
+        "--target-minutes",
+        type=positive_float,
+        default=warm_throughput.DEFAULT_TARGET_MINUTES,
+        metavar="N",
+        help="size the target's warm throughput (or provisioned WCU) to write everything in "
+        "about N minutes (default %(default)g), capped at the account's table quota",
+    )
+    parser.add_argument(
+        "--no-warm",
+        dest="warm",
+        action="store_false",
+        help="create the target with the source's throughput settings only (no WarmThroughput, "
+        "no extra provisioned WCU) and write without a starting rate",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a restore that stopped: write into the target it created (its tags "
+        "name the restore and plan) only what is not yet acknowledged, then verify",
     )
     add_fold_arguments(parser)
     add_engine_arguments(parser)
+
+
+def write_workers(text: str) -> tuple[int, int]:
+    """``P`` or ``PxC``: writer processes and concurrent calls per process."""
+    processes, _, concurrency = text.lower().partition("x")
+    try:
+        p = int(processes)
+        c = int(concurrency) if concurrency else DEFAULT_CONCURRENCY
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not P or PxC (e.g. 4 or 4x16)") from None
+    if p < 1 or c < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: processes and calls must be at least 1")
+    return p, c
 
 
 def strategy_time(client: Any, archive: Archive, source: str, args: argparse.Namespace) -> datetime:
@@ -488,30 +737,46 @@ def main(args: argparse.Namespace) -> int:
     settings = AwsSettings.from_args(args)
     archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
     client = settings.client("dynamodb")
+    processes, concurrency = args.write_workers or (os.cpu_count() or 1, DEFAULT_CONCURRENCY)
     options = ReplayOptions(
         allow_gaps=args.allow_gaps,
         allow_inexact=args.allow_inexact,
         dry_run=args.dry_run,
         verify=args.verify,
         max_write_rate=args.max_write_rate,
-        workers=args.write_workers,
+        workers=concurrency,
+        processes=processes,
+        warm=args.warm,
+        target_minutes=args.target_minutes,
+        resume=args.resume,
+        archive_url=args.archive,
         fold=FoldSettings.from_args(args),
         lambda_checks=lambda_gaps.LambdaChecks.from_args(args),
         athena=(
             AthenaFolder.from_args(args, settings, archive) if args.engine == "athena" else None
         ),
     )
-    if args.strategy == "replay":
+    if args.resume and args.strategy not in ("auto", "replay"):
+        raise BadInput("--resume continues a replay restore (--strategy replay or auto)")
+    existing = restore_state.existing_target(client, target)
+    # An import checks the target itself: it may be its own, resumed.
+    if (
+        existing is not None
+        and not existing.tagged
+        and not args.resume
+        and args.strategy != "import"
+    ):
+        refuse_if_exists(client, target)  # before any planning or estimating
+    # A target a restore tagged goes to the replay path, which says whether it is this
+    # plan's (printing the --resume command) or another's.
+    if args.strategy == "replay" or args.resume or (existing is not None and existing.tagged):
         at = resolve_time(archive, source, args)
         outcome = restore_by_replay(settings, archive, source, target, at, options, client=client)
         code = outcome.exit_code
     else:
         if args.strategy == "import":
-            # Exit 2 up front when no staging location can be used. The import checks the
-            # target itself: its own import, started by an earlier run, may already own it.
+            # Exit 2 up front when no staging location can be used.
             import_strategy.staging_url(archive, args.staging, "-")
-        else:
-            refuse_if_exists(client, target)
         at = strategy_time(client, archive, source, args)
         estimator = strategies.Estimator(
             client,

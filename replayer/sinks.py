@@ -6,8 +6,10 @@ create the destination; refuse before anything exists) and :meth:`Sink.write`. S
 registered by name (:data:`SINKS`), the way the CLI's ``--format`` picks one.
 
 The table sink creates its table (:mod:`replayer.target_table`) and writes with concurrent
-``BatchWriteItem`` calls on a thread pool, at most ``max_write_rate`` items per second
-(:class:`archiver.retry.RateLimiter`). Nothing is dropped silently: ``UnprocessedItems`` and
+``BatchWriteItem`` calls on a thread pool (built from the stored text by
+:class:`replayer.writers.ChunkWriter`), at most ``max_write_rate`` items per second. A restore
+writes through :mod:`replayer.writers` instead: several processes, an adaptive rate,
+resumable progress. Nothing is dropped silently: ``UnprocessedItems`` and
 throttling are retried under :mod:`archiver.retry`'s policy (full-jitter backoff, an attempt
 limit and a deadline) until written, and the restore stops with one clear line when the policy
 gives up or on any other error. A ``NULL``
@@ -31,12 +33,12 @@ from typing import Any, ClassVar
 import pyarrow as pa
 from tqdm import tqdm
 
-from archiver.format.codec import to_wire
 from archiver.format.schema import SNAPSHOT_SCHEMA
 from archiver.format.storage import Archive
-from archiver.retry import DATA, RateLimiter, RetryPolicy
-from replayer.errors import Refused, ReplayError, replay_error
+from archiver.retry import DATA, AdaptiveRate, RetryPolicy
+from replayer.errors import Refused, ReplayError
 from replayer.target_table import create_target, wait_until_active
+from replayer.writers import ChunkWriter, Request
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +118,10 @@ def _progress(total: int | None, desc: str) -> tqdm:
 # -- DynamoDB table ------------------------------------------------------------------------
 
 
-def _requests(batch: pa.RecordBatch) -> Iterator[dict[str, Any]]:
+def _requests(batch: pa.RecordBatch) -> Iterator[Request]:
     keys = batch.column("keys").to_pylist()
     items = batch.column("item").to_pylist()
-    for key, item in zip(keys, items, strict=True):
-        if item is None:
-            yield {"DeleteRequest": {"Key": to_wire(key)}}
-        else:
-            yield {"PutRequest": {"Item": to_wire(item)}}
+    yield from zip(keys, items, strict=True)
 
 
 @register("table")
@@ -155,11 +153,14 @@ class TableSink(Sink):
         self.client = client
         self.table_name = table_name
         self.description = description
-        self.limiter = RateLimiter(max_write_rate)
-        self.policy = policy
         self.workers = max(1, workers)
-        self.sleep = sleep
-        self.retries = 0  # calls repeated for throttling or unprocessed items
+        rate = AdaptiveRate(max_write_rate, cap=max_write_rate) if max_write_rate else None
+        self.writer = ChunkWriter(client, table_name, rate=rate, policy=policy, sleep=sleep)
+
+    @property
+    def retries(self) -> int:
+        """Calls repeated for throttling or unprocessed items."""
+        return self.writer.retries
 
     def describe(self) -> str:
         return f"table {self.table_name}"
@@ -185,7 +186,7 @@ class TableSink(Sink):
             bar.update(puts + deletes)
 
         in_flight: set[Future[None]] = set()
-        stop = threading.Event()
+        stop = self.writer.stop = threading.Event()
         limit = self.workers * 4  # chunks queued ahead: enough to keep every worker busy
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="batch-write")
         try:
@@ -210,8 +211,8 @@ class TableSink(Sink):
         return result
 
     @staticmethod
-    def _chunks(batches: Iterable[pa.RecordBatch]) -> Iterator[list[dict[str, Any]]]:
-        chunk: list[dict[str, Any]] = []
+    def _chunks(batches: Iterable[pa.RecordBatch]) -> Iterator[list[Request]]:
+        chunk: list[Request] = []
         for batch in batches:
             for request in _requests(batch):
                 chunk.append(request)
@@ -223,43 +224,13 @@ class TableSink(Sink):
 
     def _write_chunk(
         self,
-        requests: list[dict[str, Any]],
+        requests: list[Request],
         done: Callable[[int, int], None],
         stop: threading.Event,
     ) -> None:
         """One chunk of ≤ 25 requests, retried until every request is written."""
-        pending = requests
-        attempts = self.policy.start(f"BatchWriteItem {self.table_name}")
-        while pending and not stop.is_set():
-            self.limiter.acquire(len(pending))
-            try:
-                response = self.client.batch_write_item(RequestItems={self.table_name: pending})
-            except Exception as exc:
-                try:
-                    delay = attempts.backoff(exc)
-                except Exception as final:
-                    raise replay_error(final, attempts.what)  # noqa: B904 (keeps its own cause)
-                self.retries += 1
-                self.sleep(delay)
-                continue
-            unprocessed = (response.get("UnprocessedItems") or {}).get(self.table_name) or []
-            written = _count(pending) if not unprocessed else _minus(pending, unprocessed)
-            done(*written)
-            pending = list(unprocessed)
-            if pending:
-                self.retries += 1
-                self.sleep(attempts.next_delay(response))
-
-
-def _count(requests: list[dict[str, Any]]) -> tuple[int, int]:
-    deletes = sum(1 for r in requests if "DeleteRequest" in r)
-    return len(requests) - deletes, deletes
-
-
-def _minus(sent: list[dict[str, Any]], unprocessed: list[dict[str, Any]]) -> tuple[int, int]:
-    puts, deletes = _count(sent)
-    back_puts, back_deletes = _count(unprocessed)
-    return puts - back_puts, deletes - back_deletes
+        if not stop.is_set():
+            done(*self.writer.write(requests))
 
 
 # -- files ---------------------------------------------------------------------------------
@@ -277,6 +248,9 @@ class FileSink(Sink):
     def __init__(self, output: Archive, *, items_per_file: int = 1_000_000) -> None:
         self.output = output
         self.items_per_file = max(1, items_per_file)
+        # Resuming: a part already present was written whole (parts are written atomically)
+        # from the same ordered rows, so it is kept rather than rewritten.
+        self.keep_existing = False
 
     def describe(self) -> str:
         return f"{self.kind} files in {self.output.url}"
@@ -321,7 +295,8 @@ class FileSink(Sink):
     def _flush(self, batches: list[pa.RecordBatch], result: WriteResult) -> None:
         rel = self.part(len(result.files))
         table = pa.Table.from_batches(batches, schema=_ROWS) if batches else _ROWS.empty_table()
-        self.write_part(rel, table)
+        if not (self.keep_existing and self.output.exists(rel)):
+            self.write_part(rel, table)
         result.files.append(rel)
         result.items += table.num_rows
 

@@ -13,14 +13,16 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tqdm import tqdm
 
 from archiver import retry
 from archiver.describe import describe_or_none
+from archiver.errors import ResourceInUse
 from replayer.errors import TargetTableExists, replay_error
+from replayer.restore_state import TAG_RESTORE_ID, existing_target
 
 log = logging.getLogger(__name__)
 
@@ -124,18 +126,71 @@ def refuse_if_exists(client: Any, name: str) -> None:
 
 
 def create_target(
-    client: Any, description: Mapping[str, Any], name: str, **wait: Any
+    client: Any,
+    description: Mapping[str, Any],
+    name: str,
+    *,
+    request: Mapping[str, Any] | None = None,
+    tags: Sequence[Mapping[str, str]] = (),
+    **wait: Any,
 ) -> dict[str, Any]:
     """Create ``name`` like the archived ``description`` (refusing if it exists), wait until
-    it is ACTIVE (``wait``: :func:`wait_until_active`'s options) and return its description."""
+    it is ACTIVE (``wait``: :func:`wait_until_active`'s options) and return its description.
+
+    ``request``: the ``CreateTable`` request to send (default: :func:`create_table_request`);
+    ``tags``: tags to create it with. When the tags carry a restore id, a
+    ``ResourceInUseException`` answered by a table carrying that same id means an earlier
+    attempt of this very call took effect and its reply was lost: that is success.
+    """
     refuse_if_exists(client, name)
-    request = create_table_request(description, name)
+    body = dict(request or create_table_request(description, name))
+    if tags:
+        body["Tags"] = [dict(t) for t in tags]
+    ours = next((t["Value"] for t in tags if t["Key"] == TAG_RESTORE_ID), None)
     try:
-        client.create_table(**request)
+        # A dropped connection is retried: the table may then exist already (answered below).
+        retry.call(lambda: client.create_table(**body), f"CreateTable {name}")
+    except ResourceInUse as exc:
+        found = existing_target(client, name) if ours else None
+        if found is None or found.restore_id != ours:
+            raise replay_error(exc, f"CreateTable {name}")  # noqa: B904 (keeps its own cause)
+        log.info("CreateTable %s: the table is this restore's (an earlier reply was lost)", name)
     except Exception as exc:
         raise replay_error(exc, f"CreateTable {name}")  # noqa: B904 (keeps its own cause)
     log.info("created table %s; waiting for it to become ACTIVE", name)
     return wait_until_active(client, name, **wait)
+
+
+def set_source_capacity(client: Any, description: Mapping[str, Any], name: str) -> None:
+    """Give a provisioned target the source's capacity (table and GSIs) once it is written:
+    it was created with enough write capacity for the restore itself."""
+    if (description.get("BillingModeSummary") or {}).get("BillingMode", "PROVISIONED") != (
+        "PROVISIONED"
+    ):
+        return
+    current = describe_or_none(client, name) or {}
+    update: dict[str, Any] = {}
+    wanted = _throughput(description.get("ProvisionedThroughput"))
+    if _throughput(current.get("ProvisionedThroughput")) != wanted:
+        update["ProvisionedThroughput"] = wanted
+    now = {g["IndexName"]: g for g in current.get("GlobalSecondaryIndexes") or []}
+    gsi_updates = []
+    for index in description.get("GlobalSecondaryIndexes") or []:
+        wanted_gsi = _throughput(index.get("ProvisionedThroughput"))
+        if _throughput(now.get(index["IndexName"], {}).get("ProvisionedThroughput")) != wanted_gsi:
+            gsi_updates.append(
+                {"Update": {"IndexName": index["IndexName"], "ProvisionedThroughput": wanted_gsi}}
+            )
+    if gsi_updates:
+        update["GlobalSecondaryIndexUpdates"] = gsi_updates
+    if not update:
+        return
+    try:
+        client.update_table(TableName=name, **update)
+    except Exception as exc:
+        raise replay_error(exc, f"UpdateTable {name}")  # noqa: B904 (keeps its own cause)
+    log.info("set %s to the source's provisioned capacity", name)
+    wait_until_active(client, name)
 
 
 def _status(description: Mapping[str, Any] | None) -> str:

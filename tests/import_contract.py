@@ -30,6 +30,7 @@ REPLAYER_MAY_IMPORT = frozenset(
         "archiver.retry",  # retry policy, rate limiting, waiting with deadlines
         "archiver.scan",  # the one parallel Scan, which verify reads tables with
         "archiver.cliutil",  # the shared CLI argument helpers
+        "archiver.pricing",  # the one table of DynamoDB list prices
         "archiver.pitr",  # native PITR, driven by restore strategies
         "archiver.backups",  # on-demand backups, driven by restore strategies
         "archiver.describe",  # live table descriptions, read by settings copy

@@ -429,6 +429,15 @@ def restore_stats(table: str) -> str:
     return f"{state_dir(table)}/{RESTORE_STATS_NAME}"
 
 
+def restores_dir(table: str) -> str:
+    return f"{state_dir(table)}/restores"
+
+
+def restore_progress(table: str, restore_id: str) -> str:
+    """How far restore ``restore_id`` of ``table`` has durably written its target (``--resume``)."""
+    return f"{restores_dir(table)}/{restore_id}.json"
+
+
 def lambda_deployment(table: str) -> str:
     """What the Lambda function says of itself (function name, iterator-age threshold)."""
     return f"{state_dir(table)}/lambda.json"

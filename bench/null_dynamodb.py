@@ -1,0 +1,163 @@
+"""A null DynamoDB endpoint: answers ``BatchWriteItem`` at once, so a client's own cost shows.
+
+    python -m bench.null_dynamodb [--port 0] [--throttle 0.1] [--unprocessed 0.1]
+
+It speaks DynamoDB's JSON protocol over HTTP/1.1 with keep-alive on loopback, as the real
+service does, and answers each ``BatchWriteItem``:
+
+* with ``ProvisionedThroughputExceededException`` (HTTP 400) for a fraction ``throttle`` of
+  calls, or while more than ``capacity`` items per second arrive (a table at its limit);
+* with a fraction ``unprocessed`` of the call's requests returned as ``UnprocessedItems``;
+* otherwise with ``{"UnprocessedItems": {}}``.
+
+With ``record=True`` it parses every body and keeps how often each put item was accepted
+(``accepted``), so a test can check that every item arrived exactly once. Without it only
+throttled or partially answered calls are parsed: the server stays cheap.
+
+What it cannot model: signatures are not checked, nothing is stored or read back, no other
+operation is answered (any other target gets HTTP 400 ``UnknownOperationException``),
+partitions, item-size limits and CRC32 headers do not exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_THROTTLED = json.dumps(
+    {
+        "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+        "message": "The level of configured provisioned throughput for the table was exceeded.",
+    }
+).encode()
+_OK = b'{"UnprocessedItems":{}}'
+
+
+class NullDynamoDB:
+    """The endpoint (``url``) and what it saw (``calls``, ``throttled``, ``accepted``)."""
+
+    def __init__(
+        self,
+        *,
+        throttle: float = 0.0,
+        unprocessed: float = 0.0,
+        capacity: float | None = None,
+        record: bool = False,
+        seed: int = 0,
+        port: int = 0,
+    ) -> None:
+        self.throttle = throttle
+        self.unprocessed = unprocessed
+        self.capacity = capacity
+        self.record = record
+        self.random = random.Random(seed)
+        self.calls = 0
+        self.throttled = 0
+        self.items = 0
+        self.accepted: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        self._window = (time.monotonic(), 0)
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: without this, Nagle's algorithm and the
+            # client's delayed ACK add ~40 ms to every call.
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, answer = endpoint.answer(self.headers.get("X-Amz-Target", ""), body)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/x-amz-json-1.0")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> NullDynamoDB:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> NullDynamoDB:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _over_capacity(self, items: int) -> bool:
+        if self.capacity is None:
+            return False
+        start, seen = self._window
+        now = time.monotonic()
+        if now - start >= 1.0:
+            start, seen = now, 0
+        if seen + items > self.capacity:
+            self._window = (start, seen)
+            return True
+        self._window = (start, seen + items)
+        return False
+
+    def answer(self, target: str, body: bytes) -> tuple[int, bytes]:
+        if not target.endswith(".BatchWriteItem"):
+            return 400, b'{"__type":"UnknownOperationException","message":"null endpoint"}'
+        parse = self.record or self.unprocessed or self.capacity is not None
+        request = json.loads(body) if parse else None
+        with self.lock:
+            self.calls += 1
+            requests = []
+            table = ""
+            if request is not None:
+                ((table, requests),) = request["RequestItems"].items()
+            if self.random.random() < self.throttle or self._over_capacity(len(requests)):
+                self.throttled += 1
+                return 400, _THROTTLED
+            if not self.unprocessed and not self.record:
+                return 200, _OK
+            back = [r for r in requests if self.random.random() < self.unprocessed]
+            kept = [r for r in requests if not any(r is b for b in back)]
+            self.items += len(kept)
+            if self.record:
+                for r in kept:
+                    if "PutRequest" in r:
+                        self.accepted[json.dumps(r["PutRequest"]["Item"], sort_keys=True)] += 1
+        if not back:
+            return 200, _OK
+        return 200, json.dumps({"UnprocessedItems": {table: back}}).encode()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--throttle", type=float, default=0.0)
+    parser.add_argument("--unprocessed", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    endpoint = NullDynamoDB(throttle=args.throttle, unprocessed=args.unprocessed, port=args.port)
+    print(endpoint.url, flush=True)
+    endpoint.server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
