@@ -150,11 +150,15 @@ SNAPSHOT_MANIFEST: Schema = {
     "files": (_list_of(_manifest_file), True, "a list of {path, item_count, sha256}"),
 }
 
+# The last replay's measured rate (absent until a replay was measured), earlier imports'
+# sizes and times, and the note of an inexact restore.
 RESTORE_STATS: Schema = {
-    "items": (INT, True, "a whole number"),
-    "seconds": (NUMBER, True, "a number"),
-    "items_per_second": (NUMBER, True, "a number"),
+    "items": (INT, False, "a whole number"),
+    "seconds": (NUMBER, False, "a number"),
+    "items_per_second": (NUMBER, False, "a number"),
     "measured_at": (ISO, False, "an ISO UTC time"),
+    "imports": (_list_of(DICT), False, "a list of {bytes, seconds, …}"),
+    "inexact": (DICT, False, "an object"),
 }
 
 
