@@ -22,7 +22,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -37,6 +37,10 @@ from archiver.errors import (
 from archiver.format.storage import Archive
 from archiver.format.tables import description_document, json_safe, store_description
 from archiver.format.timefmt import utcnow
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodb import DynamoDBClient as AioDynamoDBClient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -211,7 +215,9 @@ async def capture_extras(settings: AwsSettings, description: Mapping[str, Any]) 
 # -- the table's whole description ----------------------------------------------------------
 
 
-async def _list_tags(client: Any, table_arn: str, unavailable: dict[str, str]) -> list[Any] | None:
+async def _list_tags(
+    client: AioDynamoDBClient, table_arn: str, unavailable: dict[str, str]
+) -> list[Any] | None:
     tags: list[Any] = []
     token: str | None = None
     while True:
@@ -229,7 +235,9 @@ async def _list_tags(client: Any, table_arn: str, unavailable: dict[str, str]) -
             return tags
 
 
-async def describe(settings: AwsSettings, table_name: str, *, client: Any = None) -> dict[str, Any]:
+async def describe(
+    settings: AwsSettings, table_name: str, *, client: AioDynamoDBClient | None = None
+) -> dict[str, Any]:
     """The table's current description (see module doc), without writing anything.
 
     Args:
@@ -288,7 +296,11 @@ async def describe(settings: AwsSettings, table_name: str, *, client: Any = None
 
 
 async def capture_description(
-    settings: AwsSettings, archive: Archive, table_name: str, *, client: Any = None
+    settings: AwsSettings,
+    archive: Archive,
+    table_name: str,
+    *,
+    client: AioDynamoDBClient | None = None,
 ) -> dict[str, Any]:
     """Describe the table and archive the description if it changed; returns it."""
     doc = await describe(settings, table_name, client=client)
@@ -313,7 +325,7 @@ def live_lookup(settings: AwsSettings, table: str) -> Callable[[], dict[str, Any
     return lookup
 
 
-def describe_or_none(ddb: Any, table: str) -> dict[str, Any] | None:
+def describe_or_none(ddb: DynamoDBClient, table: str) -> dict[str, Any] | None:
     """``DescribeTable``'s ``Table``, or ``None`` when the table does not exist.
 
     Any other AWS failure (access denied, …) is raised translated by the error table.

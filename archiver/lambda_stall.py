@@ -32,12 +32,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archiver.errors import ArchiverError
 from archiver.format import coverage, layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, utcnow
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
 
 ENV_FUNCTION = "DDB_ARCHIVE_LAMBDA_FUNCTION"
 DEFAULT_MAX_ITERATOR_AGE = timedelta(seconds=600)
@@ -115,7 +118,7 @@ def _period(start: datetime, end: datetime, now: datetime) -> int:
 
 
 def _datapoints(
-    cloudwatch: Any,
+    cloudwatch: CloudWatchClient,
     metric: str,
     function_name: str,
     start: datetime,
@@ -156,7 +159,7 @@ def _merge(stalls: list[Stall]) -> list[Stall]:
 
 
 def function_health(
-    cloudwatch: Any,
+    cloudwatch: CloudWatchClient,
     function_name: str,
     start: datetime,
     end: datetime,

@@ -16,7 +16,7 @@ import argparse
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -24,6 +24,9 @@ from archiver.aws import AwsSettings
 from archiver.cliutil import add_table_argument, number_type
 from archiver.errors import translate_client_error
 from archiver.format.timefmt import as_utc, from_epoch, iso_ms, parse_iso
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 MIN_RECOVERY_DAYS = 1
 MAX_RECOVERY_DAYS = 35
@@ -103,7 +106,7 @@ def _as_time(value: Any) -> datetime | None:
     return parse_iso(str(value))
 
 
-def describe_pitr(ddb: Any, table_name: str) -> PitrStatus:
+def describe_pitr(ddb: DynamoDBClient, table_name: str) -> PitrStatus:
     """The table's PITR status and restorable window (``DescribeContinuousBackups``)."""
     try:
         response = ddb.describe_continuous_backups(TableName=table_name)
@@ -115,7 +118,11 @@ def describe_pitr(ddb: Any, table_name: str) -> PitrStatus:
 
 
 def set_pitr(
-    ddb: Any, table_name: str, *, enabled: bool, recovery_period_in_days: int | None = None
+    ddb: DynamoDBClient,
+    table_name: str,
+    *,
+    enabled: bool,
+    recovery_period_in_days: int | None = None,
 ) -> PitrStatus:
     """Enable (optionally with a recovery period) or disable PITR; returns the new status."""
     spec: dict[str, Any] = {"PointInTimeRecoveryEnabled": enabled}

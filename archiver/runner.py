@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 
@@ -58,6 +58,10 @@ from archiver.writer import (
     FlushPolicy,
     LiveGeneration,
 )
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient as AioDynamoDBClient
+    from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient as AioDynamoDBStreamsClient
 
 log = logging.getLogger("archiver.run")
 
@@ -203,7 +207,7 @@ async def execute(
     archive: Archive,
     *,
     stop: asyncio.Event | None = None,
-    streams_client: Any = None,
+    streams_client: AioDynamoDBStreamsClient | None = None,
 ) -> int:
     """Archive the table until done (``--once``) or ``stop``; returns the exit code.
 
@@ -274,8 +278,8 @@ class _Session:
         config: RunConfig,
         settings: AwsSettings,
         archive: Archive,
-        ddb: Any,
-        streams_client: Any,
+        ddb: AioDynamoDBClient,
+        streams_client: AioDynamoDBStreamsClient,
         stop: asyncio.Event,
     ) -> None:
         self.config = config

@@ -25,12 +25,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from archiver import retry as retry_module
 from archiver.format import layout
 from archiver.format.timefmt import as_utc
 from archiver.retry import RateLimiter, RetryPolicy
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient as AioDynamoDBStreamsClient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -139,7 +142,7 @@ class StreamsApi:
 
     def __init__(
         self,
-        client: Any,
+        client: AioDynamoDBStreamsClient,
         retry: RetryPolicy | None = None,
         *,
         stop: asyncio.Event | None = None,

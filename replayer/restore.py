@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError
 
@@ -49,6 +49,9 @@ from replayer.settings_copy import copy_after_restore
 from replayer.sinks import DEFAULT_WORKERS, TableSink, WriteResult
 from replayer.target_table import create_table_request, refuse_if_exists
 from replayer.verify import Comparison, verify_table
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +115,9 @@ def resolve_time(archive: Archive, table: str, args: argparse.Namespace) -> date
     return parse_time(args.restore_date_time)
 
 
-def archived_table(archive: Archive, plan: Plan, client: Any = None) -> dict[str, Any]:
+def archived_table(
+    archive: Archive, plan: Plan, client: DynamoDBClient | None = None
+) -> dict[str, Any]:
     """The source table's ``DescribeTable`` ``Table`` in force at ``plan.at`` (its generation).
 
     Falls back to the live table when the archive holds no description of this generation
@@ -171,7 +176,7 @@ def restore_by_replay(
     at: datetime,
     options: ReplayOptions | None = None,
     *,
-    client: Any = None,
+    client: DynamoDBClient | None = None,
     plan: Plan | None = None,
     say: Callable[[str], None] = print,
 ) -> ReplayOutcome:
@@ -339,7 +344,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_fold_arguments(parser)
 
 
-def strategy_time(client: Any, archive: Archive, source: str, args: argparse.Namespace) -> datetime:
+def strategy_time(
+    client: DynamoDBClient, archive: Archive, source: str, args: argparse.Namespace
+) -> datetime:
     """The restore time; with ``--strategy pitr --use-latest-restorable-time`` it is PITR's own
     latest restorable time (the archive's watermark is usually later than PITR's, ~5 min ago)."""
     if args.use_latest_restorable_time and args.strategy == "pitr":
@@ -351,7 +358,7 @@ def strategy_time(client: Any, archive: Archive, source: str, args: argparse.Nam
 
 
 def restore_natively(
-    client: Any,
+    client: DynamoDBClient,
     archive: Archive,
     choice: strategies.Choice,
     args: argparse.Namespace,

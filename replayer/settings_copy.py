@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -40,6 +40,11 @@ from archiver.format.timefmt import parse_iso, utcnow
 from replayer import plan as planning
 from replayer.errors import ReplayError
 from replayer.target_table import wait_until_active
+
+if TYPE_CHECKING:
+    from mypy_boto3_application_autoscaling import ApplicationAutoScalingClient
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 log = logging.getLogger(__name__)
 
@@ -245,9 +250,9 @@ def _retarget_action(action: str, policy_arns: Mapping[str, str]) -> str:
 class SettingsCopier:
     """Copies a source's settings onto a target table. Clients are passed in (boto3)."""
 
-    ddb: Any
-    autoscaling: Any
-    cloudwatch: Any
+    ddb: DynamoDBClient
+    autoscaling: ApplicationAutoScalingClient
+    cloudwatch: CloudWatchClient
     source: SourceSettings
     target_table: str
     poll_seconds: float = 5.0

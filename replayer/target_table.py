@@ -14,13 +14,16 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from archiver import retry
 from archiver.describe import describe_or_none
 from replayer.errors import TargetTableExists, replay_error
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +113,12 @@ def _throughput(throughput: Mapping[str, Any] | None) -> dict[str, int]:
     }
 
 
-def table_exists(client: Any, name: str) -> bool:
+def table_exists(client: DynamoDBClient, name: str) -> bool:
     """Whether the table exists (in any status)."""
     return describe_or_none(client, name) is not None
 
 
-def refuse_if_exists(client: Any, name: str) -> None:
+def refuse_if_exists(client: DynamoDBClient, name: str) -> None:
     """Raise :class:`TargetTableExists` (exit 4) when ``name`` exists."""
     if table_exists(client, name):
         raise TargetTableExists(
@@ -124,7 +127,7 @@ def refuse_if_exists(client: Any, name: str) -> None:
 
 
 def create_target(
-    client: Any, description: Mapping[str, Any], name: str, **wait: Any
+    client: DynamoDBClient, description: Mapping[str, Any], name: str, **wait: Any
 ) -> dict[str, Any]:
     """Create ``name`` like the archived ``description`` (refusing if it exists), wait until
     it is ACTIVE (``wait``: :func:`wait_until_active`'s options) and return its description."""
@@ -161,7 +164,7 @@ def _active(description: Mapping[str, Any] | None) -> bool:
 
 
 def wait_until_active(
-    client: Any,
+    client: DynamoDBClient,
     name: str,
     *,
     poll_seconds: float = 1.0,
