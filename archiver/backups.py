@@ -23,7 +23,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -66,7 +66,7 @@ class Backup:
     size_bytes: int | None
 
     @classmethod
-    def from_summary(cls, summary: dict[str, Any]) -> Backup:
+    def from_summary(cls, summary: Mapping[str, Any]) -> Backup:
         """From a ``BackupSummaries`` entry of ``ListBackups``."""
         created = summary["BackupCreationDateTime"]
         return cls(
@@ -82,7 +82,7 @@ class Backup:
         )
 
     @classmethod
-    def from_description(cls, description: dict[str, Any]) -> Backup:
+    def from_description(cls, description: Mapping[str, Any]) -> Backup:
         """From ``DescribeBackup``'s ``BackupDescription``."""
         details = description["BackupDetails"]
         source = description.get("SourceTableDetails") or {}

@@ -72,9 +72,9 @@ def resource_ids(description: Mapping[str, Any]) -> list[str]:
 
 async def _auto_scaling(settings: AwsSettings, description: Mapping[str, Any]) -> dict[str, Any]:
     wanted = resource_ids(description)
-    targets: list[dict[str, Any]] = []
-    policies: list[dict[str, Any]] = []
-    scheduled: list[dict[str, Any]] = []
+    targets: list[Mapping[str, Any]] = []
+    policies: list[Mapping[str, Any]] = []
+    scheduled: list[Mapping[str, Any]] = []
     async with settings.aio_client("application-autoscaling") as client:
         # ResourceIds takes at most 50; a table has at most 20 GSIs.
         kwargs: dict[str, Any] = {"ServiceNamespace": AUTOSCALING_NAMESPACE, "ResourceIds": wanted}
@@ -84,20 +84,21 @@ async def _auto_scaling(settings: AwsSettings, description: Mapping[str, Any]) -
             if not page.get("NextToken"):
                 break
             kwargs["NextToken"] = page["NextToken"]
+        calls: list[tuple[Callable[..., Awaitable[Mapping[str, Any]]], str, list[Any]]] = [
+            (client.describe_scaling_policies, "ScalingPolicies", policies),
+            (client.describe_scheduled_actions, "ScheduledActions", scheduled),
+        ]
         for resource_id in sorted({t["ResourceId"] for t in targets}):
-            for method, field, sink in (
-                (client.describe_scaling_policies, "ScalingPolicies", policies),
-                (client.describe_scheduled_actions, "ScheduledActions", scheduled),
-            ):
+            for method, field, sink in calls:
                 kwargs = {"ServiceNamespace": AUTOSCALING_NAMESPACE, "ResourceId": resource_id}
                 while True:
-                    page = await method(**kwargs)
+                    listed = await method(**kwargs)
                     # Keep exact matches only: some endpoints (moto) match ResourceId as a
                     # substring, so table/T would also return table/T/index/I's entries.
-                    sink.extend(e for e in page.get(field, []) if e["ResourceId"] == resource_id)
-                    if not page.get("NextToken"):
+                    sink.extend(e for e in listed.get(field, []) if e["ResourceId"] == resource_id)
+                    if not listed.get("NextToken"):
                         break
-                    kwargs["NextToken"] = page["NextToken"]
+                    kwargs["NextToken"] = listed["NextToken"]
 
     def order(entry: Mapping[str, Any]) -> tuple[str, ...]:
         return (
@@ -224,7 +225,7 @@ async def _list_tags(
         kwargs: dict[str, Any] = {"ResourceArn": table_arn}
         if token:
             kwargs["NextToken"] = token
-        page: dict[str, Any] | None = await _optional(
+        page = await _optional(
             "tags", functools.partial(client.list_tags_of_resource, **kwargs), None, unavailable
         )
         if page is None:

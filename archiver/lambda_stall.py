@@ -41,6 +41,7 @@ from archiver.format.timefmt import as_utc, iso_ms, utcnow
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_cloudwatch.literals import StatisticType
 
 ENV_FUNCTION = "DDB_ARCHIVE_LAMBDA_FUNCTION"
 DEFAULT_MAX_ITERATOR_AGE = timedelta(seconds=600)
@@ -117,6 +118,14 @@ def _period(start: datetime, end: datetime, now: datetime) -> int:
     return max(floor, math.ceil(seconds / floor) * floor)
 
 
+# What each metric says, and the statistic that says it.
+_METRICS: tuple[tuple[str, StatisticType], ...] = (
+    ("IteratorAge", "Maximum"),
+    ("Errors", "Sum"),
+    ("Throttles", "Sum"),
+)
+
+
 def _datapoints(
     cloudwatch: CloudWatchClient,
     metric: str,
@@ -124,8 +133,8 @@ def _datapoints(
     start: datetime,
     end: datetime,
     period: int,
-    statistic: str,
-) -> list[dict[str, Any]]:
+    statistic: StatisticType,
+) -> list[Mapping[str, Any]]:
     try:
         answer = cloudwatch.get_metric_statistics(
             Namespace=NAMESPACE,
@@ -141,7 +150,7 @@ def _datapoints(
             f"cannot read {NAMESPACE} {metric} of function {function_name!r} from CloudWatch "
             f"({type(exc).__name__}: {exc})"
         ) from exc
-    points: list[dict[str, Any]] = list(answer.get("Datapoints") or [])
+    points: list[Mapping[str, Any]] = list(answer.get("Datapoints") or [])
     return points
 
 
@@ -184,8 +193,7 @@ def function_health(
     chunk_start = start
     while chunk_start < window_end:
         chunk_end = min(window_end, chunk_start + step)
-        for metric, statistic in (("IteratorAge", "Maximum"), ("Errors", "Sum"),
-                                  ("Throttles", "Sum")):  # fmt: skip
+        for metric, statistic in _METRICS:
             for point in _datapoints(
                 cloudwatch, metric, function_name, chunk_start, chunk_end, period, statistic
             ):

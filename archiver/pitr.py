@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from archiver.format.timefmt import as_utc, from_epoch, iso_ms, parse_iso
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import PointInTimeRecoverySpecificationTypeDef
 
 MIN_RECOVERY_DAYS = 1
 MAX_RECOVERY_DAYS = 35
@@ -46,7 +48,7 @@ class PitrStatus:
     latest_restorable: datetime | None
 
     @classmethod
-    def from_description(cls, table_name: str, description: dict[str, Any]) -> PitrStatus:
+    def from_description(cls, table_name: str, description: Mapping[str, Any]) -> PitrStatus:
         """From a ``ContinuousBackupsDescription`` (datetimes, or iso strings from an archive)."""
         pitr = description.get("PointInTimeRecoveryDescription") or {}
         status = str(pitr.get("PointInTimeRecoveryStatus") or "DISABLED")
@@ -125,7 +127,7 @@ def set_pitr(
     recovery_period_in_days: int | None = None,
 ) -> PitrStatus:
     """Enable (optionally with a recovery period) or disable PITR; returns the new status."""
-    spec: dict[str, Any] = {"PointInTimeRecoveryEnabled": enabled}
+    spec: PointInTimeRecoverySpecificationTypeDef = {"PointInTimeRecoveryEnabled": enabled}
     if enabled and recovery_period_in_days is not None:
         spec["RecoveryPeriodInDays"] = recovery_period_in_days
     try:

@@ -149,6 +149,9 @@ def redrive_batch(
     if batch.records is not None:
         records = batch.records
     else:
+        if streams is None:
+            detail = "the invocation record has no payload and no Streams client was given"
+            return Outcome(batch, failures.STATUS_UNAVAILABLE, detail=detail)
         try:
             records = reread(streams, batch)
         except RangeUnavailable as exc:

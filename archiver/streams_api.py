@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -78,7 +78,7 @@ class Shard:
         return self.ending_seq is not None
 
     @classmethod
-    def from_api(cls, stream_arn: str, raw: dict[str, Any]) -> Shard:
+    def from_api(cls, stream_arn: str, raw: Mapping[str, Any]) -> Shard:
         seq = raw.get("SequenceNumberRange") or {}
         return cls(
             stream_arn=stream_arn,
@@ -229,8 +229,7 @@ class StreamsApi:
         )
         return str(response["ShardIterator"])
 
-    async def get_records(self, iterator: str, limit: int) -> dict[str, Any]:
-        response: dict[str, Any] = await self.call(
+    async def get_records(self, iterator: str, limit: int) -> Mapping[str, Any]:
+        return await self.call(
             "GetRecords", lambda: self.client.get_records(ShardIterator=iterator, Limit=limit)
         )
-        return response

@@ -62,7 +62,7 @@ def start_pitr_restore(
     else:
         kwargs["RestoreDateTime"] = as_utc(at)
     try:
-        response: dict[str, Any] = ddb.restore_table_to_point_in_time(**kwargs)
+        response = dict(ddb.restore_table_to_point_in_time(**kwargs))
     except ClientError as exc:
         raise replay_error(exc, f"restore {source_table} into {target_table!r}") from exc
     return response
@@ -77,8 +77,10 @@ def start_backup_restore(
 ) -> dict[str, Any]:
     """``RestoreTableFromBackup`` into a new table."""
     try:
-        response: dict[str, Any] = ddb.restore_table_from_backup(
-            TargetTableName=target_table, BackupArn=backup_arn, **(overrides or {})
+        response = dict(
+            ddb.restore_table_from_backup(
+                TargetTableName=target_table, BackupArn=backup_arn, **(overrides or {})
+            )
         )
     except ClientError as exc:
         raise replay_error(exc, f"restore backup {backup_arn} into {target_table!r}") from exc

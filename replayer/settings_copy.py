@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
 
@@ -45,6 +45,11 @@ if TYPE_CHECKING:
     from mypy_boto3_application_autoscaling import ApplicationAutoScalingClient
     from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import (
+        PointInTimeRecoverySpecificationTypeDef,
+        StreamSpecificationTypeDef,
+        TagTypeDef,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +313,7 @@ class SettingsCopier:
 
     def _target_description(self, refresh: bool = False) -> dict[str, Any]:
         if refresh or not self._target:
-            self._target = self.ddb.describe_table(TableName=self.target_table)["Table"]
+            self._target = dict(self.ddb.describe_table(TableName=self.target_table)["Table"])
         return self._target
 
     def _wait_active(self) -> None:
@@ -353,7 +358,9 @@ class SettingsCopier:
             return SettingResult("tags", NOTHING, "the source has no tags")
         arn = self._target_description()["TableArn"]
         for start in range(0, len(settable), 50):  # TagResource takes at most 50
-            chunk = [{"Key": t["Key"], "Value": t["Value"]} for t in settable[start : start + 50]]
+            chunk: list[TagTypeDef] = [
+                {"Key": t["Key"], "Value": t["Value"]} for t in settable[start : start + 50]
+            ]
             self.ddb.tag_resource(ResourceArn=arn, Tags=chunk)
         skipped = len(tags) - len(settable)
         note = f" ({skipped} aws: tags are AWS's own and were skipped)" if skipped else ""
@@ -376,7 +383,10 @@ class SettingsCopier:
             self._wait_active()
         self.ddb.update_table(
             TableName=self.target_table,
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": view},
+            # The view type is the archived source's, a valid StreamViewType.
+            StreamSpecification=cast(
+                "StreamSpecificationTypeDef", {"StreamEnabled": True, "StreamViewType": view}
+            ),
         )
         self._wait_active()
         return SettingResult("stream", COPIED, f"{view} (a new stream: archive it too)")
@@ -389,7 +399,7 @@ class SettingsCopier:
         pitr = description.get("PointInTimeRecoveryDescription") or {}
         if pitr.get("PointInTimeRecoveryStatus") != "ENABLED":
             return SettingResult("point-in-time recovery", NOTHING, "off on the source")
-        spec: dict[str, Any] = {"PointInTimeRecoveryEnabled": True}
+        spec: PointInTimeRecoverySpecificationTypeDef = {"PointInTimeRecoveryEnabled": True}
         if pitr.get("RecoveryPeriodInDays"):
             spec["RecoveryPeriodInDays"] = int(pitr["RecoveryPeriodInDays"])
         deadline = time.monotonic() + self.pitr_retry_seconds

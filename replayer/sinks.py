@@ -23,10 +23,10 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import pyarrow as pa
 from tqdm import tqdm
@@ -40,6 +40,7 @@ from replayer.target_table import create_target, wait_until_active
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import WriteRequestTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -231,12 +232,15 @@ class TableSink(Sink):
         stop: threading.Event,
     ) -> None:
         """One chunk of ≤ 25 requests, retried until every request is written."""
-        pending = requests
+        pending: Sequence[Mapping[str, Any]] = requests
         attempts = self.policy.start(f"BatchWriteItem {self.table_name}")
         while pending and not stop.is_set():
             self.limiter.acquire(len(pending))
             try:
-                response = self.client.batch_write_item(RequestItems={self.table_name: pending})
+                # The requests are built from the codec's wire form, which the stubs cannot see
+                # is an AttributeValue map.
+                items = cast("list[WriteRequestTypeDef]", pending)
+                response = self.client.batch_write_item(RequestItems={self.table_name: items})
             except Exception as exc:
                 try:
                     delay = attempts.backoff(exc)
@@ -254,12 +258,14 @@ class TableSink(Sink):
                 self.sleep(attempts.next_delay(response))
 
 
-def _count(requests: list[dict[str, Any]]) -> tuple[int, int]:
+def _count(requests: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
     deletes = sum(1 for r in requests if "DeleteRequest" in r)
     return len(requests) - deletes, deletes
 
 
-def _minus(sent: list[dict[str, Any]], unprocessed: list[dict[str, Any]]) -> tuple[int, int]:
+def _minus(
+    sent: Sequence[Mapping[str, Any]], unprocessed: Sequence[Mapping[str, Any]]
+) -> tuple[int, int]:
     puts, deletes = _count(sent)
     back_puts, back_deletes = _count(unprocessed)
     return puts - back_puts, deletes - back_deletes
