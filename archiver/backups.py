@@ -23,10 +23,10 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -39,6 +39,9 @@ from archiver.errors import (
     translate_client_error,
 )
 from archiver.format.timefmt import as_utc, iso_ms, parse_iso, stamp, utcnow
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ class Backup:
     size_bytes: int | None
 
     @classmethod
-    def from_summary(cls, summary: dict[str, Any]) -> Backup:
+    def from_summary(cls, summary: Mapping[str, Any]) -> Backup:
         """From a ``BackupSummaries`` entry of ``ListBackups``."""
         created = summary["BackupCreationDateTime"]
         return cls(
@@ -79,7 +82,7 @@ class Backup:
         )
 
     @classmethod
-    def from_description(cls, description: dict[str, Any]) -> Backup:
+    def from_description(cls, description: Mapping[str, Any]) -> Backup:
         """From ``DescribeBackup``'s ``BackupDescription``."""
         details = description["BackupDetails"]
         source = description.get("SourceTableDetails") or {}
@@ -123,7 +126,7 @@ def default_backup_name(table_name: str, at: datetime) -> str:
     return f"{table_name[: MAX_NAME - len(suffix)]}{suffix}"
 
 
-def describe_backup(ddb: Any, backup_arn: str) -> Backup:
+def describe_backup(ddb: DynamoDBClient, backup_arn: str) -> Backup:
     try:
         response = ddb.describe_backup(BackupArn=backup_arn)
     except ClientError as exc:
@@ -132,7 +135,7 @@ def describe_backup(ddb: Any, backup_arn: str) -> Backup:
 
 
 def create_backup(
-    ddb: Any,
+    ddb: DynamoDBClient,
     table_name: str,
     backup_name: str | None = None,
     *,
@@ -168,7 +171,7 @@ def create_backup(
 
 
 def list_backups(
-    ddb: Any,
+    ddb: DynamoDBClient,
     table_name: str,
     *,
     backup_type: str = "ALL",
@@ -200,7 +203,9 @@ def list_backups(
     return sorted(backups, key=lambda b: (b.created_at, b.arn))
 
 
-def find_backup(ddb: Any, table_name: str, *, arn: str | None, name: str | None) -> Backup:
+def find_backup(
+    ddb: DynamoDBClient, table_name: str, *, arn: str | None, name: str | None
+) -> Backup:
     """The backup of ``table_name`` named by ARN or by (unique) name."""
     if arn:
         backup = describe_backup(ddb, arn)
@@ -220,7 +225,7 @@ def find_backup(ddb: Any, table_name: str, *, arn: str | None, name: str | None)
     return matches[0]
 
 
-def delete_backup(ddb: Any, backup: Backup) -> Backup:
+def delete_backup(ddb: DynamoDBClient, backup: Backup) -> Backup:
     try:
         ddb.delete_backup(BackupArn=backup.arn)
     except ClientError as exc:
@@ -260,7 +265,7 @@ def prune_selection(
 
 
 def prune_backups(
-    ddb: Any,
+    ddb: DynamoDBClient,
     table_name: str,
     *,
     keep_days: float | None,

@@ -22,7 +22,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -37,6 +37,10 @@ from archiver.errors import (
 from archiver.format.storage import Archive
 from archiver.format.tables import description_document, json_safe, store_description
 from archiver.format.timefmt import utcnow
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodb import DynamoDBClient as AioDynamoDBClient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,9 +72,9 @@ def resource_ids(description: Mapping[str, Any]) -> list[str]:
 
 async def _auto_scaling(settings: AwsSettings, description: Mapping[str, Any]) -> dict[str, Any]:
     wanted = resource_ids(description)
-    targets: list[dict[str, Any]] = []
-    policies: list[dict[str, Any]] = []
-    scheduled: list[dict[str, Any]] = []
+    targets: list[Mapping[str, Any]] = []
+    policies: list[Mapping[str, Any]] = []
+    scheduled: list[Mapping[str, Any]] = []
     async with settings.aio_client("application-autoscaling") as client:
         # ResourceIds takes at most 50; a table has at most 20 GSIs.
         kwargs: dict[str, Any] = {"ServiceNamespace": AUTOSCALING_NAMESPACE, "ResourceIds": wanted}
@@ -80,20 +84,21 @@ async def _auto_scaling(settings: AwsSettings, description: Mapping[str, Any]) -
             if not page.get("NextToken"):
                 break
             kwargs["NextToken"] = page["NextToken"]
+        calls: list[tuple[Callable[..., Awaitable[Mapping[str, Any]]], str, list[Any]]] = [
+            (client.describe_scaling_policies, "ScalingPolicies", policies),
+            (client.describe_scheduled_actions, "ScheduledActions", scheduled),
+        ]
         for resource_id in sorted({t["ResourceId"] for t in targets}):
-            for method, field, sink in (
-                (client.describe_scaling_policies, "ScalingPolicies", policies),
-                (client.describe_scheduled_actions, "ScheduledActions", scheduled),
-            ):
+            for method, field, sink in calls:
                 kwargs = {"ServiceNamespace": AUTOSCALING_NAMESPACE, "ResourceId": resource_id}
                 while True:
-                    page = await method(**kwargs)
+                    listed = await method(**kwargs)
                     # Keep exact matches only: some endpoints (moto) match ResourceId as a
                     # substring, so table/T would also return table/T/index/I's entries.
-                    sink.extend(e for e in page.get(field, []) if e["ResourceId"] == resource_id)
-                    if not page.get("NextToken"):
+                    sink.extend(e for e in listed.get(field, []) if e["ResourceId"] == resource_id)
+                    if not listed.get("NextToken"):
                         break
-                    kwargs["NextToken"] = page["NextToken"]
+                    kwargs["NextToken"] = listed["NextToken"]
 
     def order(entry: Mapping[str, Any]) -> tuple[str, ...]:
         return (
@@ -211,14 +216,16 @@ async def capture_extras(settings: AwsSettings, description: Mapping[str, Any]) 
 # -- the table's whole description ----------------------------------------------------------
 
 
-async def _list_tags(client: Any, table_arn: str, unavailable: dict[str, str]) -> list[Any] | None:
+async def _list_tags(
+    client: AioDynamoDBClient, table_arn: str, unavailable: dict[str, str]
+) -> list[Any] | None:
     tags: list[Any] = []
     token: str | None = None
     while True:
         kwargs: dict[str, Any] = {"ResourceArn": table_arn}
         if token:
             kwargs["NextToken"] = token
-        page: dict[str, Any] | None = await _optional(
+        page = await _optional(
             "tags", functools.partial(client.list_tags_of_resource, **kwargs), None, unavailable
         )
         if page is None:
@@ -229,7 +236,9 @@ async def _list_tags(client: Any, table_arn: str, unavailable: dict[str, str]) -
             return tags
 
 
-async def describe(settings: AwsSettings, table_name: str, *, client: Any = None) -> dict[str, Any]:
+async def describe(
+    settings: AwsSettings, table_name: str, *, client: AioDynamoDBClient | None = None
+) -> dict[str, Any]:
     """The table's current description (see module doc), without writing anything.
 
     Args:
@@ -288,7 +297,11 @@ async def describe(settings: AwsSettings, table_name: str, *, client: Any = None
 
 
 async def capture_description(
-    settings: AwsSettings, archive: Archive, table_name: str, *, client: Any = None
+    settings: AwsSettings,
+    archive: Archive,
+    table_name: str,
+    *,
+    client: AioDynamoDBClient | None = None,
 ) -> dict[str, Any]:
     """Describe the table and archive the description if it changed; returns it."""
     doc = await describe(settings, table_name, client=client)
@@ -313,7 +326,7 @@ def live_lookup(settings: AwsSettings, table: str) -> Callable[[], dict[str, Any
     return lookup
 
 
-def describe_or_none(ddb: Any, table: str) -> dict[str, Any] | None:
+def describe_or_none(ddb: DynamoDBClient, table: str) -> dict[str, Any] | None:
     """``DescribeTable``'s ``Table``, or ``None`` when the table does not exist.
 
     Any other AWS failure (access denied, …) is raised translated by the error table.

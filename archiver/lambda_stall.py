@@ -32,12 +32,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archiver.errors import ArchiverError
 from archiver.format import coverage, layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, utcnow
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_cloudwatch.literals import StatisticType
 
 ENV_FUNCTION = "DDB_ARCHIVE_LAMBDA_FUNCTION"
 DEFAULT_MAX_ITERATOR_AGE = timedelta(seconds=600)
@@ -114,15 +118,23 @@ def _period(start: datetime, end: datetime, now: datetime) -> int:
     return max(floor, math.ceil(seconds / floor) * floor)
 
 
+# What each metric says, and the statistic that says it.
+_METRICS: tuple[tuple[str, StatisticType], ...] = (
+    ("IteratorAge", "Maximum"),
+    ("Errors", "Sum"),
+    ("Throttles", "Sum"),
+)
+
+
 def _datapoints(
-    cloudwatch: Any,
+    cloudwatch: CloudWatchClient,
     metric: str,
     function_name: str,
     start: datetime,
     end: datetime,
     period: int,
-    statistic: str,
-) -> list[dict[str, Any]]:
+    statistic: StatisticType,
+) -> list[Mapping[str, Any]]:
     try:
         answer = cloudwatch.get_metric_statistics(
             Namespace=NAMESPACE,
@@ -138,7 +150,7 @@ def _datapoints(
             f"cannot read {NAMESPACE} {metric} of function {function_name!r} from CloudWatch "
             f"({type(exc).__name__}: {exc})"
         ) from exc
-    points: list[dict[str, Any]] = list(answer.get("Datapoints") or [])
+    points: list[Mapping[str, Any]] = list(answer.get("Datapoints") or [])
     return points
 
 
@@ -156,7 +168,7 @@ def _merge(stalls: list[Stall]) -> list[Stall]:
 
 
 def function_health(
-    cloudwatch: Any,
+    cloudwatch: CloudWatchClient,
     function_name: str,
     start: datetime,
     end: datetime,
@@ -181,8 +193,7 @@ def function_health(
     chunk_start = start
     while chunk_start < window_end:
         chunk_end = min(window_end, chunk_start + step)
-        for metric, statistic in (("IteratorAge", "Maximum"), ("Errors", "Sum"),
-                                  ("Throttles", "Sum")):  # fmt: skip
+        for metric, statistic in _METRICS:
             for point in _datapoints(
                 cloudwatch, metric, function_name, chunk_start, chunk_end, period, statistic
             ):

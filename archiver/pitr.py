@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -24,6 +25,10 @@ from archiver.aws import AwsSettings
 from archiver.cliutil import add_table_argument, number_type
 from archiver.errors import translate_client_error
 from archiver.format.timefmt import as_utc, from_epoch, iso_ms, parse_iso
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import PointInTimeRecoverySpecificationTypeDef
 
 MIN_RECOVERY_DAYS = 1
 MAX_RECOVERY_DAYS = 35
@@ -43,7 +48,7 @@ class PitrStatus:
     latest_restorable: datetime | None
 
     @classmethod
-    def from_description(cls, table_name: str, description: dict[str, Any]) -> PitrStatus:
+    def from_description(cls, table_name: str, description: Mapping[str, Any]) -> PitrStatus:
         """From a ``ContinuousBackupsDescription`` (datetimes, or iso strings from an archive)."""
         pitr = description.get("PointInTimeRecoveryDescription") or {}
         status = str(pitr.get("PointInTimeRecoveryStatus") or "DISABLED")
@@ -103,7 +108,7 @@ def _as_time(value: Any) -> datetime | None:
     return parse_iso(str(value))
 
 
-def describe_pitr(ddb: Any, table_name: str) -> PitrStatus:
+def describe_pitr(ddb: DynamoDBClient, table_name: str) -> PitrStatus:
     """The table's PITR status and restorable window (``DescribeContinuousBackups``)."""
     try:
         response = ddb.describe_continuous_backups(TableName=table_name)
@@ -115,10 +120,14 @@ def describe_pitr(ddb: Any, table_name: str) -> PitrStatus:
 
 
 def set_pitr(
-    ddb: Any, table_name: str, *, enabled: bool, recovery_period_in_days: int | None = None
+    ddb: DynamoDBClient,
+    table_name: str,
+    *,
+    enabled: bool,
+    recovery_period_in_days: int | None = None,
 ) -> PitrStatus:
     """Enable (optionally with a recovery period) or disable PITR; returns the new status."""
-    spec: dict[str, Any] = {"PointInTimeRecoveryEnabled": enabled}
+    spec: PointInTimeRecoverySpecificationTypeDef = {"PointInTimeRecoveryEnabled": enabled}
     if enabled and recovery_period_in_days is not None:
         spec["RecoveryPeriodInDays"] = recovery_period_in_days
     try:

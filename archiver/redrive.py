@@ -29,7 +29,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archiver import lambda_failures as failures
 from archiver.aws import AwsSettings
@@ -40,6 +40,9 @@ from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
 from archiver.lambda_failures import FailedBatch
 from archiver.lambda_handler import archive_batch
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +98,7 @@ def table_id_for(archive: Archive, table: str, stream_arn: str) -> str:
     return str(current["table_id"])
 
 
-def reread(streams: Any, batch: FailedBatch) -> list[Mapping[str, Any]]:
+def reread(streams: DynamoDBStreamsClient, batch: FailedBatch) -> list[Mapping[str, Any]]:
     """A batch's records read again from the stream, by its recorded sequence numbers.
 
     Raises:
@@ -138,7 +141,7 @@ def redrive_batch(
     table: str,
     batch: FailedBatch,
     *,
-    streams: Any = None,
+    streams: DynamoDBStreamsClient | None = None,
     dry_run: bool = False,
 ) -> Outcome:
     """Archive one failed batch as the function would have; returns what happened (nothing
@@ -147,6 +150,9 @@ def redrive_batch(
     if batch.records is not None:
         records = batch.records
     else:
+        if streams is None:
+            detail = "the invocation record has no payload and no Streams client was given"
+            return Outcome(batch, failures.STATUS_UNAVAILABLE, detail=detail)
         try:
             records = reread(streams, batch)
         except RangeUnavailable as exc:
@@ -177,7 +183,7 @@ def redrive(
     table: str,
     location: Archive,
     *,
-    streams: Any = None,
+    streams: DynamoDBStreamsClient | None = None,
     dry_run: bool = False,
 ) -> Report:
     """Redrive every on-failure object of ``table`` under ``location`` not redriven yet."""

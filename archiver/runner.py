@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 
@@ -64,6 +64,10 @@ from archiver.writer import (
     FlushPolicy,
     LiveGeneration,
 )
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient as AioDynamoDBClient
+    from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient as AioDynamoDBStreamsClient
 
 log = logging.getLogger("archiver.run")
 
@@ -245,7 +249,7 @@ async def execute(
     archive: Archive,
     *,
     stop: asyncio.Event | None = None,
-    streams_client: Any = None,
+    streams_client: AioDynamoDBStreamsClient | None = None,
 ) -> int:
     """Archive the table until done (``--once``) or ``stop``; returns the exit code.
 
@@ -316,8 +320,8 @@ class _Session:
         config: RunConfig,
         settings: AwsSettings,
         archive: Archive,
-        ddb: Any,
-        streams_client: Any,
+        ddb: AioDynamoDBClient,
+        streams_client: AioDynamoDBStreamsClient,
         stop: asyncio.Event,
     ) -> None:
         self.config = config

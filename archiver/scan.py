@@ -17,17 +17,20 @@ import threading
 from collections.abc import Callable, Generator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archiver import retry
 from archiver.format.timefmt import utcnow
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 Page = list[dict[str, Any]]
 Observer = Callable[[Mapping[str, Any], datetime, datetime], None]
 
 
 def parallel_scan(
-    client: Any,
+    client: DynamoDBClient,
     table: str,
     *,
     segments: int,

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from contextlib import closing
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 from tqdm import tqdm
@@ -58,6 +58,9 @@ from archiver.format.tables import table_id_of
 from archiver.format.timefmt import utcnow
 from archiver.pitr import describe_pitr
 from archiver.scan import parallel_scan
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +124,7 @@ def auto_segments(description: Mapping[str, Any]) -> int:
     return max(4, min(64, math.ceil(size / _SEGMENT_BYTES)))
 
 
-def _describe(ddb: Any, table: str, guard: SkewGuard, clock: Clock) -> dict[str, Any]:
+def _describe(ddb: DynamoDBClient, table: str, guard: SkewGuard, clock: Clock) -> dict[str, Any]:
     sent_at = clock()
     response = retry.call(
         lambda: ddb.describe_table(TableName=table), f"DescribeTable {table}", retry.DATA
@@ -162,7 +165,7 @@ async def scan_snapshot(
 
 
 def _scan_snapshot(
-    ddb: Any,
+    ddb: DynamoDBClient,
     archive: Archive,
     table: str,
     *,
@@ -226,7 +229,7 @@ def _scan_snapshot(
 # -- export ---------------------------------------------------------------------------------
 
 
-def pitr_enabled(ddb: Any, table: str) -> bool | None:
+def pitr_enabled(ddb: DynamoDBClient, table: str) -> bool | None:
     """Whether point-in-time recovery is on (``None`` when it cannot be read)."""
     try:
         return describe_pitr(ddb, table).enabled
@@ -238,7 +241,7 @@ def pitr_enabled(ddb: Any, table: str) -> bool | None:
 
 
 def export_snapshot(
-    ddb: Any,
+    ddb: DynamoDBClient,
     archive: Archive,
     table: str,
     description: Mapping[str, Any],
@@ -411,7 +414,9 @@ def export_destination(
     return bucket, prefix, store
 
 
-def start_export(ddb: Any, table_arn: str, bucket: str, prefix: str, export_format: str) -> str:
+def start_export(
+    ddb: DynamoDBClient, table_arn: str, bucket: str, prefix: str, export_format: str
+) -> str:
     """Request a full export of the table as of now; return its ARN."""
     kwargs: dict[str, Any] = {
         "TableArn": table_arn,
@@ -435,7 +440,7 @@ def start_export(ddb: Any, table_arn: str, bucket: str, prefix: str, export_form
 
 
 def wait_for_export(
-    ddb: Any,
+    ddb: DynamoDBClient,
     export_arn: str,
     *,
     poll_seconds: float,

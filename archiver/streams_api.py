@@ -22,15 +22,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from archiver import retry as retry_module
 from archiver.format import layout
 from archiver.format.timefmt import as_utc
 from archiver.retry import RateLimiter, RetryPolicy
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient as AioDynamoDBStreamsClient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,7 +78,7 @@ class Shard:
         return self.ending_seq is not None
 
     @classmethod
-    def from_api(cls, stream_arn: str, raw: dict[str, Any]) -> Shard:
+    def from_api(cls, stream_arn: str, raw: Mapping[str, Any]) -> Shard:
         seq = raw.get("SequenceNumberRange") or {}
         return cls(
             stream_arn=stream_arn,
@@ -139,7 +142,7 @@ class StreamsApi:
 
     def __init__(
         self,
-        client: Any,
+        client: AioDynamoDBStreamsClient,
         retry: RetryPolicy | None = None,
         *,
         stop: asyncio.Event | None = None,
@@ -226,8 +229,7 @@ class StreamsApi:
         )
         return str(response["ShardIterator"])
 
-    async def get_records(self, iterator: str, limit: int) -> dict[str, Any]:
-        response: dict[str, Any] = await self.call(
+    async def get_records(self, iterator: str, limit: int) -> Mapping[str, Any]:
+        return await self.call(
             "GetRecords", lambda: self.client.get_records(ShardIterator=iterator, Limit=limit)
         )
-        return response

@@ -24,7 +24,7 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archiver import lambda_failures, lambda_stall
 from archiver.aws import AwsSettings
@@ -32,6 +32,9 @@ from archiver.format import coverage
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso
 from replayer.errors import Refused
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ class LambdaChecks:
     function_name: str | None = None
     trust_watermark: bool = False
     settings: AwsSettings | None = None
-    cloudwatch: Any = None
+    cloudwatch: CloudWatchClient | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> LambdaChecks:
@@ -74,7 +77,7 @@ class LambdaChecks:
     def trusted(self) -> bool:
         return self.trust_watermark or os.environ.get(ENV_TRUST, "").strip().lower() in _TRUE
 
-    def cloudwatch_client(self) -> Any:
+    def cloudwatch_client(self) -> CloudWatchClient:
         if self.cloudwatch is not None:
             return self.cloudwatch
         return (self.settings or AwsSettings()).client("cloudwatch")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from botocore.exceptions import ClientError
@@ -34,6 +34,9 @@ from replayer.sinks import TableSink, WriteResult
 from replayer.target_table import wait_until_active
 from replayer.verify import Comparison, verify_table
 
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
 log = logging.getLogger(__name__)
 
 
@@ -41,7 +44,7 @@ log = logging.getLogger(__name__)
 
 
 def start_pitr_restore(
-    ddb: Any,
+    ddb: DynamoDBClient,
     *,
     source_table: str,
     target_table: str,
@@ -59,19 +62,25 @@ def start_pitr_restore(
     else:
         kwargs["RestoreDateTime"] = as_utc(at)
     try:
-        response: dict[str, Any] = ddb.restore_table_to_point_in_time(**kwargs)
+        response = dict(ddb.restore_table_to_point_in_time(**kwargs))
     except ClientError as exc:
         raise replay_error(exc, f"restore {source_table} into {target_table!r}") from exc
     return response
 
 
 def start_backup_restore(
-    ddb: Any, *, backup_arn: str, target_table: str, overrides: dict[str, Any] | None = None
+    ddb: DynamoDBClient,
+    *,
+    backup_arn: str,
+    target_table: str,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``RestoreTableFromBackup`` into a new table."""
     try:
-        response: dict[str, Any] = ddb.restore_table_from_backup(
-            TargetTableName=target_table, BackupArn=backup_arn, **(overrides or {})
+        response = dict(
+            ddb.restore_table_from_backup(
+                TargetTableName=target_table, BackupArn=backup_arn, **(overrides or {})
+            )
         )
     except ClientError as exc:
         raise replay_error(exc, f"restore backup {backup_arn} into {target_table!r}") from exc
@@ -92,7 +101,7 @@ class NativeOutcome:
 
 
 def restore_native(
-    ddb: Any,
+    ddb: DynamoDBClient,
     archive: Archive,
     choice: strategies.Choice,
     *,
@@ -176,7 +185,7 @@ def after_t_corrections(
 
 
 def apply_backup_tail(
-    ddb: Any,
+    ddb: DynamoDBClient,
     archive: Archive,
     tail: LogPlan,
     backup: Backup,
@@ -211,7 +220,7 @@ _ROWS = pa.schema([pa.field("keys", pa.string()), pa.field("item", pa.string())]
 
 
 def verify_native(
-    client: Any,
+    client: DynamoDBClient,
     archive: Archive,
     source: str,
     target: str,

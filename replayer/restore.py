@@ -35,7 +35,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError
 
@@ -72,6 +72,9 @@ from replayer.writers import (
     WriteStats,
     write_partitions,
 )
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +161,9 @@ def resolve_time(archive: Archive, table: str, args: argparse.Namespace) -> date
     return parse_time(args.restore_date_time)
 
 
-def archived_table(archive: Archive, plan: Plan, client: Any = None) -> dict[str, Any]:
+def archived_table(
+    archive: Archive, plan: Plan, client: DynamoDBClient | None = None
+) -> dict[str, Any]:
     """The source table's ``DescribeTable`` ``Table`` in force at ``plan.at`` (its generation).
 
     Falls back to the live table when the archive holds no description of this generation
@@ -217,7 +222,7 @@ def restore_by_replay(
     at: datetime,
     options: ReplayOptions | None = None,
     *,
-    client: Any = None,
+    client: DynamoDBClient | None = None,
     plan: Plan | None = None,
     say: Callable[[str], None] = print,
 ) -> ReplayOutcome:
@@ -646,7 +651,9 @@ def write_workers(text: str) -> tuple[int, int]:
     return p, c
 
 
-def strategy_time(client: Any, archive: Archive, source: str, args: argparse.Namespace) -> datetime:
+def strategy_time(
+    client: DynamoDBClient, archive: Archive, source: str, args: argparse.Namespace
+) -> datetime:
     """The restore time; with ``--strategy pitr --use-latest-restorable-time`` it is PITR's own
     latest restorable time (the archive's watermark is usually later than PITR's, ~5 min ago)."""
     if args.use_latest_restorable_time and args.strategy == "pitr":
@@ -658,7 +665,7 @@ def strategy_time(client: Any, archive: Archive, source: str, args: argparse.Nam
 
 
 def restore_natively(
-    client: Any,
+    client: DynamoDBClient,
     archive: Archive,
     choice: strategies.Choice,
     args: argparse.Namespace,

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from botocore.exceptions import ClientError
@@ -70,6 +70,9 @@ from replayer.rollback_plan import (
     condition_for,
     plan_writes,
 )
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +123,7 @@ class RollbackReport:
 
 
 def apply_writes(
-    ddb: Any,
+    ddb: DynamoDBClient,
     table: str,
     writes: Sequence[Write],
     key_names: Sequence[str],
@@ -285,7 +288,7 @@ def fold_states(
 class Rollback:
     """One rollback of ``table`` to ``at``. Clients and the drain are passed in."""
 
-    ddb: Any
+    ddb: DynamoDBClient
     archive: Archive
     table: str
     at: datetime

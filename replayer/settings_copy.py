@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
 
@@ -40,6 +40,16 @@ from archiver.format.timefmt import parse_iso, utcnow
 from replayer import plan as planning
 from replayer.errors import ReplayError
 from replayer.target_table import wait_until_active
+
+if TYPE_CHECKING:
+    from mypy_boto3_application_autoscaling import ApplicationAutoScalingClient
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import (
+        PointInTimeRecoverySpecificationTypeDef,
+        StreamSpecificationTypeDef,
+        TagTypeDef,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -245,9 +255,9 @@ def _retarget_action(action: str, policy_arns: Mapping[str, str]) -> str:
 class SettingsCopier:
     """Copies a source's settings onto a target table. Clients are passed in (boto3)."""
 
-    ddb: Any
-    autoscaling: Any
-    cloudwatch: Any
+    ddb: DynamoDBClient
+    autoscaling: ApplicationAutoScalingClient
+    cloudwatch: CloudWatchClient
     source: SourceSettings
     target_table: str
     poll_seconds: float = 5.0
@@ -303,7 +313,7 @@ class SettingsCopier:
 
     def _target_description(self, refresh: bool = False) -> dict[str, Any]:
         if refresh or not self._target:
-            self._target = self.ddb.describe_table(TableName=self.target_table)["Table"]
+            self._target = dict(self.ddb.describe_table(TableName=self.target_table)["Table"])
         return self._target
 
     def _wait_active(self) -> None:
@@ -348,7 +358,9 @@ class SettingsCopier:
             return SettingResult("tags", NOTHING, "the source has no tags")
         arn = self._target_description()["TableArn"]
         for start in range(0, len(settable), 50):  # TagResource takes at most 50
-            chunk = [{"Key": t["Key"], "Value": t["Value"]} for t in settable[start : start + 50]]
+            chunk: list[TagTypeDef] = [
+                {"Key": t["Key"], "Value": t["Value"]} for t in settable[start : start + 50]
+            ]
             self.ddb.tag_resource(ResourceArn=arn, Tags=chunk)
         skipped = len(tags) - len(settable)
         note = f" ({skipped} aws: tags are AWS's own and were skipped)" if skipped else ""
@@ -371,7 +383,10 @@ class SettingsCopier:
             self._wait_active()
         self.ddb.update_table(
             TableName=self.target_table,
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": view},
+            # The view type is the archived source's, a valid StreamViewType.
+            StreamSpecification=cast(
+                "StreamSpecificationTypeDef", {"StreamEnabled": True, "StreamViewType": view}
+            ),
         )
         self._wait_active()
         return SettingResult("stream", COPIED, f"{view} (a new stream: archive it too)")
@@ -384,7 +399,7 @@ class SettingsCopier:
         pitr = description.get("PointInTimeRecoveryDescription") or {}
         if pitr.get("PointInTimeRecoveryStatus") != "ENABLED":
             return SettingResult("point-in-time recovery", NOTHING, "off on the source")
-        spec: dict[str, Any] = {"PointInTimeRecoveryEnabled": True}
+        spec: PointInTimeRecoverySpecificationTypeDef = {"PointInTimeRecoveryEnabled": True}
         if pitr.get("RecoveryPeriodInDays"):
             spec["RecoveryPeriodInDays"] = int(pitr["RecoveryPeriodInDays"])
         deadline = time.monotonic() + self.pitr_retry_seconds

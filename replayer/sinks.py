@@ -28,7 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 from tqdm import tqdm
@@ -39,6 +39,9 @@ from archiver.retry import DATA, AdaptiveRate, RetryPolicy
 from replayer.errors import Refused, ReplayError
 from replayer.target_table import create_target, wait_until_active
 from replayer.writers import ChunkWriter, Request
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +144,7 @@ class TableSink(Sink):
 
     def __init__(
         self,
-        client: Any,
+        client: DynamoDBClient,
         table_name: str,
         description: Mapping[str, Any] | None,
         *,

@@ -34,7 +34,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archiver.aws import AwsSettings
 from archiver.backups import Backup, describe_backup, list_backups
@@ -51,6 +51,9 @@ from replayer.fold import Fold
 from replayer.import_model import ImportModel
 from replayer.import_strategy import lsi_refusal, staging_url
 from replayer.plan import LogPlan, Plan
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +338,7 @@ def describe_choice(estimates: Sequence[Estimate], chosen: Estimate, reason: str
 
 
 def usable_backups(
-    ddb: Any, table: str, at: datetime, *, generation_created_at: datetime | None
+    ddb: DynamoDBClient, table: str, at: datetime, *, generation_created_at: datetime | None
 ) -> list[Backup]:
     """AVAILABLE backups of ``table`` created at or before ``at`` by the table generation
     alive at ``at`` (created after that generation's table), oldest first."""
@@ -373,7 +376,7 @@ class Choice:
 class Estimator:
     """Estimates each strategy for restoring ``source`` as at ``at``. Clients passed in."""
 
-    ddb: Any
+    ddb: DynamoDBClient
     archive: Archive
     source: str
     at: datetime

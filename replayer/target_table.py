@@ -14,7 +14,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -23,6 +23,9 @@ from archiver.describe import describe_or_none
 from archiver.errors import ResourceInUse
 from replayer.errors import TargetTableExists, replay_error
 from replayer.restore_state import TAG_RESTORE_ID, existing_target
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +115,12 @@ def _throughput(throughput: Mapping[str, Any] | None) -> dict[str, int]:
     }
 
 
-def table_exists(client: Any, name: str) -> bool:
+def table_exists(client: DynamoDBClient, name: str) -> bool:
     """Whether the table exists (in any status)."""
     return describe_or_none(client, name) is not None
 
 
-def refuse_if_exists(client: Any, name: str) -> None:
+def refuse_if_exists(client: DynamoDBClient, name: str) -> None:
     """Raise :class:`TargetTableExists` (exit 4) when ``name`` exists."""
     if table_exists(client, name):
         raise TargetTableExists(
@@ -126,7 +129,7 @@ def refuse_if_exists(client: Any, name: str) -> None:
 
 
 def create_target(
-    client: Any,
+    client: DynamoDBClient,
     description: Mapping[str, Any],
     name: str,
     *,
@@ -216,7 +219,7 @@ def _active(description: Mapping[str, Any] | None) -> bool:
 
 
 def wait_until_active(
-    client: Any,
+    client: DynamoDBClient,
     name: str,
     *,
     poll_seconds: float = 1.0,

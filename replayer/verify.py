@@ -14,7 +14,7 @@ import argparse
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import duckdb
 import orjson
@@ -35,6 +35,9 @@ from replayer.fold import Fold, FoldResult, FoldSettings, add_fold_arguments
 from replayer.lambda_gaps import LambdaChecks
 from replayer.lambda_gaps import add_arguments as add_lambda_arguments
 from replayer.plan import plan_restore
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +138,7 @@ def _attribute_diff(expected: str, found: str, limit: int = 4) -> str:
 # -- scanning a live table ------------------------------------------------------------------
 
 
-def key_names(client: Any, table_name: str) -> list[str]:
+def key_names(client: DynamoDBClient, table_name: str) -> list[str]:
     """The key attribute names of a live table (hash first)."""
     try:
         table = client.describe_table(TableName=table_name)["Table"]
@@ -146,7 +149,11 @@ def key_names(client: Any, table_name: str) -> list[str]:
 
 
 def scan_rows(
-    client: Any, table_name: str, *, segments: int = DEFAULT_SEGMENTS, consistent: bool = True
+    client: DynamoDBClient,
+    table_name: str,
+    *,
+    segments: int = DEFAULT_SEGMENTS,
+    consistent: bool = True,
 ) -> Iterator[pa.RecordBatch]:
     """Every item of a live table as ``(keys, item)`` batches, read by
     :func:`archiver.scan.parallel_scan`."""
@@ -188,7 +195,7 @@ def load_rows(con: duckdb.DuckDBPyConnection, name: str, batches: Iterator[pa.Re
 
 
 def verify_table(
-    client: Any, table_name: str, state: FoldResult, *, segments: int = DEFAULT_SEGMENTS
+    client: DynamoDBClient, table_name: str, state: FoldResult, *, segments: int = DEFAULT_SEGMENTS
 ) -> Comparison:
     """Scan ``table_name`` and compare it with a folded state (in the fold's DuckDB session)."""
     scanned = f"{state.table}_target"
@@ -200,11 +207,11 @@ def verify_table(
 
 
 def diff_tables(
-    client: Any,
+    client: DynamoDBClient,
     table: str,
     other: str,
     *,
-    other_client: Any = None,
+    other_client: DynamoDBClient | None = None,
     segments: int = DEFAULT_SEGMENTS,
     settings: FoldSettings | None = None,
 ) -> Comparison:
