@@ -32,6 +32,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from archiver.aws import AwsSettings
+from archiver.cliutil import add_archive_argument, add_table_argument
 from archiver.describe import capture_description, describe_or_none
 from archiver.errors import EXIT_NEW_GAP, UsageError
 from archiver.format import coverage, layout
@@ -242,10 +243,8 @@ def run_backfill(chain: Chain, plan: BackfillPlan, say: Say) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--table-name", required=True, help="the DynamoDB table")
-    parser.add_argument(
-        "--archive", required=True, help="archive root: s3://bucket/prefix or a local folder"
-    )
+    add_table_argument(parser, "the DynamoDB table")
+    add_archive_argument(parser)
     parser.add_argument(
         "--dry-run",
         action="store_true",

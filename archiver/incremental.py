@@ -44,7 +44,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from archiver.aws import AwsSettings
-from archiver.cliutil import positive_float
+from archiver.cliutil import add_archive_argument, add_table_argument, positive_float
 from archiver.describe import capture_description, describe_or_none, live_lookup
 from archiver.errors import (
     EXIT_REFUSED,
@@ -438,10 +438,8 @@ class Chain:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--table-name", required=True, help="the DynamoDB table")
-    parser.add_argument(
-        "--archive", required=True, help="archive root: s3://bucket/prefix or a local folder"
-    )
+    add_table_argument(parser, "the DynamoDB table")
+    add_archive_argument(parser)
     parser.add_argument(
         "--every",
         type=window_length,

@@ -99,7 +99,11 @@ _GENERATION: Schema = {
     "covered_from": (OPT_ISO, False, "an ISO UTC time"),
     "from_table_creation": (BOOL, False, "true or false"),
     "watermark": (OPT_ISO, False, "an ISO UTC time or null"),
-    "mode": (_nullable(lambda v: v in ("poller", "lambda")), False, "poller or lambda"),
+    "mode": (
+        _nullable(lambda v: v in ("poller", "lambda", "incremental")),
+        False,
+        "poller, lambda or incremental",
+    ),
 }
 
 
