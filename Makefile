@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) -m bench.bench_codec
 	$(PY) -m bench.bench_fold
 	$(PY) -m bench.bench_restore_write
+	$(PY) -m bench.bench_check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-archive

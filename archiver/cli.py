@@ -12,6 +12,7 @@ COMMANDS = [
         "snapshot", "archiver.snapshot", "take a base snapshot (native export or parallel scan)"
     ),
     Command("compact", "archiver.compact", "merge small change files per partition"),
+    Command("check", "archiver.check", "find missing, truncated or replaced files; repair holes"),
     Command("pitr", "archiver.pitr", "enable, disable or show native point-in-time recovery"),
     Command("backup", "archiver.backups", "create, list, delete and prune on-demand backups"),
     Command(

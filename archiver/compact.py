@@ -51,7 +51,7 @@ from archiver.cliutil import (
     positive_float,
 )
 from archiver.errors import ArchiverError, UsageError
-from archiver.format import layout
+from archiver.format import chain, footers, layout, statefiles
 from archiver.format.schema import CHANGE_SCHEMA
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
@@ -190,12 +190,53 @@ def merge_rows(tables: list[pa.Table]) -> pa.Table:
     return unique.take(order)
 
 
+def _read_input(archive: Archive, table: str, rel: str) -> pa.Table:
+    try:
+        return archive.read_parquet(rel)
+    except (OSError, pa.ArrowException) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise chain.corrupt_file(archive, table, rel, exc) from exc
+
+
 def merge_run(archive: Archive, table: str, run: list[ChangeFile]) -> tuple[str, int, int, int]:
-    """Write the merged file of ``run``; returns (path, rows in, rows out, bytes out)."""
-    tables = [archive.read_parquet(f.rel) for f in run]
+    """Write the merged file of ``run``; returns (path, rows in, rows out, bytes out).
+
+    The merged file links to what the run's first input linked to (its chain footer's
+    ``prev_last_seq``), so the shard's chain stays valid without touching any other file.
+    """
+    tables = [_read_input(archive, table, f.rel) for f in run]
     rows_in = sum(t.num_rows for t in tables)
+    order = sorted(range(len(run)), key=lambda i: (run[i].name.first_seq, run[i].name.last_seq))
+    footer = footers.footer_of(tables[order[0]].schema.metadata)
+    # Never merge across a hole: the merged file's name would cover records it lacks.
+    reach = run[order[0]].name.last_seq
+    for i in order[1:]:
+        link = footers.footer_of(tables[i].schema.metadata)
+        if link is not None and link.prev_last_seq is not None and link.prev_last_seq > reach:
+            raise chain.ChainBroken(
+                f"{archive.uri(run[i].rel)} links to a file ending at {link.prev_last_seq}, "
+                f"which is missing: not merging across the hole; run "
+                f"`{chain.check_command(table, archive, repair=True)}`"
+            )
+        reach = max(reach, run[i].name.last_seq)
     merged = merge_rows(tables)
     out = merged_path(table, run)
+    name = layout.ChangeFileName.parse(out)
+    assert name is not None
+    merged = footers.with_footer(
+        merged,
+        footers.make_footer(
+            merged,
+            table=table,
+            dt=run[0].dt,
+            shard_id=name.shard_id,
+            first_seq=name.first_seq,
+            last_seq=name.last_seq,
+            prev_last_seq=footer.prev_last_seq if footer is not None else None,
+            prev_chained=footer.prev_chained if footer is not None else False,
+        ),
+    )
     size = archive.write_parquet(out, merged)
     # Only a file that reads back whole may replace its inputs.
     written = pq.read_metadata(archive.path(out), filesystem=archive.arrow_fs).num_rows
@@ -210,8 +251,14 @@ def merge_run(archive: Archive, table: str, run: list[ChangeFile]) -> tuple[str,
 
 
 def read_pending(archive: Archive, table: str) -> list[dict[str, Any]]:
-    doc = archive.read_json_or(pending_path(table), {}) or {}
-    return list(doc.get("pending", []))
+    doc = statefiles.read_json(
+        archive,
+        pending_path(table),
+        statefiles.COMPACTION_PENDING,
+        "compaction-pending.json",
+        missing_ok=True,
+    )
+    return list(doc["pending"]) if doc else []
 
 
 def write_pending(archive: Archive, table: str, pending: list[dict[str, Any]]) -> None:

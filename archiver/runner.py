@@ -8,7 +8,9 @@ writes a record twice.
 
 Without --once it runs until SIGINT/SIGTERM, then flushes its buffers and exits. With --once
 it stops when every shard is caught up (for cron jobs and tests). Exit codes: 0 done; 2 bad
-input or a table it refuses to archive; 5 finished but recorded a new gap in the log.
+input, a state file that does not parse, or a table it refuses to archive; 4 the chain of a
+shard it would resume is broken (a change file missing or damaged: run the `ddb-archiver
+check --repair` it prints); 5 finished but recorded a new gap in the log.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import botocore.exceptions
 
 from archiver import describe
 from archiver.aws import AwsSettings
+from archiver.check import verify_resume
 from archiver.cliutil import (
     add_archive_argument,
     add_table_argument,
@@ -297,6 +300,8 @@ class _Session:
         check_stream(doc)
         self.table_id = str(doc["table_id"])
         await asyncio.to_thread(coverage.check_owner, self.archive, table, str(doc["table_arn"]))
+        # Before anything is written: state files that parse, resume points that can be trusted.
+        await asyncio.to_thread(verify_resume, self.archive, table)
         await asyncio.to_thread(tables.store_description, self.archive, doc)
         streams = await self.api.list_streams(table)
         latest = _latest_stream(doc)

@@ -81,6 +81,7 @@ class ShardProgress:
     dirty: bool = False
     buffer: RunBuilder | None = None
     checkpointed: float = 0.0  # time.monotonic() of the last checkpoint write
+    head_chained: bool = False  # the last durable file carries a chain footer
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def watermark_time(self) -> datetime | None:
@@ -297,9 +298,13 @@ class ChangeWriter:
             if buffer is None:
                 return
             progress.buffer = None
+            # The chain link: the shard's last durable file (flushes of a shard are serial).
+            buffer.prev_last_seq = progress.durable_seq
+            buffer.prev_chained = progress.head_chained
             paths = await asyncio.to_thread(write_builder, self.archive, self.table, buffer)
             progress.durable_seq = buffer.last_seq
             progress.durable_event_time = buffer.last_event_time
+            progress.head_chained = True
             caught_up_seq = progress.caught_up_seq or ""
             if progress.caught_up_at is not None and caught_up_seq <= buffer.last_seq:
                 progress.durable_caught_up_at = progress.caught_up_at
@@ -377,6 +382,7 @@ class ChangeWriter:
                 "caught_up_at": _iso(progress.durable_caught_up_at),
                 "closed": progress.finished,
                 "updated_at": iso_ms(utcnow()),
+                "chain_head": _chain_head(progress),
             },
         )
         progress.dirty = False
@@ -410,6 +416,8 @@ class ChangeWriter:
             read_event_time=event_time,
             durable_caught_up_at=_parse(doc.get("caught_up_at")),
             finished=bool(doc.get("closed")),
+            # A checkpoint with a chain head was written after a file with a footer.
+            head_chained=bool(doc.get("chain_head")),
         )
         self.shards[key] = progress
         return progress
@@ -466,6 +474,15 @@ class ChangeWriter:
             and bool(shards)
             and all(p.finished or (p.durable_caught_up_at and p.buffer is None) for p in shards)
         )
+
+
+def _chain_head(progress: ShardProgress) -> dict[str, Any] | None:
+    """The last durable file of the shard (``archiver.format.chain``): its ``last_seq`` and
+    ``dt``, so that a missing tail file is noticed."""
+    if progress.durable_seq is None:
+        return None
+    at = progress.durable_event_time
+    return {"last_seq": progress.durable_seq, "dt": layout.dt_of(at) if at else None}
 
 
 def _plain(seq: str | None) -> str | None:

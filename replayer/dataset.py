@@ -23,7 +23,7 @@ from archiver.errors import client_error_code
 from archiver.format import layout
 from archiver.format.schema import CHANGE_SCHEMA, PARTITION_SCHEMA, SNAPSHOT_SCHEMA
 from archiver.format.storage import Archive
-from replayer.errors import ReplayError
+from replayer.errors import DamagedFile, ReplayError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -166,12 +166,46 @@ def _archived_message(what: str, exc: BaseException) -> str:
     )
 
 
-def with_relisting(action: Callable[[], T], *, what: str, attempts: int = 3) -> T:
+# What pyarrow and DuckDB say about a Parquet file that is truncated or corrupt (they give no
+# error type for it); the file's path is quoted in the same message.
+_CORRUPT_MARKS = (
+    "magic bytes",
+    "deserialize thrift",
+    "corrupt",
+    "invalid parquet",
+    "unexpected end of stream",
+    "parquet file size is",
+    "decompress",
+)
+_QUOTED_PARQUET = re.compile(r"'([^']+\.parquet)'")
+
+
+def damaged_file(archive: Archive, exc: BaseException) -> DamagedFile | None:
+    """The one-line error (exit 2) for a read that failed on a damaged Parquet file, naming
+    it and pointing to ``ddb-archiver check``; ``None`` for any other failure."""
+    text = " ".join(str(exc).split())
+    if not any(mark in text.lower() for mark in _CORRUPT_MARKS):
+        return None
+    match = _QUOTED_PARQUET.search(text)
+    path = match.group(1) if match else "a file of the archive"
+    rel = archive.rel(path) if match else ""
+    table = _partition_value(rel, "table_name") or "<table>"
+    return DamagedFile(
+        f"{archive.uri(rel) if rel else path} cannot be read as Parquet (truncated or "
+        f"corrupt): the archive is damaged; run `ddb-archiver check --table-name {table} "
+        f"--archive {archive.url}` to list every damaged file"
+    )
+
+
+def with_relisting(
+    action: Callable[[], T], *, what: str, attempts: int = 3, archive: Archive | None = None
+) -> T:
     """Run ``action`` (which lists and reads); if a listed file vanished meanwhile, list again.
 
     Compaction deletes its inputs only after a grace period, so a second listing sees the
     compacted file instead; duplicates across the two are harmless (replay dedupes by
-    ``event_id``). Objects in S3 Glacier Deep Archive raise one clear error instead.
+    ``event_id``). Objects in S3 Glacier Deep Archive raise one clear error instead, and so
+    does a damaged Parquet file of ``archive`` (:func:`damaged_file`).
     """
     for attempt in range(1, attempts + 1):
         try:
@@ -179,6 +213,9 @@ def with_relisting(action: Callable[[], T], *, what: str, attempts: int = 3) -> 
         except Exception as exc:  # pyarrow/duckdb wrap the filesystem's error in their own
             if _is_archived(exc):
                 raise ArchivedObjectUnavailable(_archived_message(what, exc)) from exc
+            damaged = damaged_file(archive, exc) if archive is not None else None
+            if damaged is not None:
+                raise damaged from exc
             if not _is_vanished(exc) or attempt == attempts:
                 raise
             log.info("%s: a file vanished while reading (compaction?); listing again", what)

@@ -29,6 +29,12 @@ class BadInput(ReplayError):
     exit_code = EXIT_USAGE
 
 
+class DamagedFile(ReplayError):
+    """A change or snapshot file cannot be read (truncated, corrupt): the archive is damaged."""
+
+    exit_code = EXIT_USAGE
+
+
 class Refused(ReplayError):
     """A safety check refused the operation; nothing was created or written."""
 
@@ -45,6 +51,11 @@ class OutsideCoverage(Refused):
 
 class GapInLog(Refused):
     """[log_from, T] meets a recorded gap."""
+
+
+class BrokenChain(Refused):
+    """A change file in the range is missing, truncated or replaced (its shard's chain is
+    broken): the log cannot be trusted there, as across a gap."""
 
 
 class NoUsableBase(Refused):

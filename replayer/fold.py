@@ -331,7 +331,7 @@ class Fold:
             rows = self.con.execute(f"SELECT count(*) FROM {table}").fetchall()
             return FoldResult(self.con, table, int(rows[0][0]))
 
-        return dataset.with_relisting(action, what=what)
+        return dataset.with_relisting(action, what=what, archive=self.archive)
 
     # -- folds ------------------------------------------------------------------------------
 
@@ -375,7 +375,9 @@ class Fold:
             ).fetchall()
             return {"log records": int(rows[0][0]), "keys changed": int(rows[0][1])}
 
-        return dataset.with_relisting(action, what=f"counting the log of {plan.table}", attempts=1)
+        return dataset.with_relisting(
+            action, what=f"counting the log of {plan.table}", attempts=1, archive=self.archive
+        )
 
 
 def _relist(archive: Archive | None, table: str, start: datetime, end: datetime) -> list[str]:

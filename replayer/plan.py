@@ -11,8 +11,10 @@ meets a recorded gap (unless gaps are allowed, loudly), or when no base is usabl
 mode a failed batch not redriven yet, or a stretch where the function fell further behind than
 its watermark assumes, counts as a gap too (``replayer.lambda_gaps``).
 
-Planning reads only small state files and listings (and, in Lambda mode, the on-failure
-objects and the function's CloudWatch metrics); it never reads change records.
+Planning reads only small state files, listings and the footers of the change files in range
+(``archiver.format.chain``, in parallel), and, in Lambda mode, the on-failure objects and the
+function's CloudWatch metrics: it refuses across a broken chain (a file missing, truncated or
+replaced) as across a gap, naming the files; it never reads change records.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ from typing import Any
 
 from archiver.aws import AwsSettings
 from archiver.errors import ArchiverError
-from archiver.format import coverage, layout
+from archiver.format import chain, coverage, footers, layout, statefiles
+from archiver.format.changefiles import checkpointed_streams, read_checkpoints
 from archiver.format.manifests import list_snapshots
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, parse_iso, parse_stamp
 from replayer import dataset, lambda_gaps
 from replayer.errors import (
     AfterWatermark,
+    BrokenChain,
     GapInLog,
     NoUsableBase,
     OutsideCoverage,
@@ -417,14 +421,14 @@ def plan_restore(
     base, log_from = choose_base(gen, bases(archive, table, gen.table_id), at)
     checks = lambda_checks or lambda_gaps.LambdaChecks(settings=settings)
     gaps = _check_gaps(archive, gen, log_from, at, allow_gaps, checks)
-    files = dataset.change_files(archive, table, as_utc(log_from).date(), at.date())
+    files = check_chain(archive, table, log_from, at)
     return Plan(
         table=table,
         at=at,
         generation=gen,
         base=base,
         log_from=log_from,
-        change_files=tuple(drop_later_streams(files, log_from, at)),
+        change_files=tuple(files),
         gaps=gaps,
     )
 
@@ -465,15 +469,85 @@ def plan_log(
             f"{iso_ms(after)}: changes in between were never archived"
         )
     gaps = _check_gaps(archive, gen, after, until, allow_gaps, lambda_checks)
-    files = dataset.change_files(archive, table, after.date(), until.date())
+    files = check_chain(archive, table, after, until)
     return LogPlan(
         table=table,
         generation=gen,
         after=after,
         until=until,
-        change_files=tuple(drop_later_streams(files, after, until)),
+        change_files=tuple(files),
         gaps=gaps,
     )
+
+
+# -- integrity -----------------------------------------------------------------------------
+
+
+def check_chain(archive: Archive, table: str, start: datetime, end: datetime) -> list[str]:
+    """The change files a replay of ``[start, end]`` reads, once their chain is checked.
+
+    Reads the footers of those files (in parallel) and the checkpoints; files outside the
+    range count by their names, as the predecessors files link to. Ranges on record as lost
+    (gaps.jsonl, reason ``archive-file-lost``) are left to the gap check.
+
+    Raises:
+        BrokenChain: a file in the range is unreadable, disagrees with its name, or links to
+            a missing file, or a checkpoint's last file in the range is missing (exit 4).
+    """
+    lo, hi = str(as_utc(start).date()), str(as_utc(end).date())
+    every = dataset.change_files(archive, table)
+    in_range = [rel for rel in every if lo <= (_dt_of(rel) or "") <= hi]
+    files = drop_later_streams(in_range, start, end)
+    pending = statefiles.read_json(
+        archive,
+        layout.compaction_pending(table),
+        statefiles.COMPACTION_PENDING,
+        "compaction-pending.json",
+        missing_ok=True,
+    )
+    superseded = {str(e["path"]) for e in (pending or {}).get("pending", [])}
+    problems = chain.verify_files(
+        archive,
+        files,
+        heads=_heads(archive, table, lo, hi),
+        superseded=superseded,
+        context=every,
+    )
+    holes = chain.holes_of(coverage.read_gaps(archive, table))
+    broken = [p for p in problems if p.kind != chain.OVERLAP and not chain.on_record(p, holes)]
+    if broken:
+        shown = "; ".join(p.line() for p in broken[:3])
+        more = f" (and {len(broken) - 3} more)" if len(broken) > 3 else ""
+        raise BrokenChain(
+            f"the log of table {table!r} in [{iso_ms(start)}, {iso_ms(end)}] is damaged: "
+            f"{shown}{more}; nothing was written: run `"
+            f"{chain.check_command(table, archive, repair=True)}`"
+        )
+    return files
+
+
+def _dt_of(rel: str) -> str | None:
+    parsed = footers.parse_change_path(rel)
+    return parsed[1] if parsed else None
+
+
+def _heads(archive: Archive, table: str, lo: str, hi: str) -> list[chain.Head]:
+    """Checkpoints whose last file lies in the ``dt`` range ``[lo, hi]``."""
+    heads = []
+    for stamp in checkpointed_streams(archive, table):
+        for shard_id, doc in read_checkpoints(archive, table, stamp).items():
+            if not doc.get("sequence_number"):
+                continue
+            head_dt = (doc.get("chain_head") or {}).get("dt")
+            if head_dt is None and doc.get("event_time"):
+                head_dt = layout.dt_of(parse_iso(str(doc["event_time"])))
+            if head_dt is not None and not lo <= head_dt <= hi:
+                continue
+            rel = f"{layout.checkpoints_dir(table)}/{stamp}/{shard_id}.json"
+            seq = layout.pad_seq(str(doc["sequence_number"]))
+            chained = bool(doc.get("chain_head"))
+            heads.append(chain.Head(stamp, shard_id, seq, rel, head_dt, chained=chained))
+    return heads
 
 
 def drop_later_streams(files: list[str], start: datetime, end: datetime) -> list[str]:

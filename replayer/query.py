@@ -44,7 +44,13 @@ from archiver.cliutil import add_archive_argument
 from archiver.format import layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
-from replayer.dataset import change_files, changes_dataset, reading_fs, with_relisting
+from replayer.dataset import (
+    change_files,
+    changes_dataset,
+    damaged_file,
+    reading_fs,
+    with_relisting,
+)
 from replayer.errors import BadInput, ReplayError
 
 FORMATS = ("table", "csv", "json")
@@ -256,7 +262,7 @@ def run_query(
         try:
             relation = con.sql(sql, params=_params(params))
         except duckdb.Error as exc:
-            if _bad_sql(exc):
+            if _bad_sql(exc) and damaged_file(archive, exc) is None:
                 raise BadInput(one_line(str(exc))) from exc
             raise
         if relation is None:  # the last statement has no result (SET, CREATE VIEW …)
@@ -268,13 +274,13 @@ def run_query(
         except StopIteration:
             return QueryResult(columns, None, None)
         except duckdb.Error as exc:  # e.g. a failing CAST, found while running
-            if _bad_sql(exc):
+            if _bad_sql(exc) and damaged_file(archive, exc) is None:
                 raise BadInput(one_line(str(exc))) from exc
             raise
-        return QueryResult(columns, first, _guarded(reader), owner=con)
+        return QueryResult(columns, first, _guarded(reader, archive), owner=con)
 
     try:
-        return with_relisting(attempt, what="query")
+        return with_relisting(attempt, what="query", archive=archive)
     except duckdb.Error as exc:
         raise ReplayError(f"query failed: {one_line(str(exc))}") from exc
 
@@ -285,14 +291,17 @@ def _params(params: Sequence[Any] | Mapping[str, Any] | None) -> Any:
     return list(params)
 
 
-def _guarded(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+def _guarded(reader: pa.RecordBatchReader, archive: Archive) -> Iterator[pa.RecordBatch]:
     try:
         yield from reader
-    except duckdb.Error as exc:
+    except (duckdb.Error, pa.ArrowException) as exc:
+        damaged = damaged_file(archive, exc)
+        if damaged is not None:
+            raise damaged from exc
+        if isinstance(exc, pa.ArrowException):
+            raise ReplayError(f"query failed: {one_line(str(exc))}") from exc
         if _bad_sql(exc):
             raise BadInput(one_line(str(exc))) from exc
-        raise ReplayError(f"query failed: {one_line(str(exc))}") from exc
-    except pa.ArrowException as exc:  # DuckDB's errors can surface through the Arrow stream
         raise ReplayError(f"query failed: {one_line(str(exc))}") from exc
 
 

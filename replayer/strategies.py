@@ -34,7 +34,7 @@ from archiver.aws import AwsSettings
 from archiver.backups import Backup, describe_backup, list_backups
 from archiver.describe import describe_or_none
 from archiver.errors import ArchiverError, TableNotFound
-from archiver.format import layout
+from archiver.format import layout, statefiles
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, utcnow
 from archiver.pitr import PitrStatus, describe_pitr
@@ -70,11 +70,14 @@ class WriteRate:
     @classmethod
     def load(cls, archive: Archive, table: str, max_write_rate: float | None = None) -> WriteRate:
         """The last measured rate for ``table`` (else the default), capped by ``max_write_rate``."""
-        stats = None
-        try:
-            stats = archive.read_json_or(layout.restore_stats(table))
-        except Exception as exc:  # an unreadable stats file must not stop a restore
-            log.debug("cannot read restore stats: %s", exc)
+        # A broken stats file is an error naming it (and is never overwritten by this restore).
+        stats = statefiles.read_json(
+            archive,
+            layout.restore_stats(table),
+            statefiles.RESTORE_STATS,
+            "restore-stats.json",
+            missing_ok=True,
+        )
         if stats and float(stats.get("items_per_second") or 0) > 0:
             rate = cls(
                 float(stats["items_per_second"]),

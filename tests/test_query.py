@@ -140,12 +140,16 @@ def test_partition_filters_skip_other_partitions_files(
     code, out, err = run_cli(capsys, "query", "--archive", archive.url, "--format", "csv", sql)
     assert code == 0, err
     assert out.splitlines() == ["n", "2"]
-    # …and without the filter the damaged files are read, and reported on one line.
+    # …and without the filter the damaged files are read, and reported on one line that
+    # names one of them and points to `ddb-archiver check` (exit 2: the archive is damaged).
     code, _, err = run_cli(
         capsys, "query", "--archive", archive.url, "SELECT count(*) FROM changes"
     )
-    assert code == 1
-    assert len(err.strip().splitlines()) == 1
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1
+    assert any(rel in lines[0] for rel in paths if "dt=2026-02-01" not in rel)
+    assert "ddb-archiver check --table-name" in lines[0]
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,9 @@ schemas), ``records`` (stream records → change rows), ``changefiles`` (change 
 names and resume points), ``manifests`` (snapshots and their ``_manifest.json``), ``coverage``
 (``coverage.json`` and ``gaps.jsonl``), ``tables`` (archived table descriptions), ``exports``
 (native export folders → snapshots), ``storage`` (the archive root as a filesystem),
-``timefmt`` (times in names and state files) and ``errors``.
+``footers`` and ``chain`` (each change file's footer and the integrity chain they form),
+``statefiles`` (state files read against their schema), ``timefmt`` (times in names and state
+files) and ``errors``.
 
 This package imports nothing else of the project (``make lint`` checks it): the replayer, the
 Lambda function and anyone querying the archive depend on it alone.

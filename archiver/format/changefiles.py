@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from archiver.format import layout
+from archiver.format import footers, layout, statefiles
 from archiver.format.errors import ArchiverError
 from archiver.format.layout import ChangeFileName, pad_seq
 from archiver.format.records import ChangeRows, event_time_ms
@@ -53,10 +53,21 @@ class RunBuilder:
     """
 
     def __init__(
-        self, *, stream_arn: str, shard_id: str | None, table_id: str, origin: str
+        self,
+        *,
+        stream_arn: str,
+        shard_id: str | None,
+        table_id: str,
+        origin: str,
+        prev_last_seq: str | None = None,
+        prev_chained: bool = False,
     ) -> None:
         self.stream_arn = stream_arn
         self.shard_id = shard_id
+        # The last sequence number of the shard's previous file: the first run's chain link;
+        # and whether that file carries a chain footer itself.
+        self.prev_last_seq = prev_last_seq
+        self.prev_chained = prev_chained
         self.table_id = table_id
         self.origin = origin
         self.runs: list[Run] = []
@@ -98,17 +109,34 @@ class RunBuilder:
         self.count += 1
 
 
-def write_run(archive: Archive, table: str, stream_arn: str, shard_id: str | None, run: Run) -> str:
-    """Write one run as one Parquet file (atomically); returns its path."""
+def write_run(
+    archive: Archive,
+    table: str,
+    stream_arn: str,
+    shard_id: str | None,
+    run: Run,
+    prev_last_seq: str | None = None,
+    prev_chained: bool = False,
+) -> str:
+    """Write one run as one Parquet file (atomically), its chain footer linking to
+    ``prev_last_seq`` (the shard's previous file; always ``None`` for Lambda); returns its path.
+    """
+    name = shard_id or layout.LAMBDA_SHARD
     path = layout.change_file(
-        table,
-        run.dt,
-        layout.stream_label_of(stream_arn),
-        shard_id or layout.LAMBDA_SHARD,
-        run.first_seq,
-        run.last_seq,
+        table, run.dt, layout.stream_label_of(stream_arn), name, run.first_seq, run.last_seq
     )
-    archive.write_parquet(path, run.rows.to_table())
+    rows = run.rows.to_table()
+    footer = footers.make_footer(
+        rows,
+        table=table,
+        dt=run.dt,
+        shard_id=name,
+        first_seq=run.first_seq,
+        last_seq=run.last_seq,
+        prev_last_seq=prev_last_seq if shard_id else None,
+        prev_chained=prev_chained,
+    )
+    archive.write_parquet(path, footers.with_footer(rows, footer))
     return path
 
 
@@ -169,9 +197,11 @@ def write_builder(archive: Archive, table: str, builder: RunBuilder) -> list[str
     written: list[str] = []
     stream_arn = builder.stream_arn
     shard_id = builder.shard_id
+    prev, chained = builder.prev_last_seq, builder.prev_chained
     for run in builder.runs:
         try:
-            written.append(write_run(archive, table, stream_arn, shard_id, run))
+            written.append(write_run(archive, table, stream_arn, shard_id, run, prev, chained))
+            prev, chained = run.last_seq, True
         except Exception as exc:
             first = run.first_seq.lstrip("0") or "0"
             raise WriteFailed(
@@ -191,7 +221,10 @@ def read_checkpoints(archive: Archive, table: str, label_stamp: str) -> dict[str
     out = {}
     for name in archive.listdir(folder):
         if name.endswith(".json") and not name.startswith("."):
-            doc = archive.read_json(f"{folder}/{name}")
+            doc = statefiles.read_json(
+                archive, f"{folder}/{name}", statefiles.CHECKPOINT, "checkpoint"
+            )
+            assert doc is not None
             out[str(doc["shard_id"])] = doc
     return out
 

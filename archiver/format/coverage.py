@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from archiver.format import layout
+from archiver.format import layout, statefiles
 from archiver.format.errors import ArchiveOwnedElsewhere
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
@@ -54,6 +54,7 @@ GAP_STREAM_REENABLED = "stream-disabled-and-reenabled"
 # (archiver.lambda_stall).
 GAP_LAMBDA_BATCH_FAILED = "lambda-batch-failed"
 GAP_LAMBDA_STALLED = "lambda-stalled"
+GAP_FILE_LOST = "archive-file-lost"
 GAP_REASONS = {
     GAP_TRIMMED: "records were trimmed from the stream before they were read",
     GAP_SHARD_LOST: "a shard expired (archiver down past the stream's 24 h retention)",
@@ -63,6 +64,8 @@ GAP_REASONS = {
     "not redriven yet",
     GAP_LAMBDA_STALLED: "the Lambda function was further behind the stream than its "
     "MaxIteratorAgeSeconds (IteratorAge in CloudWatch)",
+    GAP_FILE_LOST: "an archived change file was lost or damaged after the stream stopped "
+    "retaining its records",
 }
 
 
@@ -70,8 +73,9 @@ GAP_REASONS = {
 
 
 def _read_state(archive: Archive, table: str) -> dict[str, Any] | None:
-    state: dict[str, Any] | None = archive.read_json_or(layout.coverage(table))
-    return state
+    return statefiles.read_json(
+        archive, layout.coverage(table), statefiles.COVERAGE, "coverage.json", missing_ok=True
+    )
 
 
 def _current_of(state: dict[str, Any]) -> dict[str, Any]:
@@ -237,8 +241,7 @@ def advance_watermark(
 
 def read_gaps(archive: Archive, table: str) -> list[dict[str, Any]]:
     """Every recorded hole in ``table``'s log, in the order they were detected."""
-    gaps: list[dict[str, Any]] = archive.read_jsonl(layout.gaps(table))
-    return gaps
+    return statefiles.read_jsonl(archive, layout.gaps(table), statefiles.GAP, "gap record")
 
 
 def append_gap(
@@ -252,6 +255,7 @@ def append_gap(
     end: datetime,
     reason: str,
     detected_at: datetime | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Record a hole in the log: records with ``start < event_time < end`` may be missing.
 
@@ -269,6 +273,7 @@ def append_gap(
         "to": iso_ms(max(start, end)),
         "detected_at": iso_ms(detected_at or utcnow()),
         "reason": reason,
+        **(extra or {}),
     }
     archive.append_jsonl(layout.gaps(table), gap)
     return gap

@@ -154,6 +154,11 @@ def table_description(table: str, at: datetime) -> str:
     return f"{state_dir(table)}/{TABLE_DESCRIPTION_PREFIX}{stamp(at)}.json"
 
 
+def compaction_pending(table: str) -> str:
+    """Compaction inputs in their grace period (``archiver.compact``)."""
+    return f"{state_dir(table)}/compaction-pending.json"
+
+
 def restore_stats(table: str) -> str:
     """The measured write rate of the last restore into DynamoDB (for restore estimates)."""
     return f"{state_dir(table)}/restore-stats.json"

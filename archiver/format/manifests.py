@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from archiver.format import layout
+from archiver.format import layout, statefiles
 from archiver.format.schema import COMPRESSION, ROW_GROUP_ROWS, SNAPSHOT_SCHEMA
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
@@ -40,7 +40,13 @@ def list_snapshots(archive: Archive, table: str) -> list[dict[str, Any]]:
         if not entry.startswith("snapshot_id="):
             continue
         snapshot_id = entry.split("=", 1)[1]
-        manifest = archive.read_json_or(layout.snapshot_manifest(table, snapshot_id))
+        manifest = statefiles.read_json(
+            archive,
+            layout.snapshot_manifest(table, snapshot_id),
+            statefiles.SNAPSHOT_MANIFEST,
+            "snapshot manifest",
+            missing_ok=True,
+        )
         if manifest is not None:
             manifests.append(manifest)
     return sorted(manifests, key=lambda m: parse_iso(m["valid_from"]))

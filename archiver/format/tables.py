@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from archiver.format import layout
+from archiver.format import layout, statefiles
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, parse_iso
 
@@ -166,7 +166,7 @@ def _description_paths(archive: Archive, table: str) -> list[str]:
 
 def list_descriptions(archive: Archive, table: str) -> list[dict[str, Any]]:
     """Every archived description of ``table``, oldest ``captured_at`` first."""
-    docs = [archive.read_json(path) for path in _description_paths(archive, table)]
+    docs = [_read_description(archive, path) for path in _description_paths(archive, table)]
     return sorted(docs, key=lambda d: parse_iso(d["captured_at"]))
 
 
@@ -175,7 +175,12 @@ def latest_description(archive: Archive, table: str) -> dict[str, Any] | None:
     paths = _description_paths(archive, table)
     if not paths:
         return None
-    doc: dict[str, Any] = archive.read_json(paths[-1])
+    return _read_description(archive, paths[-1])
+
+
+def _read_description(archive: Archive, path: str) -> dict[str, Any]:
+    doc = statefiles.read_json(archive, path, statefiles.TABLE_DESCRIPTION, "table description")
+    assert doc is not None
     return doc
 
 

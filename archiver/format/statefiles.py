@@ -1,0 +1,247 @@
+"""Reading state files against their schema: a broken one is an error naming it, never a default.
+
+Every JSON state file of the archive (checkpoints, ``coverage.json``, ``gaps.jsonl``, table
+descriptions, snapshot ``_manifest.json``, ``restore-stats.json``, ``compaction-pending.json``)
+is read through :func:`read_json` / :func:`read_jsonl`, which parse it and check its shape
+(DESIGN.md "State files"). A truncated, garbage or wrong-shaped file raises
+:class:`StateFileError` — one line naming the file and what is wrong, exit 2 — instead of being
+taken as "absent" (a ``coverage.json`` holding ``[]`` is not "never archived"). Because the
+error is raised on read, a command that could not read a file never gets to overwrite it.
+
+The schemas are deliberately small: the fields a reader relies on, with their types. Extra
+fields are allowed (newer writers add some).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from archiver.format.errors import UsageError
+from archiver.format.storage import Archive
+
+
+class StateFileError(UsageError):
+    """A state file that does not parse or has the wrong shape (exit 2). It is left as it is."""
+
+    def __init__(self, uri: str, problem: str) -> None:
+        super().__init__(
+            f"{uri}: {problem} (the file is left untouched: fix or restore it, e.g. from a "
+            "previous S3 object version; `ddb-archiver check` lists every damaged file)"
+        )
+        self.uri = uri
+        self.problem = problem
+
+
+Check = Callable[[Any], bool]
+
+
+def _iso(value: Any) -> bool:
+    if not isinstance(value, str) or not value.endswith("Z"):
+        return False
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+def _digits(value: Any) -> bool:
+    return isinstance(value, str) and value.isdigit()
+
+
+def _nullable(check: Check) -> Check:
+    return lambda value: value is None or check(value)
+
+
+def _is(*types: type) -> Check:
+    return lambda value: (
+        isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    )
+
+
+def _list_of(check: Check) -> Check:
+    return lambda value: isinstance(value, list) and all(check(v) for v in value)
+
+
+STR = _is(str)
+BOOL = _is(bool)
+INT = _is(int)
+NUMBER = _is(int, float)
+DICT = _is(dict)
+ISO = _iso
+OPT_ISO = _nullable(_iso)
+OPT_STR = _nullable(STR)
+
+# field → (check, required); "what it must be" is the check's description in messages.
+Schema = Mapping[str, tuple[Check, bool, str]]
+
+CHECKPOINT: Schema = {
+    "stream_arn": (STR, True, "a string"),
+    "shard_id": (STR, True, "a string"),
+    "parent_shard_id": (OPT_STR, False, "a string or null"),
+    "sequence_number": (_nullable(_digits), True, "a decimal string or null"),
+    "event_time": (OPT_ISO, False, "an ISO UTC time or null"),
+    "caught_up_at": (OPT_ISO, False, "an ISO UTC time or null"),
+    "closed": (BOOL, False, "true or false"),
+    "updated_at": (OPT_ISO, False, "an ISO UTC time"),
+    "chain_head": (_nullable(DICT), False, "an object or null"),
+}
+
+_GENERATION: Schema = {
+    "table": (STR, True, "a string"),
+    "table_id": (STR, True, "a string"),
+    "table_arn": (STR, False, "a string"),
+    "table_created_at": (OPT_ISO, False, "an ISO UTC time"),
+    "covered_from": (OPT_ISO, False, "an ISO UTC time"),
+    "from_table_creation": (BOOL, False, "true or false"),
+    "watermark": (OPT_ISO, False, "an ISO UTC time or null"),
+    "mode": (_nullable(lambda v: v in ("poller", "lambda")), False, "poller or lambda"),
+}
+
+
+def _generation(value: Any) -> bool:
+    return isinstance(value, dict) and not _problems(value, _GENERATION)
+
+
+COVERAGE: Schema = {
+    **_GENERATION,
+    "previous": (_list_of(_generation), False, "a list of generations"),
+}
+
+GAP: Schema = {
+    "table": (STR, False, "a string"),
+    "table_id": (OPT_STR, False, "a string"),
+    "stream_arn": (OPT_STR, False, "a string"),
+    "shard_id": (OPT_STR, False, "a string or null"),
+    "from": (ISO, True, "an ISO UTC time"),
+    "to": (OPT_ISO, True, "an ISO UTC time"),
+    "reason": (STR, True, "a string"),
+}
+
+TABLE_DESCRIPTION: Schema = {
+    "captured_at": (ISO, True, "an ISO UTC time"),
+    "table_name": (STR, True, "a string"),
+    "table_id": (STR, False, "a string"),
+    "Table": (DICT, True, "an object (DescribeTable's Table)"),
+}
+
+
+def _manifest_file(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and STR(value.get("path"))
+        and INT(value.get("item_count"))
+        and STR(value.get("sha256"))
+    )
+
+
+SNAPSHOT_MANIFEST: Schema = {
+    "table": (STR, False, "a string"),
+    "table_id": (STR, True, "a string"),
+    "snapshot_id": (STR, True, "a string"),
+    "method": (STR, False, "a string"),
+    "valid_from": (ISO, True, "an ISO UTC time"),
+    "log_from": (ISO, True, "an ISO UTC time"),
+    "item_count": (INT, True, "a whole number"),
+    "files": (_list_of(_manifest_file), True, "a list of {path, item_count, sha256}"),
+}
+
+RESTORE_STATS: Schema = {
+    "items": (INT, True, "a whole number"),
+    "seconds": (NUMBER, True, "a number"),
+    "items_per_second": (NUMBER, True, "a number"),
+    "measured_at": (ISO, False, "an ISO UTC time"),
+}
+
+
+def _pending_entry(value: Any) -> bool:
+    return isinstance(value, dict) and STR(value.get("path")) and ISO(value.get("deletable_after"))
+
+
+COMPACTION_PENDING: Schema = {
+    "pending": (_list_of(_pending_entry), True, "a list of {path, deletable_after, …}"),
+}
+
+
+def _problems(doc: Mapping[str, Any], schema: Schema) -> list[str]:
+    out = []
+    for name, (check, required, what) in schema.items():
+        if name not in doc:
+            if required:
+                out.append(f"field {name!r} is missing")
+            continue
+        if not check(doc[name]):
+            out.append(f"field {name!r} must be {what}, not {_short(doc[name])}")
+    return out
+
+
+def _short(value: Any) -> str:
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def validate(uri: str, doc: Any, schema: Schema, what: str) -> dict[str, Any]:
+    """``doc`` if it has the shape of ``schema``.
+
+    Raises:
+        StateFileError: it does not.
+    """
+    if not isinstance(doc, dict):
+        raise StateFileError(uri, f"not a valid {what}: expected a JSON object, found "
+                             f"{type(doc).__name__ if doc is not None else 'null'} "
+                             f"{_short(doc)}")  # fmt: skip
+    problems = _problems(doc, schema)
+    if problems:
+        raise StateFileError(uri, f"not a valid {what}: {'; '.join(problems[:3])}")
+    return doc
+
+
+def _parse(uri: str, data: bytes, what: str) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        state = "empty" if not data.strip() else "truncated or not JSON"
+        raise StateFileError(uri, f"{what} is {state} ({exc})") from exc
+
+
+def read_json(
+    archive: Archive, rel: str, schema: Schema, what: str, *, missing_ok: bool = False
+) -> dict[str, Any] | None:
+    """Read and validate one JSON state file; ``None`` when absent and ``missing_ok``.
+
+    Raises:
+        StateFileError: it does not parse or has the wrong shape.
+        FileNotFoundError: absent, without ``missing_ok``.
+    """
+    try:
+        data = archive.get_bytes(rel)
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise
+    uri = archive.uri(rel)
+    return validate(uri, _parse(uri, data, what), schema, what)
+
+
+def read_jsonl(archive: Archive, rel: str, schema: Schema, what: str) -> list[dict[str, Any]]:
+    """Read and validate a JSON Lines state file (every line); empty when absent.
+
+    Raises:
+        StateFileError: a line does not parse or has the wrong shape (its number is named).
+    """
+    try:
+        data = archive.get_bytes(rel)
+    except FileNotFoundError:
+        return []
+    uri = archive.uri(rel)
+    out = []
+    for number, line in enumerate(data.splitlines(), 1):
+        if not line.strip():
+            continue
+        doc = _parse(f"{uri} line {number}", line, what)
+        out.append(validate(f"{uri} line {number}", doc, schema, what))
+    return out
