@@ -32,6 +32,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import re
 from collections.abc import Iterable
@@ -224,19 +225,28 @@ def merge_run(archive: Archive, table: str, run: list[ChangeFile]) -> tuple[str,
     out = merged_path(table, run)
     name = layout.ChangeFileName.parse(out)
     assert name is not None
-    merged = footers.with_footer(
+    merged_footer = footers.make_footer(
         merged,
-        footers.make_footer(
-            merged,
-            table=table,
-            dt=run[0].dt,
-            shard_id=name.shard_id,
-            first_seq=name.first_seq,
-            last_seq=name.last_seq,
-            prev_last_seq=footer.prev_last_seq if footer is not None else None,
-            prev_chained=footer.prev_chained if footer is not None else False,
-        ),
+        table=table,
+        dt=run[0].dt,
+        shard_id=name.shard_id,
+        first_seq=name.first_seq,
+        last_seq=name.last_seq,
+        prev_last_seq=footer.prev_last_seq if footer is not None else None,
+        prev_chained=footer.prev_chained if footer is not None else False,
     )
+    # Rows an erasure removed from an input are missing from the merged file too: it says so.
+    erasures = tuple(
+        dict.fromkeys(e for t in tables for e in footers.erasures_of(t.schema.metadata))
+    )
+    if erasures:
+        merged_footer = dataclasses.replace(
+            merged_footer,
+            erasures=erasures,
+            stream_arn=merged_footer.stream_arn or (footer.stream_arn if footer else ""),
+            table_id=merged_footer.table_id or (footer.table_id if footer else ""),
+        )
+    merged = footers.with_footer(merged, merged_footer)
     size = archive.write_parquet(out, merged)
     # Only a file that reads back whole may replace its inputs.
     written = pq.read_metadata(archive.path(out), filesystem=archive.arrow_fs).num_rows

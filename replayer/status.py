@@ -40,7 +40,8 @@ def archived_tables(archive: Archive) -> list[str]:
             for entry in archive.listdir(root)
             if entry.startswith("table_name=")
         )
-    return sorted(name for name in names if not name.startswith("."))
+    # "@archive" holds archive-wide state (layout.ARCHIVE_STATE), no table.
+    return sorted(name for name in names if not name.startswith((".", "@")))
 
 
 def _files(archive: Archive, rel: str, suffix: str) -> dict[str, int]:
