@@ -285,30 +285,31 @@ def rewrite_items_file(
 
 # -- export manifests -------------------------------------------------------------------------
 
-_DIGESTS: dict[str, Callable[[bytes], bytes]] = {
-    ".md5": lambda data: hashlib.md5(data, usedforsecurity=False).digest(),
-    ".checksum": lambda data: hashlib.sha256(data).digest(),
+_DIGESTS: dict[int, Callable[[bytes], bytes]] = {
+    16: lambda data: hashlib.md5(data, usedforsecurity=False).digest(),
+    32: lambda data: hashlib.sha256(data).digest(),
 }
+_HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
 def _companions(archive: Archive, rel: str, content: bytes) -> None:
-    """Bring ``rel``'s ``.md5``/``.checksum`` companions up to date with ``content``, in the
-    encoding (hex or base64) each has; one in neither form is left alone."""
+    """Bring ``rel``'s ``.md5``/``.checksum`` companions up to date with ``content``: each keeps
+    its digest (MD5 or SHA-256, told by its length) and encoding (hex or base64); one in no
+    such form is left alone."""
     stem = rel.rsplit(".", 1)[0]
-    for suffix, digest in _DIGESTS.items():
+    for suffix in (".md5", ".checksum"):
         companion = stem + suffix
         try:
             text = archive.get_bytes(companion).strip()
         except FileNotFoundError:
             continue
-        value = digest(content)
-        if len(text) == 2 * len(value) and all(c in b"0123456789abcdefABCDEF" for c in text):
-            wanted = value.hex().encode()
-        elif len(text) == len(base64.b64encode(value)):
-            wanted = base64.b64encode(value)
-        else:
-            continue
-        if text != wanted:
+        wanted = None
+        for size, digest in _DIGESTS.items():
+            if len(text) == 2 * size and set(text) <= _HEX:
+                wanted = digest(content).hex().encode()
+            elif len(text) == len(base64.b64encode(bytes(size))) and not set(text) <= _HEX:
+                wanted = base64.b64encode(digest(content))
+        if wanted is not None and text != wanted:
             archive.put_bytes(companion, wanted)
 
 

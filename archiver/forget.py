@@ -469,7 +469,10 @@ def forget(
     """
     now = now or utcnow()
     names = names if names is not None else key_names(archive, table)
-    secret = erasures.load_secret(archive, create=not dry_run) or secrets.token_bytes(32)
+    # A new archive's secret is written only with the first pending list: until then (a
+    # refusal, a dry run) nothing in the archive changes.
+    stored = erasures.load_secret(archive, create=False)
+    secret = stored or secrets.token_bytes(erasures.SECRET_BYTES)
     matcher = KeyMatcher.of_keys(keys, secret) if keys else None
     outcomes: list[Outcome] = []
     pending = _pending(archive, table)
@@ -516,6 +519,8 @@ def forget(
         "targets": [asdict(t) for t in planned],
         "resumed": same,
     }
+    if stored is None:
+        erasures.save_secret(archive, secret)
     archive.write_json(layout.forget_pending(table), doc)
     outcome = finish(archive, table, doc, matcher, names, purge=purge_versions, now=now)
     outcome.found = found

@@ -56,15 +56,19 @@ def load_secret(archive: Archive, *, create: bool = True) -> bytes | None:
     if doc is None:
         if not create:
             return None
-        doc = {
-            "secret": base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii"),
-            "created_at": iso_ms(utcnow()),
-        }
-        archive.write_json(rel, doc)
+        secret = secrets.token_bytes(SECRET_BYTES)
+        save_secret(archive, secret)
+        return secret
     try:
         return base64.b64decode(str(doc["secret"]), validate=True)
     except ValueError as exc:
         raise statefiles.StateFileError(archive.uri(rel), f"secret is not base64 ({exc})") from exc
+
+
+def save_secret(archive: Archive, secret: bytes) -> None:
+    """Write a new archive secret (only where there is none: hashes depend on it)."""
+    doc = {"secret": base64.b64encode(secret).decode("ascii"), "created_at": iso_ms(utcnow())}
+    archive.write_json(layout.erasure_secret(), doc)
 
 
 def key_hash(secret: bytes, canonical_key: str) -> str:
