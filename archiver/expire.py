@@ -22,8 +22,9 @@ still never imports the replayer. Then, in this order:
      file exists), snapshots valid before the horizon (manifest first: the commit goes first),
      native exports older than it, are deleted, and compaction's pending list forgets them.
 
-Crash-safe: the plan is written to ``_state/<table>/expire-pending.json`` before anything
-changes; every step is idempotent; a re-run finishes it.
+Crash-safe: the base is taken first (a fold that is refused changes nothing), then the plan is
+written to ``_state/<table>/expire-pending.json`` before any other change; every step is
+idempotent; a re-run finishes it.
 
 Examples:
   ddb-archiver expire --table-name orders --archive s3://bucket/prefix --older-than 400d
@@ -48,7 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from archiver.cliutil import add_archive_argument, add_table_argument
-from archiver.errors import ArchiverError, UsageError
+from archiver.errors import EXIT_REFUSED, ArchiverError, UsageError
 from archiver.format import coverage, footers, layout, statefiles
 from archiver.format.changefiles import checkpointed_streams, read_checkpoints
 from archiver.format.manifests import list_snapshots, write_manifest
@@ -68,7 +69,9 @@ _PENDING: statefiles.Schema = {
 
 
 class ExpireFailed(ArchiverError):
-    """The base snapshot at the horizon could not be made: nothing was deleted."""
+    """The base snapshot at the horizon could not be made: nothing was deleted (exit 4)."""
+
+    exit_code = EXIT_REFUSED
 
 
 def duration(text: str) -> timedelta:
@@ -274,11 +277,12 @@ def expire(
         raise UsageError(f"table {table!r} has no coverage.json in {archive.url}")
     if dry_run:
         return plan
+    # The base first (a refused fold leaves everything as it was), then the plan, then changes.
+    plan.base = take_base(archive, table, gen, plan.horizon, endpoint_url)
     if pending is None:
         archive.write_json(layout.expire_pending(table), {
             "horizon": iso_ms(plan.horizon), "delete": plan.delete, "relink": plan.relink,
         })  # fmt: skip
-    plan.base = take_base(archive, table, gen, plan.horizon, endpoint_url)
     for rel in plan.relink:
         if archive.exists(rel):
             relink(archive, rel)

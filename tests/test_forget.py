@@ -23,6 +23,7 @@ from archiver.format.storage import Archive
 from replayer.fold import Fold
 from replayer.plan import plan_restore
 from tests import export_fixtures
+from tests.conftest import Crash
 from tests.integrity_helpers import Built, build_archive, rows_of
 from tests.replay_helpers import T0, TABLE, TABLE_ID, write_description, write_snapshot
 
@@ -138,36 +139,6 @@ def test_dry_run_lists_objects_and_rows_and_changes_nothing(
     assert {rel: archive.get_bytes(rel) for rel in archive.find("")} == snapshot
     assert archiver_main(argv) == 0
     assert holding(archive) == []
-
-
-class Crash(Exception):
-    pass
-
-
-@pytest.fixture
-def crash_after(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int], None]]:
-    """``crash_after(n)``: the n-th archive write or delete from now on raises."""
-    state = {"left": -1}
-    put, delete = Archive.put_bytes, Archive.delete
-
-    def counted(original: Any) -> Any:
-        def wrapper(self: Archive, *args: Any, **kwargs: Any) -> Any:
-            if state["left"] == 0:
-                state["left"] = -1
-                raise Crash("injected")
-            if state["left"] > 0:
-                state["left"] -= 1
-            return original(self, *args, **kwargs)
-
-        return wrapper
-
-    monkeypatch.setattr(Archive, "put_bytes", counted(put))
-    monkeypatch.setattr(Archive, "delete", counted(delete))
-
-    def arm(n: int) -> None:
-        state["left"] = n
-
-    yield arm
 
 
 def _content(archive: Archive) -> dict[str, Any]:
