@@ -334,3 +334,16 @@ def main(args: argparse.Namespace) -> int:
             f"{iso_ms(plan.horizon)} are refused (retention)"
         )
     return 0
+
+
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    """The stack's daily expiry (``RetentionDays``): ``ARCHIVE_URL``, ``TABLE_NAME`` and
+    ``RETENTION_DAYS`` from the environment."""
+    import os
+
+    archive = Archive.open(os.environ["ARCHIVE_URL"])
+    table = os.environ["TABLE_NAME"]
+    days = float(os.environ["RETENTION_DAYS"])
+    plan = expire(archive, table, duration(f"{days:g}d"))
+    return {"table": table, "horizon": iso_ms(plan.horizon), "deleted": len(plan.delete),
+            "base": plan.base}  # fmt: skip
