@@ -37,7 +37,7 @@ def run(root: Path, keys: int, compacted: bool) -> dict[str, float]:
             started = time.monotonic()
             compact(archive, TABLE, grace_seconds=0, now=utcnow())
             compact_s = time.monotonic() - started
-        key = '{"pk":{"S":"user#%d"}}' % (keys // 2)
+        key = '{"pk":{"S":"user#' + str(keys // 2) + '"}}'
         started = time.monotonic()
         (outcome,) = forget(archive, TABLE, [key], names=["pk"])
         seconds = time.monotonic() - started

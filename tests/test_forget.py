@@ -25,7 +25,14 @@ from replayer.plan import plan_restore
 from tests import export_fixtures
 from tests.conftest import Crash
 from tests.integrity_helpers import Built, build_archive, rows_of
-from tests.replay_helpers import T0, TABLE, TABLE_ID, write_description, write_snapshot
+from tests.replay_helpers import (
+    T0,
+    TABLE,
+    TABLE_ID,
+    write_coverage,
+    write_description,
+    write_snapshot,
+)
 
 ERASED = '{"pk":{"S":"k1"}}'
 NEEDLE = b'{"S":"k1"}'
@@ -425,3 +432,37 @@ def test_the_operator_story_restores_verify_history_and_later_records(
     assert "new-1" in later["new_image"] and "secret-1" in later["old_image"]
     assert all("secret-1" not in str(r) for r in rows if r is not later)
     assert [p.line() for p in run_checks(archive, "people", deep=True).problems] == []
+
+
+def test_compaction_after_an_erasure_keeps_the_record_and_the_chain(archive: Archive) -> None:
+    from archiver.compact import compact
+
+    build_archive(archive, [3, 4, 2, 3])
+    (outcome,) = forget(archive, TABLE, [ERASED])
+    compact(archive, TABLE, grace_seconds=0, now=T0 + timedelta(days=5))
+    (merged,) = archive.find(layout.changes_table_dir(TABLE), ".parquet")
+    footer = footers.read_state(archive, merged).footer
+    assert footer is not None and footer.erasures == (outcome.erasure_id,)
+    assert holding(archive) == []
+    assert [p.line() for p in run_checks(archive, TABLE, deep=True).problems] == []
+
+
+def test_an_ion_export_keeps_its_lines_and_manifests(archive: Archive) -> None:
+    write_description(archive)
+    write_coverage(archive, watermark=T0 + timedelta(days=1))
+    items = [{"pk": {"S": f"k{i}"}, "n": {"N": f"{i}.50"}} for i in range(6)]
+    dest = Archive(archive.fs, archive.path(layout.EXPORTS), archive.uri(layout.EXPORTS))
+    export = export_fixtures.write_export(
+        dest,
+        items,
+        table_arn=f"arn:aws:dynamodb:us-east-1:123456789012:table/{TABLE}",
+        table_id=TABLE_ID,
+        export_time=T0,
+        output_format="ION",
+        files=2,
+    )
+    (outcome,) = forget(archive, TABLE, [ERASED])
+    assert outcome.rows_removed == 1 and holding(archive) == []
+    folder = read_export(folder_in(archive, f"{layout.exports_dir()}/{export.export_id}"))
+    converted = convert_export(archive, TABLE, folder).manifest  # MD5s and counts check out
+    assert converted["item_count"] == 5
