@@ -16,6 +16,8 @@ PUT, a local rename), so a crash leaves the object either old or new. None of th
   any other Parquet object with a ``keys`` column.
 * :func:`rewrite_items_file` — a native export's (or staging's) gzip'd DynamoDB JSON or Ion
   lines: the other lines are kept byte for byte.
+* :func:`check_locks`, :func:`versions` — S3 Object Lock (refuse before changing anything)
+  and the noncurrent versions that still hold the rows (count or purge).
 * :func:`update_export_manifests` — an export's ``manifest-files.json`` (item counts, MD5,
   ETag) and ``manifest-summary.json`` (``itemCount``) recomputed from its data files, and their
   ``.md5``/``.checksum`` companions in whatever encoding they had.
@@ -29,6 +31,7 @@ import hashlib
 import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import orjson
 import pyarrow as pa
@@ -37,9 +40,10 @@ import pyarrow.parquet as pq
 
 from archiver.format import erasures, footers
 from archiver.format.codec import CodecError, canonical_json, key_of, normalize_item
-from archiver.format.errors import CorruptArchive
+from archiver.format.errors import EXIT_REFUSED, ArchiverError, CorruptArchive
 from archiver.format.schema import COMPRESSION, ROW_GROUP_ROWS
 from archiver.format.storage import Archive
+from archiver.format.timefmt import as_utc, iso_ms
 
 KEYS = "keys"
 
@@ -186,13 +190,67 @@ class Rewritten:
 def rewrite_parquet(
     archive: Archive, rel: str, matcher: KeyMatcher, *, to: str | None = None
 ) -> Rewritten:
-    """Write ``rel`` without the erased keys' rows to ``to`` (default: over itself)."""
+    """Write ``rel`` without the erased keys' rows to ``to`` (default: over itself, and only
+    when it holds some)."""
     rows = _read(archive, rel)
     mask = matcher.mask(rows.column(KEYS))
     kept = rows.filter(pc.invert(mask))
+    if to is None and kept.num_rows == rows.num_rows:
+        return Rewritten(0, kept.num_rows, "")  # nothing to do: no new object version either
     data = _parquet_bytes(kept)
     archive.put_bytes(to or rel, data)
     return Rewritten(rows.num_rows - kept.num_rows, kept.num_rows, hashlib.sha256(data).hexdigest())
+
+
+# -- locks and versions ---------------------------------------------------------------------
+
+
+class ObjectLocked(ArchiverError):
+    """Objects holding the keys are under S3 Object Lock: their data cannot be erased."""
+
+    exit_code = EXIT_REFUSED
+
+
+def check_locks(archive: Archive, paths: Iterable[str], now: datetime) -> None:
+    """Refuse when an object to rewrite is under Object Lock (retention in force, legal hold).
+
+    Raises:
+        ObjectLocked: exit 4, naming the objects and their retain-until dates.
+    """
+    if archive.is_local:
+        return
+    locked = []
+    for rel in paths:
+        try:
+            mode, until, hold = archive.object_lock(rel)
+        except FileNotFoundError:
+            continue
+        if hold or (mode and until is not None and as_utc(until) > now):
+            why = [f"{mode} retention until {iso_ms(as_utc(until))}"] if until else []
+            why += ["legal hold"] if hold else []
+            locked.append(f"{archive.uri(rel)} ({', '.join(why)})")
+    if locked:
+        more = f" (and {len(locked) - 5} more)" if len(locked) > 5 else ""
+        raise ObjectLocked(
+            f"{len(locked)} object(s) holding the keys are under S3 Object Lock and cannot lose "
+            f"their data: {'; '.join(locked[:5])}{more}; nothing was changed"
+        )
+
+
+def versions(archive: Archive, paths: Iterable[str], purge: bool) -> tuple[int, int]:
+    """``(purged, left)``: noncurrent versions of these objects, deleted when ``purge``."""
+    paths = list(paths)
+    if archive.is_local or not paths or not archive.versioned():
+        return 0, 0
+    purged = left = 0
+    for rel in paths:
+        for version_id in archive.noncurrent_versions(rel):
+            if purge:
+                archive.delete_version(rel, version_id)
+                purged += 1
+            else:
+                left += 1
+    return purged, left
 
 
 # -- item lines (native exports, staging) ----------------------------------------------------

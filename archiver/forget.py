@@ -66,12 +66,12 @@ import orjson
 from archiver import erasure
 from archiver.cliutil import add_archive_argument, add_table_argument, non_negative_float
 from archiver.erasure import KeyMatcher
-from archiver.errors import EXIT_REFUSED, ArchiverError, UsageError
+from archiver.errors import UsageError
 from archiver.format import erasures, layout, statefiles, tables
 from archiver.format.codec import CodecError, canonical_json, key_of, normalize_item
 from archiver.format.manifests import list_snapshots, write_manifest
 from archiver.format.storage import Archive
-from archiver.format.timefmt import as_utc, iso_ms, stamp, utcnow
+from archiver.format.timefmt import iso_ms, stamp, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +88,6 @@ _PENDING: statefiles.Schema = {
     "key_hashes": (statefiles._list_of(statefiles.STR), True, "a list of hex strings"),
     "targets": (statefiles._list_of(statefiles.DICT), True, "a list of objects"),
 }
-
-
-class ObjectLocked(ArchiverError):
-    """Objects holding the keys are under S3 Object Lock: their data cannot be erased."""
-
-    exit_code = EXIT_REFUSED
 
 
 @dataclass
@@ -280,60 +274,17 @@ def _number_replacements(archive: Archive, targets: list[Target]) -> None:
             target.replacement = f"{folder}/{layout.snapshot_part_name(last + offset)}"
 
 
-# -- locks and versions -------------------------------------------------------------------
-
-
-def check_locks(archive: Archive, targets: Iterable[Target], now: datetime) -> None:
-    """Refuse when an object to rewrite is under Object Lock (retention in force, legal hold).
-
-    Raises:
-        ObjectLocked: exit 4, naming the objects and their retain-until dates.
-    """
-    if archive.is_local:
-        return
-    locked = []
-    for target in targets:
-        try:
-            mode, until, hold = archive.object_lock(target.path)
-        except FileNotFoundError:
-            continue
-        if hold or (mode and until is not None and as_utc(until) > now):
-            why = f"{mode} retention until {iso_ms(as_utc(until))}" if until else ""
-            locked.append(f"{archive.uri(target.path)} ({why}{', ' if hold and why else ''}"
-                          f"{'legal hold' if hold else ''})")  # fmt: skip
-    if locked:
-        more = f" (and {len(locked) - 5} more)" if len(locked) > 5 else ""
-        raise ObjectLocked(
-            f"{len(locked)} object(s) holding the keys are under S3 Object Lock and cannot lose "
-            f"their data: {'; '.join(locked[:5])}{more}; nothing was changed"
-        )
+# -- rewriting ----------------------------------------------------------------------------
 
 
 def _touched(targets: Iterable[Target]) -> list[str]:
+    """Every path an erasure wrote or deleted: the objects whose old versions hold the rows."""
     out = []
     for target in targets:
         out.append(target.path)
         if target.replacement:
             out.append(target.replacement)
     return out
-
-
-def versions(archive: Archive, targets: Sequence[Target], purge: bool) -> tuple[int, int]:
-    """``(purged, left)``: noncurrent versions of the objects an erasure rewrote or deleted."""
-    if archive.is_local or not targets or not archive.versioned():
-        return 0, 0
-    purged = left = 0
-    for rel in _touched(targets):
-        for version_id in archive.noncurrent_versions(rel):
-            if purge:
-                archive.delete_version(rel, version_id)
-                purged += 1
-            else:
-                left += 1
-    return purged, left
-
-
-# -- rewriting ----------------------------------------------------------------------------
 
 
 def new_erasure_id(now: datetime) -> str:
@@ -381,7 +332,7 @@ def execute(
         erasure.update_export_manifests(archive, folder, changed, names)
     for manifest_rel, parts in snapshots.items():
         _replace_parts(archive, manifest_rel, parts, matcher, erasure_id)
-    purged, left = versions(archive, targets, purge)
+    purged, left = erasure.versions(archive, _touched(targets), purge)
     return Outcome(erasure_id, targets, versions_purged=purged, versions_left=left)
 
 
@@ -465,7 +416,7 @@ def forget(
     ``keys`` None, only that. Returns the erasures done (or, ``dry_run``, planned).
 
     Raises:
-        ObjectLocked: an object to rewrite is under Object Lock; nothing was changed.
+        erasure.ObjectLocked: an object to rewrite is under Object Lock; nothing was changed.
     """
     now = now or utcnow()
     names = names if names is not None else key_names(archive, table)
@@ -487,7 +438,7 @@ def forget(
         if dry_run:
             outcomes.append(Outcome(str(pending["erasure_id"]), targets, resumed=True))
         else:
-            check_locks(archive, targets, now)
+            erasure.check_locks(archive, [t.path for t in targets], now)
             pending["resumed"] = True
             outcomes.append(finish(archive, table, pending, hashed, names,
                                    purge=purge_versions, now=now))  # fmt: skip
@@ -509,7 +460,7 @@ def forget(
     if not planned and not log_empty:
         outcomes.append(Outcome(erasure_id, [], found=found))
         return outcomes
-    check_locks(archive, planned, now)
+    erasure.check_locks(archive, [t.path for t in planned], now)
     doc = {
         "erasure_id": erasure_id,
         "started_at": started,
@@ -643,6 +594,8 @@ def main(args: argparse.Namespace) -> int:
         )
 
     outcomes = run()
+    if keys is None and not outcomes:
+        print(f"{table}: no unfinished erasure to resume")
     for outcome in outcomes:
         _print(
             table, outcome, args.dry_run, None if outcome.resumed and not keys else len(keys or [])
