@@ -50,6 +50,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from archiver.aws import AwsSettings
+from archiver.cliutil import add_archive_argument, add_table_argument
 from archiver.errors import EXIT_DIFFERENCES, EXIT_NEW_GAP, EXIT_OK, UsageError
 from archiver.format import chain, footers, layout, statefiles
 from archiver.format.chain import Problem
@@ -428,10 +429,8 @@ def verify_resume(archive: Archive, table: str) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--table-name", required=True, help="the archived table's name")
-    parser.add_argument(
-        "--archive", required=True, help="archive root: s3://bucket/prefix or a local folder"
-    )
+    add_table_argument(parser, "the archived table's name")
+    add_archive_argument(parser)
     parser.add_argument(
         "--deep",
         action="store_true",

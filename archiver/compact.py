@@ -225,28 +225,20 @@ def merge_run(archive: Archive, table: str, run: list[ChangeFile]) -> tuple[str,
     out = merged_path(table, run)
     name = layout.ChangeFileName.parse(out)
     assert name is not None
-    merged_footer = footers.make_footer(
+    merged = footers.with_footer(
         merged,
-        table=table,
-        dt=run[0].dt,
-        shard_id=name.shard_id,
-        first_seq=name.first_seq,
-        last_seq=name.last_seq,
-        prev_last_seq=footer.prev_last_seq if footer is not None else None,
-        prev_chained=footer.prev_chained if footer is not None else False,
+        footers.make_footer(
+            merged,
+            table=table,
+            dt=run[0].dt,
+            shard_id=name.shard_id,
+            first_seq=name.first_seq,
+            last_seq=name.last_seq,
+            prev_last_seq=footer.prev_last_seq if footer is not None else None,
+            prev_chained=footer.prev_chained if footer is not None else False,
+        ),
     )
-    # Rows an erasure removed from an input are missing from the merged file too: it says so.
-    erasures = tuple(
-        dict.fromkeys(e for t in tables for e in footers.erasures_of(t.schema.metadata))
-    )
-    if erasures:
-        merged_footer = dataclasses.replace(
-            merged_footer,
-            erasures=erasures,
-            stream_arn=merged_footer.stream_arn or (footer.stream_arn if footer else ""),
-            table_id=merged_footer.table_id or (footer.table_id if footer else ""),
-        )
-    merged = footers.with_footer(merged, merged_footer)
+    merged = _carry_erasures(merged, tables, footer)
     size = archive.write_parquet(out, merged)
     # Only a file that reads back whole may replace its inputs.
     written = pq.read_metadata(archive.path(out), filesystem=archive.arrow_fs).num_rows
@@ -255,6 +247,26 @@ def merge_run(archive: Archive, table: str, run: list[ChangeFile]) -> tuple[str,
             f"{archive.uri(out)} holds {written} rows, expected {merged.num_rows}: inputs kept"
         )
     return out, rows_in, merged.num_rows, size
+
+
+def _carry_erasures(
+    merged: pa.Table, tables: list[pa.Table], first: footers.Footer | None
+) -> pa.Table:
+    """Rows an erasure removed from an input are missing from the merged file too: its footer
+    says so (``ddb-archiver forget``), so the chain accepts its narrower range."""
+    erasures = tuple(
+        dict.fromkeys(e for t in tables for e in footers.erasures_of(t.schema.metadata))
+    )
+    footer = footers.footer_of(merged.schema.metadata)
+    if not erasures or footer is None:
+        return merged
+    footer = dataclasses.replace(
+        footer,
+        erasures=erasures,
+        stream_arn=footer.stream_arn or (first.stream_arn if first else ""),
+        table_id=footer.table_id or (first.table_id if first else ""),
+    )
+    return footers.with_footer(merged, footer)
 
 
 # -- pending deletions ---------------------------------------------------------------------

@@ -33,6 +33,7 @@ from typing import Any
 
 from archiver import lambda_failures as failures
 from archiver.aws import AwsSettings
+from archiver.cliutil import add_archive_argument, add_table_argument
 from archiver.errors import EXIT_NEW_GAP, EXIT_OK, UsageError, client_error_code
 from archiver.format import coverage, layout, tables
 from archiver.format.storage import Archive
@@ -213,10 +214,8 @@ def redrive(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--table-name", required=True, help="the archived table's name")
-    parser.add_argument(
-        "--archive", required=True, help="archive root: s3://bucket/prefix or a local folder"
-    )
+    add_table_argument(parser, "the archived table's name")
+    add_archive_argument(parser)
     parser.add_argument(
         "--from",
         dest="source",
