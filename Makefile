@@ -30,6 +30,8 @@ bench: $(STAMP)
 	$(PY) -m bench.bench_restore_write
 	$(PY) -m bench.bench_check
 	$(PY) -m bench.bench_incremental
+	$(PY) -m bench.bench_forget
+	$(PY) -m bench.bench_forget --compacted
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-archive

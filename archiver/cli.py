@@ -12,6 +12,8 @@ COMMANDS = [
         "snapshot", "archiver.snapshot", "take a base snapshot (native export or parallel scan)"
     ),
     Command("compact", "archiver.compact", "merge small change files per partition"),
+    Command("forget", "archiver.forget", "erase keys' whole history from every archive object"),
+    Command("expire", "archiver.expire", "delete history older than a retention horizon"),
     Command("check", "archiver.check", "find missing, truncated or replaced files; repair holes"),
     Command("pitr", "archiver.pitr", "enable, disable or show native point-in-time recovery"),
     Command("backup", "archiver.backups", "create, list, delete and prune on-demand backups"),

@@ -32,6 +32,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import re
 from collections.abc import Iterable
@@ -234,6 +235,7 @@ def merge_run(archive: Archive, table: str, run: list[ChangeFile]) -> tuple[str,
             prev_chained=footer.prev_chained if footer is not None else False,
         ),
     )
+    merged = _carry_erasures(merged, tables, footer)
     size = archive.write_parquet(out, merged)
     # Only a file that reads back whole may replace its inputs.
     written = pq.read_metadata(archive.path(out), filesystem=archive.arrow_fs).num_rows
@@ -242,6 +244,26 @@ def merge_run(archive: Archive, table: str, run: list[ChangeFile]) -> tuple[str,
             f"{archive.uri(out)} holds {written} rows, expected {merged.num_rows}: inputs kept"
         )
     return out, rows_in, merged.num_rows, size
+
+
+def _carry_erasures(
+    merged: pa.Table, tables: list[pa.Table], first: footers.Footer | None
+) -> pa.Table:
+    """Rows an erasure removed from an input are missing from the merged file too: its footer
+    says so (``ddb-archiver forget``), so the chain accepts its narrower range."""
+    erasures = tuple(
+        dict.fromkeys(e for t in tables for e in footers.erasures_of(t.schema.metadata))
+    )
+    footer = footers.footer_of(merged.schema.metadata)
+    if not erasures or footer is None:
+        return merged
+    footer = dataclasses.replace(
+        footer,
+        erasures=erasures,
+        stream_arn=footer.stream_arn or (first.stream_arn if first else ""),
+        table_id=footer.table_id or (first.table_id if first else ""),
+    )
+    return footers.with_footer(merged, footer)
 
 
 # -- pending deletions ---------------------------------------------------------------------

@@ -107,8 +107,8 @@ def lsi_refusal(description: Mapping[str, Any]) -> str | None:
     return None
 
 
-def staging_url(archive: Archive, staging: str | None, rid: str) -> str:
-    """The staging prefix: ``staging`` (``--staging``), else ``<archive>/_staging/<id>``.
+def staging_url(archive: Archive, staging: str | None, table: str, rid: str) -> str:
+    """The staging prefix: ``staging`` (``--staging``), else ``<archive>/_staging/<table>/<id>``.
 
     Raises:
         BadInput: the archive is local and no ``--staging`` was given, or it is not ``s3://``.
@@ -119,7 +119,7 @@ def staging_url(archive: Archive, staging: str | None, rid: str) -> str:
                 "--strategy import needs --staging s3://bucket/prefix: the archive is local "
                 "and ImportTable reads only from S3"
             )
-        return archive.uri(layout.staging_dir(rid))
+        return archive.uri(layout.staging_dir(table, rid))
     if not staging.startswith("s3://") or not staging[len("s3://") :].strip("/"):
         raise BadInput(
             f"--staging {staging!r}: ImportTable reads only from S3 (s3://bucket/prefix)"
@@ -406,7 +406,7 @@ def restore_by_import(
     if why_not:
         raise Refused(f"--strategy import is not possible: {why_not}")
     rid = restore_id(plan.table, plan.table_id, plan.at, target)
-    uri = staging_url(archive, options.staging, rid)
+    uri = staging_url(archive, options.staging, plan.table, rid)
     staging = Archive.open(uri, endpoint_url=settings.endpoint_url)
     outcome = ImportOutcome(plan, rid, uri)
     marker = _own_staging(staging, rid)

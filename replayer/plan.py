@@ -270,6 +270,15 @@ def _check_watermark(gen: GenerationCoverage, at: datetime) -> None:
         )
 
 
+def _check_retention(archive: Archive, table: str, at: datetime) -> None:
+    horizon = coverage.retention_horizon(archive, table)
+    if horizon is not None and at < horizon:
+        raise OutsideCoverage(
+            f"{iso_ms(at)} is before the retention horizon {iso_ms(horizon)} of table "
+            f"{table!r}: its history before then was deleted (ddb-archiver expire)"
+        )
+
+
 # -- gaps ---------------------------------------------------------------------------------
 
 
@@ -434,6 +443,7 @@ def plan_restore(
         Refused: with the subclass and one-line reason (exit 4).
     """
     at = as_utc(at)
+    _check_retention(archive, table, at)
     gen = generation_at(archive, table, at)
     from replayer import windows as incremental
 
@@ -505,6 +515,7 @@ def plan_log(
     after, until = as_utc(after), as_utc(until)
     if until < after:
         raise Refused(f"the log range ({iso_ms(after)}, {iso_ms(until)}] is empty")
+    _check_retention(archive, table, after)
     if table_id is None:
         gen = generation_at(archive, table, until)
     else:

@@ -783,7 +783,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         if args.strategy == "import":
             # Exit 2 up front when no staging location can be used.
-            import_strategy.staging_url(archive, args.staging, "-")
+            import_strategy.staging_url(archive, args.staging, source, "-")
         at = strategy_time(client, archive, source, args)
         estimator = strategies.Estimator(
             client,

@@ -22,7 +22,7 @@ import orjson
 
 from archiver import lambda_failures
 from archiver.cliutil import add_archive_argument, add_table_argument
-from archiver.format import changefiles, coverage, layout
+from archiver.format import changefiles, coverage, erasures, layout
 from archiver.format.manifests import list_snapshots
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
@@ -39,7 +39,8 @@ def archived_tables(archive: Archive) -> list[str]:
             folder = layout.parse_table_dir(f"{root}/{entry}")
             if folder is not None:
                 names.add(folder.table)
-    return sorted(names)
+    # "@archive" holds archive-wide state (layout.ARCHIVE_STATE), no table.
+    return sorted(name for name in names if not name.startswith((".", "@")))
 
 
 def _files(archive: Archive, rel: str, suffix: str) -> dict[str, int]:
@@ -112,6 +113,7 @@ def table_status(
     current = generations[-1] if generations else None
     watermark = current.get("watermark") if current else None
     gaps = coverage.read_gaps(archive, table)
+    erased = erasures.read_log(archive, table)
     return {
         "table": table,
         "table_id": current.get("table_id") if current else None,
@@ -132,6 +134,12 @@ def table_status(
             for g in generations[:-1]
         ],
         "gaps": {"count": len(gaps), "list": gaps},
+        "erasures": {
+            "count": len(erased),
+            "last": erased[-1]["at"] if erased else None,
+            "unfinished": archive.exists(layout.forget_pending(table)),
+        },
+        "retention_horizon": _iso_or_none(coverage.retention_horizon(archive, table)),
         "snapshots": [
             {
                 "snapshot_id": m["snapshot_id"],
@@ -156,6 +164,10 @@ def table_status(
             archive, table, current, lambda_failures_url, endpoint_url
         ),
     }
+
+
+def _iso_or_none(value: datetime | None) -> str | None:
+    return iso_ms(value) if value is not None else None
 
 
 def archive_status(
@@ -273,6 +285,14 @@ def render_table(status: dict[str, Any]) -> list[str]:
     for gap in gaps["list"]:
         where = gap.get("shard_id") or "all shards"
         lines.append(f"    {gap.get('from')} .. {gap.get('to')}  {gap.get('reason')} ({where})")
+    erased = status["erasures"]
+    if erased["count"] or erased["unfinished"]:
+        unfinished = (
+            "; one unfinished: run ddb-archiver forget --resume" if erased["unfinished"] else ""
+        )
+        lines.append(f"  erasures     {erased['count']} (last {erased['last']}){unfinished}")
+    if status["retention_horizon"]:
+        lines.append(f"  retention    history before {status['retention_horizon']} expired")
     snapshots = status["snapshots"]
     lines.append(f"  snapshots    {len(snapshots) or 'none'}")
     for snap in snapshots:

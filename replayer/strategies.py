@@ -405,7 +405,7 @@ class Estimator:
         if plan is None:
             return estimate_import(None, ImportModel(), why_not)
         try:
-            staging_url(self.archive, self.staging, "-")
+            staging_url(self.archive, self.staging, plan.table, "-")
         except BadInput as exc:
             return estimate_import(None, ImportModel(), str(exc))
         table, item_bytes, _ = self.shape(plan)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +113,33 @@ def create_table(
         kwargs["GlobalSecondaryIndexes"] = gsis
     ddb.create_table(**kwargs)
     return dict(ddb.describe_table(TableName=name)["Table"])
+
+
+class Crash(Exception):
+    """A fault injected between archive writes (``crash_after``)."""
+
+
+@pytest.fixture
+def crash_after(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int], None]]:
+    """``crash_after(n)``: the n-th archive write or delete from now on raises."""
+    state = {"left": -1}
+    put, delete = Archive.put_bytes, Archive.delete
+
+    def counted(original: Any) -> Any:
+        def wrapper(self: Archive, *args: Any, **kwargs: Any) -> Any:
+            if state["left"] == 0:
+                state["left"] = -1
+                raise Crash("injected")
+            if state["left"] > 0:
+                state["left"] -= 1
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(Archive, "put_bytes", counted(put))
+    monkeypatch.setattr(Archive, "delete", counted(delete))
+
+    def arm(n: int) -> None:
+        state["left"] = n
+
+    yield arm

@@ -19,6 +19,9 @@ others. So every change file carries a **footer** in its Parquet key-value metad
 * Lambda-written files (shard ``lambda``) cannot be chained (a batch's predecessor is unknown
   to the function): their footer carries ``prev_last_seq: null``, and each is checked on its
   own (row count, content hash).
+* An erasure (``ddb-archiver forget``) rewrites a file without some of its rows, keeping its
+  name and links and recording its id in the footer (``erasures``): such a file's rows may
+  start after its name's first or end before its last sequence number, and only such a file's.
 * Files written before footers existed (no :data:`FOOTER_KEY`) are read as before; they are
   *unchained*: name and statistics are still checked, links cannot be. Successors link to
   them by their name's ``last_seq``. An unchained file *after* a chained one in the same
@@ -122,9 +125,7 @@ def file_problems(state: FileState) -> list[Problem]:
     if state.error is not None:
         return [_ranged(UNREADABLE, state, f"cannot be read as Parquet ({state.error})")]
     out: list[Problem] = []
-    if state.seq_min is not None and (
-        state.seq_min != name.first_seq or state.seq_max != name.last_seq
-    ):
+    if state.seq_min is not None and not _range_ok(state):
         out.append(
             _ranged(
                 FOOTER_MISMATCH,
@@ -179,6 +180,16 @@ def file_problems(state: FileState) -> list[Problem]:
             )
         )
     return out
+
+
+def _range_ok(state: FileState) -> bool:
+    """Whether the file's sequence numbers fit its name: exactly its first and last, or —
+    once an erasure removed rows (recorded in the file) — within them."""
+    assert state.seq_min is not None and state.seq_max is not None
+    name = state.name
+    if state.erasures:
+        return name.first_seq <= state.seq_min and state.seq_max <= name.last_seq
+    return state.seq_min == name.first_seq and state.seq_max == name.last_seq
 
 
 def content_problems(state: FileState, rows: pa.Table) -> list[Problem]:

@@ -353,6 +353,12 @@ def record_incremental_segments(
     return _current_of(target) if target is state else dict(target)
 
 
+def retention_horizon(archive: Archive, table: str) -> datetime | None:
+    """Where ``ddb-archiver expire`` deleted the table's history up to (``retention.json``)."""
+    doc = archive.read_json_or(layout.retention(table))
+    return parse_iso(str(doc["horizon"])) if doc and doc.get("horizon") else None
+
+
 # -- gaps.jsonl -----------------------------------------------------------------------------
 
 

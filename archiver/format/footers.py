@@ -6,6 +6,11 @@ a JSON object (docs/FORMAT.md "Integrity chain")::
     {"format": 1, "table", "table_id", "stream_arn", "shard_id", "dt", "first_seq",
      "last_seq", "row_count", "prev_last_seq", "prev_chained", "content_sha256"}
 
+plus ``"erasures": [<erasure id>, …]`` once ``ddb-archiver forget`` has removed rows from the
+file (then its rows may no longer reach its name's first and last sequence numbers; name and
+links stay). A file written before footers existed records erasures under
+:data:`ERASURES_KEY` instead, so that it stays unchained.
+
 Writers build it with :func:`make_footer` and attach it with :func:`with_footer`; readers get
 it with :func:`read_state` (the Parquet metadata only: one small ranged read, no rows), many
 files at once with :func:`read_states`. What the footers mean for a shard's files together is
@@ -14,6 +19,7 @@ files at once with :func:`read_states`. What the footers mean for a shard's file
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +38,8 @@ from archiver.format.storage import Archive
 
 FOOTER_KEY = b"ddb_stream_archive.change_file"
 FOOTER_FORMAT = 1
+# Erasures of a file without a chain footer (``ddb-archiver forget``): a JSON list of ids.
+ERASURES_KEY = b"ddb_stream_archive.erasures"
 # Footer reads are small ranged GETs on S3: latency-bound, so many run at once.
 DEFAULT_WORKERS = 32
 
@@ -64,9 +72,10 @@ class Footer:
     prev_last_seq: str | None
     content_sha256: str
     prev_chained: bool = False
+    erasures: tuple[str, ...] = ()  # ids of the erasures that removed rows from the file
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "format": FOOTER_FORMAT,
             "table": self.table,
             "table_id": self.table_id,
@@ -80,6 +89,9 @@ class Footer:
             "prev_chained": self.prev_chained,
             "content_sha256": self.content_sha256,
         }
+        if self.erasures:
+            doc["erasures"] = list(self.erasures)
+        return doc
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Footer:
@@ -96,6 +108,7 @@ class Footer:
             prev_last_seq=str(prev) if prev is not None else None,
             prev_chained=bool(doc.get("prev_chained", False)),
             content_sha256=str(doc["content_sha256"]),
+            erasures=tuple(str(e) for e in doc.get("erasures") or ()),
         )
 
     @property
@@ -139,6 +152,43 @@ def with_footer(rows: pa.Table, footer: Footer) -> pa.Table:
     return rows.replace_schema_metadata(metadata)
 
 
+def erasures_of(metadata: Mapping[bytes, bytes] | None) -> tuple[str, ...]:
+    """The erasures recorded in a file's key-value metadata (its footer's, else
+    :data:`ERASURES_KEY`'s); empty for a file no erasure changed."""
+    footer = footer_of(metadata)
+    if footer is not None:
+        return footer.erasures
+    raw = (metadata or {}).get(ERASURES_KEY)
+    try:
+        return tuple(str(e) for e in orjson.loads(raw)) if raw else ()
+    except (TypeError, ValueError, orjson.JSONDecodeError) as exc:
+        raise ValueError(f"malformed erasure record: {exc}") from exc
+
+
+def after_erasure(
+    rows: pa.Table, metadata: Mapping[bytes, bytes] | None, erasure_id: str
+) -> pa.Table:
+    """``rows`` (what is left of a change file after an erasure) carrying the file's metadata,
+    updated: the footer's row count and content hash, and ``erasure_id`` among its erasures.
+    Name, range and links are the original file's."""
+    kept = dict(metadata or {})
+    footer = footer_of(kept)
+    if footer is not None:
+        erasures = footer.erasures + (() if erasure_id in footer.erasures else (erasure_id,))
+        updated = dataclasses.replace(
+            footer,
+            row_count=rows.num_rows,
+            content_sha256=content_sha256(rows),
+            erasures=erasures,
+        )
+        kept[FOOTER_KEY] = orjson.dumps(updated.to_json(), option=orjson.OPT_SORT_KEYS)
+    else:
+        erasures = erasures_of(kept)
+        erasures += () if erasure_id in erasures else (erasure_id,)
+        kept[ERASURES_KEY] = orjson.dumps(list(erasures))
+    return rows.replace_schema_metadata(kept)
+
+
 def footer_of(metadata: Mapping[bytes, bytes] | None) -> Footer | None:
     """The footer in a Parquet file's key-value metadata; ``None`` for a file written before
     footers existed.
@@ -172,6 +222,7 @@ class FileState:
     seq_max: str | None = None
     error: str | None = None  # unreadable: why
     listed_only: bool = False  # footer not read: only the name is known (outside the range)
+    erasures: tuple[str, ...] = ()  # erasures that removed rows (``ddb-archiver forget``)
 
     @property
     def group(self) -> tuple[str, str]:
@@ -213,12 +264,15 @@ def read_state(archive: Archive, rel: str, filesystem: pafs.FileSystem | None = 
     try:
         metadata = pq.read_metadata(archive.path(rel), filesystem=filesystem or archive.arrow_fs)
         footer = footer_of(metadata.metadata)
+        erasures = erasures_of(metadata.metadata)
         seq_min, seq_max = _seq_statistics(metadata)
     except FileNotFoundError:
         return FileState(rel, table, dt, name, error="vanished while being checked")
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for a broken file
         return FileState(rel, table, dt, name, error=one_line(exc))
-    return FileState(rel, table, dt, name, footer, metadata.num_rows, seq_min, seq_max)
+    return FileState(
+        rel, table, dt, name, footer, metadata.num_rows, seq_min, seq_max, erasures=erasures
+    )
 
 
 def read_states(

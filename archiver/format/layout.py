@@ -217,8 +217,18 @@ def snapshot_dir(table: str, snapshot_id: str) -> str:
     return f"{snapshots_table_dir(table)}/{SNAPSHOT_ID_KEY}={snapshot_id}"
 
 
+def snapshot_part_name(n: int) -> str:
+    return f"part-{n:05d}.parquet"
+
+
 def snapshot_part(table: str, snapshot_id: str, n: int) -> str:
-    return f"{snapshot_dir(table, snapshot_id)}/part-{n:05d}.parquet"
+    return f"{snapshot_dir(table, snapshot_id)}/{snapshot_part_name(n)}"
+
+
+def snapshot_part_number(name: str) -> int | None:
+    """``n`` of a part file's name ``part-<n>.parquet``; ``None`` for anything else."""
+    match = re.match(r"^part-(\d+)\.parquet$", name.rsplit("/", 1)[-1])
+    return int(match[1]) if match else None
 
 
 def snapshot_manifest(table: str, snapshot_id: str) -> str:
@@ -332,11 +342,12 @@ STAGING_DATA = "data"  # the files ImportTable reads: its S3KeyPrefix is <stagin
 STAGING_MARKER = "_restore.json"  # whose staging this is, and how far it got
 
 
-def staging_dir(restore_id: str) -> str:
-    """Where ``restore --strategy import`` stages DynamoDB JSON for ``ImportTable`` by default
-    (an S3 archive; a local archive needs ``--staging``). Relative to the staging root below:
+def staging_dir(table: str, restore_id: str) -> str:
+    """Where ``restore --strategy import`` of ``table`` stages DynamoDB JSON for ``ImportTable``
+    by default (an S3 archive; a local archive needs ``--staging``): inside the table's staging
+    folder, which ``forget`` sweeps. Relative to the staging root below:
     ``data/part-NNNNN.json.gz`` and :data:`STAGING_MARKER`."""
-    return f"{STAGING}/{restore_id}"
+    return f"{table_staging_dir(table)}/{restore_id}"
 
 
 # -- state ---------------------------------------------------------------------------------
@@ -559,3 +570,40 @@ def backfill_plan(table: str) -> str:
     """What ``ddb-archiver backfill`` decided to export, written before anything is requested
     (a rerun continues the same plan)."""
     return f"{state_dir(table)}/backfill.json"
+
+
+# -- erasure and retention -----------------------------------------------------------------
+
+# Archive-wide state lives under a name no DynamoDB table can have ('@' is not allowed in
+# table names), so it never collides with a table's ``_state/<table>/``.
+ARCHIVE_STATE = f"{STATE}/@archive"
+
+
+def table_staging_dir(table: str) -> str:
+    """Intermediate copies of a table's items (restore staging), swept by ``forget`` too."""
+    return f"{STAGING}/{table}"
+
+
+def erasure_secret() -> str:
+    """The per-archive HMAC key the erasure log hashes keys with (created on first use)."""
+    return f"{ARCHIVE_STATE}/erasure-secret.json"
+
+
+def erasures(table: str) -> str:
+    """One JSON line per finished erasure (``ddb-archiver forget``): never a key itself."""
+    return f"{state_dir(table)}/erasures.jsonl"
+
+
+def forget_pending(table: str) -> str:
+    """An erasure in progress: what it must still rewrite, so a re-run finishes it."""
+    return f"{state_dir(table)}/forget-pending.json"
+
+
+def expire_pending(table: str) -> str:
+    """An expiry in progress: the objects it must still delete."""
+    return f"{state_dir(table)}/expire-pending.json"
+
+
+def retention(table: str) -> str:
+    """What ``ddb-archiver expire`` last deleted: the horizon restores before it are refused at."""
+    return f"{state_dir(table)}/retention.json"

@@ -36,6 +36,8 @@ SNAPSHOT_SCHEMA = pa.schema(
 # Hive partition columns come from the path and are always strings (a table named 007 stays 007).
 PARTITION_SCHEMA = pa.schema([pa.field("table_name", pa.string()), pa.field("dt", pa.string())])
 
+EVENT_NAMES = ("INSERT", "MODIFY", "REMOVE")
+
 # Parquet settings shared by every writer: zstd, and row groups large enough for readers
 # (DuckDB and Athena read a row group as one unit) without one per million rows.
 COMPRESSION = "zstd"

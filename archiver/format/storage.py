@@ -240,3 +240,51 @@ class Archive:
 
     def read_parquet(self, rel: str) -> pa.Table:
         return pq.read_table(self.path(rel), filesystem=self.arrow_fs)
+
+    # -- object versions and locks (S3; a local archive has neither) ------------------------
+
+    def _bucket_key(self, rel: str) -> tuple[str, str]:
+        bucket, _, key = self.path(rel).partition("/")
+        return bucket, key
+
+    def _s3(self, method: str, **kwargs: Any) -> Any:
+        return self.fs.call_s3(method, **kwargs)
+
+    def versioned(self) -> bool:
+        """Whether the bucket keeps old versions of overwritten or deleted objects."""
+        if self._is_local:
+            return False
+        bucket, _ = self._bucket_key("")
+        status = self._s3("get_bucket_versioning", Bucket=bucket).get("Status")
+        return status in ("Enabled", "Suspended")
+
+    def noncurrent_versions(self, rel: str) -> list[str]:
+        """Version ids of ``rel``'s noncurrent versions and delete markers (oldest last)."""
+        if self._is_local:
+            return []
+        bucket, key = self._bucket_key(rel)
+        out: list[str] = []
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": key}
+        while True:
+            page = self._s3("list_object_versions", **kwargs)
+            for entry in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                if entry.get("Key") == key and not entry.get("IsLatest"):
+                    out.append(str(entry["VersionId"]))
+            if not page.get("IsTruncated"):
+                return out
+            kwargs["KeyMarker"] = page.get("NextKeyMarker")
+            kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker")
+
+    def delete_version(self, rel: str, version_id: str) -> None:
+        """Delete one version of ``rel`` for good (s3:DeleteObjectVersion)."""
+        bucket, key = self._bucket_key(rel)
+        self._s3("delete_object", Bucket=bucket, Key=key, VersionId=version_id)
+
+    def object_lock(self, rel: str) -> tuple[str | None, Any, bool]:
+        """``(mode, retain_until, legal_hold)`` of ``rel``'s current version (S3 Object Lock)."""
+        if self._is_local:
+            return None, None, False
+        bucket, key = self._bucket_key(rel)
+        head = self._s3("head_object", Bucket=bucket, Key=key)
+        hold = head.get("ObjectLockLegalHoldStatus") == "ON"
+        return head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate"), hold

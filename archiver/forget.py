@@ -1,0 +1,616 @@
+"""Erase keys' whole history from the archive: every row of them, in every object, for good.
+
+Objects swept (all of the table's): change files (the poller's, the Lambda's, compaction
+inputs in their grace period, files ``check --repair`` quarantined), snapshot parts, native
+export data files under ``exports/`` (of this table), and anything under ``_staging/<table>/``.
+A row goes when its key is one of the erased keys: in a change row that takes its old and new
+images with it.
+
+Finding what holds a key reads as little as it can: each Parquet object's footer (one small
+ranged read), then, only in row groups whose ``keys`` statistics (min/max) can contain an
+erased key, the ``keys`` column alone; only objects that do hold one are read whole and
+rewritten. Files sorted by key (compacted change files) skip most row groups; export data
+(gzip'd text, no statistics) is read whole. ``--where`` first finds the keys: every key
+with a change row (or snapshot item, as ``new_image``) for which the predicate held, one DuckDB
+expression evaluated with file, network and extension access off.
+
+Every derived fact stays true. A change file keeps its name and chain links (so resume
+points, checkpoints, compaction's pending list and the integrity chain are unchanged); its
+footer gets the new row count and content hash and the erasure's id. A snapshot part is
+replaced by a new part, then its ``_manifest.json`` (the commit) lists it with its count and
+sha256, then the old part is deleted. An export's ``manifest-files.json`` and
+``manifest-summary.json`` (counts, MD5) are recomputed after its data files.
+
+Crash safety: the objects to rewrite are written to ``_state/<table>/forget-pending.json``
+(with the keys' keyed hashes, never the keys) before the first change; each rewrite is one
+atomic write, idempotent; a crash leaves every object old or new, and the next ``forget`` of
+the table — with the same keys, other keys, or none (``--resume``) — finishes the pending
+erasure first, finding its rows by hashing each key with the archive's secret. The erasure
+is logged in ``_state/<table>/erasures.jsonl`` (``archiver.format.erasures``) when complete.
+
+Versioned buckets keep the old versions, which still hold the rows: ``--purge-versions``
+deletes the noncurrent versions of every object the erasure rewrote or deleted
+(s3:DeleteObjectVersion); without it the summary counts them. Objects under S3 Object Lock
+(retention in force or a legal hold) cannot lose their data: ``forget`` refuses (exit 4)
+before changing anything, naming them and their retain-until dates.
+
+The stream keeps records for 24 hours: records of an erased key that were still in the stream
+(not archived yet) are archived by the next ``run`` as usual, and so are later writes to it.
+Re-run the same ``forget`` 24 hours after the last write to the key (or use ``--watch``).
+
+Run one ``forget`` (or ``compact``) per table at a time.
+
+Examples:
+  ddb-archiver forget --table-name orders --archive s3://bucket/prefix \\
+      --key '{"pk": {"S": "customer#42"}}' --reason "GDPR request 2026-118" --purge-versions
+  ddb-archiver forget --table-name orders --archive ./demo-archive --keys-file keys.jsonl --dry-run
+  ddb-archiver forget --table-name orders --archive ./demo-archive \\
+      --where "new_image->>'$.email.S' = 'a@b.c'"
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from archiver import erasure
+from archiver.cliutil import add_archive_argument, add_table_argument, non_negative_float
+from archiver.erasure import KeyMatcher
+from archiver.errors import UsageError
+from archiver.format import erasures, layout, statefiles, tables
+from archiver.format.codec import CodecError, canonical_json, key_of, normalize_item
+from archiver.format.manifests import list_snapshots, write_manifest
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms, stamp, utcnow
+
+log = logging.getLogger(__name__)
+
+CHANGE = "change"
+SNAPSHOT = "snapshot"
+EXPORT = "export"
+PARQUET = "parquet"
+ITEMS = "items"
+WORKERS = 16
+ITEM_SUFFIXES = (".json.gz", ".ion.gz", ".json", ".ion", ".gz")
+
+_PENDING: statefiles.Schema = {
+    "erasure_id": (statefiles.STR, True, "a string"),
+    "key_hashes": (statefiles._list_of(statefiles.STR), True, "a list of hex strings"),
+    "targets": (statefiles._list_of(statefiles.DICT), True, "a list of objects"),
+}
+
+
+@dataclass
+class Target:
+    """One object holding erased rows, and how it is rewritten."""
+
+    path: str
+    kind: str
+    rows: int
+    group: str = ""  # a snapshot's manifest path, an export's folder
+    replacement: str = ""  # a snapshot part: the part that replaces it
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Target:
+        return cls(**{k: doc[k] for k in ("path", "kind", "rows", "group", "replacement")})
+
+
+@dataclass
+class Found:
+    """What a search read and found."""
+
+    targets: list[Target] = field(default_factory=list)
+    objects_listed: int = 0
+    row_groups: int = 0
+    row_groups_read: int = 0
+    read_whole: int = 0
+
+
+@dataclass
+class Outcome:
+    """One erasure, done (or planned, for ``--dry-run``)."""
+
+    erasure_id: str
+    targets: list[Target]
+    resumed: bool = False
+    versions_purged: int = 0
+    versions_left: int = 0
+    found: Found | None = None
+
+    @property
+    def rows_removed(self) -> int:
+        return sum(t.rows for t in self.targets)
+
+
+# -- keys ---------------------------------------------------------------------------------
+
+
+def key_names(archive: Archive, table: str) -> list[str] | None:
+    """The table's key attribute names, from its archived description or a snapshot."""
+    description = tables.latest_description(archive, table)
+    schema = (description or {}).get("Table", {}).get("KeySchema")
+    if not schema:
+        schema = next((m.get("key_schema") for m in list_snapshots(archive, table)), None)
+    if not schema:
+        return None
+    return [k["AttributeName"] for k in sorted(schema, key=lambda k: k["KeyType"])]
+
+
+def parse_key(text: str, names: Sequence[str] | None, where: str = "--key") -> str:
+    """A key given as DynamoDB JSON (as the AWS CLI's ``--key``), in canonical form.
+
+    Raises:
+        UsageError: not DynamoDB JSON, or not exactly the table's key attributes.
+    """
+    try:
+        item = normalize_item(orjson.loads(text))
+    except (orjson.JSONDecodeError, CodecError, TypeError, AttributeError) as exc:
+        raise UsageError(f"{where}: not a DynamoDB JSON key ({exc})") from exc
+    if names is not None:
+        if sorted(item) != sorted(names):
+            raise UsageError(
+                f"{where}: the key must have exactly the table's key attributes "
+                f"{', '.join(names)} (found {', '.join(sorted(item)) or 'none'})"
+            )
+        item = key_of(item, list(names))
+    return canonical_json(item)
+
+
+def read_keys_file(path: str, names: Sequence[str] | None) -> list[str]:
+    """One DynamoDB JSON key per line ('-': standard input); blank lines skipped."""
+    try:
+        stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise UsageError(f"--keys-file {path}: {exc.strerror}") from exc
+    with stream:
+        return [
+            parse_key(line, names, f"--keys-file {path} line {number}")
+            for number, line in enumerate(stream, 1)
+            if line.strip()
+        ]
+
+
+# -- finding ------------------------------------------------------------------------------
+
+
+def _export_folders(archive: Archive, table: str) -> list[str]:
+    """Export folders of ``table``: its summary names it, or a snapshot of it came from it."""
+    converted = {
+        str(m.get("source") or "").rstrip("/").rsplit("/", 1)[-1]
+        for m in list_snapshots(archive, table)
+        if m.get("method") == "export"
+    }
+    out = []
+    for export_id in archive.listdir(layout.exports_dir()):
+        folder = f"{layout.exports_dir()}/{export_id}"
+        summary = archive.read_json_or(f"{folder}/manifest-summary.json")
+        arn = str((summary or {}).get("tableArn") or "")
+        if arn.rsplit("/", 1)[-1] == table or (not arn and export_id in converted):
+            out.append(folder)
+    return out
+
+
+def _candidates(archive: Archive, table: str) -> list[Target]:
+    """Every object of ``table`` that may hold rows (``rows`` not counted yet)."""
+    out = [
+        Target(rel, CHANGE, 0) for rel in archive.find(layout.changes_table_dir(table), ".parquet")
+    ]
+    quarantine = f"{layout.state_dir(table)}/quarantine"
+    out += [Target(rel, CHANGE, 0) for rel in archive.find(quarantine, ".parquet")]
+    committed: dict[str, str] = {}
+    for manifest in list_snapshots(archive, table):
+        rel = layout.snapshot_manifest(table, manifest["snapshot_id"])
+        for part in manifest["files"]:
+            committed[str(part["path"])] = rel
+    for rel in archive.find(layout.snapshots_table_dir(table), ".parquet"):
+        group = committed.get(rel)
+        out.append(Target(rel, SNAPSHOT, 0, group) if group else Target(rel, PARQUET, 0))
+    for folder in _export_folders(archive, table):
+        out += [Target(rel, EXPORT, 0, folder) for rel in archive.find(f"{folder}/data")]
+    for rel in archive.find(layout.table_staging_dir(table)):
+        if rel.endswith(".parquet"):
+            out.append(Target(rel, PARQUET, 0))
+        elif rel.endswith(ITEM_SUFFIXES):
+            out.append(Target(rel, ITEMS, 0))
+    return out
+
+
+def find(
+    archive: Archive,
+    table: str,
+    matcher: KeyMatcher,
+    names: list[str] | None,
+    *,
+    workers: int = WORKERS,
+) -> Found:
+    """Every object of ``table`` holding rows of the erased keys, with their row counts."""
+    found = Found()
+    candidates = _candidates(archive, table)
+    found.objects_listed = len(candidates)
+
+    def count(target: Target) -> Target:
+        if target.kind in (EXPORT, ITEMS):
+            if names is None:
+                raise UsageError(
+                    f"{archive.uri(target.path)} holds items, but the table's key schema is "
+                    "unknown (no archived description or snapshot): run `ddb-archiver run` once"
+                )
+            target.rows = erasure.count_items_file(archive, target.path, matcher, names)
+            found.read_whole += 1
+        else:
+            counted = erasure.count_parquet(archive, target.path, matcher)
+            target.rows = counted.rows
+            found.row_groups += counted.row_groups
+            found.row_groups_read += counted.row_groups_read
+        return target
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(candidates)))) as pool:
+        found.targets = [t for t in pool.map(count, candidates) if t.rows]
+    _number_replacements(archive, found.targets)
+    return found
+
+
+def _number_replacements(archive: Archive, targets: list[Target]) -> None:
+    """Give each snapshot part to replace the path of a new part, after the folder's last."""
+    by_group: dict[str, list[Target]] = {}
+    for target in targets:
+        if target.kind == SNAPSHOT:
+            by_group.setdefault(target.group, []).append(target)
+    for group, parts in by_group.items():
+        folder = group.rsplit("/", 1)[0]
+        numbers = [layout.snapshot_part_number(n) for n in archive.listdir(folder)]
+        last = max((n for n in numbers if n is not None), default=-1)
+        for offset, target in enumerate(sorted(parts, key=lambda t: t.path), 1):
+            target.replacement = f"{folder}/{layout.snapshot_part_name(last + offset)}"
+
+
+# -- rewriting ----------------------------------------------------------------------------
+
+
+def _touched(targets: Iterable[Target]) -> list[str]:
+    """Every path an erasure wrote or deleted: the objects whose old versions hold the rows."""
+    out = []
+    for target in targets:
+        out.append(target.path)
+        if target.replacement:
+            out.append(target.replacement)
+    return out
+
+
+def new_erasure_id(now: datetime) -> str:
+    return f"{stamp(now)}-{secrets.token_hex(3)}"
+
+
+def _pending(archive: Archive, table: str) -> dict[str, Any] | None:
+    return statefiles.read_json(
+        archive, layout.forget_pending(table), _PENDING, "forget-pending.json", missing_ok=True
+    )
+
+
+def execute(
+    archive: Archive,
+    table: str,
+    pending: dict[str, Any],
+    matcher: KeyMatcher,
+    names: list[str] | None,
+    *,
+    purge: bool,
+    progress: Callable[[int], None] | None = None,
+) -> Outcome:
+    """Carry out a pending erasure (idempotent: a re-run after a crash finishes it)."""
+    erasure_id = str(pending["erasure_id"])
+    targets = [Target.from_json(t) for t in pending["targets"]]
+    exports: dict[str, list[str]] = {}
+    snapshots: dict[str, list[Target]] = {}
+    for target in targets:
+        if target.kind == CHANGE:
+            erasure.rewrite_change_file(archive, target.path, matcher, erasure_id)
+        elif target.kind == PARQUET:
+            if archive.exists(target.path):
+                erasure.rewrite_parquet(archive, target.path, matcher)
+        elif target.kind in (EXPORT, ITEMS):
+            assert names is not None
+            erasure.rewrite_items_file(archive, target.path, matcher, names)
+            if target.kind == EXPORT:
+                exports.setdefault(target.group, []).append(target.path)
+        else:
+            snapshots.setdefault(target.group, []).append(target)
+        if progress is not None:
+            progress(1)
+    for folder, changed in exports.items():
+        assert names is not None
+        erasure.update_export_manifests(archive, folder, changed, names)
+    for manifest_rel, parts in snapshots.items():
+        _replace_parts(archive, manifest_rel, parts, matcher, erasure_id)
+    purged, left = erasure.versions(archive, _touched(targets), purge)
+    return Outcome(erasure_id, targets, versions_purged=purged, versions_left=left)
+
+
+def _replace_parts(
+    archive: Archive,
+    manifest_rel: str,
+    parts: list[Target],
+    matcher: KeyMatcher,
+    erasure_id: str,
+) -> None:
+    """New parts first, then the manifest that lists them (the commit), then old parts go."""
+    manifest = archive.read_json(manifest_rel)
+    files = {str(f["path"]): f for f in manifest["files"]}
+    changed = False
+    for part in parts:
+        if part.path not in files:
+            continue  # committed by an earlier attempt
+        done = erasure.rewrite_parquet(archive, part.path, matcher, to=part.replacement)
+        entry = {"path": part.replacement, "item_count": done.item_count, "sha256": done.sha256}
+        manifest["files"] = [entry if f["path"] == part.path else f for f in manifest["files"]]
+        changed = True
+    if changed:
+        manifest["item_count"] = sum(int(f["item_count"]) for f in manifest["files"])
+        manifest["erasures"] = [*manifest.get("erasures", []), erasure_id]
+        write_manifest(archive, str(manifest["table"]), manifest)
+    for part in parts:
+        archive.delete(part.path)
+
+
+def finish(
+    archive: Archive,
+    table: str,
+    pending: dict[str, Any],
+    matcher: KeyMatcher,
+    names: list[str] | None,
+    *,
+    purge: bool,
+    now: datetime,
+    progress: Callable[[int], None] | None = None,
+) -> Outcome:
+    """Execute a pending erasure, log it, and drop the pending list (in that order)."""
+    outcome = execute(archive, table, pending, matcher, names, purge=purge, progress=progress)
+    outcome.resumed = bool(pending.get("resumed"))
+    erasures.append_log(
+        archive,
+        table,
+        {
+            "erasure_id": outcome.erasure_id,
+            "at": iso_ms(now),
+            "started_at": pending.get("started_at"),
+            "reason": pending.get("reason"),
+            "selector": pending.get("selector"),
+            "key_hashes": list(pending["key_hashes"]),
+            "objects_rewritten": len(outcome.targets),
+            "rows_removed": outcome.rows_removed,
+            "objects": [t.path for t in outcome.targets],
+            "noncurrent_versions_purged": outcome.versions_purged,
+            "noncurrent_versions_left": outcome.versions_left,
+        },
+    )
+    archive.delete(layout.forget_pending(table))
+    return outcome
+
+
+def forget(
+    archive: Archive,
+    table: str,
+    keys: Sequence[str] | None,
+    *,
+    reason: str = "",
+    selector: str = "key",
+    purge_versions: bool = False,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    names: list[str] | None = None,
+    log_empty: bool = True,
+) -> list[Outcome]:
+    """Erase ``keys`` (canonical key JSON) from every object of ``table``.
+
+    An unfinished erasure of the table (a crash, an interrupted run) is finished first. With
+    ``keys`` None, only that. Returns the erasures done (or, ``dry_run``, planned).
+
+    Raises:
+        erasure.ObjectLocked: an object to rewrite is under Object Lock; nothing was changed.
+    """
+    now = now or utcnow()
+    names = names if names is not None else key_names(archive, table)
+    # A new archive's secret is written only with the first pending list: until then (a
+    # refusal, a dry run) nothing in the archive changes.
+    stored = erasures.load_secret(archive, create=False)
+    secret = stored or secrets.token_bytes(erasures.SECRET_BYTES)
+    matcher = KeyMatcher.of_keys(keys, secret) if keys else None
+    outcomes: list[Outcome] = []
+    pending = _pending(archive, table)
+    same = (
+        pending is not None
+        and matcher is not None
+        and (set(pending["key_hashes"]) == set(matcher.hashes))
+    )
+    if pending is not None and not same:
+        hashed = KeyMatcher.of_hashes(pending["key_hashes"], secret)
+        targets = [Target.from_json(t) for t in pending["targets"]]
+        if dry_run:
+            outcomes.append(Outcome(str(pending["erasure_id"]), targets, resumed=True))
+        else:
+            erasure.check_locks(archive, [t.path for t in targets], now)
+            pending["resumed"] = True
+            outcomes.append(finish(archive, table, pending, hashed, names,
+                                   purge=purge_versions, now=now))  # fmt: skip
+    if matcher is None:
+        return outcomes
+    found = find(archive, table, matcher, names)
+    if same:
+        assert pending is not None
+        known = {t["path"] for t in pending["targets"]}
+        extra = [t for t in found.targets if t.path not in known]
+        _number_replacements(archive, extra)
+        planned = [Target.from_json(t) for t in pending["targets"]] + extra
+        erasure_id, started = str(pending["erasure_id"]), pending.get("started_at")
+    else:
+        planned, erasure_id, started = found.targets, new_erasure_id(now), iso_ms(now)
+    if dry_run:
+        outcomes.append(Outcome(erasure_id, planned, resumed=same, found=found))
+        return outcomes
+    if not planned and not log_empty:
+        outcomes.append(Outcome(erasure_id, [], found=found))
+        return outcomes
+    erasure.check_locks(archive, [t.path for t in planned], now)
+    doc = {
+        "erasure_id": erasure_id,
+        "started_at": started,
+        "reason": reason,
+        "selector": selector,
+        "key_hashes": sorted(matcher.hashes),
+        "targets": [asdict(t) for t in planned],
+        "resumed": same,
+    }
+    if stored is None:
+        erasures.save_secret(archive, secret)
+    archive.write_json(layout.forget_pending(table), doc)
+    outcome = finish(archive, table, doc, matcher, names, purge=purge_versions, now=now)
+    outcome.found = found
+    outcomes.append(outcome)
+    return outcomes
+
+
+# -- CLI ----------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_table_argument(parser, "the archived table's name")
+    add_archive_argument(parser)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--key",
+        action="append",
+        metavar="JSON",
+        help='a key to erase, as DynamoDB JSON like the AWS CLI\'s: \'{"pk": {"S": "a"}}\' '
+        "(repeatable)",
+    )
+    what.add_argument(
+        "--keys-file",
+        metavar="FILE",
+        help="keys to erase, one DynamoDB JSON key per line ('-': standard input)",
+    )
+    what.add_argument(
+        "--where",
+        metavar="SQL",
+        help="erase every key with a change row (or snapshot item, as new_image) matching this "
+        "DuckDB expression, e.g. \"new_image->>'$.email.S' = 'a@b.c'\"",
+    )
+    what.add_argument("--resume", action="store_true",
+                      help="only finish an interrupted erasure of the table")  # fmt: skip
+    parser.add_argument("--reason", default="", help="why (kept in the erasure log)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the objects and rows that would go; change nothing")  # fmt: skip
+    parser.add_argument(
+        "--purge-versions",
+        action="store_true",
+        help="also delete the noncurrent versions of every object rewritten (versioned buckets)",
+    )
+    parser.add_argument(
+        "--watch",
+        type=non_negative_float,
+        metavar="SECONDS",
+        help="after erasing, keep erasing the keys from change files archived during this "
+        "long (86400: the stream's retention), every --watch-interval seconds",
+    )
+    parser.add_argument(
+        "--watch-interval",
+        type=non_negative_float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how often --watch looks for new files",
+    )
+
+
+def _print(table: str, outcome: Outcome, dry_run: bool, keys: int | None) -> None:
+    verb = "would rewrite" if dry_run else "rewrote"
+    what = "unfinished erasure" if outcome.resumed else "erasure"
+    of = f" of {keys} key{'s' if keys != 1 else ''}" if keys is not None else ""
+    print(
+        f"{table}: {what} {outcome.erasure_id}{of}: {verb} {len(outcome.targets)} objects, "
+        f"{outcome.rows_removed} rows {'to remove' if dry_run else 'removed'}"
+    )
+    for target in outcome.targets:
+        print(f"  {target.path}  {target.rows} rows")
+    found = outcome.found
+    if found is not None:
+        print(
+            f"{table}: searched {found.objects_listed} objects: {found.row_groups_read} of "
+            f"{found.row_groups} Parquet row groups could hold the keys (their keys column "
+            f"read), {found.read_whole} export/staging files read whole"
+        )
+    if outcome.versions_purged:
+        print(f"{table}: deleted {outcome.versions_purged} noncurrent object versions")
+    if outcome.versions_left:
+        print(
+            f"{table}: {outcome.versions_left} noncurrent object versions still hold the erased "
+            "rows (the bucket is versioned): re-run with --purge-versions, or let a lifecycle "
+            "rule expire noncurrent versions"
+        )
+
+
+def main(args: argparse.Namespace) -> int:
+    archive = Archive.open(args.archive, endpoint_url=args.endpoint_url)
+    table = args.table_name
+    if not (
+        archive.exists(layout.changes_table_dir(table)) or archive.exists(layout.state_dir(table))
+    ):
+        raise UsageError(f"table {table!r} is not in the archive {archive.url}")
+    names = key_names(archive, table)
+    keys: list[str] | None
+    selector = "key"
+    if args.key:
+        keys = [parse_key(text, names) for text in args.key]
+    elif args.keys_file:
+        keys, selector = read_keys_file(args.keys_file, names), "keys-file"
+    elif args.where:
+        from archiver.forget_where import keys_where
+
+        keys, selector = keys_where(archive, table, args.where), "where"
+    else:
+        keys = None
+    if keys is not None:
+        keys = sorted(set(keys))
+
+    def run(first: bool = True) -> list[Outcome]:
+        return forget(
+            archive,
+            table,
+            keys,
+            reason=args.reason,
+            selector=selector,
+            purge_versions=args.purge_versions,
+            dry_run=args.dry_run,
+            names=names,
+            log_empty=first,
+        )
+
+    outcomes = run()
+    if keys is None and not outcomes:
+        print(f"{table}: no unfinished erasure to resume")
+    for outcome in outcomes:
+        _print(
+            table, outcome, args.dry_run, None if outcome.resumed and not keys else len(keys or [])
+        )
+    if keys is not None and not args.dry_run:
+        print(
+            f"{table}: records of these keys not archived yet (the stream holds 24 h) are "
+            "archived by the next `ddb-archiver run`, like later writes to them: run this "
+            "forget again 24 h after the last write to them (or use --watch)"
+        )
+    if args.watch and keys and not args.dry_run:
+        deadline = time.monotonic() + args.watch
+        while time.monotonic() < deadline:
+            time.sleep(min(args.watch_interval, max(deadline - time.monotonic(), 0)))
+            for outcome in run(first=False):
+                if outcome.targets:
+                    _print(table, outcome, False, len(keys))
+    return 0
