@@ -67,7 +67,7 @@ def test_expire_keeps_every_restore_after_the_horizon_and_refuses_before(
     assert [p.line() for p in run_checks(archive, TABLE, deep=True).problems] == []
     with pytest.raises(OutsideCoverage, match="retention horizon"):
         state_at(archive, HORIZON - timedelta(seconds=1))
-    assert archive.find(layout.staging_dir(TABLE)) == []
+    assert archive.find(layout.table_staging_dir(TABLE)) == []
     assert not archive.exists(layout.expire_pending(TABLE))
 
 
