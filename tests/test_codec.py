@@ -634,6 +634,7 @@ UNUSUAL = [
     {"SS": ("b", "a")},
     {"SS": {"b", "a"}},
     {"SS": ["\u0000", "a"]},
+    {"S": 'a"\u0000b'},
     {"B": b""},
     {"B": ""},
     {"BS": [b"", b"\x00"]},
@@ -665,6 +666,7 @@ def walked(item: Any) -> bytes | CodecError:
 @PROPERTY
 @given(batch=st.lists(st.none() | mixed_items, min_size=1, max_size=6))
 @example(batch=[{"pk": {"S": "a"}}, {"pk": {"S": "x", "N": "1"}}])
+@example(batch=[{"s": {"S": 'a"\u0000b'}, "b": {"B": b"\x01"}, "t": {"SS": ['"\u0000', "x"]}}])
 @example(batch=[{"a": {"M": {"b": {"L": [{"M": {"c": {"Q": "x"}}}]}}}}])
 @example(batch=[{"a": {"L": [{"L": [{"L": [{"L": [{"L": [{"L": [{"S": 5}]}]}]}]}]}]}}])
 @example(batch=[{"a": {"L": [{"L": [{"L": [{"L": [{"L": [{"L": [{"S": "deep"}]}]}]}]}]}]}}])

@@ -114,9 +114,10 @@ _ITEM = rb"\{(?:,?" + _STR + rb":" + _value_pattern(_FAST_DEPTH) + rb")*+\}"
 # A batch: items one a line (an empty line for an item the walk takes). A match ends at the
 # start of the first line that is not canonical.
 _LINES = re.compile(rb"(?:" + _ITEM + rb")?+(?:\n(?:" + _ITEM + rb")?+)*+")
-# The mark opens a string (after `:`, `,` or `[`: a quote inside a string is escaped), and
-# only binary strings start with it once the text matched.
-_MARKED = re.compile(rb'([:,\[])"\\u0000')
+# The mark opens a string: after `:`, `,` or `[` (inside a string every quote is escaped, and
+# a closing quote is never followed by a backslash), and once the text matched, only binary
+# strings start with it.
+_MARKED = tuple((opening + b'"' + _MARK, opening + b'"') for opening in (b":", b",", b"["))
 # Every SS, NS and BS (`S":[` ends each tag; no attribute name is followed by `[`), up to the
 # first `]`: a `]` inside an SS string cuts it short, which then fails to parse. (A pattern
 # starting with a literal is searched several times faster than one starting with [NSB].)
@@ -161,7 +162,7 @@ def _encode_bytes(value: Any) -> Any:
     # base64 (binascii directly, not base64's wrapper); anything else raises TypeError, which
     # orjson reports and which sends the item to the walk.
     if type(value) in _BINARY_TYPES:
-        return "\x00" + binascii.b2a_base64(value, newline=False).decode("ascii")
+        return "\x00" + binascii.b2a_base64(value, newline=False).decode()
     raise TypeError(type(value).__name__)
 
 
@@ -498,7 +499,11 @@ def canonical_many(items: Sequence[Item | None]) -> list[bytes | None]:
                 break
             end = _LINES.match(blob, ends[index] - 1).end()  # type: ignore[union-attr]
     if _MARK in blob:
-        blob = _MARKED.sub(rb'\1"', blob)
+        if b'\\"' + _MARK in blob:  # a quote then U+0000 inside some string: be exact
+            for marked, plain in _MARKED:
+                blob = blob.replace(marked, plain)
+        else:
+            blob = blob.replace(b'"' + _MARK, b'"')
     if b'S":[' in blob:
         parts = _SETS.split(blob)  # text, set, text, set, …, text
         # Inline, without a call: a set of one member (three quotes — the tag's and the
