@@ -32,7 +32,9 @@ from archiver import describe
 from archiver.aws import AwsSettings
 from archiver.cliutil import (
     add_archive_argument,
+    add_file_mode_argument,
     add_table_argument,
+    open_archive,
     positive_float,
     positive_int,
 )
@@ -81,6 +83,7 @@ def byte_size(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_table_argument(parser, "the table to archive")
     add_archive_argument(parser)
+    add_file_mode_argument(parser)
     parser.add_argument(
         "--once",
         action="store_true",
@@ -156,7 +159,7 @@ class RunConfig:
 def main(args: Any) -> int:
     config = RunConfig.from_args(args)
     settings = AwsSettings.from_args(args)
-    archive = Archive.open(config.archive_url, endpoint_url=settings.endpoint_url)
+    archive = open_archive(args, config.archive_url, endpoint_url=settings.endpoint_url)
     try:
         return asyncio.run(_main(config, settings, archive))
     except botocore.exceptions.NoRegionError:
