@@ -26,6 +26,7 @@ from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
 
 from archiver import __version__
 from archiver.errors import EXIT_FAILURE, EXIT_USAGE
+from archiver.format.storage import DEFAULT_FILE_MODE, Archive
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,41 @@ def add_archive_argument(parser: argparse.ArgumentParser, help: str = ARCHIVE_HE
     parser.add_argument("--archive", required=True, metavar="URL", help=help)
 
 
+def file_mode(text: str) -> int:
+    """An argparse ``type``: a permission mode in octal (``600``, ``0640``, ``0o640``)."""
+    digits = text.lower().removeprefix("0o")
+    try:
+        mode = int(digits, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal mode (e.g. 0600)") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside 0000..0777")
+    return mode
+
+
+def add_file_mode_argument(parser: argparse.ArgumentParser, what: str = "archive") -> None:
+    """``--file-mode MODE``: the permissions of the local files a writing command creates."""
+    parser.add_argument(
+        "--file-mode",
+        type=file_mode,
+        default=f"{DEFAULT_FILE_MODE:04o}",  # argparse converts it: the help shows 0600
+        metavar="MODE",
+        help=f"permissions (octal) of the files a local {what} gets; its new folders get the "
+        "same plus search where readable (0600: folders 0700; S3 has no modes)",
+    )
+
+
+def open_archive(
+    args: argparse.Namespace, url: str | None = None, *, endpoint_url: str | None = None
+) -> Archive:
+    """The archive at ``url`` (default ``--archive``), writing files with ``--file-mode``."""
+    return Archive.open(
+        url if url is not None else args.archive,
+        endpoint_url=endpoint_url if endpoint_url is not None else args.endpoint_url,
+        file_mode=getattr(args, "file_mode", DEFAULT_FILE_MODE),
+    )
+
+
 def add_table_argument(
     parser: argparse.ArgumentParser,
     help: str,
@@ -363,9 +399,11 @@ __all__ = [
     "EXIT_USAGE",
     "Command",
     "add_archive_argument",
+    "add_file_mode_argument",
     "add_table_argument",
     "non_negative_float",
     "number_type",
+    "open_archive",
     "positive_float",
     "positive_int",
     "run",

@@ -47,8 +47,10 @@ from tqdm import tqdm
 
 from archiver.cliutil import (
     add_archive_argument,
+    add_file_mode_argument,
     add_table_argument,
     non_negative_float,
+    open_archive,
     positive_float,
 )
 from archiver.errors import ArchiverError, UsageError
@@ -381,6 +383,7 @@ def _dt(text: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_table_argument(parser, "the archived table's name")
     add_archive_argument(parser)
+    add_file_mode_argument(parser)
     parser.add_argument(
         "--dt",
         type=_dt,
@@ -414,7 +417,7 @@ def _mb(size: int) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    archive = Archive.open(args.archive, endpoint_url=args.endpoint_url)
+    archive = open_archive(args)
     table = args.table_name
     known = archive.exists(layout.changes_table_dir(table)) or archive.exists(
         layout.state_dir(table)

@@ -22,6 +22,7 @@ from archiver.format.errors import (
     ArchiveOwnedElsewhere,
     ArchiverError,
     CorruptArchive,
+    PoisonRecord,
     UsageError,
 )
 
@@ -45,6 +46,7 @@ __all__ = [
     "InvalidRequest",
     "InvalidRestoreTime",
     "PitrUnavailable",
+    "PoisonRecord",
     "PolicyNotFound",
     "ResourceInUse",
     "ResourceNotFound",

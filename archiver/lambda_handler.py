@@ -16,6 +16,12 @@ sequence numbers of the batch's records in that ``dt`` — so a retried batch re
 objects. When a write fails the function answers with a partial batch response naming the
 first record that is not durable; the event source mapping retries from there.
 
+A poison record (``records.check_record``: a part missing, an INSERT or MODIFY without its
+``NewImage``, an attribute value that is not DynamoDB JSON) is never archived nor skipped: the
+records before it are archived, it is reported as the batch item failure (with a log line
+naming its event id and what is wrong), so it and every later record are retried and finally
+kept by the stack's on-failure destination.
+
 On a cold start the table's description (with tags, TTL, PITR and other settings) is captured
 once per table and stream, coverage is opened in mode ``lambda``, and
 ``_state/<table>/lambda.json`` names the function (``AWS_LAMBDA_FUNCTION_NAME``) and its
@@ -35,9 +41,10 @@ from typing import Any
 
 from archiver import describe
 from archiver.aws import AwsSettings
-from archiver.errors import ArchiverError, UnsupportedStreamView, UsageError
+from archiver.errors import ArchiverError, PoisonRecord, UnsupportedStreamView, UsageError
 from archiver.format import coverage, layout, tables
 from archiver.format.changefiles import WriteFailed, write_records
+from archiver.format.records import first_problem, poison, record_problem
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, parse_iso, utcnow
 
@@ -240,7 +247,8 @@ def _context(archive: Archive, stream_arn: str, now: datetime) -> StreamContext:
 
 
 def _check_views(records: Sequence[Mapping[str, Any]], table: str) -> None:
-    views = {str(r["dynamodb"].get("StreamViewType", "")) for r in records} - {""}
+    parts = [r.get("dynamodb") for r in records if isinstance(r, Mapping)]
+    views = {str(p.get("StreamViewType", "")) for p in parts if isinstance(p, Mapping)} - {""}
     bad = views - REPLAYABLE_VIEWS
     if bad:
         raise UnsupportedStreamView(
@@ -302,14 +310,50 @@ def _archive_stream(
     return paths
 
 
+def _archive_until_poison(
+    archive: Archive, stream_arn: str, records: list[Mapping[str, Any]], now: datetime
+) -> tuple[list[str], PoisonRecord | None]:
+    """Archive the records before the first poison record (all of them when there is none);
+    returns the paths written and the poison record's error."""
+    _check_views(records, table_of(stream_arn))
+    found: PoisonRecord | None = None
+    index = first_problem(records)
+    if index is not None:
+        found = poison(records[index], str(record_problem(records[index])))
+        records = records[:index]
+    while records:
+        try:
+            return _archive_stream(archive, stream_arn, records, now), found
+        except PoisonRecord as exc:  # an attribute value: only the rows tell
+            found = exc
+            cut = layout.pad_seq(exc.sequence_number or "0")
+            records = [r for r in records if layout.pad_seq(r["dynamodb"]["SequenceNumber"]) < cut]
+    return [], found
+
+
 def _original_sequence_number(records: Sequence[Mapping[str, Any]], digits: str) -> str:
     """The record's own SequenceNumber text for a (possibly re-padded) number."""
     wanted = layout.pad_seq(digits)
-    for record in records:
-        sequence_number = str(record["dynamodb"]["SequenceNumber"])
+    for sequence_number in _sequence_numbers(records):
         if layout.pad_seq(sequence_number) == wanted:
             return sequence_number
     return digits
+
+
+def _sequence_numbers(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The SequenceNumber of every record that has one."""
+    numbers = []
+    for record in records:
+        ddb = record.get("dynamodb") if isinstance(record, Mapping) else None
+        number = ddb.get("SequenceNumber") if isinstance(ddb, Mapping) else None
+        if number is not None and str(number).isdigit():
+            numbers.append(str(number))
+    return numbers
+
+
+def _first_sequence_number(records: Sequence[Mapping[str, Any]]) -> str:
+    """The lowest SequenceNumber among ``records``; empty (the whole batch) when none has one."""
+    return min(_sequence_numbers(records), key=layout.pad_seq, default="")
 
 
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
@@ -328,7 +372,7 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     failed: list[str] = []
     for stream_arn, group in _by_stream(records).items():
         try:
-            paths = _archive_stream(archive, stream_arn, group, now)
+            paths, poisoned = _archive_until_poison(archive, stream_arn, group, now)
         except WriteFailed as exc:
             log.error("%s (%d file(s) written before it)", exc, len(exc.written))
             failed.append(_original_sequence_number(group, exc.first_unwritten_sequence_number))
@@ -336,13 +380,26 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         except (ArchiverError, OSError, ValueError) as exc:
             # Nothing of this group is known durable: retry it all (the names make it safe).
             log.error("%s: batch failed: %s: %s", stream_arn, type(exc).__name__, exc)
-            ordered = sorted(group, key=lambda r: layout.pad_seq(r["dynamodb"]["SequenceNumber"]))
-            failed.append(str(ordered[0]["dynamodb"]["SequenceNumber"]))
+            failed.append(_first_sequence_number(group))
+            continue
+        if poisoned is not None:
+            log.error(
+                "%s: POISON RECORD, event id %s: %s; the records before it are archived, it "
+                "and every later record are reported as failed (retried, then kept by the "
+                "on-failure destination)",
+                stream_arn,
+                poisoned.event_id or "?",
+                poisoned.reason,
+            )
+            # Without a sequence number of its own, the whole batch is reported (the records
+            # before it rewrite the same files).
+            failed.append(poisoned.sequence_number or _first_sequence_number(group))
             continue
         log.info("%s: archived %d records in %d file(s)", stream_arn, len(group), len(paths))
     if not failed:
         return {"batchItemFailures": []}
     # One event source mapping reads one stream, so there is one group; should there be more,
     # the earliest failure is where the retry must start.
-    first = min(failed, key=layout.pad_seq)
+    # An empty identifier fails the whole batch (a poison record without a sequence number).
+    first = min(failed, key=lambda number: layout.pad_seq(number) if number else "")
     return {"batchItemFailures": [{"itemIdentifier": first}]}

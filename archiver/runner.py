@@ -39,6 +39,8 @@ from archiver.aws import AwsSettings
 from archiver.check import verify_resume
 from archiver.cliutil import (
     add_archive_argument,
+    add_file_mode_argument,
+    open_archive,
     positive_float,
     positive_int,
 )
@@ -111,6 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how often --tables-tagged lists the tables again",
     )
     add_archive_argument(parser)
+    add_file_mode_argument(parser)
     parser.add_argument(
         "--once",
         action="store_true",
@@ -193,7 +196,7 @@ def main(args: Any) -> int:
                          "--tables-tagged KEY=VALUE")  # fmt: skip
     config = RunConfig.from_args(args)
     settings = AwsSettings.from_args(args)
-    archive = Archive.open(config.archive_url, endpoint_url=settings.endpoint_url)
+    archive = open_archive(args, config.archive_url, endpoint_url=settings.endpoint_url)
 
     def archive_tables(stop: asyncio.Event) -> Awaitable[int]:
         if len(names) == 1 and tagged is None:

@@ -32,7 +32,14 @@ from tqdm import tqdm
 
 from archiver import retry
 from archiver.aws import AwsSettings
-from archiver.cliutil import add_archive_argument, add_table_argument, positive_float, positive_int
+from archiver.cliutil import (
+    add_archive_argument,
+    add_file_mode_argument,
+    add_table_argument,
+    open_archive,
+    positive_float,
+    positive_int,
+)
 from archiver.describe import describe_or_none, live_lookup
 from archiver.errors import (
     EXIT_REFUSED,
@@ -280,6 +287,7 @@ def export_snapshot(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_table_argument(parser, "the DynamoDB table")
     add_archive_argument(parser)
+    add_file_mode_argument(parser)
     parser.add_argument(
         "--method",
         choices=("export", "scan"),
@@ -348,7 +356,7 @@ def _choose_method(args: argparse.Namespace, archive: Archive, pitr: bool | None
 def main(args: argparse.Namespace) -> int:
     settings = AwsSettings.from_args(args)
     table = args.table_name
-    archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
+    archive = open_archive(args, endpoint_url=settings.endpoint_url)
     if args.export_from:
         if args.method == "scan" or args.segments or args.s3_prefix:
             raise UsageError(

@@ -29,7 +29,7 @@ from archiver.format.changefiles import (
     write_checkpoint,
 )
 from archiver.format.layout import pad_seq
-from archiver.format.records import event_time_ms
+from archiver.format.records import event_time_ms, first_problem, poison, record_problem
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, parse_stamp, utcnow
 from archiver.stream import ShardStart
@@ -55,9 +55,11 @@ class FlushPolicy:
     bytes: int = DEFAULT_FLUSH_BYTES
 
     def due(self, buffer: RunBuilder) -> bool:
+        # nbytes first: it canonicalises the records just added, so a poison record among
+        # them raises here, before any flush.
         return (
-            buffer.count >= self.records
-            or buffer.nbytes >= self.bytes
+            buffer.nbytes >= self.bytes
+            or buffer.count >= self.records
             or time.monotonic() - buffer.started >= self.seconds
         )
 
@@ -224,6 +226,20 @@ class ChangeWriter:
         )
 
     async def records(
+        self, stream: StreamInfo, shard: Shard, records: list[dict[str, Any]]
+    ) -> None:
+        try:
+            await self._records(stream, shard, records)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            # A record without the parts every record has: name it, never a bare KeyError.
+            index = first_problem(records)
+            if index is None:
+                raise
+            before = str(records[index - 1]["dynamodb"]["SequenceNumber"]) if index else None
+            reason = str(record_problem(records[index]))
+            raise poison(records[index], reason, shard.shard_id, before) from exc
+
+    async def _records(
         self, stream: StreamInfo, shard: Shard, records: list[dict[str, Any]]
     ) -> None:
         progress = self._progress(stream, shard)

@@ -24,7 +24,12 @@ import logging
 from typing import Any
 
 from archiver.aws import AwsSettings
-from archiver.cliutil import add_archive_argument, add_table_argument
+from archiver.cliutil import (
+    add_archive_argument,
+    add_file_mode_argument,
+    add_table_argument,
+    open_archive,
+)
 from archiver.format import tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time, utcnow
@@ -88,6 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="where to write: an empty local folder or s3://bucket/prefix",
     )
+    add_file_mode_argument(parser, "--output")
     parser.add_argument(
         "--format",
         choices=FORMATS,
@@ -131,7 +137,7 @@ def _table_shape(archive: Archive, plan: planning.Plan) -> dict[str, Any]:
 def main(args: argparse.Namespace) -> int:
     settings = AwsSettings.from_args(args)
     archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
-    output = Archive.open(args.output, endpoint_url=settings.endpoint_url)
+    output = open_archive(args, args.output, endpoint_url=settings.endpoint_url)
     if args.use_latest_restorable_time:
         at = planning.latest_restorable_time(archive, args.table_name)
     else:

@@ -50,10 +50,11 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from archiver.format import layout
+from archiver.format import coverage, layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc
 from replayer import dataset
+from replayer.errors import NoUsableBase
 from replayer.plan import LogPlan, Plan, drop_later_streams
 from replayer.segments import STREAM, LogSegment
 
@@ -334,12 +335,14 @@ class Fold:
             self.con.register(name, dataset.snapshot_dataset(self.archive, listing))
         return name
 
-    def _log_sql(self, files: Sequence[str], lower_inclusive: bool) -> str:
+    def _log_sql(
+        self, files: Sequence[str], lower_inclusive: bool, columns: str = "event_name, new_image"
+    ) -> str:
         if not files:
             return _EMPTY_LOG
         lower = ">=" if lower_inclusive else ">"
         parts = [
-            f"SELECT keys, {source.ord_sql} AS ord, event_name, new_image "
+            f"SELECT keys, {source.ord_sql} AS ord, {columns} "
             f"FROM {self._relation(source.files, 'changes')} "
             f"WHERE table_id = $table_id AND event_time {lower} $lo AND event_time <= $hi"
             for source in stream_sources(files)
@@ -434,7 +437,15 @@ class Fold:
     # -- folds ------------------------------------------------------------------------------
 
     def state_at(self, plan: Plan) -> FoldResult:
-        """The table as it was at ``plan.at``: one row per item (``keys``, ``item``)."""
+        """The table as it was at ``plan.at``: one row per item (``keys``, ``item``).
+
+        Raises:
+            NoUsableBase: the plan has no base (the log claims to start at table creation)
+                but some key's first record is not an INSERT: the claim is false, and is
+                recorded as such in coverage.json.
+        """
+        if plan.base is None:
+            self._check_from_table_creation(plan)
         base_files = list(plan.base.files) if plan.base else []
 
         def build(relist: bool) -> str:
@@ -451,6 +462,52 @@ class Fold:
 
         params = _params(plan)
         return self._materialise(f"folding {plan.table}", build, params)
+
+    def _check_from_table_creation(self, plan: Plan) -> None:
+        """A log that starts at table creation begins every key with an INSERT; a key whose
+        first record is a MODIFY or REMOVE disproves it (the stream started after the table
+        had items, or records are missing). One narrow aggregate over the log."""
+        archive = self.archive
+        if archive is None or not plan.change_files:
+            return
+        params = {"table_id": plan.table_id, "lo": as_utc(plan.log_from), "hi": as_utc(plan.at)}
+        attempt = {"n": 0}
+
+        def action() -> list[tuple[Any, ...]]:
+            attempt["n"] += 1
+            files = (
+                _relist(archive, plan.table, plan.log_from, plan.at)
+                if attempt["n"] > 1
+                else list(plan.change_files)
+            )
+            sql = self._log_sql(files, True, "event_name, event_id, event_time")
+            return self.con.execute(
+                "SELECT keys, arg_min(event_name, ord) AS first, arg_min(event_id, ord), "
+                f"arg_min(event_time, ord) FROM ({sql}) GROUP BY keys "
+                "HAVING first <> 'INSERT' LIMIT 1",
+                params,
+            ).fetchall()
+
+        found = dataset.with_relisting(action, what=f"checking the log of {plan.table}")
+        if not found:
+            return
+        keys, event_name, event_id, event_time = found[0]
+        evidence = coverage.refute_from_table_creation(
+            archive,
+            plan.table,
+            plan.table_id,
+            keys=str(keys),
+            event_id=str(event_id),
+            event_name=str(event_name),
+            event_time=as_utc(event_time),
+            detected_by="replayer",
+        )
+        raise NoUsableBase(
+            f"table {plan.table!r}: a restore without a base snapshot needs the log from table "
+            f"creation, but key {evidence['key_sha256']} first appears as a {event_name} "
+            f"(event id {event_id}, {evidence['event_time']}), so it does not start there: "
+            "take a base snapshot with `ddb-archiver snapshot` and restore to a time after it"
+        )
 
     def log_changes(self, plan: LogPlan) -> FoldResult:
         """Per key changed in ``(plan.after, plan.until]``, its latest image (NULL: deleted)."""

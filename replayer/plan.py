@@ -64,17 +64,21 @@ class GenerationCoverage:
     covered_from: datetime | None
     from_table_creation: bool
     watermark: datetime | None
+    # The evidence that the log does not start at table creation after all, when found.
+    refuted: Mapping[str, Any] | None = None
 
     @classmethod
     def from_coverage(cls, doc: Mapping[str, Any]) -> GenerationCoverage:
+        refuted = doc.get("from_table_creation_refuted")
         return cls(
             table=str(doc.get("table", "")),
             table_id=str(doc.get("table_id", "")),
             table_arn=str(doc.get("table_arn", "")),
             table_created_at=_time(doc.get("table_created_at")),
             covered_from=_time(doc.get("covered_from")),
-            from_table_creation=bool(doc.get("from_table_creation")),
+            from_table_creation=bool(doc.get("from_table_creation")) and not refuted,
             watermark=_time(doc.get("watermark")),
+            refuted=dict(refuted) if isinstance(refuted, Mapping) else None,
         )
 
     @property
@@ -403,6 +407,14 @@ def choose_base(
         if later
         else " (there is none; take one with ddb-archiver snapshot)"
     )
+    if gen.refuted:
+        evidence = gen.refuted
+        raise NoUsableBase(
+            f"no snapshot of table {gen.table!r} is valid at {iso_ms(at)}{hint}, and the log "
+            f"does not start at table creation: key {evidence.get('key_sha256')} first appears "
+            f"as a {evidence.get('event_name')} (event id {evidence.get('event_id')}, "
+            f"{evidence.get('event_time')}); take a base snapshot with `ddb-archiver snapshot`"
+        )
     raise NoUsableBase(
         f"no snapshot of table {gen.table!r} is valid at {iso_ms(at)}{hint}, and the log "
         f"starts at {_iso(gen.covered_from)}, not at table creation"

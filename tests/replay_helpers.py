@@ -72,11 +72,20 @@ def write_changes(
     per_file: int | None = None,
 ) -> list[str]:
     """:func:`tests.changes_builder.write_changes` for :class:`Change` lists, with this
-    module's table, generation and stream label as defaults."""
+    module's table, generation and stream label as defaults. A key's first change (in these
+    changes) that names no event and has an item is an INSERT, as on a real stream."""
+    records = [change.record() for change in changes]
+    seen: set[str] = set()
+    for index in sorted(range(len(changes)), key=lambda i: changes[i].seq):
+        change = changes[index]
+        name = canonical_json(change.key)
+        if not change.event_name and change.new is not None and name not in seen:
+            records[index]["eventName"] = "INSERT"
+        seen.add(name)
     return changes_builder.write_changes(
         archive,
         table,
-        [change.record() for change in changes],
+        records,
         shard_id=shard_id,
         label=label,
         table_id=table_id,

@@ -8,8 +8,11 @@ written independently of the codec.
 
 from __future__ import annotations
 
+import array
 import base64
+import dataclasses
 import re
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +22,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from archiver.errors import EXIT_USAGE, UsageError
+from archiver.format import codec
 from archiver.format.codec import (
     CodecError,
     canonical_bytes,
@@ -536,3 +540,200 @@ def test_wire_conversion_rejects_what_is_not_dynamodb_json() -> None:
 def test_decimals_and_python_sets_from_code_are_accepted_exactly() -> None:
     item: dict[str, Any] = {"n": {"N": Decimal("1.50")}, "ns": {"NS": {"2", "10"}}, "i": {"N": 7}}
     assert canonical_json(item) == '{"i":{"N":"7"},"n":{"N":"1.5"},"ns":{"NS":["2","10"]}}'
+
+
+# -- the fast path accepts exactly what the walk accepts ---------------------------------------
+
+
+@dataclasses.dataclass
+class _Point:
+    x: int
+
+
+class _Text(str):
+    """A str subclass: the walk takes it as a string."""
+
+
+# Values that are no attribute value at all, or that hold the wrong thing under a tag; each
+# must be refused wherever it is (an item, a key, an image, inside M or L).
+MALFORMED = [
+    {"S": "x", "N": "1"},
+    {"Q": "x"},
+    {"s": "x"},
+    {},
+    {"S": 5},
+    {"S": 1.5},
+    {"S": None},
+    {"S": True},
+    {"S": b"x"},
+    {"S": ["x"]},
+    {"S": {"S": "x"}},
+    {"S": datetime(2026, 1, 1, tzinfo=UTC)},
+    {"N": "abc"},
+    {"N": ""},
+    {"N": " 1"},
+    {"N": "1e999"},
+    {"N": "NaN"},
+    {"N": "Infinity"},
+    {"N": 1.5},
+    {"N": True},
+    {"N": None},
+    {"N": ["1"]},
+    {"N": "1" * 40},
+    {"N": "١٢"},
+    {"B": "not base64!"},
+    {"B": "A"},
+    {"B": 5},
+    {"B": None},
+    {"B": ["AA=="]},
+    {"B": array.array("b", [1])},
+    {"BOOL": "true"},
+    {"BOOL": 1},
+    {"BOOL": None},
+    {"NULL": False},
+    {"NULL": None},
+    {"NULL": "true"},
+    {"NULL": 1},
+    {"SS": []},
+    {"SS": [1]},
+    {"SS": "a"},
+    {"SS": [None]},
+    {"SS": [b"x"]},
+    {"NS": []},
+    {"NS": ["abc"]},
+    {"NS": [1.5]},
+    {"NS": "1"},
+    {"BS": []},
+    {"BS": ["!!"]},
+    {"BS": [1]},
+    {"M": []},
+    {"M": "x"},
+    {"M": None},
+    {"M": {"a": "x"}},
+    {"M": {"a": None}},
+    {"M": {1: {"S": "x"}}},
+    {"M": _Point(1)},
+    {"L": {}},
+    {"L": "x"},
+    {"L": [None]},
+    {"L": ["x"]},
+    {"L": [{"S": 1}]},
+    "x",
+    None,
+    5,
+    [],
+    [{"S": "x"}],
+]
+# Valid, in forms the fast path leaves to the walk or must get exactly right.
+UNUSUAL = [
+    {"N": 5},
+    {"N": Decimal("1.50")},
+    {"N": "0." + "0" * 40 + "1"},
+    {"S": _Text("x")},
+    {"S": "\u0000x"},
+    {"SS": ("b", "a")},
+    {"SS": {"b", "a"}},
+    {"SS": ["\u0000", "a"]},
+    {"S": 'a"\u0000b'},
+    {"B": b""},
+    {"B": ""},
+    {"BS": [b"", b"\x00"]},
+    {"L": ({"S": "x"},)},
+    {"M": {}},
+    {"L": []},
+]
+
+scalar_values = scalars.flatmap(rendered) | st.sampled_from(UNUSUAL)
+mixed_values: st.SearchStrategy[Any] = st.recursive(
+    scalar_values | st.sampled_from(MALFORMED),
+    lambda inner: st.one_of(
+        st.dictionaries(names, inner, max_size=3).map(lambda members: {"M": members}),
+        st.lists(inner, max_size=3).map(lambda elements: {"L": elements}),
+    ),
+    max_leaves=12,
+)
+mixed_items = st.dictionaries(names, mixed_values, max_size=5)
+
+
+def walked(item: Any) -> bytes | CodecError:
+    """What the validating walk makes of ``item``: its canonical bytes, or its refusal."""
+    try:
+        return orjson.dumps(normalize_item(item), option=orjson.OPT_SORT_KEYS)
+    except CodecError as exc:
+        return exc
+
+
+@PROPERTY
+@given(batch=st.lists(st.none() | mixed_items, min_size=1, max_size=6))
+@example(batch=[{"pk": {"S": "a"}}, {"pk": {"S": "x", "N": "1"}}])
+@example(batch=[{"s": {"S": 'a"\u0000b'}, "b": {"B": b"\x01"}, "t": {"SS": ['"\u0000', "x"]}}])
+@example(batch=[{"a": {"M": {"b": {"L": [{"M": {"c": {"Q": "x"}}}]}}}}])
+@example(batch=[{"a": {"L": [{"L": [{"L": [{"L": [{"L": [{"L": [{"S": 5}]}]}]}]}]}]}}])
+@example(batch=[{"a": {"L": [{"L": [{"L": [{"L": [{"L": [{"L": [{"S": "deep"}]}]}]}]}]}]}}])
+def test_fast_path_and_walk_agree_on_valid_and_malformed_values(batch: list[Any]) -> None:
+    expected = [None if item is None else walked(item) for item in batch]
+    refused = [e for e in expected if isinstance(e, CodecError)]
+    if refused:
+        with pytest.raises(CodecError) as caught:
+            canonical_many(batch)
+        assert str(caught.value) == str(refused[0])  # the first bad item, as the walk says
+    else:
+        assert canonical_many(batch) == expected
+    for item, want in zip(batch, expected, strict=True):
+        if item is None:
+            continue
+        if isinstance(want, CodecError):
+            with pytest.raises(CodecError):
+                canonical_bytes(item)
+        else:
+            assert canonical_bytes(item) == want
+
+
+@pytest.mark.parametrize("bad", MALFORMED, ids=repr)
+@pytest.mark.parametrize(
+    "where",
+    ["top", "map", "list", "deep"],
+)
+def test_every_malformed_value_is_refused_wherever_it_is(bad: Any, where: str) -> None:
+    placed = {
+        "top": {"pk": {"S": "k"}, "v": bad},
+        "map": {"pk": {"S": "k"}, "m": {"M": {"inner": bad}}},
+        "list": {"pk": {"S": "k"}, "l": {"L": [{"N": "1"}, bad]}},
+        "deep": {"m": {"M": {"l": {"L": [{"M": {"x": bad}}]}}}},
+    }[where]
+    with pytest.raises(CodecError):
+        canonical_many([{"pk": {"S": "fine"}}, placed, None])
+
+
+@PROPERTY
+@given(model=items, data=st.data())
+def test_the_fast_path_takes_canonical_items_itself(
+    model: dict[str, Model], data: st.DataObject
+) -> None:
+    # Not a correctness property (the walk gives the same text) but the speed one: items in
+    # the form SDKs deliver never pay for the walk, unless nested deeper than the grammar goes
+    # or holding a number longer than 38 characters (the walk decides on those) or a string
+    # that starts with U+0000 (the mark binary gets on its way through orjson).
+    text = canonical_bytes(data.draw(rendered_item(model)))
+    depth, longest = _shape(orjson.loads(text))
+    if depth <= codec._FAST_DEPTH and longest <= 38 and b'"\\u0000' not in text:
+        assert codec._LINES.fullmatch(text)
+
+
+def _shape(item: dict[str, Any]) -> tuple[int, int]:
+    """(nesting depth of M and L, length of the longest number) of a canonical item."""
+    longest = 0
+
+    def of(av: dict[str, Any]) -> int:
+        nonlocal longest
+        ((tag, value),) = av.items()
+        if tag == "M":
+            return 1 + max((of(inner) for inner in value.values()), default=0)
+        if tag == "L":
+            return 1 + max((of(inner) for inner in value), default=0)
+        if tag in ("N", "NS"):
+            longest = max([longest, *map(len, [value] if tag == "N" else value)])
+        return 0
+
+    depth = max((of(av) for av in item.values()), default=0)
+    return depth, longest

@@ -77,13 +77,14 @@ def test_remove_means_absent_and_a_key_can_come_back(covered: Archive) -> None:
 
 def test_a_record_archived_twice_counts_once(covered: Archive) -> None:
     changes = [
-        Change(1, key("a"), item("a", v=1), at(10)),
-        Change(2, key("a"), item("a", v=2), at(11)),
-        Change(3, key("b"), None, at(12)),
-        Change(4, key("c"), item("c"), at(13)),
+        Change(1, key("b"), item("b"), at(9)),
+        Change(2, key("a"), item("a", v=1), at(10)),
+        Change(3, key("a"), item("a", v=2), at(11)),
+        Change(4, key("b"), None, at(12)),
+        Change(5, key("c"), item("c"), at(13)),
     ]
-    write_changes(covered, changes[:3])
-    write_changes(covered, changes[1:])  # overlapping files: 2 and 3 are in both
+    write_changes(covered, changes[:4])
+    write_changes(covered, changes[2:])  # overlapping files: 3 and 4 are in both
     assert may_hold_duplicates(covered.find("changes", ".parquet"))
     assert state(covered, 100) == canon([item("a", v=2), item("c")])
 

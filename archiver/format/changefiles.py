@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from archiver.format import footers, layout, statefiles
-from archiver.format.errors import ArchiverError
+from archiver.format.errors import ArchiverError, PoisonRecord
 from archiver.format.layout import pad_seq
 from archiver.format.records import ChangeRows, event_time_ms
 from archiver.format.storage import Archive
@@ -202,6 +202,8 @@ def write_builder(archive: Archive, table: str, builder: RunBuilder) -> list[str
         try:
             written.append(write_run(archive, table, stream_arn, shard_id, run, prev, chained))
             prev, chained = run.last_seq, True
+        except PoisonRecord:
+            raise  # not a failed write: the record itself is refused
         except Exception as exc:
             first = run.first_seq.lstrip("0") or "0"
             raise WriteFailed(

@@ -12,16 +12,23 @@ conversion back to boto3's form and the replayer's rendering of values all use.
 
 Speed matters here (every archived record's keys and images pass through it), so the hot path,
 :func:`canonical_many`, serialises a batch of items with ``orjson`` (keys sorted, binary to
-base64) and then searches the batch's text once for what orjson cannot do itself:
+base64) and then checks the batch's text in one pass of one regular expression that accepts
+exactly the canonical grammar: every attribute value an object with one known type tag and a
+value of that tag's type (a string under ``S``, a number in normal form of at most 38
+characters under ``N``, canonical base64 under ``B``, ``true``/``false`` under ``BOOL``, ``true``
+under ``NULL``, non-empty sets, an object under ``M``, a list under ``L``), at every depth:
 
-* numbers already in normal form and binary as canonical base64 (or ``bytes``) need nothing;
-* sets only need their members ordered, which is done on the text of each set;
-* anything else (``1.50``, ``6d2``, unpadded base64, a wrong value type) sends that item
-  through the slower validating walk, which is also what text from users and files always
-  goes through.
+* items that match need nothing more but their sets ordered, done on the text of each set;
+* anything else (``1.50``, ``6d2``, unpadded base64, a second tag, a wrong value type, nesting
+  deeper than the expression follows) sends that item through the slower validating walk,
+  which either canonicalises it or raises :class:`CodecError` saying what is wrong and where.
 
-The fast path trusts the *shape* of what SDKs return (one type tag per value, a string under
-``S``); text from elsewhere goes through :func:`canonicalize_text`, which checks everything.
+So the fast path accepts only what the walk accepts, and gives the same text (the property
+test in ``tests/test_codec.py`` holds them to that). Binary values reach orjson's ``default``
+and come back marked (a leading U+0000), so that ``bytes`` anywhere but under ``B``/``BS`` is
+caught; a string that really starts with U+0000 takes the walk. Python objects orjson writes
+as text by itself (``uuid.UUID``, enum members) are the one thing the text cannot tell from a
+string; SDKs and JSON parsers never produce them.
 """
 
 from __future__ import annotations
@@ -51,28 +58,66 @@ MAX_DIGITS = 38
 MIN_EXPONENT = -130
 MAX_EXPONENT = 125
 
-_OPTIONS = orjson.OPT_SORT_KEYS
+# Objects orjson would serialise by itself (datetime, dataclasses, subclasses of str, dict,
+# list) go to ``default`` instead, which refuses them: the walk then says what is wrong.
+_OPTIONS = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+_WALK_OPTIONS = orjson.OPT_SORT_KEYS
 
 # A number string in DynamoDB's normal form, and canonical base64 (standard alphabet, padded,
 # zero padding bits: the only text b64encode produces, so equal bytes have equal text).
 _NORMAL = rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]*[1-9])?"
-_NUMBER = rb'"(?!-0")' + _NORMAL + rb'"'
-_BASE64 = rb'"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?"'
-# What the fast path cannot vouch for, searched in orjson's output: a number that is not a
-# string in normal form ("1.50", "007", "1E+2", "-0", 5), binary that is not canonical base64,
-# and the same inside NS and BS. Inside a JSON string every quote is escaped, so `N":` is always
-# the end of a key; and a key whose value is not an object is a type tag, never an attribute
-# name (attribute values are objects): string contents and attribute names cannot match.
-# One pattern per letter (N and NS, B and BS): each starts with a literal, which lets the regex
-# engine skip ahead between candidates instead of trying every quote.
-_ODD = (
-    re.compile(
-        rb'N(?:":(?!' + _NUMBER + rb')[^{]|S":\[(?:' + _NUMBER + rb",)*+(?!" + _NUMBER + rb"\]))"
-    ),
-    re.compile(
-        rb'B(?:":(?!' + _BASE64 + rb')[^{]|S":\[(?:' + _BASE64 + rb",)*+(?!" + _BASE64 + rb"\]))"
-    ),
+# Binary serialised by ``default`` starts with this mark (U+0000, escaped by orjson).
+_MARK = b"\\u0000"
+# The canonical grammar, on orjson's output. orjson writes valid JSON, so brackets match and
+# commas separate: the expression checks only what each value holds. A string is
+# `"…"` with escapes; inside one every quote is escaped, so `{"` plus a letter is always an
+# object's first key. Short normal-form numbers are within every DynamoDB limit; longer ones
+# take the walk, which decides.
+_STR = rb'"(?!\\u0000)[^"\\]*+(?:\\.[^"\\]*+)*+"'
+_NUM = rb'"(?!-0")(?=[-.0-9]{1,38}")' + _NORMAL + rb'"'
+_B64 = (
+    rb'"(?:\\u0000)?(?:[A-Za-z0-9+/]{4})*+'
+    rb'(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?"'
 )
+_SCALAR = (
+    rb'S":' + _STR
+    + rb'|N":' + _NUM
+    + rb'|B":' + _B64
+    + rb'|BOOL":(?:true|false)|NULL":true'
+    + rb'|SS":\[' + _STR + rb'(?:,' + _STR + rb')*+\]'
+    + rb'|NS":\[' + _NUM + rb'(?:,' + _NUM + rb')*+\]'
+    + rb'|BS":\[' + _B64 + rb'(?:,' + _B64 + rb')*+\]'
+    + rb'|L":\[\]|M":\{\}'
+)  # fmt: skip
+# M and L nest: a regular expression cannot count, so it follows them this deep (each level
+# doubles its size); deeper values take the walk.
+_FAST_DEPTH = 5
+
+
+def _value_pattern(depth: int) -> bytes:
+    if depth == 0:
+        return rb'\{"(?:' + _SCALAR + rb")\}"
+    inner = _value_pattern(depth - 1)
+    return (
+        rb'\{"(?:' + _SCALAR
+        + rb'|L":\[(?:,?' + inner + rb')++\]'
+        + rb'|M":\{(?:,?' + _STR + rb':' + inner + rb')++\})\}'
+    )  # fmt: skip
+
+
+_ITEM = rb"\{(?:,?" + _STR + rb":" + _value_pattern(_FAST_DEPTH) + rb")*+\}"
+# A batch: items one a line (an empty line for an item the walk takes). A match ends at the
+# start of the first line that is not canonical.
+_LINES = re.compile(rb"(?:" + _ITEM + rb")?+(?:\n(?:" + _ITEM + rb")?+)*+")
+# The mark opens a string: after `:`, `,` or `[` (inside a string every quote is escaped, and
+# a closing quote is never followed by a backslash), and once the text matched, only binary
+# strings start with it.
+_MARKED = tuple((opening + b'"' + _MARK, opening + b'"') for opening in (b":", b",", b"["))
 # Every SS, NS and BS (`S":[` ends each tag; no attribute name is followed by `[`), up to the
 # first `]`: a `]` inside an SS string cuts it short, which then fails to parse. (A pattern
 # starting with a literal is searched several times faster than one starting with [NSB].)
@@ -109,10 +154,16 @@ class CodecError(UsageError):
         return f"attribute {where!r}: {self.reason}"
 
 
+_BINARY_TYPES = frozenset({bytes, bytearray, memoryview})
+
+
 def _encode_bytes(value: Any) -> Any:
-    # orjson calls this for every binary value: binascii directly, not base64's wrapper, and
-    # no type check — anything not bytes-like raises TypeError here, which orjson reports.
-    return binascii.b2a_base64(value, newline=False).decode("ascii")
+    # orjson calls this for every value it does not serialise itself. Binary becomes marked
+    # base64 (binascii directly, not base64's wrapper); anything else raises TypeError, which
+    # orjson reports and which sends the item to the walk.
+    if type(value) in _BINARY_TYPES:
+        return "\x00" + binascii.b2a_base64(value, newline=False).decode()
+    raise TypeError(type(value).__name__)
 
 
 # -- numbers -------------------------------------------------------------------------------
@@ -368,7 +419,7 @@ def _ordered_set(tag: int, text: bytes) -> bytes | None:
         if result is None:
             return None
     else:
-        # No escapes (NS and BS members were checked by _ODD): every quote delimits a member,
+        # No escapes (NS and BS members matched the grammar): every quote delimits a member,
         # and a member's JSON text is its UTF-8, which sorts like the string itself.
         members = body[1:-1].split(b'","')
         if not body or body[0] != 0x22 or body[-1] != 0x22 or body.count(b'"') != 2 * len(members):
@@ -413,9 +464,12 @@ def canonical_many(items: Sequence[Item | None]) -> list[bytes | None]:
     ``None``. The same result as :func:`canonical_bytes` on each, for a fraction of the cost:
     the archiver's hot path (every stream record's keys and images go through it).
 
-    Each item is serialised by orjson with sorted keys; then the whole batch is searched once
-    for what orjson cannot do itself (numbers and binary to normalise, sets to order), and only
-    the items found take the validating walk.
+    Each item is serialised by orjson with sorted keys; then the whole batch's text is matched
+    once against the canonical grammar, and only the items that do not match take the
+    validating walk.
+
+    Raises:
+        CodecError: an item is not valid DynamoDB JSON (the first such, in order).
     """
     if not items:
         return []
@@ -435,15 +489,21 @@ def canonical_many(items: Sequence[Item | None]) -> list[bytes | None]:
             raws.append(b"")
     # orjson never writes a raw newline (it escapes them in strings): a safe separator.
     blob = b"\n".join(raws)
-    ends: list[int] | None = None
-    for odd in _ODD:
-        found = odd.search(blob)
-        while found is not None:
-            if ends is None:
-                ends = list(accumulate(len(raw) + 1 for raw in raws))
-            index = bisect_right(ends, found.start())
+    end = _LINES.match(blob).end()  # type: ignore[union-attr]  # the pattern matches ""
+    if end != len(blob):
+        ends = list(accumulate(len(raw) + 1 for raw in raws))
+        while end != len(blob):
+            index = bisect_right(ends, end)
             walk.add(index)
-            found = odd.search(blob, ends[index])
+            if ends[index] > len(blob):
+                break
+            end = _LINES.match(blob, ends[index] - 1).end()  # type: ignore[union-attr]
+    if _MARK in blob:
+        if b'\\"' + _MARK in blob:  # a quote then U+0000 inside some string: be exact
+            for marked, plain in _MARKED:
+                blob = blob.replace(marked, plain)
+        else:
+            blob = blob.replace(b'"' + _MARK, b'"')
     if b'S":[' in blob:
         parts = _SETS.split(blob)  # text, set, text, set, …, text
         # Inline, without a call: a set of one member (three quotes — the tag's and the
@@ -466,7 +526,7 @@ def canonical_many(items: Sequence[Item | None]) -> list[bytes | None]:
         parts[1::2] = ordered
         blob = b"".join(parts)
     out: list[bytes | None] = list(blob.split(b"\n"))
-    for index in walk:
+    for index in sorted(walk):
         item = items[index]
         out[index] = None if item is None else _dump_normalized(item)
     for index in absent:
@@ -484,7 +544,7 @@ def canonical_bytes(item: Item) -> bytes:
 def _dump_normalized(item: Item) -> bytes:
     normalized = normalize_item(item)
     try:
-        return orjson.dumps(normalized, option=_OPTIONS)
+        return orjson.dumps(normalized, option=_WALK_OPTIONS)
     except TypeError as exc:  # e.g. a string with a lone surrogate: not UTF-8
         raise CodecError(f"not DynamoDB JSON: {exc}") from exc
 

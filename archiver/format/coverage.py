@@ -22,6 +22,7 @@ module; the replayer reads them through :func:`generations` and :func:`read_gaps
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -219,6 +220,62 @@ def open_generation(
     previous.sort(key=lambda g: str(g.get("table_created_at", "")))
     archive.write_json(layout.coverage(table), {**generation, "previous": previous})
     return generation
+
+
+def key_hash(keys: str) -> str:
+    """A short hash naming a key in state files and logs without its contents."""
+    return hashlib.sha256(keys.encode("utf-8")).hexdigest()[:16]
+
+
+def refute_from_table_creation(
+    archive: Archive,
+    table: str,
+    table_id: str,
+    *,
+    keys: str,
+    event_id: str,
+    event_name: str,
+    event_time: datetime,
+    detected_by: str,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Record that the log of generation ``table_id`` does not start at table creation.
+
+    The claim ``from_table_creation`` rests on the stream's creation time being within
+    :data:`CREATED_WITH_TABLE_TOLERANCE` of the table's; in such a log every key's first record
+    is an INSERT. A key first seen as a MODIFY or REMOVE disproves it: ``from_table_creation``
+    becomes false for good (restores then need a base snapshot) and ``from_table_creation_refuted``
+    keeps the evidence (the key's hash, the record's event id, name and time). Returns it.
+    """
+    evidence = {
+        "key_sha256": key_hash(keys),
+        "event_id": event_id,
+        "event_name": event_name,
+        "event_time": iso_ms(event_time),
+        "detected_by": detected_by,
+        "detected_at": iso_ms(now or utcnow()),
+    }
+    state = _read_state(archive, table)
+    if not state:
+        return evidence
+    targets = [state, *state.get("previous", [])]
+    target = next((g for g in targets if g.get("table_id") == table_id), None)
+    if target is None:
+        return evidence
+    if target.get("from_table_creation_refuted"):
+        return dict(target["from_table_creation_refuted"])
+    target["from_table_creation"] = False
+    target["from_table_creation_refuted"] = evidence
+    archive.write_json(layout.coverage(table), state)
+    log.warning(
+        "%s: the log does not start at table creation (key %s first appears as a %s, event "
+        "id %s): restores now need a base snapshot (ddb-archiver snapshot)",
+        table,
+        evidence["key_sha256"],
+        event_name,
+        event_id,
+    )
+    return evidence
 
 
 def advance_watermark(

@@ -34,3 +34,34 @@ class CorruptArchive(ArchiverError):
     """A file in the archive does not match what its manifest or name promises."""
 
     exit_code = EXIT_USAGE
+
+
+class PoisonRecord(UsageError):
+    """A stream record that cannot be archived as it is: a part missing (``dynamodb``,
+    ``SequenceNumber``, ``Keys``, the ``NewImage`` of an INSERT or MODIFY) or an attribute
+    value that is not valid DynamoDB JSON. Archiving it would write a row that later folds
+    wrongly (an INSERT without its image folds as a delete) or fails every restore past it,
+    so it is refused, never skipped: the Lambda handler reports it as a batch item failure,
+    the poller stops."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        event_id: str | None,
+        sequence_number: str | None,
+        shard_id: str | None = None,
+        after: str | None = None,
+    ) -> None:
+        where = [f"event id {event_id or '?'}"]
+        if shard_id:
+            where.append(f"shard {shard_id}")
+        if sequence_number or not after:
+            where.append(f"sequence number {sequence_number or '?'}")
+        else:
+            where.append(f"the record after sequence number {after}")
+        super().__init__(f"stream record ({', '.join(where)}) cannot be archived: {reason}")
+        self.reason = reason
+        self.event_id = event_id
+        self.sequence_number = sequence_number
+        self.shard_id = shard_id

@@ -8,6 +8,13 @@
 
 The same record gives the same row whichever shape it came in (the poller and the Lambda
 handler share this module).
+
+A record that cannot be archived as it is — a part missing (``dynamodb``, ``SequenceNumber``,
+``Keys``, ``ApproximateCreationDateTime``, the ``NewImage`` of an INSERT or MODIFY, which
+would otherwise fold as a delete), an unknown ``eventName``, an attribute value that is not
+valid DynamoDB JSON — raises :class:`~archiver.format.errors.PoisonRecord` naming it
+(:func:`check_record`); rows are never built from it, and the rows built so far stay as they
+were.
 """
 
 from __future__ import annotations
@@ -20,9 +27,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from archiver.format.codec import canonical_bytes, canonical_many
+from archiver.format.codec import CodecError, canonical_bytes, canonical_many
+from archiver.format.errors import PoisonRecord
 from archiver.format.layout import pad_seq
 from archiver.format.schema import CHANGE_COLUMNS, CHANGE_SCHEMA
+
+EVENT_NAMES = frozenset({"INSERT", "MODIFY", "REMOVE"})
 
 # Rough per-row size of the small columns, for flush-by-size decisions.
 _ROW_OVERHEAD = 200
@@ -61,6 +71,92 @@ def user_identity(record: Mapping[str, Any]) -> str | None:
     kind = identity.get("Type", identity.get("type", ""))
     principal = identity.get("PrincipalId", identity.get("principalId", ""))
     return f"{kind}/{principal}"
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def poison(
+    record: Any, reason: str, shard_id: str | None = None, after: str | None = None
+) -> PoisonRecord:
+    """The error naming ``record`` (its event id and sequence number, as far as it has them;
+    ``after``: the sequence number of the record before it, for one that has none)."""
+    event_id = sequence_number = None
+    if isinstance(record, Mapping):
+        event_id = _text(record.get("eventID"))
+        ddb = record.get("dynamodb")
+        if isinstance(ddb, Mapping) and isinstance(ddb.get("SequenceNumber"), str | int):
+            sequence_number = _text(str(ddb["SequenceNumber"]))
+    return PoisonRecord(
+        reason,
+        event_id=event_id,
+        sequence_number=sequence_number,
+        shard_id=shard_id,
+        after=after,
+    )
+
+
+def record_problem(record: Any) -> str | None:
+    """What makes ``record`` impossible to archive as it is (its shape; attribute values are
+    the codec's), or ``None``."""
+    if not isinstance(record, Mapping):
+        return f"not a stream record: {type(record).__name__}"
+    if not _text(record.get("eventID")):
+        return "no eventID"
+    event_name = record.get("eventName")
+    if event_name not in EVENT_NAMES:
+        return f"eventName {event_name!r:.40} is not INSERT, MODIFY or REMOVE"
+    ddb = record.get("dynamodb")
+    if not isinstance(ddb, Mapping):
+        return "no dynamodb part"
+    sequence_number = ddb.get("SequenceNumber")
+    if not isinstance(sequence_number, str | int) or not str(sequence_number).isdigit():
+        return f"no SequenceNumber (got {sequence_number!r:.40})"
+    keys = ddb.get("Keys")
+    if not isinstance(keys, Mapping) or not keys:
+        return "no Keys"
+    when = ddb.get("ApproximateCreationDateTime")
+    if isinstance(when, bool) or not isinstance(when, datetime | int | float):
+        return f"no ApproximateCreationDateTime (got {when!r:.40})"
+    for part in ("NewImage", "OldImage"):
+        image = ddb.get(part)
+        if image is not None and not isinstance(image, Mapping):
+            return f"{part} is not an object"
+    if event_name != "REMOVE" and ddb.get("NewImage") is None:
+        return (
+            f"an {event_name} without a NewImage (it would be archived as a delete): the "
+            "stream must be NEW_IMAGE or NEW_AND_OLD_IMAGES"
+        )
+    return None
+
+
+def check_record(record: Any, shard_id: str | None = None) -> None:
+    """Raise :class:`PoisonRecord` when ``record`` cannot be archived as it is."""
+    problem = record_problem(record)
+    if problem is not None:
+        raise poison(record, problem, shard_id)
+
+
+def first_problem(records: Iterable[Any]) -> int | None:
+    """The index of the first record whose shape cannot be archived, or ``None``."""
+    for index, record in enumerate(records):
+        if record_problem(record) is not None:
+            return index
+    return None
+
+
+def _diagnose(records: list[Mapping[str, Any]], shard_id: str | None) -> PoisonRecord | None:
+    """The error for the first record of ``records`` (in order) that cannot be archived."""
+    for record in records:
+        check_record(record, shard_id)
+        ddb = record["dynamodb"]
+        for part in ("Keys", "NewImage", "OldImage"):
+            try:
+                canonical_many([ddb.get(part)])
+            except CodecError as exc:
+                return poison(record, f"{part}: {exc}", shard_id)
+    return None
 
 
 def _keys_of(ddb: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -183,10 +279,10 @@ class ChangeRows:
             self._add(self._pending_fields, self._pending)
             self._pending = []
 
-    def _add(self, fields: Fields, records: list[Mapping[str, Any]]) -> None:
-        # Every value is computed before any column grows, so a bad record leaves the rows
-        # as they were.
-        stream_arn, shard_id, table_id, origin = fields
+    @staticmethod
+    def _values(
+        records: list[Mapping[str, Any]],
+    ) -> tuple[list[bytes | None], dict[str, list[Any]]]:
         ddbs = [record["dynamodb"] for record in records]
         items: list[Any] = []
         for ddb in ddbs:
@@ -194,11 +290,16 @@ class ChangeRows:
         texts = canonical_many(items)  # the whole batch at once: a fraction of the per-item cost
         for index, ddb in enumerate(ddbs):
             keys = texts[3 * index]
-            if keys is not None and b'"B":"' in keys:  # binary key attributes: see _keys_of
+            if keys is None or keys == b"{}":
+                raise KeyError("Keys")  # diagnosed as a missing key
+            if b'"B":"' in keys:  # binary key attributes: see _keys_of
                 texts[3 * index] = canonical_bytes(_keys_of(ddb))
+        event_names = [record["eventName"] for record in records]
+        if not EVENT_NAMES.issuperset(event_names):
+            raise ValueError("eventName")
         values = {
             "event_id": [record["eventID"] for record in records],
-            "event_name": [record["eventName"] for record in records],
+            "event_name": event_names,
             "event_time": [event_time_ms(ddb["ApproximateCreationDateTime"]) for ddb in ddbs],
             "sequence_number": [pad_seq(ddb["SequenceNumber"]) for ddb in ddbs],
             "size_bytes": [int(ddb.get("SizeBytes", 0)) for ddb in ddbs],
@@ -206,6 +307,25 @@ class ChangeRows:
                 user_identity(record) if "userIdentity" in record else None for record in records
             ],
         }
+        return texts, values
+
+    def _add(self, fields: Fields, records: list[Mapping[str, Any]]) -> None:
+        # Every value is computed before any column grows, so a bad record leaves the rows
+        # as they were.
+        stream_arn, shard_id, table_id, origin = fields
+        try:
+            texts, values = self._values(records)
+        except (CodecError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            found = _diagnose(records, shard_id)
+            if found is None:
+                raise
+            raise found from exc
+        # An INSERT or MODIFY without its image would fold as a delete.
+        names = values["event_name"]
+        if [n for n, t in zip(names, texts[1::3], strict=True) if t is None and n != "REMOVE"]:
+            found = _diagnose(records, shard_id)
+            if found is not None:
+                raise found
         count = len(records)
         for name, column in values.items():
             self._columns[name] += column

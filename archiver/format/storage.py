@@ -2,10 +2,16 @@
 
 All archive I/O goes through :class:`Archive`: local writes go to a temporary name, are
 fsynced and renamed into place; an S3 PUT is atomic by itself.
+
+Change records are the table's data, so a local archive is private by default: files are
+created with mode ``0600`` and the folders the archive creates ``0700``, whatever the umask
+(``file_mode`` — the CLI's ``--file-mode`` — says otherwise; folders get the same bits plus
+search where reading is allowed). Folders that already exist keep their mode.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import uuid
@@ -22,23 +28,48 @@ from fsspec.implementations.local import LocalFileSystem
 from archiver.format.errors import UsageError
 from archiver.format.schema import COMPRESSION, ROW_GROUP_ROWS
 
+DEFAULT_FILE_MODE = 0o600
+
+
+def folder_mode(file_mode: int) -> int:
+    """The mode of folders for files of ``file_mode``: the same bits, plus search (``x``) for
+    whoever may read (``0600`` → ``0700``, ``0640`` → ``0750``)."""
+    return file_mode | ((file_mode & 0o444) >> 2)
+
 
 class Archive:
-    """An archive root: a filesystem plus the root path inside it. Constructing does no I/O."""
+    """An archive root: a filesystem plus the root path inside it. Constructing does no I/O.
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, root: str, url: str) -> None:
+    ``file_mode``: the permissions of the files a local archive creates (see the module's
+    docstring); S3 has no modes.
+    """
+
+    def __init__(
+        self,
+        fs: fsspec.AbstractFileSystem,
+        root: str,
+        url: str,
+        *,
+        file_mode: int = DEFAULT_FILE_MODE,
+    ) -> None:
+        if not 0 <= file_mode <= 0o777:
+            raise UsageError(f"file mode {file_mode:o} is not a permission mode (0000..0777)")
         self.fs = fs
         self.root = root.rstrip("/")
         self.url = url
+        self.file_mode = file_mode
 
     # -- opening --------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, url: str, *, endpoint_url: str | None = None) -> Archive:
+    def open(
+        cls, url: str, *, endpoint_url: str | None = None, file_mode: int = DEFAULT_FILE_MODE
+    ) -> Archive:
         """Open ``s3://bucket/prefix``, ``file:///path`` or a plain local path.
 
         For S3 the endpoint comes from ``endpoint_url`` (``--endpoint-url``), else from
         ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (botocore reads those itself), else AWS.
+        ``file_mode``: the permissions of local files written (folders: :func:`folder_mode`).
         """
         if not url:
             raise UsageError("--archive is required (s3://bucket/prefix or a local folder)")
@@ -57,12 +88,12 @@ class Archive:
                 skip_instance_cache=True,
                 use_listings_cache=False,
             )
-            return cls(fs, bucket_path, url)
+            return cls(fs, bucket_path, url, file_mode=file_mode)
         if "://" in url and not url.startswith("file://"):
             raise UsageError(f"archive URL {url!r}: use s3://bucket/prefix, file:///path or a path")
         path = url[len("file://") :] if url.startswith("file://") else url
         path = os.path.abspath(os.path.expanduser(path))
-        return cls(LocalFileSystem(auto_mkdir=True), path, url)
+        return cls(LocalFileSystem(auto_mkdir=True), path, url, file_mode=file_mode)
 
     @property
     def _is_local(self) -> bool:
@@ -116,13 +147,39 @@ class Archive:
             self.fs.pipe_file(full, data)
             return
         directory = os.path.dirname(full)
-        os.makedirs(directory, exist_ok=True)
+        self._make_folders(directory)
         tmp = f"{directory}/.{os.path.basename(full)}.tmp-{uuid.uuid4().hex[:8]}"
-        with self.fs.open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(fd, self.file_mode)  # exactly the mode asked for, whatever the umask
+                handle.write(data)
+                handle.flush()
+                os.fsync(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         os.replace(tmp, full)
+
+    def _make_folders(self, directory: str) -> None:
+        """Create ``directory`` and its missing parents with :func:`folder_mode`."""
+        if os.path.isdir(directory):
+            return
+        missing = []
+        while not os.path.isdir(directory):
+            missing.append(directory)
+            parent = os.path.dirname(directory)
+            if parent == directory:
+                break
+            directory = parent
+        mode = folder_mode(self.file_mode)
+        for folder in reversed(missing):
+            try:
+                os.mkdir(folder, mode)
+            except FileExistsError:
+                continue  # made meanwhile (another writer): keep its mode
+            os.chmod(folder, mode)
 
     def get_bytes(self, rel: str) -> bytes:
         data: bytes = self.fs.cat_file(self.path(rel))
