@@ -210,6 +210,13 @@ def damaged_file(archive: Archive, exc: BaseException) -> DamagedFile | None:
     )
 
 
+def archived_object(what: str, exc: BaseException) -> ArchivedObjectUnavailable | None:
+    """The one-line error for a read that failed on an object that must be restored from S3
+    first; ``None`` for any other failure."""
+    message = _archived_message(what, exc)
+    return None if message is None else ArchivedObjectUnavailable(message)
+
+
 def with_relisting(
     action: Callable[[], T], *, what: str, attempts: int = 3, archive: Archive | None = None
 ) -> T:

@@ -160,6 +160,8 @@ def main(args: argparse.Namespace) -> int:
         lambda_checks=lambda_gaps.LambdaChecks.from_args(args),
         allow_inexact=args.allow_inexact,
     )
+    # Athena reads only an archive in S3: refuse before anything is written to the output.
+    folder = AthenaFolder.from_args(args, settings, archive) if athena else None
     fingerprint = plan_fingerprint(plan, strategy=f"export:{args.format}")
     if marker is not None:
         _check_resumable(output, marker, fingerprint, args, plan)
@@ -167,8 +169,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         output.write_json(PLAN_MARKER, {"fingerprint": fingerprint, "format": args.format,
                                         "created_at": iso_ms(utcnow())})  # fmt: skip
-    if athena:
-        folder = AthenaFolder.from_args(args, settings, archive)
+    if folder is not None:
         unloaded = folder.unload(plan, output.uri(FileSink.DATA) + "/")
         items, files = unloaded.count, unloaded.relative_files(output.uri(""))
     else:

@@ -51,6 +51,7 @@ from archiver.format import layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
 from replayer.dataset import (
+    archived_object,
     change_files,
     changes_dataset,
     damaged_file,
@@ -309,10 +310,16 @@ def _params(params: Sequence[Any] | Mapping[str, Any] | None) -> Any:
 def _guarded(reader: pa.RecordBatchReader, archive: Archive) -> Iterator[pa.RecordBatch]:
     try:
         yield from reader
-    except (duckdb.Error, pa.ArrowException) as exc:
+    except (duckdb.Error, pa.ArrowException, OSError) as exc:
+        # Read through DuckDB's Arrow stream, a failure may arrive as a plain OSError.
+        archived = archived_object("query", exc)
+        if archived is not None:
+            raise archived from exc
         damaged = damaged_file(archive, exc)
         if damaged is not None:
             raise damaged from exc
+        if isinstance(exc, OSError) and not isinstance(exc, pa.ArrowException):
+            raise
         if isinstance(exc, pa.ArrowException):
             raise ReplayError(f"query failed: {one_line(str(exc))}") from exc
         if _bad_sql(exc):
