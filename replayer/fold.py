@@ -488,7 +488,9 @@ class Fold:
                 params,
             ).fetchall()
 
-        found = dataset.with_relisting(action, what=f"checking the log of {plan.table}")
+        found = dataset.with_relisting(
+            action, what=f"checking the log of {plan.table}", archive=archive
+        )
         if not found:
             return
         keys, event_name, event_id, event_time = found[0]

@@ -100,7 +100,13 @@ def test_files_without_footers_are_unchained_not_problems(
 
     write_coverage(archive, watermark=LATER)
     write_changes(
-        archive, [Change(i + 1, {"pk": {"S": "a"}}, None, T0) for i in range(4)], per_file=2
+        archive,
+        # As a real stream: the key's first record is an INSERT; the last removes it.
+        [
+            Change(i + 1, {"pk": {"S": "a"}}, {"pk": {"S": "a"}} if i == 0 else None, T0)
+            for i in range(4)
+        ],
+        per_file=2,
     )
     code, result = check(capsys, archive)
     assert code == 0

@@ -22,7 +22,7 @@ from typing import Any
 import boto3
 
 from archiver.aws import AwsSettings
-from archiver.describe import capture_description, describe_live
+from archiver.describe import capture_description, describe_or_none
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
 from archiver.incremental import Chain, window_length
@@ -37,7 +37,7 @@ def handler(event: Any, context: Any, *, ddb: Any = None) -> dict[str, Any]:
     table = os.environ["TABLE_NAME"]
     archive = Archive.open(os.environ["ARCHIVE_URL"])
     ddb = ddb or boto3.client("dynamodb")
-    description = describe_live(ddb, table)
+    description = describe_or_none(ddb, table)
     if description is None:
         raise RuntimeError(f"table {table} does not exist")
     asyncio.run(capture_description(AwsSettings(), archive, table))
