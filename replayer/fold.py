@@ -50,7 +50,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from archiver.format import coverage, layout
+from archiver.format import coverage, erasures, layout
+from archiver.format.incremental import EVENT_ID_PREFIX as INCREMENTAL_EVENT_ID_PREFIX
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc
 from replayer import dataset
@@ -466,11 +467,18 @@ class Fold:
     def _check_from_table_creation(self, plan: Plan) -> None:
         """A log that starts at table creation begins every key with an INSERT; a key whose
         first record is a MODIFY or REMOVE disproves it (the stream started after the table
-        had items, or records are missing). One narrow aggregate over the log."""
+        had items, or records are missing). One narrow aggregate over the log.
+
+        A record from an incremental export is a key's last change in its window, so a key
+        created and deleted there first appears as a REMOVE, and a ``NEW_IMAGE`` export names
+        every change a MODIFY: such a first record disproves the claim only when it carries an
+        old image (the key existed before the window that first shows it). Erased keys
+        (``ddb-archiver forget``) lost their earlier records by design and are exempt."""
         archive = self.archive
         if archive is None or not plan.change_files:
             return
         params = {"table_id": plan.table_id, "lo": as_utc(plan.log_from), "hi": as_utc(plan.at)}
+        erased = erasures.erased_key_test(archive, plan.table)
         attempt = {"n": 0}
 
         def action() -> list[tuple[Any, ...]]:
@@ -480,20 +488,29 @@ class Fold:
                 if attempt["n"] > 1
                 else list(plan.change_files)
             )
-            sql = self._log_sql(files, True, "event_name, event_id, event_time")
-            return self.con.execute(
-                "SELECT keys, arg_min(event_name, ord) AS first, arg_min(event_id, ord), "
-                f"arg_min(event_time, ord) FROM ({sql}) GROUP BY keys "
-                "HAVING first <> 'INSERT' LIMIT 1",
+            sql = self._log_sql(
+                files, True, "event_name, event_id, event_time, old_image IS NOT NULL AS had_old"
+            )
+            cursor = self.con.execute(
+                "SELECT keys, arg_min(event_name, ord) AS first, arg_min(event_id, ord) AS id, "
+                f"arg_min(event_time, ord), arg_min(had_old, ord) AS first_old FROM ({sql}) "
+                "GROUP BY keys HAVING first <> 'INSERT' "
+                f"AND (first_old OR NOT starts_with(id, '{INCREMENTAL_EVENT_ID_PREFIX}'))"
+                + ("" if erased else " LIMIT 1"),
                 params,
-            ).fetchall()
+            )
+            while rows := cursor.fetchmany(1024):
+                for row in rows:
+                    if erased is None or not erased(str(row[0])):
+                        return [row]
+            return []
 
         found = dataset.with_relisting(
             action, what=f"checking the log of {plan.table}", archive=archive
         )
         if not found:
             return
-        keys, event_name, event_id, event_time = found[0]
+        keys, event_name, event_id, event_time, _ = found[0]
         evidence = coverage.refute_from_table_creation(
             archive,
             plan.table,

@@ -17,11 +17,20 @@ from typing import Any
 
 import boto3
 import pytest
+from hypothesis import Phase, settings
 from moto.server import ThreadedMotoServer
 
 from archiver.format.storage import Archive
 
 REGION = "us-east-1"
+
+# Property tests report a failing example as found: shrinking one built from a moto table can
+# take minutes. `HYPOTHESIS_PROFILE=debug` shrinks it to the smallest case.
+settings.register_profile(
+    "suite", phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target], print_blob=True
+)
+settings.register_profile("debug", print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 
 @pytest.fixture(scope="session")

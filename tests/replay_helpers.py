@@ -42,6 +42,7 @@ class Change:
     time: datetime
     event_name: str = ""
     event_id: str = ""
+    old: Mapping[str, Any] | None = None
 
     def record(self) -> dict[str, Any]:
         name = self.event_name or ("REMOVE" if self.new is None else "MODIFY")
@@ -54,6 +55,8 @@ class Change:
         }
         if self.new is not None:
             ddb["NewImage"] = dict(self.new)
+        if self.old is not None:
+            ddb["OldImage"] = dict(self.old)
         return {
             "eventID": self.event_id or f"event-{self.seq}",
             "eventName": name,

@@ -116,3 +116,78 @@ def test_a_log_where_every_key_starts_with_an_insert_keeps_the_claim(archive: Ar
     with Fold(archive) as fold:
         assert fold.state_at(plan).count == 1
     assert coverage.current(archive, TABLE)["from_table_creation"] is True
+
+
+@pytest.mark.parametrize(
+    ("first", "old", "refuted"),
+    [
+        ("REMOVE", None, False),  # created and deleted inside its first window
+        ("MODIFY", None, False),  # a NEW_IMAGE export names every change a MODIFY
+        ("MODIFY", {"pk": {"S": "b"}, "v": {"N": "0"}}, True),  # existed before its window
+    ],
+)
+def test_an_incremental_export_record_refutes_the_claim_only_with_an_old_image(
+    archive: Archive, first: str, old: dict[str, object] | None, refuted: bool
+) -> None:
+    """An incremental export holds each key's last change in its window, so a key's first
+    record may be a REMOVE or a MODIFY in a log that starts at table creation; an old image
+    says the key existed before that window, which such a log cannot have missed."""
+    write_coverage(archive, watermark=at(100))
+    write_changes(
+        archive,
+        [
+            Change(1, key("a"), item("a", v=1), at(10), event_name="INSERT"),
+            Change(2, key("b"), None if first == "REMOVE" else item("b", v=2), at(20),
+                   event_name=first, event_id="incremental-20000000-b", old=old),
+        ],
+    )  # fmt: skip
+    plan = planning.plan_restore(archive, TABLE, at(50), convert=False)
+    assert plan.base is None
+    with Fold(archive) as fold:
+        if refuted:
+            with pytest.raises(NoUsableBase, match="incremental-20000000-b"):
+                fold.state_at(plan)
+        else:
+            state = fold.state_at(plan)
+            assert state.count == (1 if first == "REMOVE" else 2)
+    doc = coverage.current(archive, TABLE)
+    assert doc is not None and doc["from_table_creation"] is (not refuted)
+
+
+@pytest.mark.parametrize("where", ["log", "pending"])
+def test_an_erased_key_may_start_without_an_insert(archive: Archive, where: str) -> None:
+    """``forget`` removed the key's earlier records; a REMOVE archived after the erasure is
+    then its first record, and disproves nothing (finished or in-progress erasures alike)."""
+    from archiver.format import erasures, layout
+
+    secret = erasures.load_secret(archive)
+    assert secret is not None
+    hashes = erasures.key_hashes(secret, ['{"pk":{"S":"b"}}'])
+    if where == "log":
+        erasures.append_log(
+            archive, TABLE,
+            {"erasure_id": "e1", "at": "2026-03-01T12:00:15.000Z", "key_hashes": hashes,
+             "objects_rewritten": 1, "rows_removed": 1},
+        )  # fmt: skip
+    else:
+        archive.write_json(layout.forget_pending(TABLE), {"key_hashes": hashes})
+    write_coverage(archive, watermark=at(100))
+    write_changes(
+        archive,
+        [
+            Change(1, key("a"), item("a", v=1), at(10), event_name="INSERT"),
+            Change(2, key("b"), None, at(20), event_name="REMOVE"),
+        ],
+    )
+    plan = planning.plan_restore(archive, TABLE, at(50), convert=False)
+    with Fold(archive) as fold:
+        assert fold.state_at(plan).count == 1
+    assert coverage.current(archive, TABLE)["from_table_creation"] is True
+    # A key never erased still refutes the claim.
+    write_changes(
+        archive,
+        [Change(3, key("c"), item("c", v=1), at(30), event_name="MODIFY", event_id="event-c")],
+    )
+    plan = planning.plan_restore(archive, TABLE, at(50), convert=False)
+    with Fold(archive) as fold, pytest.raises(NoUsableBase, match="event-c"):
+        fold.state_at(plan)

@@ -21,7 +21,7 @@ import base64
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from archiver.format import layout, statefiles
@@ -99,3 +99,30 @@ def erased(archive: Archive, table: str, canonical_key: str) -> list[dict[str, A
         return []
     wanted = key_hash(secret, canonical_key)
     return [e for e in read_log(archive, table) if wanted in e["key_hashes"]]
+
+
+_PENDING_KEYS: statefiles.Schema = {
+    "key_hashes": (statefiles._list_of(statefiles.STR), True, "a list of hex strings"),
+}
+
+
+def erased_key_test(archive: Archive, table: str) -> Callable[[str], bool] | None:
+    """A test "was this canonical key erased?" over every finished erasure of ``table`` and the
+    one in progress (``forget-pending.json``); ``None`` when nothing was ever erased.
+
+    An erased key's history before its erasure is gone by design, so its first archived record
+    may be a MODIFY or REMOVE archived afterwards: checks that read "every key starts with an
+    INSERT" exempt such keys.
+    """
+    secret = load_secret(archive, create=False)
+    if secret is None:
+        return None
+    hashes = {h for entry in read_log(archive, table) for h in entry["key_hashes"]}
+    pending = statefiles.read_json(
+        archive, layout.forget_pending(table), _PENDING_KEYS, "forget-pending.json",
+        missing_ok=True,
+    )  # fmt: skip
+    hashes.update((pending or {}).get("key_hashes", []))
+    if not hashes:
+        return None
+    return lambda canonical_key: key_hash(secret, canonical_key) in hashes

@@ -75,7 +75,7 @@ RESOLUTION = timedelta(milliseconds=1)
 DEFAULT_PART_ROWS = 250_000
 # Text buffered per part before it is written: memory stays flat however big the export.
 DEFAULT_PART_BYTES = 64 * 1024 * 1024
-_EVENT_ID_PREFIX = "incremental-"
+EVENT_ID_PREFIX = "incremental-"
 
 
 class OverlappingWindow(UsageError):
@@ -186,7 +186,7 @@ def _overlapping(windows: list[Window], start: datetime, end: datetime) -> Windo
 
 def _event_id(micros: int, keys: bytes) -> str:
     digest = hashlib.blake2b(keys, digest_size=16).hexdigest()
-    return f"{_EVENT_ID_PREFIX}{micros}-{digest}"
+    return f"{EVENT_ID_PREFIX}{micros}-{digest}"
 
 
 def _records(
