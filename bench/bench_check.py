@@ -6,7 +6,7 @@
    disk (generated once under ``bench-out/check-<files>/``, written by the archiver's own
    ``changefiles.write_builder``, a few records each, spread over shards and days): seconds
    and files/s.
-2. The chain check ``plan_restore`` runs before a fold (``replayer.plan.check_chain``: a
+2. The chain check ``plan_restore`` runs before a fold (``replayer.log_files.check_chain``: a
    listing, the checkpoints and the footers of the files in range), on the archive of
    ``bench.bench_fold`` (its generator, reused while the parameters match), against the fold
    itself (``bench.bench_fold``'s fold child). Target: under 5 % of the fold.
@@ -100,7 +100,8 @@ def bench_check(root: Path, files: int, repeat: int) -> None:
 
 
 def bench_restore_check(args: argparse.Namespace, repeat: int) -> bool:
-    from replayer.plan import check_chain, plan_restore
+    from replayer.log_files import check_chain
+    from replayer.plan import plan_restore
 
     root = Path(args.out) / f"fold-{args.changes}-{args.keys}"
     marker = root / "_generated"

@@ -56,7 +56,8 @@ from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc
 from replayer import dataset
 from replayer.errors import NoUsableBase
-from replayer.plan import LogPlan, Plan, drop_later_streams
+from replayer.log_files import drop_later_streams
+from replayer.plan import LogPlan, Plan
 from replayer.segments import STREAM, LogSegment
 
 log = logging.getLogger(__name__)

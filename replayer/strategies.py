@@ -11,7 +11,7 @@ produce the table as it was at T and picks the fastest:
   changed there is written with its state at T (its latest image, or deleted). Needs that
   range archived without gaps and T at or before the watermark. Estimate: the native restore
   plus the changed keys at the measured write rate.
-- **replay** — the archive's own restore (base snapshot + log, ``replayer.restore``).
+- **replay** — the archive's own restore (base snapshot + log, ``replayer.replay``).
   Estimate: the items to write at the measured write rate.
 - **import** — the same fold staged in S3 and loaded by ``ImportTable``
   (``replayer.import_strategy``). Not for a source with LSIs, and a local archive needs

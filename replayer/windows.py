@@ -48,7 +48,8 @@ from replayer.errors import (
     OutsideCoverage,
     Refused,
 )
-from replayer.plan import Base, GenerationCoverage, Plan, bases, drop_later_streams, gaps_met
+from replayer.log_files import drop_later_streams
+from replayer.plan import Base, GenerationCoverage, Plan, bases, gaps_met
 from replayer.segments import STREAM, WINDOW, Inexact, LogSegment
 
 log = logging.getLogger(__name__)

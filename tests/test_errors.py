@@ -35,7 +35,7 @@ from archiver.errors import (
 )
 from archiver.format.storage import Archive
 from replayer.errors import BadInput, Refused, TargetTableExists, replay_error
-from replayer.restore import archived_table
+from replayer.replay import archived_table
 from tests.conftest import create_table
 
 

@@ -30,7 +30,7 @@ from archiver.retry import AdaptiveRate
 from bench.null_dynamodb import NullDynamoDB
 from replayer import restore_state, warm
 from replayer.errors import BadInput
-from replayer.restore import ReplayOptions, restore_by_replay
+from replayer.replay import ReplayOptions, restore_by_replay
 from replayer.target_table import create_table_request, create_target, set_source_capacity
 from replayer.writers import ClientFactory, PartitionJob, WriteFailed, write_partitions
 from tests.replay_helpers import (
