@@ -101,7 +101,6 @@ def bench_check(root: Path, files: int, repeat: int) -> None:
 
 def bench_restore_check(args: argparse.Namespace, repeat: int) -> bool:
     from replayer.log_files import check_chain
-
     from replayer.plan import plan_restore
 
     root = Path(args.out) / f"fold-{args.changes}-{args.keys}"
