@@ -26,6 +26,10 @@ from replayer.errors import ReplayError
 log = logging.getLogger(__name__)
 
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
+# GetQueryExecution every POLL_FIRST seconds at first, 1.5 times longer each time, up to
+# POLL_MAX: short queries end after a few calls, long ones cost few.
+POLL_FIRST = 0.5
+POLL_MAX = 5.0
 # Athena SQL queries are billed per byte scanned, rounded up to 10 MB per query
 # (https://aws.amazon.com/athena/pricing/, "SQL queries"). USD per TB (2**40 bytes) by region;
 # regions not listed use the default. Look the current rates up before relying on a figure.
@@ -162,7 +166,7 @@ class Athena:
     def wait(self, query_id: str) -> QueryOutcome:
         """Poll until the query ends, saying its progress; Ctrl-C stops the query."""
         started = self.clock()
-        delay = 0.5
+        delay = POLL_FIRST
         last_state = ""
         last_said = started
         try:
@@ -182,7 +186,7 @@ class Athena:
                     )
                     last_state, last_said = state, now
                 self.sleep(delay)
-                delay = min(delay * 1.5, 5.0)
+                delay = min(delay * 1.5, POLL_MAX)
         except KeyboardInterrupt:
             self.say(f"athena {query_id}: interrupted, stopping the query")
             try:

@@ -502,7 +502,12 @@ class _RangeSet(set[str]):
 
 @contextmanager
 def running_double(aws_endpoint: str, monkeypatch: Any) -> Iterator[AthenaDouble]:
-    """Start a double and point ``AWS_ENDPOINT_URL_ATHENA`` at it for the test."""
+    """Start a double and point ``AWS_ENDPOINT_URL_ATHENA`` at it for the test; the client
+    polls every 20 ms (the double's queries end in well under a second, AWS's in seconds)."""
+    from replayer import athena
+
+    monkeypatch.setattr(athena, "POLL_FIRST", 0.02)
+    monkeypatch.setattr(athena, "POLL_MAX", 0.02)
     double = AthenaDouble(aws_endpoint)
     monkeypatch.setenv("AWS_ENDPOINT_URL_ATHENA", double.start())
     try:

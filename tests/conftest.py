@@ -9,6 +9,7 @@ developer's credentials.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -148,7 +149,17 @@ def crash_after(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int], Non
     monkeypatch.setattr(Archive, "put_bytes", counted(put))
     monkeypatch.setattr(Archive, "delete", counted(delete))
 
-    def arm(n: int) -> None:
-        state["left"] = n
+    class Arm:
+        def __call__(self, n: int) -> None:
+            state["left"] = n
 
-    yield arm
+        @contextlib.contextmanager
+        def paused(self) -> Iterator[None]:
+            """Writes inside do not count (another process's writes, run in this one)."""
+            left, state["left"] = state["left"], -1
+            try:
+                yield
+            finally:
+                state["left"] = left
+
+    yield Arm()
