@@ -9,14 +9,18 @@ tests hand any module a client pointed at moto or at a test double.
 
 from __future__ import annotations
 
+import functools
+import os
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import boto3
+import botocore.session
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from botocore.config import Config
+from botocore.loaders import Loader, create_loader
 
 if TYPE_CHECKING:
     # The stubs are installed for mypy only (the ``test`` extra), never at run time.
@@ -79,6 +83,7 @@ class AwsSettings:
 
     def aio_session(self) -> AioSession:
         session = get_session()
+        session.register_component("data_loader", _shared_loader())
         if self.profile:
             session.set_config_variable("profile", self.profile)
         return session
@@ -146,9 +151,20 @@ class AwsSettings:
     ):
         """A plain boto3 client, for the synchronous paths (``own_retries``: as for
         :meth:`aio_client`)."""
-        session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
+        core = botocore.session.get_session()
+        core.register_component("data_loader", _shared_loader())
+        session = boto3.session.Session(
+            profile_name=self.profile, region_name=self.region, botocore_session=core
+        )
         return session.client(
             service,
             config=_OWN_RETRIES if own_retries else _CONFIG,
             endpoint_url=self.endpoint_url or None,
         )
+
+
+@functools.cache
+def _shared_loader() -> Loader:
+    """One botocore model loader for every session this process makes: each new session
+    would otherwise read and parse the service models again (a cold start opens several)."""
+    return create_loader(os.environ.get("AWS_DATA_PATH"))

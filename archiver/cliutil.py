@@ -5,7 +5,7 @@ defined once here so that their names, checks and help read the same everywhere.
 A command lives in its own module, which defines ``add_arguments(parser)`` and
 ``main(args) -> int``; the tool's ``cli.py`` only lists them. Errors that a user can act on
 (``ArchiverError``, ``ReplayError``) become one line on stderr and their exit code;
-tracebacks only with ``--debug``. Every log line, ``--debug``'s included, passes through
+tracebacks only with ``--debug`` (logged). Every log line and error line passes through
 :class:`RedactSecrets` first: botocore logs signed requests, and those carry credentials.
 """
 
@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
+from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, NoRegionError
 
 from archiver import __version__
 from archiver.errors import EXIT_FAILURE, EXIT_USAGE
@@ -116,21 +116,29 @@ def run(
         return 130
     except Exception as exc:
         if args.debug:
-            raise
+            # Through the log, so that the traceback passes the redaction filter too.
+            logging.getLogger(prog).exception("%s failed", args.command)
         exit_code = getattr(exc, "exit_code", None)
         if isinstance(exit_code, int):
-            print(f"{prog}: error: {exc}", file=sys.stderr)
+            _say(f"{prog}: error: {exc}")
             return exit_code
+        if isinstance(exc, NoRegionError):
+            _say(f"{prog}: error: no AWS region: set AWS_REGION or pass --region")
+            return EXIT_USAGE
         unreachable = unreachable_endpoint(exc)
         if unreachable is not None:
-            print(f"{prog}: error: {unreachable}", file=sys.stderr)
+            _say(f"{prog}: error: {unreachable}")
             return EXIT_FAILURE
-        print(
-            f"{prog}: unexpected failure: {type(exc).__name__}: {exc} "
-            "(rerun with --debug for details)",
-            file=sys.stderr,
+        _say(
+            f"{prog}: unexpected failure: {type(exc).__name__}: {exc}"
+            + ("" if args.debug else " (rerun with --debug for details)")
         )
         return EXIT_FAILURE
+
+
+def _say(line: str) -> None:
+    """One line on stderr, credentials redacted (an exception's text can quote a request)."""
+    print(redact(line), file=sys.stderr)
 
 
 # -- secrets in log lines -------------------------------------------------------------------

@@ -159,3 +159,68 @@ def test_an_unreachable_dynamodb_endpoint_names_the_service_and_call() -> None:
     wrapped.__cause__ = caught.value
     assert unreachable_endpoint(wrapped) == unreachable_endpoint(caught.value)
     assert unreachable_endpoint(RuntimeError("something else")) is None
+
+
+# -- failures -------------------------------------------------------------------------------
+
+_FAILING = """
+import sys
+import replayer.status
+
+def fail(args):
+    raise RuntimeError("the call to {url} failed")
+
+replayer.status.main = fail
+from replayer.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_failure_is_reported_with_its_credentials_redacted(tmp_path: Path, debug: bool) -> None:
+    """An exception's text can quote a signed URL; the error line (and with --debug, the
+    logged traceback) shows it redacted."""
+    url = (f"https://b.s3.amazonaws.com/k?X-Amz-Credential={KEY_ID}%2F20260131"
+           f"&X-Amz-Security-Token={TOKEN}&X-Amz-Signature={'b' * 64}")  # fmt: skip
+    argv = ["status", "--archive", str(tmp_path), *(["--debug"] if debug else [])]
+    done = subprocess.run(
+        [sys.executable, "-c", _FAILING.format(url=url), *argv],
+        capture_output=True, text=True, cwd=ROOT, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 1
+    _assert_no_credentials(done.stderr + done.stdout)
+    assert REDACTED in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("ddb-replayer: unexpected failure: RuntimeError: the call to https://")
+    if debug:
+        assert "Traceback (most recent call last)" in done.stderr
+        assert "(rerun with --debug" not in last
+    else:
+        assert len(done.stderr.strip().splitlines()) == 1
+        assert last.endswith("(rerun with --debug for details)")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ddb-archiver", "run", "--table-name", "orders", "--once"],
+        ["ddb-archiver", "snapshot", "--table-name", "orders"],
+        ["ddb-replayer", "restore", "--source-table-name", "orders", "--target-table-name",
+         "copy", "--use-latest-restorable-time", "--strategy", "pitr"],
+    ],
+    ids=["run", "snapshot", "restore"],
+)  # fmt: skip
+def test_no_region_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+) -> None:
+    from archiver.cli import main as archiver_main
+
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    main = archiver_main if argv[0] == "ddb-archiver" else replayer_main
+    assert main([*argv[1:], "--archive", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"{argv[0]}: error: no AWS region: set AWS_REGION or pass --region\n"

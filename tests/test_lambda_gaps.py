@@ -489,22 +489,24 @@ def test_an_iterator_age_above_the_threshold_refuses_the_range_it_covers(
     write_workload(ddb)
     arn, records = stream_records(ddb)
     time.sleep(1.2)
+    # The datapoints fall after the table's creation and before the function's watermark:
+    # inside the range a restore to the latest time checks.
+    measured = utcnow() - timedelta(milliseconds=500)
     monkeypatch.setenv("ARCHIVE_URL", ARCHIVE_URL)
     assert lh.handler(lambda_event(arn, records), None) == {"batchItemFailures": []}
     cloudwatch = boto3.client("cloudwatch", region_name=REGION)
-    now = utcnow()
-    put_iterator_age(cloudwatch, now - timedelta(seconds=5), 800)  # below the 1 s threshold
+    put_iterator_age(cloudwatch, measured, 800)  # below the 1 s threshold
     code, _, err = restore_latest(capsys, "orders-fine")
     assert code == EXIT_OK, err
 
-    put_iterator_age(cloudwatch, now - timedelta(seconds=4), 45_000)
-    code, _, err = restore_latest(capsys, "orders-stalled")
-    assert code == EXIT_REFUSED
+    put_iterator_age(cloudwatch, measured + timedelta(milliseconds=100), 45_000)
+    code, out, err = restore_latest(capsys, "orders-stalled")
+    assert code == EXIT_REFUSED, (out, err)
     assert "IteratorAge reached 45 s, above 1 s" in err
     assert "MaxIteratorAgeSeconds" in err
     assert "orders-stalled" not in ddb.list_tables()["TableNames"]
     # The interval named: 45 s before the datapoint, to the end of its minute.
-    assert iso_ms(now - timedelta(seconds=49))[:16] in err
+    assert iso_ms(measured + timedelta(milliseconds=100) - timedelta(seconds=45))[:16] in err
     # Trusting the watermark skips the check, loudly.
     with caplog.at_level(logging.WARNING):
         code, _, err = restore_latest(capsys, "orders-trusted", "--trust-lambda-watermark")
