@@ -286,6 +286,50 @@ def test_records_arriving_later_are_archived_and_resume_points_do_not_move(
     assert [p.line() for p in run_checks(archive, TABLE, deep=True).problems] == []
 
 
+def test_watch_erases_records_archived_while_it_runs(
+    archive: Archive, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--watch``: after the first pass, files the poller archives later (the stream still held
+    records of the key) are erased too, until the watch ends; on a fake clock."""
+    import archiver.forget as forget_module
+
+    built = build_archive(archive, [3, 4])
+    clock = {"now": 0.0, "sleeps": 0}
+
+    def later_file() -> None:
+        (last,) = changefiles.resume_points(archive, TABLE).values()
+        builder = RunBuilder(
+            stream_arn=built.stream.arn, shard_id=built.shard.shard_id, table_id=TABLE_ID,
+            origin="stream", prev_last_seq=last, prev_chained=True,
+        )  # fmt: skip
+        builder.add(
+            built.stream.put(
+                built.shard, {"pk": {"S": "k1"}}, new={"pk": {"S": "k1"}, "v": {"N": "99"}},
+                at=T0 + timedelta(seconds=60),
+            )
+        )  # fmt: skip
+        write_builder(archive, TABLE, builder)
+
+    def sleep(seconds: float) -> None:
+        clock["sleeps"] += 1
+        clock["now"] += seconds
+        if clock["sleeps"] == 2:  # the poller archives a later record of the key meanwhile
+            later_file()
+
+    monkeypatch.setattr(forget_module.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(forget_module.time, "sleep", sleep)
+    argv = ["forget", "--table-name", TABLE, "--archive", archive.url, "--key", ERASED,
+            "--watch", "600", "--watch-interval", "60"]  # fmt: skip
+    assert archiver_main(argv) == 0
+    assert clock["sleeps"] == 10  # every 60 s for 600 s
+    out = capsys.readouterr().out
+    assert out.count(": erasure ") == 2  # the first pass, then the later file's
+    assert holding(archive) == []
+    assert [r["keys"] for r in rows_of(archive)].count(ERASED) == 0
+    assert [p.line() for p in run_checks(archive, TABLE, deep=True).problems] == []
+    assert len(erasures.read_log(archive, TABLE)) == 2
+
+
 def test_an_unknown_key_shape_is_refused(
     archive: Archive, capsys: pytest.CaptureFixture[str]
 ) -> None:
