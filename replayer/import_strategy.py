@@ -50,12 +50,18 @@ from archiver.errors import EXIT_DIFFERENCES, EXIT_OK
 from archiver.format import layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, stamp, utcnow
+from replayer.athena_engine import AthenaFolder
 from replayer.errors import BadInput, Refused, ReplayError, replay_error
 from replayer.fold import Fold, FoldSettings
 from replayer.import_model import record_import
 from replayer.plan import Plan
 from replayer.sinks import DynamoDBJsonSink, WriteResult
-from replayer.target_table import create_table_request, refuse_if_exists, wait_until_active
+from replayer.target_table import (
+    create_table_request,
+    key_attribute_names,
+    refuse_if_exists,
+    wait_until_active,
+)
 from replayer.verify import Comparison, verify_table
 
 log = logging.getLogger(__name__)
@@ -321,6 +327,7 @@ class ImportOptions:
     fold: FoldSettings = field(default_factory=FoldSettings)
     poll_seconds: float | None = None  # None: POLL_SECONDS
     timeout_seconds: float = IMPORT_TIMEOUT_SECONDS
+    athena: AthenaFolder | None = None  # fold on Athena (``--engine athena``), then stage
 
 
 @dataclass
@@ -423,11 +430,20 @@ def restore_by_import(
     }
     with Fold(archive, options.fold) as fold:
         if options.dry_run:
-            say(plan.describe(fold.count_records(plan)))
+            if options.athena is not None:
+                options.athena.check_tables(plan)
+                say(plan.describe({"athena scan ≤": options.athena.check_scan(plan)}))
+            else:
+                say(plan.describe(fold.count_records(plan)))
             say(f"staging        {uri}  (restore id {rid})")
             say("dry run: nothing was created")
             return outcome
-        state = fold.state_at(plan)
+        if options.athena is not None:
+            # The fold runs on Athena; its result (checked complete) is staged from here.
+            unloaded = options.athena.unload(plan)
+            state = unloaded.load(fold, archive, key_attribute_names(description))
+        else:
+            state = fold.state_at(plan)
         outcome.items = state.count
         say(
             f"restoring {plan.table} as of {iso_ms(plan.at)} into {target} by ImportTable: "

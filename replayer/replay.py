@@ -38,6 +38,7 @@ from replayer.restore_state import CHUNK_ITEMS
 from replayer.target_table import (
     create_table_request,
     create_target,
+    key_attribute_names,
     set_source_capacity,
     wait_until_active,
 )
@@ -336,12 +337,6 @@ def restore_by_replay(
             if options.warm and warm.billing == "PROVISIONED":
                 set_source_capacity(client, description, target)
     return outcome
-
-
-def key_attribute_names(table: dict[str, Any]) -> list[str]:
-    """The key attribute names of a described table, hash key first."""
-    schema = sorted(table["KeySchema"], key=lambda k: k["KeyType"] != "HASH")
-    return [str(k["AttributeName"]) for k in schema]
 
 
 def _refuse_existing(

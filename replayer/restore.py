@@ -273,7 +273,7 @@ def restore_by_import(
         archived_table(archive, plan, client),
         args.target_table_name,
         import_strategy.ImportOptions(
-            staging=args.staging, verify=options.verify, fold=options.fold
+            staging=args.staging, verify=options.verify, fold=options.fold, athena=options.athena
         ),
         client=client,
     )

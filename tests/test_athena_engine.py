@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from archiver.errors import EXIT_DIFFERENCES, EXIT_FAILURE, EXIT_REFUSED
 from archiver.format.codec import canonical_json
 from archiver.format.storage import Archive
+from replayer import import_strategy
 from replayer import plan as planning
 from replayer.athena import Athena, AthenaConfig, AthenaQueryFailed, query_cost_usd
 from replayer.verify import scan_rows
@@ -227,6 +228,28 @@ def test_restore_athena_equals_the_table_at_t(
     code, out, err = restore(capsys, history, T)
     assert code == 0, err
     assert "verify: identical: 2 items" in out
+    expected = {canonical_json({"pk": i["pk"]}): canonical_json(i) for i in ITEMS[1:]}
+    assert table_items(ddb, "restored") == expected
+
+
+def test_restore_by_import_folds_on_athena_and_stages_its_result(
+    history: Archive,
+    athena: AthenaDouble,
+    ddb: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--strategy import --engine athena``: the fold is one Athena UNLOAD, its result is
+    staged for ImportTable (executed by moto) and the imported table verified against it."""
+    monkeypatch.setattr(import_strategy, "POLL_SECONDS", 0.05)  # moto imports in moments
+    code, out, _ = restore(capsys, history, T, "--strategy", "import", "--dry-run")
+    assert code == 0 and "dry run: nothing was created" in out
+    assert athena.queries == {} and tables(ddb) == []  # no query run, no table created
+    code, out, err = restore(capsys, history, T, "--strategy", "import")
+    assert code == 0, out + err
+    assert "ImportTable" in out and "verify: identical: 2 items" in out
+    (query,) = athena.queries.values()
+    assert query.sql.lstrip().upper().startswith("UNLOAD")
     expected = {canonical_json({"pk": i["pk"]}): canonical_json(i) for i in ITEMS[1:]}
     assert table_items(ddb, "restored") == expected
 
