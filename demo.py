@@ -454,8 +454,14 @@ def story(ddb: Any, steps: Steps) -> None:
          "--archive", ARCHIVE, "--restore-date-time", t_iso, "--dry-run"],
     )  # fmt: skip
 
-    section(9, "What the archive holds: ddb-replayer status")
+    section(9, "What the archive holds, and that all of it is intact: status, check")
     steps.run("ddb-replayer", ["status", "--archive", ARCHIVE, "--table-name", TABLE])
+    say(
+        "Every change file carries a footer chaining it to the one before it in its shard; "
+        "check reads them all (with --deep, every row too) and lists any damaged, missing or "
+        "out-of-place file — none here."
+    )
+    steps.run("ddb-archiver", ["check", "--table-name", TABLE, "--archive", ARCHIVE, "--deep"])
 
     section(10, "Questions in SQL: ddb-replayer query")
     say(
