@@ -318,3 +318,18 @@ class AthenaFolder:
                 f"Athena query {outcome.query_id}: its data manifest {manifest} is missing"
             ) from exc
         return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def state_at(
+    fold: Fold,
+    archive: Archive,
+    plan: Plan,
+    key_names: Sequence[str],
+    athena: AthenaFolder | None,
+) -> FoldResult:
+    """The table at ``plan.at`` in ``fold``'s session: folded there, or with ``athena`` on
+    Athena (one UNLOAD; its result loaded only once the query succeeded and its output holds
+    every row it reported)."""
+    if athena is None:
+        return fold.state_at(plan)
+    return athena.unload(plan).load(fold, archive, key_names)

@@ -50,6 +50,7 @@ from archiver.errors import EXIT_DIFFERENCES, EXIT_OK
 from archiver.format import layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, stamp, utcnow
+from replayer import athena_engine
 from replayer.athena_engine import AthenaFolder
 from replayer.errors import BadInput, Refused, ReplayError, replay_error
 from replayer.fold import Fold, FoldSettings
@@ -438,12 +439,9 @@ def restore_by_import(
             say(f"staging        {uri}  (restore id {rid})")
             say("dry run: nothing was created")
             return outcome
-        if options.athena is not None:
-            # The fold runs on Athena; its result (checked complete) is staged from here.
-            unloaded = options.athena.unload(plan)
-            state = unloaded.load(fold, archive, key_attribute_names(description))
-        else:
-            state = fold.state_at(plan)
+        state = athena_engine.state_at(
+            fold, archive, plan, key_attribute_names(description), options.athena
+        )
         outcome.items = state.count
         say(
             f"restoring {plan.table} as of {iso_ms(plan.at)} into {target} by ImportTable: "

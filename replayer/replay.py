@@ -27,7 +27,7 @@ from archiver.errors import EXIT_DIFFERENCES, EXIT_OK, ArchiverError
 from archiver.format import tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
-from replayer import lambda_gaps, restore_state
+from replayer import athena_engine, lambda_gaps, restore_state
 from replayer import plan as planning
 from replayer import warm as warm_throughput
 from replayer.athena_engine import AthenaFolder
@@ -266,13 +266,9 @@ def restore_by_replay(
             f" over snapshot {plan.base.snapshot_id}" if plan.base else "",
             " on Athena" if options.athena else "",
         )
-        if options.athena is not None:
-            # Nothing is created unless the query succeeded and its output holds every row
-            # it reported.
-            unloaded = options.athena.unload(plan)
-            state = unloaded.load(fold, archive, key_attribute_names(description))
-        else:
-            state = fold.state_at(plan)
+        state = athena_engine.state_at(
+            fold, archive, plan, key_attribute_names(description), options.athena
+        )
         outcome.items = state.count
         _refuse_invalid(state, description)
         warm = outcome.warm = _warm_plan(client, description, state, options)
