@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
 import queue
 import sys
 import threading
@@ -289,8 +290,22 @@ def run_partition(job: PartitionJob, report: Report, stop: threading.Event | Non
     report(("done", job.partition, writer.throttles, writer.retries, final))
 
 
-def _process_main(job: PartitionJob, events: Any) -> None:
-    """A worker process: its partition, or one ``("error", …)`` event and exit 1."""
+_AWS_ENV_PREFIXES = ("AWS_", "BOTO")
+
+
+def _aws_environment() -> dict[str, str]:
+    """The parent's AWS settings from the environment, for its worker processes."""
+    return {k: v for k, v in os.environ.items() if k.startswith(_AWS_ENV_PREFIXES)}
+
+
+def _process_main(job: PartitionJob, events: Any, environment: dict[str, str]) -> None:
+    """A worker process: its partition, or one ``("error", …)`` event and exit 1.
+
+    Forked from the fork server, which holds the environment of its own start: the parent's
+    AWS settings as they are now replace it."""
+    for name in [k for k in os.environ if k.startswith(_AWS_ENV_PREFIXES)]:
+        del os.environ[name]
+    os.environ.update(environment)
     logging.basicConfig(level=logging.WARNING)
     try:
         run_partition(job, events.put)
@@ -314,12 +329,16 @@ class _Workers:
         self.procs: dict[int, Any] = {}
         self.threads: dict[int, threading.Thread] = {}
         if self.processes:
-            # spawn, not fork: the parent runs DuckDB and botocore threads.
-            context = multiprocessing.get_context("spawn")
+            # Not fork: the parent runs DuckDB and botocore threads. A fork server, started
+            # once per process with this module imported, forks each worker ready to write
+            # (a spawned one would first spend seconds importing pyarrow and botocore).
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
             self.events: Any = context.Queue()
+            environment = _aws_environment()
             for job in self.jobs:
                 self.procs[job.partition] = context.Process(
-                    target=_process_main, args=(job, self.events), daemon=True
+                    target=_process_main, args=(job, self.events, environment), daemon=True
                 )
         else:
             self.events = queue.Queue()
