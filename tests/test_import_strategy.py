@@ -76,6 +76,15 @@ def when(at: datetime) -> list[str]:
     return ["--restore-date-time", str(int(at.timestamp()))]
 
 
+def import_cli(
+    capsys: pytest.CaptureFixture[str], archive: Archive, at: datetime, staging: str, *extra: str
+) -> tuple[int, str, str]:
+    """``restore --strategy import --staging <staging>`` of the table at ``at`` into
+    ``orders-imported``."""
+    return restore_cli(capsys, archive, "orders-imported", *when(at), "--strategy", "import",
+                       "--staging", staging, *extra)  # fmt: skip
+
+
 def staged_files(s3: Any, bucket: str, prefix: str) -> list[str]:
     listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
     return [o["Key"] for o in listed.get("Contents", [])]
@@ -145,16 +154,7 @@ def test_a_staging_prefix_that_holds_files_is_refused(
 ) -> None:
     at, _ = history(ddb, archive)
     s3.put_object(Bucket=STAGING_BUCKET, Key="restores/orders/data/other.json.gz", Body=b"x")
-    code, out, err = restore_cli(
-        capsys,
-        archive,
-        "orders-imported",
-        *when(at),
-        "--strategy",
-        "import",
-        "--staging",
-        staging_bucket,
-    )
+    code, out, err = import_cli(capsys, archive, at, staging_bucket)
     assert code == 4, out + err
     assert "already holds 1 file(s)" in err and staging_bucket in err
     assert "orders-imported" not in ddb.list_tables()["TableNames"]
@@ -308,16 +308,7 @@ def test_an_import_that_reports_errors_is_exit_3_naming_the_log_group_and_keeps_
         "ErrorCount": 2,
         "FailureCode": "ItemValidationError",
     }
-    code, out, err = restore_cli(
-        capsys,
-        archive,
-        "orders-imported",
-        *when(at),
-        "--strategy",
-        "import",
-        "--staging",
-        staging_bucket,
-    )
+    code, out, err = import_cli(capsys, archive, at, staging_bucket)
     assert code == 3, out + err
     assert "ended FAILED with 2 error(s)" in err and "ItemValidationError" in err
     assert "CloudWatch log group /aws-dynamodb/imports" in err
@@ -353,16 +344,7 @@ def test_a_lost_import_reply_is_asked_again_with_the_same_token_and_one_import_r
 ) -> None:
     at, expected = history(ddb, archive)
     doubled.options["lose_first_reply"] = True
-    code, out, err = restore_cli(
-        capsys,
-        archive,
-        "orders-imported",
-        *when(at),
-        "--strategy",
-        "import",
-        "--staging",
-        staging_bucket,
-    )
+    code, out, err = import_cli(capsys, archive, at, staging_bucket)
     assert code == 0, out + err
     double = doubled
     assert len(double.calls) == 2  # the lost reply, then the same request again
@@ -382,15 +364,14 @@ def test_a_restore_whose_import_started_resumes_by_waiting_for_that_import(
 ) -> None:
     at, expected = history(ddb, archive)
     doubled.options["unreadable"] = True
-    args = ["--strategy", "import", "--staging", staging_bucket]
-    code, out, err = restore_cli(capsys, archive, "orders-imported", *when(at), *args)
+    code, out, err = import_cli(capsys, archive, at, staging_bucket)
     assert code == 1, out + err
     assert "AccessDenied" in err
     assert "restores/orders/_restore.json" in staged_files(s3, STAGING_BUCKET, "restores/")
     assert len(doubled.started) == 1
     # the target exists now, made by this restore's own import: the same command resumes
     doubled.options["unreadable"] = False
-    code, out, err = restore_cli(capsys, archive, "orders-imported", *when(at), *args)
+    code, out, err = import_cli(capsys, archive, at, staging_bucket)
     assert code == 0, out + err
     assert "already staged" in out and "started earlier" in out
     assert len(doubled.started) == 1 and len(doubled.calls) == 1  # no second import
@@ -425,15 +406,14 @@ def test_a_failed_staging_write_keeps_the_prefix_and_the_same_restore_resumes(
         real_put(self, rel, data)
 
     monkeypatch.setattr(Archive, "put_bytes", failing_put)
-    args = ["--strategy", "import", "--staging", staging_bucket]
-    code, out, err = restore_cli(capsys, archive, "orders-imported", *when(at), *args)
+    code, out, err = import_cli(capsys, archive, at, staging_bucket)
     assert code == 1, out + err
     assert "orders-imported" not in ddb.list_tables()["TableNames"]  # nothing imported
     kept = staged_files(s3, STAGING_BUCKET, "restores/orders/")
     assert "restores/orders/_restore.json" in kept  # this restore's own: resumable
 
     monkeypatch.setattr(Archive, "put_bytes", real_put)
-    code, out, err = restore_cli(capsys, archive, "orders-imported", *when(at), *args)
+    code, out, err = import_cli(capsys, archive, at, staging_bucket)
     assert code == 0, out + err
     assert "verify: identical" in out
     assert scan(ddb, "orders-imported") == expected

@@ -378,15 +378,26 @@ def _convert_file(
         raise CorruptExport(f"{where}: {exc}") from exc
     except (OSError, EOFError, zlib.error) as exc:
         raise CorruptExport(f"{where}: not a readable gzip file ({exc})") from exc
-    if data_file.md5 is not None and hashing.b64 != data_file.md5:
+    check_against_manifest(where, data_file, hashing.b64, count, "items")
+    return count
+
+
+def check_against_manifest(
+    where: str, data_file: DataFile, md5_b64: str, count: int, unit: str
+) -> None:
+    """A data file read whole agrees with its ``manifest-files.json`` entry (MD5 and count).
+
+    Raises:
+        CorruptExport: it does not.
+    """
+    if data_file.md5 is not None and md5_b64 != data_file.md5:
         raise CorruptExport(
-            f"{where}: MD5 {hashing.b64} does not match manifest-files.json's {data_file.md5}"
+            f"{where}: MD5 {md5_b64} does not match manifest-files.json's {data_file.md5}"
         )
     if data_file.item_count is not None and count != data_file.item_count:
         raise CorruptExport(
-            f"{where}: holds {count} items but manifest-files.json says {data_file.item_count}"
+            f"{where}: holds {count} {unit} but manifest-files.json says {data_file.item_count}"
         )
-    return count
 
 
 def _last_modified(store: Archive, rel: str) -> datetime:

@@ -54,6 +54,7 @@ from archiver.format.exports import (
     ExportFolder,
     LiveTable,
     _HashingReader,
+    check_against_manifest,
     check_manifests,
     resolve_identity,
 )
@@ -339,14 +340,7 @@ def _convert_file(export: IncrementalExport, data_file: DataFile, writer: _Windo
         raise CorruptExport(f"{where}: data file is missing") from None
     except (OSError, EOFError, zlib.error) as exc:
         raise CorruptExport(f"{where}: not a readable gzip file ({exc})") from exc
-    if data_file.md5 is not None and hashing.b64 != data_file.md5:
-        raise CorruptExport(
-            f"{where}: MD5 {hashing.b64} does not match manifest-files.json's {data_file.md5}"
-        )
-    if data_file.item_count is not None and count != data_file.item_count:
-        raise CorruptExport(
-            f"{where}: holds {count} lines but manifest-files.json says {data_file.item_count}"
-        )
+    check_against_manifest(where, data_file, hashing.b64, count, "lines")
     return count
 
 
