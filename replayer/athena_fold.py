@@ -23,16 +23,16 @@ zone holding UTC.
 Planning (coverage, watermark, gaps, the base, the generation) is always done locally
 (:mod:`replayer.plan`) and feeds the literals; this SQL checks none of it.
 
-The DuckDB twin of every statement comes from sqlglot (``trino`` → ``duckdb``): the tests'
-Athena double and ``bench/bench_fold.py`` run exactly that.
+The DuckDB twin of every statement comes from sqlglot (``trino`` → ``duckdb``): ``ddb-replayer
+query``'s ``state_at`` / ``history_of``, the tests' Athena double and ``bench/bench_fold.py`` run
+exactly that. sqlglot is a runtime dependency imported only in :func:`to_duckdb`, where it
+translates: ``--help`` and every command but such a query run without loading it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-
-import sqlglot
 
 from archiver.format.timefmt import as_utc
 from replayer.plan import Plan
@@ -248,4 +248,6 @@ def named_history_of() -> str:
 
 def to_duckdb(sql: str) -> str:
     """The DuckDB twin of one Athena (Trino) statement."""
+    import sqlglot  # here, not at the top: only a translation needs it (~35 ms to import)
+
     return sqlglot.transpile(sql, read="trino", write="duckdb")[0]
