@@ -4,8 +4,11 @@ defined once here so that their names, checks and help read the same everywhere.
 
 A command lives in its own module, which defines ``add_arguments(parser)`` and
 ``main(args) -> int``; the tool's ``cli.py`` only lists them. Errors that a user can act on
-(``ArchiverError``, ``ReplayError``) become one line on stderr and their exit code;
-tracebacks only with ``--debug`` (logged). Every log line and error line passes through
+(``ArchiverError``, ``ReplayError``) become one line on stderr and their exit code; so do the
+AWS set-up errors any command can meet, mapped here once rather than per command: no
+credentials (exit 2, naming ``--profile`` / ``AWS_PROFILE`` and the key variables, wherever in
+the exception's chain botocore raised it), no region (exit 2), an endpoint nothing answers on
+(exit 1). Tracebacks only with ``--debug`` (logged). Every log line and error line passes through
 :class:`RedactSecrets` first: botocore logs signed requests, and those carry credentials.
 """
 
@@ -22,7 +25,12 @@ from types import TracebackType
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, NoRegionError
+from botocore.exceptions import (
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+)
 
 from archiver import __version__
 from archiver.errors import EXIT_FAILURE, EXIT_USAGE
@@ -118,6 +126,10 @@ def run(
         if args.debug:
             # Through the log, so that the traceback passes the redaction filter too.
             logging.getLogger(prog).exception("%s failed", args.command)
+        if any(isinstance(error, NoCredentialsError) for error in _chain(exc)):
+            # Before the exit code: whatever a command wrapped it in, this is what to fix.
+            _say(f"{prog}: error: {NO_CREDENTIALS}")
+            return EXIT_USAGE
         exit_code = getattr(exc, "exit_code", None)
         if isinstance(exit_code, int):
             _say(f"{prog}: error: {exc}")
@@ -134,6 +146,12 @@ def run(
             + ("" if args.debug else " (rerun with --debug for details)")
         )
         return EXIT_FAILURE
+
+
+NO_CREDENTIALS = (
+    "no AWS credentials found: pass --profile or set AWS_PROFILE, or set AWS_ACCESS_KEY_ID and "
+    "AWS_SECRET_ACCESS_KEY (or run with an instance, task or function role)"
+)
 
 
 def _say(line: str) -> None:
@@ -232,6 +250,7 @@ def install_redaction(logger: logging.Logger | None = None) -> None:
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, its causes and contexts, and the members of exception groups, each once."""
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
     while todo:
@@ -241,6 +260,8 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         todo += [current.__cause__, current.__context__]
+        if isinstance(current, BaseExceptionGroup):
+            todo += current.exceptions
 
 
 def _failed_call(tb: TracebackType | None) -> tuple[str, str] | None:

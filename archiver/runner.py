@@ -47,7 +47,6 @@ from archiver.cliutil import (
 from archiver.errors import (
     EXIT_NEW_GAP,
     EXIT_OK,
-    AwsError,
     StreamNotEnabled,
     UnsupportedStreamView,
     UsageError,
@@ -210,10 +209,6 @@ def main(args: Any) -> int:
         return asyncio.run(_main(archive_tables))
     except botocore.exceptions.NoRegionError:
         raise UsageError("no AWS region: set AWS_REGION or pass --region") from None
-    except botocore.exceptions.NoCredentialsError:
-        raise AwsError(
-            "no AWS credentials found (AWS_PROFILE, environment, instance role)"
-        ) from None
 
 
 async def _main(archive_tables: Callable[[asyncio.Event], Awaitable[int]]) -> int:
