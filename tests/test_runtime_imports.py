@@ -32,12 +32,10 @@ from typing import Any
 import pytest
 from packaging.requirements import Requirement
 
+from tests.distributions import closure, normalise
+
 ROOT = Path(__file__).resolve().parents[1]
 OURS = {"archiver", "replayer"}
-
-
-def _normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _project() -> dict[str, Any]:
@@ -53,29 +51,6 @@ def runtime_requirements() -> list[str]:
 def extra_requirements(extra: str) -> list[str]:
     extras = _project()["optional-dependencies"]
     return list(extras[extra])
-
-
-def closure(requirements: Iterable[str]) -> set[str]:
-    """The distributions ``requirements`` name and, recursively, everything they require
-    (markers evaluated for this Python, extras only where a requirement asks for them)."""
-    seen: set[tuple[str, str]] = set()
-    todo = [Requirement(r) for r in requirements]
-    while todo:
-        requirement = todo.pop()
-        name = _normalise(requirement.name)
-        for extra in ("", *sorted(requirement.extras)):
-            if (name, extra) in seen:
-                continue
-            seen.add((name, extra))
-            try:
-                lines = md.requires(name) or []
-            except md.PackageNotFoundError:
-                continue  # not installed here: its own requirements are unknown, not wrong
-            for line in lines:
-                needed = Requirement(line)
-                if needed.marker is None or needed.marker.evaluate({"extra": extra}):
-                    todo.append(needed)
-    return {name for name, _ in seen}
 
 
 def _type_checking_only(tree: ast.AST) -> set[int]:
@@ -126,7 +101,7 @@ def undeclared_imports(files: Iterable[Path], requirements: Iterable[str]) -> li
         for top, line in imported_modules(path):
             if top in sys.stdlib_module_names or top in OURS or top == "__future__":
                 continue
-            owners = {_normalise(d) for d in providers.get(top, [])}
+            owners = {normalise(d) for d in providers.get(top, [])}
             if owners & reachable:
                 continue
             where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
