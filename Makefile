@@ -12,11 +12,29 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(PY) -m demo
+# The demo runs the package as a user installs it: not editable, with only the `demo` extra
+# (moto), in its own venv (recreated when the dependencies change, the package reinstalled when
+# its sources do); `python -P` keeps the checkout off sys.path so that it cannot shadow it.
+DEMO_VENV := .venv-demo
 
+$(DEMO_VENV)/.deps: pyproject.toml constraints.txt
+	rm -rf $(DEMO_VENV)
+	$(PYTHON) -m venv $(DEMO_VENV)
+	touch $@
+
+$(DEMO_VENV)/.installed: $(DEMO_VENV)/.deps $(shell find archiver replayer -name '*.py')
+	rm -rf build
+	$(DEMO_VENV)/bin/python -m pip install --quiet -c constraints.txt ".[demo]"
+	touch $@
+
+demo: $(DEMO_VENV)/.installed
+	$(DEMO_VENV)/bin/python -P demo.py
+
+# The suite, then the wheel as a user installs it (tests/installed: built from an sdist,
+# installed without extras into a fresh venv, run outside the checkout against moto).
 test: $(STAMP) lint
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --ignore=tests/installed
+	$(PY) -m pytest -q -p no:xdist tests/installed
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check archiver replayer tests bench demo.py
@@ -35,3 +53,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-archive
+	rm -rf $(DEMO_VENV) build dist
