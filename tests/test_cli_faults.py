@@ -262,6 +262,7 @@ def test_no_credentials_is_one_line_naming_where_they_come_from_and_exit_2(
     code = main([arg.format(local=tmp_path / "archive") for arg in argv[1:]])
     out, err = capsys.readouterr()
     assert (code, out) == (2, "")
+    assert not (tmp_path / "archive").exists()  # nothing half-written
     assert err == (
         f"{argv[0]}: error: no AWS credentials found: pass --profile or set AWS_PROFILE, or set "
         "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or run with an instance, task or function "

@@ -167,7 +167,10 @@ def test_archive_restore_verify_query_export_check(
     status = json.loads(
         _ok(installed.run("ddb-replayer", "status", "--archive", ARCHIVE, "--json"), "status")
     )
-    assert TABLE in json.dumps(status)
+    (table,) = status["tables"]
+    assert (table["table"], table["gaps"]["count"]) == (TABLE, 0)
+    assert table["coverage"]["from_table_creation"] is True
+    assert table["watermark"] >= t_iso.replace("Z", ".000Z")
 
     state_at = f"SELECT count(*) AS n FROM state_at('{TABLE}', '{t_iso}')"
     changes = f"SELECT count(DISTINCT event_id) AS n FROM changes WHERE table_name = '{TABLE}'"
@@ -195,4 +198,6 @@ def test_archive_restore_verify_query_export_check(
 
     check = installed.run("ddb-archiver", "check", "--table-name", TABLE, "--archive", ARCHIVE,
                           "--deep", "--json")  # fmt: skip
-    _ok(check, "check --deep")
+    report = json.loads(_ok(check, "check --deep"))
+    assert (report["problems"], report["known_holes"]) == ([], [])
+    assert report["change_files"] >= 2
