@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -107,6 +108,7 @@ def run(
     """Parse ``argv``, run the command, and turn failures into exit codes."""
     parser = build_parser(prog, description, commands)
     args = parser.parse_args(argv)
+    honour_aws_region()
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
         format=f"{prog}: %(levelname)s: %(message)s" if args.debug else f"{prog}: %(message)s",
@@ -152,6 +154,20 @@ NO_CREDENTIALS = (
     "no AWS credentials found: pass --profile or set AWS_PROFILE, or set AWS_ACCESS_KEY_ID and "
     "AWS_SECRET_ACCESS_KEY (or run with an instance, task or function role)"
 )
+
+
+def honour_aws_region() -> None:
+    """Make ``AWS_REGION`` count as the AWS CLI and the other SDKs count it.
+
+    botocore reads only ``AWS_DEFAULT_REGION`` (and the profile); ``AWS_REGION`` is what
+    Lambda, containers and the AWS CLI v2 set and what our messages name. Copying it into
+    ``AWS_DEFAULT_REGION`` when that is unset reaches every client at once — boto3,
+    aiobotocore, s3fs and the writer processes a restore starts — with AWS_DEFAULT_REGION
+    still winning where both are set.
+    """
+    region = os.environ.get("AWS_REGION")
+    if region and not os.environ.get("AWS_DEFAULT_REGION"):
+        os.environ["AWS_DEFAULT_REGION"] = region
 
 
 def _say(line: str) -> None:

@@ -291,3 +291,24 @@ def test_no_credentials_wrapped_in_a_commands_own_error_still_names_the_fix(
     err = capsys.readouterr().err
     assert err.startswith("ddb-replayer: error: no AWS credentials found: pass --profile")
     assert len(err.splitlines()) == 1
+
+
+def test_aws_region_alone_is_honoured_by_every_client(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """botocore reads only AWS_DEFAULT_REGION; a user who sets AWS_REGION (as Lambda, the AWS
+    CLI v2 and our own messages do) gets a working command, not "no AWS region"."""
+    import boto3
+
+    from archiver.cli import main as archiver_main
+
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    boto3.client("dynamodb", region_name="us-east-1").create_table(
+        TableName="orders",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    assert archiver_main(["pitr", "--table-name", "orders", "--status"]) == 0
+    assert "no AWS region" not in capsys.readouterr().err
