@@ -4,12 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint docs bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,docs]"
 	touch $(STAMP)
 
 # The demo runs the package as a user installs it: not editable, with only the `demo` extra
@@ -32,15 +32,21 @@ demo: $(DEMO_VENV)/.installed
 
 # The suite, then the wheel as a user installs it (tests/installed: built from an sdist,
 # installed without extras into a fresh venv, run outside the checkout against moto).
-test: $(STAMP) lint
+test: $(STAMP) lint docs
 	$(PY) -m pytest -q -n 2 --dist loadfile --ignore=tests/installed
 	$(PY) -m pytest -q -p no:xdist tests/installed
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check archiver replayer tests bench demo.py
-	$(VENV)/bin/ruff format --check archiver replayer tests bench demo.py
+	$(VENV)/bin/ruff check archiver replayer tests bench demo.py docs/hooks
+	$(VENV)/bin/ruff format --check archiver replayer tests bench demo.py docs/hooks
 	$(VENV)/bin/mypy
 	$(PY) -m tests.import_contract
+
+# The site (mkdocs.yml) into site/; --strict: a broken link, anchor or nav entry fails the build
+# (not with --quiet, which hides the warnings --strict counts). The variable silences Material's
+# notice about MkDocs 2.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
 	$(PY) -m bench.bench_codec
@@ -52,5 +58,5 @@ bench: $(STAMP)
 	$(PY) -m bench.bench_forget --compacted
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-archive
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-archive site
 	rm -rf $(DEMO_VENV) build dist

@@ -548,7 +548,7 @@ def main() -> int:
         return 1
     say(
         f"The archive is still in {ARCHIVE}/ — query it with ddb-replayer query --archive "
-        f"{ARCHIVE} '…' or DuckDB directly; docs/FORMAT.md describes every file and column."
+        f"{ARCHIVE} '…' or DuckDB directly; docs/format.md describes every file and column."
     )
     return 0
 

@@ -30,12 +30,16 @@ COMMANDS = [
     Command("backfill", "archiver.backfill", "history back to PITR's earliest restorable time"),
 ]
 
+DESCRIPTION = (
+    "Keep the complete change history of a DynamoDB table in an archive "
+    "(s3://bucket/prefix or a local folder)."
+)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     return run(
         "ddb-archiver",
-        "Keep the complete change history of a DynamoDB table in an archive "
-        "(s3://bucket/prefix or a local folder).",
+        DESCRIPTION,
         COMMANDS,
         argv,
     )

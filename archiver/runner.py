@@ -117,7 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--once",
         action="store_true",
         help="read until every closed shard is at its end and every open one is caught up "
-        "(consecutive empty pages; docs/FORMAT.md, caught_up_at) or has reached records "
+        "(consecutive empty pages; docs/format.md, caught_up_at) or has reached records "
         "written after the run began, then exit; default: run until SIGINT/SIGTERM",
     )
     flush = parser.add_argument_group("flushing (a shard's buffer is written when any is reached)")

@@ -12,7 +12,7 @@ concurrently (one asyncio task, hence one reader, per shard) and hands what it r
 * an open shard is caught up after consecutive empty pages — more of them when it has never
   returned a record, or when other shards of the stream hold records newer than its own — and
   never while it has returned no record at all and other shards hold records written after it
-  opened (:meth:`StreamConsumer.verdict`; docs/FORMAT.md, ``caught_up_at``);
+  opened (:meth:`StreamConsumer.verdict`; docs/format.md, ``caught_up_at``);
 * new shards are picked up as they appear (``DescribeStream`` every ``discover_seconds`` and
   whenever a shard ends); a drained closed shard is left;
 * ``ExpiredIteratorException``: a new iterator after the last record handed to the sink;

@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from archiver.format.layout import dt_of
 from archiver.format.timefmt import as_utc
 from replayer.plan import Plan
 
@@ -145,12 +146,32 @@ def unload_state(v: FoldInputs, location: str) -> str:
     return f"UNLOAD (\n{select}\n)\nTO {quote(location)}\n{UNLOAD_FORMAT}"
 
 
-def history_select(table_name: str, keys: str, *, changes: str = "changes", join: str = "") -> str:
+def history_select(
+    table_name: str,
+    keys: str,
+    *,
+    changes: str = "changes",
+    join: str = "",
+    dt_from: str | None = None,
+    dt_to: str | None = None,
+    time_from: str | None = None,
+    time_to: str | None = None,
+) -> str:
     """Every change to one key (both SQL expressions), in stream order, each record once.
 
-    ``join`` (e.g. ``"CROSS JOIN params AS p"``) brings a parameter row into scope.
+    ``join`` (e.g. ``"CROSS JOIN params AS p"``) brings a parameter row into scope. The
+    optional bounds (SQL expressions, inclusive) limit the ``dt`` partitions read and the
+    ``event_time`` of the rows: without a ``dt`` bound every partition of the table is read,
+    which Athena bills as a scan of the table's whole change log.
     """
     source = f"{changes} AS c" + (f" {join}" if join else "")
+    bounds = [
+        f"c.dt >= {dt_from}" if dt_from else "",
+        f"c.dt <= {dt_to}" if dt_to else "",
+        f"c.event_time >= {time_from}" if time_from else "",
+        f"c.event_time <= {time_to}" if time_to else "",
+    ]
+    where = "".join(f"\n    AND {b}" for b in bounds if b)
     return (
         "SELECT event_time, event_name,\n"
         f"  CASE WHEN user_identity = {quote(TTL_IDENTITY)} THEN 'ttl' ELSE 'user' END AS who,\n"
@@ -159,10 +180,25 @@ def history_select(table_name: str, keys: str, *, changes: str = "changes", join
         "  SELECT c.*, row_number() OVER (PARTITION BY c.event_id "
         "ORDER BY c.sequence_number) AS copy\n"
         f"  FROM {source}\n"
-        f"  WHERE c.table_name = {table_name} AND c.keys = {keys}\n"
+        f"  WHERE c.table_name = {table_name} AND c.keys = {keys}{where}\n"
         ") AS matching\n"
         "WHERE copy = 1\n"
         "ORDER BY stream_arn, sequence_number"
+    )
+
+
+def history_between(
+    table: str, keys: str, time_from: datetime | None, time_to: datetime | None
+) -> str:
+    """:func:`history_select` with literals: ``keys`` canonical, the bounds (inclusive) in UTC
+    and the ``dt`` partitions they span, so that only those are read."""
+    return history_select(
+        quote(table),
+        quote(keys),
+        dt_from=quote(dt_of(time_from)) if time_from else None,
+        dt_to=quote(dt_of(time_to)) if time_to else None,
+        time_from=timestamp_literal(time_from) if time_from else None,
+        time_to=timestamp_literal(time_to) if time_to else None,
     )
 
 
@@ -227,22 +263,48 @@ def named_state_at() -> str:
 NAMED_HISTORY_OF = "fold_history_of.sql"
 _HISTORY_HEADER = """\
 -- One item's every change, in stream order, each record once: what `ddb-replayer query`'s
--- history_of('table', '<key>') returns. Generated from replayer/athena_fold.py: edit that,
--- not this file (tests/test_timetravel.py checks they agree). Parameters, in order:
+-- history_of('table', '<key>', '<from>', '<to>') returns. Generated from
+-- replayer/athena_fold.py: edit that, not this file (tests/test_timetravel.py checks they
+-- agree). Parameters, in order:
 --   1. table name                        orders
 --   2. the item's key as canonical JSON  {"pk":{"S":"order-42"}}
 --      (attribute names sorted, no spaces; `ddb-replayer history` prints it)
+--   3. from, ISO 8601 with a zone        2026-01-01T00:00:00Z  ('' for no lower bound)
+--   4. to                                2026-01-31T23:59:59Z  ('' for no upper bound)
+-- Only the dt partitions from..to spans are read (dt is the UTC date of event_time, so the
+-- bounds are taken in UTC). Without bounds every dt partition of the table is read: Athena
+-- bills a scan of the table's whole change log.
 """
 
 
 def named_history_of() -> str:
-    """deploy/athena/fold_history_of.sql: ``history_of`` with ``?`` parameters."""
+    """deploy/athena/fold_history_of.sql: ``history_of`` with ``?`` parameters; an empty
+    bound is no bound (the earliest and latest instants there can be)."""
     params = (
         "WITH params AS (\n"
-        "  SELECT CAST(? AS varchar) AS table_name, CAST(? AS varchar) AS item_keys\n"
+        "  SELECT\n"
+        "    CAST(? AS varchar) AS table_name,\n"
+        "    CAST(? AS varchar) AS item_keys,\n"
+        "    CAST(from_iso8601_timestamp(coalesce(nullif(CAST(? AS varchar), ''),\n"
+        "      '1970-01-01T00:00:00Z')) AT TIME ZONE 'UTC' AS timestamp) AS time_from,\n"
+        "    CAST(from_iso8601_timestamp(coalesce(nullif(CAST(? AS varchar), ''),\n"
+        "      '9999-12-31T23:59:59.999Z')) AT TIME ZONE 'UTC' AS timestamp) AS time_to\n"
+        "),\n"
+        "bounds AS (\n"
+        "  SELECT *, date_format(time_from, '%Y-%m-%d') AS dt_from,\n"
+        "    date_format(time_to, '%Y-%m-%d') AS dt_to\n"
+        "  FROM params\n"
         ")\n"
     )
-    body = history_select("p.table_name", "p.item_keys", join="CROSS JOIN params AS p")
+    body = history_select(
+        "p.table_name",
+        "p.item_keys",
+        join="CROSS JOIN bounds AS p",
+        dt_from="p.dt_from",
+        dt_to="p.dt_to",
+        time_from="p.time_from",
+        time_to="p.time_to",
+    )
     return f"{_HISTORY_HEADER}{params}{body}\n"
 
 

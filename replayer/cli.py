@@ -18,11 +18,13 @@ COMMANDS = [
     Command("athena-setup", "replayer.athena_setup", "create or update the Glue tables for Athena"),
 ]
 
+DESCRIPTION = "Rebuild any DynamoDB table as it was at any second, from the archive."
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     return run(
         "ddb-replayer",
-        "Rebuild any DynamoDB table as it was at any second, from the archive.",
+        DESCRIPTION,
         COMMANDS,
         argv,
     )

@@ -13,7 +13,9 @@ so native exports not yet converted into snapshots are not candidates for the ba
 ``history_of('orders', '{"pk": {"S": "a"}}')`` is every change to one item (its key as
 DynamoDB JSON, in any attribute order), in stream order, each record once: ``event_time,
 event_name, who (user|ttl), old_image, new_image, table_id, stream_arn, sequence_number,
-event_id``.
+event_id``. Two more arguments bound it in time, inclusive (``history_of('orders', '<key>',
+'2026-01-01 00:00:00', '2026-02-01 00:00:00')``; ``''`` for no bound): then only the ``dt``
+partitions in range are read.
 
 Both take literal arguments: they are expanded before DuckDB sees the statement, since the
 plan needs the archive's state files.
@@ -27,14 +29,17 @@ from datetime import UTC, datetime
 from archiver.format.codec import CodecError, canonicalize_text
 from archiver.format.storage import Archive
 from replayer import plan as planning
-from replayer.athena_fold import FoldInputs, history_select, quote, state_select, to_duckdb
+from replayer.athena_fold import FoldInputs, history_between, state_select, to_duckdb
 from replayer.errors import BadInput
 
 _STRING = r"'((?:[^']|'')*)'"
 _STATE_AT = re.compile(
     rf"\bstate_at\s*\(\s*{_STRING}\s*,\s*(?:TIMESTAMP\s*)?{_STRING}\s*\)", re.IGNORECASE
 )
-_HISTORY_OF = re.compile(rf"\bhistory_of\s*\(\s*{_STRING}\s*,\s*{_STRING}\s*\)", re.IGNORECASE)
+_BOUND = rf"(?:\s*,\s*(?:TIMESTAMP\s*)?{_STRING})?"
+_HISTORY_OF = re.compile(
+    rf"\bhistory_of\s*\(\s*{_STRING}\s*,\s*{_STRING}{_BOUND}{_BOUND}\s*\)", re.IGNORECASE
+)
 _ANY_CALL = re.compile(r"\b(state_at|history_of)\s*\(", re.IGNORECASE)
 
 
@@ -42,7 +47,7 @@ def _unquote(text: str) -> str:
     return text.replace("''", "'")
 
 
-def parse_instant(text: str) -> datetime:
+def parse_instant(text: str, what: str = "state_at") -> datetime:
     """``2026-01-31 12:00:00[.fff][zone]`` or ISO 8601; without a zone it is UTC."""
     value = text.strip().replace(" ", "T", 1)
     if value.endswith(("Z", "z")):
@@ -50,7 +55,7 @@ def parse_instant(text: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise BadInput(f"state_at: {text!r} is not a timestamp (2026-01-31 12:00:00)") from exc
+        raise BadInput(f"{what}: {text!r} is not a timestamp (2026-01-31 12:00:00)") from exc
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
@@ -60,12 +65,16 @@ def state_at_sql(archive: Archive, table: str, at: datetime) -> str:
     return to_duckdb(state_select(FoldInputs.of_plan(plan)))
 
 
-def history_of_sql(table: str, key_json: str) -> str:
+def history_of_sql(
+    table: str, key_json: str, time_from: str | None = None, time_to: str | None = None
+) -> str:
+    """The DuckDB SQL of one item's changes; an absent or empty bound is no bound."""
     try:
         keys = canonicalize_text(key_json)
     except CodecError as exc:
         raise BadInput(f"history_of: the key is not DynamoDB JSON: {exc}") from exc
-    return to_duckdb(history_select(quote(table), quote(keys)))
+    lower, upper = (parse_instant(t, "history_of") if t else None for t in (time_from, time_to))
+    return to_duckdb(history_between(table, keys, lower, upper))
 
 
 def expand(archive: Archive, sql: str) -> str:
@@ -76,13 +85,16 @@ def expand(archive: Archive, sql: str) -> str:
         return f"({state_at_sql(archive, table, parse_instant(instant))})"
 
     def history(match: re.Match[str]) -> str:
-        return f"({history_of_sql(_unquote(match.group(1)), _unquote(match.group(2)))})"
+        table, keys = _unquote(match.group(1)), _unquote(match.group(2))
+        lower, upper = (None if g is None else _unquote(g) for g in match.group(3, 4))
+        return f"({history_of_sql(table, keys, lower, upper)})"
 
     expanded = _HISTORY_OF.sub(history, _STATE_AT.sub(state, sql))
     left = _ANY_CALL.search(expanded)
     if left:
         raise BadInput(
             f"{left.group(1)} takes literal arguments: state_at('orders', TIMESTAMP "
-            "'2026-01-31 12:00:00') or history_of('orders', '{\"pk\": {\"S\": \"a\"}}')"
+            "'2026-01-31 12:00:00') or history_of('orders', '{\"pk\": {\"S\": \"a\"}}'[, "
+            "'<from>', '<to>'])"
         )
     return expanded

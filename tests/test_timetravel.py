@@ -146,7 +146,7 @@ def test_the_named_history_query_equals_history_of(
     assert code == 0, err
     local = rows(out)
     assert [r["event_name"] for r in local] == ["INSERT", "MODIFY"]
-    named = run_query(history, to_duckdb(named_history_of()), [TABLE, keys])
+    named = run_query(history, to_duckdb(named_history_of()), [TABLE, keys, "", ""])
     assert [r[1] for r in named.rows()] == ["INSERT", "MODIFY"]
 
 

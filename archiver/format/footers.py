@@ -1,7 +1,7 @@
 """Change-file footers: what each change file says about itself, written and read.
 
 Every change file carries one entry in its Parquet key-value metadata, key :data:`FOOTER_KEY`,
-a JSON object (docs/FORMAT.md "Integrity chain")::
+a JSON object (docs/format.md "Integrity chain")::
 
     {"format": 1, "table", "table_id", "stream_arn", "shard_id", "dt", "first_seq",
      "last_seq", "row_count", "prev_last_seq", "prev_chained", "content_sha256"}
