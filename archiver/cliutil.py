@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, NoRegionError
 
 from archiver import __version__
-from archiver.errors import EXIT_FAILURE, EXIT_USAGE
+from archiver.aws.error_table import EXIT_FAILURE, EXIT_USAGE
 from archiver.format.storage import DEFAULT_FILE_MODE, Archive
 
 

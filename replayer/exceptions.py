@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from archiver.errors import (
+from archiver.aws.error_table import (
     EXIT_FAILURE,
     EXIT_REFUSED,
     EXIT_USAGE,

@@ -25,18 +25,18 @@ FORMAT = "archiver.format"
 REPLAYER_MAY_IMPORT = frozenset(
     {
         "archiver",  # __version__
-        "archiver.aws",  # clients, configured once
-        "archiver.errors",  # the error table from AWS codes to exceptions
-        "archiver.retry",  # retry policy, rate limiting, waiting with deadlines
-        "archiver.scan",  # the one parallel Scan, which verify reads tables with
+        "archiver.aws.clients",  # clients, configured once
+        "archiver.aws.error_table",  # the error table from AWS codes to exceptions
+        "archiver.aws.retry",  # retry policy, rate limiting, waiting with deadlines
+        "archiver.aws.scan",  # the one parallel Scan, which verify reads tables with
         "archiver.cliutil",  # the shared CLI argument helpers
-        "archiver.pricing",  # the one table of DynamoDB list prices
-        "archiver.pitr",  # native PITR, driven by restore strategies
-        "archiver.backups",  # on-demand backups, driven by restore strategies
-        "archiver.describe",  # live table descriptions, read by settings copy
-        "archiver.runner",  # the drain that rollback runs
-        "archiver.lambda_failures",  # failed Lambda batches, which planning treats as gaps
-        "archiver.lambda_stall",  # the Lambda function's IteratorAge, which planning checks
+        "archiver.aws.prices",  # the one table of DynamoDB list prices
+        "archiver.native.pitr",  # native PITR, driven by restore strategies
+        "archiver.native.backups",  # on-demand backups, driven by restore strategies
+        "archiver.aws.describe",  # live table descriptions, read by settings copy
+        "archiver.capture.runner",  # the drain that rollback runs
+        "archiver.lambda_mode.failures",  # failed Lambda batches, which planning treats as gaps
+        "archiver.lambda_mode.stall",  # the Lambda function's IteratorAge, which planning checks
     }
 )
 

@@ -29,8 +29,8 @@ from archiver.format import layout
 from archiver.format.codec import canonical_json
 from archiver.format.schema import CHANGE_SCHEMA, SNAPSHOT_SCHEMA
 from archiver.format.storage import Archive
-from replayer.dataset import change_files, changes_dataset
-from replayer.query import lock_down, snapshot_files, snapshots_dataset
+from replayer.engines.dataset import change_files, changes_dataset
+from replayer.read.query import lock_down, snapshot_files, snapshots_dataset
 from tests.changes_builder import T0, n, record, s, write_changes
 
 ATHENA = Path(__file__).resolve().parents[1] / "deploy" / "athena"

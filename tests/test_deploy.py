@@ -334,7 +334,7 @@ def test_lambda_entry_points_import_with_only_what_the_image_installs(tmp_path: 
     prune = str(DEPLOY / "functions" / "prune_backups.py")
     entry_points = (
         "import importlib.util, sys\n"
-        "import archiver.lambda_handler\n"
+        "import archiver.lambda_mode.handler\n"
         f"spec = importlib.util.spec_from_file_location('prune_backups', {prune!r})\n"
         "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
         "print(sys.modules['pyarrow'].__file__)\n"
@@ -343,7 +343,11 @@ def test_lambda_entry_points_import_with_only_what_the_image_installs(tmp_path: 
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith(str(site))
     # What the image leaves out is really not importable there.
-    for left_out in ("import archiver.format.ion", "import duckdb", "import replayer.query"):
+    for left_out in (
+        "import archiver.format.exports.ion",
+        "import duckdb",
+        "import replayer.read.query",
+    ):
         refused = _import_in_image(site, left_out)
         assert refused.returncode != 0, left_out
         assert "ModuleNotFoundError" in refused.stderr, refused.stderr[-2000:]

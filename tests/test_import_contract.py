@@ -27,12 +27,28 @@ def tree(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("module", "planted", "imported"),
     [
-        ("archiver/format/codec.py", "from archiver import aws", "archiver.aws"),
-        ("archiver/format/layout.py", "from .. import stream", "archiver.stream"),
-        ("archiver/stream.py", "import replayer.fold", "replayer.fold"),
-        ("archiver/format/coverage.py", "from replayer.plan import Plan", "replayer.plan"),
-        ("replayer/fold.py", "from archiver.snapshot import SCAN_MARGIN", "archiver.snapshot"),
-        ("replayer/plan.py", "    from archiver import lambda_handler", "archiver.lambda_handler"),
+        (
+            "archiver/format/codec.py",
+            "from archiver.aws.clients import AwsSettings",
+            "archiver.aws.clients",
+        ),
+        ("archiver/format/layout.py", "from ..capture import reader", "archiver.capture.reader"),
+        ("archiver/capture/reader.py", "import replayer.engines.fold", "replayer.engines.fold"),
+        (
+            "archiver/format/coverage.py",
+            "from replayer.planning.plan import Plan",
+            "replayer.planning.plan",
+        ),
+        (
+            "replayer/engines/fold.py",
+            "from archiver.snapshots.base_snapshot import SCAN_MARGIN",
+            "archiver.snapshots.base_snapshot",
+        ),
+        (
+            "replayer/planning/plan.py",
+            "    from archiver.lambda_mode import handler",
+            "archiver.lambda_mode.handler",
+        ),
     ],
 )
 def test_a_planted_import_is_reported(tree: Path, module: str, planted: str, imported: str) -> None:

@@ -45,9 +45,9 @@ Service = Literal["application-autoscaling", "cloudwatch", "dynamodb", "dynamodb
 # Services reached only with a synchronous client (the fold on Athena, its Glue tables).
 SyncService = Service | Literal["athena", "glue"]
 
-# One retry layer per call, never two stacked (archiver/retry.py says which calls are whose):
+# One retry layer per call, never two stacked (archiver/aws/retry.py says which calls are whose):
 # botocore's standard mode retries the one-off control-plane calls; a client whose calls all go
-# through archiver.retry (stream reads, scan pages, batch writes) has botocore's retries off,
+# through archiver.aws.retry (stream reads, scan pages, batch writes) has botocore's retries off,
 # or each of our attempts would be up to 5 of botocore's.
 _STANDARD: dict[str, Any] = {
     "retries": {"mode": "standard", "max_attempts": 5},
@@ -109,7 +109,7 @@ class AwsSettings:
     ) -> AbstractAsyncContextManager[Any]:
         """An aiobotocore client context manager: ``async with settings.aio_client("dynamodb")``.
 
-        ``own_retries``: every call of this client is retried by :mod:`archiver.retry`, so
+        ``own_retries``: every call of this client is retried by :mod:`archiver.aws.retry`, so
         botocore's retries are off.
         """
         return self.aio_session().create_client(

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from archiver.aws import AwsSettings
-from archiver.errors import (
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import (
     PolicyNotFound,
     TableNotFound,
     client_error_code,

@@ -5,7 +5,7 @@ message text), into the exception class a caller or user can act on — as s3fs'
 maps S3 codes to ``OSError`` subclasses. The translated error keeps the AWS code as ``code``
 and the original exception as ``__cause__`` (shown with ``--debug``). Callers that treat
 "absent" as an answer do not inspect codes either: they call a helper that says so by name
-(:func:`archiver.describe.describe_or_none`).
+(:func:`archiver.aws.describe.describe_or_none`).
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ class TrimmedData(AwsError):
 AnyArchiverError = type[ArchiverError]
 
 # The one table from ``Error.Code`` to exception class. The retryable codes of
-# :mod:`archiver.retry` are exactly those mapped to Throttled and ServiceUnavailable.
+# :mod:`archiver.aws.retry` are exactly those mapped to Throttled and ServiceUnavailable.
 ERROR_CODES: dict[str, AnyArchiverError] = {
     "ResourceNotFoundException": TableNotFound,
     "TableNotFoundException": TableNotFound,  # the continuous-backups and backup APIs

@@ -5,7 +5,7 @@ https://aws.amazon.com/dynamodb/pricing/ (on-demand and provisioned pages: "Expo
 S3", "Incremental export to Amazon S3", "Import from Amazon S3", "Restore", write request
 units, warm throughput). They change and differ by region: every estimate says they are list
 prices to check, and nothing is billed from them. The archiver prices exports and backfills
-with them; the replayer (``replayer.pricing``, ``replayer.warm``) prices restores.
+with them; the replayer (``replayer.strategies.costs``, ``replayer.write.warm``) prices restores.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Retry policy, rate limiting and waiting: one mechanism for every AWS call we repeat.
 
 * :data:`RETRYABLE_CODES` — throttling and transient server failures, the codes the error
-  table (:mod:`archiver.errors`) maps to ``Throttled`` and ``ServiceUnavailable``. Dropped
+  table (:mod:`archiver.aws.error_table`) maps to ``Throttled`` and ``ServiceUnavailable``. Dropped
   connections and HTTP 5xx are retryable too; anything else (a ``ValidationException``, a
   missing table) is not, however often it is tried.
 * :class:`RetryPolicy` — exponential backoff with full jitter (AWS's recommendation), bounded
@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 import botocore.exceptions
 
-from archiver.errors import (
+from archiver.aws.error_table import (
     ERROR_CODES,
     AwsError,
     ServiceUnavailable,

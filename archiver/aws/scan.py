@@ -3,7 +3,7 @@
 ``TotalSegments`` threads each scan one segment (DynamoDB's parallel scan) through a shared,
 thread-safe boto3 client and hand their pages, in no particular order, to the one consumer
 iterating :func:`parallel_scan` — through a bounded queue, so memory stays bounded whatever
-the table's size. Every page is retried under :mod:`archiver.retry`'s data policy (give the
+the table's size. Every page is retried under :mod:`archiver.aws.retry`'s data policy (give the
 client botocore's retries off: ``AwsSettings.client("dynamodb", own_retries=True)``) and
 errors are translated by the one error table. ``observe`` sees each response with the instants
 its request was sent and its answer read (the snapshot's clock-skew check). When the consumer
@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from archiver import retry
+from archiver.aws import retry
 from archiver.format.timefmt import utcnow
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """The poller's sink: stream records buffered per shard, flushed to change files.
 
-:class:`ChangeWriter` is the poller's :class:`archiver.stream.ShardSink`: per-shard buffers
+:class:`ChangeWriter` is the poller's :class:`archiver.capture.reader.ShardSink`: per-shard buffers
 flushed by record count, age or size (:class:`FlushPolicy`) through
 :mod:`archiver.format.changefiles`; a checkpoint written only after the files it covers are durable;
 resume after the highest sequence number in the files or the checkpoint, whichever is later
@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from archiver.format import coverage, layout
+from archiver.capture.reader import ShardStart
+from archiver.capture.streams_api import Shard, StreamInfo
+from archiver.format import coverage, gap_log, layout
 from archiver.format.changefiles import (
     RunBuilder,
     checkpointed_streams,
@@ -32,8 +34,6 @@ from archiver.format.layout import pad_seq
 from archiver.format.records import event_time_ms, first_problem, poison, record_problem
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, parse_stamp, utcnow
-from archiver.stream import ShardStart
-from archiver.streams_api import Shard, StreamInfo
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class ChangeWriter:
         self.generation = generation
         self.policy = policy
         self.stats = Stats()
-        self.gaps = coverage.GapRecorder(archive, table)
+        self.gaps = gap_log.GapRecorder(archive, table)
         self.shards: dict[tuple[str, str], ShardProgress] = {}
         self._checkpoints: dict[str, dict[str, dict[str, Any]]] = {}  # label stamp → shard → doc
         self._resume: dict[tuple[str, str], str] = {}
@@ -204,8 +204,8 @@ class ChangeWriter:
         starts = [parse_iso(d["event_time"]) for d in lost if d.get("event_time")]
         start = min(starts) if starts else stream.created_at
         table_id = self.table_id_for(stream) or self.generation.table_id
-        gap = coverage.PendingGap(
-            table_id, stream.arn, None, start, utcnow(), coverage.GAP_SHARD_LOST, lost
+        gap = gap_log.PendingGap(
+            table_id, stream.arn, None, start, utcnow(), gap_log.GAP_SHARD_LOST, lost
         )
         self.gaps.hold(gap)
         log.warning(
@@ -287,8 +287,8 @@ class ChangeWriter:
             or progress.durable_event_time
             or max(stream.created_at, self.generation.covered_from)
         )
-        gap = coverage.PendingGap(
-            progress.table_id, stream.arn, shard.shard_id, start, detected_at, coverage.GAP_TRIMMED
+        gap = gap_log.PendingGap(
+            progress.table_id, stream.arn, shard.shard_id, start, detected_at, gap_log.GAP_TRIMMED
         )
         if self.gaps.hold(gap):
             log.warning(

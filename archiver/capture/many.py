@@ -1,7 +1,7 @@
 """One archiver process for many tables: ``--table-name A --table-name B`` or
 ``--tables-tagged KEY=VALUE``.
 
-Each table runs as its own :func:`archiver.runner.execute` — its own streams, shards,
+Each table runs as its own :func:`archiver.capture.runner.execute` — its own streams, shards,
 checkpoints, coverage and progress lines — concurrently in one event loop, sharing the AWS
 clients. A table that fails (a refused stream type, a table deleted or never created, an
 access error) is reported on its own line and the others go on; at the end one line names
@@ -25,8 +25,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from archiver.aws import AwsSettings
-from archiver.errors import EXIT_FAILURE, EXIT_NEW_GAP, EXIT_OK, client_error_code
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import EXIT_FAILURE, EXIT_NEW_GAP, EXIT_OK, client_error_code
 from archiver.format.storage import Archive
 
 log = logging.getLogger("archiver.run")
@@ -99,13 +99,13 @@ async def execute_many(
     """Archive every named or tagged table until done (``--once``) or ``stop``.
 
     Args:
-        config: the :class:`archiver.runner.RunConfig` shared by every table (its
+        config: the :class:`archiver.capture.runner.RunConfig` shared by every table (its
             ``table_name`` is replaced per table).
         table_names: tables named on the command line.
         tagged: a ``(key, value)`` tag: every table carrying it is archived too.
         tags_refresh_seconds: how often the tagged tables are listed again.
     """
-    from archiver.runner import execute
+    from archiver.capture.runner import execute
 
     stop = stop or asyncio.Event()
     tasks: dict[str, asyncio.Task[int]] = {}

@@ -2,7 +2,8 @@
 
 :class:`StreamConsumer` reads every stream of one table and every shard of each stream
 concurrently (one asyncio task, hence one reader, per shard) and hands what it reads to a
-:class:`ShardSink` (``archiver.writer.ChangeWriter`` in production). It follows AWS's rules:
+:class:`ShardSink` (``archiver.capture.change_writer.ChangeWriter`` in production). It follows AWS's
+rules:
 
 * streams in label order: an older stream still readable is drained before the next one;
 * a parent shard is read to its end (no ``NextShardIterator``, or its last sequence number
@@ -20,7 +21,7 @@ concurrently (one asyncio task, hence one reader, per shard) and hands what it r
   ``ResourceNotFoundException``: the shard or stream is gone, reading it stops.
 
 The calls themselves — paging, rate limits, retries with backoff and jitter — and the shapes
-they return are :mod:`archiver.streams_api`'s.
+they return are :mod:`archiver.capture.streams_api`'s.
 """
 
 from __future__ import annotations
@@ -33,10 +34,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from archiver.errors import ExpiredIterator, ResourceNotFound, TrimmedData, is_error
-from archiver.format.timefmt import as_utc, utcnow
-from archiver.retry import RetryPolicy, Stopped, sleep_unless
-from archiver.streams_api import (
+from archiver.aws.error_table import ExpiredIterator, ResourceNotFound, TrimmedData, is_error
+from archiver.aws.retry import RetryPolicy, Stopped, sleep_unless
+from archiver.capture.streams_api import (
     Shard,
     StreamInfo,
     StreamsApi,
@@ -44,6 +44,7 @@ from archiver.streams_api import (
     lineage_order,
     seq_key,
 )
+from archiver.format.timefmt import as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class ShardStart:
 
 
 class ShardSink(Protocol):
-    """What the consumer hands its reads to (``archiver.writer.ChangeWriter``)."""
+    """What the consumer hands its reads to (``archiver.capture.change_writer.ChangeWriter``)."""
 
     def accepts(self, stream: StreamInfo) -> bool:
         """Whether records of this stream are to be archived at all."""

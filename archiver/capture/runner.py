@@ -7,7 +7,7 @@ Safe to stop and restart at any point: it resumes after the last archived record
 writes a record twice.
 
 --table-name may be repeated, and --tables-tagged KEY=VALUE adds every table carrying the
-tag (archiver.many): one process archives them all, each with its own streams, state and
+tag (archiver.capture.many): one process archives them all, each with its own streams, state and
 progress; one table's failure is reported and does not stop the others.
 
 Without --once it runs until SIGINT/SIGTERM, then flushes its buffers and exits. With --once
@@ -34,17 +34,9 @@ from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 
-from archiver import describe, many
-from archiver.aws import AwsSettings
-from archiver.check import verify_resume
-from archiver.cliutil import (
-    add_archive_argument,
-    add_file_mode_argument,
-    open_archive,
-    positive_float,
-    positive_int,
-)
-from archiver.errors import (
+from archiver.aws import describe
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import (
     EXIT_NEW_GAP,
     EXIT_OK,
     AwsError,
@@ -52,13 +44,9 @@ from archiver.errors import (
     UnsupportedStreamView,
     UsageError,
 )
-from archiver.format import coverage, tables
-from archiver.format.storage import Archive
-from archiver.format.timefmt import iso_ms, parse_iso, utcnow
-from archiver.retry import RetryPolicy
-from archiver.stream import REPLAYABLE_VIEWS, ConsumerConfig, StreamConsumer, first_of
-from archiver.streams_api import StreamInfo, StreamsApi
-from archiver.writer import (
+from archiver.aws.retry import RetryPolicy
+from archiver.capture import many
+from archiver.capture.change_writer import (
     DEFAULT_FLUSH_BYTES,
     DEFAULT_FLUSH_RECORDS,
     DEFAULT_FLUSH_SECONDS,
@@ -66,6 +54,19 @@ from archiver.writer import (
     FlushPolicy,
     LiveGeneration,
 )
+from archiver.capture.reader import REPLAYABLE_VIEWS, ConsumerConfig, StreamConsumer, first_of
+from archiver.capture.streams_api import StreamInfo, StreamsApi
+from archiver.cliutil import (
+    add_archive_argument,
+    add_file_mode_argument,
+    open_archive,
+    positive_float,
+    positive_int,
+)
+from archiver.format import coverage, tables
+from archiver.format.storage import Archive
+from archiver.format.timefmt import iso_ms, parse_iso, utcnow
+from archiver.integrity.check import verify_resume
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient as AioDynamoDBClient

@@ -6,7 +6,7 @@
 * :class:`StreamsApi`: the four calls the consumer makes. ``ListStreams`` and
   ``DescribeStream`` are paged to the end and kept under their rate limits (5 and 10 calls/s);
   ``GetShardIterator`` starts after a sequence number or at TRIM_HORIZON. Throttling, 5xx and
-  dropped connections are retried under :mod:`archiver.retry`'s policy (exponential backoff
+  dropped connections are retried under :mod:`archiver.aws.retry`'s policy (exponential backoff
   with full jitter) until it gives up or the consumer stops (``Stopped``); the client should
   have botocore's own retries off (``AwsSettings.aio_client(..., own_retries=True)``).
 
@@ -14,7 +14,7 @@ The client is passed in: any object with aiobotocore's async ``list_streams``,
 ``describe_stream``, ``get_shard_iterator`` and ``get_records`` (the tests pass a double).
 ``ExpiredIteratorException``, ``TrimmedDataAccessException`` and ``ResourceNotFoundException``
 reach the caller as the client raised them: what to do about them is the reader's business
-(:mod:`archiver.stream`).
+(:mod:`archiver.capture.reader`).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from archiver import retry as retry_module
+from archiver.aws import retry as retry_module
+from archiver.aws.retry import RateLimiter, RetryPolicy
 from archiver.format import layout
 from archiver.format.timefmt import as_utc
-from archiver.retry import RateLimiter, RetryPolicy
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient as AioDynamoDBStreamsClient

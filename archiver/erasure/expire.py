@@ -48,8 +48,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from archiver.aws.error_table import EXIT_REFUSED, ArchiverError, UsageError
 from archiver.cliutil import add_archive_argument, add_table_argument
-from archiver.errors import EXIT_REFUSED, ArchiverError, UsageError
 from archiver.format import coverage, footers, layout, statefiles
 from archiver.format.changefiles import checkpointed_streams, read_checkpoints
 from archiver.format.manifests import list_snapshots, write_manifest

@@ -26,7 +26,7 @@ Crash safety: the objects to rewrite are written to ``_state/<table>/forget-pend
 atomic write, idempotent; a crash leaves every object old or new, and the next ``forget`` of
 the table — with the same keys, other keys, or none (``--resume``) — finishes the pending
 erasure first, finding its rows by hashing each key with the archive's secret. The erasure
-is logged in ``_state/<table>/erasures.jsonl`` (``archiver.format.erasures``) when complete.
+is logged in ``_state/<table>/erasures.jsonl`` (``archiver.format.erasure_log``) when complete.
 
 Versioned buckets keep the old versions, which still hold the rows: ``--purge-versions``
 deletes the noncurrent versions of every object the erasure rewrote or deleted
@@ -63,11 +63,12 @@ from typing import Any
 
 import orjson
 
-from archiver import erasure
+from archiver.aws.error_table import UsageError
 from archiver.cliutil import add_archive_argument, add_table_argument, non_negative_float
-from archiver.erasure import KeyMatcher
-from archiver.errors import UsageError
-from archiver.format import erasures, layout, statefiles, tables
+from archiver.erasure import rewrite as erasure
+from archiver.erasure.rewrite import KeyMatcher
+from archiver.format import erasure_log as erasures
+from archiver.format import layout, statefiles, tables
 from archiver.format.codec import CodecError, canonical_json, key_of, normalize_item
 from archiver.format.manifests import list_snapshots, write_manifest
 from archiver.format.storage import Archive
@@ -572,7 +573,7 @@ def main(args: argparse.Namespace) -> int:
     elif args.keys_file:
         keys, selector = read_keys_file(args.keys_file, names), "keys-file"
     elif args.where:
-        from archiver.forget_where import keys_where
+        from archiver.erasure.where import keys_where
 
         keys, selector = keys_where(archive, table, args.where), "where"
     else:

@@ -2,7 +2,7 @@
 
 Every function here reads one object, and writes its replacement with one atomic write (an S3
 PUT, a local rename), so a crash leaves the object either old or new. None of them deletes:
-``archiver.forget`` orders writes, commits and deletions, and keeps the pending list.
+``archiver.erasure.forget`` orders writes, commits and deletions, and keeps the pending list.
 
 * :class:`KeyMatcher` — which rows belong to the erased keys: by the keys themselves, or (when
   finishing an interrupted erasure, whose pending list holds only keyed hashes) by hashing
@@ -38,7 +38,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from archiver.format import erasures, footers
+from archiver.format import erasure_log as erasures
+from archiver.format import footers
 from archiver.format.codec import CodecError, canonical_json, key_of, normalize_item
 from archiver.format.errors import EXIT_REFUSED, ArchiverError, CorruptArchive
 from archiver.format.schema import COMPRESSION, ROW_GROUP_ROWS
@@ -265,7 +266,7 @@ def _line_key(line: bytes, ion_format: bool, key_names: list[str], where: str) -
         return None
     try:
         if ion_format:
-            from archiver.format import ion
+            from archiver.format.exports import ion
 
             items = list(ion.read_items(io.BytesIO(text)))
             if len(items) != 1:

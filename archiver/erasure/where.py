@@ -19,7 +19,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from archiver.errors import UsageError
+from archiver.aws.error_table import UsageError
 from archiver.format import layout
 from archiver.format.manifests import list_snapshots
 from archiver.format.schema import CHANGE_SCHEMA, SNAPSHOT_SCHEMA

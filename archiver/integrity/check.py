@@ -49,9 +49,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import EXIT_DIFFERENCES, EXIT_NEW_GAP, EXIT_OK, UsageError
 from archiver.cliutil import add_archive_argument, add_table_argument
-from archiver.errors import EXIT_DIFFERENCES, EXIT_NEW_GAP, EXIT_OK, UsageError
 from archiver.format import chain, footers, layout, statefiles
 from archiver.format.chain import Problem
 from archiver.format.codec import canonicalize_text
@@ -469,7 +469,7 @@ def main(args: argparse.Namespace) -> int:
     result = run_checks(archive, table, deep=args.deep, progress=progress)
     outcome: dict[str, Any] = {}
     if args.repair and result.problems:
-        from archiver.repair import repair
+        from archiver.integrity.repair import repair
 
         report = asyncio.run(repair(archive, table, result, AwsSettings.from_args(args)))
         outcome = report.to_json()

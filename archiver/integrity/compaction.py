@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from archiver.aws.error_table import ArchiverError, UsageError
 from archiver.cliutil import (
     add_archive_argument,
     add_file_mode_argument,
@@ -53,7 +54,6 @@ from archiver.cliutil import (
     open_archive,
     positive_float,
 )
-from archiver.errors import ArchiverError, UsageError
 from archiver.format import chain, footers, layout, statefiles
 from archiver.format.schema import CHANGE_SCHEMA
 from archiver.format.storage import Archive

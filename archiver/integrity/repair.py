@@ -23,18 +23,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from archiver.aws import AwsSettings
-from archiver.errors import client_error_code
-from archiver.format import chain, coverage, layout
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import client_error_code
+from archiver.capture.streams_api import Shard, StreamsApi
+from archiver.format import chain, coverage, gap_log, layout
 from archiver.format.chain import Problem
 from archiver.format.changefiles import RunBuilder, write_builder
 from archiver.format.footers import FileState
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
-from archiver.streams_api import Shard, StreamsApi
 
 if TYPE_CHECKING:
-    from archiver.check import CheckResult
+    from archiver.integrity.check import CheckResult
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ def _record_lost(
         if archive.exists(rel):
             archive.put_bytes(f"{layout.state_dir(table)}/quarantine/{rel}", archive.get_bytes(rel))
             archive.delete(rel)
-    return coverage.append_gap(
+    return gap_log.append_gap(
         archive,
         table,
         table_id=_table_id(ctx.states, hole, archive, table),
@@ -297,7 +297,7 @@ def _record_lost(
         shard_id=hole.shard_id,
         start=start,
         end=max(start, end),
-        reason=coverage.GAP_FILE_LOST,
+        reason=gap_log.GAP_FILE_LOST,
         extra={"after_seq": hole.after_seq, "until_seq": hole.until_seq},
     )
 

@@ -51,7 +51,7 @@ from typing import Any
 
 import orjson
 
-from archiver.format import coverage, layout
+from archiver.format import gap_log, layout
 from archiver.format.records import ChangeRows, event_time_ms
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 ENV_LOCATION = "DDB_ARCHIVE_LAMBDA_FAILURES"
 # Where the stack's event source mapping delivers (the archive bucket's root).
 STACK_PREFIX = "aws/lambda"
-GAP_REASON = coverage.GAP_LAMBDA_BATCH_FAILED
+GAP_REASON = gap_log.GAP_LAMBDA_BATCH_FAILED
 # Gaps are open intervals and AWS stream times are whole seconds.
 _WIDEN = timedelta(seconds=1)
 

@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from archiver import describe
-from archiver.aws import AwsSettings
-from archiver.errors import ArchiverError, PoisonRecord, UnsupportedStreamView, UsageError
-from archiver.format import coverage, layout, tables
+from archiver.aws import describe
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import ArchiverError, PoisonRecord, UnsupportedStreamView, UsageError
+from archiver.format import coverage, gap_log, layout, tables
 from archiver.format.changefiles import WriteFailed, write_records
 from archiver.format.records import first_problem, poison, record_problem
 from archiver.format.storage import Archive
@@ -154,9 +154,9 @@ def _record_stream_change(
     last claim (its watermark) and this stream's creation may be missing.
     """
     created = stream_created_at(stream_arn)
-    gaps = coverage.read_gaps(archive, table)
+    gaps = gap_log.read_gaps(archive, table)
     if any(
-        g.get("stream_arn") == stream_arn and g.get("reason") == coverage.GAP_STREAM_REENABLED
+        g.get("stream_arn") == stream_arn and g.get("reason") == gap_log.GAP_STREAM_REENABLED
         for g in gaps
     ):
         return
@@ -173,7 +173,7 @@ def _record_stream_change(
     start = parse_iso(str(claimed)) if claimed else created
     if start >= created:
         return
-    coverage.append_gap(
+    gap_log.append_gap(
         archive,
         table,
         table_id=table_id,
@@ -181,7 +181,7 @@ def _record_stream_change(
         shard_id=None,
         start=start,
         end=created,
-        reason=coverage.GAP_STREAM_REENABLED,
+        reason=gap_log.GAP_STREAM_REENABLED,
         detected_at=now,
     )
     log.warning(

@@ -3,7 +3,7 @@
 In Lambda mode a batch that keeps failing goes, after ``MaximumRetryAttempts``, to the event
 source mapping's S3 on-failure destination (``s3://<archive bucket>/aws/lambda/…``) and the
 stream moves on: until it is redriven it is a gap, and restores across it are refused.
-``redrive`` reads every such object of the table (``archiver.lambda_failures``) and writes its
+``redrive`` reads every such object of the table (``archiver.lambda_mode.failures``) and writes its
 records exactly as the function would have (``lambda_handler.archive_batch``: the same rows,
 files named by their first and last sequence numbers, so a redrive run twice changes
 nothing), then records the object as redriven in ``_state/<table>/lambda-redrives.jsonl``:
@@ -31,15 +31,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from archiver import lambda_failures as failures
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import EXIT_NEW_GAP, EXIT_OK, UsageError, client_error_code
 from archiver.cliutil import add_archive_argument, add_table_argument
-from archiver.errors import EXIT_NEW_GAP, EXIT_OK, UsageError, client_error_code
 from archiver.format import coverage, layout, tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
-from archiver.lambda_failures import FailedBatch
-from archiver.lambda_handler import archive_batch
+from archiver.lambda_mode import failures as failures
+from archiver.lambda_mode.failures import FailedBatch
+from archiver.lambda_mode.handler import archive_batch
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient

@@ -14,7 +14,7 @@ last record in the batch when processing finished"), dimension ``FunctionName``;
 Records written at ``x`` are handled between ``x`` and ``x + 24 h`` (retention), so a restore
 range ``[start, end]`` needs the datapoints of ``[start, end + 24 h]``. ``Errors`` and
 ``Throttles`` (``Sum``) over the same window are reported alongside: they are why a function
-falls behind, and failed batches themselves are found by ``archiver.lambda_failures``.
+falls behind, and failed batches themselves are found by ``archiver.lambda_mode.failures``.
 
 CloudWatch keeps 1-minute datapoints for 15 days, 5-minute ones for 63 days and hourly ones
 for 15 months; the period asked for follows the age of the range (coarser periods only widen
@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from archiver.errors import ArchiverError
-from archiver.format import coverage, layout
+from archiver.aws.error_table import ArchiverError
+from archiver.format import gap_log, layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, utcnow
 
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 ENV_FUNCTION = "DDB_ARCHIVE_LAMBDA_FUNCTION"
 DEFAULT_MAX_ITERATOR_AGE = timedelta(seconds=600)
-GAP_REASON = coverage.GAP_LAMBDA_STALLED
+GAP_REASON = gap_log.GAP_LAMBDA_STALLED
 STREAM_RETENTION = timedelta(hours=24)
 NAMESPACE = "AWS/Lambda"
 # GetMetricStatistics answers at most 1,440 datapoints per call.

@@ -30,14 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from archiver import retry
-from archiver.aws import AwsSettings
+from archiver.aws import retry
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import BackupNotFound, UsageError, translate_client_error
 from archiver.cliutil import add_table_argument, positive_float, positive_int
-from archiver.errors import (
-    BackupNotFound,
-    UsageError,
-    translate_client_error,
-)
 from archiver.format.timefmt import as_utc, iso_ms, parse_iso, stamp, utcnow
 
 if TYPE_CHECKING:

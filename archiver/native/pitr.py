@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import translate_client_error
 from archiver.cliutil import add_table_argument, number_type
-from archiver.errors import translate_client_error
 from archiver.format.timefmt import as_utc, from_epoch, iso_ms, parse_iso
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ instant back to the base's ``valid_from``: exactly at window ends and wherever t
 no uncertain key (DESIGN.md "History from incremental exports").
 
 Before anything is requested it prints what it will export, how much data that is, what it
-costs at AWS's list prices (``archiver.pricing``) and how long it may take; ``--dry-run``
+costs at AWS's list prices (``archiver.aws.prices``) and how long it may take; ``--dry-run``
 stops there. The plan is recorded in ``_state/<table>/backfill.json`` before the first request,
 so a rerun after a crash continues the same plan (same windows, same ``ClientToken`` s: the
 exports already made are found, the windows already converted skipped). All exports are
@@ -31,27 +31,32 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from archiver.aws import AwsSettings
-from archiver.cliutil import add_archive_argument, add_table_argument
-from archiver.describe import capture_description, describe_or_none
-from archiver.errors import EXIT_NEW_GAP, UsageError
-from archiver.format import coverage, layout
-from archiver.format.exports import EXPORT_MARGIN, convert_export, read_export
-from archiver.format.incremental import MAX_WINDOW, MIN_WINDOW, list_windows, record_coverage
-from archiver.format.manifests import list_snapshots
-from archiver.format.storage import Archive
-from archiver.format.tables import table_id_of
-from archiver.format.timefmt import iso_ms, parse_iso
-from archiver.incremental import BASE_MARGIN, Chain, PitrPeriod, Say
-from archiver.pricing import (
+from archiver.aws.clients import AwsSettings
+from archiver.aws.describe import capture_description, describe_or_none
+from archiver.aws.error_table import EXIT_NEW_GAP, UsageError
+from archiver.aws.prices import (
     GB,
     PRICING_URL,
     full_export_cost,
     incremental_export_cost,
     rates_for,
 )
-from archiver.retry import WaitFailed
-from archiver.snapshot import export_destination, wait_for_export
+from archiver.aws.retry import WaitFailed
+from archiver.cliutil import add_archive_argument, add_table_argument
+from archiver.format import coverage, gap_log, layout
+from archiver.format.exports.full import EXPORT_MARGIN, convert_export, read_export
+from archiver.format.exports.incremental import (
+    MAX_WINDOW,
+    MIN_WINDOW,
+    list_windows,
+    record_coverage,
+)
+from archiver.format.manifests import list_snapshots
+from archiver.format.storage import Archive
+from archiver.format.tables import table_id_of
+from archiver.format.timefmt import iso_ms, parse_iso
+from archiver.snapshots.base_snapshot import export_destination, wait_for_export
+from archiver.snapshots.export_chain import BASE_MARGIN, Chain, PitrPeriod, Say
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +236,7 @@ def run_backfill(chain: Chain, plan: BackfillPlan, say: Say) -> int:
             wait_for_export(chain.ddb, arn, poll_seconds=chain.poll_seconds, sleep=chain.sleep)
         except WaitFailed as exc:
             failed += 1
-            chain.record_hole(a, b, coverage.GAP_EXPORT_FAILED, detail=str(exc))
+            chain.record_hole(a, b, gap_log.GAP_EXPORT_FAILED, detail=str(exc))
             continue
         window = chain.convert_window(arn, set()).window
         say(f"window {index}/{total} [{iso_ms(a)}, {iso_ms(b)}): {window.item_count} changed items")

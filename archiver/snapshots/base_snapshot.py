@@ -30,8 +30,18 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 from tqdm import tqdm
 
-from archiver import retry
-from archiver.aws import AwsSettings
+from archiver.aws import retry
+from archiver.aws.clients import AwsSettings
+from archiver.aws.describe import describe_or_none, live_lookup
+from archiver.aws.error_table import (
+    EXIT_REFUSED,
+    ArchiverError,
+    PitrUnavailable,
+    ResourceNotFound,
+    UsageError,
+    translate_client_error,
+)
+from archiver.aws.scan import parallel_scan
 from archiver.cliutil import (
     add_archive_argument,
     add_file_mode_argument,
@@ -40,18 +50,9 @@ from archiver.cliutil import (
     positive_float,
     positive_int,
 )
-from archiver.describe import describe_or_none, live_lookup
-from archiver.errors import (
-    EXIT_REFUSED,
-    ArchiverError,
-    PitrUnavailable,
-    ResourceNotFound,
-    UsageError,
-    translate_client_error,
-)
 from archiver.format import layout
 from archiver.format.codec import canonical_json, key_of
-from archiver.format.exports import (
+from archiver.format.exports.full import (
     FORMATS,
     Conversion,
     convert_export,
@@ -63,8 +64,7 @@ from archiver.format.manifests import DEFAULT_PART_BYTES, SnapshotWriter
 from archiver.format.storage import Archive
 from archiver.format.tables import table_id_of
 from archiver.format.timefmt import utcnow
-from archiver.pitr import describe_pitr
-from archiver.scan import parallel_scan
+from archiver.native.pitr import describe_pitr
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -153,7 +153,7 @@ async def scan_snapshot(
     """Scan ``table`` (parallel, strongly consistent) into a committed Parquet snapshot.
 
     Pages (``page_size`` items at most, else DynamoDB's 1 MB) come from
-    :func:`archiver.scan.parallel_scan` to one writer that flushes a part file every
+    :func:`archiver.aws.scan.parallel_scan` to one writer that flushes a part file every
     ``part_bytes``, so memory stays bounded whatever the table's size. Every response's
     ``Date`` is checked against ``clock`` (default: the system clock), which also times the
     margins. Returns the manifest.

@@ -3,7 +3,7 @@
 ``ddb-archiver incremental`` chains DynamoDB incremental exports window after window, each
 from the previous window's end and ``--every`` long (15 minutes to 24 hours, default 1 hour),
 waits for each, and converts it into change rows of the archive
-(``archiver.format.incremental``). A window is exported once it has entirely left
+(``archiver.format.exports.incremental``). A window is exported once it has entirely left
 point-in-time recovery's latest restorable time; ``--once`` exports every window available
 now and exits (for cron), otherwise the command waits for the next one.
 
@@ -43,19 +43,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from archiver.aws import AwsSettings
-from archiver.cliutil import add_archive_argument, add_table_argument, positive_float
-from archiver.describe import capture_description, describe_or_none, live_lookup
-from archiver.errors import (
+from archiver.aws.clients import AwsSettings
+from archiver.aws.describe import capture_description, describe_or_none, live_lookup
+from archiver.aws.error_table import (
     EXIT_REFUSED,
     ArchiverError,
     UsageError,
     client_error_code,
     translate_client_error,
 )
-from archiver.format import coverage
-from archiver.format.exports import EXPORT_MARGIN, convert_export, open_folder, read_export
-from archiver.format.incremental import (
+from archiver.aws.retry import WaitFailed
+from archiver.cliutil import add_archive_argument, add_table_argument, positive_float
+from archiver.format import coverage, gap_log
+from archiver.format.exports.full import EXPORT_MARGIN, convert_export, open_folder, read_export
+from archiver.format.exports.incremental import (
     EXPORT_TYPE,
     MAX_WINDOW,
     MIN_WINDOW,
@@ -70,8 +71,7 @@ from archiver.format.manifests import list_snapshots
 from archiver.format.storage import Archive
 from archiver.format.tables import table_id_of
 from archiver.format.timefmt import as_utc, iso_ms, parse_iso, parse_time
-from archiver.retry import WaitFailed
-from archiver.snapshot import (
+from archiver.snapshots.base_snapshot import (
     export_destination,
     locate_export_folder,
     wait_for_export,
@@ -166,8 +166,8 @@ class PitrPeriod:
         assert self.earliest is not None and self.latest is not None
         limit = self.latest - timedelta(days=self.recovery_days)
         if self.earliest > limit + timedelta(hours=1):
-            return coverage.GAP_PITR_REENABLED
-        return coverage.GAP_WINDOW_EXPIRED
+            return gap_log.GAP_PITR_REENABLED
+        return gap_log.GAP_WINDOW_EXPIRED
 
 
 # -- the chain ------------------------------------------------------------------------------
@@ -222,7 +222,7 @@ class Chain:
     def _gaps(self) -> list[dict[str, Any]]:
         return [
             g
-            for g in coverage.read_gaps(self.archive, self.table)
+            for g in gap_log.read_gaps(self.archive, self.table)
             if g.get("source") == coverage.SOURCE_INCREMENTAL
             and g.get("table_id") in (None, "", self.table_id)
         ]
@@ -351,7 +351,7 @@ class Chain:
     def record_hole(
         self, start: datetime, end: datetime, reason: str, detail: str | None = None
     ) -> None:
-        gap = coverage.append_gap(
+        gap = gap_log.append_gap(
             self.archive,
             self.table,
             table_id=self.table_id,
@@ -365,7 +365,7 @@ class Chain:
         )
         self.say(
             f"{self.table}: GAP recorded: {gap['from']} .. {gap['to']} "
-            f"({coverage.GAP_REASONS[reason]})"
+            f"({gap_log.GAP_REASONS[reason]})"
         )
 
     # -- one step -------------------------------------------------------------------------
@@ -402,7 +402,7 @@ class Chain:
         try:
             done = self.finished(arn)
         except WaitFailed as exc:
-            self.record_hole(start, end, coverage.GAP_EXPORT_FAILED, detail=str(exc))
+            self.record_hole(start, end, gap_log.GAP_EXPORT_FAILED, detail=str(exc))
             return FAILED
         if done is None:
             return PENDING

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import EXIT_DIFFERENCES
 from archiver.cliutil import add_table_argument, positive_int
-from archiver.errors import EXIT_DIFFERENCES
-from replayer.fold import FoldSettings, add_fold_arguments
-from replayer.verify import DEFAULT_SEGMENTS, diff_tables
+from replayer.engines.fold import FoldSettings, add_fold_arguments
+from replayer.read.verify import DEFAULT_SEGMENTS, diff_tables
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -23,7 +23,7 @@ import argparse
 import logging
 from typing import Any
 
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
 from archiver.cliutil import (
     add_archive_argument,
     add_file_mode_argument,
@@ -33,13 +33,13 @@ from archiver.cliutil import (
 from archiver.format import tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time, utcnow
-from replayer import lambda_gaps
-from replayer import plan as planning
-from replayer.athena_engine import AthenaFolder, add_engine_arguments
-from replayer.errors import BadInput, Refused
-from replayer.fold import Fold, FoldSettings, add_fold_arguments
-from replayer.restore_state import plan_fingerprint
-from replayer.sinks import FileSink, file_sink
+from replayer.engines.athena_engine import AthenaFolder, add_engine_arguments
+from replayer.engines.fold import Fold, FoldSettings, add_fold_arguments
+from replayer.exceptions import BadInput, Refused
+from replayer.planning import lambda_gaps
+from replayer.planning import plan as planning
+from replayer.write.restore_state import plan_fingerprint
+from replayer.write.sinks import FileSink, file_sink
 
 log = logging.getLogger(__name__)
 

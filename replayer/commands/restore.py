@@ -11,7 +11,7 @@ takes the fastest, printing the estimates and why):
 - backup: RestoreTableFromBackup of the newest backup at or before T (or --backup-arn), then
   the archived log over (backup - 60 s, T] written over it;
 - import: the fold staged as DynamoDB JSON in S3 (--staging) and loaded by ImportTable
-  (``replayer.import_strategy``): no write capacity used, no LSIs.
+  (``replayer.strategies.import_table``): no write capacity used, no LSIs.
 
 The result is verified item by item against the archive (when the archive can rebuild T), and
 --copy-settings then copies tags, TTL, stream, PITR, auto scaling, alarms and resource policy.
@@ -31,26 +31,37 @@ import os
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import EXIT_DIFFERENCES, EXIT_OK
 from archiver.cliutil import add_archive_argument, add_table_argument, positive_float
-from archiver.errors import EXIT_DIFFERENCES, EXIT_OK
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time
-from archiver.pitr import describe_pitr
-from replayer import import_strategy, lambda_gaps, native_restore, restore_state, strategies
-from replayer import plan as planning
-from replayer import warm as warm_throughput
-from replayer.athena_engine import AthenaFolder, add_engine_arguments
-from replayer.errors import BadInput, Refused, ReplayError
-from replayer.fold import FoldSettings, add_fold_arguments
-from replayer.replay import ReplayOptions, archived_table, check_table_name, restore_by_replay
-from replayer.settings_copy import copy_after_restore
-from replayer.target_table import (
-    refuse_if_exists,
+from archiver.native.pitr import describe_pitr
+from replayer.engines.athena_engine import AthenaFolder, add_engine_arguments
+from replayer.engines.fold import FoldSettings, add_fold_arguments
+from replayer.exceptions import BadInput, Refused, ReplayError
+from replayer.planning import lambda_gaps
+from replayer.planning import plan as planning
+from replayer.strategies import (
+    choice as strategies,
 )
-from replayer.writers import (
-    DEFAULT_CONCURRENCY,
+from replayer.strategies import (
+    import_table as import_strategy,
 )
+from replayer.strategies import (
+    native_restore,
+)
+from replayer.strategies.replay import (
+    ReplayOptions,
+    archived_table,
+    check_table_name,
+    restore_by_replay,
+)
+from replayer.write import restore_state
+from replayer.write import warm as warm_throughput
+from replayer.write.batch_writers import DEFAULT_CONCURRENCY
+from replayer.write.settings_copy import copy_after_restore
+from replayer.write.target_table import refuse_if_exists
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from archiver.errors import client_error_code, translate_client_error
-from replayer.errors import ReplayError
+from archiver.aws.error_table import client_error_code, translate_client_error
+from replayer.exceptions import ReplayError
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """``--engine athena``: the fold of a local plan as one Athena query, and its output.
 
-Planning stays local and identical for both engines (:mod:`replayer.plan`: coverage, gaps,
+Planning stays local and identical for both engines (:mod:`replayer.planning.plan`: coverage, gaps,
 watermark, the base, the generation). Then, before any query runs:
 
 - the Glue tables ``changes`` and ``snapshots`` must exist in ``--athena-database``, read
@@ -11,7 +11,7 @@ watermark, the base, the generation). Then, before any query runs:
   the base snapshot's files; past ``--athena-max-scan-gb`` it is refused.
 
 The query is ``UNLOAD (fold) TO <location> WITH (format = 'TEXTFILE', compression = 'GZIP')``
-(:mod:`replayer.athena_fold`): GZIP JSON lines ``{"Item": …}``. Its result is trusted only
+(:mod:`replayer.engines.athena_sql`): GZIP JSON lines ``{"Item": …}``. Its result is trusted only
 when it SUCCEEDED and the lines in the files its data manifest lists add up to the row
 count the UNLOAD reported (``GetQueryResults``' ``UpdateCount``); only then do callers create
 anything.
@@ -30,20 +30,20 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import client_error_code, translate_client_error
 from archiver.cliutil import positive_float
-from archiver.errors import client_error_code, translate_client_error
 from archiver.format import layout
 from archiver.format.codec import canonical_json, key_of
 from archiver.format.storage import Archive
 from archiver.format.timefmt import stamp, utcnow
-from replayer.athena import Athena, AthenaConfig, QueryOutcome, human_bytes
-from replayer.athena_fold import FoldInputs, unload_state
-from replayer.athena_setup import CHANGES_TABLE, SNAPSHOTS_TABLE, projected_tables
-from replayer.errors import BadInput, Refused, ReplayError
-from replayer.fold import Fold, FoldResult
-from replayer.plan import Plan
-from replayer.verify import load_rows
+from replayer.engines.athena_client import Athena, AthenaConfig, QueryOutcome, human_bytes
+from replayer.engines.athena_setup import CHANGES_TABLE, SNAPSHOTS_TABLE, projected_tables
+from replayer.engines.athena_sql import FoldInputs, unload_state
+from replayer.engines.fold import Fold, FoldResult
+from replayer.exceptions import BadInput, Refused, ReplayError
+from replayer.planning.model import Plan
+from replayer.read.verify import load_rows
 
 ENGINES = ("duckdb", "athena")
 DEFAULT_WORKGROUP = "primary"

@@ -19,13 +19,13 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import client_error_code, translate_client_error
 from archiver.cliutil import add_archive_argument
-from archiver.errors import client_error_code, translate_client_error
 from archiver.format import layout
 from archiver.format.schema import CHANGE_SCHEMA, PARTITION_SCHEMA, SNAPSHOT_SCHEMA
 from archiver.format.storage import Archive
-from replayer.errors import BadInput
+from replayer.exceptions import BadInput
 
 CHANGES_TABLE = "changes"
 SNAPSHOTS_TABLE = "snapshots"

@@ -1,8 +1,8 @@
 """The fold as SQL over the Glue tables ``changes`` and ``snapshots``: one source for Athena,
 for ``ddb-replayer query``'s ``state_at`` / ``history_of`` and for the named queries.
 
-The semantics are :mod:`replayer.fold`'s (DESIGN.md "Replay semantics"), written once here in
-Athena's dialect (Trino):
+The semantics are :mod:`replayer.engines.fold`'s (DESIGN.md "Replay semantics"), written once here
+in Athena's dialect (Trino):
 
 1. ``log``: the generation's records with ``log_from <= event_time <= T``, each with its
    stream position ``stream_arn || sequence_number``. Every ARN of one table shares the
@@ -21,7 +21,7 @@ range: a ``CROSS JOIN`` with a parameter row would not be pruned as reliably. Ti
 zone holding UTC.
 
 Planning (coverage, watermark, gaps, the base, the generation) is always done locally
-(:mod:`replayer.plan`) and feeds the literals; this SQL checks none of it.
+(:mod:`replayer.planning.plan`) and feeds the literals; this SQL checks none of it.
 
 The DuckDB twin of every statement comes from sqlglot (``trino`` → ``duckdb``): the tests'
 Athena double and ``bench/bench_fold.py`` run exactly that.
@@ -35,7 +35,7 @@ from datetime import datetime
 import sqlglot
 
 from archiver.format.timefmt import as_utc
-from replayer.plan import Plan
+from replayer.planning.model import Plan
 
 TTL_IDENTITY = "Service/dynamodb.amazonaws.com"
 UNLOAD_FORMAT = "WITH (format = 'TEXTFILE', compression = 'GZIP')"
@@ -172,7 +172,7 @@ NAMED_STATE_AT = "fold_state_at.sql"
 _NAMED_HEADER = """\
 -- The table as it was at T, exactly as `ddb-replayer restore --engine athena` folds it:
 -- per key the latest change in [log_from, T] of the generation alive at T (absent if it is
--- a REMOVE), else the base snapshot's item. Generated from replayer/athena_fold.py: edit
+-- a REMOVE), else the base snapshot's item. Generated from replayer/engines/athena_sql.py: edit
 -- that, not this file (tests/test_athena_fold.py checks they agree).
 -- Planning is not in SQL: `ddb-replayer restore --dry-run` prints every value below, after
 -- checking coverage, the watermark and gaps. Parameters, in order:
@@ -227,7 +227,7 @@ def named_state_at() -> str:
 NAMED_HISTORY_OF = "fold_history_of.sql"
 _HISTORY_HEADER = """\
 -- One item's every change, in stream order, each record once: what `ddb-replayer query`'s
--- history_of('table', '<key>') returns. Generated from replayer/athena_fold.py: edit that,
+-- history_of('table', '<key>') returns. Generated from replayer/engines/athena_sql.py: edit that,
 -- not this file (tests/test_timetravel.py checks they agree). Parameters, in order:
 --   1. table name                        orders
 --   2. the item's key as canonical JSON  {"pk":{"S":"order-42"}}

@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from archiver.errors import client_error_code
+from archiver.aws.error_table import client_error_code
 from archiver.format import layout
 from archiver.format.schema import CHANGE_SCHEMA, PARTITION_SCHEMA, SNAPSHOT_SCHEMA
 from archiver.format.storage import Archive
-from replayer.errors import DamagedFile, ReplayError
+from replayer.exceptions import DamagedFile, ReplayError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -16,9 +16,9 @@ How it runs (the shape matters for speed and memory; see ``bench/bench_fold.py``
 The result is materialised once in a table of the session's in-memory DuckDB database
 (spilled to ``temp_directory`` past ``memory_limit``), so it can be counted (progress bars
 with an ETA), streamed out as Arrow record batches any number of times, and joined against a
-scan of a target table by ``replayer.verify`` — and so that every archive file has been read
+scan of a target table by ``replayer.read.verify`` — and so that every archive file has been read
 before the first item is written: a file that compaction deletes between listing and reading
-makes the whole fold re-list and run again (:func:`replayer.dataset.with_relisting`), never
+makes the whole fold re-list and run again (:func:`replayer.engines.dataset.with_relisting`), never
 a half-written target.
 
 Stream order: a change file's name starts with its stream's label, so each file's stream is
@@ -28,7 +28,7 @@ order key is prefixed with its stream's rank by label, a constant per file rathe
 per-record string operation.
 
 Local archives are read by DuckDB's own Parquet reader; ``s3://`` archives through pyarrow
-datasets over s3fs (``replayer.dataset``), since DuckDB's httpfs extension cannot be
+datasets over s3fs (``replayer.engines.dataset``), since DuckDB's httpfs extension cannot be
 installed offline.
 """
 
@@ -50,15 +50,16 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from archiver.format import coverage, erasures, layout
-from archiver.format.incremental import EVENT_ID_PREFIX as INCREMENTAL_EVENT_ID_PREFIX
+from archiver.format import coverage, layout
+from archiver.format import erasure_log as erasures
+from archiver.format.exports.incremental import EVENT_ID_PREFIX as INCREMENTAL_EVENT_ID_PREFIX
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc
-from replayer import dataset
-from replayer.errors import NoUsableBase
-from replayer.log_files import drop_later_streams
-from replayer.plan import LogPlan, Plan
-from replayer.segments import STREAM, LogSegment
+from replayer.engines import dataset
+from replayer.exceptions import NoUsableBase
+from replayer.planning.log_files import drop_later_streams
+from replayer.planning.model import LogPlan, Plan
+from replayer.planning.segments import STREAM, LogSegment
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +354,8 @@ class Fold:
 
     def _segments_sql(self, segments: Sequence[LogSegment]) -> str:
         """The log of a plan made of segments: each segment's order keys are prefixed with its
-        rank, so a later segment's record outranks any earlier one's (replayer.segments)."""
+        rank, so a later segment's record outranks any earlier one's
+        (replayer.planning.segments)."""
         parts = []
         for rank, segment in enumerate(segments):
             if not segment.files:

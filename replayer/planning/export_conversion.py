@@ -5,7 +5,7 @@ there by ``ddb-archiver snapshot --method export`` or by a scheduled export that
 converted. The planner calls :func:`convert_new_exports` before it picks a base, so every
 completed export of the table becomes a snapshot once (its manifest's ``source`` names the
 export); the conversion itself, with all its checks, is
-:func:`archiver.format.exports.convert_export`.
+:func:`archiver.format.exports.full.convert_export`.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from archiver.aws import AwsSettings
-from archiver.describe import live_lookup
-from archiver.errors import ArchiverError
+from archiver.aws.clients import AwsSettings
+from archiver.aws.describe import live_lookup
+from archiver.aws.error_table import ArchiverError
 from archiver.format import layout
-from archiver.format.exports import (
+from archiver.format.exports.full import (
     DATA,
     STARTED,
     SUMMARY,
@@ -103,7 +103,7 @@ def convert_new_exports(
 
     A corrupt export (bad MD5, wrong item count, missing data file) registers nothing; the
     other exports are still converted, then the first such error is raised
-    (:class:`archiver.format.exports.CorruptExport`, exit 2): move the folder away, or fix it.
+    (:class:`archiver.format.exports.full.CorruptExport`, exit 2): move the folder away, or fix it.
     """
     created = []
     errors: list[ArchiverError] = []

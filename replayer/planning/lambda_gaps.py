@@ -5,10 +5,10 @@ hole that no ``gaps.jsonl`` line records, because the function cannot see them:
 
 - **failed batches** — after ``MaximumRetryAttempts`` a batch goes to the on-failure
   destination and the stream moves on; each such object that ``ddb-archiver redrive`` has not
-  archived yet is a gap over its shard's records (``archiver.lambda_failures``);
+  archived yet is a gap over its shard's records (``archiver.lambda_mode.failures``);
 - **a stalled function** — where its ``IteratorAge`` exceeded ``MaxIteratorAgeSeconds``, the
   watermark (*now − MaxIteratorAgeSeconds*) claimed records it had not archived
-  (``archiver.lambda_stall``).
+  (``archiver.lambda_mode.stall``).
 
 :func:`gaps_met` returns both as gap lines, which planning refuses like any gap (exit 4)
 unless ``--allow-gaps``. When CloudWatch cannot be read, how far behind the function was is
@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from archiver import lambda_failures, lambda_stall
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
 from archiver.format import coverage
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso
-from replayer.errors import Refused
+from archiver.lambda_mode import failures as lambda_failures
+from archiver.lambda_mode import stall as lambda_stall
+from replayer.exceptions import Refused
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from archiver.format import chain, coverage, footers, layout, statefiles
+from archiver.format import chain, footers, gap_log, layout, statefiles
 from archiver.format.changefiles import checkpointed_streams, read_checkpoints
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, parse_iso, parse_stamp
-from replayer import dataset
-from replayer.errors import (
-    BrokenChain,
-)
+from replayer.engines import dataset
+from replayer.exceptions import BrokenChain
 
 
 def check_chain(archive: Archive, table: str, start: datetime, end: datetime) -> list[str]:
@@ -50,7 +48,7 @@ def check_chain(archive: Archive, table: str, start: datetime, end: datetime) ->
         superseded=superseded,
         context=every,
     )
-    holes = chain.holes_of(coverage.read_gaps(archive, table))
+    holes = chain.holes_of(gap_log.read_gaps(archive, table))
     broken = [p for p in problems if p.kind != chain.OVERLAP and not chain.on_record(p, holes)]
     if broken:
         shown = "; ".join(p.line() for p in broken[:3])

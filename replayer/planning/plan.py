@@ -9,193 +9,44 @@ plan picks the newest base valid at ``T`` (its manifest carries ``valid_from`` a
 written) when ``T`` is after the watermark, when ``[log_from, T]`` is not inside coverage or
 meets a recorded gap (unless gaps are allowed, loudly), or when no base is usable. In Lambda
 mode a failed batch not redriven yet, or a stretch where the function fell further behind than
-its watermark assumes, counts as a gap too (``replayer.lambda_gaps``).
+its watermark assumes, counts as a gap too (``replayer.planning.lambda_gaps``).
 
 Planning reads only small state files, listings and the footers of the change files in range
 (``archiver.format.chain``, in parallel): it refuses across a broken chain (a file missing,
 truncated or replaced) as across a gap, naming the files; it never reads change records. In
 Lambda mode it also reads the on-failure objects and the function's CloudWatch metrics. Where
 the stream alone cannot serve ``T`` and the archive keeps history from incremental exports,
-:mod:`replayer.windows` plans over windows and the stream instead (it reads one window's
+:mod:`replayer.planning.windows` plans over windows and the stream instead (it reads one window's
 ``event_time`` column when ``T`` falls inside that window).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from archiver.aws import AwsSettings
-from archiver.errors import ArchiverError
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import ArchiverError
 from archiver.format import coverage
-from archiver.format.manifests import list_snapshots
 from archiver.format.storage import Archive
-from archiver.format.timefmt import as_utc, iso_ms, parse_iso
-from replayer import lambda_gaps
-from replayer.errors import (
-    AfterWatermark,
-    GapInLog,
-    NoUsableBase,
-    OutsideCoverage,
-    Refused,
+from archiver.format.timefmt import as_utc, iso_ms
+from replayer.exceptions import AfterWatermark, GapInLog, NoUsableBase, OutsideCoverage, Refused
+from replayer.planning import lambda_gaps
+from replayer.planning.log_files import check_chain
+from replayer.planning.model import (
+    Base,
+    GenerationCoverage,
+    LogPlan,
+    Plan,
+    bases,
+    describe_gap,
+    gaps_met,
+    iso_or_none_yet,
 )
-from replayer.log_files import check_chain
-from replayer.segments import Inexact, LogSegment
 
 log = logging.getLogger(__name__)
-
-
-def _time(value: Any) -> datetime | None:
-    return parse_iso(str(value)) if value else None
-
-
-@dataclass(frozen=True)
-class GenerationCoverage:
-    """What the archive covers of one table generation (one ``table_id``), from coverage.json."""
-
-    table: str
-    table_id: str
-    table_arn: str
-    table_created_at: datetime | None
-    covered_from: datetime | None
-    from_table_creation: bool
-    watermark: datetime | None
-    # The evidence that the log does not start at table creation after all, when found.
-    refuted: Mapping[str, Any] | None = None
-
-    @classmethod
-    def from_coverage(cls, doc: Mapping[str, Any]) -> GenerationCoverage:
-        refuted = doc.get("from_table_creation_refuted")
-        return cls(
-            table=str(doc.get("table", "")),
-            table_id=str(doc.get("table_id", "")),
-            table_arn=str(doc.get("table_arn", "")),
-            table_created_at=_time(doc.get("table_created_at")),
-            covered_from=_time(doc.get("covered_from")),
-            from_table_creation=bool(doc.get("from_table_creation")) and not refuted,
-            watermark=_time(doc.get("watermark")),
-            refuted=dict(refuted) if isinstance(refuted, Mapping) else None,
-        )
-
-    @property
-    def log_start(self) -> datetime | None:
-        """Where the log is complete from; ``None`` when it is complete from table creation
-        (then nothing earlier can be missing: the table did not exist)."""
-        return None if self.from_table_creation else self.covered_from
-
-    def covers(self, start: datetime) -> bool:
-        """Whether the log holds every change from ``start`` on (up to the watermark)."""
-        return self.log_start is None or start >= self.log_start
-
-
-@dataclass(frozen=True)
-class Base:
-    """A committed base snapshot (its ``_manifest.json``)."""
-
-    snapshot_id: str
-    method: str
-    table_id: str
-    valid_from: datetime
-    log_from: datetime
-    item_count: int
-    files: tuple[str, ...]
-    source: str = ""
-
-    @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any]) -> Base:
-        return cls(
-            snapshot_id=str(manifest["snapshot_id"]),
-            method=str(manifest.get("method", "")),
-            table_id=str(manifest.get("table_id", "")),
-            valid_from=parse_iso(str(manifest["valid_from"])),
-            log_from=parse_iso(str(manifest["log_from"])),
-            item_count=int(manifest.get("item_count") or 0),
-            files=tuple(str(f["path"]) for f in manifest.get("files", [])),
-            source=str(manifest.get("source") or ""),
-        )
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How to rebuild ``table`` as it was at ``at``: base (or none) + log ``[log_from, at]``."""
-
-    table: str
-    at: datetime
-    generation: GenerationCoverage
-    base: Base | None
-    log_from: datetime
-    change_files: tuple[str, ...]
-    gaps: tuple[dict[str, Any], ...] = field(default=())  # met, and allowed
-    # History kept from incremental exports: the log as segments in time order (replayer.
-    # windows); empty for a plan over the stream alone, which reads ``change_files``.
-    segments: tuple[LogSegment, ...] = field(default=())
-    inexact: Inexact | None = None  # set only when --allow-inexact took some keys' state
-
-    @property
-    def table_id(self) -> str:
-        return self.generation.table_id
-
-    @property
-    def dt_range(self) -> tuple[date, date]:
-        return as_utc(self.log_from).date(), as_utc(self.at).date()
-
-    def describe(self, counts: Mapping[str, int] | None = None) -> str:
-        """The plan as a few lines for people (``--dry-run``, logs)."""
-        g = self.generation
-        lines = [
-            f"table          {self.table} (generation {g.table_id})",
-            f"restore time   {iso_ms(self.at)}  (watermark {_iso(g.watermark)})",
-        ]
-        if self.base is None:
-            lines.append("base           none: the log starts at table creation")
-        else:
-            b = self.base
-            lines.append(
-                f"base           snapshot {b.snapshot_id} ({b.method}, valid from "
-                f"{iso_ms(b.valid_from)}, {b.item_count} items, {len(b.files)} files)"
-            )
-        lo, hi = self.dt_range
-        lines.append(f"log            [{iso_ms(self.log_from)}, {iso_ms(self.at)}]  dt {lo}..{hi}")
-        lines.append(f"change files   {len(self.change_files)}")
-        for segment in self.segments:
-            lines.append(f"segment        {segment.describe()}")
-        if self.inexact is not None:
-            lines.append(self.inexact.describe())
-        if counts:
-            for name, value in counts.items():
-                lines.append(f"{name:<14} {value}")
-        for gap in self.gaps:
-            lines.append(f"GAP (allowed)  {_describe_gap(gap)}")
-        return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class LogPlan:
-    """The log alone over ``(after, until]`` of one generation: per key its latest image."""
-
-    table: str
-    generation: GenerationCoverage
-    after: datetime
-    until: datetime
-    change_files: tuple[str, ...]
-    gaps: tuple[dict[str, Any], ...] = field(default=())
-
-    @property
-    def table_id(self) -> str:
-        return self.generation.table_id
-
-
-def _iso(value: datetime | None) -> str:
-    return iso_ms(value) if value else "none yet"
-
-
-def _describe_gap(gap: Mapping[str, Any]) -> str:
-    reason = coverage.GAP_REASONS.get(str(gap.get("reason")), str(gap.get("reason")))
-    what = lambda_gaps.describe(dict(gap))
-    return f"{gap.get('from')} .. {gap.get('to')} ({reason}{': ' + what if what else ''})"
 
 
 # -- generations --------------------------------------------------------------------------
@@ -231,7 +82,7 @@ def generation_at(archive: Archive, table: str, at: datetime) -> GenerationCover
         first = gens[0].table_created_at or gens[0].covered_from
         raise OutsideCoverage(
             f"table {table!r} did not exist at {iso_ms(at)}: its first archived generation "
-            f"was created at {_iso(first)}"
+            f"was created at {iso_or_none_yet(first)}"
         )
     return alive
 
@@ -246,7 +97,7 @@ def latest_restorable_time(archive: Archive, table: str) -> datetime:
     if not gens:
         raise _no_archive(archive, table)
     watermark = gens[-1].watermark
-    from replayer import windows as incremental
+    from replayer.planning import windows as incremental
 
     windows = incremental.windows_of(archive, table, gens[-1].table_id)
     if windows:
@@ -285,32 +136,6 @@ def _check_retention(archive: Archive, table: str, at: datetime) -> None:
 # -- gaps ---------------------------------------------------------------------------------
 
 
-def gaps_met(
-    archive: Archive, gen: GenerationCoverage, start: datetime, end: datetime
-) -> list[dict[str, Any]]:
-    """Recorded gaps of this generation that meet ``[start, end]``.
-
-    A gap's records may be missing for ``from < event_time < to`` (archiver.format.coverage).
-    """
-    met = []
-    for gap in coverage.read_gaps(archive, gen.table):
-        if gap.get("table_id") not in (None, "", gen.table_id):
-            continue
-        lo = _time(gap.get("from"))
-        hi = _time(gap.get("to"))
-        if lo is None:
-            continue
-        if hi is None:  # not closed yet: everything after ``from`` may be missing
-            hit = lo < end
-        elif hi <= lo:  # a single instant
-            hit = start <= lo <= end
-        else:
-            hit = lo < end and hi > start
-        if hit:
-            met.append(gap)
-    return met
-
-
 def _check_gaps(
     archive: Archive,
     gen: GenerationCoverage,
@@ -328,33 +153,19 @@ def _check_gaps(
         more = f" (and {len(met) - 1} more)" if len(met) > 1 else ""
         raise GapInLog(
             f"the log of table {gen.table!r} has a gap in [{iso_ms(start)}, {iso_ms(end)}]: "
-            f"{_describe_gap(met[0])}{more}; --allow-gaps restores anyway, with changes "
+            f"{describe_gap(met[0])}{more}; --allow-gaps restores anyway, with changes "
             "in the gap missing"
         )
     for gap in met:
         log.warning(
             "WARNING: --allow-gaps: restoring across a gap in the log, changes in it are "
             "MISSING from the result: %s",
-            _describe_gap(gap),
+            describe_gap(gap),
         )
     return tuple(met)
 
 
 # -- bases --------------------------------------------------------------------------------
-
-
-def bases(archive: Archive, table: str, table_id: str) -> list[Base]:
-    """Committed snapshots of this generation, oldest ``valid_from`` first."""
-    out = []
-    for manifest in list_snapshots(archive, table):
-        if str(manifest.get("table_id", "")) != table_id:
-            continue
-        try:
-            out.append(Base.from_manifest(manifest))
-        except (KeyError, ValueError) as exc:
-            log.warning("skipping snapshot %s: unreadable manifest (%s)",
-                        manifest.get("snapshot_id"), exc)  # fmt: skip
-    return out
 
 
 def convert_exports(archive: Archive, table: str, settings: AwsSettings | None) -> None:
@@ -363,7 +174,7 @@ def convert_exports(archive: Archive, table: str, settings: AwsSettings | None) 
     A broken export must not block a restore that another base can serve: it is reported
     and skipped (conversion registers nothing on error).
     """
-    from replayer.native_exports import convert_new_exports
+    from replayer.planning.export_conversion import convert_new_exports
 
     try:
         created = convert_new_exports(archive, table, settings)
@@ -397,7 +208,8 @@ def choose_base(
         newest = max(valid, key=lambda b: b.valid_from)
         raise OutsideCoverage(
             f"snapshot {newest.snapshot_id} needs the log from {iso_ms(newest.log_from)}, "
-            f"but the archive covers table {gen.table!r} only from {_iso(gen.covered_from)}: "
+            f"but the archive covers table {gen.table!r} only from "
+            f"{iso_or_none_yet(gen.covered_from)}: "
             "take a new snapshot (ddb-archiver snapshot) and restore to a time after it"
         )
     later = [b for b in candidates if b.valid_from > at]
@@ -416,7 +228,7 @@ def choose_base(
         )
     raise NoUsableBase(
         f"no snapshot of table {gen.table!r} is valid at {iso_ms(at)}{hint}, and the log "
-        f"starts at {_iso(gen.covered_from)}, not at table creation"
+        f"starts at {iso_or_none_yet(gen.covered_from)}, not at table creation"
     )
 
 
@@ -456,7 +268,7 @@ def plan_restore(
     at = as_utc(at)
     _check_retention(archive, table, at)
     gen = generation_at(archive, table, at)
-    from replayer import windows as incremental
+    from replayer.planning import windows as incremental
 
     windows = incremental.windows_of(archive, table, gen.table_id)
     if not windows:
@@ -537,7 +349,7 @@ def plan_log(
     _check_watermark(gen, until)
     if not gen.covers(after):
         raise OutsideCoverage(
-            f"the log of table {table!r} starts at {_iso(gen.covered_from)}, after "
+            f"the log of table {table!r} starts at {iso_or_none_yet(gen.covered_from)}, after "
             f"{iso_ms(after)}: changes in between were never archived"
         )
     gaps = _check_gaps(archive, gen, after, until, allow_gaps, lambda_checks)

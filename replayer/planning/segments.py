@@ -1,7 +1,7 @@
 """Pieces of a replay whose records come from different sources, and what a plan may promise.
 
 A plan over the stream alone reads one list of change files with one time range. A plan that
-uses history kept from incremental exports (``replayer.windows``) reads a sequence of
+uses history kept from incremental exports (``replayer.planning.windows``) reads a sequence of
 :class:`LogSegment` s instead, each with its own files and time range, in time order: a
 segment's records outrank every earlier segment's, whatever their sequence numbers say (an
 export's "sequence numbers" are write times, a stream's are not comparable to them).
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from archiver.format.incremental import RESOLUTION
+from archiver.format.exports.incremental import RESOLUTION
 from archiver.format.timefmt import iso_ms
 
 STREAM = "stream"

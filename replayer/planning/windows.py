@@ -14,7 +14,7 @@ change (DESIGN.md "History from incremental exports"). So, for a restore to ``T`
   before the window) and says so.
 
 The log from the base's ``log_from`` to ``T`` is built as a chain of segments
-(:class:`replayer.segments.LogSegment`), preferring the stream wherever it is complete: a
+(:class:`replayer.planning.segments.LogSegment`), preferring the stream wherever it is complete: a
 window, then the stream from the window's end when the stream covers it, or the stream up to
 just before a window that starts inside its coverage. Each segment's records outrank every
 earlier segment's. Windows must chain (each starts where the previous ended); a hole between
@@ -35,12 +35,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from archiver.format import coverage
-from archiver.format.incremental import RESOLUTION, Window, list_windows
+from archiver.format import coverage, gap_log
+from archiver.format.exports.incremental import RESOLUTION, Window, list_windows
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms
-from replayer import dataset
-from replayer.errors import (
+from replayer.engines import dataset
+from replayer.exceptions import (
     AfterWatermark,
     GapInLog,
     InexactRestore,
@@ -48,9 +48,9 @@ from replayer.errors import (
     OutsideCoverage,
     Refused,
 )
-from replayer.log_files import drop_later_streams
-from replayer.plan import Base, GenerationCoverage, Plan, bases, gaps_met
-from replayer.segments import STREAM, WINDOW, Inexact, LogSegment
+from replayer.planning.log_files import drop_later_streams
+from replayer.planning.model import Base, GenerationCoverage, Plan, bases, gaps_met
+from replayer.planning.segments import STREAM, WINDOW, Inexact, LogSegment
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class _Chain:
         if not met:
             return
         gap = met[0]
-        reason = coverage.GAP_REASONS.get(str(gap.get("reason")), str(gap.get("reason")))
+        reason = gap_log.GAP_REASONS.get(str(gap.get("reason")), str(gap.get("reason")))
         if not self.allow_gaps:
             raise GapInLog(
                 f"the history of table {self.gen.table!r} has a gap in [{iso_ms(lo)}, "
@@ -163,7 +163,7 @@ class _Chain:
         resume = min(later) if later else None
         recorded = [
             g
-            for g in coverage.read_gaps(self.archive, self.gen.table)
+            for g in gap_log.read_gaps(self.archive, self.gen.table)
             if g.get("source") == coverage.SOURCE_INCREMENTAL
             and g.get("table_id") in (None, "", self.gen.table_id)
             and str(g.get("from")) <= iso_ms(resume or self.at)

@@ -34,8 +34,8 @@ from archiver.format.records import TTL_IDENTITY
 from archiver.format.storage import Archive
 from archiver.format.tables import latest_description
 from archiver.format.timefmt import iso_ms, parse_time
-from replayer.errors import BadInput
-from replayer.query import run_query
+from replayer.exceptions import BadInput
+from replayer.read.query import run_query
 
 # In --format table a value longer than this is cut: images can be 400 KB.
 VALUE_WIDTH = 100

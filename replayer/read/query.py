@@ -7,7 +7,7 @@ Two views read the archive in place (nothing is copied or downloaded first):
              user_identity, origin) plus the partition columns table_name and dt (strings)
   snapshots  every committed base snapshot: keys, item, table_name, snapshot_id
 
-Two table functions travel in time (replayer.timetravel): state_at('orders', TIMESTAMP
+Two table functions travel in time (replayer.read.timetravel): state_at('orders', TIMESTAMP
 '2026-01-31 12:00:00') is the table as it was then (keys, item), planned and refused exactly
 as restore is; history_of('orders', '{"pk": {"S": "a"}}') is one item's every change.
 
@@ -50,7 +50,7 @@ from archiver.cliutil import add_archive_argument
 from archiver.format import layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
-from replayer.dataset import (
+from replayer.engines.dataset import (
     archived_object,
     change_files,
     changes_dataset,
@@ -59,8 +59,8 @@ from replayer.dataset import (
     reading_fs,
     with_relisting,
 )
-from replayer.errors import BadInput, ReplayError
-from replayer.timetravel import expand
+from replayer.exceptions import BadInput, ReplayError
+from replayer.read.timetravel import expand
 
 FORMATS = ("table", "csv", "json")
 SNAPSHOT_PARTITIONS = pa.schema(

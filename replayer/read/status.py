@@ -20,15 +20,16 @@ from typing import Any
 
 import orjson
 
-from archiver import lambda_failures
 from archiver.cliutil import add_archive_argument, add_table_argument
-from archiver.format import changefiles, coverage, erasures, layout
+from archiver.format import changefiles, coverage, gap_log, layout
+from archiver.format import erasure_log as erasures
 from archiver.format.manifests import list_snapshots
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
-from replayer.errors import BadInput
-from replayer.native_exports import pending_exports
-from replayer.query import check_archive
+from archiver.lambda_mode import failures as lambda_failures
+from replayer.exceptions import BadInput
+from replayer.planning.export_conversion import pending_exports
+from replayer.read.query import check_archive
 
 
 def archived_tables(archive: Archive) -> list[str]:
@@ -112,7 +113,7 @@ def table_status(
     generations = coverage.generations(archive, table)
     current = generations[-1] if generations else None
     watermark = current.get("watermark") if current else None
-    gaps = coverage.read_gaps(archive, table)
+    gaps = gap_log.read_gaps(archive, table)
     erased = erasures.read_log(archive, table)
     return {
         "table": table,

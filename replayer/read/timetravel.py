@@ -5,7 +5,7 @@ instant (columns ``keys``, ``item``), usable wherever SQL takes a table; the tim
 unless it carries a zone (``'2026-01-31T12:00:00+01:00'``). It is planned exactly as
 ``restore`` plans (coverage, watermark, gaps, base), and a plan that ``restore`` would refuse
 fails the query with the same one-line reason (exit 4). Its SQL is the Athena fold's
-(:mod:`replayer.athena_fold`) translated to DuckDB, over the query's ``changes`` and
+(:mod:`replayer.engines.athena_sql`) translated to DuckDB, over the query's ``changes`` and
 ``snapshots`` views: the same text Athena runs for ``--engine athena``. A query never writes,
 so native exports not yet converted into snapshots are not candidates for the base (any
 ``restore`` or ``export`` converts them).
@@ -26,9 +26,9 @@ from datetime import UTC, datetime
 
 from archiver.format.codec import CodecError, canonicalize_text
 from archiver.format.storage import Archive
-from replayer import plan as planning
-from replayer.athena_fold import FoldInputs, history_select, quote, state_select, to_duckdb
-from replayer.errors import BadInput
+from replayer.engines.athena_sql import FoldInputs, history_select, quote, state_select, to_duckdb
+from replayer.exceptions import BadInput
+from replayer.planning import plan as planning
 
 _STRING = r"'((?:[^']|'')*)'"
 _STATE_AT = re.compile(

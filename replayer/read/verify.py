@@ -1,7 +1,7 @@
 """Compare a table with the archive's state at a time, item by item (canonical JSON).
 
 ``ddb-replayer verify`` folds the archive at ``--restore-date-time`` exactly as ``restore``
-does, scans the target table (:func:`archiver.scan.parallel_scan`, strongly consistent) into
+does, scans the target table (:func:`archiver.aws.scan.parallel_scan`, strongly consistent) into
 the same DuckDB session and joins the two on ``keys``: items missing from the target, extra in
 it, and different (their canonical JSON differs — equal items have byte-equal text,
 DESIGN.md). It prints the counts and a few examples of each, and exits 0 on an exact match, 3
@@ -20,21 +20,18 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import EXIT_DIFFERENCES, ArchiverError
+from archiver.aws.scan import parallel_scan
 from archiver.cliutil import add_archive_argument, add_table_argument, positive_int
-from archiver.errors import (
-    EXIT_DIFFERENCES,
-    ArchiverError,
-)
 from archiver.format.codec import canonical_json, key_of
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time
-from archiver.scan import parallel_scan
-from replayer.errors import BadInput, replay_error
-from replayer.fold import Fold, FoldResult, FoldSettings, add_fold_arguments
-from replayer.lambda_gaps import LambdaChecks
-from replayer.lambda_gaps import add_arguments as add_lambda_arguments
-from replayer.plan import plan_restore
+from replayer.engines.fold import Fold, FoldResult, FoldSettings, add_fold_arguments
+from replayer.exceptions import BadInput, replay_error
+from replayer.planning.lambda_gaps import LambdaChecks
+from replayer.planning.lambda_gaps import add_arguments as add_lambda_arguments
+from replayer.planning.plan import plan_restore
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -156,7 +153,7 @@ def scan_rows(
     consistent: bool = True,
 ) -> Iterator[pa.RecordBatch]:
     """Every item of a live table as ``(keys, item)`` batches, read by
-    :func:`archiver.scan.parallel_scan`."""
+    :func:`archiver.aws.scan.parallel_scan`."""
     names = key_names(client, table_name)
     try:
         for items in parallel_scan(client, table_name, segments=segments, consistent=consistent):
@@ -262,7 +259,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_fold_arguments(parser)
     # Imported here: the Athena engine builds on this module (load_rows).
-    from replayer.athena_engine import add_engine_arguments
+    from replayer.engines.athena_engine import add_engine_arguments
 
     add_engine_arguments(parser)
 
@@ -286,7 +283,7 @@ def main(args: argparse.Namespace) -> int:
         print(plan.inexact.describe())
     with Fold(archive, FoldSettings.from_args(args)) as fold:
         if args.engine == "athena":
-            from replayer.athena_engine import AthenaFolder
+            from replayer.engines.athena_engine import AthenaFolder
 
             unloaded = AthenaFolder.from_args(args, settings, archive).unload(plan)
             names = key_names(client, args.target_table_name)

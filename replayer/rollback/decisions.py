@@ -13,7 +13,7 @@ DESIGN.md "In-place rollback". Per key changed in (T, now], as the archive holds
   last saw: a version attribute, else the item's existence plus as many of its attributes as fit
   DynamoDB's 4 KB condition-expression limit.
 
-Making the writes and reporting conflicts is :mod:`replayer.rollback`.
+Making the writes and reporting conflicts is :mod:`replayer.rollback.undo`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from archiver.format.codec import to_wire
 from archiver.format.records import TTL_IDENTITY
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc
-from replayer.query import run_query
+from replayer.read.query import run_query
 
 # DynamoDB: "The maximum length of any expression string is 4 KB."
 CONDITION_LIMIT = 4096

@@ -19,7 +19,7 @@ Items that DynamoDB's TTL deleted after TIME (``userIdentity`` Service/dynamodb.
 stay deleted — they had expired — unless ``--include-ttl-deletes``.
 
 Deciding steps 2 and 3 — what to write per key, under which condition — is
-:mod:`replayer.rollback_plan`; this module drains, writes, reports conflicts, and runs the CLI.
+:mod:`replayer.rollback.decisions`; this module drains, writes, reports conflicts, and runs the CLI.
 
 Exit codes: 0 clean; 3 conflicts were reported; 4 refused (TIME before the archive's
 coverage or after its watermark, a gap in the log after TIME); 2 bad input.
@@ -47,21 +47,21 @@ import pyarrow as pa
 from botocore.exceptions import ClientError
 from tqdm import tqdm
 
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
+from archiver.aws.describe import describe_or_none
+from archiver.aws.error_table import EXIT_DIFFERENCES, EXIT_OK, ConditionFailed, is_error
 from archiver.cliutil import add_archive_argument, add_table_argument
-from archiver.describe import describe_or_none
-from archiver.errors import EXIT_DIFFERENCES, EXIT_OK, ConditionFailed, is_error
 from archiver.format import tables
 from archiver.format.codec import to_wire
 from archiver.format.records import TTL_IDENTITY
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, parse_time, utcnow
-from replayer import lambda_gaps
-from replayer import plan as planning
-from replayer.errors import BadInput, Refused
-from replayer.fold import Fold
-from replayer.query import run_query
-from replayer.rollback_plan import (
+from replayer.engines.fold import Fold
+from replayer.exceptions import BadInput, Refused
+from replayer.planning import lambda_gaps
+from replayer.planning import plan as planning
+from replayer.read.query import run_query
+from replayer.rollback.decisions import (
     DELETE,
     RESTORE,
     RollbackPlan,
@@ -229,7 +229,7 @@ def stream_drainer(
     """Run the archiver's ``--once`` path in-process; returns the new watermark."""
 
     def drain() -> datetime | None:
-        from archiver.runner import RunConfig, execute
+        from archiver.capture.runner import RunConfig, execute
 
         config = RunConfig(
             table_name=table, archive_url=archive.url, once=True, poll_seconds=poll_seconds

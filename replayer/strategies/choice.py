@@ -11,13 +11,14 @@ produce the table as it was at T and picks the fastest:
   changed there is written with its state at T (its latest image, or deleted). Needs that
   range archived without gaps and T at or before the watermark. Estimate: the native restore
   plus the changed keys at the measured write rate.
-- **replay** — the archive's own restore (base snapshot + log, ``replayer.replay``).
+- **replay** — the archive's own restore (base snapshot + log, ``replayer.strategies.replay``).
   Estimate: the items to write at the measured write rate.
 - **import** — the same fold staged in S3 and loaded by ``ImportTable``
-  (``replayer.import_strategy``). Not for a source with LSIs, and a local archive needs
-  ``--staging``. Estimate: :class:`replayer.import_model.ImportModel` over the staged size.
+  (``replayer.strategies.import_table``). Not for a source with LSIs, and a local archive needs
+  ``--staging``. Estimate: :class:`replayer.strategies.import_model.ImportModel` over the staged
+  size.
 
-Each estimate also has a cost, from the list prices in :mod:`replayer.pricing`; ``--prefer
+Each estimate also has a cost, from the list prices in :mod:`replayer.strategies.costs`; ``--prefer
 cost`` picks the cheapest usable strategy instead of the fastest (the other figure breaks ties).
 
 The write rate is the last restore's measured rate, kept in the archive
@@ -25,7 +26,7 @@ The write rate is the last restore's measured rate, kept in the archive
 ``--max-write-rate``. Estimates are rough: they rank strategies, they do not promise times.
 
 This module estimates and chooses; running a chosen native strategy (``pitr``, ``backup``)
-is :mod:`replayer.native_restore`.
+is :mod:`replayer.strategies.native_restore`.
 """
 
 from __future__ import annotations
@@ -36,21 +37,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from archiver.aws import AwsSettings
-from archiver.backups import Backup, describe_backup, list_backups
-from archiver.describe import describe_or_none
-from archiver.errors import ArchiverError, TableNotFound
+from archiver.aws.clients import AwsSettings
+from archiver.aws.describe import describe_or_none
+from archiver.aws.error_table import ArchiverError, TableNotFound
 from archiver.format import layout, statefiles, tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, utcnow
-from archiver.pitr import PitrStatus, describe_pitr
-from replayer import lambda_gaps, pricing
-from replayer import plan as planning
-from replayer.errors import BadInput, Refused, ReplayError
-from replayer.fold import Fold
-from replayer.import_model import ImportModel
-from replayer.import_strategy import lsi_refusal, staging_url
-from replayer.plan import LogPlan, Plan
+from archiver.native.backups import Backup, describe_backup, list_backups
+from archiver.native.pitr import PitrStatus, describe_pitr
+from replayer.engines.fold import Fold
+from replayer.exceptions import BadInput, Refused, ReplayError
+from replayer.planning import lambda_gaps
+from replayer.planning import plan as planning
+from replayer.planning.model import LogPlan, Plan
+from replayer.strategies import costs as pricing
+from replayer.strategies.import_model import ImportModel
+from replayer.strategies.import_table import lsi_refusal, staging_url
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -171,7 +173,7 @@ class Estimate:
     seconds: float | None  # None: not possible
     reason: str
     backup: Backup | None = None
-    cost: float | None = None  # USD at list prices (replayer.pricing); None: unknown
+    cost: float | None = None  # USD at list prices (replayer.strategies.costs); None: unknown
 
     @property
     def usable(self) -> bool:

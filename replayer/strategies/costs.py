@@ -1,7 +1,7 @@
-"""What a restore costs: the arithmetic on the list prices of ``archiver.pricing``.
+"""What a restore costs: the arithmetic on the list prices of ``archiver.aws.prices``.
 
 ``--strategy auto`` prints a cost beside each strategy's time (``--prefer cost`` picks the
-cheapest). The prices come from the one table ``archiver.pricing.LIST_PRICES`` (AWS's published
+cheapest). The prices come from the one table ``archiver.aws.prices.LIST_PRICES`` (AWS's published
 list prices for US East (N. Virginia), Standard table class) — check them against
 https://aws.amazon.com/dynamodb/pricing/on-demand/ for your Region before relying on a figure:
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from archiver.pricing import LIST_PRICES, PRICES_AS_OF
+from archiver.aws.prices import LIST_PRICES, PRICES_AS_OF
 
 GB = 1024**3  # AWS bills a "GB" of table or import data as 2^30 bytes
 WRITE_UNIT_BYTES = 1024

@@ -10,7 +10,7 @@ No write capacity is used: DynamoDB creates the table and loads it itself. The s
    it got. A prefix that already holds files is refused (exit 4) unless it is this restore's
    own, which is resumed: staged files are reused, a started import is waited for again.
 2. **Import**: ``ImportTable`` with ``TableCreationParameters`` taken from the same request
-   builder as replay's ``CreateTable`` (:func:`replayer.target_table.create_table_request`):
+   builder as replay's ``CreateTable`` (:func:`replayer.write.target_table.create_table_request`):
    keys, attribute definitions, GSIs with projections and capacity, billing mode, SSE. The
    restore id is the ``ClientToken``, so a call whose reply was lost is asked again without
    starting a second import (AWS keeps a token for 8 hours).
@@ -44,26 +44,26 @@ from typing import Any
 import pyarrow as pa
 from tqdm import tqdm
 
-from archiver import retry
-from archiver.aws import AwsSettings
-from archiver.errors import EXIT_DIFFERENCES, EXIT_OK
+from archiver.aws import retry
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import EXIT_DIFFERENCES, EXIT_OK
 from archiver.format import layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, stamp, utcnow
-from replayer import athena_engine
-from replayer.athena_engine import AthenaFolder
-from replayer.errors import BadInput, Refused, ReplayError, replay_error
-from replayer.fold import Fold, FoldSettings
-from replayer.import_model import record_import
-from replayer.plan import Plan
-from replayer.sinks import DynamoDBJsonSink, WriteResult
-from replayer.target_table import (
+from replayer.engines import athena_engine
+from replayer.engines.athena_engine import AthenaFolder
+from replayer.engines.fold import Fold, FoldSettings
+from replayer.exceptions import BadInput, Refused, ReplayError, replay_error
+from replayer.planning.model import Plan
+from replayer.read.verify import Comparison, verify_table
+from replayer.strategies.import_model import record_import
+from replayer.write.sinks import DynamoDBJsonSink, WriteResult
+from replayer.write.target_table import (
     create_table_request,
     key_attribute_names,
     refuse_if_exists,
     wait_until_active,
 )
-from replayer.verify import Comparison, verify_table
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def wait_for_import(
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Poll ``DescribeImport`` until the import ends (any final status), with a progress bar
-    of processed items; :class:`archiver.retry.WaitTimedOut` past the deadline."""
+    of processed items; :class:`archiver.aws.retry.WaitTimedOut` past the deadline."""
     with tqdm(
         total=total,
         desc="importing",

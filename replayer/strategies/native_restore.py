@@ -1,6 +1,6 @@
 """Run a native restore — PITR or an on-demand backup — and verify it against the archive.
 
-The strategy to run, and what it needs, is chosen in :mod:`replayer.strategies`. Here the
+The strategy to run, and what it needs, is chosen in :mod:`replayer.strategies.choice`. Here the
 native restore is started and waited for until the new table and its indexes are ACTIVE; for
 ``backup`` the archived log over ``(backup − 60 s, T]`` is then written over the restored
 table (every key changed there gets its latest image at or before T, or is deleted), and keys
@@ -21,18 +21,19 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 from botocore.exceptions import ClientError
 
-from archiver.backups import Backup
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms
-from replayer import lambda_gaps, strategies
-from replayer import plan as planning
-from replayer.errors import Refused, ReplayError, replay_error
-from replayer.fold import Fold, FoldSettings
-from replayer.plan import LogPlan
-from replayer.rollback_plan import changes_after
-from replayer.sinks import TableSink, WriteResult
-from replayer.target_table import wait_until_active
-from replayer.verify import Comparison, verify_table
+from archiver.native.backups import Backup
+from replayer.engines.fold import Fold, FoldSettings
+from replayer.exceptions import Refused, ReplayError, replay_error
+from replayer.planning import lambda_gaps
+from replayer.planning import plan as planning
+from replayer.planning.model import LogPlan
+from replayer.read.verify import Comparison, verify_table
+from replayer.rollback.decisions import changes_after
+from replayer.strategies import choice as strategies
+from replayer.write.sinks import TableSink, WriteResult
+from replayer.write.target_table import wait_until_active
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -3,8 +3,8 @@
 Plan (newest base valid at T + the archived log up to T, or a clear refusal), fold the archive
 in DuckDB (or on Athena), create the target from the archived description of the source, warm
 for the restore's write rate, write every item with parallel batch writers (resumable: progress
-is saved per partition and chunk), then verify. ``replayer.restore`` is the command that picks
-this or a native strategy.
+is saved per partition and chunk), then verify. ``replayer.commands.restore`` is the command that
+picks this or a native strategy.
 """
 
 from __future__ import annotations
@@ -21,35 +21,37 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError
 
-from archiver.aws import AwsSettings
-from archiver.describe import describe_or_none
-from archiver.errors import EXIT_DIFFERENCES, EXIT_OK, ArchiverError
+from archiver.aws.clients import AwsSettings
+from archiver.aws.describe import describe_or_none
+from archiver.aws.error_table import EXIT_DIFFERENCES, EXIT_OK, ArchiverError
 from archiver.format import tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
-from replayer import athena_engine, lambda_gaps, restore_state
-from replayer import plan as planning
-from replayer import warm as warm_throughput
-from replayer.athena_engine import AthenaFolder
-from replayer.errors import BadInput, Refused, TargetTableExists
-from replayer.fold import Fold, FoldResult, FoldSettings
-from replayer.plan import Plan
-from replayer.restore_state import CHUNK_ITEMS
-from replayer.target_table import (
-    create_table_request,
-    create_target,
-    key_attribute_names,
-    set_source_capacity,
-    wait_until_active,
-)
-from replayer.verify import Comparison, verify_table
-from replayer.writers import (
+from replayer.engines import athena_engine
+from replayer.engines.athena_engine import AthenaFolder
+from replayer.engines.fold import Fold, FoldResult, FoldSettings
+from replayer.exceptions import BadInput, Refused, TargetTableExists
+from replayer.planning import lambda_gaps
+from replayer.planning import plan as planning
+from replayer.planning.model import Plan
+from replayer.read.verify import Comparison, verify_table
+from replayer.write import restore_state
+from replayer.write import warm as warm_throughput
+from replayer.write.batch_writers import (
     DEFAULT_CONCURRENCY,
     ClientFactory,
     PartitionJob,
     WriteFailed,
     WriteStats,
     write_partitions,
+)
+from replayer.write.restore_state import CHUNK_ITEMS
+from replayer.write.target_table import (
+    create_table_request,
+    create_target,
+    key_attribute_names,
+    set_source_capacity,
+    wait_until_active,
 )
 
 if TYPE_CHECKING:
@@ -75,7 +77,7 @@ class ReplayOptions:
     Attributes:
         allow_gaps: restore across recorded gaps in the log (each is warned about).
         allow_inexact: inside an incremental-export window, take the uncertain keys' state
-            at the window's start instead of refusing (replayer.windows).
+            at the window's start instead of refusing (replayer.planning.windows).
         dry_run: print the plan, the warm throughput and its cost, and stop; nothing is created.
         verify: compare the target with the folded state afterwards.
         max_write_rate: cap on items written per second, all writers together (None: no cap).
@@ -464,7 +466,7 @@ def _write(
 def _record_rate(archive: Archive, source: str, written: WriteStats, plan: Plan) -> None:
     """Keep the measured write rate for ``--strategy auto``'s estimates (best effort)."""
     try:
-        from replayer.strategies import record_write_rate
+        from replayer.strategies.choice import record_write_rate
     except ImportError:  # the estimator is optional for a replay restore
         return
     record_write_rate(

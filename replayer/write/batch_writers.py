@@ -5,11 +5,11 @@ one Parquet file each, rows ordered by key, so that a partition's n-th chunk of 
 the same chunk on every run). Each partition is written by one worker — a process of its own
 when P > 1, since one Python process saturates one core long before DynamoDB saturates —
 with its own client, ``concurrency`` calls in flight and its own adaptive rate
-(:class:`archiver.retry.AdaptiveRate`: it starts at its share of the warm throughput, halves
+(:class:`archiver.aws.retry.AdaptiveRate`: it starts at its share of the warm throughput, halves
 on throttling, grows while calls succeed, never past its share of ``--max-write-rate``).
 
 Workers report every acknowledged chunk to the parent, which draws the one progress bar and
-keeps :class:`replayer.restore_state.RestoreProgress` (the durable prefix per partition), so a
+keeps :class:`replayer.write.restore_state.RestoreProgress` (the durable prefix per partition), so a
 restore that stops — a worker raising, a process killed — is continued by ``--resume`` from
 what DynamoDB acknowledged. A worker that fails or dies fails the restore: the others are
 stopped and the error names the partition.
@@ -41,12 +41,12 @@ from typing import Any
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from archiver.aws import AwsSettings
-from archiver.errors import EXIT_FAILURE, client_error_code
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import EXIT_FAILURE, client_error_code
+from archiver.aws.retry import DATA, THROTTLING_CODES, AdaptiveRate, RetryPolicy, Stopped
 from archiver.format.codec import canonical_json, to_wire
-from archiver.retry import DATA, THROTTLING_CODES, AdaptiveRate, RetryPolicy, Stopped
-from replayer.errors import ReplayError, replay_error
-from replayer.restore_state import CHUNK_ITEMS, RestoreProgress
+from replayer.exceptions import ReplayError, replay_error
+from replayer.write.restore_state import CHUNK_ITEMS, RestoreProgress
 
 log = logging.getLogger(__name__)
 

@@ -33,12 +33,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from archiver.describe import describe_or_none
+from archiver.aws.describe import describe_or_none
+from archiver.aws.retry import call
 from archiver.format import layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, utcnow
-from archiver.retry import call
-from replayer.plan import Plan
+from replayer.planning.model import Plan
 
 log = logging.getLogger(__name__)
 

@@ -25,21 +25,16 @@ from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
 
-from archiver.aws import AwsSettings
-from archiver.describe import alarm_watches_table
-from archiver.describe import describe as describe_table
-from archiver.errors import (
-    PitrUnavailable,
-    TableNotFound,
-    client_error_code,
-    is_error,
-)
+from archiver.aws.clients import AwsSettings
+from archiver.aws.describe import alarm_watches_table
+from archiver.aws.describe import describe as describe_table
+from archiver.aws.error_table import PitrUnavailable, TableNotFound, client_error_code, is_error
 from archiver.format import tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import parse_iso, utcnow
-from replayer import plan as planning
-from replayer.errors import ReplayError
-from replayer.target_table import wait_until_active
+from replayer.exceptions import ReplayError
+from replayer.planning import plan as planning
+from replayer.write.target_table import wait_until_active
 
 if TYPE_CHECKING:
     from mypy_boto3_application_autoscaling import ApplicationAutoScalingClient

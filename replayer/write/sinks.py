@@ -5,12 +5,12 @@ Every sink takes the fold's output — Arrow record batches with ``keys`` and ``
 create the destination; refuse before anything exists) and :meth:`Sink.write`. Sinks are
 registered by name (:data:`SINKS`), the way the CLI's ``--format`` picks one.
 
-The table sink creates its table (:mod:`replayer.target_table`) and writes with concurrent
+The table sink creates its table (:mod:`replayer.write.target_table`) and writes with concurrent
 ``BatchWriteItem`` calls on a thread pool (built from the stored text by
-:class:`replayer.writers.ChunkWriter`), at most ``max_write_rate`` items per second. A restore
-writes through :mod:`replayer.writers` instead: several processes, an adaptive rate,
-resumable progress. Nothing is dropped silently: ``UnprocessedItems`` and
-throttling are retried under :mod:`archiver.retry`'s policy (full-jitter backoff, an attempt
+:class:`replayer.write.batch_writers.ChunkWriter`), at most ``max_write_rate`` items per second. A
+restore writes through :mod:`replayer.write.batch_writers` instead: several processes, an adaptive
+rate, resumable progress. Nothing is dropped silently: ``UnprocessedItems`` and
+throttling are retried under :mod:`archiver.aws.retry`'s policy (full-jitter backoff, an attempt
 limit and a deadline) until written, and the restore stops with one clear line when the policy
 gives up or on any other error. A ``NULL``
 item means "delete this key" (log tails applied over a restored backup).
@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pyarrow as pa
 from tqdm import tqdm
 
+from archiver.aws.retry import DATA, AdaptiveRate, RetryPolicy
 from archiver.format.schema import SNAPSHOT_SCHEMA
 from archiver.format.storage import Archive
-from archiver.retry import DATA, AdaptiveRate, RetryPolicy
-from replayer.errors import Refused, ReplayError
-from replayer.target_table import create_target, wait_until_active
-from replayer.writers import ChunkWriter, Request
+from replayer.exceptions import Refused, ReplayError
+from replayer.write.batch_writers import ChunkWriter, Request
+from replayer.write.target_table import create_target, wait_until_active
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

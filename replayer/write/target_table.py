@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from archiver import retry
-from archiver.describe import describe_or_none
-from archiver.errors import ResourceInUse
-from replayer.errors import TargetTableExists, replay_error
-from replayer.restore_state import TAG_RESTORE_ID, existing_target
+from archiver.aws import retry
+from archiver.aws.describe import describe_or_none
+from archiver.aws.error_table import ResourceInUse
+from replayer.exceptions import TargetTableExists, replay_error
+from replayer.write.restore_state import TAG_RESTORE_ID, existing_target
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

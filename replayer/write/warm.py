@@ -32,9 +32,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError
 
-from archiver.errors import ArchiverError
-from archiver.pricing import LIST_PRICES
-from archiver.retry import call
+from archiver.aws.error_table import ArchiverError
+from archiver.aws.prices import LIST_PRICES
+from archiver.aws.retry import call
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ ON_DEMAND_WARM_WRITE_UNITS = 4_000  # a new on-demand table's (and GSI's) defaul
 DEFAULT_TABLE_WRITE_QUOTA = 40_000  # DescribeLimits' default TableMaxWriteCapacityUnits
 KB = 1024
 
-# List prices (USD, us-east-1): the one table in archiver.pricing.
+# List prices (USD, us-east-1): the one table in archiver.aws.prices.
 PRICES = LIST_PRICES
 
 

@@ -33,12 +33,13 @@ from typing import IO, Any
 import orjson
 from tqdm import tqdm
 
-from archiver.format import ion, layout, tables
+from archiver.format import layout, tables
 from archiver.format.codec import AttributeValue, CodecError, canonical_json, key_of, normalize_item
 from archiver.format.errors import (
     CorruptArchive,
     UsageError,
 )
+from archiver.format.exports import ion
 from archiver.format.manifests import (
     DEFAULT_PART_BYTES,
     SnapshotWriter,

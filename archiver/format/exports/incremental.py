@@ -27,7 +27,7 @@ is committed last by its record ``_state/<table>/incremental/<from>_<to>.json``
 (``layout.incremental_window``). A window
 without that record does not exist for restores; one with it is never converted again.
 
-The manifests are checked as for full exports (``archiver.format.exports``): every data
+The manifests are checked as for full exports (``archiver.format.exports.full``): every data
 file's MD5 and line count, and the counts adding up to the summary's ``itemCount``. A folder
 without manifests cannot be converted: nothing else says which window it covers.
 """
@@ -48,7 +48,7 @@ import orjson
 from archiver.format import coverage, layout
 from archiver.format.codec import CodecError, canonical_bytes, normalize_item
 from archiver.format.errors import UsageError
-from archiver.format.exports import (
+from archiver.format.exports.full import (
     CorruptExport,
     DataFile,
     ExportFolder,
