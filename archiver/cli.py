@@ -7,40 +7,40 @@ from collections.abc import Sequence
 from archiver.cliutil import Command, run
 
 COMMANDS = [
-    Command("run", "archiver.capture.runner", "archive every stream record of a table (poller)"),
+    Command("run", "archiver.commands.run", "archive every stream record of a table (poller)"),
     Command(
         "snapshot",
-        "archiver.snapshots.base_snapshot",
+        "archiver.commands.snapshot",
         "take a base snapshot (native export or parallel scan)",
     ),
-    Command("compact", "archiver.integrity.compaction", "merge small change files per partition"),
+    Command("compact", "archiver.commands.compact", "merge small change files per partition"),
     Command(
-        "forget", "archiver.erasure.forget", "erase keys' whole history from every archive object"
+        "forget", "archiver.commands.forget", "erase keys' whole history from every archive object"
     ),
-    Command("expire", "archiver.erasure.expire", "delete history older than a retention horizon"),
+    Command("expire", "archiver.commands.expire", "delete history older than a retention horizon"),
     Command(
         "check",
-        "archiver.integrity.check",
+        "archiver.commands.check",
         "find missing, truncated or replaced files; repair holes",
     ),
     Command(
-        "pitr", "archiver.native.pitr", "enable, disable or show native point-in-time recovery"
+        "pitr", "archiver.commands.pitr", "enable, disable or show native point-in-time recovery"
     ),
     Command(
-        "backup", "archiver.native.backups", "create, list, delete and prune on-demand backups"
+        "backup", "archiver.commands.backup", "create, list, delete and prune on-demand backups"
     ),
     Command(
         "redrive",
-        "archiver.lambda_mode.redrive",
+        "archiver.commands.redrive",
         "archive the Lambda batches sent to the on-failure destination",
     ),
     Command(
         "incremental",
-        "archiver.snapshots.export_chain",
+        "archiver.commands.incremental",
         "keep history from chained incremental exports (no stream reader)",
     ),
     Command(
-        "backfill", "archiver.snapshots.backfill", "history back to PITR's earliest restorable time"
+        "backfill", "archiver.commands.backfill", "history back to PITR's earliest restorable time"
     ),
 ]
 

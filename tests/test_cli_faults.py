@@ -165,12 +165,12 @@ def test_an_unreachable_dynamodb_endpoint_names_the_service_and_call() -> None:
 
 _FAILING = """
 import sys
-import replayer.read.status
+import replayer.commands.status
 
 def fail(args):
     raise RuntimeError("the call to {url} failed")
 
-replayer.read.status.main = fail
+replayer.commands.status.main = fail
 from replayer.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -14,12 +14,13 @@ import pytest
 from archiver.aws.error_table import EXIT_REFUSED
 from archiver.cli import COMMANDS
 from archiver.cliutil import build_parser
+from archiver.commands import backfill as backfill_cli
+from archiver.commands import incremental as incremental_cli
 from archiver.format import gap_log, layout
 from archiver.format.exports.incremental import list_windows
 from archiver.format.storage import Archive
 from archiver.format.tables import table_id_of
 from archiver.format.timefmt import as_utc, iso_ms
-from archiver.snapshots import backfill as backfill_command
 from archiver.snapshots import export_chain as incremental_command
 from archiver.snapshots.export_chain import PitrUnavailable
 from replayer.engines.fold import Fold
@@ -214,7 +215,7 @@ def test_the_commands_incremental_export_from_and_backfill_dry_run(
         "--poll-seconds",
         "0.01",
     ]
-    assert incremental_command.main(_args(*argv), ddb=env.double) == 0
+    assert incremental_cli.main(_args(*argv), ddb=env.double) == 0
     out = capsys.readouterr().out
     windows = list_windows(archive, env.table)
     assert f"reaches {iso_ms(windows[-1].end)}" in out and len(windows) == 3
@@ -246,9 +247,9 @@ def test_the_commands_incremental_export_from_and_backfill_dry_run(
         "--export-from",
         folder,
     ]
-    assert incremental_command.main(_args(*argv), ddb=env.double) == 0
+    assert incremental_cli.main(_args(*argv), ddb=env.double) == 0
     assert "3 changed items" in capsys.readouterr().out
-    assert incremental_command.main(_args(*argv), ddb=env.double) == 0
+    assert incremental_cli.main(_args(*argv), ddb=env.double) == 0
     assert "converted before" in capsys.readouterr().out
     (window,) = list_windows(other, env.table)
     assert (window.start, window.end) == (start, end)
@@ -257,7 +258,7 @@ def test_the_commands_incremental_export_from_and_backfill_dry_run(
     requests = len(env.double.requests)
     fresh = Archive.open(str(archive_path) + "-backfill")
     argv = ["backfill", "--table-name", env.table, "--archive", fresh.url, "--dry-run"]
-    assert backfill_command.main(_args(*argv), ddb=env.double) == 0
+    assert backfill_cli.main(_args(*argv), ddb=env.double) == 0
     out = capsys.readouterr().out
     assert "full export at" in out and "incremental export(s) of up to 24 h" in out
     assert "list prices" in out and "aws.amazon.com/dynamodb/pricing" in out

@@ -27,6 +27,7 @@ from typing import Any
 
 from archiver.aws.clients import AwsSettings
 from archiver.aws.error_table import EXIT_FAILURE, EXIT_NEW_GAP, EXIT_OK, client_error_code
+from archiver.capture.runner import RunConfig, execute
 from archiver.format.storage import Archive
 
 log = logging.getLogger("archiver.run")
@@ -86,7 +87,7 @@ def _describe_failure(exc: BaseException) -> str:
 
 
 async def execute_many(
-    config: Any,
+    config: RunConfig,
     settings: AwsSettings,
     archive: Archive,
     *,
@@ -99,14 +100,12 @@ async def execute_many(
     """Archive every named or tagged table until done (``--once``) or ``stop``.
 
     Args:
-        config: the :class:`archiver.capture.runner.RunConfig` shared by every table (its
+        config: the :class:`RunConfig` shared by every table (its
             ``table_name`` is replaced per table).
         table_names: tables named on the command line.
         tagged: a ``(key, value)`` tag: every table carrying it is archived too.
         tags_refresh_seconds: how often the tagged tables are listed again.
     """
-    from archiver.capture.runner import execute
-
     stop = stop or asyncio.Event()
     tasks: dict[str, asyncio.Task[int]] = {}
 

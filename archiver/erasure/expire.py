@@ -49,7 +49,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from archiver.aws.error_table import EXIT_REFUSED, ArchiverError, UsageError
-from archiver.cliutil import add_archive_argument, add_table_argument
 from archiver.format import coverage, footers, layout, statefiles
 from archiver.format.changefiles import checkpointed_streams, read_checkpoints
 from archiver.format.manifests import list_snapshots, write_manifest
@@ -300,40 +299,6 @@ def expire(
 
 
 # -- CLI ------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_table_argument(parser, "the archived table's name")
-    add_archive_argument(parser)
-    parser.add_argument(
-        "--older-than",
-        type=duration,
-        required=True,
-        metavar="DURATION",
-        help="delete history older than this (400d, 12w, 36h; at least 24h), by whole days",
-    )
-    parser.add_argument(
-        "--dry-run", action="store_true", help="list what would be deleted; change nothing"
-    )
-
-
-def main(args: argparse.Namespace) -> int:
-    archive = Archive.open(args.archive, endpoint_url=args.endpoint_url)
-    table = args.table_name
-    plan = expire(
-        archive, table, args.older_than, dry_run=args.dry_run, endpoint_url=args.endpoint_url
-    )
-    verb = "would delete" if args.dry_run else "deleted"
-    print(f"{table}: horizon {iso_ms(plan.horizon)}: {verb} {len(plan.delete)} objects")
-    if args.dry_run:
-        for rel in plan.delete:
-            print(f"  {rel}")
-    else:
-        print(
-            f"{table}: base snapshot {plan.base} at the horizon; restores before "
-            f"{iso_ms(plan.horizon)} are refused (retention)"
-        )
-    return 0
 
 
 def handler(event: Any, context: Any) -> dict[str, Any]:

@@ -35,11 +35,7 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import hashlib
-import json
-import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -49,9 +45,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from archiver.aws.clients import AwsSettings
-from archiver.aws.error_table import EXIT_DIFFERENCES, EXIT_NEW_GAP, EXIT_OK, UsageError
-from archiver.cliutil import add_archive_argument, add_table_argument
 from archiver.format import chain, footers, layout, statefiles
 from archiver.format.chain import Problem
 from archiver.format.codec import canonicalize_text
@@ -423,69 +416,6 @@ def verify_resume(archive: Archive, table: str) -> None:
         f"not archiving {table}: its resume point cannot be trusted",
         f"run `{chain.check_command(table, archive, repair=True)}`",
     )
-
-
-# -- CLI ------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_table_argument(parser, "the archived table's name")
-    add_archive_argument(parser)
-    parser.add_argument(
-        "--deep",
-        action="store_true",
-        help="also read every row (content hash, columns, canonical JSON, event names)",
-    )
-    parser.add_argument(
-        "--repair",
-        action="store_true",
-        help="re-read broken ranges from the stream while it holds them; record the rest "
-        "in gaps.jsonl (reason archive-file-lost)",
-    )
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-
-
-def _print(result: CheckResult, out: Any) -> None:
-    for problem in result.problems:
-        print(problem.line(), file=out)
-    for problem in result.known:
-        print(f"known (in gaps.jsonl): {problem.line()}", file=out)
-    unchained = (
-        f", {result.unchained} unchained (written before chain footers)" if result.unchained else ""
-    )
-    verdict = f"{len(result.problems)} problem(s)" if result.problems else "no problems"
-    print(f"{result.table}: {result.files} change files checked{unchained}; {verdict}", file=out)
-
-
-def main(args: argparse.Namespace) -> int:
-    archive = Archive.open(args.archive, endpoint_url=args.endpoint_url)
-    table = args.table_name
-    known = archive.exists(layout.changes_table_dir(table)) or archive.exists(
-        layout.state_dir(table)
-    )
-    if not known:
-        raise UsageError(f"table {table!r} is not in the archive {archive.url}")
-    progress = not args.json and sys.stderr.isatty()
-    result = run_checks(archive, table, deep=args.deep, progress=progress)
-    outcome: dict[str, Any] = {}
-    if args.repair and result.problems:
-        from archiver.integrity.repair import repair
-
-        report = asyncio.run(repair(archive, table, result, AwsSettings.from_args(args)))
-        outcome = report.to_json()
-        if not args.json:
-            for line in report.lines():
-                print(line)
-        result = run_checks(archive, table, deep=args.deep, progress=progress)
-        if report.gaps:
-            outcome["exit"] = EXIT_NEW_GAP
-    if args.json:
-        print(json.dumps({**result.to_json(), **({"repair": outcome} if outcome else {})}))
-    else:
-        _print(result, sys.stdout)
-    if result.problems:
-        return EXIT_DIFFERENCES
-    return int(outcome.get("exit", EXIT_OK))
 
 
 __all__ = ["CHECKS", "CheckContext", "CheckResult", "register", "run_checks", "verify_resume"]

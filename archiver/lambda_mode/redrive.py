@@ -24,7 +24,6 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -32,8 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from archiver.aws.clients import AwsSettings
-from archiver.aws.error_table import EXIT_NEW_GAP, EXIT_OK, UsageError, client_error_code
-from archiver.cliutil import add_archive_argument, add_table_argument
+from archiver.aws.error_table import UsageError, client_error_code
 from archiver.format import coverage, layout, tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
@@ -216,53 +214,6 @@ def redrive(
     return report
 
 
-# -- command --------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_table_argument(parser, "the archived table's name")
-    add_archive_argument(parser)
-    parser.add_argument(
-        "--from",
-        dest="source",
-        metavar="S3URL",
-        help="where the on-failure destination writes (default: "
-        f"{failures.ENV_LOCATION}, else s3://<archive bucket>/{failures.STACK_PREFIX}/ as the "
-        "stack configures it)",
-    )
-    parser.add_argument(
-        "--dry-run", action="store_true", help="say what would be archived; write nothing"
-    )
-
-
-def main(args: argparse.Namespace) -> int:
-    settings = AwsSettings.from_args(args)
-    archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
-    table = args.table_name
-    location = failures.open_location(archive, args.source, endpoint_url=settings.endpoint_url)
-    if location is None:
-        raise UsageError(
-            f"no on-failure location for the local archive {archive.url}: give --from S3URL "
-            f"or set {failures.ENV_LOCATION}"
-        )
-    report = redrive(
-        archive,
-        table,
-        location,
-        streams=settings.client("dynamodbstreams"),
-        dry_run=args.dry_run,
-    )
-    for outcome in report.outcomes:
-        print(outcome.line(args.dry_run))
-    redriven = len(report.outcomes) - len(report.open)
-    print(
-        f"{table}: {redriven} failed batch(es) {'to archive' if args.dry_run else 'archived'}, "
-        f"{report.already} redriven before, {len(report.open)} still a gap"
-        + (" (dry run: nothing written)" if args.dry_run else "")
-    )
-    return EXIT_NEW_GAP if report.open else EXIT_OK
-
-
 # -- scheduled, as a Lambda function --------------------------------------------------------
 
 
@@ -294,7 +245,6 @@ __all__ = [
     "Outcome",
     "Report",
     "handler",
-    "main",
     "redrive",
     "redrive_batch",
     "reread",

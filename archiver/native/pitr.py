@@ -12,8 +12,6 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -21,9 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from archiver.aws.clients import AwsSettings
 from archiver.aws.error_table import translate_client_error
-from archiver.cliutil import add_table_argument, number_type
 from archiver.format.timefmt import as_utc, from_epoch, iso_ms, parse_iso
 
 if TYPE_CHECKING:
@@ -140,49 +136,3 @@ def set_pitr(
             exc, f"{action} point-in-time recovery of {table_name}"
         ) from exc
     return PitrStatus.from_description(table_name, response["ContinuousBackupsDescription"])
-
-
-# ``--recovery-period-in-days``: whole days within AWS's limits.
-recovery_period = number_type(
-    int, at_least=MIN_RECOVERY_DAYS, at_most=MAX_RECOVERY_DAYS, unit="days", why="AWS's limits"
-)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_table_argument(parser, "the DynamoDB table")
-    action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--enable", action="store_true", help="turn point-in-time recovery on")
-    action.add_argument("--disable", action="store_true", help="turn point-in-time recovery off")
-    action.add_argument(
-        "--status",
-        action="store_true",
-        help="show whether PITR is on, its recovery period and the restorable window",
-    )
-    parser.add_argument(
-        "--recovery-period-in-days",
-        type=recovery_period,
-        metavar="N",
-        help=f"with --enable: keep N days of history ({MIN_RECOVERY_DAYS}..{MAX_RECOVERY_DAYS}; "
-        f"AWS's default is {DEFAULT_RECOVERY_DAYS}, and an existing period is kept when omitted)",
-    )
-    parser.add_argument("--json", action="store_true", help="print the status as JSON")
-    parser.set_defaults(_parser=parser)
-
-
-def main(args: argparse.Namespace) -> int:
-    if args.recovery_period_in_days is not None and not args.enable:
-        args._parser.error("--recovery-period-in-days goes with --enable")
-    ddb = AwsSettings.from_args(args).client("dynamodb")
-    if args.enable:
-        status = set_pitr(
-            ddb, args.table_name, enabled=True, recovery_period_in_days=args.recovery_period_in_days
-        )
-    elif args.disable:
-        status = set_pitr(ddb, args.table_name, enabled=False)
-    else:
-        status = describe_pitr(ddb, args.table_name)
-    if args.json:
-        print(json.dumps(status.to_json(), indent=2, sort_keys=True))
-    else:
-        print(status.describe())
-    return 0

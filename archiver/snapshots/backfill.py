@@ -19,8 +19,6 @@ order, one progress line per window.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import itertools
 import logging
 import math
@@ -31,9 +29,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from archiver.aws.clients import AwsSettings
-from archiver.aws.describe import capture_description, describe_or_none
-from archiver.aws.error_table import EXIT_NEW_GAP, UsageError
+from archiver.aws.error_table import UsageError
 from archiver.aws.prices import (
     GB,
     PRICING_URL,
@@ -42,7 +38,6 @@ from archiver.aws.prices import (
     rates_for,
 )
 from archiver.aws.retry import WaitFailed
-from archiver.cliutil import add_archive_argument, add_table_argument
 from archiver.format import coverage, gap_log, layout
 from archiver.format.exports.full import EXPORT_MARGIN, convert_export, read_export
 from archiver.format.exports.incremental import (
@@ -55,7 +50,7 @@ from archiver.format.manifests import list_snapshots
 from archiver.format.storage import Archive
 from archiver.format.tables import table_id_of
 from archiver.format.timefmt import iso_ms, parse_iso
-from archiver.snapshots.base_snapshot import export_destination, wait_for_export
+from archiver.snapshots.base_snapshot import wait_for_export
 from archiver.snapshots.export_chain import BASE_MARGIN, Chain, PitrPeriod, Say
 
 log = logging.getLogger(__name__)
@@ -242,55 +237,3 @@ def run_backfill(chain: Chain, plan: BackfillPlan, say: Say) -> int:
         say(f"window {index}/{total} [{iso_ms(a)}, {iso_ms(b)}): {window.item_count} changed items")
     record_coverage(archive, table, plan.table_id, chain.table_arn, chain.table_created_at)
     return failed
-
-
-# -- command --------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_table_argument(parser, "the DynamoDB table")
-    add_archive_argument(parser)
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print what would be exported, its cost and duration, and stop",
-    )
-    parser.add_argument(
-        "--s3-prefix",
-        metavar="S3URL",
-        help="where exports are written (s3://bucket/prefix); required with a local archive",
-    )
-    parser.add_argument(
-        "--poll-seconds", type=float, default=10.0, help="how often to ask about the exports"
-    )
-
-
-def main(args: argparse.Namespace, *, ddb: Any = None) -> int:
-    settings = AwsSettings.from_args(args)
-    table = args.table_name
-    archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
-    ddb = ddb or settings.client("dynamodb")
-    description = describe_or_none(ddb, table)
-    if description is None:
-        raise UsageError(f"table {table} does not exist")
-    pitr = PitrPeriod.read(ddb, table)
-    plan = plan_backfill(archive, table, description, pitr)
-    region = settings.region or getattr(getattr(ddb, "meta", None), "region_name", None)
-    per_day = changed_bytes_per_day(archive, table, description)
-    for line in describe_plan(plan, description, per_day, region):
-        print(line)
-    if args.dry_run:
-        print("dry run: nothing was exported")
-        return 0
-    if not args.s3_prefix:
-        export_destination(archive, None)  # a local archive needs --s3-prefix: say so now
-    asyncio.run(capture_description(settings, archive, table))
-    dest = export_destination(archive, args.s3_prefix, endpoint_url=settings.endpoint_url)
-    chain = Chain(ddb, archive, table, description, dest=dest, poll_seconds=args.poll_seconds)
-    failed = run_backfill(chain, plan, print)
-    print(
-        f"backfill of {table} done: history from {iso_ms(plan.base_at + EXPORT_MARGIN)} "
-        f"to {iso_ms(plan.end)}"
-        + (f", {failed} window(s) failed (gaps recorded)" if failed else "")
-    )
-    return EXIT_NEW_GAP if failed else 0

@@ -33,7 +33,6 @@ The first window starts at ``--from``, else at the newest base snapshot's ``log_
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import logging
 import re
@@ -43,8 +42,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from archiver.aws.clients import AwsSettings
-from archiver.aws.describe import capture_description, describe_or_none, live_lookup
 from archiver.aws.error_table import (
     EXIT_REFUSED,
     ArchiverError,
@@ -53,14 +50,12 @@ from archiver.aws.error_table import (
     translate_client_error,
 )
 from archiver.aws.retry import WaitFailed
-from archiver.cliutil import add_archive_argument, add_table_argument, positive_float
 from archiver.format import coverage, gap_log
-from archiver.format.exports.full import EXPORT_MARGIN, convert_export, open_folder, read_export
+from archiver.format.exports.full import EXPORT_MARGIN, convert_export, read_export
 from archiver.format.exports.incremental import (
     EXPORT_TYPE,
     MAX_WINDOW,
     MIN_WINDOW,
-    VIEWS,
     WindowConversion,
     convert_incremental,
     describe_export,
@@ -70,12 +65,8 @@ from archiver.format.exports.incremental import (
 from archiver.format.manifests import list_snapshots
 from archiver.format.storage import Archive
 from archiver.format.tables import table_id_of
-from archiver.format.timefmt import as_utc, iso_ms, parse_iso, parse_time
-from archiver.snapshots.base_snapshot import (
-    export_destination,
-    locate_export_folder,
-    wait_for_export,
-)
+from archiver.format.timefmt import as_utc, iso_ms, parse_iso
+from archiver.snapshots.base_snapshot import locate_export_folder, wait_for_export
 
 log = logging.getLogger(__name__)
 
@@ -432,95 +423,3 @@ class Chain:
             if position is not None and latest is not None:
                 wait = max(wait, (position + self.every - latest).total_seconds())
             self.sleep(wait)
-
-
-# -- command --------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_table_argument(parser, "the DynamoDB table")
-    add_archive_argument(parser)
-    parser.add_argument(
-        "--every",
-        type=window_length,
-        default=DEFAULT_EVERY,
-        metavar="DURATION",
-        help="window length, 15m to 24h (e.g. 15m, 1h, 6h)",
-    )
-    parser.add_argument(
-        "--once", action="store_true", help="export every window due now, then exit (cron)"
-    )
-    parser.add_argument(
-        "--from",
-        dest="start",
-        type=parse_time,
-        metavar="TIME",
-        help="where the chain starts when no window has been converted yet (default: the "
-        "newest base snapshot's log_from)",
-    )
-    parser.add_argument(
-        "--s3-prefix",
-        metavar="S3URL",
-        help="where exports are written (s3://bucket/prefix); required with a local archive; "
-        "default for an S3 archive: <archive>/exports/",
-    )
-    parser.add_argument(
-        "--export-from",
-        metavar="S3URL",
-        help="convert this completed incremental export (…/AWSDynamoDB/<export_id>/), made "
-        "by anyone, now; idempotent",
-    )
-    parser.add_argument(
-        "--view",
-        choices=VIEWS,
-        default="NEW_AND_OLD_IMAGES",
-        help="the exports' view type (NEW_AND_OLD_IMAGES keeps each item's image before the "
-        "window too)",
-    )
-    parser.add_argument(
-        "--poll-seconds",
-        type=positive_float,
-        default=10.0,
-        help="how often to ask DynamoDB whether an export has finished",
-    )
-
-
-def main(args: argparse.Namespace, *, ddb: Any = None) -> int:
-    settings = AwsSettings.from_args(args)
-    table = args.table_name
-    archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
-    if args.export_from:
-        folder = read_export(
-            open_folder(args.export_from, endpoint_url=settings.endpoint_url), EXPORT_TYPE
-        )
-        conversion = convert_incremental(
-            archive, table, describe_export(folder), live=live_lookup(settings, table)
-        )
-        window = conversion.window
-        state = "converted before" if not conversion.new else f"{window.item_count} changed items"
-        print(f"window [{iso_ms(window.start)}, {iso_ms(window.end)}) of {table}: {state}")
-        return 0
-    ddb = ddb or settings.client("dynamodb")
-    description = describe_or_none(ddb, table)
-    if description is None:
-        raise UsageError(f"table {table} does not exist")
-    # Restores recreate the table from the description in force at T: keep it, as `run` does.
-    asyncio.run(capture_description(settings, archive, table))
-    dest = export_destination(archive, args.s3_prefix, endpoint_url=settings.endpoint_url)
-    chain = Chain(
-        ddb,
-        archive,
-        table,
-        description,
-        dest=dest,
-        every=args.every,
-        view=args.view,
-        poll_seconds=args.poll_seconds,
-    )
-    done = chain.run(once=args.once, start=args.start)
-    reached = chain.position(args.start)
-    print(
-        f"{table}: {done} step(s) done; history from incremental exports reaches "
-        f"{iso_ms(reached) if reached else 'nothing yet'}"
-    )
-    return 0

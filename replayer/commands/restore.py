@@ -42,15 +42,9 @@ from replayer.engines.fold import FoldSettings, add_fold_arguments
 from replayer.exceptions import BadInput, Refused, ReplayError
 from replayer.planning import lambda_gaps
 from replayer.planning import plan as planning
-from replayer.strategies import (
-    choice as strategies,
-)
-from replayer.strategies import (
-    import_table as import_strategy,
-)
-from replayer.strategies import (
-    native_restore,
-)
+from replayer.strategies import choice as strategies
+from replayer.strategies import import_table as import_strategy
+from replayer.strategies import native_restore
 from replayer.strategies.replay import (
     ReplayOptions,
     archived_table,

@@ -15,17 +15,13 @@ bucket and parameters in place of the arguments.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from archiver.aws.clients import AwsSettings
 from archiver.aws.error_table import client_error_code, translate_client_error
-from archiver.cliutil import add_archive_argument
 from archiver.format import layout
 from archiver.format.schema import CHANGE_SCHEMA, PARTITION_SCHEMA, SNAPSHOT_SCHEMA
 from archiver.format.storage import Archive
-from replayer.exceptions import BadInput
 
 CHANGES_TABLE = "changes"
 SNAPSHOTS_TABLE = "snapshots"
@@ -164,41 +160,3 @@ def setup(
                 raise translate_client_error(exc, f"Glue table {database}.{name}") from exc
             raise
     return done
-
-
-# -- CLI ------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_archive_argument(parser)
-    parser.add_argument("--database", required=True, help="the Glue database (created if missing)")
-    parser.add_argument(
-        "--table-name",
-        action="append",
-        dest="table_names",
-        metavar="T",
-        help="a table the projection lists (repeat it); default: every table in the archive",
-    )
-    parser.add_argument(
-        "--projection-start",
-        default=DEFAULT_PROJECTION_START,
-        metavar="YYYY-MM-DD",
-        help="the first dt partition Athena considers",
-    )
-
-
-def main(args: argparse.Namespace) -> int:
-    if not str(args.archive).startswith("s3://"):
-        raise BadInput("athena-setup needs an archive in S3 (s3://bucket/prefix): Athena reads S3")
-    settings = AwsSettings.from_args(args)
-    archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
-    names = args.table_names or archived_tables(archive)
-    if not names:
-        raise BadInput(f"{archive.url} holds no table yet: pass --table-name")
-    root = "s3://" + archive.root
-    for line in setup(
-        settings.client("glue"), args.database, root, names, projection_start=args.projection_start
-    ):
-        print(line)
-    print(f"tables projected: {', '.join(names)}")
-    return 0

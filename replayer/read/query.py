@@ -31,11 +31,9 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 import re
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -46,7 +44,6 @@ import orjson
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from archiver.cliutil import add_archive_argument
 from archiver.format import layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
@@ -60,7 +57,6 @@ from replayer.engines.dataset import (
     with_relisting,
 )
 from replayer.exceptions import BadInput, ReplayError
-from replayer.read.timetravel import expand
 
 FORMATS = ("table", "csv", "json")
 SNAPSHOT_PARTITIONS = pa.schema(
@@ -111,22 +107,6 @@ def _bad_sql(exc: BaseException) -> bool:
     return (
         isinstance(exc, duckdb.InvalidInputException)
         and duckdb_message_match(exc, _READ_FAILED) is None
-    )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_archive_argument(parser)
-    parser.add_argument(
-        "--format",
-        choices=FORMATS,
-        default="table",
-        help="table: aligned text, long cells cut; csv: with a header row; "
-        "json: one JSON object per row (JSON Lines)",
-    )
-    parser.add_argument(
-        "sql",
-        metavar="SQL",
-        help="DuckDB SQL over the views `changes` and `snapshots`; '-' reads it from stdin",
     )
 
 
@@ -432,14 +412,3 @@ def write_result(result: QueryResult, fmt: str, out: TextIO) -> int:
     if fmt == "json":
         return write_json_lines(result, out)
     return write_table(result, out)
-
-
-def main(args: argparse.Namespace) -> int:
-    sql = sys.stdin.read() if args.sql == "-" else args.sql
-    if not re.search(r"\S", sql):
-        raise BadInput("the SQL is empty")
-    archive = Archive.open(args.archive, endpoint_url=args.endpoint_url)
-    check_archive(archive)
-    result = run_query(archive, expand(archive, sql))
-    write_result(result, args.format, sys.stdout)
-    return 0

@@ -11,16 +11,11 @@ a root that holds no archive at all (a mistyped --archive), as in ``query``.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import orjson
-
-from archiver.cliutil import add_archive_argument, add_table_argument
 from archiver.format import changefiles, coverage, gap_log, layout
 from archiver.format import erasure_log as erasures
 from archiver.format.manifests import list_snapshots
@@ -29,7 +24,6 @@ from archiver.format.timefmt import iso_ms, parse_iso, utcnow
 from archiver.lambda_mode import failures as lambda_failures
 from replayer.exceptions import BadInput
 from replayer.planning.export_conversion import pending_exports
-from replayer.read.query import check_archive
 
 
 def archived_tables(archive: Archive) -> list[str]:
@@ -352,38 +346,4 @@ def render(report: dict[str, Any]) -> str:
     )
 
 
-# -- command --------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_archive_argument(parser)
-    add_table_argument(parser, "only this table (default: every archived table)", required=False)
-    parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
-    parser.add_argument(
-        "--lambda-failures",
-        metavar="S3URL",
-        help="where the Lambda event source mapping's on-failure destination writes (default: "
-        f"{lambda_failures.ENV_LOCATION}, else s3://<archive bucket>/"
-        f"{lambda_failures.STACK_PREFIX}/)",
-    )
-
-
-def main(args: argparse.Namespace, out: Any = None) -> int:
-    endpoint_url = getattr(args, "endpoint_url", None)
-    archive = Archive.open(args.archive, endpoint_url=endpoint_url)
-    check_archive(archive)
-    report = archive_status(
-        archive,
-        args.table_name,
-        lambda_failures_url=getattr(args, "lambda_failures", None),
-        endpoint_url=endpoint_url,
-    )
-    stream = out or sys.stdout
-    if args.json:
-        stream.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        stream.write(render(report) + "\n")
-    return 0
-
-
-__all__: Sequence[str] = ["archive_status", "archived_tables", "main", "table_status"]
+__all__: Sequence[str] = ["archive_status", "archived_tables", "table_status"]

@@ -10,7 +10,6 @@ otherwise.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,18 +19,11 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from archiver.aws.clients import AwsSettings
-from archiver.aws.error_table import EXIT_DIFFERENCES, ArchiverError
+from archiver.aws.error_table import ArchiverError
 from archiver.aws.scan import parallel_scan
-from archiver.cliutil import add_archive_argument, add_table_argument, positive_int
 from archiver.format.codec import canonical_json, key_of
-from archiver.format.storage import Archive
-from archiver.format.timefmt import iso_ms, parse_time
-from replayer.engines.fold import Fold, FoldResult, FoldSettings, add_fold_arguments
+from replayer.engines.fold import Fold, FoldResult, FoldSettings
 from replayer.exceptions import BadInput, replay_error
-from replayer.planning.lambda_gaps import LambdaChecks
-from replayer.planning.lambda_gaps import add_arguments as add_lambda_arguments
-from replayer.planning.plan import plan_restore
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -225,77 +217,6 @@ def diff_tables(
         load_rows(con, "side_a", scan_rows(client, table, segments=segments))
         load_rows(con, "side_b", scan_rows(other_client, other, segments=segments))
         return compare(con, "side_a", "side_b")
-
-
-# -- CLI ------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_table_argument(parser, "the table to check", flag="--target-table-name")
-    add_table_argument(parser, "the archived table it should equal", flag="--source-table-name")
-    add_archive_argument(parser)
-    parser.add_argument(
-        "--restore-date-time",
-        required=True,
-        help="the time whose state to compare with: ISO 8601 with a zone "
-        "(2026-01-31T12:00:00Z) or epoch seconds",
-    )
-    parser.add_argument(
-        "--allow-gaps",
-        action="store_true",
-        help="compare even when the log has a recorded gap in the range (the archive's state "
-        "then lacks the changes in it)",
-    )
-    add_lambda_arguments(parser)
-    parser.add_argument(
-        "--allow-inexact",
-        action="store_true",
-        help="inside an incremental-export window, compare the keys whose state at T is not "
-        "known (written later in the window) as they were at the window's start, instead of "
-        "refusing",
-    )
-    parser.add_argument(
-        "--segments", type=positive_int, default=DEFAULT_SEGMENTS, help="parallel scan segments"
-    )
-    add_fold_arguments(parser)
-    # Imported here: the Athena engine builds on this module (load_rows).
-    from replayer.engines.athena_engine import add_engine_arguments
-
-    add_engine_arguments(parser)
-
-
-def main(args: argparse.Namespace) -> int:
-    at = parse_time(args.restore_date_time)
-    settings = AwsSettings.from_args(args)
-    archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
-    client = settings.client("dynamodb")
-    key_names(client, args.target_table_name)  # a missing target is bad input, said first
-    plan = plan_restore(
-        archive,
-        args.source_table_name,
-        at,
-        allow_gaps=args.allow_gaps,
-        settings=settings,
-        allow_inexact=args.allow_inexact,
-        lambda_checks=LambdaChecks.from_args(args),
-    )
-    if plan.inexact is not None:
-        print(plan.inexact.describe())
-    with Fold(archive, FoldSettings.from_args(args)) as fold:
-        if args.engine == "athena":
-            from replayer.engines.athena_engine import AthenaFolder
-
-            unloaded = AthenaFolder.from_args(args, settings, archive).unload(plan)
-            names = key_names(client, args.target_table_name)
-            state = unloaded.load(fold, archive, names)
-        else:
-            state = fold.state_at(plan)
-        result = verify_table(client, args.target_table_name, state, segments=args.segments)
-    print(
-        f"verify {args.target_table_name} against {args.source_table_name} at {iso_ms(at)}: "
-        + result.report("the archive", args.target_table_name)
-    )
-    return 0 if result.identical else EXIT_DIFFERENCES
 
 
 __all__: Sequence[str] = [

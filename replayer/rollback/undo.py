@@ -32,7 +32,6 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import sys
@@ -50,12 +49,11 @@ from tqdm import tqdm
 from archiver.aws.clients import AwsSettings
 from archiver.aws.describe import describe_or_none
 from archiver.aws.error_table import EXIT_DIFFERENCES, EXIT_OK, ConditionFailed, is_error
-from archiver.cliutil import add_archive_argument, add_table_argument
 from archiver.format import tables
 from archiver.format.codec import to_wire
 from archiver.format.records import TTL_IDENTITY
 from archiver.format.storage import Archive
-from archiver.format.timefmt import as_utc, iso_ms, parse_time, utcnow
+from archiver.format.timefmt import as_utc, iso_ms, utcnow
 from replayer.engines.fold import Fold
 from replayer.exceptions import BadInput, Refused
 from replayer.planning import lambda_gaps
@@ -394,53 +392,6 @@ def _print_plan(plan: RollbackPlan, out: Any) -> None:
         print(write.describe(), file=out)
     for keys in plan.ttl_kept:
         print(f"{'keep':<9} {keys}  (deleted by TTL after T)", file=out)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_table_argument(parser, "the live table to roll back")
-    add_archive_argument(parser)
-    parser.add_argument(
-        "--restore-date-time",
-        required=True,
-        metavar="TIME",
-        help="undo every change after TIME (ISO 8601 with a zone, or epoch seconds); changes "
-        "at TIME itself stay",
-    )
-    parser.add_argument(
-        "--dry-run", action="store_true", help="list the writes it would make; write nothing"
-    )
-    parser.add_argument(
-        "--version-attribute",
-        metavar="A",
-        help="a version attribute every write sets (optimistic locking): condition each "
-        "rollback write on it, instead of on the item's attributes",
-    )
-    parser.add_argument(
-        "--include-ttl-deletes",
-        action="store_true",
-        help="also bring back items that DynamoDB's TTL deleted after TIME (default: they "
-        "stay deleted, they had expired)",
-    )
-    lambda_gaps.add_arguments(parser)
-
-
-def main(args: argparse.Namespace) -> int:
-    at = parse_time(args.restore_date_time)
-    aws = AwsSettings.from_args(args)
-    archive = Archive.open(args.archive, endpoint_url=aws.endpoint_url)
-    checks = lambda_gaps.LambdaChecks.from_args(args)
-    rollback = Rollback(
-        ddb=aws.client("dynamodb"),
-        archive=archive,
-        table=args.table_name,
-        at=at,
-        drain=stream_drainer(aws, archive, args.table_name),
-        version_attribute=args.version_attribute,
-        include_ttl_deletes=args.include_ttl_deletes,
-        states_at=fold_states(archive, args.table_name, checks),
-        lambda_checks=checks,
-    )
-    return run(rollback, dry_run=args.dry_run)
 
 
 def run(rollback: Rollback, *, dry_run: bool) -> int:
