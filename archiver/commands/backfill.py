@@ -26,9 +26,14 @@ from typing import Any
 from archiver.aws.clients import AwsSettings
 from archiver.aws.describe import capture_description, describe_or_none
 from archiver.aws.error_table import EXIT_NEW_GAP, UsageError
-from archiver.cliutil import add_archive_argument, add_table_argument
+from archiver.cliutil import (
+    add_archive_argument,
+    add_file_mode_argument,
+    add_table_argument,
+    open_archive,
+    positive_float,
+)
 from archiver.format.exports.full import EXPORT_MARGIN
-from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
 from archiver.snapshots.backfill import (
     changed_bytes_per_day,
@@ -43,6 +48,7 @@ from archiver.snapshots.export_chain import Chain, PitrPeriod
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_table_argument(parser, "the DynamoDB table")
     add_archive_argument(parser)
+    add_file_mode_argument(parser)
     parser.add_argument(
         "--dry-run",
         action="store_true",
@@ -54,14 +60,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where exports are written (s3://bucket/prefix); required with a local archive",
     )
     parser.add_argument(
-        "--poll-seconds", type=float, default=10.0, help="how often to ask about the exports"
+        "--poll-seconds",
+        type=positive_float,
+        default=10.0,
+        help="how often to ask about the exports",
     )
 
 
 def main(args: argparse.Namespace, *, ddb: Any = None) -> int:
     settings = AwsSettings.from_args(args)
     table = args.table_name
-    archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
+    archive = open_archive(args, endpoint_url=settings.endpoint_url)
     ddb = ddb or settings.client("dynamodb")
     description = describe_or_none(ddb, table)
     if description is None:

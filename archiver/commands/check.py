@@ -43,15 +43,20 @@ from typing import Any
 
 from archiver.aws.clients import AwsSettings
 from archiver.aws.error_table import EXIT_DIFFERENCES, EXIT_NEW_GAP, EXIT_OK, UsageError
-from archiver.cliutil import add_archive_argument, add_table_argument
+from archiver.cliutil import (
+    add_archive_argument,
+    add_file_mode_argument,
+    add_table_argument,
+    open_archive,
+)
 from archiver.format import layout
-from archiver.format.storage import Archive
 from archiver.integrity.check import CheckResult, run_checks
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_table_argument(parser, "the archived table's name")
     add_archive_argument(parser)
+    add_file_mode_argument(parser)
     parser.add_argument(
         "--deep",
         action="store_true",
@@ -79,7 +84,7 @@ def _print(result: CheckResult, out: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    archive = Archive.open(args.archive, endpoint_url=args.endpoint_url)
+    archive = open_archive(args)
     table = args.table_name
     known = archive.exists(layout.changes_table_dir(table)) or archive.exists(
         layout.state_dir(table)

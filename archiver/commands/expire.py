@@ -35,15 +35,20 @@ from __future__ import annotations
 
 import argparse
 
-from archiver.cliutil import add_archive_argument, add_table_argument
+from archiver.cliutil import (
+    add_archive_argument,
+    add_file_mode_argument,
+    add_table_argument,
+    open_archive,
+)
 from archiver.erasure.expire import duration, expire
-from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_table_argument(parser, "the archived table's name")
     add_archive_argument(parser)
+    add_file_mode_argument(parser)
     parser.add_argument(
         "--older-than",
         type=duration,
@@ -57,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    archive = Archive.open(args.archive, endpoint_url=args.endpoint_url)
+    archive = open_archive(args)
     table = args.table_name
     plan = expire(
         archive, table, args.older_than, dry_run=args.dry_run, endpoint_url=args.endpoint_url

@@ -54,16 +54,22 @@ import argparse
 import time
 
 from archiver.aws.error_table import UsageError
-from archiver.cliutil import add_archive_argument, add_table_argument, non_negative_float
+from archiver.cliutil import (
+    add_archive_argument,
+    add_file_mode_argument,
+    add_table_argument,
+    non_negative_float,
+    open_archive,
+)
 from archiver.erasure.forget import Outcome, forget
 from archiver.erasure.keys import key_names, parse_key, read_keys_file
 from archiver.format import layout
-from archiver.format.storage import Archive
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_table_argument(parser, "the archived table's name")
     add_archive_argument(parser)
+    add_file_mode_argument(parser)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument(
         "--key",
@@ -137,7 +143,7 @@ def _print(table: str, outcome: Outcome, dry_run: bool, keys: int | None) -> Non
 
 
 def main(args: argparse.Namespace) -> int:
-    archive = Archive.open(args.archive, endpoint_url=args.endpoint_url)
+    archive = open_archive(args)
     table = args.table_name
     if not (
         archive.exists(layout.changes_table_dir(table)) or archive.exists(layout.state_dir(table))

@@ -39,7 +39,13 @@ from typing import Any
 from archiver.aws.clients import AwsSettings
 from archiver.aws.describe import capture_description, describe_or_none, live_lookup
 from archiver.aws.error_table import UsageError
-from archiver.cliutil import add_archive_argument, add_table_argument, positive_float
+from archiver.cliutil import (
+    add_archive_argument,
+    add_file_mode_argument,
+    add_table_argument,
+    open_archive,
+    positive_float,
+)
 from archiver.format.exports.full import open_folder, read_export
 from archiver.format.exports.incremental import (
     EXPORT_TYPE,
@@ -47,7 +53,6 @@ from archiver.format.exports.incremental import (
     convert_incremental,
     describe_export,
 )
-from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time
 from archiver.snapshots.base_snapshot import export_destination
 from archiver.snapshots.export_chain import DEFAULT_EVERY, Chain, window_length
@@ -56,6 +61,7 @@ from archiver.snapshots.export_chain import DEFAULT_EVERY, Chain, window_length
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_table_argument(parser, "the DynamoDB table")
     add_archive_argument(parser)
+    add_file_mode_argument(parser)
     parser.add_argument(
         "--every",
         type=window_length,
@@ -104,7 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace, *, ddb: Any = None) -> int:
     settings = AwsSettings.from_args(args)
     table = args.table_name
-    archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
+    archive = open_archive(args, endpoint_url=settings.endpoint_url)
     if args.export_from:
         folder = read_export(
             open_folder(args.export_from, endpoint_url=settings.endpoint_url), EXPORT_TYPE

@@ -28,8 +28,12 @@ import argparse
 
 from archiver.aws.clients import AwsSettings
 from archiver.aws.error_table import EXIT_NEW_GAP, EXIT_OK, UsageError
-from archiver.cliutil import add_archive_argument, add_table_argument
-from archiver.format.storage import Archive
+from archiver.cliutil import (
+    add_archive_argument,
+    add_file_mode_argument,
+    add_table_argument,
+    open_archive,
+)
 from archiver.lambda_mode import failures as failures
 from archiver.lambda_mode.redrive import redrive
 
@@ -37,6 +41,7 @@ from archiver.lambda_mode.redrive import redrive
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_table_argument(parser, "the archived table's name")
     add_archive_argument(parser)
+    add_file_mode_argument(parser)
     parser.add_argument(
         "--from",
         dest="source",
@@ -52,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     settings = AwsSettings.from_args(args)
-    archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
+    archive = open_archive(args, endpoint_url=settings.endpoint_url)
     table = args.table_name
     location = failures.open_location(archive, args.source, endpoint_url=settings.endpoint_url)
     if location is None:

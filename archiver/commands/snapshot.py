@@ -28,10 +28,10 @@ from archiver.aws.error_table import UsageError
 from archiver.cliutil import (
     add_archive_argument,
     add_file_mode_argument,
+    add_segments_argument,
     add_table_argument,
     open_archive,
     positive_float,
-    positive_int,
 )
 from archiver.format import layout
 from archiver.format.exports.full import FORMATS, convert_export, open_folder, read_export
@@ -68,11 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="convert this completed full export (…/AWSDynamoDB/<export_id>/), made by anyone, "
         "into a snapshot now; idempotent",
     )
-    parser.add_argument(
-        "--segments",
-        type=positive_int,
-        help="parallel scan segments (default: one per 2 GiB of table, 4 to 64)",
-    )
+    add_segments_argument(parser, default_help="one per 2 GiB of table, 4 to 64")
     parser.add_argument(
         "--export-format",
         choices=FORMATS,

@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from mypy_boto3_cloudwatch.literals import StatisticType
 
 ENV_FUNCTION = "DDB_ARCHIVE_LAMBDA_FUNCTION"
+# 1 (true, yes, on): trust the watermark, read no IteratorAge (--trust-lambda-watermark).
+ENV_TRUST = "DDB_ARCHIVE_TRUST_LAMBDA_WATERMARK"
 DEFAULT_MAX_ITERATOR_AGE = timedelta(seconds=600)
 GAP_REASON = gap_log.GAP_LAMBDA_STALLED
 STREAM_RETENTION = timedelta(hours=24)
@@ -215,6 +217,7 @@ def function_health(
 
 __all__ = [
     "ENV_FUNCTION",
+    "ENV_TRUST",
     "GAP_REASON",
     "CloudWatchUnreadable",
     "Deployment",

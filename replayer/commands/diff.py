@@ -12,7 +12,7 @@ import argparse
 
 from archiver.aws.clients import AwsSettings
 from archiver.aws.error_table import EXIT_DIFFERENCES
-from archiver.cliutil import add_table_argument, positive_int
+from archiver.cliutil import add_segments_argument, add_table_argument
 from replayer.engines.fold import FoldSettings, add_fold_arguments
 from replayer.read.verify import DEFAULT_SEGMENTS, diff_tables
 
@@ -20,9 +20,7 @@ from replayer.read.verify import DEFAULT_SEGMENTS, diff_tables
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_table_argument(parser, "the first table (the reference)")
     add_table_argument(parser, "the table to compare with it", flag="--other-table-name")
-    parser.add_argument(
-        "--segments", type=positive_int, default=DEFAULT_SEGMENTS, help="parallel scan segments"
-    )
+    add_segments_argument(parser, default=DEFAULT_SEGMENTS)
     add_fold_arguments(parser)
 
 

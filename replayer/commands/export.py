@@ -25,8 +25,12 @@ from typing import Any
 
 from archiver.aws.clients import AwsSettings
 from archiver.cliutil import (
+    add_allow_gaps_argument,
+    add_allow_inexact_argument,
     add_archive_argument,
     add_file_mode_argument,
+    add_lambda_arguments,
+    add_restore_time_arguments,
     add_table_argument,
     open_archive,
 )
@@ -77,17 +81,7 @@ def _check_resumable(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_table_argument(parser, "the archived table")
     add_archive_argument(parser)
-    when = parser.add_mutually_exclusive_group(required=True)
-    when.add_argument(
-        "--restore-date-time",
-        help="the time whose state to export, inclusive: ISO 8601 with a zone "
-        "(2026-01-31T12:00:00Z) or epoch seconds",
-    )
-    when.add_argument(
-        "--use-latest-restorable-time",
-        action="store_true",
-        help="export the state at the watermark",
-    )
+    add_restore_time_arguments(parser, "the time whose state to export, inclusive", latest="")
     parser.add_argument(
         "--output",
         required=True,
@@ -101,24 +95,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="parquet: keys + item columns (canonical DynamoDB JSON); dynamodb-json: gzip JSON "
         'lines {"Item": …} that DynamoDB ImportTable accepts',
     )
-    parser.add_argument(
-        "--allow-gaps",
-        action="store_true",
-        help="export even across a recorded gap in the log (its changes are missing)",
-    )
+    add_allow_gaps_argument(parser)
     parser.add_argument(
         "--resume",
         action="store_true",
         help="continue an export of the same plan that stopped, keeping the parts it wrote",
     )
-    lambda_gaps.add_arguments(parser)
-    parser.add_argument(
-        "--allow-inexact",
-        action="store_true",
-        help="inside an incremental-export window, restore the keys whose state at T is not "
-        "known (written later in the window) as they were at the window's start, instead of "
-        "refusing; said in the summary",
-    )
+    add_lambda_arguments(parser)
+    add_allow_inexact_argument(parser)
     add_fold_arguments(parser)
     add_engine_arguments(parser)
 

@@ -33,7 +33,15 @@ from typing import TYPE_CHECKING, Any
 
 from archiver.aws.clients import AwsSettings
 from archiver.aws.error_table import EXIT_DIFFERENCES, EXIT_OK
-from archiver.cliutil import add_archive_argument, add_table_argument, positive_float
+from archiver.cliutil import (
+    add_allow_gaps_argument,
+    add_allow_inexact_argument,
+    add_archive_argument,
+    add_lambda_arguments,
+    add_restore_time_arguments,
+    add_table_argument,
+    positive_float,
+)
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time
 from archiver.native.pitr import describe_pitr
@@ -82,17 +90,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser, "the new table to create (must not exist)", flag="--target-table-name"
     )
     add_archive_argument(parser)
-    when = parser.add_mutually_exclusive_group(required=True)
-    when.add_argument(
-        "--restore-date-time",
-        help="the time to restore to, inclusive: ISO 8601 with a zone (2026-01-31T12:00:00Z) "
-        "or epoch seconds (1769860800.5)",
-    )
-    when.add_argument(
-        "--use-latest-restorable-time",
-        action="store_true",
-        help="restore to the watermark: the latest instant up to which every change is "
-        "archived (with --strategy pitr: PITR's LatestRestorableDateTime)",
+    add_restore_time_arguments(
+        parser,
+        "the time to restore to, inclusive",
+        latest=" (with --strategy pitr: PITR's LatestRestorableDateTime)",
     )
     parser.add_argument(
         "--strategy",
@@ -146,20 +147,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="write at most N items per second (default: as fast as the table accepts)",
     )
-    parser.add_argument(
-        "--allow-gaps",
-        action="store_true",
-        help="restore even across a recorded gap in the log; the changes in the gap are "
-        "missing from the result (warned about loudly)",
-    )
-    lambda_gaps.add_arguments(parser)
-    parser.add_argument(
-        "--allow-inexact",
-        action="store_true",
-        help="inside an incremental-export window, restore the keys whose state at T is not "
-        "known (written later in the window) as they were at the window's start, instead of "
-        "refusing; said in the summary",
-    )
+    add_allow_gaps_argument(parser)
+    add_lambda_arguments(parser)
+    add_allow_inexact_argument(parser)
     parser.add_argument(
         "--write-workers",
         type=write_workers,

@@ -35,8 +35,14 @@ from __future__ import annotations
 import argparse
 
 from archiver.aws.clients import AwsSettings
-from archiver.cliutil import add_archive_argument, add_table_argument
-from archiver.format.storage import Archive
+from archiver.cliutil import (
+    add_archive_argument,
+    add_file_mode_argument,
+    add_lambda_arguments,
+    add_restore_time_arguments,
+    add_table_argument,
+    open_archive,
+)
 from archiver.format.timefmt import parse_time
 from replayer.planning import lambda_gaps
 from replayer.rollback.undo import Rollback, fold_states, run, stream_drainer
@@ -45,13 +51,8 @@ from replayer.rollback.undo import Rollback, fold_states, run, stream_drainer
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_table_argument(parser, "the live table to roll back")
     add_archive_argument(parser)
-    parser.add_argument(
-        "--restore-date-time",
-        required=True,
-        metavar="TIME",
-        help="undo every change after TIME (ISO 8601 with a zone, or epoch seconds); changes "
-        "at TIME itself stay",
-    )
+    add_file_mode_argument(parser)
+    add_restore_time_arguments(parser, "undo every change after TIME (changes at TIME itself stay)")
     parser.add_argument(
         "--dry-run", action="store_true", help="list the writes it would make; write nothing"
     )
@@ -67,13 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also bring back items that DynamoDB's TTL deleted after TIME (default: they "
         "stay deleted, they had expired)",
     )
-    lambda_gaps.add_arguments(parser)
+    add_lambda_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     at = parse_time(args.restore_date_time)
     aws = AwsSettings.from_args(args)
-    archive = Archive.open(args.archive, endpoint_url=aws.endpoint_url)
+    archive = open_archive(args, endpoint_url=aws.endpoint_url)
     checks = lambda_gaps.LambdaChecks.from_args(args)
     rollback = Rollback(
         ddb=aws.client("dynamodb"),

@@ -17,9 +17,8 @@ from typing import Any
 
 import orjson
 
-from archiver.cliutil import add_archive_argument, add_table_argument
+from archiver.cliutil import add_archive_argument, add_lambda_failures_argument, add_table_argument
 from archiver.format.storage import Archive
-from archiver.lambda_mode import failures as lambda_failures
 from replayer.read.query import check_archive
 from replayer.read.status import archive_status, render
 
@@ -28,13 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_archive_argument(parser)
     add_table_argument(parser, "only this table (default: every archived table)", required=False)
     parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
-    parser.add_argument(
-        "--lambda-failures",
-        metavar="S3URL",
-        help="where the Lambda event source mapping's on-failure destination writes (default: "
-        f"{lambda_failures.ENV_LOCATION}, else s3://<archive bucket>/"
-        f"{lambda_failures.STACK_PREFIX}/)",
-    )
+    add_lambda_failures_argument(parser)
 
 
 def main(args: argparse.Namespace, out: Any = None) -> int:

@@ -14,12 +14,19 @@ import argparse
 
 from archiver.aws.clients import AwsSettings
 from archiver.aws.error_table import EXIT_DIFFERENCES
-from archiver.cliutil import add_archive_argument, add_table_argument, positive_int
+from archiver.cliutil import (
+    add_allow_gaps_argument,
+    add_allow_inexact_argument,
+    add_archive_argument,
+    add_lambda_arguments,
+    add_restore_time_arguments,
+    add_segments_argument,
+    add_table_argument,
+)
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time
 from replayer.engines.fold import Fold, FoldSettings, add_fold_arguments
 from replayer.planning.lambda_gaps import LambdaChecks
-from replayer.planning.lambda_gaps import add_arguments as add_lambda_arguments
 from replayer.planning.plan import plan_restore
 from replayer.read.verify import DEFAULT_SEGMENTS, key_names, verify_table
 
@@ -28,29 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_table_argument(parser, "the table to check", flag="--target-table-name")
     add_table_argument(parser, "the archived table it should equal", flag="--source-table-name")
     add_archive_argument(parser)
-    parser.add_argument(
-        "--restore-date-time",
-        required=True,
-        help="the time whose state to compare with: ISO 8601 with a zone "
-        "(2026-01-31T12:00:00Z) or epoch seconds",
-    )
-    parser.add_argument(
-        "--allow-gaps",
-        action="store_true",
-        help="compare even when the log has a recorded gap in the range (the archive's state "
-        "then lacks the changes in it)",
-    )
+    add_restore_time_arguments(parser, "the time whose state to compare with, inclusive")
+    add_allow_gaps_argument(parser)
     add_lambda_arguments(parser)
-    parser.add_argument(
-        "--allow-inexact",
-        action="store_true",
-        help="inside an incremental-export window, compare the keys whose state at T is not "
-        "known (written later in the window) as they were at the window's start, instead of "
-        "refusing",
-    )
-    parser.add_argument(
-        "--segments", type=positive_int, default=DEFAULT_SEGMENTS, help="parallel scan segments"
-    )
+    add_allow_inexact_argument(parser)
+    add_segments_argument(parser, default=DEFAULT_SEGMENTS)
     add_fold_arguments(parser)
     # Imported here: the Athena engine builds on this module (load_rows).
     from replayer.engines.athena_engine import add_engine_arguments

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ENV_TRUST = "DDB_ARCHIVE_TRUST_LAMBDA_WATERMARK"
+ENV_TRUST = lambda_stall.ENV_TRUST
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -82,31 +82,6 @@ class LambdaChecks:
         if self.cloudwatch is not None:
             return self.cloudwatch
         return (self.settings or AwsSettings()).client("cloudwatch")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of every command that plans (restore, export, verify, rollback)."""
-    group = parser.add_argument_group("Lambda mode")
-    group.add_argument(
-        "--lambda-failures",
-        metavar="S3URL",
-        help="where the event source mapping's on-failure destination writes failed batches "
-        f"(default: {lambda_failures.ENV_LOCATION}, else s3://<archive bucket>/"
-        f"{lambda_failures.STACK_PREFIX}/ as the stack configures it)",
-    )
-    group.add_argument(
-        "--lambda-function-name",
-        metavar="NAME",
-        help="the archiving function whose IteratorAge to read in CloudWatch (default: "
-        f"{lambda_stall.ENV_FUNCTION}, else what the function recorded in the archive)",
-    )
-    group.add_argument(
-        "--trust-lambda-watermark",
-        action="store_true",
-        help="in Lambda mode, do not read the function's IteratorAge from CloudWatch: trust "
-        "that it never fell further behind than MaxIteratorAgeSeconds "
-        f"(also {ENV_TRUST}=1)",
-    )
 
 
 def _mode(archive: Archive, table: str, table_id: str) -> str | None:
@@ -230,7 +205,6 @@ __all__ = [
     "ENV_TRUST",
     "LambdaChecks",
     "LambdaHealthUnknown",
-    "add_arguments",
     "describe",
     "gaps_met",
 ]
