@@ -2,14 +2,15 @@
 (``make lint`` runs it), and the proof that no module imports itself back through others.
 
 - ``archiver.format`` imports nothing else of the project: it is the format, readable alone.
-- ``archiver.aws`` (clients, error table, retries, Scan, describe, prices) imports only the
-  format: the shared mechanisms sit under everything else. ``archiver.native`` (PITR, backups)
-  imports only those two: the replayer drives it.
+- ``archiver/aws/`` (clients, error table, retries, Scan, describe, prices) imports only the
+  format: the shared mechanisms sit under everything else. ``archiver/native/`` (PITR,
+  backups) imports only those two: the replayer drives it.
 - ``<tool>.commands`` modules (a command's arguments and its run) are imported by nothing but
   the tool's ``cli.py``: a library never depends on a command.
 - ``archiver`` never imports ``replayer``: protecting a table never depends on recovering it.
-- ``replayer`` imports of ``archiver`` only the format, ``aws`` and ``native``, and the few
-  modules of :data:`REPLAYER_MAY_IMPORT`, each with its reason.
+- ``replayer`` imports of ``archiver`` only the format, ``archiver/aws/`` and
+  ``archiver/native/``, and the few modules of :data:`REPLAYER_MAY_IMPORT`, each with its
+  reason.
 - No import cycle: the graph of modules (an edge for every ``import``, including those inside
   functions and under ``TYPE_CHECKING``) has no cycle.
 
@@ -27,9 +28,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PACKAGES = ("archiver", "replayer")
+
+
+def _package(folder: str) -> str:
+    """A subpackage by its folder (``archiver/aws``): its dotted name is also the name of a
+    module of the flat layout, which the layout's import rewriting maps."""
+    return folder.replace("/", ".")
+
+
 FORMAT = "archiver.format"
+AWS = _package("archiver/aws")
+NATIVE = _package("archiver/native")
 # What the replayer may import of ``archiver`` (besides the package itself), by prefix.
-REPLAYER_MAY_IMPORT_PACKAGES = ("archiver.format", "archiver.aws", "archiver.native")
+REPLAYER_MAY_IMPORT_PACKAGES = (FORMAT, AWS, NATIVE)
 # Beyond those packages, what the replayer genuinely needs of the archiver, and why.
 REPLAYER_MAY_IMPORT = {
     "archiver.cliutil": "the shared CLI helper: both tools parse, run and report alike",
@@ -38,10 +49,7 @@ REPLAYER_MAY_IMPORT = {
     "archiver.lambda_mode.stall": "planning reads a stalled Lambda function as a gap",
 }
 # Subpackages that sit under the rest: what each may import of the project besides itself.
-LEAVES = {
-    "archiver.aws": ("archiver.format",),
-    "archiver.native": ("archiver.format", "archiver.aws"),
-}
+LEAVES = {AWS: (FORMAT,), NATIVE: (FORMAT, AWS)}
 
 
 @dataclass(frozen=True)

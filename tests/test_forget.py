@@ -292,7 +292,7 @@ def test_watch_erases_records_archived_while_it_runs(
 ) -> None:
     """``--watch``: after the first pass, files the poller archives later (the stream still held
     records of the key) are erased too, until the watch ends; on a fake clock."""
-    import archiver.erasure.forget as forget_module
+    import archiver.commands.forget as forget_command
 
     built = build_archive(archive, [3, 4])
     clock = {"now": 0.0, "sleeps": 0}
@@ -317,8 +317,8 @@ def test_watch_erases_records_archived_while_it_runs(
         if clock["sleeps"] == 2:  # the poller archives a later record of the key meanwhile
             later_file()
 
-    monkeypatch.setattr(forget_module.time, "monotonic", lambda: clock["now"])
-    monkeypatch.setattr(forget_module.time, "sleep", sleep)
+    monkeypatch.setattr(forget_command.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(forget_command.time, "sleep", sleep)
     argv = ["forget", "--table-name", TABLE, "--archive", archive.url, "--key", ERASED,
             "--watch", "600", "--watch-interval", "60"]  # fmt: skip
     assert archiver_main(argv) == 0

@@ -44,7 +44,7 @@ def tree(tmp_path: Path) -> Path:
             "from replayer.planning.plan import Plan",
             "replayer.planning.plan",
         ),
-        # archiver.aws imports only the format; archiver.native only those two
+        # archiver/aws/ imports only the format; archiver/native/ only those two
         (
             "archiver/aws/scan.py",
             "from archiver.integrity import compaction",
