@@ -14,15 +14,9 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 from archiver.aws.clients import AwsSettings
 from archiver.format import layout
 from archiver.format.storage import Archive
-from replayer.strategies import (
-    choice as strategies,
-)
-from replayer.strategies import (
-    costs as pricing,
-)
-from replayer.strategies import (
-    import_table as import_strategy,
-)
+from replayer.strategies import choice as strategies
+from replayer.strategies import costs as pricing
+from replayer.strategies import import_table as import_strategy
 from replayer.strategies.choice import Estimate, choose, record_write_rate
 from replayer.strategies.import_model import ImportModel, record_import
 from replayer.strategies.import_table import ImportFailed, import_request, restore_id
