@@ -19,13 +19,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archiver.errors import EXIT_DIFFERENCES, EXIT_FAILURE, EXIT_REFUSED
+from archiver.aws.error_table import EXIT_DIFFERENCES, EXIT_FAILURE, EXIT_REFUSED
 from archiver.format.codec import canonical_json
 from archiver.format.storage import Archive
-from replayer import import_strategy
-from replayer import plan as planning
-from replayer.athena import Athena, AthenaConfig, AthenaQueryFailed, query_cost_usd
-from replayer.verify import scan_rows
+from replayer.engines.athena_client import Athena, AthenaConfig, AthenaQueryFailed, query_cost_usd
+from replayer.planning import plan as planning
+from replayer.read.verify import scan_rows
+from replayer.strategies import import_table as import_strategy
 from tests.athena_double import AthenaDouble, running_double
 from tests.conftest import REGION
 from tests.export_fixtures import read_dynamodb_json
@@ -388,7 +388,7 @@ def test_a_scan_above_the_limit_is_refused_before_running(
 def test_the_scan_bound_is_the_dt_partitions_in_range(
     history: Archive, athena: AthenaDouble
 ) -> None:
-    from replayer.athena_engine import AthenaFolder
+    from replayer.engines.athena_engine import AthenaFolder
 
     later = [Change(9, key("z"), {"pk": {"S": "z"}}, at(3 * 86_400), "INSERT")]
     write_changes(history, later)  # another dt partition, outside the plan's range

@@ -11,16 +11,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from archiver import compact as compact_mod
 from archiver.cli import main as archiver_main
-from archiver.compact import compact, list_change_files, pending_path
 from archiver.format import layout
 from archiver.format.codec import canonical_json, key_of
 from archiver.format.schema import CHANGE_SCHEMA
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, utcnow
-from replayer.fold import Fold
-from replayer.plan import latest_restorable_time, plan_restore
+from archiver.integrity import compaction as compact_mod
+from archiver.integrity.compaction import compact, list_change_files, pending_path
+from replayer.engines.fold import Fold
+from replayer.planning.plan import latest_restorable_time, plan_restore
 from tests.changes_builder import T0, n, record, s, write_changes
 from tests.conftest import create_table
 

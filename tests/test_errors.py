@@ -1,5 +1,5 @@
-"""The one error table from AWS ``Error.Code`` to exception (``archiver.errors``), the names
-that say "absent" (``describe_or_none``), the replayer's translation on top, and the restore's
+"""The one error table from AWS ``Error.Code`` to exception (``archiver.aws.error_table``), the
+names that say "absent" (``describe_or_none``), the replayer's translation on top, and the restore's
 warning when the live table cannot be read."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from archiver.describe import describe_or_none
-from archiver.errors import (
+from archiver.aws.describe import describe_or_none
+from archiver.aws.error_table import (
     ERROR_CODES,
     EXIT_FAILURE,
     EXIT_REFUSED,
@@ -34,8 +34,8 @@ from archiver.errors import (
     translate_client_error,
 )
 from archiver.format.storage import Archive
-from replayer.errors import BadInput, Refused, TargetTableExists, replay_error
-from replayer.replay import archived_table
+from replayer.exceptions import BadInput, Refused, TargetTableExists, replay_error
+from replayer.strategies.replay import archived_table
 from tests.conftest import create_table
 
 

@@ -13,17 +13,17 @@ from typing import Any
 
 import pytest
 
-from archiver import expire as expire_module
-from archiver.check import run_checks
 from archiver.cli import main as archiver_main
-from archiver.expire import FOLD_METHOD, expire, horizon_of
+from archiver.erasure import expire as expire_module
+from archiver.erasure.expire import FOLD_METHOD, expire, horizon_of
 from archiver.format import coverage, layout
 from archiver.format.manifests import list_snapshots
 from archiver.format.storage import Archive
+from archiver.integrity.check import run_checks
 from replayer.cli import main as replayer_main
-from replayer.errors import OutsideCoverage
-from replayer.fold import Fold
-from replayer.plan import plan_restore
+from replayer.engines.fold import Fold
+from replayer.exceptions import OutsideCoverage
+from replayer.planning.plan import plan_restore
 from tests.conftest import Crash
 from tests.integrity_helpers import build_archive
 from tests.replay_helpers import T0, TABLE, write_coverage, write_description

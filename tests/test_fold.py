@@ -10,8 +10,8 @@ import pytest
 
 from archiver.format import layout
 from archiver.format.storage import Archive
-from replayer import plan as planning
-from replayer.fold import Fold, FoldSettings, may_hold_duplicates, stream_sources
+from replayer.engines.fold import Fold, FoldSettings, may_hold_duplicates, stream_sources
+from replayer.planning import plan as planning
 from tests.replay_helpers import (
     TABLE,
     Change,

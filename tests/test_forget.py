@@ -12,16 +12,17 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from archiver.check import run_checks
 from archiver.cli import main as archiver_main
-from archiver.forget import forget
-from archiver.format import changefiles, erasures, footers, layout
+from archiver.erasure.forget import forget
+from archiver.format import changefiles, footers, layout
+from archiver.format import erasure_log as erasures
 from archiver.format.changefiles import RunBuilder, write_builder
-from archiver.format.exports import convert_export, folder_in, read_export
+from archiver.format.exports.full import convert_export, folder_in, read_export
 from archiver.format.manifests import list_snapshots
 from archiver.format.storage import Archive
-from replayer.fold import Fold
-from replayer.plan import plan_restore
+from archiver.integrity.check import run_checks
+from replayer.engines.fold import Fold
+from replayer.planning.plan import plan_restore
 from tests import export_fixtures
 from tests.conftest import Crash
 from tests.integrity_helpers import Built, build_archive, rows_of
@@ -291,7 +292,7 @@ def test_watch_erases_records_archived_while_it_runs(
 ) -> None:
     """``--watch``: after the first pass, files the poller archives later (the stream still held
     records of the key) are erased too, until the watch ends; on a fake clock."""
-    import archiver.forget as forget_module
+    import archiver.commands.forget as forget_command
 
     built = build_archive(archive, [3, 4])
     clock = {"now": 0.0, "sleeps": 0}
@@ -316,8 +317,8 @@ def test_watch_erases_records_archived_while_it_runs(
         if clock["sleeps"] == 2:  # the poller archives a later record of the key meanwhile
             later_file()
 
-    monkeypatch.setattr(forget_module.time, "monotonic", lambda: clock["now"])
-    monkeypatch.setattr(forget_module.time, "sleep", sleep)
+    monkeypatch.setattr(forget_command.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(forget_command.time, "sleep", sleep)
     argv = ["forget", "--table-name", TABLE, "--archive", archive.url, "--key", ERASED,
             "--watch", "600", "--watch-interval", "60"]  # fmt: skip
     assert archiver_main(argv) == 0
@@ -479,7 +480,7 @@ def test_the_operator_story_restores_verify_history_and_later_records(
 
 
 def test_compaction_after_an_erasure_keeps_the_record_and_the_chain(archive: Archive) -> None:
-    from archiver.compact import compact
+    from archiver.integrity.compaction import compact
 
     build_archive(archive, [3, 4, 2, 3])
     (outcome,) = forget(archive, TABLE, [ERASED])

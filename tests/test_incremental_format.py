@@ -14,13 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from archiver.format import layout
-from archiver.format.exports import (
+from archiver.format.exports.full import (
     CorruptExport,
     NotAFullExport,
     NotAnIncrementalExport,
     read_export,
 )
-from archiver.format.incremental import (
+from archiver.format.exports.incremental import (
     OverlappingWindow,
     convert_incremental,
     describe_export,

@@ -2,8 +2,8 @@
 
 Archives are chained the way the poller writes them (``tests.integrity_helpers``); the
 stream behind them is the Streams test double, whose trim horizon models records no longer
-retained. ``check`` runs through the CLI; repairs through ``archiver.repair`` with the double
-as the Streams client.
+retained. ``check`` runs through the CLI; repairs through ``archiver.integrity.repair`` with the
+double as the Streams client.
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from archiver.aws import AwsSettings
-from archiver.check import run_checks, verify_resume
+from archiver.aws.clients import AwsSettings
 from archiver.cli import main as archiver_main
-from archiver.compact import compact
-from archiver.format import chain, coverage, footers, layout
+from archiver.format import chain, footers, gap_log, layout
 from archiver.format.statefiles import StateFileError
 from archiver.format.storage import Archive
 from archiver.format.timefmt import utcnow
-from archiver.repair import repair
-from replayer.errors import BrokenChain, DamagedFile, GapInLog
-from replayer.fold import Fold
-from replayer.plan import plan_restore
+from archiver.integrity.check import run_checks, verify_resume
+from archiver.integrity.compaction import compact
+from archiver.integrity.repair import repair
+from replayer.engines.fold import Fold
+from replayer.exceptions import BrokenChain, DamagedFile, GapInLog
+from replayer.planning.plan import plan_restore
 from tests.integrity_helpers import (
     Built,
     build_archive,
@@ -197,7 +197,7 @@ def test_repair_outside_retention_records_a_gap_that_restores_refuse(
 
     report = do_repair(archive, built)
     assert len(report.gaps) == 1 and not report.recovered
-    gaps = coverage.read_gaps(archive, TABLE)
+    gaps = gap_log.read_gaps(archive, TABLE)
     assert [g["reason"] for g in gaps] == ["archive-file-lost"]
     assert gaps[0]["shard_id"] == built.shard.shard_id
     # The damaged file is set aside, not left to break reads.
@@ -474,7 +474,7 @@ def test_deep_finds_rows_inconsistent_with_their_event_names(
 
 
 def test_compaction_names_a_damaged_input_in_one_line(archive: Archive) -> None:
-    from archiver.errors import CorruptArchive
+    from archiver.aws.error_table import CorruptArchive
 
     built = build_archive(archive, [2, 2, 2])
     truncate(archive, built.files[1])

@@ -30,16 +30,16 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from archiver import lambda_failures
-from archiver import lambda_handler as lh
+from archiver.aws.error_table import EXIT_NEW_GAP, EXIT_OK, EXIT_REFUSED
 from archiver.cli import main as archiver_main
-from archiver.errors import EXIT_NEW_GAP, EXIT_OK, EXIT_REFUSED
 from archiver.format import coverage, layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, utcnow
-from replayer import lambda_gaps
-from replayer import plan as planning
-from replayer.errors import GapInLog
+from archiver.lambda_mode import failures as lambda_failures
+from archiver.lambda_mode import handler as lh
+from replayer.exceptions import GapInLog
+from replayer.planning import lambda_gaps
+from replayer.planning import plan as planning
 from tests import changes_builder
 from tests.conftest import REGION, create_table
 from tests.replay_helpers import (
@@ -662,14 +662,16 @@ def test_the_stack_can_redrive_daily_with_the_same_code(
 ) -> None:
     from cfnlint.decode import decode
 
-    from archiver import redrive
+    from archiver.lambda_mode import redrive
 
     template, problems = decode(str(ROOT / "deploy" / "template.yaml"))
     assert not problems
     assert template["Parameters"]["ScheduleRedrive"]["Default"] == "false"
     function = template["Resources"]["RedriveFunction"]
     assert function["Condition"] == "ScheduleRedrive"
-    assert function["Properties"]["ImageConfig"]["Command"] == ["archiver.redrive.handler"]
+    assert function["Properties"]["ImageConfig"]["Command"] == [
+        "archiver.lambda_mode.redrive.handler"
+    ]
     (event,) = function["Properties"]["Events"].values()
     assert event["Properties"]["ScheduleExpression"] == "rate(1 day)"
 
@@ -685,7 +687,7 @@ def test_the_stack_can_redrive_daily_with_the_same_code(
 def test_redrive_imports_neither_duckdb_nor_the_replayer() -> None:
     code = (
         "import sys\n"
-        "import archiver.redrive\n"
+        "import archiver.lambda_mode.redrive\n"
         "bad = [n for n in sys.modules if n.split('.')[0] in {'duckdb', 'replayer'}]\n"
         "print(','.join(sorted(bad)))\n"
     )

@@ -20,13 +20,13 @@ import boto3
 import pyarrow as pa
 import pytest
 
-from archiver import describe
-from archiver import lambda_handler as lh
-from archiver.aws import AwsSettings
+from archiver.aws import describe
+from archiver.aws.clients import AwsSettings
 from archiver.cli import main as archiver_main
-from archiver.format import coverage, layout, tables
+from archiver.format import coverage, gap_log, layout, tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
+from archiver.lambda_mode import handler as lh
 from tests.conftest import REGION, create_table
 
 TABLE = "orders"
@@ -319,19 +319,19 @@ def test_a_re_enabled_stream_records_a_gap(
     coverage.advance_watermark(archive, TABLE, doc["table_id"], watermark)
     monkeypatch.setenv("ARCHIVE_URL", archive.url)
     assert lh.handler(lambda_event(stream_arn, records), None) == {"batchItemFailures": []}
-    (gap,) = coverage.read_gaps(archive, TABLE)
-    assert gap["reason"] == coverage.GAP_STREAM_REENABLED
+    (gap,) = gap_log.read_gaps(archive, TABLE)
+    assert gap["reason"] == gap_log.GAP_STREAM_REENABLED
     assert gap["stream_arn"] == stream_arn
     assert (gap["from"], gap["to"]) == (iso_ms(watermark), iso_ms(created))
     lh.reset()
     lh.handler(lambda_event(stream_arn, records), None)
-    assert len(coverage.read_gaps(archive, TABLE)) == 1  # recorded once
+    assert len(gap_log.read_gaps(archive, TABLE)) == 1  # recorded once
 
 
 def test_the_handler_imports_neither_duckdb_nor_the_replayer() -> None:
     code = (
         "import sys\n"
-        "import archiver.lambda_handler\n"
+        "import archiver.lambda_mode.handler\n"
         "bad = [n for n in sys.modules if n.split('.')[0] in {'duckdb', 'replayer'}]\n"
         "print(','.join(sorted(bad)))\n"
     )

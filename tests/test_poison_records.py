@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from archiver import lambda_handler as lh
-from archiver.errors import EXIT_OK, EXIT_USAGE, PoisonRecord
+from archiver.aws.error_table import EXIT_OK, EXIT_USAGE, PoisonRecord
 from archiver.format import layout
 from archiver.format.records import ChangeRows
 from archiver.format.storage import Archive
+from archiver.lambda_mode import handler as lh
 from tests.conftest import create_table
 from tests.streams_double import StreamsDouble
 from tests.test_lambda_handler import TABLE, all_rows, lambda_event, stream_records, write_workload
@@ -90,7 +90,7 @@ def test_lambda_archives_the_records_before_a_poison_record_and_reports_it(
     corrupt(poisoned)
     monkeypatch.setenv("ARCHIVE_URL", archive.url)
 
-    with caplog.at_level(logging.ERROR, logger="archiver.lambda_handler"):
+    with caplog.at_level(logging.ERROR, logger="archiver.lambda_mode.handler"):
         response = lh.handler(event, None)
 
     # It is the failure (a record without a sequence number of its own: the whole batch).

@@ -1,4 +1,4 @@
-"""The one retry policy, rate limiter and wait helper (``archiver.retry``), and the waits built
+"""The one retry policy, rate limiter and wait helper (``archiver.aws.retry``), and the waits built
 on it: the restore target's, a backup's, an export's."""
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError
 
-from archiver import retry
-from archiver.backups import create_backup
-from archiver.errors import ERROR_CODES, InvalidRequest, Throttled
-from archiver.retry import (
+from archiver.aws import retry
+from archiver.aws.error_table import ERROR_CODES, InvalidRequest, Throttled
+from archiver.aws.retry import (
     RETRYABLE_CODES,
     GaveUp,
     RateLimiter,
@@ -26,9 +25,10 @@ from archiver.retry import (
     is_retryable,
     wait_until,
 )
-from archiver.scan import parallel_scan
-from archiver.snapshot import wait_for_export
-from replayer.target_table import wait_until_active
+from archiver.aws.scan import parallel_scan
+from archiver.native.backups import create_backup
+from archiver.snapshots.base_snapshot import wait_for_export
+from replayer.write.target_table import wait_until_active
 
 
 def client_error(code: str, *, status: int = 400, botocore_retries: int = 0) -> ClientError:
@@ -251,7 +251,7 @@ def test_the_parallel_scan_retries_a_throttled_page_and_stops_on_a_rejected_one(
 def test_the_table_sink_gives_up_on_endless_throttling_instead_of_looping() -> None:
     import pyarrow as pa
 
-    from replayer.sinks import TableSink
+    from replayer.write.sinks import TableSink
 
     class AlwaysThrottled:
         calls = 0

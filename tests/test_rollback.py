@@ -10,14 +10,13 @@ from typing import Any
 
 import pytest
 
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
 from archiver.format import layout
 from archiver.format.codec import canonical_json
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, utcnow
 from replayer import cli
-from replayer.rollback import Rollback, fold_states, run, stream_drainer
-from replayer.rollback_plan import (
+from replayer.rollback.decisions import (
     DELETE,
     RECREATE,
     RESTORE,
@@ -27,6 +26,7 @@ from replayer.rollback_plan import (
     condition_for,
     plan_writes,
 )
+from replayer.rollback.in_place import Rollback, fold_states, run, stream_drainer
 from tests.conftest import create_table
 
 
@@ -206,7 +206,7 @@ def test_change_right_after_the_write_is_reported(
     at = wait_for_next_second()
     ddb.put_item(TableName="orders", Item={**key(1), "v": {"N": "2"}})
 
-    from replayer import rollback as module
+    from replayer.rollback import in_place as module
 
     real_apply = module.apply_writes
 

@@ -19,8 +19,10 @@ from typing import Any
 import boto3
 import pytest
 
-from archiver import writer
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
+from archiver.capture import change_writer as writer
+from archiver.capture.change_writer import FlushPolicy
+from archiver.capture.runner import RunConfig, execute
 from archiver.cli import main
 from archiver.format import changefiles, coverage, layout
 from archiver.format.codec import canonical_json
@@ -28,8 +30,6 @@ from archiver.format.layout import pad_seq
 from archiver.format.storage import Archive
 from archiver.format.tables import table_id_of
 from archiver.format.timefmt import as_utc, iso_ms, parse_iso, utcnow
-from archiver.runner import RunConfig, execute
-from archiver.writer import FlushPolicy
 from tests.conftest import REGION, create_table
 
 TABLE = "people"
@@ -300,7 +300,7 @@ def test_crash_between_parquet_write_and_checkpoint_loses_and_duplicates_nothing
             raise RuntimeError("injected crash after the Parquet write")
         real(*args, **kwargs)
 
-    # Patched where ChangeWriter looks it up: the name archiver.writer imported.
+    # Patched where ChangeWriter looks it up: the name archiver.capture.change_writer imported.
     monkeypatch.setattr(writer, "write_checkpoint", crash_once)
     assert run_once(archive.url) == 1
     # The new file is durable, the checkpoint still points before it.

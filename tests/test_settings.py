@@ -1,4 +1,5 @@
-"""Settings capture (``archiver.describe``) and ``--copy-settings`` (``replayer.settings_copy``).
+"""Settings capture (``archiver.aws.describe``) and ``--copy-settings``
+(``replayer.write.settings_copy``).
 
 Settings are checked by reading them back from the (moto) services after the copy.
 """
@@ -16,11 +17,11 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from archiver import describe
-from archiver.aws import AwsSettings
-from archiver.describe import capture_extras
+from archiver.aws import describe
+from archiver.aws.clients import AwsSettings
+from archiver.aws.describe import capture_extras
 from archiver.format.storage import Archive
-from replayer.settings_copy import (
+from replayer.write.settings_copy import (
     COPIED,
     NOT_COPIED,
     NOTHING,

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from archiver import describe
-from archiver.aws import AwsSettings
-from archiver.errors import TableNotFound
+from archiver.aws import describe
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import TableNotFound
+from archiver.capture.runner import RunConfig, execute
 from archiver.format import layout, tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
-from archiver.runner import RunConfig, execute
 from tests.conftest import create_table
 from tests.streams_double import client_error
 

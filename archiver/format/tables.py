@@ -12,7 +12,7 @@ it was::
      "Table": <DescribeTable's Table, datetimes as ISO strings>,
      "Tags": [...] | null, "TimeToLiveDescription": {...} | null,
      "ContinuousBackupsDescription": {...} | null,
-     "extras": <archiver.describe.capture_extras(...)>,
+     "extras": <archiver.aws.describe.capture_extras(...)>,
      "unavailable": {"<what>": "<error code>"}}
 
 A new file is written at archiver start and whenever any of it changed. Counters and
@@ -119,7 +119,7 @@ def description_document(
         time_to_live: ``DescribeTimeToLive``'s ``TimeToLiveDescription``, or ``None``.
         continuous_backups: ``DescribeContinuousBackups``'
             ``ContinuousBackupsDescription``, or ``None``.
-        extras: what ``archiver.describe.capture_extras`` found (auto scaling, alarms, policy).
+        extras: what ``archiver.aws.describe.capture_extras`` found (auto scaling, alarms, policy).
         unavailable: what could not be read, and the error code that said so.
     """
     safe = json_safe(table)
