@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from archiver import errors
 from archiver.aws import AwsSettings
 from archiver.cliutil import add_archive_argument, add_table_argument, positive_float
 from archiver.describe import capture_description, describe_or_none, live_lookup
@@ -51,6 +52,7 @@ from archiver.errors import (
     ArchiverError,
     UsageError,
     client_error_code,
+    is_error,
     translate_client_error,
 )
 from archiver.format import coverage
@@ -267,7 +269,8 @@ class Chain:
         try:
             response = self.ddb.export_table_to_point_in_time(**kwargs)
         except Exception as exc:
-            if client_error_code(exc) == "PointInTimeRecoveryUnavailableException":
+            # The error table's PitrUnavailable (exit 2), refined here into this module's (exit 4).
+            if is_error(exc, errors.PitrUnavailable):
                 raise PitrUnavailable(
                     f"point-in-time recovery is off for {self.table}: {kind} export refused"
                 ) from exc

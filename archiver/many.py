@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from archiver.aws import AwsSettings
-from archiver.errors import EXIT_FAILURE, EXIT_NEW_GAP, EXIT_OK, client_error_code
+from archiver.errors import EXIT_FAILURE, EXIT_NEW_GAP, EXIT_OK, ResourceNotFound, is_error
 from archiver.format.storage import Archive
 
 log = logging.getLogger("archiver.run")
@@ -61,7 +61,7 @@ async def tagged_tables(ddb: Any, tag: tuple[str, str], arns: dict[str, str]) ->
                 arns[name] = (await ddb.describe_table(TableName=name))["Table"]["TableArn"]
             tags = await _tags(ddb, arns[name])
         except Exception as exc:
-            if client_error_code(exc) == "ResourceNotFoundException":
+            if is_error(exc, ResourceNotFound):
                 arns.pop(name, None)  # deleted since the listing
                 continue
             raise

@@ -32,7 +32,12 @@ import pyarrow as pa
 
 from archiver.aws import AwsSettings
 from archiver.cliutil import positive_float
-from archiver.errors import client_error_code, translate_client_error
+from archiver.errors import (
+    ResourceNotFound,
+    client_error_code,
+    is_error,
+    translate_client_error,
+)
 from archiver.format import layout
 from archiver.format.codec import canonical_json, key_of
 from archiver.format.storage import Archive
@@ -214,13 +219,12 @@ class AthenaFolder:
             try:
                 table = self.glue.get_table(DatabaseName=database, Name=name)["Table"]
             except Exception as exc:
-                code = client_error_code(exc)
-                if code == "EntityNotFoundException":
+                if is_error(exc, ResourceNotFound):
                     raise Refused(
                         f"the Glue table {database}.{name} does not exist: run ddb-replayer "
                         f"athena-setup --archive {self.root} --database {database}"
                     ) from exc
-                if code:
+                if client_error_code(exc):
                     raise translate_client_error(exc, f"Glue GetTable {database}.{name}") from exc
                 raise
             location = str((table.get("StorageDescriptor") or {}).get("Location", ""))
