@@ -52,6 +52,7 @@ from archiver.cliutil import add_archive_argument, add_table_argument
 from archiver.errors import EXIT_REFUSED, ArchiverError, UsageError
 from archiver.format import coverage, footers, layout, statefiles
 from archiver.format.changefiles import checkpointed_streams, read_checkpoints
+from archiver.format.exports import EXPORT_MARGIN, archived_exports
 from archiver.format.manifests import list_snapshots, write_manifest
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, parse_iso, stamp, utcnow
@@ -136,14 +137,12 @@ def plan_expiry(archive: Archive, table: str, horizon: datetime) -> ExpirePlan:
             sid = manifest["snapshot_id"]
             plan.delete.append(layout.snapshot_manifest(table, sid))  # the commit goes first
             plan.delete += archive.find(layout.snapshot_dir(table, sid), ".parquet")
-    for export_id in archive.listdir(layout.exports_dir()):
-        folder = f"{layout.exports_dir()}/{export_id}"
-        summary = archive.read_json_or(f"{folder}/manifest-summary.json") or {}
-        arn = str(summary.get("tableArn") or "")
-        if arn.rsplit("/", 1)[-1] != table or not summary.get("exportTime"):
+    for export in archived_exports(archive):
+        export_time = (export.summary or {}).get("exportTime")
+        if export.table_name != table or not export_time:
             continue
-        if parse_iso(str(summary["exportTime"])) + timedelta(seconds=60) < horizon:
-            plan.delete += archive.find(folder)
+        if parse_iso(str(export_time)) + EXPORT_MARGIN < horizon:
+            plan.delete += archive.find(export.folder.path)
     return plan
 
 

@@ -118,8 +118,8 @@ class FailedBatch:
 
 def table_of_stream(stream_arn: str) -> str:
     """The table in ``arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>``."""
-    parts = stream_arn.split(":", 5)[-1].split("/")
-    return parts[1] if len(parts) >= 4 and parts[0] == "table" else ""
+    parsed = layout.parse_stream_arn(stream_arn)
+    return "" if parsed is None else parsed.table
 
 
 def _time(value: Any) -> datetime | None:

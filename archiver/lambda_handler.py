@@ -46,7 +46,7 @@ from archiver.format import coverage, layout, tables
 from archiver.format.changefiles import WriteFailed, write_records
 from archiver.format.records import first_problem, poison, record_problem
 from archiver.format.storage import Archive
-from archiver.format.timefmt import as_utc, iso_ms, parse_iso, utcnow
+from archiver.format.timefmt import iso_ms, parse_iso, utcnow
 
 log = logging.getLogger(__name__)
 log.setLevel(logging.INFO)
@@ -113,17 +113,15 @@ def max_iterator_age() -> timedelta:
 
 def table_of(stream_arn: str) -> str:
     """The table name in ``arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>``."""
-    resource = stream_arn.split(":", 5)[-1]
-    parts = resource.split("/")
-    if len(parts) < 4 or parts[0] != "table" or parts[2] != "stream" or not parts[1]:
+    parsed = layout.parse_stream_arn(stream_arn)
+    if parsed is None:
         raise ConfigurationError(f"eventSourceARN {stream_arn!r} is not a DynamoDB stream ARN")
-    return parts[1]
+    return parsed.table
 
 
 def stream_created_at(stream_arn: str) -> datetime:
     """A stream's creation time: its label (UTC, without a zone in the ARN)."""
-    label = layout.stream_label_of(stream_arn)
-    return as_utc(datetime.fromisoformat(label.replace("Z", "+00:00")))
+    return layout.stream_label_time(layout.stream_label_of(stream_arn))
 
 
 # -- cold start -----------------------------------------------------------------------------

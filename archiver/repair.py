@@ -213,7 +213,7 @@ async def _reread(api: StreamsApi, stream_arn: str, hole: Hole) -> list[dict[str
             else:
                 iterator = page.get("NextShardIterator")
     except Exception as exc:
-        if is_error(exc, TrimmedData | ResourceNotFound):
+        if is_error(exc, TrimmedData) or is_error(exc, ResourceNotFound):
             return None
         raise
     if not records or layout.pad_seq(records[-1]["dynamodb"]["SequenceNumber"]) != hole.until_seq:

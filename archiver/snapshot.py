@@ -49,7 +49,7 @@ from archiver.errors import (
     UsageError,
     translate_client_error,
 )
-from archiver.format import layout
+from archiver.format import layout, tables
 from archiver.format.codec import canonical_json, key_of
 from archiver.format.exports import (
     FORMATS,
@@ -184,7 +184,7 @@ def _scan_snapshot(
     guard = SkewGuard()
     description = _describe(ddb, table, guard, clock)
     key_schema = list(description["KeySchema"])
-    key_names = [k["AttributeName"] for k in key_schema]
+    key_names = tables.key_names(key_schema)
     total_segments = segments or auto_segments(description)
     started_at = clock()
     writer = SnapshotWriter(

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from archiver import retry as retry_module
 from archiver.format import layout
-from archiver.format.timefmt import as_utc
 from archiver.retry import RateLimiter, RetryPolicy
 
 if TYPE_CHECKING:
@@ -55,7 +54,7 @@ class StreamInfo:
     @property
     def created_at(self) -> datetime:
         """When the stream was created: its label is that instant (UTC, ISO 8601)."""
-        return as_utc(datetime.fromisoformat(self.label.replace("Z", "+00:00")))
+        return layout.stream_label_time(self.label)
 
     @property
     def label_stamp(self) -> str:

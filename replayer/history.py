@@ -32,7 +32,7 @@ from archiver.format import layout
 from archiver.format.codec import AttributeValueVisitor, CodecError, canonicalize_text
 from archiver.format.records import TTL_IDENTITY
 from archiver.format.storage import Archive
-from archiver.format.tables import latest_description
+from archiver.format.tables import archived_key_names
 from archiver.format.timefmt import iso_ms, parse_time
 from replayer.errors import BadInput
 from replayer.query import run_query
@@ -267,13 +267,6 @@ def timeline(rows: list[tuple[Any, ...]]) -> list[Change]:
     return changes
 
 
-def key_names(archive: Archive, table: str) -> list[str] | None:
-    """The table's key attribute names from its newest archived description, if any."""
-    doc = latest_description(archive, table)
-    schema = ((doc or {}).get("Table") or {}).get("KeySchema") or []
-    return [str(k["AttributeName"]) for k in schema] or None
-
-
 def item_history(
     archive: Archive,
     table: str,
@@ -288,7 +281,7 @@ def item_history(
         raise BadInput(f"--key: {exc}") from exc
     if keys == "{}":
         raise BadInput('--key names no attribute: give the key, e.g. \'{"pk": {"S": "a"}}\'')
-    expected = key_names(archive, table)
+    expected = archived_key_names(archive, table)
     given = sorted(orjson.loads(keys))
     if expected is not None and given != sorted(expected):
         raise BadInput(

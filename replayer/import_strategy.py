@@ -47,7 +47,7 @@ from tqdm import tqdm
 from archiver import retry
 from archiver.aws import AwsSettings
 from archiver.errors import EXIT_DIFFERENCES, EXIT_OK
-from archiver.format import layout
+from archiver.format import layout, tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, stamp, utcnow
 from replayer import athena_engine
@@ -59,7 +59,6 @@ from replayer.plan import Plan
 from replayer.sinks import DynamoDBJsonSink, WriteResult
 from replayer.target_table import (
     create_table_request,
-    key_attribute_names,
     refuse_if_exists,
     wait_until_active,
 )
@@ -440,7 +439,7 @@ def restore_by_import(
             say("dry run: nothing was created")
             return outcome
         state = athena_engine.state_at(
-            fold, archive, plan, key_attribute_names(description), options.athena
+            fold, archive, plan, tables.key_names(description["KeySchema"]), options.athena
         )
         outcome.items = state.count
         say(

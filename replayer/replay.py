@@ -38,7 +38,6 @@ from replayer.restore_state import CHUNK_ITEMS
 from replayer.target_table import (
     create_table_request,
     create_target,
-    key_attribute_names,
     set_source_capacity,
     wait_until_active,
 )
@@ -267,7 +266,7 @@ def restore_by_replay(
             " on Athena" if options.athena else "",
         )
         state = athena_engine.state_at(
-            fold, archive, plan, key_attribute_names(description), options.athena
+            fold, archive, plan, tables.key_names(description["KeySchema"]), options.athena
         )
         outcome.items = state.count
         _refuse_invalid(state, description)

@@ -26,6 +26,7 @@ from archiver.errors import (
     EXIT_DIFFERENCES,
     ArchiverError,
 )
+from archiver.format import tables
 from archiver.format.codec import canonical_json, key_of
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time
@@ -144,8 +145,7 @@ def key_names(client: DynamoDBClient, table_name: str) -> list[str]:
         table = client.describe_table(TableName=table_name)["Table"]
     except Exception as exc:
         raise replay_error(exc, f"table {table_name}") from exc
-    schema = sorted(table["KeySchema"], key=lambda k: k["KeyType"] != "HASH")
-    return [k["AttributeName"] for k in schema]
+    return tables.key_names(table["KeySchema"])
 
 
 def scan_rows(

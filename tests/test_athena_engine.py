@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 from archiver.errors import EXIT_DIFFERENCES, EXIT_FAILURE, EXIT_REFUSED
 from archiver.format.codec import canonical_json
 from archiver.format.storage import Archive
+from archiver.retry import WaitTimedOut
+from replayer import athena as athena_module
 from replayer import import_strategy
 from replayer import plan as planning
 from replayer.athena import Athena, AthenaConfig, AthenaQueryFailed, query_cost_usd
@@ -29,6 +31,7 @@ from replayer.verify import scan_rows
 from tests.athena_double import AthenaDouble, running_double
 from tests.conftest import REGION
 from tests.export_fixtures import read_dynamodb_json
+from tests.helpers import FakeClock
 from tests.replay_helpers import (
     TABLE,
     Change,
@@ -418,6 +421,26 @@ def test_ctrl_c_stops_the_query(history: Archive, athena: AthenaDouble) -> None:
     assert query.state == "CANCELLED"
     assert any("RUNNING" in line or "QUEUED" in line for line in said)
     assert any("stopping the query" in line for line in said)
+
+
+def test_a_query_past_its_deadline_is_stopped(history: Archive, athena: AthenaDouble) -> None:
+    athena.hold.set()
+    client = boto3.client("athena", region_name=REGION)
+    said: list[str] = []
+    clock = FakeClock()
+    runner = Athena(client, AthenaConfig("primary", DATABASE, f"s3://{BUCKET}/results/"),
+                    say=said.append, sleep=clock.sleep, clock=clock,
+                    timeout_seconds=0.5)  # fmt: skip
+    with pytest.raises(WaitTimedOut, match=r"Athena query \S+: not ready after"):
+        runner.run("SELECT 1")
+    (query,) = athena.queries.values()
+    assert "StopQueryExecution" in athena.calls
+    assert query.state == "CANCELLED"
+    assert any("stopping the query" in line for line in said)
+    # The pauses grow from POLL_FIRST by 1.5 to POLL_MAX (the fixture's 20 ms here).
+    assert clock.slept[0] == pytest.approx(athena_module.POLL_FIRST)
+    assert max(clock.slept) <= athena_module.POLL_MAX
+    assert clock.now >= 0.5
 
 
 def test_progress_shows_state_elapsed_and_scanned(history: Archive, athena: AthenaDouble) -> None:

@@ -12,7 +12,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
 from archiver import errors as errors_module
 from archiver.describe import describe_or_none
@@ -42,11 +41,7 @@ from archiver.format.storage import Archive
 from replayer.errors import BadInput, Refused, TargetTableExists, replay_error
 from replayer.replay import archived_table
 from tests.conftest import create_table
-
-
-def client_error(code: str, message: str = "it went wrong") -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": message}}, "AnyOperation")
-
+from tests.helpers import client_error
 
 EXPECTED = {
     "ResourceNotFoundException": (TableNotFound, EXIT_USAGE),
