@@ -35,7 +35,7 @@ from archiver.aws import AwsSettings
 from archiver.cliutil import add_archive_argument, add_table_argument
 from archiver.describe import capture_description, describe_or_none
 from archiver.errors import EXIT_NEW_GAP, UsageError
-from archiver.format import coverage, layout
+from archiver.format import coverage, layout, statefiles
 from archiver.format.exports import EXPORT_MARGIN, convert_export, read_export
 from archiver.format.incremental import MAX_WINDOW, MIN_WINDOW, list_windows, record_coverage
 from archiver.format.manifests import list_snapshots
@@ -114,7 +114,13 @@ def plan_backfill(
 ) -> BackfillPlan:
     """The plan recorded before, or a new one from PITR's period and the stream's coverage."""
     table_id = table_id_of(description)
-    recorded = archive.read_json_or(layout.backfill_plan(table))
+    recorded = statefiles.read_json(
+        archive,
+        layout.backfill_plan(table),
+        statefiles.BACKFILL_PLAN,
+        "backfill.json",
+        missing_ok=True,
+    )
     if recorded is not None and recorded.get("table_id") == table_id:
         return BackfillPlan.from_json(recorded)
     earliest, latest = pitr.require(table)

@@ -240,7 +240,10 @@ def relink(archive: Archive, rel: str) -> None:
 
 
 def _move_coverage(archive: Archive, table: str, horizon: datetime) -> None:
-    state = archive.read_json(layout.coverage(table))
+    state = statefiles.read_json(
+        archive, layout.coverage(table), statefiles.COVERAGE, "coverage.json"
+    )
+    assert state is not None  # missing_ok is off
     for generation in [state, *state.get("previous", [])]:
         start = generation.get("covered_from")
         if start is None or parse_iso(str(start)) < horizon:
@@ -290,7 +293,13 @@ def expire(
         archive.delete(rel)
     gone = set(plan.delete)
     compaction = layout.compaction_pending(table)
-    doc = archive.read_json_or(compaction)
+    doc = statefiles.read_json(
+        archive,
+        compaction,
+        statefiles.COMPACTION_PENDING,
+        "compaction-pending.json",
+        missing_ok=True,
+    )
     if doc and any(e.get("path") in gone for e in doc.get("pending", [])):
         doc["pending"] = [e for e in doc["pending"] if e.get("path") not in gone]
         archive.write_json(compaction, doc)

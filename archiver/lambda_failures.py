@@ -51,7 +51,7 @@ from typing import Any
 
 import orjson
 
-from archiver.format import coverage, layout
+from archiver.format import coverage, layout, statefiles
 from archiver.format.records import ChangeRows, event_time_ms
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
@@ -252,7 +252,10 @@ def list_failed_batches(
 def read_redrives(archive: Archive, table: str) -> dict[str, dict[str, Any]]:
     """The latest redrive line per object URI."""
     latest: dict[str, dict[str, Any]] = {}
-    for line in archive.read_jsonl(layout.lambda_redrives(table)):
+    lines = statefiles.read_jsonl(
+        archive, layout.lambda_redrives(table), statefiles.LAMBDA_REDRIVE, "redrive record"
+    )
+    for line in lines:
         latest[str(line.get("object"))] = line
     return latest
 

@@ -42,7 +42,7 @@ from typing import Any
 from archiver import describe
 from archiver.aws import AwsSettings
 from archiver.errors import ArchiverError, PoisonRecord, UnsupportedStreamView, UsageError
-from archiver.format import coverage, layout, tables
+from archiver.format import coverage, layout, statefiles, tables
 from archiver.format.changefiles import WriteFailed, write_records
 from archiver.format.records import first_problem, poison, record_problem
 from archiver.format.storage import Archive
@@ -196,9 +196,14 @@ def _record_deployment(archive: Archive, table: str, now: datetime) -> None:
     }
     path = layout.lambda_deployment(table)
     try:
-        known = archive.read_json_or(path) or {}
-    except ValueError as exc:  # never overwrite a state file that does not parse
-        log.error("%s does not parse (%s): not updating it", archive.uri(path), exc)
+        known = (
+            statefiles.read_json(
+                archive, path, statefiles.LAMBDA_DEPLOYMENT, "lambda.json", missing_ok=True
+            )
+            or {}
+        )
+    except statefiles.StateFileError as exc:  # never overwrite a state file that is broken
+        log.error("%s: not updating it", exc)
         return
     if {k: known.get(k) for k in doc} != doc:
         archive.write_json(path, {**doc, "updated_at": iso_ms(now)})

@@ -214,6 +214,9 @@ def restore_by_replay(
     """
     options = options or ReplayOptions()
     check_table_name(target)
+    # The measured rates are rewritten at the end: a broken file stops the restore here,
+    # naming it, before anything is created (as every other strategy's estimate does).
+    restore_state.read_restore_stats(archive, source)
     client = client or settings.client("dynamodb")
     existing = restore_state.existing_target(client, target)
     if existing is not None and not existing.tagged:

@@ -40,7 +40,7 @@ from archiver.aws import AwsSettings
 from archiver.backups import Backup, describe_backup, list_backups
 from archiver.describe import describe_or_none
 from archiver.errors import ArchiverError, TableNotFound
-from archiver.format import layout, statefiles, tables
+from archiver.format import tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, utcnow
 from archiver.pitr import PitrStatus, describe_pitr
@@ -51,6 +51,7 @@ from replayer.fold import Fold
 from replayer.import_model import ImportModel
 from replayer.import_strategy import lsi_refusal, staging_url
 from replayer.plan import LogPlan, Plan
+from replayer.restore_state import read_restore_stats, update_restore_stats
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -84,13 +85,7 @@ class WriteRate:
     def load(cls, archive: Archive, table: str, max_write_rate: float | None = None) -> WriteRate:
         """The last measured rate for ``table`` (else the default), capped by ``max_write_rate``."""
         # A broken stats file is an error naming it (and is never overwritten by this restore).
-        stats = statefiles.read_json(
-            archive,
-            layout.restore_stats(table),
-            statefiles.RESTORE_STATS,
-            "restore-stats.json",
-            missing_ok=True,
-        )
+        stats = read_restore_stats(archive, table)
         if stats and float(stats.get("items_per_second") or 0) > 0:
             rate = cls(
                 float(stats["items_per_second"]),
@@ -125,30 +120,26 @@ def record_write_rate(
     and leave it as it was; an inexact restore (``--allow-inexact``) is noted in any case."""
     if (items < 100 or seconds <= 0) and inexact is None:
         return
-    try:
-        earlier = archive.read_json_or(layout.restore_stats(table)) or {}
-    except Exception:  # unreadable: start afresh rather than fail a finished restore
-        earlier = {}
-    kept = earlier if isinstance(earlier, dict) else {}
-    if items < 100 or seconds <= 0:
-        # Only the note of an inexact restore is new; the measured rate stays as it was.
-        stats = dict(kept)
-    else:
-        stats = {
-            # What else the file keeps (earlier imports' sizes and times) stays.
-            **({"imports": kept["imports"]} if "imports" in kept else {}),
-            "items": items,
-            "seconds": round(seconds, 3),
-            "items_per_second": round(items / seconds, 1),
-            "strategy": strategy,
-            "measured_at": iso_ms(utcnow()),
-        }
-    if inexact is not None:
-        stats["inexact"] = dict(inexact)
-    try:
-        archive.write_json(layout.restore_stats(table), stats)
-    except Exception as exc:
-        log.warning("could not record the restore's write rate in the archive: %s", exc)
+
+    def update(kept: dict[str, Any]) -> dict[str, Any]:
+        if items < 100 or seconds <= 0:
+            # Only the note of an inexact restore is new; the measured rate stays as it was.
+            stats = dict(kept)
+        else:
+            stats = {
+                # What else the file keeps (earlier imports' sizes and times) stays.
+                **({"imports": kept["imports"]} if "imports" in kept else {}),
+                "items": items,
+                "seconds": round(seconds, 3),
+                "items_per_second": round(items / seconds, 1),
+                "strategy": strategy,
+                "measured_at": iso_ms(utcnow()),
+            }
+        if inexact is not None:
+            stats["inexact"] = dict(inexact)
+        return stats
+
+    update_restore_stats(archive, table, update)
 
 
 # -- estimates -------------------------------------------------------------------------------
