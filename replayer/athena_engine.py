@@ -8,7 +8,10 @@ watermark, the base, the generation). Then, before any query runs:
   silently see no rows) — ``ddb-replayer athena-setup`` makes them so;
 - the query's scan is bounded from the sizes of the ``dt`` partitions in range (every file
   of the table there, whatever its stream or generation: what partition pruning leaves) plus
-  the base snapshot's files; past ``--athena-max-scan-gb`` it is refused.
+  the base snapshot's files; past ``--athena-max-scan-gb`` it is refused;
+- a plan without a base must really start at table creation: the local fold's check (every
+  key's first record an INSERT) runs here too, so a false claim is refused (exit 4) whichever
+  engine folds.
 
 The query is ``UNLOAD (fold) TO <location> WITH (format = 'TEXTFILE', compression = 'GZIP')``
 (:mod:`replayer.athena_fold`): GZIP JSON lines ``{"Item": …}``. Its result is trusted only
@@ -268,6 +271,14 @@ class AthenaFolder:
             )
         return bound
 
+    def check_from_table_creation(self, plan: Plan) -> None:
+        """A plan without a base: refuse unless the log really starts at table creation — the
+        local fold's own check (:meth:`replayer.fold.Fold.check_from_table_creation`), run on
+        this machine like the rest of planning, so both engines refuse alike (exit 4)."""
+        if plan.base is None:
+            with Fold(self.archive) as fold:
+                fold.check_from_table_creation(plan)
+
     # -- the query --------------------------------------------------------------------------
 
     def scratch_location(self, plan: Plan) -> str:
@@ -282,6 +293,7 @@ class AthenaFolder:
         and check its output against the row count it reported."""
         self.check_tables(plan)
         bound = self.check_scan(plan)
+        self.check_from_table_creation(plan)
         location = location or self.scratch_location(plan)
         self.athena.say(
             f"athena: folding {plan.table} as of the plan in {self.athena.config.workgroup}/"

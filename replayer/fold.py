@@ -446,8 +446,7 @@ class Fold:
                 but some key's first record is not an INSERT: the claim is false, and is
                 recorded as such in coverage.json.
         """
-        if plan.base is None:
-            self._check_from_table_creation(plan)
+        self.check_from_table_creation(plan)
         base_files = list(plan.base.files) if plan.base else []
 
         def build(relist: bool) -> str:
@@ -465,10 +464,15 @@ class Fold:
         params = _params(plan)
         return self._materialise(f"folding {plan.table}", build, params)
 
-    def _check_from_table_creation(self, plan: Plan) -> None:
-        """A log that starts at table creation begins every key with an INSERT; a key whose
-        first record is a MODIFY or REMOVE disproves it (the stream started after the table
-        had items, or records are missing). One narrow aggregate over the log.
+    def check_from_table_creation(self, plan: Plan) -> None:
+        """For a plan without a base: a log that starts at table creation begins every key
+        with an INSERT; a key whose first record is a MODIFY or REMOVE disproves it (the
+        stream started after the table had items, or records are missing). One narrow
+        aggregate over the log, run on this machine whichever engine folds (the Athena
+        engine calls it before its query, as it plans locally), so both refuse alike.
+
+        Raises:
+            NoUsableBase: the claim is false; the evidence is recorded in coverage.json.
 
         A record from an incremental export is a key's last change in its window, so a key
         created and deleted there first appears as a REMOVE, and a ``NEW_IMAGE`` export names
@@ -476,7 +480,7 @@ class Fold:
         old image (the key existed before the window that first shows it). Erased keys
         (``ddb-archiver forget``) lost their earlier records by design and are exempt."""
         archive = self.archive
-        if archive is None or not plan.change_files:
+        if plan.base is not None or archive is None or not plan.change_files:
             return
         params = {"table_id": plan.table_id, "lo": as_utc(plan.log_from), "hi": as_utc(plan.at)}
         erased = erasures.erased_key_test(archive, plan.table)

@@ -249,6 +249,7 @@ def restore_by_replay(
             if options.athena is not None:
                 options.athena.check_tables(plan)
                 bound = options.athena.check_scan(plan)
+                options.athena.check_from_table_creation(plan)
                 say(plan.describe({"athena scan ≤": bound}))  # bytes, from the partitions in range
                 say(describe_target(description, target))
                 say("dry run: nothing was created (the Athena fold is not run)")

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from archiver.errors import EXIT_DIFFERENCES, EXIT_FAILURE, EXIT_REFUSED
+from archiver.format import coverage
 from archiver.format.codec import canonical_json
 from archiver.format.storage import Archive
 from archiver.retry import WaitTimedOut
@@ -296,6 +297,43 @@ def assert_failed_cleanly(code: int, err: str, ddb: Any, expected_code: int = EX
     assert code == expected_code, err
     assert "restored" not in tables(ddb)
     return one_error_line(err)
+
+
+@pytest.mark.parametrize("command", ["restore", "restore --dry-run", "export"])
+@pytest.mark.parametrize("engine", ["duckdb", "athena"])
+def test_a_base_less_log_that_does_not_start_at_creation_is_refused_by_both_engines(
+    s3_archive: Archive,
+    athena: AthenaDouble,
+    ddb: Any,
+    capsys: pytest.CaptureFixture[str],
+    engine: str,
+    command: str,
+) -> None:
+    """Coverage claims the log starts at table creation, but key b first appears as a MODIFY:
+    a restore without a base would miss b's earlier state, so both engines refuse (exit 4)
+    before any query runs, and the claim is recorded as refuted."""
+    write_coverage(s3_archive, watermark=at(1000))
+    write_description(s3_archive)
+    write_changes(s3_archive, [Change(1, key("a"), ITEMS[0], at(10), "INSERT"),
+                               Change(2, key("b"), ITEMS[1], at(20), "MODIFY",
+                                      event_id="event-b")])  # fmt: skip
+    athena_setup(capsys, s3_archive)
+    common = ["--archive", s3_archive.url, "--restore-date-time", T, "--engine", engine,
+              "--athena-database", DATABASE]  # fmt: skip
+    if command == "export":
+        argv = ["export", "--table-name", TABLE, "--output", f"s3://{BUCKET}/out",
+                "--format", "dynamodb-json", *common]  # fmt: skip
+    else:
+        argv = ["restore", "--source-table-name", TABLE, "--target-table-name", "restored",
+                "--strategy", "replay", *common, *command.split()[1:]]  # fmt: skip
+    code, _, err = replayer(capsys, *argv)
+    line = assert_failed_cleanly(code, err, ddb, EXIT_REFUSED)
+    assert "without a base snapshot needs the log from table creation" in line
+    assert "event-b" in line and "ddb-archiver snapshot" in line
+    assert "StartQueryExecution" not in athena.calls
+    assert not Archive.open(f"s3://{BUCKET}/out").find("data")  # no item exported
+    current = coverage.current(s3_archive, TABLE)
+    assert current is not None and current["from_table_creation"] is False
 
 
 def test_a_failed_query_is_one_line_and_creates_nothing(
