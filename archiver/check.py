@@ -11,6 +11,9 @@ Lists every problem with its path, one per line (or as JSON with --json):
                  have the wrong shape
   snapshots      part files missing, unreadable, or not matching their _manifest.json (sha256,
                  item count)
+  Lambda mode    every failed batch in the on-failure destination not redriven yet (a hole
+                 until `ddb-archiver redrive` archives it), or that the destination is unknown
+                 (a local archive without DDB_ARCHIVE_LAMBDA_FAILURES): unknown is not none
 
 --deep also reads every row of every change file: its content hash, required columns present,
 canonical JSON, event names consistent with the images. Files written before chain footers
@@ -39,6 +42,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -49,10 +53,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from archiver import lambda_failures
 from archiver.aws import AwsSettings
 from archiver.cliutil import add_archive_argument, add_table_argument
 from archiver.errors import EXIT_DIFFERENCES, EXIT_NEW_GAP, EXIT_OK, UsageError
-from archiver.format import chain, footers, layout, statefiles
+from archiver.format import chain, coverage, footers, layout, statefiles
 from archiver.format.chain import Problem
 from archiver.format.codec import canonicalize_text
 from archiver.format.footers import FileState
@@ -63,6 +68,8 @@ STATE_FILE = "state-file"
 SNAPSHOT_MISMATCH = "snapshot-mismatch"
 ROW_PROBLEM = "bad-rows"
 STRAY_FILE = "stray-file"
+LAMBDA_BATCH_FAILED = lambda_failures.GAP_REASON
+LAMBDA_FAILURES_UNKNOWN = "lambda-failures-unknown"
 PENDING_NAME = "compaction-pending.json"
 
 
@@ -333,6 +340,41 @@ def _part_problems(archive: Archive, manifest_rel: str, part: dict[str, Any]) ->
             )
         )
     return out
+
+
+# -- Lambda mode ----------------------------------------------------------------------------
+
+
+@register("failed Lambda batches")
+def check_lambda_failures(ctx: CheckContext) -> list[Problem]:
+    """Every failed batch not redriven (Lambda mode, or any mode with a location configured)."""
+    archive, table = ctx.archive, ctx.table
+    try:
+        current = coverage.current(archive, table)
+    except statefiles.StateFileError:
+        return []  # reported by the state-file check
+    lambda_mode = current is not None and current.get("mode") == "lambda"
+    if not lambda_mode and not os.environ.get(lambda_failures.ENV_LOCATION):
+        return []
+    location = lambda_failures.location_url(archive)
+    try:
+        report = lambda_failures.lambda_failure_gaps(archive, table)
+    except statefiles.StateFileError as exc:
+        return [_state_problem(exc, layout.lambda_redrives(table))]
+    except Exception as exc:  # the destination cannot be listed: the batches are unknown
+        return [Problem(LAMBDA_FAILURES_UNKNOWN, str(location), f"cannot be listed: {exc}")]
+    if report.location is None:
+        reason = lambda_failures.location_unknown(archive, flag=None)
+        return [Problem(LAMBDA_FAILURES_UNKNOWN, layout.coverage(table), reason)]
+    return [
+        Problem(
+            LAMBDA_BATCH_FAILED,
+            str(gap["object"]),
+            f"{gap['batch_size']} record(s) of shard {gap['shard_id']} from {gap['from']} to "
+            f"{gap['to']} are in no change file ({gap['status']}): run `{gap['redrive']}`",
+        )
+        for gap in report.gaps
+    ]
 
 
 # -- running --------------------------------------------------------------------------------
