@@ -49,15 +49,13 @@ from replayer.athena import Athena, AthenaConfig, QueryOutcome, human_bytes
 from replayer.athena_fold import FoldInputs, unload_state
 from replayer.athena_setup import CHANGES_TABLE, SNAPSHOTS_TABLE, projected_tables
 from replayer.errors import BadInput, Refused, ReplayError
-from replayer.fold import Fold, FoldResult
+from replayer.fold import ROWS, Fold, FoldResult
 from replayer.plan import Plan
-from replayer.verify import load_rows
 
 ENGINES = ("duckdb", "athena")
 DEFAULT_WORKGROUP = "primary"
 DEFAULT_DATABASE = "ddb_archive"
 RESULTS_PREFIX = "athena-results"
-_ROWS = pa.schema([pa.field("keys", pa.string()), pa.field("item", pa.string())])
 _BATCH_ROWS = 10_000
 _GB = 1000**3
 
@@ -160,21 +158,21 @@ class AthenaState:
             keys.append(canonical_json(key_of(item, names)))
             items.append(canonical_json(item))
             if len(keys) == _BATCH_ROWS:
-                yield pa.record_batch([keys, items], schema=_ROWS)
+                yield pa.record_batch([keys, items], schema=ROWS)
                 keys, items = [], []
         if keys:
-            yield pa.record_batch([keys, items], schema=_ROWS)
+            yield pa.record_batch([keys, items], schema=ROWS)
 
     def load(self, session: Fold, storage: Archive, key_names: Sequence[str]) -> FoldResult:
         """The state in a DuckDB table of ``session`` (for the table sink and verify)."""
         table = f"athena_{self.outcome.query_id.replace('-', '_')}"
-        count = load_rows(session.con, table, self.batches(storage, key_names))
-        if count != self.count:
+        loaded = session.load_rows(table, self.batches(storage, key_names))
+        if loaded.count != self.count:
             raise AthenaResultMismatch(
-                f"Athena query {self.outcome.query_id}: its output holds {count:,} items, "
+                f"Athena query {self.outcome.query_id}: its output holds {loaded.count:,} items, "
                 f"not the {self.count:,} it reported"
             )
-        return FoldResult(session.con, table, count)
+        return loaded
 
     def relative_files(self, root: str) -> list[str]:
         """The files relative to ``root`` (an ``s3://`` URL they lie under)."""

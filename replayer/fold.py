@@ -42,7 +42,7 @@ import os
 import shutil
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -64,6 +64,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_LIMIT = "1GB"
 DEFAULT_BATCH_ROWS = 10_000
+# Rows as a fold gives them and :meth:`Fold.load_rows` takes them: canonical key and item.
+ROWS = pa.schema([pa.field("keys", pa.string()), pa.field("item", pa.string())])
+_LOAD_ROWS = 50_000  # rows buffered per INSERT when loading rows into a session
 # No change file in the range: an empty log, still taking the statement's parameters.
 _EMPTY_LOG = (
     "SELECT NULL::VARCHAR AS keys, NULL::VARCHAR AS ord, NULL::VARCHAR AS event_name, "
@@ -256,6 +259,37 @@ class FoldResult:
         return out
 
 
+def load_rows(
+    con: duckdb.DuckDBPyConnection, name: str, batches: Iterable[pa.RecordBatch]
+) -> FoldResult:
+    """Table ``name`` (keys, item) of a fold's session, filled from record batches of
+    :data:`ROWS` (a scanned table, an Athena result) some 50,000 rows at a time; returned as a
+    result like a fold's, to compare or write from."""
+    con.execute(f"CREATE OR REPLACE TABLE {name} (keys VARCHAR, item VARCHAR)")
+    count = 0
+    buffered: list[pa.RecordBatch] = []
+    rows = 0
+
+    def flush() -> None:
+        chunk = pa.Table.from_batches(buffered, schema=ROWS)
+        con.register("_incoming", chunk)
+        try:
+            con.execute(f"INSERT INTO {name} SELECT keys, item FROM _incoming")
+        finally:
+            con.unregister("_incoming")
+
+    for batch in batches:
+        buffered.append(batch)
+        rows += batch.num_rows
+        count += batch.num_rows
+        if rows >= _LOAD_ROWS:
+            flush()
+            buffered, rows = [], 0
+    if buffered:
+        flush()
+    return FoldResult(con, name, count)
+
+
 class Fold:
     """A DuckDB session that folds an archive; use as a context manager.
 
@@ -317,6 +351,10 @@ class Fold:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def load_rows(self, name: str, batches: Iterable[pa.RecordBatch]) -> FoldResult:
+        """Table ``name`` of this session filled from record batches: :func:`load_rows`."""
+        return load_rows(self.con, name, batches)
 
     # -- sources ----------------------------------------------------------------------------
 

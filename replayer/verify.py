@@ -31,8 +31,10 @@ from archiver.format.codec import canonical_json, key_of
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time
 from archiver.scan import parallel_scan
+from replayer import athena_engine
+from replayer.athena_engine import AthenaFolder, add_engine_arguments
 from replayer.errors import BadInput, replay_error
-from replayer.fold import Fold, FoldResult, FoldSettings, add_fold_arguments
+from replayer.fold import ROWS, Fold, FoldResult, FoldSettings, add_fold_arguments, load_rows
 from replayer.lambda_gaps import LambdaChecks
 from replayer.lambda_gaps import add_arguments as add_lambda_arguments
 from replayer.plan import plan_restore
@@ -44,8 +46,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SEGMENTS = 8
 EXAMPLES = 3
-_ROWS = pa.schema([pa.field("keys", pa.string()), pa.field("item", pa.string())])
-_PAGE_ROWS = 5_000
 
 
 @dataclass
@@ -162,36 +162,9 @@ def scan_rows(
         for items in parallel_scan(client, table_name, segments=segments, consistent=consistent):
             keys = [canonical_json(key_of(item, names)) for item in items]
             texts = [canonical_json(item) for item in items]
-            yield pa.record_batch([keys, texts], schema=_ROWS)
+            yield pa.record_batch([keys, texts], schema=ROWS)
     except ArchiverError as exc:
         raise replay_error(exc, f"Scan {table_name}") from exc.__cause__
-
-
-def load_rows(con: duckdb.DuckDBPyConnection, name: str, batches: Iterator[pa.RecordBatch]) -> int:
-    """Create DuckDB table ``name`` (keys, item) from record batches; returns the row count."""
-    con.execute(f"CREATE OR REPLACE TABLE {name} (keys VARCHAR, item VARCHAR)")
-    count = 0
-    buffered: list[pa.RecordBatch] = []
-    rows = 0
-
-    def flush() -> None:
-        chunk = pa.Table.from_batches(buffered, schema=_ROWS)
-        con.register("_incoming", chunk)
-        try:
-            con.execute(f"INSERT INTO {name} SELECT keys, item FROM _incoming")
-        finally:
-            con.unregister("_incoming")
-
-    for batch in batches:
-        buffered.append(batch)
-        rows += batch.num_rows
-        count += batch.num_rows
-        if rows >= _PAGE_ROWS * 10:
-            flush()
-            buffered, rows = [], 0
-    if buffered:
-        flush()
-    return count
 
 
 def verify_table(
@@ -224,10 +197,9 @@ def diff_tables(
             f"{', '.join(other_names)}): their items cannot be matched"
         )
     with Fold(None, settings) as session:
-        con = session.con
-        load_rows(con, "side_a", scan_rows(client, table, segments=segments))
-        load_rows(con, "side_b", scan_rows(other_client, other, segments=segments))
-        return compare(con, "side_a", "side_b")
+        session.load_rows("side_a", scan_rows(client, table, segments=segments))
+        session.load_rows("side_b", scan_rows(other_client, other, segments=segments))
+        return compare(session.con, "side_a", "side_b")
 
 
 # -- CLI ------------------------------------------------------------------------------------
@@ -261,9 +233,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--segments", type=positive_int, default=DEFAULT_SEGMENTS, help="parallel scan segments"
     )
     add_fold_arguments(parser)
-    # Imported here: the Athena engine builds on this module (load_rows).
-    from replayer.athena_engine import add_engine_arguments
-
     add_engine_arguments(parser)
 
 
@@ -272,7 +241,7 @@ def main(args: argparse.Namespace) -> int:
     settings = AwsSettings.from_args(args)
     archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
     client = settings.client("dynamodb")
-    key_names(client, args.target_table_name)  # a missing target is bad input, said first
+    names = key_names(client, args.target_table_name)  # a missing target is bad input, first
     plan = plan_restore(
         archive,
         args.source_table_name,
@@ -284,15 +253,9 @@ def main(args: argparse.Namespace) -> int:
     )
     if plan.inexact is not None:
         print(plan.inexact.describe())
+    athena = AthenaFolder.from_args(args, settings, archive) if args.engine == "athena" else None
     with Fold(archive, FoldSettings.from_args(args)) as fold:
-        if args.engine == "athena":
-            from replayer.athena_engine import AthenaFolder
-
-            unloaded = AthenaFolder.from_args(args, settings, archive).unload(plan)
-            names = key_names(client, args.target_table_name)
-            state = unloaded.load(fold, archive, names)
-        else:
-            state = fold.state_at(plan)
+        state = athena_engine.state_at(fold, archive, plan, names, athena)
         result = verify_table(client, args.target_table_name, state, segments=args.segments)
     print(
         f"verify {args.target_table_name} against {args.source_table_name} at {iso_ms(at)}: "
@@ -305,7 +268,6 @@ __all__: Sequence[str] = [
     "Comparison",
     "compare",
     "diff_tables",
-    "load_rows",
     "scan_rows",
     "verify_table",
 ]
