@@ -11,6 +11,9 @@ from archiver import cli as archiver_cli
 from archiver.cliutil import ARCHIVE_HELP, build_parser, number_type, positive_float, positive_int
 from replayer import cli as replayer_cli
 
+# Neither the format, the codec nor planning talks to AWS (see tests/conftest.py).
+pytestmark = pytest.mark.no_aws
+
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     for action in parser._actions:

@@ -24,6 +24,9 @@ from tests.replay_helpers import (
     write_snapshot,
 )
 
+# Neither the format, the codec nor planning talks to AWS (see tests/conftest.py).
+pytestmark = pytest.mark.no_aws
+
 
 def state(archive: Archive, seconds: float, **kwargs: Any) -> dict[str, str]:
     plan = planning.plan_restore(archive, TABLE, at(seconds))

@@ -42,6 +42,7 @@ from replayer import plan as planning
 from replayer.errors import GapInLog
 from tests import changes_builder
 from tests.conftest import REGION, create_table
+from tests.helpers import stream_records
 from tests.replay_helpers import (
     LABEL,
     T0,
@@ -54,7 +55,7 @@ from tests.replay_helpers import (
     write_changes,
     write_description,
 )
-from tests.test_lambda_handler import lambda_event, stream_records
+from tests.test_lambda_handler import lambda_event
 from tests.workload import scan_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,7 +163,7 @@ def archive_with_a_failed_batch(
     s3.create_bucket(Bucket=BUCKET)
     create_table(ddb, TABLE)
     write_workload(ddb)
-    arn, records = stream_records(ddb)
+    arn, _, records = stream_records(TABLE)
     assert len(records) == 6
     events = lambda_event(arn, records)["Records"]
     time.sleep(1.2)  # the watermark (now − 1 s) passes every record
@@ -290,7 +291,7 @@ def test_a_malformed_record_stays_a_gap_with_its_event_id(
     s3.create_bucket(Bucket=BUCKET)
     create_table(ddb, TABLE)
     write_workload(ddb)
-    arn, records = stream_records(ddb)
+    arn, _, records = stream_records(TABLE)
     events = lambda_event(arn, records)["Records"]
     time.sleep(1.2)
     monkeypatch.setenv("ARCHIVE_URL", ARCHIVE_URL)
@@ -331,7 +332,7 @@ def test_a_record_without_payload_is_redriven_from_the_stream(
     s3.create_bucket(Bucket=BUCKET)
     create_table(ddb, TABLE)
     write_workload(ddb)
-    arn, records = stream_records(ddb)
+    arn, _, records = stream_records(TABLE)
     events = lambda_event(arn, records)["Records"]
     shard = boto3.client("dynamodbstreams", region_name=REGION).describe_stream(StreamArn=arn)[
         "StreamDescription"
@@ -595,7 +596,7 @@ def test_an_iterator_age_above_the_threshold_refuses_the_range_it_covers(
     s3.create_bucket(Bucket=BUCKET)
     create_table(ddb, TABLE)
     write_workload(ddb)
-    arn, records = stream_records(ddb)
+    arn, _, records = stream_records(TABLE)
     time.sleep(1.2)
     # The datapoints fall after the table's creation and before the function's watermark:
     # inside the range a restore to the latest time checks.
@@ -743,7 +744,7 @@ def test_a_cloudwatch_endpoint_that_denies_refuses_the_restore(
     s3.create_bucket(Bucket=BUCKET)
     create_table(ddb, TABLE)
     write_workload(ddb)
-    arn, records = stream_records(ddb)
+    arn, _, records = stream_records(TABLE)
     time.sleep(1.2)
     monkeypatch.setenv("ARCHIVE_URL", ARCHIVE_URL)
     assert lh.handler(lambda_event(arn, records), None) == {"batchItemFailures": []}
@@ -764,7 +765,7 @@ def test_the_function_records_which_function_and_threshold(
     s3.create_bucket(Bucket=BUCKET)
     create_table(ddb, TABLE)
     ddb.put_item(TableName=TABLE, Item={"pk": {"S": "a"}})
-    arn, records = stream_records(ddb)
+    arn, _, records = stream_records(TABLE)
     monkeypatch.setenv("ARCHIVE_URL", ARCHIVE_URL)
     lh.handler(lambda_event(arn, records), None)
     doc = Archive.open(ARCHIVE_URL).read_json(layout.lambda_deployment(TABLE))

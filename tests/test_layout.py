@@ -9,6 +9,9 @@ import pytest
 
 from archiver.format import layout
 
+# Neither the format, the codec nor planning talks to AWS (see tests/conftest.py).
+pytestmark = pytest.mark.no_aws
+
 # Table names as DynamoDB allows them: digits only (a partition value that must stay a
 # string), dots, dashes, underscores.
 TABLES = ["007", "orders.v2", "my-table_1", "a.b-c"]
