@@ -7,8 +7,9 @@ Lists every problem with its path, one per line (or as JSON with --json):
                  file missing in the middle of a shard, or at its end: the checkpoint's head);
                  overlapping ranges; an unchained file after chained ones (a replaced file)
   state files    checkpoints, coverage.json, gaps.jsonl, table descriptions, snapshot
-                 manifests, restore-stats.json, compaction-pending.json that do not parse or
-                 have the wrong shape
+                 manifests, restore-stats.json, compaction-pending.json, retention.json,
+                 lambda.json, lambda-redrives.jsonl, backfill.json, incremental window commits
+                 and restore progress files that do not parse or have the wrong shape
   snapshots      part files missing, unreadable, or not matching their _manifest.json (sha256,
                  item count)
   Lambda mode    every failed batch in the on-failure destination not redriven yet (a hole
@@ -124,6 +125,17 @@ def check_state_files(ctx: CheckContext) -> list[Problem]:
         (layout.coverage(table), statefiles.COVERAGE, "coverage.json"),
         (layout.restore_stats(table), statefiles.RESTORE_STATS, "restore-stats.json"),
         (f"{layout.state_dir(table)}/{PENDING_NAME}", statefiles.COMPACTION_PENDING, PENDING_NAME),
+        (layout.retention(table), statefiles.RETENTION, "retention.json"),
+        (layout.lambda_deployment(table), statefiles.LAMBDA_DEPLOYMENT, "lambda.json"),
+        (layout.backfill_plan(table), statefiles.BACKFILL_PLAN, "backfill.json"),
+    ]
+    singles += [
+        (rel, statefiles.INCREMENTAL_WINDOW, "incremental window commit")
+        for rel in archive.find(layout.incremental_dir(table), ".json")
+    ]
+    singles += [
+        (rel, statefiles.RESTORE_PROGRESS, "restore progress")
+        for rel in archive.find(layout.restores_dir(table), ".json")
     ]
     for rel, schema, what in singles:
         try:
@@ -134,6 +146,11 @@ def check_state_files(ctx: CheckContext) -> list[Problem]:
         ctx.gaps = statefiles.read_jsonl(archive, layout.gaps(table), statefiles.GAP, "gap record")
     except statefiles.StateFileError as exc:
         out.append(_state_problem(exc, layout.gaps(table)))
+    redrives = layout.lambda_redrives(table)
+    try:
+        statefiles.read_jsonl(archive, redrives, statefiles.LAMBDA_REDRIVE, "redrive record")
+    except statefiles.StateFileError as exc:
+        out.append(_state_problem(exc, redrives))
     for rel in archive.find(layout.checkpoints_dir(table), ".json"):
         try:
             doc = statefiles.read_json(archive, rel, statefiles.CHECKPOINT, "checkpoint")
@@ -359,8 +376,8 @@ def check_lambda_failures(ctx: CheckContext) -> list[Problem]:
     location = lambda_failures.location_url(archive)
     try:
         report = lambda_failures.lambda_failure_gaps(archive, table)
-    except statefiles.StateFileError as exc:
-        return [_state_problem(exc, layout.lambda_redrives(table))]
+    except statefiles.StateFileError:
+        return []  # reported by the state-file check
     except Exception as exc:  # the destination cannot be listed: the batches are unknown
         return [Problem(LAMBDA_FAILURES_UNKNOWN, str(location), f"cannot be listed: {exc}")]
     if report.location is None:

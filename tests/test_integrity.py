@@ -262,6 +262,12 @@ STATE_DAMAGE = {
     "description-wrong-shape": ("description", b'{"captured_at": "yesterday"}'),
     "manifest-truncated": ("manifest", b'{"snapshot_id": "x", "files": ['),
     "restore-stats-garbage": ("restore-stats", b"not json"),
+    "retention-wrong-shape": ("retention", b'{"horizon": 7}'),
+    "lambda-json-truncated": ("lambda", b'{"function_name": "f", "max_iter'),
+    "redrives-garbage-line": ("redrives", b'{"object": "s3://b/k", "status": "redriven"}\nxx\n'),
+    "backfill-wrong-shape": ("backfill", b'{"table": "orders", "windows": "all"}'),
+    "window-commit-truncated": ("window", b'{"table_id": "t", "window_from'),
+    "restore-progress-garbage": ("progress", b"\x00"),
 }
 
 
@@ -278,6 +284,18 @@ def _state_path(archive: Archive, built: Built, which: str) -> str:
     if which == "manifest":
         manifest = write_snapshot(archive, [{"pk": {"S": "a"}}], valid_from=T0, log_from=T0)
         return layout.snapshot_manifest(TABLE, manifest["snapshot_id"])
+    if which == "retention":
+        return layout.retention(TABLE)
+    if which == "lambda":
+        return layout.lambda_deployment(TABLE)
+    if which == "redrives":
+        return layout.lambda_redrives(TABLE)
+    if which == "backfill":
+        return layout.backfill_plan(TABLE)
+    if which == "window":
+        return layout.incremental_window(TABLE, T0, T0 + timedelta(hours=1))
+    if which == "progress":
+        return layout.restore_progress(TABLE, "20260301T120000Z-0a1b2c3d")
     return layout.restore_stats(TABLE)
 
 
