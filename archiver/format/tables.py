@@ -215,11 +215,14 @@ def key_names(key_schema: Iterable[Mapping[str, Any]]) -> list[str]:
     return [str(k["AttributeName"]) for k in schema]
 
 
-def archived_key_names(archive: Archive, table: str) -> list[str] | None:
+def archived_key_names(
+    archive: Archive, table: str, *, from_snapshots: bool = True
+) -> list[str] | None:
     """The table's key attribute names as the archive knows them: from its newest archived
-    description, else from a snapshot's manifest; ``None`` when neither says."""
+    description, else (``from_snapshots``) from a snapshot's manifest; ``None`` when neither
+    says."""
     description = latest_description(archive, table)
     schema = ((description or {}).get("Table") or {}).get("KeySchema")
-    if not schema:
+    if not schema and from_snapshots:
         schema = next((m.get("key_schema") for m in list_snapshots(archive, table)), None)
     return key_names(schema) if schema else None
