@@ -23,6 +23,9 @@ from archiver.cliutil import (
 )
 from replayer import cli as replayer_cli
 
+# Neither the format, the codec nor planning talks to AWS (see tests/conftest.py).
+pytestmark = pytest.mark.no_aws
+
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     for action in parser._actions:

@@ -35,6 +35,9 @@ from archiver.format.codec import (
     to_wire,
 )
 
+# Neither the format, the codec nor planning talks to AWS (see tests/conftest.py).
+pytestmark = pytest.mark.no_aws
+
 Model = tuple[Any, ...]
 
 # -- models and their renderings -----------------------------------------------------------

@@ -21,11 +21,10 @@ from archiver.format.exports.full import convert_export, folder_in, read_export
 from archiver.format.manifests import list_snapshots
 from archiver.format.storage import Archive
 from archiver.integrity.check import run_checks
-from replayer.engines.fold import Fold
-from replayer.planning.plan import plan_restore
 from tests import export_fixtures
 from tests.conftest import Crash
-from tests.integrity_helpers import Built, build_archive, rows_of
+from tests.helpers import rows_of, state_at
+from tests.integrity_helpers import Built, build_archive
 from tests.replay_helpers import (
     T0,
     TABLE,
@@ -85,16 +84,9 @@ def full_archive(archive: Archive) -> Built:
     return built
 
 
-def state_at(archive: Archive, seconds: float) -> dict[str, str]:
-    plan = plan_restore(archive, TABLE, T0 + timedelta(seconds=seconds), convert=False)
-    with Fold(archive) as fold:
-        result = fold.state_at(plan)
-        return {str(r["keys"]): str(r["item"]) for b in result.batches() for r in b.to_pylist()}
-
-
 def test_a_key_is_gone_from_every_object_and_every_derived_fact_holds(archive: Archive) -> None:
     full_archive(archive)
-    before = {t: state_at(archive, t) for t in (35, 60, 400)}
+    before = {t: state_at(archive, TABLE, T0 + timedelta(seconds=t)) for t in (35, 60, 400)}
     resume = changefiles.resume_points(archive, TABLE)
     checkpoints = {
         rel: archive.get_bytes(rel) for rel in archive.find(layout.checkpoints_dir(TABLE))
@@ -106,7 +98,9 @@ def test_a_key_is_gone_from_every_object_and_every_derived_fact_holds(archive: A
     assert holding(archive) == []
     assert outcome.rows_removed > 0
     for t, state in before.items():
-        assert state_at(archive, t) == {k: v for k, v in state.items() if k != ERASED}
+        assert state_at(archive, TABLE, T0 + timedelta(seconds=t)) == {
+            k: v for k, v in state.items() if k != ERASED
+        }
     # Names, links, resume points and checkpoints are unchanged; the chain checks clean.
     assert changefiles.resume_points(archive, TABLE) == resume
     assert {rel: archive.get_bytes(rel) for rel in checkpoints} == checkpoints
@@ -166,7 +160,8 @@ def _content(archive: Archive) -> dict[str, Any]:
     ]
     return {
         "changes": sorted(
-            (r["keys"], r["event_name"], str(r["new_image"])) for r in rows_of(archive)
+            (r["keys"], r["event_name"], str(r["new_image"]))
+            for r in rows_of(archive, TABLE, each_event_once=True)
         ),
         "snapshots": sorted(snapshots),
         "items": sorted(lines),
@@ -197,7 +192,7 @@ def test_a_crash_at_any_write_leaves_objects_old_or_new_and_a_rerun_finishes(
         # Every change file and snapshot is old or new: the archive checks clean, and a
         # restore sees the key or not, never part of a file.
         assert [p.line() for p in run_checks(archive, TABLE).problems] == []
-        state_at(archive, 400)
+        state_at(archive, TABLE, T0 + timedelta(seconds=400))
         if not archive.exists(layout.forget_pending(TABLE)):
             # Crashed before the plan was recorded: nothing changed; the same command again.
             assert _content(archive) == untouched
@@ -282,7 +277,7 @@ def test_records_arriving_later_are_archived_and_resume_points_do_not_move(
     for record in later:
         builder.add(record)
     write_builder(archive, TABLE, builder)
-    rows = rows_of(archive)
+    rows = rows_of(archive, TABLE, each_event_once=True)
     assert [r["keys"] for r in rows].count(ERASED) == 1  # exactly the new record
     assert [p.line() for p in run_checks(archive, TABLE, deep=True).problems] == []
 
@@ -326,7 +321,7 @@ def test_watch_erases_records_archived_while_it_runs(
     out = capsys.readouterr().out
     assert out.count(": erasure ") == 2  # the first pass, then the later file's
     assert holding(archive) == []
-    assert [r["keys"] for r in rows_of(archive)].count(ERASED) == 0
+    assert [r["keys"] for r in rows_of(archive, TABLE, each_event_once=True)].count(ERASED) == 0
     assert [p.line() for p in run_checks(archive, TABLE, deep=True).problems] == []
     assert len(erasures.read_log(archive, TABLE)) == 2
 
@@ -441,7 +436,7 @@ def test_the_operator_story_restores_verify_history_and_later_records(
                "--restore-date-time", at, "--strategy", "replay"]  # fmt: skip
     code, _, err = replayer(capsys, *restore, "--target-table-name", "before")
     assert code == 0, err
-    rows_before = len(rows_of(archive, "people"))
+    rows_before = len(rows_of(archive, "people", each_event_once=True))
 
     capsys.readouterr()
     argv = ["forget", "--table-name", "people", "--archive", archive.url]
@@ -469,7 +464,7 @@ def test_the_operator_story_restores_verify_history_and_later_records(
     ddb.put_item(TableName="people", Item={"pk": {"S": "k1"}, "v": {"S": "new-1"}})
     ddb.put_item(TableName="people", Item={"pk": {"S": "k2"}, "v": {"S": "new-2"}})
     archive_table("people", archive.url)
-    rows = rows_of(archive, "people")
+    rows = rows_of(archive, "people", each_event_once=True)
     assert len(rows) == rows_before - 1 + 2
     # The later write's old image is the item as the table held it — erased values included:
     # by rule it is archived like any record (forget again to erase it too).

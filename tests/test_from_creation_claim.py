@@ -23,6 +23,9 @@ from tests.replay_helpers import (
     write_snapshot,
 )
 
+# Neither the format, the codec nor planning talks to AWS (see tests/conftest.py).
+pytestmark = pytest.mark.no_aws
+
 
 def test_a_refuted_claim_is_recorded_once_and_refuses_base_less_restores(
     archive: Archive,

@@ -29,6 +29,9 @@ from archiver.format.exports.incremental import (
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
 
+# Neither the format, the codec nor planning talks to AWS (see tests/conftest.py).
+pytestmark = pytest.mark.no_aws
+
 A = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)
 B = A + timedelta(hours=1)  # the window crosses midnight: two dt partitions
 LIVE = {

@@ -26,6 +26,9 @@ from tests.replay_helpers import (
     write_snapshot,
 )
 
+# Neither the format, the codec nor planning talks to AWS (see tests/conftest.py).
+pytestmark = pytest.mark.no_aws
+
 
 def _log(archive: Archive, *, table_id: str = TABLE_ID, label: str = "2026-03-01T00:00:00.000",
          seconds: tuple[int, ...] = (10, 20, 30)) -> list[str]:  # fmt: skip

@@ -45,6 +45,7 @@ __all__ = [
     "ExportNotFound",
     "InvalidRequest",
     "InvalidRestoreTime",
+    "ObjectInColdStorage",
     "PitrUnavailable",
     "PoisonRecord",
     "PolicyNotFound",
@@ -157,6 +158,11 @@ class TrimmedData(AwsError):
     """Stream records beyond the 24-hour retention were asked for."""
 
 
+class ObjectInColdStorage(AwsError):
+    """An S3 object is in Glacier Flexible Retrieval or Deep Archive: restore it from S3
+    before reading it."""
+
+
 AnyArchiverError = type[ArchiverError]
 
 # The one table from ``Error.Code`` to exception class. The retryable codes of
@@ -192,6 +198,19 @@ ERROR_CODES: dict[str, AnyArchiverError] = {
     "ServiceUnavailable": ServiceUnavailable,
     "ExpiredIteratorException": ExpiredIterator,
     "TrimmedDataAccessException": TrimmedData,
+    # Glue (the Data Catalog the Athena engine reads).
+    "EntityNotFoundException": ResourceNotFound,
+    "AlreadyExistsException": ResourceInUse,
+    "ConcurrentModificationException": ResourceInUse,
+    "InvalidInputException": InvalidRequest,
+    "InternalServiceException": ServiceUnavailable,
+    "OperationTimeoutException": ServiceUnavailable,
+    # Athena.
+    "InvalidRequestException": InvalidRequest,
+    "InternalServerException": ServiceUnavailable,
+    "TooManyRequestsException": Throttled,
+    # S3.
+    "InvalidObjectState": ObjectInColdStorage,
 }
 
 # What each kind of failure is called in the one line a user reads.

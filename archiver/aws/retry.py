@@ -363,20 +363,26 @@ def wait_until(
     failed: Callable[[T], str | None] = lambda _state: None,
     poll_seconds: float,
     timeout_seconds: float,
+    max_poll_seconds: float | None = None,
+    growth: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     on_poll: Callable[[T, float], None] | None = None,
 ) -> T:
     """Call ``poll()`` every ``poll_seconds`` until ``ready(state)``; return that state.
 
-    Raises :class:`WaitFailed` as soon as ``failed(state)`` gives a reason (a FAILED status,
-    ``None`` for a resource that vanished, …), and :class:`WaitTimedOut` once
-    ``timeout_seconds`` have passed without it being ready. ``on_poll(state, elapsed)`` sees
-    every state (progress display). A poll that is throttled is retried under the data policy.
+    The pause grows ``growth`` times after each poll, up to ``max_poll_seconds`` (default: a
+    fixed pause), so a short wait ends after a few calls and a long one costs few. Raises
+    :class:`WaitFailed` as soon as ``failed(state)`` gives a reason (a FAILED status, ``None``
+    for a resource that vanished, …), and :class:`WaitTimedOut` once ``timeout_seconds`` have
+    passed without it being ready. ``on_poll(state, elapsed)`` sees every state (progress
+    display). A poll that is throttled is retried under the data policy, pausing by ``sleep``
+    too. ``sleep`` and ``clock`` are what tests replace.
     """
     started = clock()
+    delay = poll_seconds
     while True:
-        state = call(poll, what)
+        state = call(poll, what, sleep=sleep)
         elapsed = clock() - started
         if on_poll is not None:
             on_poll(state, elapsed)
@@ -387,4 +393,7 @@ def wait_until(
             raise WaitFailed(f"{what}: {reason}")
         if elapsed >= timeout_seconds:
             raise WaitTimedOut(f"{what}: not ready after {timeout_seconds:.0f} s")
-        sleep(poll_seconds)
+        sleep(delay)
+        delay = delay * growth
+        if max_poll_seconds is not None:
+            delay = min(delay, max_poll_seconds)

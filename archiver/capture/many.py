@@ -26,7 +26,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from archiver.aws.clients import AwsSettings
-from archiver.aws.error_table import EXIT_FAILURE, EXIT_NEW_GAP, EXIT_OK, client_error_code
+from archiver.aws.error_table import (
+    EXIT_FAILURE,
+    EXIT_NEW_GAP,
+    EXIT_OK,
+    ResourceNotFound,
+    is_error,
+)
 from archiver.capture.runner import RunConfig, execute
 from archiver.format.storage import Archive
 
@@ -62,7 +68,7 @@ async def tagged_tables(ddb: Any, tag: tuple[str, str], arns: dict[str, str]) ->
                 arns[name] = (await ddb.describe_table(TableName=name))["Table"]["TableArn"]
             tags = await _tags(ddb, arns[name])
         except Exception as exc:
-            if client_error_code(exc) == "ResourceNotFoundException":
+            if is_error(exc, ResourceNotFound):
                 arns.pop(name, None)  # deleted since the listing
                 continue
             raise

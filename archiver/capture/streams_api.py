@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from archiver.aws import retry as retry_module
 from archiver.aws.retry import RateLimiter, RetryPolicy
 from archiver.format import layout
-from archiver.format.timefmt import as_utc
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient as AioDynamoDBStreamsClient
@@ -55,7 +54,7 @@ class StreamInfo:
     @property
     def created_at(self) -> datetime:
         """When the stream was created: its label is that instant (UTC, ISO 8601)."""
-        return as_utc(datetime.fromisoformat(self.label.replace("Z", "+00:00")))
+        return layout.stream_label_time(self.label)
 
     @property
     def label_stamp(self) -> str:

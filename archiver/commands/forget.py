@@ -62,8 +62,8 @@ from archiver.cliutil import (
     open_archive,
 )
 from archiver.erasure.forget import Outcome, forget
-from archiver.erasure.keys import key_names, parse_key, read_keys_file
-from archiver.format import layout
+from archiver.erasure.keys import parse_key, read_keys_file
+from archiver.format import layout, tables
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,7 +149,7 @@ def main(args: argparse.Namespace) -> int:
         archive.exists(layout.changes_table_dir(table)) or archive.exists(layout.state_dir(table))
     ):
         raise UsageError(f"table {table!r} is not in the archive {archive.url}")
-    names = key_names(archive, table)
+    names = tables.archived_key_names(archive, table)
     keys: list[str] | None
     selector = "key"
     if args.key:

@@ -51,6 +51,7 @@ import pyarrow.parquet as pq
 from archiver.aws.error_table import EXIT_REFUSED, ArchiverError, UsageError
 from archiver.format import coverage, footers, layout, statefiles
 from archiver.format.changefiles import checkpointed_streams, read_checkpoints
+from archiver.format.exports.full import EXPORT_MARGIN, archived_exports
 from archiver.format.manifests import list_snapshots, write_manifest
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, parse_iso, stamp, utcnow
@@ -135,14 +136,12 @@ def plan_expiry(archive: Archive, table: str, horizon: datetime) -> ExpirePlan:
             sid = manifest["snapshot_id"]
             plan.delete.append(layout.snapshot_manifest(table, sid))  # the commit goes first
             plan.delete += archive.find(layout.snapshot_dir(table, sid), ".parquet")
-    for export_id in archive.listdir(layout.exports_dir()):
-        folder = f"{layout.exports_dir()}/{export_id}"
-        summary = archive.read_json_or(f"{folder}/manifest-summary.json") or {}
-        arn = str(summary.get("tableArn") or "")
-        if arn.rsplit("/", 1)[-1] != table or not summary.get("exportTime"):
+    for export in archived_exports(archive):
+        export_time = (export.summary or {}).get("exportTime")
+        if export.table_name != table or not export_time:
             continue
-        if parse_iso(str(summary["exportTime"])) + timedelta(seconds=60) < horizon:
-            plan.delete += archive.find(folder)
+        if parse_iso(str(export_time)) + EXPORT_MARGIN < horizon:
+            plan.delete += archive.find(export.folder.path)
     return plan
 
 
@@ -240,7 +239,10 @@ def relink(archive: Archive, rel: str) -> None:
 
 
 def _move_coverage(archive: Archive, table: str, horizon: datetime) -> None:
-    state = archive.read_json(layout.coverage(table))
+    state = statefiles.read_json(
+        archive, layout.coverage(table), statefiles.COVERAGE, "coverage.json"
+    )
+    assert state is not None  # missing_ok is off
     for generation in [state, *state.get("previous", [])]:
         start = generation.get("covered_from")
         if start is None or parse_iso(str(start)) < horizon:
@@ -290,7 +292,13 @@ def expire(
         archive.delete(rel)
     gone = set(plan.delete)
     compaction = layout.compaction_pending(table)
-    doc = archive.read_json_or(compaction)
+    doc = statefiles.read_json(
+        archive,
+        compaction,
+        statefiles.COMPACTION_PENDING,
+        "compaction-pending.json",
+        missing_ok=True,
+    )
     if doc and any(e.get("path") in gone for e in doc.get("pending", [])):
         doc["pending"] = [e for e in doc["pending"] if e.get("path") not in gone]
         archive.write_json(compaction, doc)

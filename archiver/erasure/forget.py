@@ -60,13 +60,13 @@ from typing import Any
 
 from archiver.aws.error_table import UsageError
 from archiver.erasure import rewrite as erasure
-from archiver.erasure.keys import key_names
 from archiver.erasure.rewrite import KeyMatcher
 from archiver.format import erasure_log as erasures
-from archiver.format import layout, statefiles
-from archiver.format.manifests import list_snapshots, write_manifest
+from archiver.format import layout, statefiles, tables
+from archiver.format.exports.full import archived_exports
+from archiver.format.manifests import converted_exports, list_snapshots, write_manifest
 from archiver.format.storage import Archive
-from archiver.format.timefmt import iso_ms, stamp, utcnow
+from archiver.format.timefmt import iso_ms, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -130,21 +130,15 @@ class Outcome:
 # -- finding ------------------------------------------------------------------------------
 
 
-def _export_folders(archive: Archive, table: str) -> list[str]:
+def _export_folders(archive: Archive, table: str) -> list[layout.ExportFolderPath]:
     """Export folders of ``table``: its summary names it, or a snapshot of it came from it."""
-    converted = {
-        str(m.get("source") or "").rstrip("/").rsplit("/", 1)[-1]
-        for m in list_snapshots(archive, table)
-        if m.get("method") == "export"
-    }
-    out = []
-    for export_id in archive.listdir(layout.exports_dir()):
-        folder = f"{layout.exports_dir()}/{export_id}"
-        summary = archive.read_json_or(f"{folder}/manifest-summary.json")
-        arn = str((summary or {}).get("tableArn") or "")
-        if arn.rsplit("/", 1)[-1] == table or (not arn and export_id in converted):
-            out.append(folder)
-    return out
+    converted = converted_exports(archive, table)
+    return [
+        export.folder
+        for export in archived_exports(archive)
+        if export.table_name == table
+        or (export.table_name is None and export.folder.export_id in converted)
+    ]
 
 
 def _candidates(archive: Archive, table: str) -> list[Target]:
@@ -163,7 +157,7 @@ def _candidates(archive: Archive, table: str) -> list[Target]:
         group = committed.get(rel)
         out.append(Target(rel, SNAPSHOT, 0, group) if group else Target(rel, PARQUET, 0))
     for folder in _export_folders(archive, table):
-        out += [Target(rel, EXPORT, 0, folder) for rel in archive.find(f"{folder}/data")]
+        out += [Target(rel, EXPORT, 0, folder.path) for rel in archive.find(folder.data_dir)]
     for rel in archive.find(layout.table_staging_dir(table)):
         if rel.endswith(".parquet"):
             out.append(Target(rel, PARQUET, 0))
@@ -232,10 +226,6 @@ def _touched(targets: Iterable[Target]) -> list[str]:
         if target.replacement:
             out.append(target.replacement)
     return out
-
-
-def new_erasure_id(now: datetime) -> str:
-    return f"{stamp(now)}-{secrets.token_hex(3)}"
 
 
 def _pending(archive: Archive, table: str) -> dict[str, Any] | None:
@@ -366,7 +356,7 @@ def forget(
         erasure.ObjectLocked: an object to rewrite is under Object Lock; nothing was changed.
     """
     now = now or utcnow()
-    names = names if names is not None else key_names(archive, table)
+    names = names if names is not None else tables.archived_key_names(archive, table)
     # A new archive's secret is written only with the first pending list: until then (a
     # refusal, a dry run) nothing in the archive changes.
     stored = erasures.load_secret(archive, create=False)
@@ -400,7 +390,7 @@ def forget(
         planned = [Target.from_json(t) for t in pending["targets"]] + extra
         erasure_id, started = str(pending["erasure_id"]), pending.get("started_at")
     else:
-        planned, erasure_id, started = found.targets, new_erasure_id(now), iso_ms(now)
+        planned, erasure_id, started = found.targets, layout.new_erasure_id(now), iso_ms(now)
     if dry_run:
         outcomes.append(Outcome(erasure_id, planned, resumed=same, found=found))
         return outcomes

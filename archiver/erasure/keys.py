@@ -12,21 +12,7 @@ from collections.abc import Sequence
 import orjson
 
 from archiver.aws.error_table import UsageError
-from archiver.format import tables
 from archiver.format.codec import CodecError, canonical_json, key_of, normalize_item
-from archiver.format.manifests import list_snapshots
-from archiver.format.storage import Archive
-
-
-def key_names(archive: Archive, table: str) -> list[str] | None:
-    """The table's key attribute names, from its archived description or a snapshot."""
-    description = tables.latest_description(archive, table)
-    schema = (description or {}).get("Table", {}).get("KeySchema")
-    if not schema:
-        schema = next((m.get("key_schema") for m in list_snapshots(archive, table)), None)
-    if not schema:
-        return None
-    return [k["AttributeName"] for k in sorted(schema, key=lambda k: k["KeyType"])]
 
 
 def parse_key(text: str, names: Sequence[str] | None, where: str = "--key") -> str:

@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from archiver.format import erasure_log as erasures
-from archiver.format import footers
+from archiver.format import footers, layout
 from archiver.format.codec import CodecError, canonical_json, key_of, normalize_item
 from archiver.format.errors import EXIT_REFUSED, ArchiverError, CorruptArchive
 from archiver.format.schema import COMPRESSION, ROW_GROUP_ROWS
@@ -377,7 +377,9 @@ def update_export_manifests(
 ) -> None:
     """Recompute an export's manifests for its rewritten data files (``changed``, paths
     relative to the archive root): idempotent, so a re-run after a crash redoes it."""
-    files_rel, summary_rel = f"{folder}/manifest-files.json", f"{folder}/manifest-summary.json"
+    files_rel, summary_rel = layout.export_files_manifest(folder), layout.export_summary(folder)
+    parsed = layout.parse_export_folder(folder)
+    export_id = "" if parsed is None else parsed.export_id
     try:
         old_files = archive.get_bytes(files_rel)
     except FileNotFoundError:
@@ -389,7 +391,7 @@ def update_export_manifests(
             continue
         entry = orjson.loads(line)
         key = str(entry["dataFileS3Key"])
-        relative = key[key.find("/data/") + 1 :] if "/data/" in key else key
+        relative = layout.export_relative_key(key, export_id) or key
         if relative in changed:
             data = archive.get_bytes(f"{folder}/{relative}")
             plain = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data

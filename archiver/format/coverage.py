@@ -374,5 +374,7 @@ def record_incremental_segments(
 
 def retention_horizon(archive: Archive, table: str) -> datetime | None:
     """Where ``ddb-archiver expire`` deleted the table's history up to (``retention.json``)."""
-    doc = archive.read_json_or(layout.retention(table))
-    return parse_iso(str(doc["horizon"])) if doc and doc.get("horizon") else None
+    doc = statefiles.read_json(
+        archive, layout.retention(table), statefiles.RETENTION, "retention.json", missing_ok=True
+    )
+    return parse_iso(str(doc["horizon"])) if doc else None

@@ -7,10 +7,14 @@ Lists every problem with its path, one per line (or as JSON with --json):
                  file missing in the middle of a shard, or at its end: the checkpoint's head);
                  overlapping ranges; an unchained file after chained ones (a replaced file)
   state files    checkpoints, coverage.json, gaps.jsonl, table descriptions, snapshot
-                 manifests, restore-stats.json, compaction-pending.json that do not parse or
-                 have the wrong shape
+                 manifests, restore-stats.json, compaction-pending.json, retention.json,
+                 lambda.json, lambda-redrives.jsonl, backfill.json, incremental window commits
+                 and restore progress files that do not parse or have the wrong shape
   snapshots      part files missing, unreadable, or not matching their _manifest.json (sha256,
                  item count)
+  Lambda mode    every failed batch in the on-failure destination not redriven yet (a hole
+                 until `ddb-archiver redrive` archives it), or that the destination is unknown
+                 (a local archive without DDB_ARCHIVE_LAMBDA_FAILURES): unknown is not none
 
 --deep also reads every row of every change file: its content hash, required columns present,
 canonical JSON, event names consistent with the images. Files written before chain footers
@@ -36,6 +40,7 @@ Examples:
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,17 +50,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from archiver.format import chain, footers, layout, statefiles
+from archiver.format import chain, coverage, footers, layout, statefiles
 from archiver.format.chain import Problem
 from archiver.format.codec import canonicalize_text
 from archiver.format.footers import FileState
 from archiver.format.schema import CHANGE_SCHEMA, EVENT_NAMES
 from archiver.format.storage import Archive
+from archiver.lambda_mode import failures as lambda_failures
 
 STATE_FILE = "state-file"
 SNAPSHOT_MISMATCH = "snapshot-mismatch"
 ROW_PROBLEM = "bad-rows"
 STRAY_FILE = "stray-file"
+LAMBDA_BATCH_FAILED = lambda_failures.GAP_REASON
+LAMBDA_FAILURES_UNKNOWN = "lambda-failures-unknown"
 PENDING_NAME = "compaction-pending.json"
 
 
@@ -110,6 +118,17 @@ def check_state_files(ctx: CheckContext) -> list[Problem]:
         (layout.coverage(table), statefiles.COVERAGE, "coverage.json"),
         (layout.restore_stats(table), statefiles.RESTORE_STATS, "restore-stats.json"),
         (f"{layout.state_dir(table)}/{PENDING_NAME}", statefiles.COMPACTION_PENDING, PENDING_NAME),
+        (layout.retention(table), statefiles.RETENTION, "retention.json"),
+        (layout.lambda_deployment(table), statefiles.LAMBDA_DEPLOYMENT, "lambda.json"),
+        (layout.backfill_plan(table), statefiles.BACKFILL_PLAN, "backfill.json"),
+    ]
+    singles += [
+        (rel, statefiles.INCREMENTAL_WINDOW, "incremental window commit")
+        for rel in archive.find(layout.incremental_dir(table), ".json")
+    ]
+    singles += [
+        (rel, statefiles.RESTORE_PROGRESS, "restore progress")
+        for rel in archive.find(layout.restores_dir(table), ".json")
     ]
     for rel, schema, what in singles:
         try:
@@ -120,6 +139,11 @@ def check_state_files(ctx: CheckContext) -> list[Problem]:
         ctx.gaps = statefiles.read_jsonl(archive, layout.gaps(table), statefiles.GAP, "gap record")
     except statefiles.StateFileError as exc:
         out.append(_state_problem(exc, layout.gaps(table)))
+    redrives = layout.lambda_redrives(table)
+    try:
+        statefiles.read_jsonl(archive, redrives, statefiles.LAMBDA_REDRIVE, "redrive record")
+    except statefiles.StateFileError as exc:
+        out.append(_state_problem(exc, redrives))
     for rel in archive.find(layout.checkpoints_dir(table), ".json"):
         try:
             doc = statefiles.read_json(archive, rel, statefiles.CHECKPOINT, "checkpoint")
@@ -326,6 +350,41 @@ def _part_problems(archive: Archive, manifest_rel: str, part: dict[str, Any]) ->
             )
         )
     return out
+
+
+# -- Lambda mode ----------------------------------------------------------------------------
+
+
+@register("failed Lambda batches")
+def check_lambda_failures(ctx: CheckContext) -> list[Problem]:
+    """Every failed batch not redriven (Lambda mode, or any mode with a location configured)."""
+    archive, table = ctx.archive, ctx.table
+    try:
+        current = coverage.current(archive, table)
+    except statefiles.StateFileError:
+        return []  # reported by the state-file check
+    lambda_mode = current is not None and current.get("mode") == "lambda"
+    if not lambda_mode and not os.environ.get(lambda_failures.ENV_LOCATION):
+        return []
+    location = lambda_failures.location_url(archive)
+    try:
+        report = lambda_failures.lambda_failure_gaps(archive, table)
+    except statefiles.StateFileError:
+        return []  # reported by the state-file check
+    except Exception as exc:  # the destination cannot be listed: the batches are unknown
+        return [Problem(LAMBDA_FAILURES_UNKNOWN, str(location), f"cannot be listed: {exc}")]
+    if report.location is None:
+        reason = lambda_failures.location_unknown(archive, flag=None)
+        return [Problem(LAMBDA_FAILURES_UNKNOWN, layout.coverage(table), reason)]
+    return [
+        Problem(
+            LAMBDA_BATCH_FAILED,
+            str(gap["object"]),
+            f"{gap['batch_size']} record(s) of shard {gap['shard_id']} from {gap['from']} to "
+            f"{gap['to']} are in no change file ({gap['status']}): run `{gap['redrive']}`",
+        )
+        for gap in report.gaps
+    ]
 
 
 # -- running --------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from archiver.aws.clients import AwsSettings
-from archiver.aws.error_table import client_error_code
+from archiver.aws.error_table import ResourceNotFound, TrimmedData, is_error
 from archiver.capture.streams_api import Shard, StreamsApi
 from archiver.format import chain, coverage, gap_log, layout
 from archiver.format.chain import Problem
@@ -213,7 +213,7 @@ async def _reread(api: StreamsApi, stream_arn: str, hole: Hole) -> list[dict[str
             else:
                 iterator = page.get("NextShardIterator")
     except Exception as exc:
-        if client_error_code(exc) in ("TrimmedDataAccessException", "ResourceNotFoundException"):
+        if is_error(exc, TrimmedData) or is_error(exc, ResourceNotFound):
             return None
         raise
     if not records or layout.pad_seq(records[-1]["dynamodb"]["SequenceNumber"]) != hole.until_seq:

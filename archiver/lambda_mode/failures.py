@@ -37,7 +37,9 @@ closes the gap; ``malformed`` (records the archive cannot take, with their event
 ``unavailable`` (no payload, and the stream no longer holds the range) keep it open.
 
 Where the objects are: ``--lambda-failures S3URL`` / ``DDB_ARCHIVE_LAMBDA_FAILURES``, else the
-stack's layout, ``s3://<archive bucket>/aws/lambda/``.
+stack's layout, ``s3://<archive bucket>/aws/lambda/``. A local archive has no stack layout: with
+neither given, where its failed batches are is **unknown**, which is not "none" — planning
+refuses, ``status`` says "unknown" and ``check`` lists it (:func:`location_unknown`).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from typing import Any
 
 import orjson
 
-from archiver.format import gap_log, layout
+from archiver.format import gap_log, layout, statefiles
 from archiver.format.records import ChangeRows, event_time_ms
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
@@ -118,8 +120,8 @@ class FailedBatch:
 
 def table_of_stream(stream_arn: str) -> str:
     """The table in ``arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>``."""
-    parts = stream_arn.split(":", 5)[-1].split("/")
-    return parts[1] if len(parts) >= 4 and parts[0] == "table" else ""
+    parsed = layout.parse_stream_arn(stream_arn)
+    return "" if parsed is None else parsed.table
 
 
 def _time(value: Any) -> datetime | None:
@@ -217,6 +219,17 @@ def location_url(archive: Archive, override: str | None = None) -> str | None:
     return configured or default_location(archive)
 
 
+def location_unknown(archive: Archive, flag: str | None = "--lambda-failures") -> str:
+    """Why the on-failure location of ``archive`` is unknown, naming how to give it (``flag``:
+    the command's option for it, if it has one)."""
+    how = f"give {flag} S3URL or set {ENV_LOCATION}" if flag else f"set {ENV_LOCATION}"
+    return (
+        f"where the Lambda function's failed batches go is unknown for the archive "
+        f"{archive.url} (it is not in S3, so not the stack's s3://<archive bucket>/"
+        f"{STACK_PREFIX}/): {how} to the on-failure destination"
+    )
+
+
 def open_location(
     archive: Archive, override: str | None = None, *, endpoint_url: str | None = None
 ) -> Archive | None:
@@ -252,7 +265,10 @@ def list_failed_batches(
 def read_redrives(archive: Archive, table: str) -> dict[str, dict[str, Any]]:
     """The latest redrive line per object URI."""
     latest: dict[str, dict[str, Any]] = {}
-    for line in archive.read_jsonl(layout.lambda_redrives(table)):
+    lines = statefiles.read_jsonl(
+        archive, layout.lambda_redrives(table), statefiles.LAMBDA_REDRIVE, "redrive record"
+    )
+    for line in lines:
         latest[str(line.get("object"))] = line
     return latest
 
@@ -375,6 +391,7 @@ __all__ = [
     "MalformedInvocationRecord",
     "lambda_failure_gaps",
     "list_failed_batches",
+    "location_unknown",
     "location_url",
     "open_location",
     "parse_invocation_record",

@@ -42,11 +42,11 @@ from typing import Any
 from archiver.aws import describe
 from archiver.aws.clients import AwsSettings
 from archiver.aws.error_table import ArchiverError, PoisonRecord, UnsupportedStreamView, UsageError
-from archiver.format import coverage, gap_log, layout, tables
+from archiver.format import coverage, gap_log, layout, statefiles, tables
 from archiver.format.changefiles import WriteFailed, write_records
 from archiver.format.records import first_problem, poison, record_problem
 from archiver.format.storage import Archive
-from archiver.format.timefmt import as_utc, iso_ms, parse_iso, utcnow
+from archiver.format.timefmt import iso_ms, parse_iso, utcnow
 
 log = logging.getLogger(__name__)
 log.setLevel(logging.INFO)
@@ -113,17 +113,15 @@ def max_iterator_age() -> timedelta:
 
 def table_of(stream_arn: str) -> str:
     """The table name in ``arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>``."""
-    resource = stream_arn.split(":", 5)[-1]
-    parts = resource.split("/")
-    if len(parts) < 4 or parts[0] != "table" or parts[2] != "stream" or not parts[1]:
+    parsed = layout.parse_stream_arn(stream_arn)
+    if parsed is None:
         raise ConfigurationError(f"eventSourceARN {stream_arn!r} is not a DynamoDB stream ARN")
-    return parts[1]
+    return parsed.table
 
 
 def stream_created_at(stream_arn: str) -> datetime:
     """A stream's creation time: its label (UTC, without a zone in the ARN)."""
-    label = layout.stream_label_of(stream_arn)
-    return as_utc(datetime.fromisoformat(label.replace("Z", "+00:00")))
+    return layout.stream_label_time(layout.stream_label_of(stream_arn))
 
 
 # -- cold start -----------------------------------------------------------------------------
@@ -198,9 +196,14 @@ def _record_deployment(archive: Archive, table: str, now: datetime) -> None:
     }
     path = layout.lambda_deployment(table)
     try:
-        known = archive.read_json_or(path) or {}
-    except ValueError as exc:  # never overwrite a state file that does not parse
-        log.error("%s does not parse (%s): not updating it", archive.uri(path), exc)
+        known = (
+            statefiles.read_json(
+                archive, path, statefiles.LAMBDA_DEPLOYMENT, "lambda.json", missing_ok=True
+            )
+            or {}
+        )
+    except statefiles.StateFileError as exc:  # never overwrite a state file that is broken
+        log.error("%s: not updating it", exc)
         return
     if {k: known.get(k) for k in doc} != doc:
         archive.write_json(path, {**doc, "updated_at": iso_ms(now)})

@@ -38,7 +38,7 @@ from archiver.aws.prices import (
     rates_for,
 )
 from archiver.aws.retry import WaitFailed
-from archiver.format import coverage, gap_log, layout
+from archiver.format import coverage, gap_log, layout, statefiles
 from archiver.format.exports.full import EXPORT_MARGIN, convert_export, read_export
 from archiver.format.exports.incremental import (
     MAX_WINDOW,
@@ -114,7 +114,13 @@ def plan_backfill(
 ) -> BackfillPlan:
     """The plan recorded before, or a new one from PITR's period and the stream's coverage."""
     table_id = table_id_of(description)
-    recorded = archive.read_json_or(layout.backfill_plan(table))
+    recorded = statefiles.read_json(
+        archive,
+        layout.backfill_plan(table),
+        statefiles.BACKFILL_PLAN,
+        "backfill.json",
+        missing_ok=True,
+    )
     if recorded is not None and recorded.get("table_id") == table_id:
         return BackfillPlan.from_json(recorded)
     earliest, latest = pitr.require(table)

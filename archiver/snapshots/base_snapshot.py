@@ -40,7 +40,7 @@ from archiver.aws.error_table import (
     translate_client_error,
 )
 from archiver.aws.scan import parallel_scan
-from archiver.format import layout
+from archiver.format import layout, tables
 from archiver.format.codec import canonical_json, key_of
 from archiver.format.exports.full import Conversion, convert_export, folder_in, read_export
 from archiver.format.manifests import DEFAULT_PART_BYTES, SnapshotWriter
@@ -167,7 +167,7 @@ def _scan_snapshot(
     guard = SkewGuard()
     description = _describe(ddb, table, guard, clock)
     key_schema = list(description["KeySchema"])
-    key_names = [k["AttributeName"] for k in key_schema]
+    key_names = tables.key_names(key_schema)
     total_segments = segments or auto_segments(description)
     started_at = clock()
     writer = SnapshotWriter(

@@ -42,11 +42,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from archiver.aws import error_table as errors
 from archiver.aws.error_table import (
     EXIT_REFUSED,
     ArchiverError,
     UsageError,
     client_error_code,
+    is_error,
     translate_client_error,
 )
 from archiver.aws.retry import WaitFailed
@@ -258,7 +260,8 @@ class Chain:
         try:
             response = self.ddb.export_table_to_point_in_time(**kwargs)
         except Exception as exc:
-            if client_error_code(exc) == "PointInTimeRecoveryUnavailableException":
+            # The error table's PitrUnavailable (exit 2), refined here into this module's (exit 4).
+            if is_error(exc, errors.PitrUnavailable):
                 raise PitrUnavailable(
                     f"point-in-time recovery is off for {self.table}: {kind} export refused"
                 ) from exc

@@ -25,6 +25,8 @@ from archiver.cliutil import (
 )
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time
+from replayer.engines import athena_engine
+from replayer.engines.athena_engine import AthenaFolder, add_engine_arguments
 from replayer.engines.fold import Fold, FoldSettings, add_fold_arguments
 from replayer.planning.lambda_gaps import LambdaChecks
 from replayer.planning.plan import plan_restore
@@ -41,9 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_allow_inexact_argument(parser)
     add_segments_argument(parser, default=DEFAULT_SEGMENTS)
     add_fold_arguments(parser)
-    # Imported here: the Athena engine builds on this module (load_rows).
-    from replayer.engines.athena_engine import add_engine_arguments
-
     add_engine_arguments(parser)
 
 
@@ -52,7 +51,7 @@ def main(args: argparse.Namespace) -> int:
     settings = AwsSettings.from_args(args)
     archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
     client = settings.client("dynamodb")
-    key_names(client, args.target_table_name)  # a missing target is bad input, said first
+    names = key_names(client, args.target_table_name)  # a missing target is bad input, first
     plan = plan_restore(
         archive,
         args.source_table_name,
@@ -64,15 +63,9 @@ def main(args: argparse.Namespace) -> int:
     )
     if plan.inexact is not None:
         print(plan.inexact.describe())
+    athena = AthenaFolder.from_args(args, settings, archive) if args.engine == "athena" else None
     with Fold(archive, FoldSettings.from_args(args)) as fold:
-        if args.engine == "athena":
-            from replayer.engines.athena_engine import AthenaFolder
-
-            unloaded = AthenaFolder.from_args(args, settings, archive).unload(plan)
-            names = key_names(client, args.target_table_name)
-            state = unloaded.load(fold, archive, names)
-        else:
-            state = fold.state_at(plan)
+        state = athena_engine.state_at(fold, archive, plan, names, athena)
         result = verify_table(client, args.target_table_name, state, segments=args.segments)
     print(
         f"verify {args.target_table_name} against {args.source_table_name} at {iso_ms(at)}: "

@@ -7,8 +7,11 @@ workgroup) raises the translated ``ClientError``. While the query runs, progress
 elapsed time, data scanned) go to ``say``; a ``KeyboardInterrupt`` while waiting stops the
 query (``StopQueryExecution``) before it propagates, so no query keeps scanning unobserved.
 
-Polling waits 0.5 s at first, growing to 5 s, with no overall deadline: the workgroup's
-``BytesScannedCutoffPerQuery`` and Athena's own query timeout bound a query.
+Polling goes through the one wait (:func:`archiver.aws.retry.wait_until`): 0.5 s at first, growing
+1.5 times to 5 s, under an overall deadline (``timeout_seconds``, :data:`QUERY_TIMEOUT_SECONDS`
+by default: past Athena's own longest DML timeout, so a query Athena still runs is never
+abandoned early). A query still running at the deadline is stopped before the wait gives up,
+like one interrupted. The workgroup's ``BytesScannedCutoffPerQuery`` bounds what it scans.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archiver.aws.error_table import client_error_code, translate_client_error
+from archiver.aws.retry import WaitTimedOut, wait_until
 from replayer.exceptions import ReplayError
 
 log = logging.getLogger(__name__)
@@ -30,6 +34,10 @@ TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
 # POLL_MAX: short queries end after a few calls, long ones cost few.
 POLL_FIRST = 0.5
 POLL_MAX = 5.0
+POLL_GROWTH = 1.5
+# Athena's DML query timeout is 30 minutes by default and can be raised to some hours (a
+# service quota); past this the wait stops the query and gives up.
+QUERY_TIMEOUT_SECONDS = 6 * 3600.0
 # Athena SQL queries are billed per byte scanned, rounded up to 10 MB per query
 # (https://aws.amazon.com/athena/pricing/, "SQL queries"). USD per TB (2**40 bytes) by region;
 # regions not listed use the default. Look the current rates up before relying on a figure.
@@ -109,6 +117,7 @@ class Athena:
         region: for the cost shown after a query.
         say: where progress lines go (stderr by default).
         progress_seconds: at most one "still running" line this often (state changes always).
+        timeout_seconds: stop the query and give up (``WaitTimedOut``) past this.
         sleep / clock: injectable for tests.
     """
 
@@ -120,6 +129,7 @@ class Athena:
         region: str | None = None,
         say: Callable[[str], None] = _stderr,
         progress_seconds: float = 10.0,
+        timeout_seconds: float = QUERY_TIMEOUT_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -128,6 +138,7 @@ class Athena:
         self.region = region
         self.say = say
         self.progress_seconds = progress_seconds
+        self.timeout_seconds = timeout_seconds
         self.sleep = sleep
         self.clock = clock
 
@@ -164,38 +175,52 @@ class Athena:
         )
 
     def wait(self, query_id: str) -> QueryOutcome:
-        """Poll until the query ends, saying its progress; Ctrl-C stops the query."""
+        """Poll until the query ends, saying its progress; Ctrl-C, or the deadline passing,
+        stops the query."""
+        last: dict[str, Any] = {"state": "", "said": self.clock()}
+
+        def progress(execution: dict[str, Any], elapsed: float) -> None:
+            state = _state(execution)
+            now = self.clock()
+            if state in TERMINAL_STATES:
+                return
+            if state != last["state"] or now - last["said"] >= self.progress_seconds:
+                self.say(
+                    f"athena {query_id}: {state}, {elapsed:.0f} s, "
+                    f"{human_bytes(_scanned(execution))} scanned"
+                )
+                last["state"], last["said"] = state, now
+
         started = self.clock()
-        delay = POLL_FIRST
-        last_state = ""
-        last_said = started
         try:
-            while True:
-                execution = self.execution(query_id)
-                status = execution.get("Status") or {}
-                state = str(status.get("State", ""))
-                scanned = int((execution.get("Statistics") or {}).get("DataScannedInBytes") or 0)
-                elapsed = self.clock() - started
-                if state in TERMINAL_STATES:
-                    return QueryOutcome(query_id, state, scanned, elapsed, execution)
-                now = self.clock()
-                if state != last_state or now - last_said >= self.progress_seconds:
-                    self.say(
-                        f"athena {query_id}: {state}, {elapsed:.0f} s, "
-                        f"{human_bytes(scanned)} scanned"
-                    )
-                    last_state, last_said = state, now
-                self.sleep(delay)
-                delay = min(delay * 1.5, POLL_MAX)
+            execution = wait_until(
+                lambda: self.execution(query_id),
+                what=f"Athena query {query_id}",
+                ready=lambda execution: _state(execution) in TERMINAL_STATES,
+                poll_seconds=POLL_FIRST,
+                growth=POLL_GROWTH,
+                max_poll_seconds=POLL_MAX,
+                timeout_seconds=self.timeout_seconds,
+                sleep=self.sleep,
+                clock=self.clock,
+                on_poll=progress,
+            )
         except KeyboardInterrupt:
             self.say(f"athena {query_id}: interrupted, stopping the query")
-            try:
-                self.stop(query_id)
-            except ReplayError as exc:
-                log.warning("could not stop Athena query %s: %s", query_id, exc)
-            except Exception as exc:  # the interrupt matters more than the stop's failure
-                log.warning("could not stop Athena query %s: %s", query_id, exc)
+            self._stop_quietly(query_id)
             raise
+        except WaitTimedOut:
+            self.say(f"athena {query_id}: still running after the deadline, stopping the query")
+            self._stop_quietly(query_id)
+            raise
+        elapsed = self.clock() - started
+        return QueryOutcome(query_id, _state(execution), _scanned(execution), elapsed, execution)
+
+    def _stop_quietly(self, query_id: str) -> None:
+        try:
+            self.stop(query_id)
+        except Exception as exc:  # the interrupt or deadline matters more than the stop's failure
+            log.warning("could not stop Athena query %s: %s", query_id, exc)
 
     def run(self, sql: str) -> QueryOutcome:
         """Start ``sql`` and wait for it; raises :class:`AthenaQueryFailed` unless it succeeded."""
@@ -229,6 +254,14 @@ class Athena:
             if not token:
                 return
             kwargs["NextToken"] = token
+
+
+def _state(execution: dict[str, Any]) -> str:
+    return str((execution.get("Status") or {}).get("State", ""))
+
+
+def _scanned(execution: dict[str, Any]) -> int:
+    return int((execution.get("Statistics") or {}).get("DataScannedInBytes") or 0)
 
 
 def failure(outcome: QueryOutcome) -> AthenaQueryFailed:

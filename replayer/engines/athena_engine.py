@@ -8,7 +8,10 @@ watermark, the base, the generation). Then, before any query runs:
   silently see no rows) — ``ddb-replayer athena-setup`` makes them so;
 - the query's scan is bounded from the sizes of the ``dt`` partitions in range (every file
   of the table there, whatever its stream or generation: what partition pruning leaves) plus
-  the base snapshot's files; past ``--athena-max-scan-gb`` it is refused.
+  the base snapshot's files; past ``--athena-max-scan-gb`` it is refused;
+- a plan without a base must really start at table creation: the local fold's check (every
+  key's first record an INSERT) runs here too, so a false claim is refused (exit 4) whichever
+  engine folds.
 
 The query is ``UNLOAD (fold) TO <location> WITH (format = 'TEXTFILE', compression = 'GZIP')``
 (:mod:`replayer.engines.athena_sql`): GZIP JSON lines ``{"Item": …}``. Its result is trusted only
@@ -31,7 +34,12 @@ import orjson
 import pyarrow as pa
 
 from archiver.aws.clients import AwsSettings
-from archiver.aws.error_table import client_error_code, translate_client_error
+from archiver.aws.error_table import (
+    ResourceNotFound,
+    client_error_code,
+    is_error,
+    translate_client_error,
+)
 from archiver.cliutil import positive_float
 from archiver.format import layout
 from archiver.format.codec import canonical_json, key_of
@@ -40,16 +48,14 @@ from archiver.format.timefmt import stamp, utcnow
 from replayer.engines.athena_client import Athena, AthenaConfig, QueryOutcome, human_bytes
 from replayer.engines.athena_setup import CHANGES_TABLE, SNAPSHOTS_TABLE, projected_tables
 from replayer.engines.athena_sql import FoldInputs, unload_state
-from replayer.engines.fold import Fold, FoldResult
+from replayer.engines.fold import ROWS, Fold, FoldResult
 from replayer.exceptions import BadInput, Refused, ReplayError
 from replayer.planning.model import Plan
-from replayer.read.verify import load_rows
 
 ENGINES = ("duckdb", "athena")
 DEFAULT_WORKGROUP = "primary"
 DEFAULT_DATABASE = "ddb_archive"
 RESULTS_PREFIX = "athena-results"
-_ROWS = pa.schema([pa.field("keys", pa.string()), pa.field("item", pa.string())])
 _BATCH_ROWS = 10_000
 _GB = 1000**3
 
@@ -152,21 +158,21 @@ class AthenaState:
             keys.append(canonical_json(key_of(item, names)))
             items.append(canonical_json(item))
             if len(keys) == _BATCH_ROWS:
-                yield pa.record_batch([keys, items], schema=_ROWS)
+                yield pa.record_batch([keys, items], schema=ROWS)
                 keys, items = [], []
         if keys:
-            yield pa.record_batch([keys, items], schema=_ROWS)
+            yield pa.record_batch([keys, items], schema=ROWS)
 
     def load(self, session: Fold, storage: Archive, key_names: Sequence[str]) -> FoldResult:
         """The state in a DuckDB table of ``session`` (for the table sink and verify)."""
         table = f"athena_{self.outcome.query_id.replace('-', '_')}"
-        count = load_rows(session.con, table, self.batches(storage, key_names))
-        if count != self.count:
+        loaded = session.load_rows(table, self.batches(storage, key_names))
+        if loaded.count != self.count:
             raise AthenaResultMismatch(
-                f"Athena query {self.outcome.query_id}: its output holds {count:,} items, "
+                f"Athena query {self.outcome.query_id}: its output holds {loaded.count:,} items, "
                 f"not the {self.count:,} it reported"
             )
-        return FoldResult(session.con, table, count)
+        return loaded
 
     def relative_files(self, root: str) -> list[str]:
         """The files relative to ``root`` (an ``s3://`` URL they lie under)."""
@@ -214,13 +220,12 @@ class AthenaFolder:
             try:
                 table = self.glue.get_table(DatabaseName=database, Name=name)["Table"]
             except Exception as exc:
-                code = client_error_code(exc)
-                if code == "EntityNotFoundException":
+                if is_error(exc, ResourceNotFound):
                     raise Refused(
                         f"the Glue table {database}.{name} does not exist: run ddb-replayer "
                         f"athena-setup --archive {self.root} --database {database}"
                     ) from exc
-                if code:
+                if client_error_code(exc):
                     raise translate_client_error(exc, f"Glue GetTable {database}.{name}") from exc
                 raise
             location = str((table.get("StorageDescriptor") or {}).get("Location", ""))
@@ -264,6 +269,14 @@ class AthenaFolder:
             )
         return bound
 
+    def check_from_table_creation(self, plan: Plan) -> None:
+        """A plan without a base: refuse unless the log really starts at table creation — the
+        local fold's own check (:meth:`replayer.engines.fold.Fold.check_from_table_creation`), run
+        on this machine like the rest of planning, so both engines refuse alike (exit 4)."""
+        if plan.base is None:
+            with Fold(self.archive) as fold:
+                fold.check_from_table_creation(plan)
+
     # -- the query --------------------------------------------------------------------------
 
     def scratch_location(self, plan: Plan) -> str:
@@ -278,6 +291,7 @@ class AthenaFolder:
         and check its output against the row count it reported."""
         self.check_tables(plan)
         bound = self.check_scan(plan)
+        self.check_from_table_creation(plan)
         location = location or self.scratch_location(plan)
         self.athena.say(
             f"athena: folding {plan.table} as of the plan in {self.athena.config.workgroup}/"

@@ -18,7 +18,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from archiver.aws.error_table import client_error_code, translate_client_error
+from archiver.aws.error_table import (
+    ResourceInUse,
+    ResourceNotFound,
+    client_error_code,
+    is_error,
+    translate_client_error,
+)
 from archiver.format import layout
 from archiver.format.schema import CHANGE_SCHEMA, PARTITION_SCHEMA, SNAPSHOT_SCHEMA
 from archiver.format.storage import Archive
@@ -134,7 +140,7 @@ def setup(
         glue.create_database(DatabaseInput={"Name": database})
         done.append(f"created Glue database {database}")
     except Exception as exc:
-        if client_error_code(exc) != "AlreadyExistsException":
+        if not is_error(exc, ResourceInUse):
             raise translate_client_error(exc, f"CreateDatabase {database}") from exc
     for table_input in (
         changes_table_input(root, table_names, projection_start),
@@ -145,7 +151,7 @@ def setup(
             glue.get_table(DatabaseName=database, Name=name)
             exists = True
         except Exception as exc:
-            if client_error_code(exc) != "EntityNotFoundException":
+            if not is_error(exc, ResourceNotFound):
                 raise translate_client_error(exc, f"GetTable {database}.{name}") from exc
             exists = False
         try:

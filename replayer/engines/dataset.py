@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from archiver.aws.error_table import client_error_code
+from archiver.aws.error_table import ObjectInColdStorage, is_error
 from archiver.format import layout
 from archiver.format.schema import CHANGE_SCHEMA, PARTITION_SCHEMA, SNAPSHOT_SCHEMA
 from archiver.format.storage import Archive
@@ -39,10 +39,11 @@ class ArchivedObjectUnavailable(ReplayError):
 
 
 # S3 answers GetObject on an object in Glacier Flexible Retrieval / Deep Archive (not restored)
-# with InvalidObjectState; s3fs turns that into a bare PermissionError. The reading filesystem
-# below re-raises it as an ObjectNeedsRestore naming the object, which pyarrow passes on as it
-# is — but DuckDB flattens it into text, so its message carries this marker and the path.
-_ARCHIVED_MARK = "InvalidObjectState"
+# with InvalidObjectState (``ObjectInColdStorage`` in the error table); s3fs turns that into a
+# bare PermissionError. The reading filesystem below re-raises it as an ObjectNeedsRestore
+# naming the object, which pyarrow passes on as it is — but DuckDB flattens it into text, so
+# its message carries this marker and the path.
+_ARCHIVED_MARK = "ObjectNeedsRestore"
 _ARCHIVED_OBJECT = re.compile(_ARCHIVED_MARK + r" \[([^\]]+)\]")
 # What DuckDB's message says when a file it was to read is gone (it has no finer type): its own
 # Parquet reader on a local path, or the FileNotFoundError that pyarrow's fsspec handler raised
@@ -78,7 +79,7 @@ def duckdb_message_match(exc: BaseException, pattern: re.Pattern[str]) -> re.Mat
 
 def _storage_class_error(exc: BaseException, path: str) -> BaseException:
     causes = [exc, exc.__cause__, exc.__context__]
-    if any(c is not None and client_error_code(c) == _ARCHIVED_MARK for c in causes):
+    if any(c is not None and is_error(c, ObjectInColdStorage) for c in causes):
         return ObjectNeedsRestore(path)
     return exc
 
@@ -176,7 +177,7 @@ def _archived_message(what: str, exc: BaseException) -> str | None:
             "Deep Archive: restore it from S3 first (aws s3api restore-object), then retry"
         )
     causes = (exc, exc.__cause__, exc.__context__)
-    if any(c is not None and client_error_code(c) == _ARCHIVED_MARK for c in causes):
+    if any(c is not None and is_error(c, ObjectInColdStorage) for c in causes):
         return (
             f"{what}: an archive object is in S3 Glacier Deep Archive or Flexible Retrieval "
             "and must be restored from S3 before reading"

@@ -42,7 +42,7 @@ import os
 import shutil
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_LIMIT = "1GB"
 DEFAULT_BATCH_ROWS = 10_000
+# Rows as a fold gives them and :meth:`Fold.load_rows` takes them: canonical key and item.
+ROWS = pa.schema([pa.field("keys", pa.string()), pa.field("item", pa.string())])
+_LOAD_ROWS = 50_000  # rows buffered per INSERT when loading rows into a session
 # No change file in the range: an empty log, still taking the statement's parameters.
 _EMPTY_LOG = (
     "SELECT NULL::VARCHAR AS keys, NULL::VARCHAR AS ord, NULL::VARCHAR AS event_name, "
@@ -257,6 +260,37 @@ class FoldResult:
         return out
 
 
+def load_rows(
+    con: duckdb.DuckDBPyConnection, name: str, batches: Iterable[pa.RecordBatch]
+) -> FoldResult:
+    """Table ``name`` (keys, item) of a fold's session, filled from record batches of
+    :data:`ROWS` (a scanned table, an Athena result) some 50,000 rows at a time; returned as a
+    result like a fold's, to compare or write from."""
+    con.execute(f"CREATE OR REPLACE TABLE {name} (keys VARCHAR, item VARCHAR)")
+    count = 0
+    buffered: list[pa.RecordBatch] = []
+    rows = 0
+
+    def flush() -> None:
+        chunk = pa.Table.from_batches(buffered, schema=ROWS)
+        con.register("_incoming", chunk)
+        try:
+            con.execute(f"INSERT INTO {name} SELECT keys, item FROM _incoming")
+        finally:
+            con.unregister("_incoming")
+
+    for batch in batches:
+        buffered.append(batch)
+        rows += batch.num_rows
+        count += batch.num_rows
+        if rows >= _LOAD_ROWS:
+            flush()
+            buffered, rows = [], 0
+    if buffered:
+        flush()
+    return FoldResult(con, name, count)
+
+
 class Fold:
     """A DuckDB session that folds an archive; use as a context manager.
 
@@ -318,6 +352,10 @@ class Fold:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def load_rows(self, name: str, batches: Iterable[pa.RecordBatch]) -> FoldResult:
+        """Table ``name`` of this session filled from record batches: :func:`load_rows`."""
+        return load_rows(self.con, name, batches)
 
     # -- sources ----------------------------------------------------------------------------
 
@@ -448,8 +486,7 @@ class Fold:
                 but some key's first record is not an INSERT: the claim is false, and is
                 recorded as such in coverage.json.
         """
-        if plan.base is None:
-            self._check_from_table_creation(plan)
+        self.check_from_table_creation(plan)
         base_files = list(plan.base.files) if plan.base else []
 
         def build(relist: bool) -> str:
@@ -467,10 +504,15 @@ class Fold:
         params = _params(plan)
         return self._materialise(f"folding {plan.table}", build, params)
 
-    def _check_from_table_creation(self, plan: Plan) -> None:
-        """A log that starts at table creation begins every key with an INSERT; a key whose
-        first record is a MODIFY or REMOVE disproves it (the stream started after the table
-        had items, or records are missing). One narrow aggregate over the log.
+    def check_from_table_creation(self, plan: Plan) -> None:
+        """For a plan without a base: a log that starts at table creation begins every key
+        with an INSERT; a key whose first record is a MODIFY or REMOVE disproves it (the
+        stream started after the table had items, or records are missing). One narrow
+        aggregate over the log, run on this machine whichever engine folds (the Athena
+        engine calls it before its query, as it plans locally), so both refuse alike.
+
+        Raises:
+            NoUsableBase: the claim is false; the evidence is recorded in coverage.json.
 
         A record from an incremental export is a key's last change in its window, so a key
         created and deleted there first appears as a REMOVE, and a ``NEW_IMAGE`` export names
@@ -478,7 +520,7 @@ class Fold:
         old image (the key existed before the window that first shows it). Erased keys
         (``ddb-archiver forget``) lost their earlier records by design and are exempt."""
         archive = self.archive
-        if archive is None or not plan.change_files:
+        if plan.base is not None or archive is None or not plan.change_files:
             return
         params = {"table_id": plan.table_id, "lo": as_utc(plan.log_from), "hi": as_utc(plan.at)}
         erased = erasures.erased_key_test(archive, plan.table)

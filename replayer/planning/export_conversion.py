@@ -25,6 +25,7 @@ from archiver.format.exports.full import (
     ExportFolder,
     ExportNotReady,
     NotAFullExport,
+    archived_export_folders,
     convert_export,
     folder_in,
     read_export,
@@ -43,12 +44,6 @@ class PendingExport:
     folder: ExportFolder
 
 
-def _export_ids(archive: Archive) -> list[str]:
-    base = layout.exports_dir()
-    found = (layout.parse_export_folder(f"{base}/{name}") for name in archive.listdir(base))
-    return [folder.export_id for folder in found if folder is not None]
-
-
 def pending_exports(archive: Archive, table: str, *, warn: bool = True) -> list[PendingExport]:
     """Completed full exports of ``table`` under ``<archive>/exports/`` not converted yet.
 
@@ -59,7 +54,7 @@ def pending_exports(archive: Archive, table: str, *, warn: bool = True) -> list[
     """
     done = converted_exports(archive, table)
     pending = []
-    for export_id in _export_ids(archive):
+    for export_id in (folder.export_id for folder in archived_export_folders(archive)):
         if export_id in done:
             continue
         store = folder_in(archive, layout.export_folder(export_id))

@@ -14,7 +14,9 @@ hole that no ``gaps.jsonl`` line records, because the function cannot see them:
 unless ``--allow-gaps``. When CloudWatch cannot be read, how far behind the function was is
 unknown: planning refuses (:class:`LambdaHealthUnknown`, exit 4) unless
 ``--trust-lambda-watermark``. Failed batches are looked for in Lambda mode, and in any mode
-when a location is given (``--lambda-failures`` / ``DDB_ARCHIVE_LAMBDA_FAILURES``).
+when a location is given (``--lambda-failures`` / ``DDB_ARCHIVE_LAMBDA_FAILURES``). In Lambda
+mode with no location known (a local archive, neither given), whether a batch failed is
+unknown, which is not "none": planning refuses (:class:`LambdaFailuresUnknown`, exit 4).
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ _TRUE = {"1", "true", "yes", "on"}
 
 class LambdaHealthUnknown(Refused):
     """Lambda mode, and the function's IteratorAge could not be read from CloudWatch."""
+
+
+class LambdaFailuresUnknown(Refused):
+    """Lambda mode, and where the function's failed batches go is unknown."""
 
 
 @dataclass(frozen=True)
@@ -93,11 +99,22 @@ def failure_gaps(
     archive: Archive, table: str, table_id: str, checks: LambdaChecks
 ) -> list[dict[str, Any]]:
     """The table's failed batches not redriven yet (all generations: a batch's records are
-    of the generation whose stream it names, and a restore of any of them must not pass)."""
+    of the generation whose stream it names, and a restore of any of them must not pass).
+
+    Raises:
+        LambdaFailuresUnknown: no on-failure location is known (a local archive, and neither
+            ``--lambda-failures`` nor ``DDB_ARCHIVE_LAMBDA_FAILURES``).
+    """
     endpoint = checks.settings.endpoint_url if checks.settings else None
     report = lambda_failures.lambda_failure_gaps(
         archive, table, location=checks.failures_url, table_id=None, endpoint_url=endpoint
     )
+    if report.location is None:
+        raise LambdaFailuresUnknown(
+            f"table {table!r} is archived by a Lambda function, but "
+            f"{lambda_failures.location_unknown(archive)}: a batch that failed would be a hole "
+            "this plan cannot see"
+        )
     return report.gaps
 
 
@@ -164,6 +181,7 @@ def gaps_met(
     unless a failure location is given).
 
     Raises:
+        LambdaFailuresUnknown: see :func:`failure_gaps`.
         LambdaHealthUnknown: see :func:`stall_gaps`.
     """
     checks = checks or LambdaChecks()
@@ -204,6 +222,7 @@ def describe(gap: dict[str, Any]) -> str:
 __all__ = [
     "ENV_TRUST",
     "LambdaChecks",
+    "LambdaFailuresUnknown",
     "LambdaHealthUnknown",
     "describe",
     "gaps_met",

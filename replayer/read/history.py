@@ -29,7 +29,7 @@ from archiver.format import layout
 from archiver.format.codec import AttributeValueVisitor, CodecError, canonicalize_text
 from archiver.format.records import TTL_IDENTITY
 from archiver.format.storage import Archive
-from archiver.format.tables import latest_description
+from archiver.format.tables import archived_key_names
 from archiver.format.timefmt import iso_ms
 from replayer.exceptions import BadInput
 from replayer.read.query import run_query
@@ -239,13 +239,6 @@ def timeline(rows: list[tuple[Any, ...]]) -> list[Change]:
     return changes
 
 
-def key_names(archive: Archive, table: str) -> list[str] | None:
-    """The table's key attribute names from its newest archived description, if any."""
-    doc = latest_description(archive, table)
-    schema = ((doc or {}).get("Table") or {}).get("KeySchema") or []
-    return [str(k["AttributeName"]) for k in schema] or None
-
-
 def item_history(
     archive: Archive,
     table: str,
@@ -260,7 +253,8 @@ def item_history(
         raise BadInput(f"--key: {exc}") from exc
     if keys == "{}":
         raise BadInput('--key names no attribute: give the key, e.g. \'{"pk": {"S": "a"}}\'')
-    expected = key_names(archive, table)
+    # History reads the change log only: the descriptions say the keys, snapshots are not read.
+    expected = archived_key_names(archive, table, from_snapshots=False)
     given = sorted(orjson.loads(keys))
     if expected is not None and given != sorted(expected):
         raise BadInput(

@@ -4,9 +4,11 @@ shards, files and bytes, and the archiver's last run.
 Reads only the archive (no AWS call) — and, for a table archived by the Lambda function, the
 on-failure destination's objects: each failed batch not redriven yet is listed with the
 command that archives it (``ddb-archiver redrive``), or the event ids of its malformed
-records. Human-readable by default; --json for scripts and monitoring (lag_seconds is what to
-alarm on). A table the archive does not hold is exit 2, with the list of those it does; so is
-a root that holds no archive at all (a mistyped --archive), as in ``query``.
+records; where that destination is unknown (a local archive, without ``--lambda-failures`` or
+``DDB_ARCHIVE_LAMBDA_FAILURES``) it says "unknown", never "none". Human-readable by default;
+--json for scripts and monitoring (lag_seconds is what to alarm on). A table the archive does
+not hold is exit 2, with the list of those it does; so is a root that holds no archive at all
+(a mistyped --archive), as in ``query``.
 """
 
 from __future__ import annotations
@@ -92,6 +94,9 @@ def _lambda_failures(
     except Exception as exc:  # unreadable: say so, the rest of the status still holds
         where = lambda_failures.location_url(archive, location)
         return {"location": where, "error": f"{type(exc).__name__}: {exc}", "open": []}
+    if report.location is None:  # unknown is not none
+        reason = lambda_failures.location_unknown(archive)
+        return {"location": None, "unknown": reason, "open": []}
     return {"location": report.location, "redriven": report.redriven, "open": report.gaps}
 
 
@@ -320,6 +325,8 @@ def _failure_lines(failed: dict[str, Any] | None) -> list[str]:
         return []
     if failed.get("error"):
         return [f"  lambda       cannot list {failed.get('location')}: {failed['error']}"]
+    if failed.get("unknown"):
+        return [f"  failed       unknown Lambda batch(es): {failed['unknown']}"]
     open_ = failed["open"]
     head = f"  failed       {len(open_) or 'none'} Lambda batch(es) not archived"
     lines = [f"{head} ({failed.get('redriven', 0)} redriven; {failed.get('location')})"]

@@ -21,8 +21,15 @@ import pyarrow as pa
 
 from archiver.aws.error_table import ArchiverError
 from archiver.aws.scan import parallel_scan
+from archiver.format import tables
 from archiver.format.codec import canonical_json, key_of
-from replayer.engines.fold import Fold, FoldResult, FoldSettings
+from replayer.engines.fold import (
+    ROWS,
+    Fold,
+    FoldResult,
+    FoldSettings,
+    load_rows,
+)
 from replayer.exceptions import BadInput, replay_error
 
 if TYPE_CHECKING:
@@ -32,8 +39,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SEGMENTS = 8
 EXAMPLES = 3
-_ROWS = pa.schema([pa.field("keys", pa.string()), pa.field("item", pa.string())])
-_PAGE_ROWS = 5_000
 
 
 @dataclass
@@ -133,8 +138,7 @@ def key_names(client: DynamoDBClient, table_name: str) -> list[str]:
         table = client.describe_table(TableName=table_name)["Table"]
     except Exception as exc:
         raise replay_error(exc, f"table {table_name}") from exc
-    schema = sorted(table["KeySchema"], key=lambda k: k["KeyType"] != "HASH")
-    return [k["AttributeName"] for k in schema]
+    return tables.key_names(table["KeySchema"])
 
 
 def scan_rows(
@@ -151,36 +155,9 @@ def scan_rows(
         for items in parallel_scan(client, table_name, segments=segments, consistent=consistent):
             keys = [canonical_json(key_of(item, names)) for item in items]
             texts = [canonical_json(item) for item in items]
-            yield pa.record_batch([keys, texts], schema=_ROWS)
+            yield pa.record_batch([keys, texts], schema=ROWS)
     except ArchiverError as exc:
         raise replay_error(exc, f"Scan {table_name}") from exc.__cause__
-
-
-def load_rows(con: duckdb.DuckDBPyConnection, name: str, batches: Iterator[pa.RecordBatch]) -> int:
-    """Create DuckDB table ``name`` (keys, item) from record batches; returns the row count."""
-    con.execute(f"CREATE OR REPLACE TABLE {name} (keys VARCHAR, item VARCHAR)")
-    count = 0
-    buffered: list[pa.RecordBatch] = []
-    rows = 0
-
-    def flush() -> None:
-        chunk = pa.Table.from_batches(buffered, schema=_ROWS)
-        con.register("_incoming", chunk)
-        try:
-            con.execute(f"INSERT INTO {name} SELECT keys, item FROM _incoming")
-        finally:
-            con.unregister("_incoming")
-
-    for batch in batches:
-        buffered.append(batch)
-        rows += batch.num_rows
-        count += batch.num_rows
-        if rows >= _PAGE_ROWS * 10:
-            flush()
-            buffered, rows = [], 0
-    if buffered:
-        flush()
-    return count
 
 
 def verify_table(
@@ -213,17 +190,15 @@ def diff_tables(
             f"{', '.join(other_names)}): their items cannot be matched"
         )
     with Fold(None, settings) as session:
-        con = session.con
-        load_rows(con, "side_a", scan_rows(client, table, segments=segments))
-        load_rows(con, "side_b", scan_rows(other_client, other, segments=segments))
-        return compare(con, "side_a", "side_b")
+        session.load_rows("side_a", scan_rows(client, table, segments=segments))
+        session.load_rows("side_b", scan_rows(other_client, other, segments=segments))
+        return compare(session.con, "side_a", "side_b")
 
 
 __all__: Sequence[str] = [
     "Comparison",
     "compare",
     "diff_tables",
-    "load_rows",
     "scan_rows",
     "verify_table",
 ]

@@ -46,6 +46,7 @@ import pyarrow as pa
 from botocore.exceptions import ClientError
 from tqdm import tqdm
 
+from archiver.aws import retry
 from archiver.aws.clients import AwsSettings
 from archiver.aws.describe import describe_or_none
 from archiver.aws.error_table import EXIT_DIFFERENCES, EXIT_OK, ConditionFailed, is_error
@@ -218,6 +219,10 @@ def foreign_changes(
 # -- draining --------------------------------------------------------------------------------
 
 Drain = Callable[[], datetime | None]
+# The watermark trails the stream by a few seconds: drain again every half second for up to
+# this long before going on with what the archive has.
+DRAIN_POLL_SECONDS = 0.5
+DRAIN_TIMEOUT_SECONDS = 10.0
 StatesAt = Callable[[str, datetime, list[str]], Mapping[str, str | None]]
 
 
@@ -239,15 +244,32 @@ def stream_drainer(
     return drain
 
 
-def drain_past(drain: Drain, instant: datetime, *, attempts: int = 10) -> datetime | None:
-    """Drain until the watermark reaches ``instant`` (the stream shows writes a moment late)."""
-    watermark = drain()
-    for _ in range(attempts):
-        if watermark is not None and watermark >= instant:
-            break
-        time.sleep(0.5)
-        watermark = drain()
-    return watermark
+def drain_past(
+    drain: Drain,
+    instant: datetime,
+    *,
+    poll_seconds: float = DRAIN_POLL_SECONDS,
+    timeout_seconds: float = DRAIN_TIMEOUT_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> datetime | None:
+    """Drain until the watermark reaches ``instant`` (the stream shows writes a moment late),
+    for at most ``timeout_seconds``; returns the last watermark, reached or not (the caller
+    decides what a short one means)."""
+    seen: list[datetime | None] = []
+    try:
+        return retry.wait_until(
+            drain,
+            what=f"draining the stream past {iso_ms(instant)}",
+            ready=lambda watermark: watermark is not None and watermark >= instant,
+            poll_seconds=poll_seconds,
+            timeout_seconds=timeout_seconds,
+            sleep=sleep,
+            clock=clock,
+            on_poll=lambda watermark, _elapsed: seen.append(watermark),
+        )
+    except retry.WaitTimedOut:
+        return seen[-1]
 
 
 def fold_states(
@@ -298,6 +320,9 @@ class Rollback:
     # Called after planning, before writing: tests inject a concurrent change here.
     before_write: Callable[[RollbackPlan], None] | None = None
     out: Any = None  # where the plan and summary go (default: stdout at run time)
+    # How the drains pause and tell time (tests replace them).
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
     # Learnt from the live table by prepare().
     key_names: list[str] = field(default_factory=list)
     table_id: str = ""
@@ -315,11 +340,11 @@ class Rollback:
         """Drain, check the archive covers (T, now], and plan the writes."""
         live = self._describe_live()
         table_id = tables.table_id_of(live)
-        self.key_names = [k["AttributeName"] for k in live["KeySchema"]]
+        self.key_names = tables.key_names(live["KeySchema"])
         log.info("draining the stream of %s into %s", self.table, self.archive.url)
         # Everything written before the rollback began must be known, or it would not be
         # undone: drain until the watermark (which trails the stream a little) passes that.
-        watermark = drain_past(self.drain, utcnow())
+        watermark = drain_past(self.drain, utcnow(), sleep=self.sleep, clock=self.clock)
         if watermark is None:
             raise Refused(f"table {self.table!r}: the archiver has no watermark after draining")
         if self.at >= watermark:
@@ -377,7 +402,7 @@ class Rollback:
             report.count(write.action)
         if done:
             log.info("draining the stream again to check for concurrent changes")
-            drain_past(self.drain, finished)
+            drain_past(self.drain, finished, sleep=self.sleep, clock=self.clock)
         seen = {k: h.event_ids for k, h in plan.histories.items()}
         conflicts.extend(
             foreign_changes(self.archive, self.table, self.table_id, self.at, done, seen)

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from archiver.aws.clients import AwsSettings
 from archiver.aws.describe import describe_or_none
 from archiver.aws.error_table import ArchiverError, TableNotFound
-from archiver.format import layout, statefiles, tables
+from archiver.format import tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, utcnow
 from archiver.native.backups import Backup, describe_backup, list_backups
@@ -53,6 +53,7 @@ from replayer.planning.model import LogPlan, Plan
 from replayer.strategies import costs as pricing
 from replayer.strategies.import_model import ImportModel
 from replayer.strategies.import_table import lsi_refusal, staging_url
+from replayer.write.restore_state import read_restore_stats, update_restore_stats
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -86,13 +87,7 @@ class WriteRate:
     def load(cls, archive: Archive, table: str, max_write_rate: float | None = None) -> WriteRate:
         """The last measured rate for ``table`` (else the default), capped by ``max_write_rate``."""
         # A broken stats file is an error naming it (and is never overwritten by this restore).
-        stats = statefiles.read_json(
-            archive,
-            layout.restore_stats(table),
-            statefiles.RESTORE_STATS,
-            "restore-stats.json",
-            missing_ok=True,
-        )
+        stats = read_restore_stats(archive, table)
         if stats and float(stats.get("items_per_second") or 0) > 0:
             rate = cls(
                 float(stats["items_per_second"]),
@@ -127,30 +122,26 @@ def record_write_rate(
     and leave it as it was; an inexact restore (``--allow-inexact``) is noted in any case."""
     if (items < 100 or seconds <= 0) and inexact is None:
         return
-    try:
-        earlier = archive.read_json_or(layout.restore_stats(table)) or {}
-    except Exception:  # unreadable: start afresh rather than fail a finished restore
-        earlier = {}
-    kept = earlier if isinstance(earlier, dict) else {}
-    if items < 100 or seconds <= 0:
-        # Only the note of an inexact restore is new; the measured rate stays as it was.
-        stats = dict(kept)
-    else:
-        stats = {
-            # What else the file keeps (earlier imports' sizes and times) stays.
-            **({"imports": kept["imports"]} if "imports" in kept else {}),
-            "items": items,
-            "seconds": round(seconds, 3),
-            "items_per_second": round(items / seconds, 1),
-            "strategy": strategy,
-            "measured_at": iso_ms(utcnow()),
-        }
-    if inexact is not None:
-        stats["inexact"] = dict(inexact)
-    try:
-        archive.write_json(layout.restore_stats(table), stats)
-    except Exception as exc:
-        log.warning("could not record the restore's write rate in the archive: %s", exc)
+
+    def update(kept: dict[str, Any]) -> dict[str, Any]:
+        if items < 100 or seconds <= 0:
+            # Only the note of an inexact restore is new; the measured rate stays as it was.
+            stats = dict(kept)
+        else:
+            stats = {
+                # What else the file keeps (earlier imports' sizes and times) stays.
+                **({"imports": kept["imports"]} if "imports" in kept else {}),
+                "items": items,
+                "seconds": round(seconds, 3),
+                "items_per_second": round(items / seconds, 1),
+                "strategy": strategy,
+                "measured_at": iso_ms(utcnow()),
+            }
+        if inexact is not None:
+            stats["inexact"] = dict(inexact)
+        return stats
+
+    update_restore_stats(archive, table, update)
 
 
 # -- estimates -------------------------------------------------------------------------------

@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from archiver.format import layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, utcnow
+from replayer.write.restore_state import read_restore_stats, update_restore_stats
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class ImportModel:
 
     @classmethod
     def load(cls, archive: Archive, table: str) -> ImportModel:
-        imports = _imports(_read_stats(archive, table))
+        imports = _imports(read_restore_stats(archive, table))
         if not imports:
             return cls()
         small = [i["seconds"] for i in imports if i["bytes"] < _SMALL_IMPORT]
@@ -83,15 +83,6 @@ class ImportModel:
         )
 
 
-def _read_stats(archive: Archive, table: str) -> dict[str, Any]:
-    try:
-        stats = archive.read_json_or(layout.restore_stats(table)) or {}
-    except Exception as exc:  # unreadable stats must not stop a restore
-        log.debug("cannot read restore stats: %s", exc)
-        return {}
-    return stats if isinstance(stats, dict) else {}
-
-
 def _imports(stats: Mapping[str, Any]) -> list[dict[str, float]]:
     found = []
     for entry in stats.get("imports") or []:
@@ -109,15 +100,15 @@ def record_import(
 ) -> None:
     """Keep a completed import's size and time for later estimates (best effort), beside the
     replay write rate in ``restore-stats.json``."""
-    stats = _read_stats(archive, table)
     entry = {
         "items": items,
         "bytes": source_bytes,
         "seconds": round(seconds, 3),
         "measured_at": iso_ms(utcnow()),
     }
-    stats["imports"] = [*(stats.get("imports") or []), entry][-_KEEP_IMPORTS:]
-    try:
-        archive.write_json(layout.restore_stats(table), stats)
-    except Exception as exc:
-        log.warning("could not record the import's time in the archive: %s", exc)
+
+    def update(stats: dict[str, Any]) -> dict[str, Any]:
+        stats["imports"] = [*(stats.get("imports") or []), entry][-_KEEP_IMPORTS:]
+        return stats
+
+    update_restore_stats(archive, table, update)

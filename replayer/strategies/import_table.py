@@ -47,7 +47,7 @@ from tqdm import tqdm
 from archiver.aws import retry
 from archiver.aws.clients import AwsSettings
 from archiver.aws.error_table import EXIT_DIFFERENCES, EXIT_OK
-from archiver.format import layout
+from archiver.format import layout, tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, stamp, utcnow
 from replayer.engines import athena_engine
@@ -60,7 +60,6 @@ from replayer.strategies.import_model import record_import
 from replayer.write.sinks import DynamoDBJsonSink, WriteResult
 from replayer.write.target_table import (
     create_table_request,
-    key_attribute_names,
     refuse_if_exists,
     wait_until_active,
 )
@@ -440,7 +439,7 @@ def restore_by_import(
             say("dry run: nothing was created")
             return outcome
         state = athena_engine.state_at(
-            fold, archive, plan, key_attribute_names(description), options.athena
+            fold, archive, plan, tables.key_names(description["KeySchema"]), options.athena
         )
         outcome.items = state.count
         say(

@@ -49,7 +49,6 @@ from replayer.write.restore_state import CHUNK_ITEMS
 from replayer.write.target_table import (
     create_table_request,
     create_target,
-    key_attribute_names,
     set_source_capacity,
     wait_until_active,
 )
@@ -217,6 +216,9 @@ def restore_by_replay(
     """
     options = options or ReplayOptions()
     check_table_name(target)
+    # The measured rates are rewritten at the end: a broken file stops the restore here,
+    # naming it, before anything is created (as every other strategy's estimate does).
+    restore_state.read_restore_stats(archive, source)
     client = client or settings.client("dynamodb")
     existing = restore_state.existing_target(client, target)
     if existing is not None and not existing.tagged:
@@ -249,6 +251,7 @@ def restore_by_replay(
             if options.athena is not None:
                 options.athena.check_tables(plan)
                 bound = options.athena.check_scan(plan)
+                options.athena.check_from_table_creation(plan)
                 say(plan.describe({"athena scan ≤": bound}))  # bytes, from the partitions in range
                 say(describe_target(description, target))
                 say("dry run: nothing was created (the Athena fold is not run)")
@@ -269,7 +272,7 @@ def restore_by_replay(
             " on Athena" if options.athena else "",
         )
         state = athena_engine.state_at(
-            fold, archive, plan, key_attribute_names(description), options.athena
+            fold, archive, plan, tables.key_names(description["KeySchema"]), options.athena
         )
         outcome.items = state.count
         _refuse_invalid(state, description)

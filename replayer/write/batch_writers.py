@@ -42,8 +42,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from archiver.aws.clients import AwsSettings
-from archiver.aws.error_table import EXIT_FAILURE, client_error_code
-from archiver.aws.retry import DATA, THROTTLING_CODES, AdaptiveRate, RetryPolicy, Stopped
+from archiver.aws.error_table import EXIT_FAILURE, Throttled, is_error
+from archiver.aws.retry import DATA, AdaptiveRate, RetryPolicy, Stopped
 from archiver.format.codec import canonical_json, to_wire
 from replayer.exceptions import ReplayError, replay_error
 from replayer.write.restore_state import CHUNK_ITEMS, RestoreProgress
@@ -187,7 +187,7 @@ class ChunkWriter:
                     delay = attempts.backoff(exc)
                 except Exception as final:
                     raise replay_error(final, attempts.what)  # noqa: B904 (keeps its own cause)
-                self._count(retry=True, throttle=client_error_code(exc) in THROTTLING_CODES)
+                self._count(retry=True, throttle=is_error(exc, Throttled))
                 self.sleep(delay)
                 continue
             if not back:

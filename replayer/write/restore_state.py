@@ -19,6 +19,10 @@ before the table is created and then only after the chunks it counts were acknow
 a resume rewrites at most what was in flight — harmless, since every write is a put of the
 item's final state. After a verified restore the tags are removed and the file says
 ``complete``.
+
+The measured rates of earlier restores (``_state/<source>/restore-stats.json``) are read here,
+once, for every strategy: :func:`read_restore_stats` before anything is created, so that a
+broken file stops the restore naming it (exit 2) rather than being rewritten at its end.
 """
 
 from __future__ import annotations
@@ -29,13 +33,13 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from archiver.aws.describe import describe_or_none
 from archiver.aws.retry import call
-from archiver.format import layout
+from archiver.format import layout, statefiles
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, utcnow
 from replayer.planning.model import Plan
@@ -45,6 +49,45 @@ log = logging.getLogger(__name__)
 TAG_RESTORE_ID = "ddb-stream-archive:restore-id"
 TAG_PLAN = "ddb-stream-archive:restore-plan"
 CHUNK_ITEMS = 25  # one BatchWriteItem call
+
+
+def read_restore_stats(archive: Archive, table: str) -> dict[str, Any]:
+    """``restore-stats.json`` of ``table`` (empty when no restore was measured yet).
+
+    Raises:
+        StateFileError: it does not parse or has the wrong shape (it is left as it is).
+    """
+    return (
+        statefiles.read_json(
+            archive,
+            layout.restore_stats(table),
+            statefiles.RESTORE_STATS,
+            "restore-stats.json",
+            missing_ok=True,
+        )
+        or {}
+    )
+
+
+def update_restore_stats(
+    archive: Archive, table: str, update: Callable[[dict[str, Any]], dict[str, Any] | None]
+) -> None:
+    """Rewrite ``restore-stats.json`` as ``update(current)`` says (``None``: leave it), best
+    effort: a finished restore still succeeds when the archive is read-only. A file that
+    cannot be read is never overwritten (a warning says so)."""
+    rel = layout.restore_stats(table)
+    try:
+        current = read_restore_stats(archive, table)
+    except Exception as exc:
+        log.warning("not recording this restore's figures in %s: %s", archive.uri(rel), exc)
+        return
+    stats = update(dict(current))
+    if stats is None or stats == current:
+        return
+    try:
+        archive.write_json(rel, stats)
+    except Exception as exc:
+        log.warning("could not record this restore's figures in %s: %s", archive.uri(rel), exc)
 
 
 def plan_fingerprint(plan: Plan, strategy: str = "replay") -> str:
@@ -149,7 +192,9 @@ class RestoreProgress:
         """The saved progress of ``restore_id``; None when there is none. A file of another
         plan or target is an error naming it (never a reason to overwrite it)."""
         rel = layout.restore_progress(source, restore_id)
-        doc = archive.read_json_or(rel)
+        doc = statefiles.read_json(
+            archive, rel, statefiles.RESTORE_PROGRESS, "restore progress", missing_ok=True
+        )
         if doc is None:
             return None
         if doc.get("fingerprint") != fingerprint or doc.get("target") != target:

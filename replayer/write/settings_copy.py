@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
 
+from archiver.aws import retry
 from archiver.aws.clients import AwsSettings
 from archiver.aws.describe import alarm_watches_table
 from archiver.aws.describe import describe as describe_table
@@ -260,6 +261,7 @@ class SettingsCopier:
     # (ContinuousBackupsUnavailableException): retry this long.
     pitr_retry_seconds: float = 600.0
     sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
     _target: dict[str, Any] = field(default_factory=dict)
     # Source scaling-policy ARN → the copy's, so copied step-scaling alarms invoke the copy.
     policy_arns: dict[str, str] = field(default_factory=dict)
@@ -397,18 +399,33 @@ class SettingsCopier:
         spec: PointInTimeRecoverySpecificationTypeDef = {"PointInTimeRecoveryEnabled": True}
         if pitr.get("RecoveryPeriodInDays"):
             spec["RecoveryPeriodInDays"] = int(pitr["RecoveryPeriodInDays"])
-        deadline = time.monotonic() + self.pitr_retry_seconds
-        while True:
+
+        def enable() -> ClientError | None:
             try:
                 self.ddb.update_continuous_backups(
                     TableName=self.target_table, PointInTimeRecoverySpecification=spec
                 )
-                break
             except ClientError as exc:
-                # PITR cannot be enabled until the new table's continuous backups are ready.
-                if not is_error(exc, PitrUnavailable) or time.monotonic() > deadline:
-                    raise
-                self.sleep(self.poll_seconds)
+                return exc  # reported by _guarded as the setting's failure, unless retried
+            return None
+
+        # PITR cannot be enabled until the new table's continuous backups are ready.
+        seen: list[ClientError | None] = []
+        try:
+            refused = retry.wait_until(
+                enable,
+                what=f"UpdateContinuousBackups {self.target_table}",
+                ready=lambda exc: exc is None or not is_error(exc, PitrUnavailable),
+                poll_seconds=self.poll_seconds,
+                timeout_seconds=self.pitr_retry_seconds,
+                sleep=self.sleep,
+                clock=self.clock,
+                on_poll=lambda exc, _elapsed: seen.append(exc),
+            )
+        except retry.WaitTimedOut:
+            refused = seen[-1]
+        if refused is not None:
+            raise refused
         days = spec.get("RecoveryPeriodInDays", 35)
         return SettingResult("point-in-time recovery", COPIED, f"on, {days} days")
 

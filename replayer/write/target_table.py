@@ -283,9 +283,3 @@ def wait_until_active(
         )
     assert found is not None  # _active holds
     return dict(found)
-
-
-def key_attribute_names(table: Mapping[str, Any]) -> list[str]:
-    """The key attribute names of a described table, hash key first."""
-    schema = sorted(table["KeySchema"], key=lambda k: k["KeyType"] != "HASH")
-    return [str(k["AttributeName"]) for k in schema]

@@ -52,10 +52,10 @@ from archiver.format.timefmt import as_utc, from_epoch, iso_ms, parse_iso
 
 log = logging.getLogger(__name__)
 
-SUMMARY = "manifest-summary.json"
-FILES = "manifest-files.json"
-STARTED = "_started"
-DATA = "data"
+SUMMARY = layout.EXPORT_SUMMARY
+FILES = layout.EXPORT_FILES
+STARTED = layout.EXPORT_STARTED
+DATA = layout.EXPORT_DATA
 EXPORT_MARGIN = timedelta(seconds=60)
 FORMATS = ("DYNAMODB_JSON", "ION")
 _PROGRESS_STEP = 1000
@@ -108,7 +108,7 @@ class ExportFolder:
         """The exported table's name (from the summary's ``tableArn``)."""
         if self.summary is None or not self.summary.get("tableArn"):
             return None
-        return str(self.summary["tableArn"]).rsplit("/", 1)[-1]
+        return layout.table_of_arn(str(self.summary["tableArn"]))
 
 
 # DescribeTable's Table, or a function looking it up only when needed (it needs AWS access).
@@ -141,6 +141,44 @@ def open_folder(url: str, *, endpoint_url: str | None = None) -> Archive:
             "…/AWSDynamoDB/<export_id>/"
         )
     return store
+
+
+# -- the exports in an archive ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArchivedExport:
+    """One folder under ``<archive>/exports/AWSDynamoDB/`` and its summary, if it has one
+    (``None``: still running, failed, or an emulator's export without manifests)."""
+
+    folder: layout.ExportFolderPath
+    summary: dict[str, Any] | None
+
+    @property
+    def table_name(self) -> str | None:
+        """The exported table's name (from the summary's ``tableArn``)."""
+        arn = (self.summary or {}).get("tableArn")
+        return layout.table_of_arn(str(arn)) if arn else None
+
+
+def archived_export_folders(archive: Archive) -> list[layout.ExportFolderPath]:
+    """Every export folder under ``<archive>/exports/AWSDynamoDB/`` (nothing read)."""
+    base = layout.exports_dir()
+    found = (layout.parse_export_folder(f"{base}/{name}") for name in archive.listdir(base))
+    return [folder for folder in found if folder is not None]
+
+
+def archived_exports(archive: Archive) -> list[ArchivedExport]:
+    """Every export folder under ``<archive>/exports/AWSDynamoDB/``, with its summary read (a
+    summary that does not parse is a :class:`CorruptExport` naming it)."""
+    out = []
+    for folder in archived_export_folders(archive):
+        try:
+            summary = archive.read_json_or(folder.summary)
+        except orjson.JSONDecodeError as exc:
+            raise CorruptExport(f"{archive.uri(folder.summary)} is not JSON ({exc})") from exc
+        out.append(ArchivedExport(folder, summary if isinstance(summary, dict) else None))
+    return out
 
 
 # -- reading the manifests ----------------------------------------------------------------
@@ -474,7 +512,7 @@ def convert_export(
         at=export_time,
         live=live,
     )
-    key_names = [k["AttributeName"] for k in identity.key_schema]
+    key_names = tables.key_names(identity.key_schema)
     writer = SnapshotWriter(
         archive, table, layout.new_snapshot_id(export_time), part_bytes=part_bytes
     )

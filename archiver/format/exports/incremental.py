@@ -45,7 +45,7 @@ from typing import IO, Any
 
 import orjson
 
-from archiver.format import coverage, layout
+from archiver.format import coverage, layout, statefiles
 from archiver.format.codec import CodecError, canonical_bytes, normalize_item
 from archiver.format.errors import UsageError
 from archiver.format.exports.full import (
@@ -168,7 +168,11 @@ def list_windows(archive: Archive, table: str, table_id: str | None = None) -> l
     for name in archive.listdir(layout.incremental_dir(table)):
         if not name.endswith(".json") or name.startswith("."):
             continue
-        doc = archive.read_json(f"{layout.incremental_dir(table)}/{name}")
+        rel = f"{layout.incremental_dir(table)}/{name}"
+        doc = statefiles.read_json(
+            archive, rel, statefiles.INCREMENTAL_WINDOW, "incremental window commit"
+        )
+        assert doc is not None  # missing_ok is off
         window = Window.from_doc(doc)
         if table_id is None or window.table_id == table_id:
             out.append(window)
