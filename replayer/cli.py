@@ -13,6 +13,7 @@ COMMANDS = [
     Command("verify", "replayer.verify", "compare a table with the archive's state at a time"),
     Command("diff", "replayer.diff", "compare two live tables item by item"),
     Command("rollback", "replayer.rollback", "undo every change after a time, in the live table"),
+    Command("undo", "replayer.commands.undo", "undo one window of changes, keeping later ones"),
     Command("history", "replayer.history", "one item's timeline with attribute-level diffs"),
     Command("query", "replayer.query", "SQL over the archive (views: changes, snapshots)"),
     Command("athena-setup", "replayer.athena_setup", "create or update the Glue tables for Athena"),

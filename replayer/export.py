@@ -38,6 +38,7 @@ from replayer import plan as planning
 from replayer.athena_engine import AthenaFolder, add_engine_arguments
 from replayer.errors import BadInput, Refused
 from replayer.fold import Fold, FoldSettings, add_fold_arguments
+from replayer.planning.key_selection import add_key_selection_arguments, select_keys
 from replayer.restore_state import plan_fingerprint
 from replayer.sinks import FileSink, file_sink
 
@@ -121,6 +122,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_fold_arguments(parser)
     add_engine_arguments(parser)
+    add_key_selection_arguments(parser)
 
 
 def _table_shape(archive: Archive, plan: planning.Plan) -> dict[str, Any]:
@@ -137,6 +139,7 @@ def _table_shape(archive: Archive, plan: planning.Plan) -> dict[str, Any]:
 def main(args: argparse.Namespace) -> int:
     settings = AwsSettings.from_args(args)
     archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
+    keys = select_keys(args, archive, args.table_name)  # --key …: only those items
     output = open_archive(args, args.output, endpoint_url=settings.endpoint_url)
     if args.use_latest_restorable_time:
         at = planning.latest_restorable_time(archive, args.table_name)
@@ -162,7 +165,7 @@ def main(args: argparse.Namespace) -> int:
     )
     # Athena reads only an archive in S3: refuse before anything is written to the output.
     folder = AthenaFolder.from_args(args, settings, archive) if athena else None
-    fingerprint = plan_fingerprint(plan, strategy=f"export:{args.format}")
+    fingerprint = plan_fingerprint(plan, strategy=f"export:{args.format}", keys=keys)
     if marker is not None:
         _check_resumable(output, marker, fingerprint, args, plan)
         sink.keep_existing = True

@@ -43,6 +43,7 @@ from replayer import warm as warm_throughput
 from replayer.athena_engine import AthenaFolder, add_engine_arguments
 from replayer.errors import BadInput, Refused, ReplayError
 from replayer.fold import FoldSettings, add_fold_arguments
+from replayer.planning.key_selection import add_key_selection_arguments, select_keys
 from replayer.replay import ReplayOptions, archived_table, check_table_name, restore_by_replay
 from replayer.settings_copy import copy_after_restore
 from replayer.target_table import (
@@ -187,6 +188,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_fold_arguments(parser)
     add_engine_arguments(parser)
+    add_key_selection_arguments(parser)
 
 
 def write_workers(text: str) -> tuple[int, int]:
@@ -294,6 +296,7 @@ def main(args: argparse.Namespace) -> int:
     check_table_name(target)
     settings = AwsSettings.from_args(args)
     archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
+    select_keys(args, archive, source)  # --key …: only those items, by replay
     client = settings.client("dynamodb")
     processes, concurrency = args.write_workers or (os.cpu_count() or 1, DEFAULT_CONCURRENCY)
     options = ReplayOptions(

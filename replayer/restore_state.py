@@ -39,6 +39,7 @@ from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, utcnow
 from archiver.retry import call
 from replayer.plan import Plan
+from replayer.planning.key_selection import KeySelection
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,9 @@ TAG_PLAN = "ddb-stream-archive:restore-plan"
 CHUNK_ITEMS = 25  # one BatchWriteItem call
 
 
-def plan_fingerprint(plan: Plan, strategy: str = "replay") -> str:
-    """A short digest naming what a restore writes: same fingerprint, same target content."""
+def plan_fingerprint(plan: Plan, strategy: str = "replay", keys: KeySelection | None = None) -> str:
+    """A short digest naming what a restore writes: same fingerprint, same target content
+    (``keys``: only these items are written)."""
     doc = {
         "source": plan.table,
         "table_id": plan.table_id,
@@ -57,6 +59,8 @@ def plan_fingerprint(plan: Plan, strategy: str = "replay") -> str:
         "base": plan.base.snapshot_id if plan.base else None,
         "log_from": iso_ms(plan.log_from),
     }
+    if keys is not None:
+        doc["keys"] = keys.digest
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
 
 

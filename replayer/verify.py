@@ -35,6 +35,7 @@ from replayer.fold import Fold, FoldResult, FoldSettings, add_fold_arguments
 from replayer.lambda_gaps import LambdaChecks
 from replayer.lambda_gaps import add_arguments as add_lambda_arguments
 from replayer.plan import plan_restore
+from replayer.planning.key_selection import add_key_selection_arguments, select_keys
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -194,12 +195,28 @@ def load_rows(con: duckdb.DuckDBPyConnection, name: str, batches: Iterator[pa.Re
     return count
 
 
+def selected_rows(
+    client: DynamoDBClient, table_name: str, keys: Sequence[str]
+) -> Iterator[pa.RecordBatch]:
+    """The items of ``keys`` in a live table as ``(keys, item)`` batches (BatchGetItem)."""
+    from replayer.read.live_items import get_items
+
+    found = get_items(client, table_name, keys)
+    yield pa.record_batch([list(found), list(found.values())], schema=_ROWS)
+
+
 def verify_table(
     client: DynamoDBClient, table_name: str, state: FoldResult, *, segments: int = DEFAULT_SEGMENTS
 ) -> Comparison:
-    """Scan ``table_name`` and compare it with a folded state (in the fold's DuckDB session)."""
+    """Compare ``table_name`` with a folded state (in the fold's DuckDB session): the whole
+    table (scanned), or for a state folded for some keys only, just those items (read by key)."""
     scanned = f"{state.table}_target"
-    load_rows(state.con, scanned, scan_rows(client, table_name, segments=segments))
+    rows = (
+        scan_rows(client, table_name, segments=segments)
+        if state.keys is None
+        else selected_rows(client, table_name, state.keys.keys)
+    )
+    load_rows(state.con, scanned, rows)
     try:
         return compare(state.con, state.table, scanned)
     finally:
@@ -261,6 +278,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--segments", type=positive_int, default=DEFAULT_SEGMENTS, help="parallel scan segments"
     )
     add_fold_arguments(parser)
+    add_key_selection_arguments(parser)
     # Imported here: the Athena engine builds on this module (load_rows).
     from replayer.athena_engine import add_engine_arguments
 
@@ -271,6 +289,7 @@ def main(args: argparse.Namespace) -> int:
     at = parse_time(args.restore_date_time)
     settings = AwsSettings.from_args(args)
     archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
+    select_keys(args, archive, args.source_table_name)  # --key …: only those items
     client = settings.client("dynamodb")
     key_names(client, args.target_table_name)  # a missing target is bad input, said first
     plan = plan_restore(

@@ -4,7 +4,8 @@
 - ``archiver`` never imports ``replayer``: protecting a table never depends on recovering it.
 - ``replayer`` imports ``archiver.format`` and, of the rest of ``archiver``, only the shared
   mechanisms (AWS clients, errors, retries, CLI helpers) and the native-management modules it
-  drives (PITR, backups, live table descriptions, the drain that rollback runs).
+  drives (PITR, backups, live table descriptions, the drain that rollback runs), and forget's
+  key selection (``--key``, ``--keys-file``, ``--where``), which its item-level commands share.
 
 Every ``import`` counts, including those inside functions. Run ``python -m tests.import_contract``
 from the repository root; it prints each violation as ``path:line: importer -> imported`` and
@@ -37,6 +38,8 @@ REPLAYER_MAY_IMPORT = frozenset(
         "archiver.runner",  # the drain that rollback runs
         "archiver.lambda_failures",  # failed Lambda batches, which planning treats as gaps
         "archiver.lambda_stall",  # the Lambda function's IteratorAge, which planning checks
+        "archiver.forget",  # the one parser of --key / --keys-file, which selections share
+        "archiver.forget_where",  # the one restricted --where evaluation, which selections share
     }
 )
 

@@ -1,0 +1,1 @@
+"""The fold engines: DuckDB over the archive's files, Athena over its Glue tables."""
