@@ -27,7 +27,6 @@ from archiver.aws import AwsSettings
 from archiver.cliutil import (
     add_archive_argument,
     add_file_mode_argument,
-    add_table_argument,
     open_archive,
 )
 from archiver.format import tables
@@ -41,6 +40,7 @@ from replayer.fold import Fold, FoldSettings, add_fold_arguments
 from replayer.planning.key_selection import add_key_selection_arguments, select_keys
 from replayer.restore_state import plan_fingerprint
 from replayer.sinks import FileSink, file_sink
+from replayer.write.several_tables import add_source_tables_arguments, export_tables, several_tables
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def _check_resumable(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_table_argument(parser, "the archived table")
+    add_source_tables_arguments(parser, flag="--table-name")  # one table, or several
     add_archive_argument(parser)
     when = parser.add_mutually_exclusive_group(required=True)
     when.add_argument(
@@ -137,6 +137,8 @@ def _table_shape(archive: Archive, plan: planning.Plan) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
+    if several_tables(args):  # each into <output>/<table>/, all planned first
+        return export_tables(args, main, SUMMARY)
     settings = AwsSettings.from_args(args)
     archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
     keys = select_keys(args, archive, args.table_name)  # --key …: only those items

@@ -460,7 +460,7 @@ class Fold:
         result = dataset.with_relisting(action, what=what, archive=self.archive)
         keys = self.settings.keys
         if keys is not None:
-            keys.say(f"{what}: {keys.describe()}; {self.rows_read.describe()}")
+            keys.say(f"{what} for {keys.describe()}: {self.rows_read.describe()}")
         return result
 
     # -- folds ------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from archiver.aws import AwsSettings
-from archiver.cliutil import add_archive_argument, add_table_argument, positive_float
+from archiver.cliutil import add_archive_argument, positive_float
 from archiver.errors import EXIT_DIFFERENCES, EXIT_OK
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time
@@ -48,6 +48,11 @@ from replayer.replay import ReplayOptions, archived_table, check_table_name, res
 from replayer.settings_copy import copy_after_restore
 from replayer.target_table import (
     refuse_if_exists,
+)
+from replayer.write.several_tables import (
+    add_source_tables_arguments,
+    restore_tables,
+    several_tables,
 )
 from replayer.writers import (
     DEFAULT_CONCURRENCY,
@@ -73,10 +78,7 @@ def resolve_time(archive: Archive, table: str, args: argparse.Namespace) -> date
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_table_argument(parser, "the archived table", flag="--source-table-name")
-    add_table_argument(
-        parser, "the new table to create (must not exist)", flag="--target-table-name"
-    )
+    add_source_tables_arguments(parser, targets=True)  # one table, or several at one instant
     add_archive_argument(parser)
     when = parser.add_mutually_exclusive_group(required=True)
     when.add_argument(
@@ -288,6 +290,8 @@ def restore_by_import(
 
 
 def main(args: argparse.Namespace) -> int:
+    if several_tables(args):  # or one named by --target-table-suffix: all planned first
+        return restore_tables(args, main)
     if args.backup_arn and args.strategy not in ("auto", "backup"):
         raise BadInput("--backup-arn goes with --strategy backup (or auto)")
     if args.staging and args.strategy not in ("auto", "import"):

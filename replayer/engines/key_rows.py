@@ -50,9 +50,9 @@ class RowsRead:
 
     def describe(self) -> str:
         return (
-            f"read {self.rows_read:,} of {self.rows_in_files:,} rows ({self.row_groups_read:,} "
-            f"of {self.row_groups:,} row groups in {self.files:,} files could hold the keys), "
-            f"{self.rows_kept:,} of them the selected keys'"
+            f"read {self.rows_read:,} of {self.rows_in_files:,} rows: the {self.row_groups_read:,} "
+            f"of {self.row_groups:,} row groups ({self.files:,} files) whose key statistics can "
+            f"hold the keys; {self.rows_kept:,} rows were theirs"
         )
 
 

@@ -1,0 +1,1 @@
+"""Writing a recovered state: sinks, writers, target tables, restore progress, imports."""
