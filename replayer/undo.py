@@ -202,9 +202,11 @@ def pruned_fold_states(
     table: str,
     lambda_checks: lambda_gaps.LambdaChecks | None = None,
     settings: FoldSettings | None = None,
+    say: Callable[[str], None] = log.info,
 ) -> StatesAt:
     """States at T from the archive's fold, reading only the row groups that can hold the
-    keys asked for: ``before`` for a ``NEW_IMAGE`` stream, whose records carry no old image."""
+    keys asked for: ``before`` for a ``NEW_IMAGE`` stream, whose records carry no old image.
+    ``say`` gets the rows the fold read."""
 
     def states(table_id: str, at: datetime, keys: list[str]) -> dict[str, str | None]:
         plan = planning.plan_restore(archive, table, at, lambda_checks=lambda_checks)
@@ -213,7 +215,7 @@ def pruned_fold_states(
                 f"{iso_ms(at)} is before the live table {table!r} was created (the archive "
                 "holds an earlier table of that name then): nothing to undo in it"
             )
-        selection = KeySelection.of(keys, "the window (no old images)", say=log.info)
+        selection = KeySelection.of(keys, "the window (no old images)", say=say)
         base = settings or FoldSettings()
         fold_settings = FoldSettings(
             base.memory_limit, base.temp_directory, base.threads, selection

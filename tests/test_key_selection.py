@@ -52,9 +52,8 @@ def build(archive: Archive) -> dict[str, str]:
     write_description(archive)
     write_snapshot(archive, base, valid_from=at(-10), log_from=at(-20))
     state = {name(i): item(name(i), v=i) for i in range(KEYS)}
-    changes, seq, truth = [], 0, {}
-    for step in range(150):  # each key changed a few times, some deleted, some new
-        seq += 1
+    changes, truth = [], {}
+    for seq, step in enumerate(range(150), 1):  # each key changed a few times, some deleted
         i = (step * 13) % (KEYS + 10)  # every key of 70, in turn
         if step % 11 == 0 and name(i) in state:
             changes.append(Change(seq, key(name(i)), None, at(step), event_name="REMOVE"))

@@ -39,7 +39,7 @@ from replayer import lambda_gaps
 from replayer.fold import FoldSettings, add_fold_arguments
 from replayer.planning.key_selection import add_key_selection_arguments, select_keys
 from replayer.rollback import stream_drainer
-from replayer.undo import Undo, print_plan, pruned_fold_states, write_conflicts
+from replayer.undo import CONFLICT, Undo, print_plan, pruned_fold_states, write_conflicts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -127,7 +127,7 @@ def run(undo: Undo, *, dry_run: bool, conflicts_file: str | None, out: Any = Non
     if dry_run:
         print_plan(plan, out, force=undo.force)
         if conflicts_file:
-            write_conflicts(conflicts_file, [] if undo.force else plan.of("conflict"))
+            write_conflicts(conflicts_file, [] if undo.force else plan.of(CONFLICT))
         print("dry run: nothing written", file=out)
         return EXIT_OK
     report = undo.execute(plan)

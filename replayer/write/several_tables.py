@@ -95,7 +95,8 @@ def add_source_tables_arguments(
     parser.add_argument(
         "--target-table-suffix",
         metavar="S",
-        help="create each target as <source>S (e.g. -restored): for several source tables",
+        help="create each target as <source>S: for several source tables (a suffix that "
+        "starts with '-' goes after '=': --target-table-suffix=-restored)",
     )
 
 
