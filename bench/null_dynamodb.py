@@ -14,12 +14,12 @@ With ``record=True`` it parses every body and keeps how often each put item was 
 (``accepted``), so a test can check that every item arrived exactly once. Without it only
 throttled or partially answered calls are parsed: the server stays cheap.
 
-Given a ``table`` (a ``DescribeTable`` ``Table``) and its ``items``, it also answers what an
-item-level repair (``ddb-replayer undo``) calls: ``DescribeTable``; ``BatchGetItem`` from the
-items; ``PutItem`` and ``DeleteItem`` by storing or dropping the item and appending
-``(key text, item or None)`` to ``writes`` — so a benchmark can archive them as a stream would;
-run in a process of its own (:meth:`NullDynamoDB.serve_in_process`), it hands them over to the
-operation ``NullDynamoDB.TakeWrites`` (returns them and forgets them).
+Given a ``table`` (a ``DescribeTable`` ``Table``) and its ``items`` (kept in ``stored``), it
+also answers what an item-level repair (``ddb-replayer undo``) calls: ``DescribeTable``;
+``BatchGetItem`` from the items; ``PutItem`` and ``DeleteItem`` by storing or dropping the item
+and appending ``(key text, item or None)`` to ``writes`` — so a benchmark can archive them as a
+stream would; served from a process of its own (:meth:`NullDynamoDB.serve_in_process`), it
+hands them over through the operation ``TakeWrites`` (:meth:`NullDynamoDB.take_writes`).
 
 What it cannot model: signatures are not checked, condition expressions are not evaluated
 (every conditional write succeeds), ``BatchWriteItem`` stores nothing, no other operation is
@@ -74,7 +74,7 @@ class NullDynamoDB:
         self.items = 0
         self.accepted: Counter[str] = Counter()
         self.table = table
-        self.items = items if items is not None else {}  # key text (sorted JSON) → item
+        self.stored = items if items is not None else {}  # key text (sorted JSON) → item
         self.writes: list[tuple[str, dict[str, Any] | None]] = []
         self.lock = threading.Lock()
         self._window = (time.monotonic(), 0)
@@ -175,18 +175,18 @@ class NullDynamoDB:
             if operation == "BatchGetItem":
                 ((name, spec),) = request["RequestItems"].items()
                 texts = [self.key_text(key) for key in spec["Keys"]]
-                found = [self.items[text] for text in texts if text in self.items]
+                found = [self.stored[text] for text in texts if text in self.stored]
                 answer = {"Responses": {name: found}, "UnprocessedKeys": {}}
                 return 200, json.dumps(answer).encode()
             if operation == "PutItem":
                 item = request["Item"]
                 text = self.key_text({n: item[n] for n in names})
-                self.items[text] = item
+                self.stored[text] = item
                 self.writes.append((text, item))
                 return 200, b"{}"
             if operation == "DeleteItem":
                 text = self.key_text(request["Key"])
-                self.items.pop(text, None)
+                self.stored.pop(text, None)
                 self.writes.append((text, None))
                 return 200, b"{}"
         return None
