@@ -20,16 +20,16 @@ import orjson
 import pytest
 
 from archiver.errors import UsageError
-from archiver.format import coverage, tables
+from archiver.format import coverage, layout, tables
 from archiver.format.codec import canonical_json
 from archiver.format.storage import Archive
-from archiver.format.timefmt import utcnow
+from archiver.format.timefmt import iso_ms, utcnow
 from replayer.commands.undo import run
-from replayer.errors import BadInput
+from replayer.errors import AfterWatermark, BadInput, GapInLog, OutsideCoverage
 from replayer.planning.key_selection import select_keys
 from replayer.undo import CONFLICT, Undo, UndoPlan, pruned_fold_states
 from tests.conftest import create_table
-from tests.replay_helpers import T0, Change, replayer, write_changes, write_coverage
+from tests.replay_helpers import T0, Change, replayer, write_changes, write_coverage, write_gap
 from tests.test_rollback import wait_for_next_second
 from tests.workload import scan_state
 
@@ -118,13 +118,8 @@ def test_undo_of_a_window_keeps_later_changes_and_can_itself_be_undone(
     assert scan_state(ddb, "orders") == before_undo
 
 
-def test_undo_refuses_a_window_the_archive_cannot_answer(
-    ddb: Any, archive: Archive, capsys: Any
-) -> None:
+def test_an_empty_window_is_bad_input(ddb: Any, archive: Archive, capsys: Any) -> None:
     create_table(ddb, "orders")
-    put(ddb, 1, "good")
-    code, _, err = replayer(capsys, *undo_args(archive, T0, T0 + timedelta(days=9000)))
-    assert code == 4 and "watermark" in err
     code, _, err = replayer(capsys, *undo_args(archive, T0 + timedelta(seconds=9), T0))
     assert code == 2 and "empty" in err
 
@@ -460,6 +455,26 @@ def test_undo_only_the_selected_keys(ddb: Any, archive: Archive) -> None:
     undo = make_undo(ddb, archive, drain, *WINDOW, select=selecting(where="event_name = 'X'"))
     with pytest.raises(BadInput, match="selects no key"):
         undo.prepare()
+
+
+def test_a_window_the_archive_cannot_answer_is_refused_and_nothing_written(
+    ddb: Any, archive: Archive
+) -> None:
+    drain, _ = build(ddb, archive, EVENTS)
+    before = scan_state(ddb, "orders")
+    with pytest.raises(AfterWatermark):
+        make_undo(ddb, archive, drain, 10.0, 10.0 + 10**9).prepare()
+    write_gap(
+        archive, T0 + timedelta(seconds=30), T0 + timedelta(seconds=31), table_id=drain.table_id
+    )
+    with pytest.raises(GapInLog):  # a gap after the window still hides later changes
+        make_undo(ddb, archive, drain, *WINDOW).prepare()
+    state = archive.read_json(layout.coverage("orders"))
+    state.update(from_table_creation=False, covered_from=iso_ms(T0 + timedelta(seconds=11)))
+    archive.write_json(layout.coverage("orders"), state)
+    with pytest.raises(OutsideCoverage):
+        make_undo(ddb, archive, drain, *WINDOW).prepare()
+    assert scan_state(ddb, "orders") == before
 
 
 def test_plan_actions() -> None:
