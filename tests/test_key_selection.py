@@ -184,3 +184,29 @@ def test_rollback_of_only_the_selected_keys(ddb: Any, archive: Archive, capsys: 
         canonical_json(item(name(2), v=2)),
     ]
     assert "1 write(s)" in out
+
+
+def test_a_partial_restore_stopped_mid_write_resumes_only_with_its_own_keys(
+    ddb: Any, archive: Archive, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    truth = build(archive)
+    from replayer import replay
+
+    real_write = replay._write
+
+    def dies(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("killed while writing")
+
+    monkeypatch.setattr(replay, "_write", dies)
+    mine = ["--key", keys_of(3)[0], "--key", keys_of(4)[0]]
+    code, _, err = restore(capsys, archive, "part", *mine)
+    assert code == 1 and "killed while writing" in err
+    monkeypatch.setattr(replay, "_write", real_write)
+
+    code, _, err = restore(capsys, archive, "part", *mine)  # its own partial target
+    assert code == 4 and "--resume" in err and keys_of(3)[0] in err  # the command to continue
+    code, _, err = restore(capsys, archive, "part", "--key", keys_of(3)[0], "--resume")
+    assert code == 4 and "another plan" in err  # never mixed with another selection
+    code, out, err = restore(capsys, archive, "part", *mine, "--resume")
+    assert code == 0, out + err
+    assert scan_state(ddb, "part") == {k: truth[k] for k in keys_of(3, 4)}
