@@ -14,18 +14,28 @@ With ``record=True`` it parses every body and keeps how often each put item was 
 (``accepted``), so a test can check that every item arrived exactly once. Without it only
 throttled or partially answered calls are parsed: the server stays cheap.
 
-What it cannot model: signatures are not checked, nothing is stored or read back, no other
-operation is answered (any other target gets HTTP 400 ``UnknownOperationException``),
-partitions, item-size limits and CRC32 headers do not exist.
+Given a ``table`` (a ``DescribeTable`` ``Table``) and its ``items`` (kept in ``stored``), it
+also answers what an item-level repair (``ddb-replayer undo``) calls: ``DescribeTable``;
+``BatchGetItem`` from the items; ``PutItem`` and ``DeleteItem`` by storing or dropping the item
+and appending ``(key text, item or None)`` to ``writes`` — so a benchmark can archive them as a
+stream would; served from a process of its own (:meth:`NullDynamoDB.serve_in_process`), it
+hands them over through the operation ``TakeWrites`` (:meth:`NullDynamoDB.take_writes`).
+
+What it cannot model: signatures are not checked, condition expressions are not evaluated
+(every conditional write succeeds), ``BatchWriteItem`` stores nothing, no other operation is
+answered (HTTP 400 ``UnknownOperationException``), partitions, item-size limits and CRC32
+headers do not exist.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import random
 import threading
 import time
+import urllib.request
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -51,6 +61,8 @@ class NullDynamoDB:
         record: bool = False,
         seed: int = 0,
         port: int = 0,
+        table: dict[str, Any] | None = None,
+        items: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.throttle = throttle
         self.unprocessed = unprocessed
@@ -61,6 +73,9 @@ class NullDynamoDB:
         self.throttled = 0
         self.items = 0
         self.accepted: Counter[str] = Counter()
+        self.table = table
+        self.stored = items if items is not None else {}  # key text (sorted JSON) → item
+        self.writes: list[tuple[str, dict[str, Any] | None]] = []
         self.lock = threading.Lock()
         self._window = (time.monotonic(), 0)
         endpoint = self
@@ -100,6 +115,26 @@ class NullDynamoDB:
         self.server.shutdown()
         self.server.server_close()
 
+    def serve_in_process(self) -> multiprocessing.Process:
+        """Serve from a forked process of its own (so that it does not share the client's
+        GIL); what it sees stays there: ask for the writes with ``take_writes``."""
+        process = multiprocessing.get_context("fork").Process(
+            target=self.server.serve_forever, daemon=True
+        )
+        process.start()
+        return process
+
+    def take_writes(self) -> list[tuple[str, dict[str, Any] | None]]:
+        """The writes the endpoint took since the last call (from its own process too)."""
+        request = urllib.request.Request(
+            self.url,
+            data=b"{}",
+            headers={"X-Amz-Target": "DynamoDB_20120810.TakeWrites"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request) as answer:
+            return [(key, item) for key, item in json.loads(answer.read())]
+
     def __enter__(self) -> NullDynamoDB:
         return self.start()
 
@@ -119,8 +154,48 @@ class NullDynamoDB:
         self._window = (start, seen + items)
         return False
 
+    @staticmethod
+    def key_text(key: dict[str, Any]) -> str:
+        """How ``items`` is keyed: the key's JSON, names sorted, no spaces (canonical for
+        ``S`` and ``B`` keys and for numbers in normal form)."""
+        return json.dumps(key, sort_keys=True, separators=(",", ":"))
+
+    def _item_call(self, operation: str, body: bytes) -> tuple[int, bytes] | None:
+        if self.table is None:
+            return None
+        names = [k["AttributeName"] for k in self.table["KeySchema"]]
+        request = json.loads(body)
+        with self.lock:
+            self.calls += 1
+            if operation == "TakeWrites":
+                writes, self.writes = self.writes, []
+                return 200, json.dumps(writes).encode()
+            if operation == "DescribeTable":
+                return 200, json.dumps({"Table": self.table}).encode()
+            if operation == "BatchGetItem":
+                ((name, spec),) = request["RequestItems"].items()
+                texts = [self.key_text(key) for key in spec["Keys"]]
+                found = [self.stored[text] for text in texts if text in self.stored]
+                answer = {"Responses": {name: found}, "UnprocessedKeys": {}}
+                return 200, json.dumps(answer).encode()
+            if operation == "PutItem":
+                item = request["Item"]
+                text = self.key_text({n: item[n] for n in names})
+                self.stored[text] = item
+                self.writes.append((text, item))
+                return 200, b"{}"
+            if operation == "DeleteItem":
+                text = self.key_text(request["Key"])
+                self.stored.pop(text, None)
+                self.writes.append((text, None))
+                return 200, b"{}"
+        return None
+
     def answer(self, target: str, body: bytes) -> tuple[int, bytes]:
         if not target.endswith(".BatchWriteItem"):
+            answered = self._item_call(target.rpartition(".")[2], body)
+            if answered is not None:
+                return answered
             return 400, b'{"__type":"UnknownOperationException","message":"null endpoint"}'
         parse = self.record or self.unprocessed or self.capacity is not None
         request = json.loads(body) if parse else None

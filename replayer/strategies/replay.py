@@ -241,7 +241,7 @@ def restore_by_replay(
             lambda_checks=options.lambda_checks,
             allow_inexact=options.allow_inexact,
         )
-    fingerprint = restore_state.plan_fingerprint(plan)
+    fingerprint = restore_state.plan_fingerprint(plan, keys=options.fold.keys)
     if existing is not None:
         _refuse_existing(existing, fingerprint, options, plan, archive, target)
     description = archived_table(archive, plan, client)
@@ -364,8 +364,13 @@ def _refuse_existing(
 
 
 def _resume_command(plan: Plan, target: str, archive: Archive, options: ReplayOptions) -> str:
+    keys = options.fold.keys
     return restore_state.resume_command(
-        plan.table, target, options.archive_url or archive.url, iso_ms(plan.at)
+        plan.table,
+        target,
+        options.archive_url or archive.url,
+        iso_ms(plan.at),
+        extra={keys.flags: ""} if keys is not None else None,
     )
 
 

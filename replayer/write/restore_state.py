@@ -42,6 +42,7 @@ from archiver.aws.retry import call
 from archiver.format import layout, statefiles
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, utcnow
+from replayer.planning.key_selection import KeySelection
 from replayer.planning.model import Plan
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,9 @@ def update_restore_stats(
         log.warning("could not record this restore's figures in %s: %s", archive.uri(rel), exc)
 
 
-def plan_fingerprint(plan: Plan, strategy: str = "replay") -> str:
-    """A short digest naming what a restore writes: same fingerprint, same target content."""
+def plan_fingerprint(plan: Plan, strategy: str = "replay", keys: KeySelection | None = None) -> str:
+    """A short digest naming what a restore writes: same fingerprint, same target content
+    (``keys``: only these items are written)."""
     doc = {
         "source": plan.table,
         "table_id": plan.table_id,
@@ -100,6 +102,8 @@ def plan_fingerprint(plan: Plan, strategy: str = "replay") -> str:
         "base": plan.base.snapshot_id if plan.base else None,
         "log_from": iso_ms(plan.log_from),
     }
+    if keys is not None:
+        doc["keys"] = keys.digest
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
 
 
