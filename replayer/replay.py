@@ -34,7 +34,6 @@ from replayer.athena_engine import AthenaFolder
 from replayer.errors import BadInput, Refused, TargetTableExists
 from replayer.fold import Fold, FoldResult, FoldSettings
 from replayer.plan import Plan
-from replayer.restore_state import CHUNK_ITEMS
 from replayer.target_table import (
     create_table_request,
     create_target,
@@ -49,6 +48,7 @@ from replayer.writers import (
     PartitionJob,
     WriteFailed,
     WriteStats,
+    start_fork_server,
     write_partitions,
 )
 
@@ -83,9 +83,11 @@ class ReplayOptions:
         processes: writer processes (partitions of the fold result).
         warm: create the target ready for the restore's write rate (``WarmThroughput`` or
             provisioned WCU); False keeps the source's settings as they are.
-        target_minutes: the duration the warm throughput is sized for.
+        target_minutes: the duration the warm throughput is sized for (never a pace: the
+            writers start at what the created table takes).
         resume: continue into a target this same plan's restore created and partly wrote.
-        items_per_process: fewer items than this per process are not worth a process.
+        items_per_process: fewer items than this per process are not worth a process (one
+            process writes ~15,000 items/s; starting the fork server and a worker costs 1–2 s).
         client_factory: makes each writer's client (default: from the AWS settings).
         archive_url: the archive as the user named it (for the ``--resume`` command printed).
         fold: DuckDB resources for the fold.
@@ -104,7 +106,7 @@ class ReplayOptions:
     warm: bool = True
     target_minutes: float = warm_throughput.DEFAULT_TARGET_MINUTES
     resume: bool = False
-    items_per_process: int = 5_000
+    items_per_process: int = 20_000
     client_factory: Callable[[], Any] | None = None
     archive_url: str | None = None
     fold: FoldSettings = field(default_factory=FoldSettings)
@@ -122,6 +124,7 @@ class ReplayOutcome:
     written: WriteStats | None = None
     comparison: Comparison | None = None
     warm: warm_throughput.WarmPlan | None = None
+    starting_rate: warm_throughput.StartingRate | None = None
     restore_id: str = ""
 
     @property
@@ -285,11 +288,15 @@ def restore_by_replay(
             say(warm.describe())
         parts_dir = tempfile.mkdtemp(prefix="partitions-", dir=fold.temp_directory)
         parts = state.partition_files(progress.partitions, parts_dir)
+        if len(parts) > 1:
+            # While the table is created (seconds on AWS); not during the fold or the
+            # partitioning, whose DuckDB threads slow down a lot more than it takes.
+            start_fork_server()
         if existing is None:
             request = warm_throughput.apply_to_request(
                 create_table_request(description, target), warm
             )
-            create_target(
+            created = create_target(
                 client,
                 description,
                 target,
@@ -297,11 +304,13 @@ def restore_by_replay(
                 tags=restore_state.restore_tags(progress.restore_id, fingerprint),
             )
         else:
-            wait_until_active(client, target)
+            created = wait_until_active(client, target)
             done = _already_written(parts, progress)
             say(f"resuming restore {progress.restore_id}: {done:,} items already written")
+        start = outcome.starting_rate = warm_throughput.starting_rate(created, warm)
+        say(start.describe(options.max_write_rate))
         try:
-            outcome.written = _write(settings, target, parts, progress, warm, options)
+            outcome.written = _write(settings, target, parts, progress, start, options)
         except BaseException as exc:
             shutil.rmtree(parts_dir, ignore_errors=True)
             log.error(
@@ -319,7 +328,8 @@ def restore_by_replay(
         say(
             f"wrote {written.items:,} items into {target} in {written.seconds:.1f} s "
             f"({written.rate:,.0f} items/s with {written.processes} process(es); "
-            f"{written.throttles} throttled, {written.retries} retried calls"
+            f"{written.throttles} throttled, {written.retries} retried calls; "
+            f"first write acknowledged after {written.startup_seconds:.1f} s"
             + (f"; {written.skipped:,} written before" if written.skipped else "")
             + ")"
         )
@@ -426,7 +436,7 @@ def _progress_for(
 
 def _already_written(parts: list[tuple[str, int]], progress: restore_state.RestoreProgress) -> int:
     """Items the saved progress counts as acknowledged."""
-    return sum(min(n, d * CHUNK_ITEMS) for (_, n), d in zip(parts, progress.done, strict=True))
+    return sum(progress.written_items(p, n) for p, (_, n) in enumerate(parts))
 
 
 def _write(
@@ -434,11 +444,12 @@ def _write(
     target: str,
     parts: list[tuple[str, int]],
     progress: restore_state.RestoreProgress,
-    warm: warm_throughput.WarmPlan,
+    start: warm_throughput.StartingRate,
     options: ReplayOptions,
 ) -> WriteStats:
+    """Write the partitions, each starting at its share of what the table takes."""
     count = len(parts)
-    initial = warm.items_per_second / count if options.warm else None
+    initial = start.items_per_second / count
     cap = options.max_write_rate / count if options.max_write_rate else None
     factory = options.client_factory or ClientFactory(settings)
     jobs = [
@@ -447,6 +458,7 @@ def _write(
             path=path,
             table=target,
             skip_chunks=progress.done[p],
+            skip_ahead=frozenset(progress.ahead[p]),
             concurrency=options.workers,
             initial_rate=initial,
             max_rate=cap,
