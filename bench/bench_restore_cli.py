@@ -25,7 +25,7 @@ out). The restore is timed from starting the command to its exit: process start,
 planning, the fold in DuckDB, creating the table, starting the writer processes, the writes,
 the verification (when on) and exit. From the command's own output lines (stdout, unbuffered,
 time-stamped as they arrive) the bench splits that into: start and fold (until "restoring …"),
-creating the table (until "write rate: …"), writing (until "wrote …"; the command's own figure
+cutting the partitions and creating the table (until "write rate: …"), writing (until "wrote …"; the command's own figure
 is printed too), verifying (until "verify: …") and exit.
 
 Targets (issue #19): the command ≥ 0.9× the loop into moto at 20,000 items; ≥ 0.9× the loop
@@ -123,7 +123,7 @@ def replayer_command() -> list[str]:
 
 STEPS = (
     ("start, plan, fold", "restoring "),
-    ("create table", "write rate: "),
+    ("partition, create table", "write rate: "),
     ("write", "wrote "),
     ("verify", "verify: "),
 )
