@@ -1,10 +1,11 @@
 """Benchmark ``ddb-replayer restore`` end to end (the real command, a subprocess) against a loop.
 
     python -m bench.bench_restore_cli [--items 20000] [--null-items 150000] [--repeat 1]
-                                      [--skip-moto] [--skip-null]
+                                      [--skip-moto] [--skip-null] [--pad 0]
 
 Builds a local archive of N items of ~300 bytes (the items of :mod:`bench.bench_restore_write`:
-composite key, strings, numbers, a bool, binary, a map) as a base snapshot with its table
+composite key, strings, numbers, a bool, binary, a map; ``--pad B`` adds a B-byte string to
+each, for both sides: ``--pad 700`` makes them ~1 KB) as a base snapshot with its table
 description and coverage — what ``ddb-archiver snapshot`` leaves — then, in the same run:
 
 * **into moto** (its server, a process of its own on loopback): a plain one-thread
@@ -25,8 +26,8 @@ out). The restore is timed from starting the command to its exit: process start,
 planning, the fold in DuckDB, creating the table, starting the writer processes, the writes,
 the verification (when on) and exit. From the command's own output lines (stdout, unbuffered,
 time-stamped as they arrive) the bench splits that into: start and fold (until "restoring …"),
-cutting the partitions and creating the table (until "write rate: …"), writing (until "wrote …"; the command's own figure
-is printed too), verifying (until "verify: …") and exit.
+cutting the partitions and creating the table (until "write rate: …"), writing (until
+"wrote …"; the command's own figure is printed too), verifying (until "verify: …") and exit.
 
 Targets (issue #19): the command ≥ 0.9× the loop into moto at 20,000 items; ≥ 0.9× the loop
 per writer process against the null endpoint at 150,000 items.
@@ -200,7 +201,7 @@ def report(name: str, items: int, run: CliRun, loop_rate: float) -> float:
 # -- runs ------------------------------------------------------------------------------------
 
 
-def bench_moto(n: int, archive: Path, repeat: int) -> None:
+def bench_moto(n: int, archive: Path, repeat: int, pad: int) -> None:
     moto, endpoint = start_moto()
     try:
         isolate_aws_env(endpoint)
@@ -209,7 +210,7 @@ def bench_moto(n: int, archive: Path, repeat: int) -> None:
         for run in range(repeat):
             table = f"loop-{run}"
             create_table(ddb, table)
-            loop = run_worker("loop", endpoint, table, n)
+            loop = run_worker("loop", endpoint, table, n, pad)
             ddb.delete_table(TableName=table)
             loop_rate = n / loop
             print(f"  run {run + 1}: batch_write_item loop {loop:7.2f} s {loop_rate:9,.0f} items/s")
@@ -224,7 +225,7 @@ def bench_moto(n: int, archive: Path, repeat: int) -> None:
         moto.wait()
 
 
-def bench_null(n: int, archive: Path, repeat: int) -> None:
+def bench_null(n: int, archive: Path, repeat: int, pad: int) -> None:
     moto, moto_url = start_moto()
     null = subprocess.Popen(
         [sys.executable, "-m", "bench.null_dynamodb", "--forward", moto_url],
@@ -237,7 +238,7 @@ def bench_null(n: int, archive: Path, repeat: int) -> None:
         isolate_aws_env(endpoint)
         print(f"against the null endpoint, {n:,} items:")
         for run in range(repeat):
-            loop = run_worker("loop", endpoint, "null", n)
+            loop = run_worker("loop", endpoint, "null", n, pad)
             loop_rate = n / loop
             print(f"  run {run + 1}: batch_write_item loop {loop:7.2f} s {loop_rate:9,.0f} items/s")
             for label, extra in (
@@ -268,18 +269,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--skip-moto", action="store_true")
     parser.add_argument("--skip-null", action="store_true")
+    parser.add_argument("--pad", type=int, default=0, help="bytes added to every item")
     args = parser.parse_args(argv)
-    print(f"{os.cpu_count()} cores; the command runs its default writer processes")
+    size = len(canonical_json(make_items(1, args.pad)[0]))
+    print(f"{os.cpu_count()} cores; items of ~{size} bytes (canonical DynamoDB JSON); the "
+          "command runs its default writer processes")  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="bench-restore-cli-"))
     try:
         if not args.skip_moto:
             archive = work / "moto"
-            build_archive(archive, make_items(args.items))
-            bench_moto(args.items, archive, args.repeat)
+            build_archive(archive, make_items(args.items, args.pad))
+            bench_moto(args.items, archive, args.repeat, args.pad)
         if not args.skip_null:
             archive = work / "null"
-            build_archive(archive, make_items(args.null_items))
-            bench_null(args.null_items, archive, args.repeat)
+            build_archive(archive, make_items(args.null_items, args.pad))
+            bench_null(args.null_items, archive, args.repeat, args.pad)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
