@@ -141,8 +141,6 @@ class RestoreProgress:
     state: str = "writing"
     save_every: float = SAVE_EVERY_SECONDS
     ahead: list[set[int]] = field(default_factory=list)
-    saves: int = 0  # files written by this process (what saving costs, for benchmarks)
-    save_seconds: float = 0.0
     _saved_at: float = 0.0
     _changed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -223,8 +221,6 @@ class RestoreProgress:
             return
         self._saved_at = now
         self.archive.write_json(self.path, self.document())
-        self.saves += 1
-        self.save_seconds += time.monotonic() - now
 
     def complete(self) -> None:
         self.state = "complete"

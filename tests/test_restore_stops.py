@@ -34,8 +34,9 @@ from bench.bench_restore_cli import RESTORE_AT, build_archive, replayer_command
 from bench.bench_restore_cli import TABLE as BENCH_TABLE
 from bench.bench_restore_write import make_items
 from bench.null_dynamodb import NullDynamoDB
-from replayer.restore_state import CHUNK_ITEMS, TAG_RESTORE_ID, RestoreProgress
+from replayer.restore_state import CHUNK_ITEMS, TAG_RESTORE_ID
 from replayer.writers import ClientFactory
+from tests.replay_helpers import TABLE
 from tests.test_restore_pacing import archive_small_items, restore
 
 # -- what a saved progress file counts --------------------------------------------------------
@@ -83,26 +84,28 @@ def test_a_crash_right_after_saving_progress_is_resumed_writing_exactly_the_rest
     n = 1500
     items = archive_small_items(archive, n)
     all_keys = sorted(canonical_json(key_of(i, ["pk"])) for i in items)
-    save = RestoreProgress.save
+    write_json = archive.write_json
     dead: list[bool] = []
 
-    def save_then_die(self: RestoreProgress, *, force: bool = False) -> None:
-        if dead:
+    def write_then_die(rel: str, doc: Any) -> None:
+        """Progress files are written until one counts 4 chunks or more; the process dies
+        right after writing it (nothing is written after that)."""
+        progress = rel.startswith(layout.restores_dir(TABLE))
+        if progress and dead:
             return
-        before = self.saves
-        save(self, force=force)
-        if self.saves > before and not force and sum(self.done) >= 4:
+        write_json(rel, doc)
+        if progress and doc["state"] == "writing" and sum(doc["done"]) >= 4:
             dead.append(True)
             raise Crash
 
-    monkeypatch.setattr(RestoreProgress, "save", save_then_die)
+    monkeypatch.setattr(archive, "write_json", write_then_die)
     options: dict[str, Any] = {"verify": False, "workers": 4, "max_write_rate": 1500.0}
     with NullDynamoDB(record=True) as first:
         factory = ClientFactory(AwsSettings(endpoint_url=first.url))
         with pytest.raises(Crash):
             restore(archive, "crashed", client_factory=factory, **options)
-    monkeypatch.setattr(RestoreProgress, "save", save)
-    saved = archive.read_json(layout.restore_progress("orders", restore_id_of(ddb, "crashed")))
+    monkeypatch.setattr(archive, "write_json", write_json)
+    saved = archive.read_json(layout.restore_progress(TABLE, restore_id_of(ddb, "crashed")))
     kept = covered(all_keys, saved)
     assert 4 * CHUNK_ITEMS <= len(kept) < n
     assert kept <= set(keys_of(first.accepted, ("pk",)))  # it counts only what arrived
