@@ -166,15 +166,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_float,
         default=warm_throughput.DEFAULT_TARGET_MINUTES,
         metavar="N",
-        help="size the target's warm throughput (or provisioned WCU) to write everything in "
-        "about N minutes (default %(default)g), capped at the account's table quota",
+        help="size the warm throughput (or provisioned WCU) the target is created with to "
+        "write everything in about N minutes (default %(default)g), capped at the account's "
+        "table quota; only what is asked for: the writers start at what the created table "
+        "takes (on demand at least 4,000 write units/s), so a small restore is not slowed",
     )
     parser.add_argument(
         "--no-warm",
         dest="warm",
         action="store_false",
         help="create the target with the source's throughput settings only (no WarmThroughput, "
-        "no extra provisioned WCU) and write without a starting rate",
+        "no extra provisioned WCU); the writers start at what that table takes",
     )
     parser.add_argument(
         "--resume",

@@ -255,23 +255,28 @@ class FoldResult:
 
     def partition_files(self, partitions: int, directory: str) -> list[tuple[str, int]]:
         """Split the rows by key hash into ``partitions`` Parquet files, each ordered by key;
-        returns (path, rows) per partition. The same rows give the same files on every run."""
+        returns (path, rows) per partition. The same rows give the same files on every run.
+
+        The partition of each row is computed once, into a column added for the while (the
+        hash is most of the cost: once per row rather than once per row and partition)."""
         os.makedirs(directory, exist_ok=True)
-        counts = dict(
+        column = "_partition"
+        self.con.execute(f"ALTER TABLE {self.table} ADD COLUMN {column} INTEGER")
+        try:
             self.con.execute(
-                f"SELECT (md5_number(keys) % {int(partitions)})::INTEGER AS p, count(*) "
-                f"FROM {self.table} GROUP BY p"
-            ).fetchall()
-        )
-        out = []
-        for p in range(partitions):
-            path = os.path.join(directory, f"partition-{p:04d}.parquet")
-            self.con.execute(
-                f"COPY (SELECT keys, item FROM {self.table} WHERE "
-                f"(md5_number(keys) % {int(partitions)})::INTEGER = {p} ORDER BY keys) "
-                f"TO {_quote(path)} (FORMAT parquet)"
+                f"UPDATE {self.table} SET {column} = "
+                f"(md5_number(keys) % {int(partitions)})::INTEGER"
             )
-            out.append((path, int(counts.get(p, 0))))
+            out = []
+            for p in range(partitions):
+                path = os.path.join(directory, f"partition-{p:04d}.parquet")
+                rows = self.con.execute(
+                    f"COPY (SELECT keys, item FROM {self.table} WHERE {column} = {p} "
+                    f"ORDER BY keys) TO {_quote(path)} (FORMAT parquet)"
+                ).fetchall()
+                out.append((path, int(rows[0][0])))
+        finally:
+            self.con.execute(f"ALTER TABLE {self.table} DROP COLUMN {column}")
         return out
 
 
