@@ -16,6 +16,9 @@ COMMANDS = [
     Command("history", "replayer.history", "one item's timeline with attribute-level diffs"),
     Command("query", "replayer.query", "SQL over the archive (views: changes, snapshots)"),
     Command("athena-setup", "replayer.athena_setup", "create or update the Glue tables for Athena"),
+    Command(
+        "serve", "replayer.commands.serve", "read-only DynamoDB endpoint of the tables at any time"
+    ),
 ]
 
 

@@ -1,0 +1,1 @@
+"""The replayer's CLI commands: each parses its arguments and calls the library."""
