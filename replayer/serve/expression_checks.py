@@ -357,10 +357,10 @@ class _Checker:
             self.condition(condition.operand)
             self.misused_size(condition.operand)
         else:
-            self.condition(condition.left)
-            self.condition(condition.right)
-            self.misused_size(condition.left)
-            self.misused_size(condition.right)
+            for child in condition.operands:
+                self.condition(child)
+            for child in condition.operands:
+                self.misused_size(child)
         if condition.redundant:
             self.redundant()
         if not isinstance(condition, syntax.Not | syntax.And | syntax.Or):
@@ -467,8 +467,8 @@ def paths_in(condition: syntax.Condition) -> list[tuple[str | int, ...]]:
         elif isinstance(node, syntax.Not):
             walk(node.operand)
         else:
-            walk(node.left)
-            walk(node.right)
+            for child in node.operands:
+                walk(child)
 
     walk(condition)
     return found

@@ -139,9 +139,9 @@ def evaluate(condition: syntax.Condition, item: Item) -> bool:
             return left is None or right is None or left != right
         return _ordered(condition.op, left, right)
     if isinstance(condition, syntax.And):
-        return evaluate(condition.left, item) and evaluate(condition.right, item)
+        return all(evaluate(operand, item) for operand in condition.operands)
     if isinstance(condition, syntax.Or):
-        return evaluate(condition.left, item) or evaluate(condition.right, item)
+        return any(evaluate(operand, item) for operand in condition.operands)
     if isinstance(condition, syntax.Not):
         return not evaluate(condition.operand, item)
     if isinstance(condition, syntax.Between):

@@ -166,15 +166,15 @@ class Not:
 
 @dataclass
 class And:
-    left: Condition
-    right: Condition
+    """``a AND b AND …``: a chain is one node (its depth would otherwise be its length)."""
+
+    operands: list[Condition]
     redundant: bool = False
 
 
 @dataclass
 class Or:
-    left: Condition
-    right: Condition
+    operands: list[Condition]
     redundant: bool = False
 
 
@@ -265,28 +265,26 @@ class _Parser:
         return self.memoised("or", self._or)
 
     def _or(self) -> Condition | None:
-        left = self.and_()
-        if left is None:
-            return None
-        start = self.pos
-        if self.keyword("OR"):
-            right = self.or_()
-            if right is not None:
-                return Or(left, right)
-        self.pos = start
-        return left
+        return self._chain("OR", self.and_, Or)
 
     def and_(self) -> Condition | None:
-        left = self.not_()
-        if left is None:
+        return self._chain("AND", self.not_, And)
+
+    def _chain(self, word: str, operand: Callable[[], Any], node: type[And | Or]) -> Any:
+        """``operand (word operand)*``: one node for the chain, or the lone operand."""
+        first = operand()
+        if first is None:
             return None
-        start = self.pos
-        if self.keyword("AND"):
-            right = self.and_()
-            if right is not None:
-                return And(left, right)
-        self.pos = start
-        return left
+        operands = [first]
+        while True:
+            start = self.pos
+            if self.keyword(word):
+                more = operand()
+                if more is not None:
+                    operands.append(more)
+                    continue
+            self.pos = start
+            return first if len(operands) == 1 else node(operands)
 
     def not_(self) -> Condition | None:
         start = self.pos
@@ -484,7 +482,12 @@ def parse_condition(text: str) -> Condition:
     """
     _check_size(text)
     parser = _Parser(text, tokenize(text))
-    tree = parser.or_()
+    try:
+        tree = parser.or_()
+    except RecursionError:
+        raise ExpressionSyntaxError(
+            "The expression is nested too deeply; reduce its parentheses"
+        ) from None
     if tree is None or parser.peek().kind != "eof":
         parser.fail_here()
         raise parser.syntax_error()

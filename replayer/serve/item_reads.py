@@ -132,12 +132,15 @@ def batch_get_item(endpoint: Endpoint, body: Any) -> dict[str, Any]:
                 if text is not None:
                     item = orjson.loads(text)
                     size = item_size(item)
-                    if answered + size > BATCH_GET_BYTES:
+                    answer = output_item(text, item, found.projection)
+                    # the limit is on what is answered: a projection answers less
+                    sent = size if found.projection is None else item_size(answer)
+                    if answered + sent > BATCH_GET_BYTES:
                         left = {k: v for k, v in table_request.body.items() if k != "Keys"}
                         unprocessed[name] = {**left, "Keys": raw_keys[index:]}
                         break
-                    answered += size
-                    out.append(output_item(text, item, found.projection))
+                    answered += sent
+                    out.append(answer)
                 capacities[name] = capacities.get(name, 0.0) + read_units(size, consistent)
     result: dict[str, Any] = {"Responses": responses, "UnprocessedKeys": unprocessed}
     if mode in ("TOTAL", "INDEXES"):
@@ -179,13 +182,14 @@ def transact_get_items(endpoint: Endpoint, body: Any) -> dict[str, Any]:
         key = check_values(get["Key"])
         found = compile_expressions(get_request, found)
         reads.append((name, key, found))
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[Any, ...]] = set()
     resolved = []
     for name, key, found in reads:
         table_at = endpoint.resolve(name)
         check_key(table_at.schema, key)
         check_key_paths(found.projection or [], table_at.schema)
-        marker = (table_at.table, table_key_text(table_at.schema, key))
+        # one item at one instant: the same key at two instants is two versions of it
+        marker = (*table_at.key, table_key_text(table_at.schema, key))
         if marker in seen:
             raise ValidationException(
                 "Transaction request cannot include multiple operations on one item"

@@ -87,8 +87,8 @@ def _walk(node: syntax.Condition, found: dict[str, KeyTest]) -> None:
     if isinstance(node, syntax.SizeCondition):
         raise _error("KeyConditionExpressions cannot contain nested operations")
     if isinstance(node, syntax.And):
-        _walk(node.left, found)
-        _walk(node.right, found)
+        for child in node.operands:
+            _walk(child, found)
         return
     if isinstance(node, syntax.Between) and not isinstance(node.subject, syntax.Path):
         raise _error(
