@@ -12,8 +12,10 @@ item's key (table keys, plus the index keys when reading an index): the next pag
 after it, and only a page without one is the last.
 
 Reading an index returns its entries as projected; ``ALL_ATTRIBUTES`` from a GSI that does
-not project everything is refused, from an LSI it reads each item from the table, as does a
-projection of attributes an LSI does not hold.
+not project everything is refused; an LSI reads each item from the table for it, and when the
+projection or the filter names an attribute the LSI does not hold (DynamoDB's "fetches
+each of these attributes from the parent table"). A GSI's entries are all it has: a filter or
+projection naming anything else finds nothing.
 """
 
 from __future__ import annotations
@@ -162,11 +164,13 @@ def _select_and_fetch(
                 "type is not ALL"
             )
         return select, True
-    if select == "SPECIFIC_ATTRIBUTES" and index.local and found.projection is not None:
+    if index.local:
+        # an LSI reads from the table what the request names and it does not hold
         held = set(schema.key_names) | set(index.key_names)
         if index.projection == "INCLUDE":
             held |= set(index.non_key_attributes)
-        return select, any(path[0] not in held for path in found.projection)
+        named = [*(found.projection or []), *found.filter_paths]
+        return select, any(path[0] not in held for path in named)
     return select, False
 
 
