@@ -58,7 +58,7 @@ def get_path(item: Mapping[str, Any], path: Sequence[str | int]) -> Any:
     return value
 
 
-def _compare(op: str, left: Any, right: Any) -> bool:
+def compare(op: str, left: Any, right: Any) -> bool:
     if op == "=":
         return left is not None and left == right
     if op == "<>":
@@ -96,11 +96,11 @@ def evaluate(condition: Any, item: Mapping[str, Any]) -> bool:
         return not evaluate(condition[1], item)
     value = get_path(item, condition[2] if kind in ("cmp", "size") else condition[1])
     if kind == "cmp":
-        return _compare(condition[1], value, condition[3])
+        return compare(condition[1], value, condition[3])
     if kind == "size":
-        return _compare(condition[1], _size(value), condition[3])
+        return compare(condition[1], _size(value), condition[3])
     if kind == "between":
-        return _compare(">=", value, condition[2]) and _compare("<=", value, condition[3])
+        return compare(">=", value, condition[2]) and compare("<=", value, condition[3])
     if kind == "in":
         return value is not None and any(value == option for option in condition[2])
     if kind == "exists":
@@ -220,7 +220,9 @@ def pages(
                 matching.append(position)
             position += 1
         stopped = (limit is not None and scanned >= limit) or size >= PAGE
-        last = {n: candidates[position - 1][n] for n in start_names} if stopped and scanned else None
+        last = (
+            {n: candidates[position - 1][n] for n in start_names} if stopped and scanned else None
+        )
         out.append({"scanned": scanned, "matching": matching, "last": last, "start": start})
         if last is None:
             return out
