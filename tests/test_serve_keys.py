@@ -73,9 +73,18 @@ def con() -> Any:
     connection.close()
 
 
-def sql_texts(con: Any, sql: str, jsons: list[str]) -> list[str]:
-    con.execute("CREATE OR REPLACE TEMP TABLE t AS SELECT unnest(?::VARCHAR[]) AS j", [jsons])
-    return [row[0] for row in con.execute(f"SELECT {sql} FROM t").fetchall()]
+def sql_texts(con: Any, select: str, jsons: list[str]) -> list[str]:
+    """``select`` (over table ``t``, whose column ``j`` holds ``jsons``), in their order."""
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE t AS SELECT * FROM unnest(?::VARCHAR[]) "
+        "WITH ORDINALITY AS u(j, n)",
+        [jsons],
+    )
+    return [row[1] for row in con.execute(f"SELECT n, k FROM ({select}) ORDER BY n").fetchall()]
+
+
+def keyed(parts: list[tuple[str, str]], tie: list[tuple[str, str]] | None = None) -> str:
+    return keys.sql_keyed("t", "j", parts, tie=tie or (), keep=["n"])
 
 
 @settings(max_examples=60, deadline=None)
@@ -89,14 +98,10 @@ def test_sql_and_python_give_the_same_text_and_dynamodbs_order(
     source = {"S": strings, "N": numbers(), "B": binaries}[kind]
     values = [value_of(kind, raw) for raw in data.draw(st.lists(source, min_size=1, max_size=30))]
     jsons = [canonical_json({"k": value}) for value in values]
-    assert sql_texts(con, keys.sql_component(kind, keys.sql_value_text("j", "k", kind)), jsons) == [
-        keys.component(value) for value in values
+    assert sql_texts(con, keyed([("k", kind)]), jsons) == [
+        keys.item_key(value, None) for value in values
     ]
     assert sorted(values, key=keys.component) == sorted(values, key=dynamodb_order)
-    by_hash = sql_texts(
-        con, keys.sql_partition_hash([(kind, keys.sql_value_text("j", "k", kind))]), jsons
-    )
-    assert by_hash == [keys.partition_hash(value) for value in values]
 
 
 @settings(max_examples=40, deadline=None)
@@ -117,11 +122,13 @@ def test_item_keys_and_tie_breakers_agree(
         rows.append(item)
     jsons = [canonical_json(item) for item in rows]
     range_key = ("r", range_kind) if range_kind else None
-    assert sql_texts(con, keys.sql_item_key("j", ("h", hash_kind), range_key), jsons) == [
+    parts = [("h", hash_kind)] + ([range_key] if range_key else [])
+    assert sql_texts(con, keyed(parts), jsons) == [
         keys.item_key(item["h"], item.get("r")) for item in rows
     ]
-    assert sql_texts(con, keys.sql_tie_breaker("j", ("h", hash_kind), range_key), jsons) == [
-        keys.tie_breaker(item["h"], item.get("r")) for item in rows
+    # an index entry: its keys, then the table key's tie-breaker (here: the same parts)
+    assert sql_texts(con, keyed(parts[:1], parts), jsons) == [
+        keys.item_key(item["h"], None) + keys.tie_breaker(item["h"], item.get("r")) for item in rows
     ]
     # within one partition, item keys sort as the sort key does
     if range_kind:
@@ -136,7 +143,7 @@ def test_json_pointers_reach_any_attribute_name(con: Any) -> None:
     item = {name: {"S": name} for name in names}
     text = orjson.dumps(item).decode()
     for name in names:
-        assert sql_texts(con, keys.sql_value_text("j", name, "S"), [text]) == [name]
+        assert sql_texts(con, keyed([(name, "S")]), [text]) == [keys.item_key({"S": name}, None)]
 
 
 def test_scan_order_is_dynamodbs() -> None:

@@ -1,6 +1,7 @@
 """Reading items by key: ``GetItem``, ``BatchGetItem`` and ``TransactGetItems``.
 
-A key is a binary search in the state's sorted keys and one row read. ``BatchGetItem`` takes
+A key is a binary search in the state's sorted keys and one row read (before the state is
+sorted, an exact match on the fold's key column). ``BatchGetItem`` takes
 at most 100 keys (no duplicates) and answers at most 16 MB of items: keys past that come back
 in ``UnprocessedKeys``, with the table's projection and names, for the client to ask again
 (the SDKs' batch helpers do). ``TransactGetItems`` reads up to 100 items, each at most once,
@@ -14,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from archiver.format.codec import canonical_json
 from replayer.serve.dynamodb_errors import ValidationException
 from replayer.serve.endpoint import Endpoint
 from replayer.serve.reading import (
@@ -37,12 +39,7 @@ TRANSACT_GET_LIMIT = 100
 
 
 def _lookup(state: State, key: Item) -> str | None:
-    text = table_key_text(state.schema, key)
-    rows = state.rows
-    position = rows.keys.left(text)
-    if position < len(rows) and rows.keys[position] == text:
-        return rows.get(position)
-    return None
+    return state.lookup(canonical_json(key), table_key_text(state.schema, key))
 
 
 def get_item(endpoint: Endpoint, body: Any) -> dict[str, Any]:

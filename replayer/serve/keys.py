@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Sequence
 
 import duckdb
 import duckdb.func
@@ -160,6 +161,15 @@ def segment_bounds(segment: int, total: int) -> tuple[str, str]:
 
 
 # -- SQL -----------------------------------------------------------------------------------
+#
+# The SQL twin computes, for every row of a table, the same text as item_key (and
+# tie_breaker), in layers, so that each key value is extracted from the JSON once and a
+# number taken apart once (an expression that repeats them costs seconds per million rows):
+#
+#   1. the key values' texts, extracted together from the JSON;
+#   2. each number's sign, whole and fraction digits (one regular expression);
+#   3. each number's exponent and significant digits;
+#   4. the sort text: partition hash, then the components.
 
 
 def _quote(text: str) -> str:
@@ -178,26 +188,12 @@ def _number_bytes_udf(texts: pa.Array) -> pa.Array:
     )
 
 
-MACROS = (
-    # a canonical number's sortable text (number_text)
-    "CREATE OR REPLACE TEMP MACRO ddb_num_text(t) AS CASE WHEN t = '0' THEN '2' ELSE "
-    "(CASE WHEN starts_with(t, '-') THEN '1' || lpad((799 - ddb_num_exp(t))::VARCHAR, 3, '0')"
-    " || translate(ddb_num_digits(t), '0123456789', '9876543210') || '~' "
-    "ELSE '3' || lpad((ddb_num_exp(t) + 200)::VARCHAR, 3, '0') || ddb_num_digits(t) END) END",
-    "CREATE OR REPLACE TEMP MACRO ddb_num_whole(t) AS split_part(ltrim(t, '-'), '.', 1)",
-    "CREATE OR REPLACE TEMP MACRO ddb_num_frac(t) AS split_part(ltrim(t, '-'), '.', 2)",
-    "CREATE OR REPLACE TEMP MACRO ddb_num_exp(t) AS CASE WHEN ddb_num_whole(t) <> '0' "
-    "THEN length(ddb_num_whole(t)) - 1 "
-    "ELSE -(length(ddb_num_frac(t)) - length(ltrim(ddb_num_frac(t), '0')) + 1) END",
-    "CREATE OR REPLACE TEMP MACRO ddb_num_digits(t) AS CASE WHEN ddb_num_whole(t) <> '0' "
-    "THEN rtrim(ddb_num_whole(t) || ddb_num_frac(t), '0') ELSE ltrim(ddb_num_frac(t), '0') END",
-    "CREATE OR REPLACE TEMP MACRO ddb_s_text(s) AS "
-    "replace(replace(s, chr(1), chr(1) || chr(2)), chr(0), chr(1) || chr(1))",
-)
+_NUMBER = r"'^(-?)(0|[1-9][0-9]*)(?:\.([0-9]*))?$'"
 
 
 def install(con: duckdb.DuckDBPyConnection) -> None:
-    """Define the macros and the one Python function the SQL twins use, on ``con``."""
+    """Define the one Python function the SQL uses (a number's bytes, for the partition hash
+    of a numeric partition key), on ``con``."""
     try:
         con.create_function(
             "ddb_num_bytes", _number_bytes_udf, ["VARCHAR"], "BLOB", type=duckdb.func.ARROW
@@ -205,34 +201,6 @@ def install(con: duckdb.DuckDBPyConnection) -> None:
     except duckdb.Error as exc:  # already there (a second state on the same connection)
         if "already exists" not in str(exc):
             raise
-    # ddb_num_text refers to the others: they go first.
-    for sql in (*MACROS[1:], MACROS[0]):
-        con.execute(sql)
-
-
-def sql_component(tag: str, text_sql: str) -> str:
-    """SQL of :func:`component` for a value of type ``tag`` whose text (S string, N
-    canonical number, B base64) is ``text_sql``."""
-    if tag == "S":
-        return f"ddb_s_text({text_sql}) || chr(0)"
-    if tag == "N":
-        return f"ddb_num_text({text_sql}) || chr(0)"
-    return f"hex(from_base64({text_sql})) || chr(0)"
-
-
-def sql_key_bytes(tag: str, text_sql: str) -> str:
-    """SQL of :func:`key_bytes` (a BLOB)."""
-    if tag == "S":
-        return f"encode({text_sql})"
-    if tag == "N":
-        return f"ddb_num_bytes({text_sql})"
-    return f"from_base64({text_sql})"
-
-
-def sql_partition_hash(parts: list[tuple[str, str]]) -> str:
-    """SQL of :func:`partition_hash` over ``(tag, text SQL)`` parts."""
-    blob = " || ".join(["'Outliers'::BLOB", *(sql_key_bytes(tag, sql) for tag, sql in parts)])
-    return f"left(md5({blob}), {HASH_DIGITS})"
 
 
 def sql_value_text(column: str, attribute: str, tag: str) -> str:
@@ -244,17 +212,78 @@ def sql_value_text(column: str, attribute: str, tag: str) -> str:
 KeyPart = tuple[str, str]  # (attribute name, type)
 
 
-def sql_item_key(column: str, hash_key: KeyPart, range_key: KeyPart | None) -> str:
-    """SQL of :func:`item_key` for the key attributes found in the JSON ``column``."""
-    h = sql_value_text(column, *hash_key)
-    text = sql_partition_hash([(hash_key[1], h)]) + " || " + sql_component(hash_key[1], h)
-    if range_key is not None:
-        text += " || " + sql_component(range_key[1], sql_value_text(column, *range_key))
-    return text
+def sql_keyed(
+    source: str,
+    json_column: str,
+    parts: Sequence[KeyPart],
+    *,
+    tie: Sequence[KeyPart] = (),
+    keep: Sequence[str] = (),
+    where_present: bool = False,
+) -> str:
+    """``SELECT <keep>, k FROM source``: ``k`` is :func:`item_key` of the key ``parts``
+    (partition key first) read from the JSON ``json_column``, followed by
+    :func:`tie_breaker` of the ``tie`` parts when given. ``where_present``: only rows that
+    have every part with its type (an index's entries)."""
+    everything = list(dict.fromkeys([*parts, *tie]))
+    paths = ", ".join(json_path(name, kind) for name, kind in everything)
+    kept = "".join(f"{column}, " for column in keep)
+    layer = f"SELECT {kept}json_extract_string({json_column}, [{paths}]) AS _t FROM {source}"
+    if where_present:
+        layer = f"SELECT * FROM ({layer}) WHERE " + " AND ".join(
+            f"_t[{i + 1}] IS NOT NULL" for i in range(len(everything))
+        )
+    text = {part: f"_t[{i + 1}]" for i, part in enumerate(everything)}
+    numbers = [part for part in everything if part[1] == "N"]
+    if numbers:
+        taken_apart = ", ".join(
+            f"regexp_extract({text[part]}, {_NUMBER}, ['s', 'w', 'f']) AS _p{i}"
+            for i, part in enumerate(numbers)
+        )
+        layer = f"SELECT *, {taken_apart} FROM ({layer})"
+        digits = []
+        for i, _ in enumerate(numbers):
+            w, f = f"_p{i}.w", f"_p{i}.f"
+            digits.append(
+                f"_p{i}.s = '-' AS _neg{i}, "
+                f"CASE WHEN {w} <> '0' THEN length({w}) - 1 "
+                f"ELSE -(length({f}) - length(ltrim({f}, '0')) + 1) END AS _e{i}, "
+                f"CASE WHEN {w} <> '0' THEN rtrim({w} || {f}, '0') "
+                f"ELSE ltrim({f}, '0') END AS _d{i}"
+            )
+        layer = f"SELECT *, {', '.join(digits)} FROM ({layer})"
 
+    def component(part: KeyPart) -> str:
+        value = text[part]
+        if part[1] == "S":
+            return (
+                f"replace(replace({value}, chr(1), chr(1) || chr(2)), chr(0), chr(1) || chr(1))"
+                " || chr(0)"
+            )
+        if part[1] == "B":
+            return f"hex(from_base64({value})) || chr(0)"
+        i = numbers.index(part)
+        return (
+            f"(CASE WHEN {value} = '0' THEN '2' "
+            f"WHEN _neg{i} THEN '1' || lpad((799 - _e{i})::VARCHAR, 3, '0') || "
+            f"translate(_d{i}, '0123456789', '9876543210') || '~' "
+            f"ELSE '3' || lpad((_e{i} + 200)::VARCHAR, 3, '0') || _d{i} END) || chr(0)"
+        )
 
-def sql_tie_breaker(column: str, hash_key: KeyPart, range_key: KeyPart | None) -> str:
-    """SQL of :func:`tie_breaker`."""
-    parts = [hash_key] if range_key is None else [hash_key, range_key]
-    texts = [(kind, sql_value_text(column, name, kind)) for name, kind in parts]
-    return " || ".join([sql_partition_hash(texts), *(sql_component(k, t) for k, t in texts)])
+    def key_bytes(part: KeyPart) -> str:
+        value = text[part]
+        if part[1] == "S":
+            return f"encode({value})"
+        if part[1] == "N":
+            return f"ddb_num_bytes({value})"
+        return f"from_base64({value})"
+
+    def hashed(over: Sequence[KeyPart]) -> str:
+        blob = " || ".join(["'Outliers'::BLOB", *(key_bytes(part) for part in over)])
+        return f"left(md5({blob}), {HASH_DIGITS})"
+
+    pieces = [hashed(parts[:1]), *(component(part) for part in parts)]
+    if tie:
+        pieces += [hashed(tie), *(component(part) for part in tie)]
+    outer = "".join(f"{column}, " for column in keep)
+    return f"SELECT {outer}{' || '.join(pieces)} AS k FROM ({layer})"

@@ -185,8 +185,10 @@ def _page(
     select: str,
     start_names: tuple[str, ...],
     fetch: bool,
+    units: bool = False,
 ) -> tuple[dict[str, Any], int]:
-    """One page (see the module doc); also the bytes read, for read units."""
+    """One page (see the module doc); also the bytes read, for read units (counted only when
+    ``units``: ``ReturnConsumedCapacity`` asked for them)."""
     schema = state.schema
     range_name = schema.range_key[0] if schema.range_key else None
     count = scanned = size = read = 0
@@ -205,7 +207,8 @@ def _page(
         entry = orjson.loads(text)
         scanned += 1
         size += page_size(entry, range_name)
-        read += item_size(entry)
+        if units:
+            read += item_size(entry)
         last = entry
         item, item_text = entry, text
         if table_item is not None:
@@ -340,6 +343,7 @@ def query(endpoint: Endpoint, body: Any) -> dict[str, Any]:
             select=select,
             start_names=schema.start_key_names(index),
             fetch=fetch,
+            units=params["mode"] in ("TOTAL", "INDEXES"),
         )
     capacity = consumed(params["mode"], name, read_units(read, params["consistent"]), index)
     if capacity:
@@ -442,6 +446,7 @@ def scan(endpoint: Endpoint, body: Any) -> dict[str, Any]:
             select=select,
             start_names=schema.start_key_names(index),
             fetch=fetch,
+            units=params["mode"] in ("TOTAL", "INDEXES"),
         )
     capacity = consumed(params["mode"], name, read_units(read, params["consistent"]), index)
     if capacity:

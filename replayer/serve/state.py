@@ -24,7 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -143,48 +143,112 @@ class Rows:
             chunk = min(chunk * 4, _MAX_CHUNK)
 
 
-@dataclass
 class State:
-    """One table at one instant (see the module doc)."""
+    """One table at one instant (see the module doc).
 
-    table_at: TableAt
-    rows: Rows
-    built_seconds: float
-    indexes: dict[str, Rows] = field(default_factory=dict)
-    users: int = 0
-    _table_size: int | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    Right after the fold a state answers reads by key from the fold's own table (its ``keys``
+    column is the key's canonical JSON, an exact match); its sorted table is built in the
+    background and reads by range (Query, Scan, indexes) wait for it.
+    """
+
+    def __init__(self, table_at: TableAt, store: StateStore, fold_table: str, count: int) -> None:
+        self.table_at = table_at
+        self.store = store
+        self.count = count
+        self.indexes: dict[str, Rows] = {}
+        self.users = 0
+        self.folded_seconds = 0.0
+        self.sorted_seconds = 0.0
+        self._fold_table: str | None = fold_table
+        self._fold_readers = 0
+        self._rows: Rows | None = None
+        self._failure: BaseException | None = None
+        self._sorted = threading.Event()
+        self._phase = threading.Condition()
+        self._lock = threading.Lock()
+        self._table_size: int | None = None
 
     @property
     def schema(self) -> TableSchema:
         return self.table_at.schema
 
     @property
-    def count(self) -> int:
-        return len(self.rows)
+    def rows(self) -> Rows:
+        """The sorted rows (waiting for them if they are being built)."""
+        self._sorted.wait()
+        if self._rows is None:
+            raise RuntimeError(f"keying the state failed: {self._failure}") from self._failure
+        return self._rows
 
     @property
     def nbytes(self) -> int:
-        return self.rows.nbytes + sum(index.nbytes for index in self.indexes.values())
+        rows = self._rows
+        own = rows.nbytes if rows is not None else 0
+        return own + sum(index.nbytes for index in self.indexes.values())
+
+    def lookup(self, key_json: str, key_text: str) -> str | None:
+        """The item with this key (its canonical JSON, its sort text), or None."""
+        with self._phase:
+            fold_table = self._fold_table if not self._sorted.is_set() else None
+            if fold_table is not None:
+                self._fold_readers += 1
+        if fold_table is None:
+            rows = self.rows
+            position = rows.keys.left(key_text)
+            if position < len(rows) and rows.keys[position] == key_text:
+                return rows.get(position)
+            return None
+        try:
+            found = (
+                self.store.cursor()
+                .execute(f"SELECT item FROM {fold_table} WHERE keys = ?", [key_json])
+                .fetchone()
+            )
+            return None if found is None else str(found[0])
+        finally:
+            with self._phase:
+                self._fold_readers -= 1
+                self._phase.notify_all()
+
+    def sorted_(self, rows: Rows | None, failure: BaseException | None) -> str | None:
+        """Switch to the sorted rows; returns the fold's table, once no reader uses it."""
+        with self._phase:
+            self._rows, self._failure = rows, failure
+            self._sorted.set()
+            while self._fold_readers:
+                self._phase.wait()
+            fold_table, self._fold_table = self._fold_table, None
+        return fold_table
 
     def index(self, schema: IndexSchema) -> Rows:
         """The index's entries (built the first time)."""
+        rows = self.rows
         with self._lock:
             found = self.indexes.get(schema.name)
             if found is None:
-                found = self.rows.store.build_index(self, schema)
+                found = self.store.build_index(self, rows, schema)
                 self.indexes[schema.name] = found
             return found
 
     def table_size(self) -> int:
         """``TableSizeBytes``: the items' documented sizes, summed (computed once)."""
+        rows = self.rows
         with self._lock:
             if self._table_size is None:
                 total = 0
-                for _, text in self.rows.scan(0, len(self.rows)):
+                for _, text in rows.scan(0, len(rows)):
                     total += item_size(orjson.loads(text))
                 self._table_size = total
             return self._table_size
+
+    def tables(self) -> list[str]:
+        """The DuckDB tables this state holds."""
+        names = [rows.table for rows in self.indexes.values()]
+        if self._rows is not None:
+            names.append(self._rows.table)
+        if self._fold_table is not None:
+            names.append(self._fold_table)
+        return names
 
 
 def _sql_string(text: str) -> str:
@@ -209,12 +273,15 @@ class StateStore:
         self._local = threading.local()
         self._names = 0
         self._installed = False
+        self._sorters: list[threading.Thread] = []
 
     @classmethod
     def open(cls, archive: Any, settings: FoldSettings, cache_bytes: int) -> StateStore:
         return cls(Fold(archive, settings, read_only=True), cache_bytes)
 
     def close(self) -> None:
+        for sorter in self._sorters:
+            sorter.join()
         self.fold.close()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -253,7 +320,7 @@ class StateStore:
                     break
             waiting.wait()
         try:
-            state = self._build(table_at)
+            state = self._fold(table_at)
             with self._lock:
                 self._states[key] = state
                 state.users += 1
@@ -272,11 +339,11 @@ class StateStore:
                 if total <= self.cache_bytes or len(self._states) <= 1:
                     break
                 state = self._states[key]
-                if state.users:
+                if state.users or not state._sorted.is_set():
                     continue
                 del self._states[key]
                 total -= state.nbytes
-                dropped += [state.rows.table, *(rows.table for rows in state.indexes.values())]
+                dropped += state.tables()
         for name in dropped:
             with self._build_lock:
                 self.fold.con.execute(f"DROP TABLE IF EXISTS {name}")
@@ -310,40 +377,57 @@ class StateStore:
         size = row.fetchone()
         return Rows(self, name, KeyArray(array), int(size[0]) if size else 0)
 
-    def _build(self, table_at: TableAt) -> State:
+    def _fold(self, table_at: TableAt) -> State:
+        """Fold the state; its sorted table follows in the background."""
         started = time.monotonic()
-        schema = table_at.schema
         with self._build_lock:
-            con = self.fold.con
             if not self._installed:
-                keys.install(con)
+                keys.install(self.fold.con)
                 self._installed = True
             result = self.fold.state_at(table_at.plan)
-            name = self._name("state")
-            key_sql = keys.sql_item_key("keys", schema.hash_key, schema.range_key)
-            try:
-                rows = self._sorted_table(name, f"SELECT {key_sql} AS k, item FROM {result.table}")
-            finally:
-                con.execute(f"DROP TABLE IF EXISTS {result.table}")
-        seconds = time.monotonic() - started
-        log.info(
-            "%s at %s: %d items folded and keyed in %.1f s",
-            table_at.table,
-            iso_ms(table_at.at),
-            len(rows),
-            seconds,
+        state = State(table_at, self, result.table, result.count)
+        state.folded_seconds = time.monotonic() - started
+        sorter = threading.Thread(
+            target=self._sort, args=(state, result.table), name="serve-sort", daemon=True
         )
-        return State(table_at, rows, seconds)
+        self._sorters = [t for t in self._sorters if t.is_alive()] + [sorter]
+        sorter.start()
+        return state
 
-    def build_index(self, state: State, index: IndexSchema) -> Rows:
+    def _sort(self, state: State, fold_table: str) -> None:
+        started = time.monotonic()
+        schema = state.schema
+        rows: Rows | None = None
+        failure: BaseException | None = None
+        try:
+            with self._build_lock:
+                key_sql = keys.sql_keyed(
+                    fold_table,
+                    "keys",
+                    [schema.hash_key, *([schema.range_key] if schema.range_key else [])],
+                    keep=["item"],
+                )
+                rows = self._sorted_table(self._name("state"), key_sql)
+        except BaseException as exc:  # reported to every reader of the state
+            log.exception("keying %s failed", state.table_at.requested)
+            failure = exc
+        state.sorted_seconds = time.monotonic() - started
+        dropped = state.sorted_(rows, failure)
+        if dropped is not None and rows is not None:
+            with self._build_lock:
+                self.fold.con.execute(f"DROP TABLE IF EXISTS {dropped}")
+        log.info(
+            "%s at %s: %d items folded in %.1f s, sorted by key in %.1f s more",
+            state.table_at.table,
+            iso_ms(state.table_at.at),
+            state.count,
+            state.folded_seconds,
+            state.sorted_seconds,
+        )
+
+    def build_index(self, state: State, rows: Rows, index: IndexSchema) -> Rows:
         """The entries of ``index`` in ``state`` (see the module doc)."""
         schema = state.schema
-        parts = [index.hash_key, *([index.range_key] if index.range_key else [])]
-        present = " AND ".join(
-            f"{keys.sql_value_text('item', name, kind)} IS NOT NULL" for name, kind in parts
-        )
-        key_sql = keys.sql_item_key("item", index.hash_key, index.range_key)
-        tie_sql = keys.sql_tie_breaker("item", schema.hash_key, schema.range_key)
         entry_sql = "item"
         if index.projection != "ALL":
             wanted = set(schema.key_names) | set(index.key_names)
@@ -356,10 +440,15 @@ class StateStore:
                 for attribute in sorted(wanted)
             )
             entry_sql = f"'{{' || concat_ws(',', {members}) || '}}'"
+        table_key = [schema.hash_key, *([schema.range_key] if schema.range_key else [])]
+        index_key = [index.hash_key, *([index.range_key] if index.range_key else [])]
+        select = keys.sql_keyed(
+            f"(SELECT {entry_sql} AS item FROM {rows.table})",
+            "item",
+            index_key,
+            tie=table_key,
+            keep=["item"],
+            where_present=True,
+        )
         with self._build_lock:
-            name = self._name("index")
-            return self._sorted_table(
-                name,
-                f"SELECT {key_sql} || {tie_sql} AS k, {entry_sql} AS item "
-                f"FROM {state.rows.table} WHERE {present}",
-            )
+            return self._sorted_table(self._name("index"), select)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -294,6 +295,11 @@ def raw_bytes(value: AttributeValue) -> bytes:
 # -- sizes ----------------------------------------------------------------------------------
 
 
+def _utf8_length(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+@functools.lru_cache(maxsize=65536)
 def _digits(text: str) -> tuple[int, int]:
     """(significant digits, decimal exponent of the first one) of a canonical number."""
     unsigned = text.lstrip("-")
@@ -318,7 +324,7 @@ def value_size(value: AttributeValue) -> int:
     """A value's documented size, without its name."""
     ((tag, inner),) = value.items()
     if tag == "S":
-        return len(inner.encode("utf-8"))
+        return _utf8_length(inner)
     if tag == "N":
         return _number_size(inner)
     if tag == "B":
@@ -326,19 +332,19 @@ def value_size(value: AttributeValue) -> int:
     if tag in ("BOOL", "NULL"):
         return 1
     if tag == "SS":
-        return sum(len(member.encode("utf-8")) for member in inner)
+        return sum(_utf8_length(member) for member in inner)
     if tag == "NS":
         return sum(_number_size(member) for member in inner)
     if tag == "BS":
         return sum(_b64_length(member) for member in inner)
     if tag == "L":
         return 3 + sum(1 + value_size(member) for member in inner)
-    return 3 + sum(1 + len(name.encode("utf-8")) + value_size(v) for name, v in inner.items())
+    return 3 + sum(1 + _utf8_length(name) + value_size(v) for name, v in inner.items())
 
 
 def item_size(item: Mapping[str, AttributeValue]) -> int:
     """An item's documented size: names plus values ("Item sizes and formats")."""
-    return sum(len(name.encode("utf-8")) + value_size(value) for name, value in item.items())
+    return sum(_utf8_length(name) + value_size(value) for name, value in item.items())
 
 
 def _stored_number(text: str) -> int:
@@ -352,7 +358,7 @@ def _stored_number(text: str) -> int:
 def _stored(value: AttributeValue, compress: bool) -> int:
     ((tag, inner),) = value.items()
     if tag == "S":
-        size = len(inner.encode("utf-8"))
+        size = _utf8_length(inner)
         if not compress:
             return size
         return size + (1 if size < 128 else 2 if size < 16384 else 3)
@@ -366,7 +372,7 @@ def _stored(value: AttributeValue, compress: bool) -> int:
         return 1
     if tag in ("SS", "NS", "BS"):
         if tag == "SS":
-            size = sum(len(member.encode("utf-8")) for member in inner)
+            size = sum(_utf8_length(member) for member in inner)
         elif tag == "NS":
             size = sum(_stored_number(member) for member in inner)
         else:
