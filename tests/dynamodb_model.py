@@ -8,7 +8,8 @@ It models, from DynamoDB's developer guide ("Comparison operator and function re
   between values of one type (``N 1`` is not ``BOOL true``; ``<`` between types is false, not
   an error), ``<>`` true for a missing attribute, ``size`` of a missing attribute or of a
   number absent (so its comparison is false), ``contains`` on strings, sets and lists,
-  ``begins_with`` on S and B;
+  ``begins_with`` on S and B (and ``contains`` of a B in a B, which DynamoDB answers as
+  dynalite recorded, though the guide lists only strings, sets and lists);
 - projections rebuilt around the paths found, list elements in index order;
 - the order of reads: a partition's items by sort key (N numerically, S and B by unsigned
   bytes), index entries by the index's keys; a Scan and ties between index entries by the
@@ -124,6 +125,8 @@ def evaluate(condition: Any, item: Mapping[str, Any]) -> bool:
         tag, wanted = next(iter(value)), next(iter(operand))
         if tag == "S" and wanted == "S":
             return bool(operand["S"] in value["S"])
+        if tag == "B" and wanted == "B":  # not documented; DynamoDB's answer, per dynalite
+            return base64.b64decode(operand["B"]) in base64.b64decode(value["B"])
         if tag in ("SS", "NS", "BS") and wanted == tag[0]:
             if wanted == "N":
                 return any(Decimal(m) == Decimal(operand["N"]) for m in value[tag])

@@ -672,3 +672,25 @@ def test_concurrent_first_requests_fold_once(
 @pytest.fixture
 def big_strings() -> Iterator[None]:
     yield
+
+
+def test_legacy_key_conditions_and_attributes_to_get(archive: Archive) -> None:
+    orders(archive)
+    with serving(archive) as served:
+        client = served.client()
+        answer = client.query(
+            TableName=f"{TABLE}@{iso_ms(at(25))}",
+            KeyConditions={
+                "pk": {"ComparisonOperator": "EQ", "AttributeValueList": [{"S": "a"}]},
+                "sk": {"ComparisonOperator": "GE", "AttributeValueList": [{"N": "1"}]},
+            },
+            AttributesToGet=["v"],
+        )
+        assert answer["Items"] == [{"v": {"N": "2"}}]
+        with pytest.raises(ClientError) as caught:
+            client.scan(
+                TableName=TABLE,
+                ScanFilter={"v": {"ComparisonOperator": "EQ", "AttributeValueList": [{"N": "2"}]}},
+            )
+        assert code(caught.value) == "ValidationException"
+        assert "use FilterExpression" in message(caught.value)
