@@ -9,7 +9,8 @@ Generates (once; reused while the parameters match) a local archive under
 (~250 bytes each) plus ``--changes`` change records over them (5 % deletions), written with
 DuckDB as the archiver lays them out, and the table's description. Then, in this process:
 
-* the fold alone, as ``restore`` runs it (``plan_restore`` → ``Fold.state_at``) — the yardstick;
+* the fold alone, as ``restore`` runs it (``plan_restore`` → ``Fold.state_at``), best of two —
+  the yardstick;
 * the endpoint started over the archive, and the time to its first answer (a GetItem at the
   latest restorable time: everything a first client waits for — the plan and the fold; a
   GetItem is answered from the fold's own table while the state is sorted by key in the
@@ -243,10 +244,13 @@ def bench_serve(root: Path, memory_limit: str, partition: int, requests: int) ->
     archive = ReadOnlyArchive.of(Archive.open(str(root)))
     at = latest_restorable_time(archive, TABLE)
     settings = FoldSettings(memory_limit=memory_limit)
-    started = time.monotonic()
-    with Fold(archive, settings) as fold:
-        count = fold.state_at(plan_restore(archive, TABLE, at, convert=False)).count
-    fold_s = time.monotonic() - started
+    folds = []
+    for _ in range(2):  # the best of two: the first also warms the page cache
+        started = time.monotonic()
+        with Fold(archive, settings) as fold:
+            count = fold.state_at(plan_restore(archive, TABLE, at, convert=False)).count
+        folds.append(time.monotonic() - started)
+    fold_s = min(folds)
 
     catalog = Catalog(archive)
     store = StateStore.open(archive, settings, 8 << 30)

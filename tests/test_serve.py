@@ -22,6 +22,7 @@ import pytest
 from botocore import UNSIGNED
 from botocore.exceptions import ClientError
 
+from archiver.format import tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
 from replayer.fold import Fold
@@ -694,3 +695,81 @@ def test_legacy_key_conditions_and_attributes_to_get(archive: Archive) -> None:
             )
         assert code(caught.value) == "ValidationException"
         assert "use FilterExpression" in message(caught.value)
+
+
+def test_inside_an_incremental_window_only_exact_instants_are_served(
+    ddb: Any, s3: Any, archive: Archive
+) -> None:
+    from archiver.format.timefmt import as_utc
+    from tests.incremental_helpers import delete, put, setup
+
+    env = setup(ddb, s3, archive)
+    t0 = as_utc(env.created) + timedelta(minutes=1)
+    writes = [
+        put(t0, "a", 1),
+        put(t0, "b", 1),
+        put(t0 + timedelta(minutes=20), "a", 2),
+        put(t0 + timedelta(minutes=25), "b", 2),
+        delete(t0 + timedelta(minutes=26), "a"),
+    ]
+    env.double.add_writes(env.table, writes)
+    env.double.enable_pitr(env.table, env.created - timedelta(hours=1))
+    env.clock.advance(timedelta(hours=2))
+    env.chain().run(once=True, start=as_utc(env.created) - timedelta(minutes=5))
+    tables.store_description(
+        archive,
+        tables.description_document(env.table, env.description, captured_at=env.created),
+    )
+    with serving(archive) as served:
+        client = served.client()
+        inside = f"{env.table}@{iso_ms(t0 + timedelta(minutes=22))}"
+        answer = client.get_item(TableName=inside, Key={"pk": {"S": "a"}})
+        assert answer["Item"]["v"] == {"N": "2"}
+        with pytest.raises(ClientError) as caught:  # "a" is written later in that window
+            client.get_item(
+                TableName=f"{env.table}@{iso_ms(t0 + timedelta(minutes=12))}",
+                Key={"pk": {"S": "a"}},
+            )
+        assert code(caught.value) == "ResourceNotFoundException"
+        assert "1 key(s)" in message(caught.value)
+
+
+def test_an_instant_before_the_log_covers_needs_a_base(archive: Archive) -> None:
+    write_coverage(archive, covered_from=at(50), from_table_creation=False, watermark=at(100))
+    describe(archive)
+    write_changes(archive, [Change(1, {"pk": S}, {"pk": S}, at(60), "MODIFY")])
+    with serving(archive) as served, pytest.raises(ClientError) as caught:
+        served.client().get_item(TableName=f"{TABLE}@{iso_ms(at(70))}", Key={"pk": S})
+    assert code(caught.value) == "ResourceNotFoundException"
+    assert "no snapshot of table 'orders' is valid at" in message(caught.value)
+
+
+def test_get_item_is_answered_before_the_state_is_sorted(
+    archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from replayer.serve.state import StateStore
+
+    orders(archive)
+    release = threading.Event()
+    original = StateStore._sort
+
+    def held(self: StateStore, state: Any, fold_table: str) -> None:
+        release.wait(timeout=30)
+        original(self, state, fold_table)
+
+    monkeypatch.setattr(StateStore, "_sort", held)
+    with serving(archive) as served:
+        client = served.client()
+        name = f"{TABLE}@{iso_ms(at(25))}"
+        assert get(client, name, "a")["v"] == {"N": "2"}  # from the fold's own table
+        assert get(client, name, "zz") is None
+        (state,) = served.store.states()
+        assert not state._sorted.is_set()
+        release.set()
+        answer = client.query(
+            TableName=name,
+            KeyConditionExpression="pk = :p",
+            ExpressionAttributeValues={":p": {"S": "b"}},
+        )
+        assert answer["Count"] == 1 and state._sorted.is_set()
+        assert get(client, name, "a")["v"] == {"N": "2"}  # by the sorted keys
