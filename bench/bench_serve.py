@@ -252,10 +252,11 @@ def bench_serve(root: Path, memory_limit: str, partition: int, requests: int) ->
         folds.append(time.monotonic() - started)
     fold_s = min(folds)
 
-    catalog = Catalog(archive)
-    store = StateStore.open(archive, settings, 8 << 30)
-    server = Server(Endpoint(catalog, store), "127.0.0.1", 0).start()
-    try:
+    firsts = []
+    for attempt in range(2):  # the best of two, as for the fold
+        catalog = Catalog(archive)
+        store = StateStore.open(archive, settings, 8 << 30)
+        server = Server(Endpoint(catalog, store), "127.0.0.1", 0).start()
         client = boto3.client(
             "dynamodb",
             endpoint_url=server.url,
@@ -264,14 +265,20 @@ def bench_serve(root: Path, memory_limit: str, partition: int, requests: int) ->
             aws_secret_access_key="bench",
             config=CONFIG,
         )
+        client.list_tables()  # botocore's first call loads its models: not the server's time
         started = time.monotonic()
         catalog.start()
         client.get_item(TableName=TABLE, Key={"pk": {"S": "c0"}, "sk": {"N": "1"}})
-        first_s = time.monotonic() - started
+        firsts.append(time.monotonic() - started)
         # reads by range wait for the state's sorted table, built right after the fold
         (state,) = store.states()
         state.rows  # noqa: B018 (waits for it)
         sorted_s = time.monotonic() - started
+        if attempt == 0:
+            server.stop()
+            store.close()
+    first_s = min(firsts)
+    try:
         figures = measure(client, TABLE, count, partition, requests)
     finally:
         server.stop()
