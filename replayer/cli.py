@@ -33,6 +33,9 @@ COMMANDS = [
         "replayer.commands.athena_setup",
         "create or update the Glue tables for Athena",
     ),
+    Command(
+        "serve", "replayer.commands.serve", "read-only DynamoDB endpoint of the tables at any time"
+    ),
 ]
 
 DESCRIPTION = "Rebuild any DynamoDB table as it was at any second, from the archive."

@@ -323,10 +323,21 @@ class Fold:
                 ...  # columns keys, item (canonical DynamoDB JSON)
     """
 
-    def __init__(self, archive: Archive | None, settings: FoldSettings | None = None) -> None:
-        """``archive`` may be None for a session that only compares tables (``diff``)."""
+    def __init__(
+        self,
+        archive: Archive | None,
+        settings: FoldSettings | None = None,
+        *,
+        read_only: bool = False,
+    ) -> None:
+        """``archive`` may be None for a session that only compares tables (``diff``).
+
+        ``read_only``: never write to the archive (``serve``): a disproved
+        ``from_table_creation`` claim is reported, not recorded in coverage.json.
+        """
         self.archive = archive
         self.settings = settings or FoldSettings()
+        self.read_only = read_only
         self._con: duckdb.DuckDBPyConnection | None = None
         self._own_temp: str | None = None
         self._results = 0
@@ -588,6 +599,12 @@ class Fold:
         if not found:
             return
         keys, event_name, event_id, event_time, _ = found[0]
+        if self.read_only:
+            raise NoUsableBase(
+                f"table {plan.table!r}: a state without a base snapshot needs the log from "
+                f"table creation, but key {coverage.key_hash(str(keys))} first appears as a "
+                f"{event_name} (event id {event_id}), so it does not start there"
+            )
         evidence = coverage.refute_from_table_creation(
             archive,
             plan.table,
