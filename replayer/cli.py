@@ -16,6 +16,9 @@ COMMANDS = [
     Command("history", "replayer.history", "one item's timeline with attribute-level diffs"),
     Command("query", "replayer.query", "SQL over the archive (views: changes, snapshots)"),
     Command("athena-setup", "replayer.athena_setup", "create or update the Glue tables for Athena"),
+    Command(
+        "drill", "replayer.commands.drill", "compare the archive with AWS's own copy at a time"
+    ),
 ]
 
 DESCRIPTION = "Rebuild any DynamoDB table as it was at any second, from the archive."

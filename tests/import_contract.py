@@ -37,6 +37,8 @@ REPLAYER_MAY_IMPORT = frozenset(
         "archiver.runner",  # the drain that rollback runs
         "archiver.lambda_failures",  # failed Lambda batches, which planning treats as gaps
         "archiver.lambda_stall",  # the Lambda function's IteratorAge, which planning checks
+        "archiver.native.export_requests",  # requesting and finding a native export (drills)
+        "archiver.metrics",  # the one metrics module (restore rates, drill results)
     }
 )
 

@@ -1,0 +1,1 @@
+"""Native DynamoDB mechanisms the archive builds on: PITR, backups, export requests."""

@@ -1,0 +1,1 @@
+"""The replayer's CLI commands: argument parsing and the run, nothing else."""
