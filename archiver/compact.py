@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from archiver import metrics
 from archiver.cliutil import (
     add_archive_argument,
     add_file_mode_argument,
@@ -245,6 +246,7 @@ def merge_run(archive: Archive, table: str, run: list[ChangeFile]) -> tuple[str,
         raise CompactionError(
             f"{archive.uri(out)} holds {written} rows, expected {merged.num_rows}: inputs kept"
         )
+    metrics.current().record(metrics.FILES_WRITTEN, 1, table)
     return out, rows_in, merged.num_rows, size
 
 

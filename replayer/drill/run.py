@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from archiver import metrics
 from archiver.aws import AwsSettings
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, stamp, utcnow
@@ -235,6 +236,7 @@ def run_drill(
         examples=found,
     )
     record.append(archive, table, result.to_json())
+    metrics.current().drilled(table, result.differences, result.items_compared)
     return result
 
 
