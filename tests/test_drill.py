@@ -292,3 +292,25 @@ def test_the_pitr_method_against_moto_at_the_present(
     assert result.native_source == "orders-scratch"
     assert "orders-scratch" not in ddb.list_tables()["TableNames"]  # deleted afterwards
     assert record.last(archive, TABLE)["method"] == "pitr"  # type: ignore[index]
+
+
+def test_the_scheduled_drill_function_records_and_emits_its_result(
+    ddb: Any, s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from replayer.drill import handler
+
+    s3.create_bucket(Bucket="archive-bucket")
+    drill = Drill(ddb, s3, tmp_path / "unused", fuzz=60.0)
+    drill.archive = Archive.open("s3://archive-bucket/ddb")
+    drill.build(_history())
+    monkeypatch.setenv("ARCHIVE_URL", drill.archive.url)
+    monkeypatch.setenv("TABLE_NAME", TABLE)
+    monkeypatch.setenv("DRILL_STAGING", f"s3://{BUCKET}/drill-exports")
+    monkeypatch.setenv("DRILL_POLL_SECONDS", "0")
+    capsys.readouterr()
+    line = handler.handler({}, None, ddb=drill.double)
+    assert line["differences"] == 0 and line["items_compared"] > 0
+    assert record.last(drill.archive, TABLE) == line
+    [emf] = [orjson.loads(x) for x in capsys.readouterr().out.splitlines() if '"_aws"' in x]
+    assert emf["DrillDifferences"] == 0 and emf["Table"] == TABLE
