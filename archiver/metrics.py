@@ -345,11 +345,14 @@ def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
 def start_from_args(args: argparse.Namespace) -> Metrics:
     """Make the sink ``--metrics`` asks for the process's, starting its endpoint if any."""
     choice = getattr(args, "metrics", "none") or "none"
+    sink: Metrics
     if choice == "emf":
-        return use(EmfMetrics())
-    if choice == "prometheus":
+        sink = EmfMetrics()
+    elif choice == "prometheus":
         sink = PrometheusMetrics(stale_seconds=args.healthz_stale_seconds)
         server = sink.serve(args.metrics_port)
         log.info("metrics on http://%s:%d/metrics and /healthz", *server.server_address[:2])
-        return use(sink)
-    return current()
+    else:
+        return current()
+    use(sink)
+    return sink

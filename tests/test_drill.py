@@ -314,3 +314,46 @@ def test_the_scheduled_drill_function_records_and_emits_its_result(
     assert record.last(drill.archive, TABLE) == line
     [emf] = [orjson.loads(x) for x in capsys.readouterr().out.splitlines() if '"_aws"' in x]
     assert emf["DrillDifferences"] == 0 and emf["Table"] == TABLE
+
+
+def test_a_drill_that_fails_midway_records_nothing_and_cleans_up(
+    ddb: Any, s3: Any, archive_path: Path
+) -> None:
+    """A crash while AWS's copy is read: no drill line (a drill is recorded whole or not at
+    all), the staged export removed; running it again records exactly one line."""
+    from replayer.drill import native
+
+    drill = Drill(ddb, s3, archive_path)
+    drill.build(_history())
+    arn = drill.double.describe_table(TableName=TABLE)["Table"]["TableArn"]
+    store = Archive.open(f"s3://{BUCKET}/drills/crash")
+
+    def crashing(when: datetime) -> native.NativeCopy:
+        copy = native.export_copy(drill.double, arn, TABLE, when, store, poll_seconds=0,
+                                  sleep=lambda _: None)  # fmt: skip
+
+        def rows() -> Any:
+            yield next(copy.rows)
+            raise ConnectionResetError("lost reply")
+
+        return native.NativeCopy(rows(), copy.source, copy.cleanup, copy.table_id)
+
+    with pytest.raises(ConnectionResetError):
+        run_drill(drill.archive, TABLE, AT, method="export", native_side=crashing,
+                  drill_id="d1")  # fmt: skip
+    assert not record.read(drill.archive, TABLE)
+    assert not s3.list_objects_v2(Bucket=BUCKET).get("Contents")
+    result = _run(drill)
+    assert result.identical
+    record.append(drill.archive, TABLE, result.to_json())  # a retried append is not doubled
+    assert [d["drill_id"] for d in record.read(drill.archive, TABLE)] == [result.drill_id]
+
+
+def test_an_export_of_a_recreated_table_is_refused(ddb: Any, s3: Any, archive_path: Path) -> None:
+    drill = Drill(ddb, s3, archive_path)
+    drill.table_id = "an-earlier-generation"
+    drill.build(_history())
+    with pytest.raises(Exception, match="the table was recreated") as exc:
+        _run(drill)
+    assert getattr(exc.value, "exit_code", None) == EXIT_REFUSED
+    assert not record.read(drill.archive, TABLE)

@@ -8,6 +8,7 @@ import time
 import urllib.error
 import urllib.request
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -191,3 +192,40 @@ def test_the_run_command_offers_the_metrics_choices(capsys: pytest.CaptureFixtur
     text = " ".join(capsys.readouterr().out.split())
     assert "--metrics {none,emf,prometheus}" in text and "--metrics-port N" in text
     assert "--healthz-stale-seconds S" in text
+
+
+def test_run_with_emf_and_a_restore_report_what_they_did(
+    ddb: Any, archive_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``run --once --metrics emf`` prints EMF lines with the records and files it wrote; a
+    restore in the same process reports its items per second."""
+    from archiver.cli import main as archiver_main
+    from replayer.cli import main as replayer_main
+
+    create_table(ddb, "emf")
+    for i in range(7):
+        ddb.put_item(TableName="emf", Item={"pk": {"S": f"k{i}"}, "v": {"N": str(i)}})
+    time.sleep(2.2)  # the watermark is 2 s behind the newest caught-up read
+    capsys.readouterr()
+    previous = metrics.current()
+    try:
+        code = archiver_main(["run", "--table-name", "emf", "--archive", str(archive_path),
+                              "--once", "--poll-seconds", "0.05", "--metrics", "emf"])  # fmt: skip
+        assert code == 0
+        [doc] = [d for d in emf_lines(capsys.readouterr().out) if d["Table"] == "emf"]
+        archive = Archive.open(str(archive_path))
+        files = archive.find("changes/table_name=emf", ".parquet")
+        assert doc["RecordsArchived"] == 7 and doc["FilesWritten"] == len(files) >= 1
+        assert doc["BytesArchived"] > 0 and doc["ArchiveLagSeconds"] >= 0
+        sink = metrics.current()
+        assert isinstance(sink, metrics.EmfMetrics)
+        code = replayer_main(["restore", "--source-table-name", "emf", "--target-table-name",
+                              "emf-copy", "--archive", str(archive_path),
+                              "--use-latest-restorable-time", "--strategy", "replay",
+                              "--no-verify"])  # fmt: skip
+        assert code == 0
+        sink.flush()
+        [doc] = [d for d in emf_lines(capsys.readouterr().out) if d["Table"] == "emf"]
+        assert doc["RestoreItemsPerSecond"] > 0
+    finally:
+        metrics.use(previous)

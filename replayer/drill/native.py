@@ -52,6 +52,7 @@ class NativeCopy:
     rows: Iterator[pa.RecordBatch]
     source: str  # the export folder's URL, or the scratch table's name
     cleanup: Callable[[], None]
+    table_id: str | None = None  # the exported table's TableId, when the export says it
 
 
 def staging_store(
@@ -125,7 +126,13 @@ def export_copy(
         with contextlib.suppress(FileNotFoundError):
             store.fs.rm(store.path(""), recursive=True)
 
-    return NativeCopy(_batches(export_rows(folder, names)), folder.url, cleanup)
+    table_id = folder.summary.get("tableId") if folder.summary else None
+    return NativeCopy(
+        _batches(export_rows(folder, names)),
+        folder.url,
+        cleanup,
+        str(table_id) if table_id else None,
+    )
 
 
 def scratch_name(table: str, drill_id: str) -> str:

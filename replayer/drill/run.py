@@ -36,6 +36,7 @@ from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, stamp, utcnow
 from replayer import plan as planning
 from replayer.drill import native, record
+from replayer.errors import Refused
 from replayer.fold import Fold, FoldSettings
 from replayer.verify import compare, load_rows
 
@@ -199,6 +200,12 @@ def run_drill(
         begun = time.monotonic()
         copy = native_side(at)
         try:
+            if copy.table_id is not None and copy.table_id != plan.table_id:
+                raise Refused(
+                    f"AWS's copy of {table!r} is of table id {copy.table_id}, but the archive's "
+                    f"state at {iso_ms(at)} is of {plan.table_id}: the table was recreated, and "
+                    "the two cannot be compared"
+                )
             load_rows(con, "aws_copy", copy.rows)
         finally:
             copy.cleanup()
