@@ -229,3 +229,30 @@ def test_run_with_emf_and_a_restore_report_what_they_did(
         assert doc["RestoreItemsPerSecond"] > 0
     finally:
         metrics.use(previous)
+
+
+def test_retries_throttles_and_compaction_are_counted(archive: Archive) -> None:
+    from botocore.exceptions import ClientError
+
+    from archiver import retry
+    from archiver.compact import compact
+    from tests.changes_builder import T0, write_changes
+    from tests.test_compact import workload
+
+    out = io.StringIO()
+    answers = iter(["ProvisionedThroughputExceededException", "InternalServerError", None])
+
+    def flaky() -> str:
+        code = next(answers)
+        if code:
+            raise ClientError({"Error": {"Code": code, "Message": "x"}}, "PutItem")
+        return "ok"
+
+    write_changes(archive, "orders", workload(20), per_file=5)
+    with metrics.using(metrics.EmfMetrics(out, flush_seconds=None)) as sink:
+        assert retry.call(flaky, "PutItem", sleep=lambda _: None) == "ok"
+        compact(archive, "orders", grace_seconds=0, now=T0 + timedelta(days=5))
+        sink.flush()
+    docs = {d["Table"]: d for d in emf_lines(out.getvalue())}
+    assert (docs["-"]["Retries"], docs["-"]["Throttles"]) == (2, 1)
+    assert docs["orders"]["FilesWritten"] == 1
