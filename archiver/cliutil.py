@@ -34,8 +34,10 @@ from botocore.exceptions import (
 )
 
 from archiver import __version__
-from archiver.errors import EXIT_FAILURE, EXIT_USAGE
+from archiver.aws.error_table import EXIT_FAILURE, EXIT_USAGE
 from archiver.format.storage import DEFAULT_FILE_MODE, Archive
+from archiver.lambda_mode import failures as lambda_failures
+from archiver.lambda_mode import stall as lambda_stall
 
 
 @dataclass(frozen=True)
@@ -384,6 +386,98 @@ def add_table_argument(
     parser.add_argument(flag, required=required, help=help)
 
 
+# -- flags several commands share: each declared once, here --------------------------------
+
+TIME_FORMS = "ISO 8601 with a zone (2026-01-31T12:00:00Z) or epoch seconds (1769860800.5)"
+LATEST_HELP = "the watermark instead: the latest instant up to which every change is archived"
+ALLOW_GAPS_HELP = (
+    "go on across a recorded gap in the log: the changes in the gap are missing from the "
+    "result (warned about loudly)"
+)
+ALLOW_INEXACT_HELP = (
+    "inside an incremental-export window, take the keys whose state at T is not known "
+    "(written later in the window) as they were at the window's start, instead of refusing "
+    "(said in the output)"
+)
+LAMBDA_FAILURES_HELP = (
+    "where the Lambda event source mapping's on-failure destination writes failed batches "
+    f"(default: {lambda_failures.ENV_LOCATION}, else s3://<archive bucket>/"
+    f"{lambda_failures.STACK_PREFIX}/ as the stack configures it)"
+)
+SEGMENTS_HELP = "parallel Scan segments"
+
+
+def add_restore_time_arguments(
+    parser: argparse.ArgumentParser, purpose: str, *, latest: str | None = None
+) -> None:
+    """``--restore-date-time TIME``, required; with ``latest``, either it or
+    ``--use-latest-restorable-time``.
+
+    Args:
+        purpose: what the time is to this command ("the time to restore to, inclusive").
+        latest: what the watermark is to this command, appended to :data:`LATEST_HELP` (""
+            for nothing more); None: the command takes no ``--use-latest-restorable-time``.
+    """
+    help = f"{purpose}: {TIME_FORMS}"
+    if latest is None:
+        parser.add_argument("--restore-date-time", required=True, metavar="TIME", help=help)
+        return
+    when = parser.add_mutually_exclusive_group(required=True)
+    when.add_argument("--restore-date-time", metavar="TIME", help=help)
+    when.add_argument(
+        "--use-latest-restorable-time", action="store_true", help=LATEST_HELP + latest
+    )
+
+
+def add_allow_gaps_argument(parser: argparse.ArgumentParser) -> None:
+    """``--allow-gaps``: plan across a recorded gap, loudly."""
+    parser.add_argument("--allow-gaps", action="store_true", help=ALLOW_GAPS_HELP)
+
+
+def add_allow_inexact_argument(parser: argparse.ArgumentParser) -> None:
+    """``--allow-inexact``: inside an incremental-export window, the keys not known at T as
+    they were at the window's start."""
+    parser.add_argument("--allow-inexact", action="store_true", help=ALLOW_INEXACT_HELP)
+
+
+def add_lambda_failures_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--lambda-failures S3URL``: where a Lambda-mode archive's failed batches are."""
+    parser.add_argument("--lambda-failures", metavar="S3URL", help=LAMBDA_FAILURES_HELP)
+
+
+def add_lambda_arguments(parser: argparse.ArgumentParser) -> None:
+    """The Lambda-mode flags of every command that plans (restore, export, verify, rollback)."""
+    group = parser.add_argument_group("Lambda mode")
+    add_lambda_failures_argument(group)
+    group.add_argument(
+        "--lambda-function-name",
+        metavar="NAME",
+        help="the archiving function whose IteratorAge to read in CloudWatch (default: "
+        f"{lambda_stall.ENV_FUNCTION}, else what the function recorded in the archive)",
+    )
+    group.add_argument(
+        "--trust-lambda-watermark",
+        action="store_true",
+        help="in Lambda mode, do not read the function's IteratorAge from CloudWatch: trust "
+        "that it never fell further behind than MaxIteratorAgeSeconds "
+        f"(also {lambda_stall.ENV_TRUST}=1)",
+    )
+
+
+def add_segments_argument(
+    parser: argparse.ArgumentParser, *, default: int | None = None, default_help: str = ""
+) -> None:
+    """``--segments N``: parallel Scan segments (``default_help`` says the default when it is
+    computed, ``default`` None)."""
+    parser.add_argument(
+        "--segments",
+        type=positive_int,
+        default=default,
+        metavar="N",
+        help=SEGMENTS_HELP + (f" (default: {default_help})" if default_help else ""),
+    )
+
+
 _N = TypeVar("_N", int, float)
 
 
@@ -440,11 +534,23 @@ non_negative_float = number_type(float, at_least=0)
 
 
 __all__ = [
+    "ALLOW_GAPS_HELP",
+    "ALLOW_INEXACT_HELP",
     "ARCHIVE_HELP",
     "EXIT_USAGE",
+    "LAMBDA_FAILURES_HELP",
+    "LATEST_HELP",
+    "SEGMENTS_HELP",
+    "TIME_FORMS",
     "Command",
+    "add_allow_gaps_argument",
+    "add_allow_inexact_argument",
     "add_archive_argument",
     "add_file_mode_argument",
+    "add_lambda_arguments",
+    "add_lambda_failures_argument",
+    "add_restore_time_arguments",
+    "add_segments_argument",
     "add_table_argument",
     "non_negative_float",
     "number_type",

@@ -6,7 +6,7 @@ Starts moto's server as a separate process on loopback (so it does not share thi
 GIL), generates N items of ~300 bytes (composite key, strings, numbers, a bool, binary, a
 map), and writes them into a fresh pay-per-request table three ways, in the same run:
 
-* the project's table sink (``replayer.sinks``), as ``ddb-replayer restore`` uses it;
+* the project's table sink (``replayer.write.sinks``), as ``ddb-replayer restore`` uses it;
 * a plain ``batch_write_item`` loop: 25 items per call, retrying ``UnprocessedItems``;
 * dynamodump's restore (``--dataOnly`` into a pre-created table: it cannot create a table
   without GSIs), from a dump in its own format, run by its own virtual environment under
@@ -36,11 +36,11 @@ from typing import Any
 import boto3
 import pyarrow as pa
 
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
 from archiver.format.codec import canonical_json, key_of
 from archiver.format.schema import SNAPSHOT_SCHEMA
 from demo import isolate_aws_env
-from replayer.sinks import TableSink
+from replayer.write.sinks import TableSink
 
 OUT = Path("bench-out")
 DD_VENV = OUT / "dynamodump-venv"

@@ -30,11 +30,11 @@ from archiver.format import layout
 from archiver.format.codec import canonical_json
 from archiver.format.schema import CHANGE_SCHEMA, SNAPSHOT_SCHEMA
 from archiver.format.storage import Archive
-from replayer import dataset
-from replayer.athena_fold import named_history_of, to_duckdb
-from replayer.dataset import change_files, changes_dataset
-from replayer.query import lock_down, run_query, snapshot_files, snapshots_dataset
-from replayer.timetravel import expand
+from replayer.engines import dataset
+from replayer.engines.athena_sql import named_history_of, to_duckdb
+from replayer.engines.dataset import change_files, changes_dataset
+from replayer.read.query import lock_down, run_query, snapshot_files, snapshots_dataset
+from replayer.read.timetravel import expand
 from tests.changes_builder import T0, n, record, s, write_changes
 
 ATHENA = Path(__file__).resolve().parents[1] / "deploy" / "athena"

@@ -165,12 +165,12 @@ def test_an_unreachable_dynamodb_endpoint_names_the_service_and_call() -> None:
 
 _FAILING = """
 import sys
-import replayer.status
+import replayer.commands.status
 
 def fail(args):
     raise RuntimeError("the call to {url} failed")
 
-replayer.status.main = fail
+replayer.commands.status.main = fail
 from replayer.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -277,8 +277,8 @@ def test_no_credentials_wrapped_in_a_commands_own_error_still_names_the_fix(
     group still gets the credentials line, not its own message or "unexpected failure"."""
     from botocore.exceptions import NoCredentialsError
 
-    import replayer.status
-    from replayer.errors import ReplayError
+    import replayer.read.status
+    from replayer.exceptions import ReplayError
 
     def fail(args: Any) -> int:
         try:
@@ -286,7 +286,7 @@ def test_no_credentials_wrapped_in_a_commands_own_error_still_names_the_fix(
         except ExceptionGroup as group:
             raise ReplayError("reading the archive failed") from group
 
-    monkeypatch.setattr(replayer.status, "main", fail)
+    monkeypatch.setattr(replayer.read.status, "main", fail)
     assert replayer_main(["status", "--archive", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ddb-replayer: error: no AWS credentials found: pass --profile")

@@ -295,7 +295,7 @@ def test_drills_run_on_a_schedule_that_zero_turns_off(template: Any) -> None:
 def test_alarms_and_the_dashboard_use_the_metrics_the_code_emits(template: Any) -> None:
     import json
 
-    from archiver import metrics
+    from archiver.aws import metrics
 
     names = {m.name for m in metrics.ALL}
     alarms = resources_of(template, "AWS::CloudWatch::Alarm")
@@ -407,7 +407,7 @@ def test_lambda_entry_points_import_with_only_what_the_image_installs(tmp_path: 
     prune = str(DEPLOY / "functions" / "prune_backups.py")
     entry_points = (
         "import importlib.util, sys\n"
-        "import archiver.lambda_handler\n"
+        "import archiver.lambda_mode.handler\n"
         f"spec = importlib.util.spec_from_file_location('prune_backups', {prune!r})\n"
         "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
         "print(sys.modules['pyarrow'].__file__)\n"
@@ -416,8 +416,8 @@ def test_lambda_entry_points_import_with_only_what_the_image_installs(tmp_path: 
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith(str(site))
     # What the image leaves out is really not importable there.
-    left_out_imports = ("import archiver.format.ion", "import duckdb", "import sqlglot",
-                        "import replayer.query")  # fmt: skip
+    left_out_imports = ("import archiver.format.exports.ion", "import duckdb", "import sqlglot",
+                        "import replayer.read.query")  # fmt: skip
     for left_out in left_out_imports:
         refused = _import_in_image(site, left_out)
         assert refused.returncode != 0, left_out

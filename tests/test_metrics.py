@@ -1,4 +1,4 @@
-"""``archiver.metrics``: EMF lines that CloudWatch accepts, a Prometheus endpoint that scrapes,
+"""``archiver.aws.metrics``: EMF lines that CloudWatch accepts, a Prometheus endpoint that scrapes,
 and a ``/healthz`` that turns 503 when a shard stalls — each carrying what a run just did."""
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from archiver import lambda_handler as lh
-from archiver import metrics
+from archiver.aws import metrics
 from archiver.format.storage import Archive
 from archiver.format.timefmt import utcnow
+from archiver.lambda_mode import handler as lh
 from tests.conftest import create_table
+from tests.helpers import stream_records
 from tests.streams_double import StreamsDouble
 from tests.test_lambda_handler import TABLE as LAMBDA_TABLE
-from tests.test_lambda_handler import lambda_event, stream_records, write_workload
+from tests.test_lambda_handler import lambda_event, write_workload
 from tests.test_stream_lineage import TABLE, archived_rows, put, run, stream_of
 
 # The required structure of an EMF document, from AWS's published specification and its JSON
@@ -86,7 +87,7 @@ def test_the_lambda_handler_writes_emf_lines_with_what_it_archived(
     monkeypatch.setenv("MAX_ITERATOR_AGE_SECONDS", "600")
     create_table(ddb, LAMBDA_TABLE)
     write_workload(ddb)
-    stream_arn, records = stream_records(ddb)
+    stream_arn, _, records = stream_records(LAMBDA_TABLE)
     monkeypatch.setenv("ARCHIVE_URL", s3_archive.url)
     capsys.readouterr()
     assert lh.handler(lambda_event(stream_arn, records), None) == {"batchItemFailures": []}
@@ -234,8 +235,8 @@ def test_run_with_emf_and_a_restore_report_what_they_did(
 def test_retries_throttles_and_compaction_are_counted(archive: Archive) -> None:
     from botocore.exceptions import ClientError
 
-    from archiver import retry
-    from archiver.compact import compact
+    from archiver.aws import retry
+    from archiver.integrity.compaction import compact
     from tests.changes_builder import T0, write_changes
     from tests.test_compact import workload
 

@@ -3,7 +3,7 @@
 A user installs the package without extras, so every third-party module the code imports must
 come from a ``[project.dependencies]`` entry or from what those require in turn (their own
 requirements, markers evaluated, no extras of theirs unless asked for). The test extra does
-not count: it is exactly how sqlglot, imported by ``replayer/athena_fold.py`` but listed only
+not count: it is exactly how sqlglot, imported by ``replayer/engines/athena_sql.py`` but listed only
 under ``test``, made every ``ddb-replayer`` command fail at start-up for users while every test
 passed.
 
@@ -132,7 +132,7 @@ def test_the_check_would_have_caught_sqlglot_in_the_test_extra_only() -> None:
     problems = undeclared_imports(package_files(), without)
     assert problems, "sqlglot's import was not found"
     assert all("'sqlglot'" in line for line in problems), problems
-    assert any(line.startswith("replayer/athena_fold.py:") for line in problems), problems
+    assert any(line.startswith("replayer/engines/athena_sql.py:") for line in problems), problems
 
 
 PLANTED = '''\

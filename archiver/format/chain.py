@@ -29,7 +29,7 @@ others. So every change file carries a **footer** in its Parquet key-value metad
   file).
 
 This module only reads footers (one small ranged read per file, in parallel) and reasons
-about them; ``archiver.check`` reports and repairs, the archiver and the replayer refuse.
+about them; ``archiver.integrity.check`` reports and repairs, the archiver and the replayer refuse.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Native DynamoDB mechanisms the archive builds on: PITR, backups, export requests."""
+"""DynamoDB's native protection, managed: point-in-time recovery and on-demand backups."""

@@ -1,10 +1,10 @@
 """Requesting a native full export (``ExportTableToPointInTime``), waiting for it, finding it.
 
-Shared by everything that asks AWS for a table's state: base snapshots (``archiver.snapshot``),
-incremental-export chains and backfills, and the replayer's drills (an export at ``T`` is AWS's
-own copy to compare the archive with). Only the request side lives here: reading an export
-folder is the format's (``archiver.format.exports``). Waiting uses the one wait policy
-(``archiver.retry.wait_until``), with a deadline.
+Shared by everything that asks AWS for a table's state: base snapshots
+(``archiver.snapshots.base_snapshot``), incremental-export chains and backfills, and the replayer's
+drills (an export at ``T`` is AWS's own copy to compare the archive with). Only the request side
+lives here: reading an export folder is the format's (``archiver.format.exports.full``). Waiting
+uses the one wait policy (``archiver.aws.retry.wait_until``), with a deadline.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 from tqdm import tqdm
 
-from archiver import retry
-from archiver.errors import PitrUnavailable, UsageError, translate_client_error
+from archiver.aws import retry
+from archiver.aws.error_table import PitrUnavailable, UsageError, translate_client_error
 from archiver.format import layout
-from archiver.format.exports import folder_in
+from archiver.format.exports.full import folder_in
 from archiver.format.storage import Archive
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 -- One item's every change, in stream order, each record once: what `ddb-replayer query`'s
 -- history_of('table', '<key>', '<from>', '<to>') returns. Generated from
--- replayer/athena_fold.py: edit that, not this file (tests/test_timetravel.py checks they
+-- replayer/engines/athena_sql.py: edit that, not this file (tests/test_timetravel.py checks they
 -- agree). Parameters, in order:
 --   1. table name                        orders
 --   2. the item's key as canonical JSON  {"pk":{"S":"order-42"}}

@@ -1,1 +1,1 @@
-"""The replayer's CLI commands: argument parsing and the run, nothing else."""
+"""One module per ddb-replayer command: its arguments and its run, nothing else."""

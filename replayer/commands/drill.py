@@ -17,18 +17,18 @@ import random
 import time
 from datetime import datetime, timedelta
 
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import EXIT_DIFFERENCES
+from archiver.aws.prices import PRICES_AS_OF, full_export_cost, rates_for
 from archiver.cliutil import add_archive_argument, add_table_argument, positive_int
-from archiver.errors import EXIT_DIFFERENCES
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time, utcnow
-from archiver.pitr import describe_pitr
-from archiver.pricing import PRICES_AS_OF, full_export_cost, rates_for
+from archiver.native.pitr import describe_pitr
 from replayer.drill import native
 from replayer.drill.run import DEFAULT_EXAMPLES, MARGINS, new_drill_id, run_drill
 from replayer.drill.window import check_time, drill_window, random_time
-from replayer.fold import FoldSettings, add_fold_arguments
-from replayer.pricing import format_cost, native_restore_cost
+from replayer.engines.fold import FoldSettings, add_fold_arguments
+from replayer.strategies.costs import format_cost, native_restore_cost
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -21,9 +21,9 @@ from typing import Any
 
 import boto3
 
-from archiver import metrics
+from archiver.aws import metrics
 from archiver.format.storage import Archive
-from archiver.pitr import describe_pitr
+from archiver.native.pitr import describe_pitr
 from replayer.drill import native
 from replayer.drill.run import EXPORT_MARGIN, new_drill_id, run_drill
 from replayer.drill.window import drill_window, random_time

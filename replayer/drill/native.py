@@ -2,9 +2,9 @@
 
 Both are driven with the archiver's own mechanisms — an export is requested with
 ``ExportTime = T`` (:func:`archiver.native.export_requests.start_export`), waited for and
-located as a snapshot's is, and read through :func:`archiver.format.exports.export_rows`,
+located as a snapshot's is, and read through :func:`archiver.format.exports.full.export_rows`,
 which checks every data file against the export's manifests; a PITR restore goes through
-:func:`replayer.native_restore.start_pitr_restore` into a scratch table, which is scanned
+:func:`replayer.strategies.native_restore.start_pitr_restore` into a scratch table, which is scanned
 (strongly consistent) and deleted afterwards unless it is to be kept.
 
 Either copy comes back as ``(keys, item)`` record batches of canonical JSON, the form the
@@ -28,13 +28,13 @@ from botocore.exceptions import ClientError
 
 from archiver.format import layout
 from archiver.format.errors import UsageError
-from archiver.format.exports import export_rows, read_export
+from archiver.format.exports.full import export_rows, read_export
 from archiver.format.storage import Archive
 from archiver.native.export_requests import locate_export_folder, start_export, wait_for_export
-from replayer.errors import replay_error
-from replayer.native_restore import start_pitr_restore
-from replayer.target_table import wait_until_active
-from replayer.verify import key_names, scan_rows
+from replayer.exceptions import replay_error
+from replayer.read.verify import key_names, scan_rows
+from replayer.strategies.native_restore import start_pitr_restore
+from replayer.write.target_table import wait_until_active
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

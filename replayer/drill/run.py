@@ -30,15 +30,15 @@ from typing import Any
 
 import orjson
 
-from archiver import metrics
-from archiver.aws import AwsSettings
+from archiver.aws import metrics
+from archiver.aws.clients import AwsSettings
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, stamp, utcnow
-from replayer import plan as planning
 from replayer.drill import native, record
-from replayer.errors import Refused
-from replayer.fold import Fold, FoldSettings
-from replayer.verify import compare, load_rows
+from replayer.engines.fold import Fold, FoldSettings
+from replayer.exceptions import Refused
+from replayer.planning import plan as planning
+from replayer.read.verify import compare, load_rows
 
 log = logging.getLogger(__name__)
 

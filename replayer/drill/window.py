@@ -23,9 +23,9 @@ from datetime import datetime, timedelta
 
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms
-from archiver.pitr import PitrStatus
-from replayer import plan as planning
-from replayer.errors import AfterWatermark, NoUsableBase, OutsideCoverage, Refused
+from archiver.native.pitr import PitrStatus
+from replayer.exceptions import AfterWatermark, NoUsableBase, OutsideCoverage, Refused
+from replayer.planning import plan as planning
 
 # Drawn instants are whole milliseconds, as the archive's times are.
 _MS = timedelta(milliseconds=1)

@@ -1,0 +1,1 @@
+"""The archiver as a Lambda function: handler, failed batches, a stalled function, redrive."""

@@ -1,0 +1,1 @@
+"""Planning a replay: plan and model, export windows, segments, log files, Lambda gaps."""
