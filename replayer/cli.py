@@ -23,6 +23,7 @@ COMMANDS = [
         "replayer.commands.rollback",
         "undo every change after a time, in the live table",
     ),
+    Command("undo", "replayer.commands.undo", "undo one window of changes, keeping later ones"),
     Command(
         "history", "replayer.commands.history", "one item's timeline with attribute-level diffs"
     ),

@@ -47,6 +47,8 @@ REPLAYER_MAY_IMPORT = {
     "archiver.capture.runner": "rollback drains the stream into the archive before it reads",
     "archiver.lambda_mode.failures": "planning reads failed Lambda batches as gaps",
     "archiver.lambda_mode.stall": "planning reads a stalled Lambda function as a gap",
+    "archiver.erasure.keys": "--key/--keys-file on restore, undo …: forget's one key parser",
+    "archiver.erasure.where": "--where on restore, undo …: forget's one read-only evaluation",
 }
 # Subpackages that sit under the rest: what each may import of the project besides itself.
 LEAVES = {AWS: (FORMAT,), NATIVE: (FORMAT, AWS)}

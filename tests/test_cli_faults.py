@@ -277,7 +277,7 @@ def test_no_credentials_wrapped_in_a_commands_own_error_still_names_the_fix(
     group still gets the credentials line, not its own message or "unexpected failure"."""
     from botocore.exceptions import NoCredentialsError
 
-    import replayer.read.status
+    import replayer.commands.status
     from replayer.exceptions import ReplayError
 
     def fail(args: Any) -> int:
@@ -286,7 +286,7 @@ def test_no_credentials_wrapped_in_a_commands_own_error_still_names_the_fix(
         except ExceptionGroup as group:
             raise ReplayError("reading the archive failed") from group
 
-    monkeypatch.setattr(replayer.read.status, "main", fail)
+    monkeypatch.setattr(replayer.commands.status, "main", fail)
     assert replayer_main(["status", "--archive", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ddb-replayer: error: no AWS credentials found: pass --profile")

@@ -207,7 +207,7 @@ def test_change_right_after_the_write_is_reported(
     at = wait_for_next_second()
     ddb.put_item(TableName="orders", Item={**key(1), "v": {"N": "2"}})
 
-    from replayer.rollback.in_place import in_place as module
+    from replayer.rollback import in_place as module
 
     real_apply = module.apply_writes
 

@@ -286,7 +286,7 @@ class AdaptiveRate:
     The rate never leaves ``[floor, cap]`` (``cap`` None: no upper bound).
 
     Args:
-        initial: the starting rate (a restore's warm throughput, in items per second).
+        initial: the starting rate (what a restore's target takes at once, in items per second).
         cap: the highest rate ever used (``--max-write-rate``), or None.
         increase: units per second added per quiet interval (default: 5 % of ``initial``).
         decrease: the factor applied on a throttle.

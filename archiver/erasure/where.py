@@ -13,6 +13,7 @@ turned off and its configuration locked, so it can read nothing but these rows.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -24,6 +25,7 @@ from archiver.format import layout
 from archiver.format.manifests import list_snapshots
 from archiver.format.schema import CHANGE_SCHEMA, SNAPSHOT_SCHEMA
 from archiver.format.storage import Archive
+from archiver.format.timefmt import as_utc
 
 
 def _one_line(message: str) -> str:
@@ -82,19 +84,38 @@ def check_expression(predicate: str) -> None:
         raise UsageError("--where takes one expression over a change row, without subqueries")
 
 
-def keys_where(archive: Archive, table: str, predicate: str) -> list[str]:
+def keys_where(
+    archive: Archive,
+    table: str,
+    predicate: str,
+    *,
+    after: datetime | None = None,
+    until: datetime | None = None,
+) -> list[str]:
     """Every key with a change row or snapshot item for which ``predicate`` is true.
+
+    With ``after`` and ``until`` (``ddb-replayer undo``'s window), only the change rows with
+    ``after < event_time <= until`` are evaluated, and no snapshot item.
 
     Raises:
         UsageError: the predicate is not one valid expression, or fails on the rows.
     """
     check_expression(predicate)
+    window = after is not None and until is not None
+    dt_from = str(as_utc(after).date()) if after is not None else ""
+    dt_to = str(as_utc(until).date()) if until is not None else "9999-12-31"
     changes = [
         rel
         for rel in archive.find(layout.changes_table_dir(table), ".parquet")
-        if layout.ChangeFileName.parse(rel) is not None
+        if (path := layout.parse_change_file(rel)) is not None
+        and path.name is not None
+        and (not window or dt_from <= path.dt <= dt_to)
     ]
-    parts = [str(f["path"]) for m in list_snapshots(archive, table) for f in m["files"]]
+    parts = (
+        []
+        if window
+        else [str(f["path"]) for m in list_snapshots(archive, table) for f in m["files"]]
+    )
     fs = archive.arrow_fs
     con = duckdb.connect(":memory:")
     try:
@@ -128,7 +149,11 @@ def keys_where(archive: Archive, table: str, predicate: str) -> list[str]:
         )
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
-        found = con.execute(f"SELECT DISTINCT keys FROM rows WHERE ({predicate})").fetchall()
+        bounds = " AND event_time > $after AND event_time <= $until" if window else ""
+        params = {"after": after, "until": until} if window else None
+        found = con.execute(
+            f"SELECT DISTINCT keys FROM rows WHERE ({predicate}){bounds}", params
+        ).fetchall()
     except duckdb.Error as exc:
         raise UsageError(f"--where: {_one_line(str(exc))}") from exc
     finally:

@@ -31,7 +31,6 @@ from archiver.cliutil import (
     add_file_mode_argument,
     add_lambda_arguments,
     add_restore_time_arguments,
-    add_table_argument,
     open_archive,
 )
 from archiver.format import tables
@@ -42,7 +41,9 @@ from replayer.engines.fold import Fold, FoldSettings, add_fold_arguments
 from replayer.exceptions import BadInput, Refused
 from replayer.planning import lambda_gaps
 from replayer.planning import plan as planning
+from replayer.planning.key_selection import add_key_selection_arguments, select_keys
 from replayer.write.restore_state import plan_fingerprint
+from replayer.write.several_tables import add_source_tables_arguments, export_tables, several_tables
 from replayer.write.sinks import FileSink, file_sink
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def _check_resumable(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_table_argument(parser, "the archived table")
+    add_source_tables_arguments(parser, flag="--table-name")  # one table, or several
     add_archive_argument(parser)
     add_restore_time_arguments(parser, "the time whose state to export, inclusive", latest="")
     parser.add_argument(
@@ -105,6 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_allow_inexact_argument(parser)
     add_fold_arguments(parser)
     add_engine_arguments(parser)
+    add_key_selection_arguments(parser)
 
 
 def _table_shape(archive: Archive, plan: planning.Plan) -> dict[str, Any]:
@@ -119,8 +121,11 @@ def _table_shape(archive: Archive, plan: planning.Plan) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
+    if several_tables(args):  # each into <output>/<table>/, all planned first
+        return export_tables(args, main, SUMMARY)
     settings = AwsSettings.from_args(args)
     archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
+    keys = select_keys(args, archive, args.table_name)  # --key …: only those items
     output = open_archive(args, args.output, endpoint_url=settings.endpoint_url)
     if args.use_latest_restorable_time:
         at = planning.latest_restorable_time(archive, args.table_name)
@@ -146,7 +151,7 @@ def main(args: argparse.Namespace) -> int:
     )
     # Athena reads only an archive in S3: refuse before anything is written to the output.
     folder = AthenaFolder.from_args(args, settings, archive) if athena else None
-    fingerprint = plan_fingerprint(plan, strategy=f"export:{args.format}")
+    fingerprint = plan_fingerprint(plan, strategy=f"export:{args.format}", keys=keys)
     if marker is not None:
         _check_resumable(output, marker, fingerprint, args, plan)
         sink.keep_existing = True

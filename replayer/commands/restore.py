@@ -39,7 +39,6 @@ from archiver.cliutil import (
     add_archive_argument,
     add_lambda_arguments,
     add_restore_time_arguments,
-    add_table_argument,
     positive_float,
 )
 from archiver.format.storage import Archive
@@ -50,6 +49,7 @@ from replayer.engines.fold import FoldSettings, add_fold_arguments
 from replayer.exceptions import BadInput, Refused, ReplayError
 from replayer.planning import lambda_gaps
 from replayer.planning import plan as planning
+from replayer.planning.key_selection import add_key_selection_arguments, select_keys
 from replayer.strategies import choice as strategies
 from replayer.strategies import import_table as import_strategy
 from replayer.strategies import native_restore
@@ -63,6 +63,11 @@ from replayer.write import restore_state
 from replayer.write import warm as warm_throughput
 from replayer.write.batch_writers import DEFAULT_CONCURRENCY
 from replayer.write.settings_copy import copy_after_restore
+from replayer.write.several_tables import (
+    add_source_tables_arguments,
+    restore_tables,
+    several_tables,
+)
 from replayer.write.target_table import refuse_if_exists
 
 if TYPE_CHECKING:
@@ -85,10 +90,7 @@ def resolve_time(archive: Archive, table: str, args: argparse.Namespace) -> date
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_table_argument(parser, "the archived table", flag="--source-table-name")
-    add_table_argument(
-        parser, "the new table to create (must not exist)", flag="--target-table-name"
-    )
+    add_source_tables_arguments(parser, targets=True)  # one table, or several at one instant
     add_archive_argument(parser)
     add_restore_time_arguments(
         parser,
@@ -164,15 +166,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_float,
         default=warm_throughput.DEFAULT_TARGET_MINUTES,
         metavar="N",
-        help="size the target's warm throughput (or provisioned WCU) to write everything in "
-        "about N minutes (default %(default)g), capped at the account's table quota",
+        help="size the warm throughput (or provisioned WCU) the target is created with to "
+        "write everything in about N minutes (default %(default)g), capped at the account's "
+        "table quota; only what is asked for: the writers start at what the created table "
+        "takes (on demand at least 4,000 write units/s), so a small restore is not slowed",
     )
     parser.add_argument(
         "--no-warm",
         dest="warm",
         action="store_false",
         help="create the target with the source's throughput settings only (no WarmThroughput, "
-        "no extra provisioned WCU) and write without a starting rate",
+        "no extra provisioned WCU); the writers start at what that table takes",
     )
     parser.add_argument(
         "--resume",
@@ -182,6 +186,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_fold_arguments(parser)
     add_engine_arguments(parser)
+    add_key_selection_arguments(parser)
 
 
 def write_workers(text: str) -> tuple[int, int]:
@@ -281,6 +286,8 @@ def restore_by_import(
 
 
 def main(args: argparse.Namespace) -> int:
+    if several_tables(args):  # or one named by --target-table-suffix: all planned first
+        return restore_tables(args, main)
     if args.backup_arn and args.strategy not in ("auto", "backup"):
         raise BadInput("--backup-arn goes with --strategy backup (or auto)")
     if args.staging and args.strategy not in ("auto", "import"):
@@ -289,6 +296,7 @@ def main(args: argparse.Namespace) -> int:
     check_table_name(target)
     settings = AwsSettings.from_args(args)
     archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
+    select_keys(args, archive, source)  # --key …: only those items, by replay
     client = settings.client("dynamodb")
     processes, concurrency = args.write_workers or (os.cpu_count() or 1, DEFAULT_CONCURRENCY)
     options = ReplayOptions(

@@ -45,6 +45,7 @@ from archiver.cliutil import (
 )
 from archiver.format.timefmt import parse_time
 from replayer.planning import lambda_gaps
+from replayer.planning.key_selection import add_key_selection_arguments, select_keys
 from replayer.rollback.in_place import Rollback, fold_states, run, stream_drainer
 
 
@@ -69,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "stay deleted, they had expired)",
     )
     add_lambda_arguments(parser)
+    add_key_selection_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -86,5 +88,6 @@ def main(args: argparse.Namespace) -> int:
         include_ttl_deletes=args.include_ttl_deletes,
         states_at=fold_states(archive, args.table_name, checks),
         lambda_checks=checks,
+        keys=select_keys(args, archive, args.table_name),  # --key …: only those items
     )
     return run(rollback, dry_run=args.dry_run)

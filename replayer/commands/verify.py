@@ -28,6 +28,7 @@ from archiver.format.timefmt import iso_ms, parse_time
 from replayer.engines import athena_engine
 from replayer.engines.athena_engine import AthenaFolder, add_engine_arguments
 from replayer.engines.fold import Fold, FoldSettings, add_fold_arguments
+from replayer.planning.key_selection import add_key_selection_arguments, select_keys
 from replayer.planning.lambda_gaps import LambdaChecks
 from replayer.planning.plan import plan_restore
 from replayer.read.verify import DEFAULT_SEGMENTS, key_names, verify_table
@@ -44,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_segments_argument(parser, default=DEFAULT_SEGMENTS)
     add_fold_arguments(parser)
     add_engine_arguments(parser)
+    add_key_selection_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -61,6 +63,7 @@ def main(args: argparse.Namespace) -> int:
         allow_inexact=args.allow_inexact,
         lambda_checks=LambdaChecks.from_args(args),
     )
+    select_keys(args, archive, args.source_table_name)  # --key …: only those items
     if plan.inexact is not None:
         print(plan.inexact.describe())
     athena = AthenaFolder.from_args(args, settings, archive) if args.engine == "athena" else None

@@ -53,10 +53,13 @@ import pyarrow as pa
 from archiver.format import coverage, layout
 from archiver.format import erasure_log as erasures
 from archiver.format.exports.incremental import EVENT_ID_PREFIX as INCREMENTAL_EVENT_ID_PREFIX
+from archiver.format.schema import CHANGE_SCHEMA, SNAPSHOT_SCHEMA
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc
 from replayer.engines import dataset
+from replayer.engines.key_rows import RowsRead, read_rows
 from replayer.exceptions import NoUsableBase
+from replayer.planning.key_selection import KeySelection
 from replayer.planning.log_files import drop_later_streams
 from replayer.planning.model import LogPlan, Plan
 from replayer.planning.segments import STREAM, LogSegment
@@ -84,24 +87,29 @@ _EMPTY_SEGMENTS = (
 
 @dataclass(frozen=True)
 class FoldSettings:
-    """DuckDB resources for a fold.
+    """What a fold reads (every key, or a selection) and its DuckDB resources.
 
     Attributes:
         memory_limit: DuckDB's ``memory_limit`` (e.g. ``"1GB"``); past it, work spills to disk.
         temp_directory: where DuckDB spills; a private temporary folder when None.
         threads: DuckDB worker threads (default: one per core).
+        keys: fold only these keys, reading only the row groups that can hold them
+            (:mod:`replayer.engines.key_rows`); None: every key.
     """
 
     memory_limit: str = DEFAULT_MEMORY_LIMIT
     temp_directory: str | None = None
     threads: int | None = None
+    keys: KeySelection | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> FoldSettings:
-        """What :func:`add_fold_arguments`' flags said (defaults where a command has none)."""
+        """What :func:`add_fold_arguments`' flags said (defaults where a command has none),
+        and the selection :func:`replayer.planning.key_selection.select_keys` resolved."""
         return cls(
             memory_limit=getattr(args, "memory_limit", None) or DEFAULT_MEMORY_LIMIT,
             temp_directory=getattr(args, "temp_directory", None),
+            keys=getattr(args, "key_selection", None),
         )
 
 
@@ -183,10 +191,17 @@ class FoldResult:
     for a key whose latest change deleted it. Valid while its :class:`Fold` is open.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, table: str, count: int) -> None:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        table: str,
+        count: int,
+        keys: KeySelection | None = None,
+    ) -> None:
         self.con = con
         self.table = table
         self.count = count
+        self.keys = keys  # folded for these keys only (None: every key)
 
     def batches(
         self, batch_rows: int = DEFAULT_BATCH_ROWS, *, ordered: bool = False
@@ -240,23 +255,28 @@ class FoldResult:
 
     def partition_files(self, partitions: int, directory: str) -> list[tuple[str, int]]:
         """Split the rows by key hash into ``partitions`` Parquet files, each ordered by key;
-        returns (path, rows) per partition. The same rows give the same files on every run."""
+        returns (path, rows) per partition. The same rows give the same files on every run.
+
+        The partition of each row is computed once, into a column added for the while (the
+        hash is most of the cost: once per row rather than once per row and partition)."""
         os.makedirs(directory, exist_ok=True)
-        counts = dict(
+        column = "_partition"
+        self.con.execute(f"ALTER TABLE {self.table} ADD COLUMN {column} INTEGER")
+        try:
             self.con.execute(
-                f"SELECT (md5_number(keys) % {int(partitions)})::INTEGER AS p, count(*) "
-                f"FROM {self.table} GROUP BY p"
-            ).fetchall()
-        )
-        out = []
-        for p in range(partitions):
-            path = os.path.join(directory, f"partition-{p:04d}.parquet")
-            self.con.execute(
-                f"COPY (SELECT keys, item FROM {self.table} WHERE "
-                f"(md5_number(keys) % {int(partitions)})::INTEGER = {p} ORDER BY keys) "
-                f"TO {_quote(path)} (FORMAT parquet)"
+                f"UPDATE {self.table} SET {column} = "
+                f"(md5_number(keys) % {int(partitions)})::INTEGER"
             )
-            out.append((path, int(counts.get(p, 0))))
+            out = []
+            for p in range(partitions):
+                path = os.path.join(directory, f"partition-{p:04d}.parquet")
+                rows = self.con.execute(
+                    f"COPY (SELECT keys, item FROM {self.table} WHERE {column} = {p} "
+                    f"ORDER BY keys) TO {_quote(path)} (FORMAT parquet)"
+                ).fetchall()
+                out.append((path, int(rows[0][0])))
+        finally:
+            self.con.execute(f"ALTER TABLE {self.table} DROP COLUMN {column}")
         return out
 
 
@@ -311,6 +331,7 @@ class Fold:
         self._own_temp: str | None = None
         self._results = 0
         self._registered = 0
+        self.rows_read = RowsRead()  # what reads over a key selection read, so far
 
     # -- session ----------------------------------------------------------------------------
 
@@ -363,6 +384,13 @@ class Fold:
         """SQL naming a relation over archive files (``changes`` or ``snapshot`` schema)."""
         if self.archive is None:
             raise ValueError("this fold session has no archive")
+        if self.settings.keys is not None:
+            self._registered += 1
+            name = f"_{kind}_{self._registered}"
+            schema = CHANGE_SCHEMA if kind == "changes" else SNAPSHOT_SCHEMA
+            rows = read_rows(self.archive, files, schema, self.settings.keys, self.rows_read)
+            self.con.register(name, rows)
+            return name
         direct = self.archive.duckdb_paths(files)
         if direct is not None:
             paths = ", ".join(_quote(path) for path in direct)
@@ -472,9 +500,13 @@ class Fold:
             # connection): cursors that stream it or join it see it too.
             self.con.execute(f"CREATE TABLE {table} AS {sql}", params)
             rows = self.con.execute(f"SELECT count(*) FROM {table}").fetchall()
-            return FoldResult(self.con, table, int(rows[0][0]))
+            return FoldResult(self.con, table, int(rows[0][0]), self.settings.keys)
 
-        return dataset.with_relisting(action, what=what, archive=self.archive)
+        result = dataset.with_relisting(action, what=what, archive=self.archive)
+        keys = self.settings.keys
+        if keys is not None:
+            keys.say(f"{what} for {keys.describe()}: {self.rows_read.describe()}")
+        return result
 
     # -- folds ------------------------------------------------------------------------------
 

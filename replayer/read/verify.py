@@ -160,12 +160,28 @@ def scan_rows(
         raise replay_error(exc, f"Scan {table_name}") from exc.__cause__
 
 
+def selected_rows(
+    client: DynamoDBClient, table_name: str, keys: Sequence[str]
+) -> Iterator[pa.RecordBatch]:
+    """The items of ``keys`` in a live table as ``(keys, item)`` batches (BatchGetItem)."""
+    from replayer.read.live_items import get_items
+
+    found = get_items(client, table_name, keys)
+    yield pa.record_batch([list(found), list(found.values())], schema=ROWS)
+
+
 def verify_table(
     client: DynamoDBClient, table_name: str, state: FoldResult, *, segments: int = DEFAULT_SEGMENTS
 ) -> Comparison:
-    """Scan ``table_name`` and compare it with a folded state (in the fold's DuckDB session)."""
+    """Compare ``table_name`` with a folded state (in the fold's DuckDB session): the whole
+    table (scanned), or for a state folded for some keys only, just those items (read by key)."""
     scanned = f"{state.table}_target"
-    load_rows(state.con, scanned, scan_rows(client, table_name, segments=segments))
+    rows = (
+        scan_rows(client, table_name, segments=segments)
+        if state.keys is None
+        else selected_rows(client, table_name, state.keys.keys)
+    )
+    load_rows(state.con, scanned, rows)
     try:
         return compare(state.con, state.table, scanned)
     finally:

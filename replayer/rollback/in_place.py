@@ -59,6 +59,7 @@ from replayer.engines.fold import Fold
 from replayer.exceptions import BadInput, Refused
 from replayer.planning import lambda_gaps
 from replayer.planning import plan as planning
+from replayer.planning.key_selection import KeySelection
 from replayer.read.query import run_query
 from replayer.rollback.decisions import (
     DELETE,
@@ -174,8 +175,9 @@ def foreign_changes(
     after: datetime,
     done: Iterable[Write],
     seen: Mapping[str, frozenset[str]],
+    by: str = "rollback",
 ) -> list[Conflict]:
-    """Changes to keys the rollback wrote that the rollback did not make.
+    """Changes to keys the rollback (or ``by``: an undo) wrote that it did not make.
 
     ``seen`` maps each key to the event ids archived before the writes; a new record of a
     written key is the rollback's own when it is the first new one with the image it wrote.
@@ -205,13 +207,13 @@ def foreign_changes(
             keys,
             Conflict(
                 keys,
-                f"{event_name} at {iso_ms(event_time)} by {who} during the rollback: "
+                f"{event_name} at {iso_ms(event_time)} by {who} during the {by}: "
                 "not undone, check this item",
             ),
         )
     for keys in pending:
         conflicts.setdefault(
-            keys, Conflict(keys, "the rollback's write is not in the stream: check this item")
+            keys, Conflict(keys, f"the {by}'s write is not in the stream: check this item")
         )
     return list(conflicts.values())
 
@@ -317,6 +319,7 @@ class Rollback:
     include_ttl_deletes: bool = False
     states_at: StatesAt | None = None
     lambda_checks: lambda_gaps.LambdaChecks | None = None
+    keys: KeySelection | None = None  # roll back only these keys (None: every key)
     # Called after planning, before writing: tests inject a concurrent change here.
     before_write: Callable[[RollbackPlan], None] | None = None
     out: Any = None  # where the plan and summary go (default: stdout at run time)
@@ -363,6 +366,8 @@ class Rollback:
         )
         self.table_id = table_id
         histories = changes_after(self.archive, self.table, table_id, self.at)
+        if self.keys is not None:
+            histories = [h for h in histories if h.keys in self.keys]
         unknown = [
             h.keys
             for h in histories

@@ -44,9 +44,9 @@ from replayer.write.batch_writers import (
     PartitionJob,
     WriteFailed,
     WriteStats,
+    start_fork_server,
     write_partitions,
 )
-from replayer.write.restore_state import CHUNK_ITEMS
 from replayer.write.target_table import (
     create_table_request,
     create_target,
@@ -85,9 +85,11 @@ class ReplayOptions:
         processes: writer processes (partitions of the fold result).
         warm: create the target ready for the restore's write rate (``WarmThroughput`` or
             provisioned WCU); False keeps the source's settings as they are.
-        target_minutes: the duration the warm throughput is sized for.
+        target_minutes: the duration the warm throughput is sized for (never a pace: the
+            writers start at what the created table takes).
         resume: continue into a target this same plan's restore created and partly wrote.
-        items_per_process: fewer items than this per process are not worth a process.
+        items_per_process: fewer items than this per process are not worth a process (one
+            process writes ~15,000 items/s; starting the fork server and a worker costs 1–2 s).
         client_factory: makes each writer's client (default: from the AWS settings).
         archive_url: the archive as the user named it (for the ``--resume`` command printed).
         fold: DuckDB resources for the fold.
@@ -106,7 +108,7 @@ class ReplayOptions:
     warm: bool = True
     target_minutes: float = warm_throughput.DEFAULT_TARGET_MINUTES
     resume: bool = False
-    items_per_process: int = 5_000
+    items_per_process: int = 20_000
     client_factory: Callable[[], Any] | None = None
     archive_url: str | None = None
     fold: FoldSettings = field(default_factory=FoldSettings)
@@ -124,6 +126,7 @@ class ReplayOutcome:
     written: WriteStats | None = None
     comparison: Comparison | None = None
     warm: warm_throughput.WarmPlan | None = None
+    starting_rate: warm_throughput.StartingRate | None = None
     restore_id: str = ""
 
     @property
@@ -242,7 +245,7 @@ def restore_by_replay(
             lambda_checks=options.lambda_checks,
             allow_inexact=options.allow_inexact,
         )
-    fingerprint = restore_state.plan_fingerprint(plan)
+    fingerprint = restore_state.plan_fingerprint(plan, keys=options.fold.keys)
     if existing is not None:
         _refuse_existing(existing, fingerprint, options, plan, archive, target)
     description = archived_table(archive, plan, client)
@@ -291,11 +294,15 @@ def restore_by_replay(
             say(warm.describe())
         parts_dir = tempfile.mkdtemp(prefix="partitions-", dir=fold.temp_directory)
         parts = state.partition_files(progress.partitions, parts_dir)
+        if len(parts) > 1:
+            # While the table is created (seconds on AWS); not during the fold or the
+            # partitioning, whose DuckDB threads slow down a lot more than it takes.
+            start_fork_server()
         if existing is None:
             request = warm_throughput.apply_to_request(
                 create_table_request(description, target), warm
             )
-            create_target(
+            created = create_target(
                 client,
                 description,
                 target,
@@ -303,11 +310,13 @@ def restore_by_replay(
                 tags=restore_state.restore_tags(progress.restore_id, fingerprint),
             )
         else:
-            wait_until_active(client, target)
+            created = wait_until_active(client, target)
             done = _already_written(parts, progress)
             say(f"resuming restore {progress.restore_id}: {done:,} items already written")
+        start = outcome.starting_rate = warm_throughput.starting_rate(created, warm)
+        say(start.describe(options.max_write_rate))
         try:
-            outcome.written = _write(settings, target, parts, progress, warm, options)
+            outcome.written = _write(settings, target, parts, progress, start, options)
         except BaseException as exc:
             shutil.rmtree(parts_dir, ignore_errors=True)
             log.error(
@@ -325,7 +334,8 @@ def restore_by_replay(
         say(
             f"wrote {written.items:,} items into {target} in {written.seconds:.1f} s "
             f"({written.rate:,.0f} items/s with {written.processes} process(es); "
-            f"{written.throttles} throttled, {written.retries} retried calls"
+            f"{written.throttles} throttled, {written.retries} retried calls; "
+            f"first write acknowledged after {written.startup_seconds:.1f} s"
             + (f"; {written.skipped:,} written before" if written.skipped else "")
             + ")"
         )
@@ -365,8 +375,13 @@ def _refuse_existing(
 
 
 def _resume_command(plan: Plan, target: str, archive: Archive, options: ReplayOptions) -> str:
+    keys = options.fold.keys
     return restore_state.resume_command(
-        plan.table, target, options.archive_url or archive.url, iso_ms(plan.at)
+        plan.table,
+        target,
+        options.archive_url or archive.url,
+        iso_ms(plan.at),
+        extra={keys.flags: ""} if keys is not None else None,
     )
 
 
@@ -432,7 +447,7 @@ def _progress_for(
 
 def _already_written(parts: list[tuple[str, int]], progress: restore_state.RestoreProgress) -> int:
     """Items the saved progress counts as acknowledged."""
-    return sum(min(n, d * CHUNK_ITEMS) for (_, n), d in zip(parts, progress.done, strict=True))
+    return sum(progress.written_items(p, n) for p, (_, n) in enumerate(parts))
 
 
 def _write(
@@ -440,11 +455,12 @@ def _write(
     target: str,
     parts: list[tuple[str, int]],
     progress: restore_state.RestoreProgress,
-    warm: warm_throughput.WarmPlan,
+    start: warm_throughput.StartingRate,
     options: ReplayOptions,
 ) -> WriteStats:
+    """Write the partitions, each starting at its share of what the table takes."""
     count = len(parts)
-    initial = warm.items_per_second / count if options.warm else None
+    initial = start.items_per_second / count
     cap = options.max_write_rate / count if options.max_write_rate else None
     factory = options.client_factory or ClientFactory(settings)
     jobs = [
@@ -453,6 +469,7 @@ def _write(
             path=path,
             table=target,
             skip_chunks=progress.done[p],
+            skip_ahead=frozenset(progress.ahead[p]),
             concurrency=options.workers,
             initial_rate=initial,
             max_rate=cap,

@@ -5,14 +5,27 @@ one Parquet file each, rows ordered by key, so that a partition's n-th chunk of 
 the same chunk on every run). Each partition is written by one worker — a process of its own
 when P > 1, since one Python process saturates one core long before DynamoDB saturates —
 with its own client, ``concurrency`` calls in flight and its own adaptive rate
-(:class:`archiver.aws.retry.AdaptiveRate`: it starts at its share of the warm throughput, halves
-on throttling, grows while calls succeed, never past its share of ``--max-write-rate``).
+(:class:`archiver.aws.retry.AdaptiveRate`: it starts at its share of what the target takes at
+once — :func:`replayer.write.warm.starting_rate` — halves on throttling, grows while calls succeed,
+never past its share of ``--max-write-rate``).
 
 Workers report every acknowledged chunk to the parent, which draws the one progress bar and
-keeps :class:`replayer.write.restore_state.RestoreProgress` (the durable prefix per partition), so a
+keeps :class:`replayer.write.restore_state.RestoreProgress` (saved at most every 0.2 s), so a
 restore that stops — a worker raising, a process killed — is continued by ``--resume`` from
 what DynamoDB acknowledged. A worker that fails or dies fails the restore: the others are
 stopped and the error names the partition.
+
+Worker processes die with the restore. Their writes are only recorded by the parent, so a
+worker that outlived it (a ``kill -9``, the OOM killer, a container stopped past its grace
+period) would keep writing unrecorded beside a ``--resume``'s writers. Each worker watches
+its parent's sentinel (:func:`multiprocessing.parent_process`: a pipe whose other end only
+the parent holds, so it reads end-of-file the moment the parent is gone, however it died —
+already at start if it died first) and exits at once. The parent-death signal
+(``PR_SET_PDEATHSIG``) would not do: a worker's parent in the kernel's sense is the fork
+server, which itself lives until its last worker has gone. The fork server and
+multiprocessing's resource tracker then exit by themselves (each when the last process
+holding its pipe is gone). Writes a dead worker had sent still arrive: at most
+``concurrency`` calls per worker, within moments of the parent's death.
 
 Requests are built from the stored text, not from Python objects: canonical DynamoDB JSON
 *is* the wire form, so :class:`RawBatchWrites` joins the items' text into the
@@ -28,6 +41,8 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import multiprocessing.connection
+import multiprocessing.forkserver
 import os
 import queue
 import sys
@@ -217,20 +232,25 @@ class ClientFactory:
 
 @dataclass(frozen=True)
 class PartitionJob:
-    """One worker's share: the rows of ``path`` after its first ``skip_chunks`` chunks."""
+    """One worker's share: the rows of ``path`` after its first ``skip_chunks`` chunks, but
+    for the chunks in ``skip_ahead`` (acknowledged before, by the run being resumed)."""
 
     partition: int
     path: str
     table: str
     skip_chunks: int = 0
+    skip_ahead: frozenset[int] = frozenset()
     concurrency: int = DEFAULT_CONCURRENCY
     initial_rate: float | None = None  # items/s for this worker (None: unlimited)
     max_rate: float | None = None
     client_factory: Callable[[], Any] = field(default_factory=ClientFactory)
 
 
-def _chunks(path: str, skip: int) -> Iterator[tuple[int, list[Request]]]:
-    """The partition's chunks of 25 requests in file order, numbered from 0."""
+def _chunks(
+    path: str, skip: int, skip_ahead: frozenset[int] = frozenset()
+) -> Iterator[tuple[int, list[Request]]]:
+    """The partition's chunks of 25 requests in file order, numbered from 0, from ``skip`` on
+    and leaving out those in ``skip_ahead``."""
     index = 0
     chunk: list[Request] = []
     reader = pq.ParquetFile(path)
@@ -240,11 +260,11 @@ def _chunks(path: str, skip: int) -> Iterator[tuple[int, list[Request]]]:
         for pair in zip(keys, items, strict=True):
             chunk.append(pair)
             if len(chunk) == CHUNK_ITEMS:
-                if index >= skip:
+                if index >= skip and index not in skip_ahead:
                     yield index, chunk
                 index += 1
                 chunk = []
-    if chunk and index >= skip:
+    if chunk and index >= skip and index not in skip_ahead:
         yield index, chunk
 
 
@@ -270,7 +290,7 @@ def run_partition(job: PartitionJob, report: Report, stop: threading.Event | Non
 
     pool = ThreadPoolExecutor(job.concurrency, thread_name_prefix=f"write-{job.partition}")
     try:
-        for index, chunk in _chunks(job.path, job.skip_chunks):
+        for index, chunk in _chunks(job.path, job.skip_chunks, job.skip_ahead):
             while len(in_flight) >= limit:
                 finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in finished:
@@ -298,11 +318,28 @@ def _aws_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(_AWS_ENV_PREFIXES)}
 
 
+def exit_with_parent() -> None:
+    """End this process at once when the process that started it is gone (see the module
+    doc); nothing in a process that is not a multiprocessing child."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    sentinel = parent.sentinel
+
+    def watch() -> None:
+        multiprocessing.connection.wait([sentinel])
+        # Not sys.exit: no cleanup that could wait on the dead parent, no write after this.
+        os._exit(EXIT_FAILURE)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _process_main(job: PartitionJob, events: Any, environment: dict[str, str]) -> None:
     """A worker process: its partition, or one ``("error", …)`` event and exit 1.
 
     Forked from the fork server, which holds the environment of its own start: the parent's
     AWS settings as they are now replace it."""
+    exit_with_parent()
     for name in [k for k in os.environ if k.startswith(_AWS_ENV_PREFIXES)]:
         del os.environ[name]
     os.environ.update(environment)
@@ -319,6 +356,24 @@ def _process_main(job: PartitionJob, events: Any, environment: dict[str, str]) -
 # -- all partitions --------------------------------------------------------------------------
 
 
+def _fork_server() -> Any:
+    """The multiprocessing context worker processes are made in.
+
+    Not fork: the parent runs DuckDB and botocore threads. A fork server, started once per
+    process with this module imported, forks each worker ready to write (a spawned one would
+    first spend seconds importing pyarrow and botocore)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
+def start_fork_server() -> None:
+    """Start the fork server now, so that its start (an interpreter importing pyarrow and
+    botocore: about a second) overlaps the work before the writes, not the writes."""
+    _fork_server()
+    multiprocessing.forkserver.ensure_running()
+
+
 class _Workers:
     """P workers, as threads (P = 1, or ``processes=False``) or processes."""
 
@@ -329,11 +384,7 @@ class _Workers:
         self.procs: dict[int, Any] = {}
         self.threads: dict[int, threading.Thread] = {}
         if self.processes:
-            # Not fork: the parent runs DuckDB and botocore threads. A fork server, started
-            # once per process with this module imported, forks each worker ready to write
-            # (a spawned one would first spend seconds importing pyarrow and botocore).
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([__name__])
+            context = _fork_server()
             self.events: Any = context.Queue()
             environment = _aws_environment()
             for job in self.jobs:
@@ -379,6 +430,17 @@ class _Workers:
             thread.join(timeout=30)
 
 
+def _waiting(events: Any, limit: int = 10_000) -> list[tuple[Any, ...]]:
+    """The events already waiting in ``events`` (up to ``limit``), without blocking."""
+    out: list[tuple[Any, ...]] = []
+    while len(out) < limit:
+        try:
+            out.append(events.get_nowait())
+        except queue.Empty:
+            break
+    return out
+
+
 def write_partitions(
     jobs: Sequence[PartitionJob],
     *,
@@ -410,11 +472,32 @@ def write_partitions(
         smoothing=0.1,
     )
     grace: float | None = None
+
+    def take(event: tuple[Any, ...]) -> None:
+        nonlocal failure
+        kind, partition = event[0], event[1]
+        if kind == "chunk":
+            _, _, index, puts, deletes = event
+            if not stats.startup_seconds:
+                stats.startup_seconds = time.monotonic() - started
+            stats.items += puts
+            stats.deletes += deletes
+            if progress is not None:
+                progress.acknowledged(partition, index)
+        elif kind == "done":
+            _, _, throttles, retries, rate = event
+            stats.throttles += throttles
+            stats.retries += retries
+            stats.final_rates.append(rate)
+            finished.add(partition)
+        elif kind == "error" and failure is None:
+            failure = (partition, event[2], event[3] if len(event) > 3 else None)
+
     try:
         workers.start()
         while len(finished) < len(jobs) and failure is None:
             try:
-                event = workers.events.get(timeout=0.2)
+                batch = [workers.events.get(timeout=0.2)]
             except queue.Empty:
                 gone = workers.dead(finished)
                 if gone:
@@ -424,28 +507,15 @@ def write_partitions(
                         partition, code = gone[0]
                         failure = (partition, f"the worker exited with code {code}", None)
                 if progress is not None:
-                    progress.save()
+                    progress.save()  # what the last batch acknowledged, if not saved yet
                 continue
-            kind, partition = event[0], event[1]
-            if kind == "chunk":
-                _, _, index, puts, deletes = event
-                if not stats.startup_seconds:
-                    stats.startup_seconds = time.monotonic() - started
-                stats.items += puts
-                stats.deletes += deletes
-                bar.update(puts + deletes)
-                if progress is not None:
-                    progress.acknowledged(partition, index)
-            elif kind == "done":
-                _, _, throttles, retries, rate = event
-                stats.throttles += throttles
-                stats.retries += retries
-                stats.final_rates.append(rate)
-                finished.add(partition)
-            elif kind == "error":
-                failure = (partition, event[2], event[3] if len(event) > 3 else None)
+            batch.extend(_waiting(workers.events))
+            before = stats.items + stats.deletes
+            for event in batch:
+                take(event)
+            bar.update(stats.items + stats.deletes - before)
             if progress is not None:
-                progress.save()
+                progress.save()  # at most every 0.2 s: what a resume rewrites (restore_state)
     finally:
         if failure is not None or len(finished) < len(jobs):
             workers.shutdown()

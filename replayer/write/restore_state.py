@@ -14,11 +14,15 @@ things safe:
 
 Progress lives in ``_state/<source>/restores/<restore-id>.json``
 (:func:`archiver.format.layout.restore_progress`): the number of partitions and, per
-partition, how many leading chunks of 25 items are acknowledged by DynamoDB. It is written
-before the table is created and then only after the chunks it counts were acknowledged, so
-a resume rewrites at most what was in flight — harmless, since every write is a put of the
-item's final state. After a verified restore the tags are removed and the file says
-``complete``.
+partition, how many leading chunks of 25 items are acknowledged by DynamoDB (``done``) and
+which later chunks are acknowledged already (``ahead``: chunks are written concurrently and
+finish out of order). It is written before the table is created, then whenever chunks were
+acknowledged since it was last written, at most every :data:`SAVE_EVERY_SECONDS` (0.2 s), and
+it only ever counts chunks DynamoDB acknowledged. A resume skips every chunk the file counts,
+so what it writes again is what the stopped restore had in flight (at most one call of 25
+items per concurrent call of each writer) plus what was acknowledged in the last 0.2 s before
+it stopped — harmless, since every write is a put of the item's final state. After a verified
+restore the tags are removed and the file says ``complete``.
 
 The measured rates of earlier restores (``_state/<source>/restore-stats.json``) are read here,
 once, for every strategy: :func:`read_restore_stats` before anything is created, so that a
@@ -33,7 +37,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +46,7 @@ from archiver.aws.retry import call
 from archiver.format import layout, statefiles
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, utcnow
+from replayer.planning.key_selection import KeySelection
 from replayer.planning.model import Plan
 
 log = logging.getLogger(__name__)
@@ -49,6 +54,12 @@ log = logging.getLogger(__name__)
 TAG_RESTORE_ID = "ddb-stream-archive:restore-id"
 TAG_PLAN = "ddb-stream-archive:restore-plan"
 CHUNK_ITEMS = 25  # one BatchWriteItem call
+# Progress is saved at most this often. A save is a file write (~5 ms and 0.7 ms of CPU on a
+# local disk, with its fsync) or an S3 PUT (tens of ms, and billed): saving after every batch
+# of acknowledgements meant ~200 saves a second at 20,000 items/s (14 % of a core in the
+# parent). Five a second cost nothing measurable, and a resume then rewrites at most the last
+# 0.2 s of acknowledged writes besides those in flight.
+SAVE_EVERY_SECONDS = 0.2
 
 
 def read_restore_stats(archive: Archive, table: str) -> dict[str, Any]:
@@ -90,8 +101,9 @@ def update_restore_stats(
         log.warning("could not record this restore's figures in %s: %s", archive.uri(rel), exc)
 
 
-def plan_fingerprint(plan: Plan, strategy: str = "replay") -> str:
-    """A short digest naming what a restore writes: same fingerprint, same target content."""
+def plan_fingerprint(plan: Plan, strategy: str = "replay", keys: KeySelection | None = None) -> str:
+    """A short digest naming what a restore writes: same fingerprint, same target content
+    (``keys``: only these items are written)."""
     doc = {
         "source": plan.table,
         "table_id": plan.table_id,
@@ -100,6 +112,8 @@ def plan_fingerprint(plan: Plan, strategy: str = "replay") -> str:
         "base": plan.base.snapshot_id if plan.base else None,
         "log_from": iso_ms(plan.log_from),
     }
+    if keys is not None:
+        doc["keys"] = keys.digest
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -156,11 +170,13 @@ def clear_tags(client: Any, target: ExistingTarget | None) -> None:
 
 @dataclass
 class RestoreProgress:
-    """Per partition, the count of leading chunks acknowledged (the durable prefix).
+    """Per partition, the count of leading chunks acknowledged (the durable prefix) and the
+    chunks acknowledged beyond it.
 
     ``acknowledged(partition, chunk)`` may arrive in any order (chunks are written
-    concurrently); the prefix only advances over contiguous acknowledged chunks, and
-    :meth:`save` writes it at most every ``save_every`` seconds (and when asked to force).
+    concurrently); the prefix advances over contiguous acknowledged chunks and the others wait
+    in ``ahead``. :meth:`save` writes the file when something was acknowledged since the last
+    save (or when forced), at most every ``save_every`` seconds.
     """
 
     archive: Archive
@@ -171,15 +187,17 @@ class RestoreProgress:
     partitions: int
     done: list[int] = field(default_factory=list)
     state: str = "writing"
-    save_every: float = 2.0
-    _ahead: list[set[int]] = field(default_factory=list)
+    save_every: float = SAVE_EVERY_SECONDS
+    ahead: list[set[int]] = field(default_factory=list)
     _saved_at: float = 0.0
+    _changed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         if not self.done:
             self.done = [0] * self.partitions
-        self._ahead = [set() for _ in range(self.partitions)]
+        if not self.ahead:
+            self.ahead = [set() for _ in range(self.partitions)]
 
     @property
     def path(self) -> str:
@@ -208,19 +226,31 @@ class RestoreProgress:
             int(doc["partitions"]),
             done=[int(n) for n in doc["done"]],
             state=str(doc.get("state", "writing")),
+            ahead=[{int(c) for c in chunks} for chunks in doc.get("ahead") or []],
         )
 
     def acknowledged(self, partition: int, chunk: int) -> None:
         with self._lock:
-            ahead = self._ahead[partition]
+            ahead = self.ahead[partition]
             ahead.add(chunk)
             while self.done[partition] in ahead:
                 ahead.discard(self.done[partition])
                 self.done[partition] += 1
+            self._changed = True
+
+    def written_items(self, partition: int, rows: int) -> int:
+        """Items of a partition of ``rows`` rows that the acknowledged chunks hold."""
+        with self._lock:
+            prefix = min(rows, self.done[partition] * CHUNK_ITEMS)
+            ahead = sorted(self.ahead[partition])
+        # Chunks beyond the prefix are full but for a partition's last one.
+        return prefix + sum(max(0, min(CHUNK_ITEMS, rows - c * CHUNK_ITEMS)) for c in ahead)
 
     def document(self) -> dict[str, Any]:
         with self._lock:
             done = list(self.done)
+            ahead = [sorted(chunks) for chunks in self.ahead]
+            self._changed = False
         return {
             "restore_id": self.restore_id,
             "fingerprint": self.fingerprint,
@@ -229,13 +259,15 @@ class RestoreProgress:
             "partitions": self.partitions,
             "chunk_items": CHUNK_ITEMS,
             "done": done,
+            "ahead": ahead,
             "state": self.state,
             "updated_at": iso_ms(utcnow()),
         }
 
     def save(self, *, force: bool = False) -> None:
+        """Write the file when a chunk was acknowledged since the last save (or ``force``)."""
         now = time.monotonic()
-        if not force and now - self._saved_at < self.save_every:
+        if not force and (not self._changed or now - self._saved_at < self.save_every):
             return
         self._saved_at = now
         self.archive.write_json(self.path, self.document())
@@ -243,9 +275,6 @@ class RestoreProgress:
     def complete(self) -> None:
         self.state = "complete"
         self.save(force=True)
-
-    def skipped(self) -> Sequence[int]:
-        return list(self.done)
 
 
 def resume_command(

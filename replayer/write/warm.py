@@ -17,6 +17,13 @@ the target is created ready for the restore:
 Item sizes come from the fold's canonical text, which is a little longer than DynamoDB's own
 measure (type tags, quotes, base64): the estimate errs towards more capacity.
 
+What the writers start at is a different question, answered from the table as created
+(:func:`starting_rate`): what it takes at once — on demand, its warm throughput (at least the
+4,000 write units/s of every new on-demand table); provisioned, its WCU — over the items'
+write units each, the smallest over the table and its GSIs. ``--target-minutes`` only sizes
+what is asked for, so a small restore is never paced to last that long: it starts at what the
+table takes, and the adaptive rate moves from there.
+
 The prices (:data:`PRICES`) are list prices of us-east-1 as published on
 https://aws.amazon.com/dynamodb/pricing/ — check them there before relying on a cost: they
 change, and differ by region and table class.
@@ -74,11 +81,6 @@ class WarmPlan:
     @property
     def units_per_item(self) -> float:
         return self.write_units / self.items if self.items else 1.0
-
-    @property
-    def items_per_second(self) -> float:
-        """The starting write rate in items per second (the adaptive rate starts here)."""
-        return self.units_per_second / max(self.units_per_item, 1.0)
 
     @property
     def raises_warm(self) -> bool:
@@ -173,6 +175,66 @@ def plan_warm(
         gsis=gsis,
         warm=warm,
     )
+
+
+@dataclass(frozen=True)
+class StartingRate:
+    """The rate a restore's writers start at, from the target table as it is.
+
+    Attributes:
+        units_per_second: write units per second the table takes at once.
+        items_per_second: that many units over the items' write units each.
+        source: what the units come from, for the line a restore prints.
+    """
+
+    units_per_second: int
+    items_per_second: float
+    source: str
+
+    def describe(self, cap: float | None = None) -> str:
+        """One line: the starting rate, why, and ``--max-write-rate`` when it caps it."""
+        capped = ""
+        if cap is not None and cap < self.items_per_second:
+            capped = f"; capped at {cap:,.0f} items/s by --max-write-rate"
+        return (
+            f"write rate: starts at {self.items_per_second:,.0f} items/s ({self.source}), "
+            f"halves on throttling, grows while calls succeed{capped}"
+        )
+
+
+def _on_demand_units(table: Mapping[str, Any]) -> int:
+    warm = int((table.get("WarmThroughput") or {}).get("WriteUnitsPerSecond") or 0)
+    units = max(ON_DEMAND_WARM_WRITE_UNITS, warm)
+    ceiling = int((table.get("OnDemandThroughput") or {}).get("MaxWriteRequestUnits") or -1)
+    return min(units, ceiling) if ceiling > 0 else units
+
+
+def _provisioned_units(table: Mapping[str, Any]) -> int:
+    return max(1, int((table.get("ProvisionedThroughput") or {}).get("WriteCapacityUnits") or 1))
+
+
+def starting_rate(table: Mapping[str, Any], plan: WarmPlan) -> StartingRate:
+    """What the described ``table`` (``DescribeTable``'s ``Table``, once ACTIVE) takes at once,
+    in items per second of ``plan``'s items.
+
+    On demand: its warm write throughput, at least the default every new on-demand table has,
+    under its ``MaxWriteRequestUnits`` when one is set. Provisioned: its WCU. The smallest over
+    the table and its GSIs, since a GSI that cannot keep up throttles the table's writes.
+    """
+    billing = (table.get("BillingModeSummary") or {}).get("BillingMode") or "PROVISIONED"
+    parts = [table, *(table.get("GlobalSecondaryIndexes") or [])]
+    if billing == "PAY_PER_REQUEST":
+        units = min(_on_demand_units(part) for part in parts)
+        source = f"the on-demand table's warm throughput, {units:,} write units/s"
+    else:
+        units = min(_provisioned_units(part) for part in parts)
+        source = f"the table's provisioned {units:,} WCU"
+    per_item = max(plan.units_per_item, 1.0)
+    if per_item > 1.0:
+        source += f", {per_item:.1f} units per item"
+    if len(parts) > 1:
+        source += ", the least of table and GSIs"
+    return StartingRate(units, units / per_item, source)
 
 
 def apply_to_request(request: dict[str, Any], plan: WarmPlan) -> dict[str, Any]:
