@@ -36,6 +36,9 @@ COMMANDS = [
     Command(
         "serve", "replayer.commands.serve", "read-only DynamoDB endpoint of the tables at any time"
     ),
+    Command(
+        "drill", "replayer.commands.drill", "compare the archive with AWS's own copy at a time"
+    ),
 ]
 
 DESCRIPTION = "Rebuild any DynamoDB table as it was at any second, from the archive."

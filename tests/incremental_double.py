@@ -18,7 +18,10 @@ What it models:
   ``OldImage`` = the item before the window (absent when it did not exist then; AWS does not
   document this precisely, see AWS-FORMATS.md). A key whose writes in the window leave it as
   it was before (inserted then deleted) still gets a line (its last change, a delete);
-* **full exports** at ``ExportTime``: the table's state then;
+* **full exports** at ``ExportTime``: the table's state then — exactly, or, with
+  ``full_export_fuzz``, each key as it was at its own instant within that much of
+  ``ExportTime`` (a real export is accurate to about a minute: what ``ddb-replayer drill``
+  must not mistake for a difference);
 * the layout: ``<prefix>/AWSDynamoDB/<ExportId>/`` with ``_started``,
   ``manifest-summary.json`` (version ``2023-08-01`` with ``exportType``, ``exportFromTime``,
   ``exportToTime``, ``outputView`` for incremental exports; ``2020-06-30`` with
@@ -40,7 +43,8 @@ What it cannot model: export durations and throughput, billing (``BilledSizeByte
 data's size), ION output (DYNAMODB_JSON only), more than one table partition's file layout
 (data files are split arbitrarily), the exact content of ``OldImage`` for an item changed
 several times in a window, sub-millisecond write times from moto, S3 encryption options, and
-the minute of fuzziness of a real full export (this one is exact at ``ExportTime``).
+the exact shape of a real full export's fuzziness (exact at ``ExportTime`` by default; with
+``full_export_fuzz`` one instant per key, uniformly spread, which AWS does not document).
 """
 
 from __future__ import annotations
@@ -163,6 +167,7 @@ class ExportDouble:
         history: Callable[[str], list[Write]] | None = None,
         polls_before_done: int = 1,
         files_per_export: int = 3,
+        full_export_fuzz: timedelta = timedelta(0),
     ) -> None:
         self._ddb = ddb
         self._s3 = s3
@@ -175,6 +180,7 @@ class ExportDouble:
         self._fail: list[tuple[Callable[[dict[str, Any]], bool], str, str]] = []
         self.polls_before_done = polls_before_done
         self.files_per_export = files_per_export
+        self.full_export_fuzz = full_export_fuzz
         self.requests: list[dict[str, Any]] = []
 
     def __getattr__(self, name: str) -> Any:
@@ -388,7 +394,7 @@ class ExportDouble:
         when = as_utc(request.get("ExportTime") or export.started)
         state: dict[str, Mapping[str, Any] | None] = {}
         for _, write in history:
-            if write.time <= when:
+            if write.time <= when + self._fuzz(export.arn, write.key_text):
                 state[write.key_text] = write.new
         lines = [
             json.dumps({"Item": dict(item)}, separators=(",", ":")).encode()
@@ -397,6 +403,16 @@ class ExportDouble:
         ]
         return lines, {"version": "2020-06-30", "exportTime": iso_ms(when),
                        "exportType": "FULL_EXPORT"}  # fmt: skip
+
+    def _fuzz(self, export_arn: str, key_text: str) -> timedelta:
+        """Where in ``[−fuzz, +fuzz]`` of ``ExportTime`` this export saw this key: the same for
+        every write of the key (one read of it), different from key to key and export to
+        export — a real export is "accurate to about a minute" (AWS-FORMATS.md)."""
+        if not self.full_export_fuzz:
+            return timedelta(0)
+        digest = hashlib.sha256(f"{export_arn}\0{key_text}".encode()).digest()
+        fraction = int.from_bytes(digest[:8], "big") / 2**64  # [0, 1)
+        return (2 * fraction - 1) * self.full_export_fuzz
 
     def _write(self, export: _Export) -> None:
         request = export.request

@@ -15,6 +15,7 @@ what botocore returns (``ApproximateCreationDateTime`` as a ``datetime``) and ra
 * sequence numbers that increase but are not contiguous (random steps, 21+ digits);
 * ``ApproximateCreationDateTime`` rounded down to the whole second;
 * ``ExpiredIteratorException`` (iterators issued before :meth:`StreamsDouble.expire_iterators`);
+* a shard whose ``GetRecords`` hangs without answering (:meth:`StreamsDouble.stall`);
 * throttling and server errors injected per call (``LimitExceededException``,
   ``ProvisionedThroughputExceededException``, HTTP 500 ``InternalServerError``);
 * the trim horizon: :meth:`DoubleShard.trim` drops the oldest records; reading behind it
@@ -201,6 +202,7 @@ class StreamsDouble:
     """The DynamoDB Streams API of one account and region (see module doc)."""
 
     def __init__(self, *, describe_page_size: int = 100, latency: float = 0.002) -> None:
+        self._stalled: dict[str, asyncio.Event] = {}
         self.streams: dict[str, DoubleStream] = {}
         self.describe_page_size = describe_page_size
         self.latency = latency
@@ -241,6 +243,16 @@ class StreamsDouble:
     ) -> None:
         """Make the next ``times`` calls of ``method`` (on that shard, if given) raise ``code``."""
         self.faults.extend([(method, code, status, shard_id)] * times)
+
+    def stall(self, shard_id: str) -> None:
+        """``GetRecords`` on this shard hangs (no answer, no error) until :meth:`release`
+        — a stuck connection, as a health check must notice. Call it inside the event loop."""
+        self._stalled[shard_id] = asyncio.Event()
+
+    def release(self, shard_id: str) -> None:
+        event = self._stalled.pop(shard_id, None)
+        if event is not None:
+            event.set()
 
     def expire_iterators(self) -> None:
         """Every iterator issued so far expires (as after 15 minutes on AWS)."""
@@ -350,6 +362,8 @@ class StreamsDouble:
         self.max_in_flight_total = max(self.max_in_flight_total, sum(self.in_flight.values()))
         try:
             await asyncio.sleep(self.latency)
+            if shard.shard_id in self._stalled:
+                await self._stalled[shard.shard_id].wait()
             self._maybe_fail("get_records", "GetRecords", shard.shard_id)
             if state.epoch != self._epoch:
                 raise client_error("ExpiredIteratorException", operation="GetRecords")

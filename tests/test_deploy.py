@@ -261,6 +261,79 @@ def test_iam_is_least_privilege(template: Any) -> None:
             assert set(actions) <= RESOURCE_STAR_ALLOWED, (name, actions)
 
 
+def test_drills_run_on_a_schedule_that_zero_turns_off(template: Any) -> None:
+    params = template["Parameters"]
+    assert params["DrillEveryDays"]["Default"] == 7 and params["DrillEveryDays"]["MinValue"] == 0
+    assert template["Conditions"]["ScheduleDrills"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "DrillEveryDays"}, 0]}]
+    }
+    function = template["Resources"]["DrillFunction"]
+    assert function["Condition"] == "ScheduleDrills"
+    props = function["Properties"]
+    assert props["ImageConfig"]["Command"] == ["replayer.drill.handler.handler"]
+    module, _, name = props["ImageConfig"]["Command"][0].rpartition(".")
+    assert callable(getattr(importlib.import_module(module), name))
+    # The replayer's image (DuckDB): the archiver's own leaves DuckDB out.
+    assert function["Metadata"]["Dockerfile"] == "deploy/lambda/Dockerfile.expire"
+    expression = props["Events"]["Scheduled"]["Properties"]["ScheduleExpression"]["Fn::If"]
+    assert expression[0] == "DrillDaily" and expression[1] == "rate(1 day)"
+    assert expression[2] == {"Fn::Sub": "rate(${DrillEveryDays} days)"}
+    assert props["Role"] == {"Fn::GetAtt": ["DrillRole", "Arn"]}
+    actions = {
+        action
+        for name, statement in _statements(template)
+        if name == "DrillRole"
+        for action in (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+    }
+    assert "dynamodb:ExportTableToPointInTime" in actions and "dynamodb:DescribeExport" in actions
+    # It exports; it never restores, deletes tables or writes to the live table.
+    assert not {a for a in actions if re.search(r"Restore|DeleteTable|PutItem|BatchWrite", a)}
+
+
+def test_alarms_and_the_dashboard_use_the_metrics_the_code_emits(template: Any) -> None:
+    import json
+
+    from archiver.aws import metrics
+
+    names = {m.name for m in metrics.ALL}
+    alarms = resources_of(template, "AWS::CloudWatch::Alarm")
+    ours = {}
+    for logical, alarm in alarms.items():
+        props = alarm["Properties"]
+        stats = [props] + [q["MetricStat"]["Metric"] for q in props.get("Metrics", [])
+                           if "MetricStat" in q]  # fmt: skip
+        for stat in stats:
+            if stat.get("Namespace") == metrics.NAMESPACE:
+                assert stat["MetricName"] in names, logical
+                assert [d["Name"] for d in stat["Dimensions"]] == ["Table"]
+                ours[stat["MetricName"]] = logical
+    assert set(ours) == {"ArchiveLagSeconds", "FailedBatches", "GapsRecorded", "DrillDifferences"}
+    # Any failed batch, any gap, any drill difference: one is enough.
+    for metric in ("FailedBatches", "GapsRecorded", "DrillDifferences"):
+        props = alarms[ours[metric]]["Properties"]
+        assert props["Threshold"] == 1
+        assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    # Lag above the flush interval plus a margin.
+    lag = alarms[ours["ArchiveLagSeconds"]]["Properties"]
+    [expression] = [q for q in lag["Metrics"] if "Expression" in q]
+    assert expression["Expression"] == {
+        "Fn::Sub": "lag - ${LagAlarmFlushSeconds} - ${LagAlarmMarginSeconds}"
+    }
+    assert lag["Threshold"] == 0 and lag["ComparisonOperator"] == "GreaterThanThreshold"
+    # One dashboard, valid JSON once substituted, showing every metric alarmed on.
+    [dashboard] = resources_of(template, "AWS::CloudWatch::Dashboard").values()
+    body = dashboard["Properties"]["DashboardBody"]["Fn::Sub"][0]
+    widgets = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))["widgets"]
+    shown = {m[1] for w in widgets for m in w["properties"].get("metrics", [])}
+    assert set(ours) <= shown <= names
+    [alarm_widget] = [w for w in widgets if w["type"] == "alarm"]
+    assert len(alarm_widget["properties"]["alarms"]) >= len(ours)
+    for logical in ours.values():
+        assert "${" + logical + ".Arn}" in body
+
+
 # Left out of the Lambda image: DuckDB and sqlglot (only the replayer uses them) and amazon.ion
 # (only export conversion does, which the Lambda never runs; it has no wheel for the image's
 # Python).

@@ -268,6 +268,7 @@ STATE_DAMAGE = {
     "backfill-wrong-shape": ("backfill", b'{"table": "orders", "windows": "all"}'),
     "window-commit-truncated": ("window", b'{"table_id": "t", "window_from'),
     "restore-progress-garbage": ("progress", b"\x00"),
+    "drills-wrong-shape": ("drills", b'{"drill_id": "d", "differences": "none"}\n'),
 }
 
 
@@ -294,6 +295,8 @@ def _state_path(archive: Archive, built: Built, which: str) -> str:
         return layout.backfill_plan(TABLE)
     if which == "window":
         return layout.incremental_window(TABLE, T0, T0 + timedelta(hours=1))
+    if which == "drills":
+        return layout.drills(TABLE)
     if which == "progress":
         return layout.restore_progress(TABLE, "20260301T120000Z-0a1b2c3d")
     return layout.restore_stats(TABLE)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import orjson
 import pytest
 from botocore.exceptions import ClientError
 
@@ -776,7 +777,7 @@ def test_the_function_records_which_function_and_threshold(
 
 
 def test_the_stack_can_redrive_daily_with_the_same_code(
-    ddb: Any, s3: Any, monkeypatch: pytest.MonkeyPatch
+    ddb: Any, s3: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from cfnlint.decode import decode
 
@@ -795,8 +796,14 @@ def test_the_stack_can_redrive_daily_with_the_same_code(
 
     archive_with_a_failed_batch(ddb, s3, monkeypatch)
     monkeypatch.setenv("TABLE_NAME", TABLE)
+    capsys.readouterr()
     result = redrive.handler({}, None)
     assert len(result["redriven"]) == 1 and result["still_gaps"] == []
+    # What it archived is in its log as CloudWatch EMF, as the archiver function's is.
+    emf = [orjson.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert [(d["Table"], d["FilesWritten"] >= 1, d["RecordsArchived"] >= 1) for d in emf] == [
+        (TABLE, True, True)
+    ]
     assert redrive.handler({}, None)["redriven_before"] == 1
     report = lambda_failures.lambda_failure_gaps(Archive.open(ARCHIVE_URL), TABLE)
     assert report.gaps == [] and report.redriven == 1

@@ -1,1 +1,2 @@
-"""AWS as every command calls it: clients, error table, retries and waits, Scan, describe, prices"""
+"""AWS as every command calls it: clients, error table, retries and waits, Scan, describe, prices,
+metrics."""

@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 
 import botocore.exceptions
 
+from archiver.aws import metrics
 from archiver.aws.error_table import (
     ERROR_CODES,
     AwsError,
@@ -170,6 +171,7 @@ class Attempts:
         # Quiet for a blip, loud when it persists, never a line per retry.
         level = logging.WARNING if self.retries == 3 or self.retries % 20 == 19 else logging.DEBUG
         log.log(level, "%s: %s, retrying in %.2f s", self.what, reason, delay)
+        metrics.current().retried(throttled=reason in THROTTLING_CODES)
         self.retries += 1
         return delay
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from archiver.aws import metrics
 from archiver.capture.reader import ShardStart
 from archiver.capture.streams_api import Shard, StreamInfo
 from archiver.format import coverage, gap_log, layout
@@ -140,6 +141,7 @@ class ChangeWriter:
         self.policy = policy
         self.stats = Stats()
         self.gaps = gap_log.GapRecorder(archive, table)
+        self._gaps_reported = 0  # how many of gaps.recorded the metrics have counted
         self.shards: dict[tuple[str, str], ShardProgress] = {}
         self._checkpoints: dict[str, dict[str, dict[str, Any]]] = {}  # label stamp → shard → doc
         self._resume: dict[tuple[str, str], str] = {}
@@ -332,6 +334,7 @@ class ChangeWriter:
             await asyncio.to_thread(self._write_checkpoint, progress)
             self.stats.files_written += len(paths)
             self.stats.records_written += buffer.count
+            metrics.current().file_written(self.table, buffer.count, buffer.nbytes, len(paths))
 
     async def flush_all(self) -> None:
         for progress in list(self.shards.values()):
@@ -371,6 +374,9 @@ class ChangeWriter:
                     watermark,
                     mode="poller",
                 )
+            metrics.current().lag(self.table, watermark)
+        metrics.current().gaps(self.table, len(self.gaps.recorded) - self._gaps_reported)
+        self._gaps_reported = len(self.gaps.recorded)
 
     def watermark(self) -> datetime | None:
         """Min over the current generation's unfinished shards of how far each is durably

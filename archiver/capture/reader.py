@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from archiver.aws import metrics
 from archiver.aws.error_table import ExpiredIterator, ResourceNotFound, TrimmedData, is_error
 from archiver.aws.retry import RetryPolicy, Stopped, sleep_unless
 from archiver.capture.streams_api import (
@@ -337,6 +338,7 @@ class StreamConsumer:
         config = self.config
         start = self.sink.start(stream, shard)
         last_read = start.after_seq
+        metrics.current().shard_read(self.table_name, shard.shard_id)  # reading starts now
         if _at_end(shard, last_read):
             await self._ended(stream, shard, key)
             return
@@ -375,6 +377,7 @@ class StreamConsumer:
                         _event_datetime(records[-1]["dynamodb"]["ApproximateCreationDateTime"])
                     )
                 self.answered.add(key)
+                metrics.current().shard_read(self.table_name, shard.shard_id)
                 iterator = page.get("NextShardIterator")
                 if iterator is None or _at_end(shard, last_read):
                     await self._ended(stream, shard, key)
@@ -514,6 +517,7 @@ class StreamConsumer:
     async def _ended(self, stream: StreamInfo, shard: Shard, key: ShardKey) -> None:
         await self.sink.ended(stream, shard)
         self.finished.add(key)
+        metrics.current().shard_done(self.table_name, shard.shard_id)
         self._rediscover.set()  # its children may be listed now
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import botocore.exceptions
 
+from archiver.aws import metrics
 from archiver.aws.clients import AwsSettings
 from archiver.aws.error_table import UsageError
 from archiver.capture import many
@@ -67,6 +68,7 @@ def byte_size(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    metrics.add_metrics_arguments(parser)
     tables = parser.add_argument_group("tables (one process archives them all)")
     tables.add_argument(
         "--table-name",
@@ -154,10 +156,13 @@ def main(args: Any) -> int:
             tags_refresh_seconds=args.tags_refresh_seconds, stop=stop,
         )  # fmt: skip
 
+    sink = metrics.start_from_args(args)
     try:
         return asyncio.run(_main(archive_tables))
     except botocore.exceptions.NoRegionError:
         raise UsageError("no AWS region: set AWS_REGION or pass --region") from None
+    finally:
+        sink.flush()
 
 
 async def _main(archive_tables: Callable[[asyncio.Event], Awaitable[int]]) -> int:

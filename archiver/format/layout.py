@@ -551,6 +551,11 @@ def compaction_pending(table: str) -> str:
     return f"{state_dir(table)}/{COMPACTION_PENDING_NAME}"
 
 
+def drills(table: str) -> str:
+    """One JSON line per drill of the archive against AWS's own copy (``ddb-replayer drill``)."""
+    return f"{state_dir(table)}/drills.jsonl"
+
+
 # The state files of one table that have one fixed name each.
 STATE_FILES = (COVERAGE_NAME, GAPS_NAME, RESTORE_STATS_NAME, COMPACTION_PENDING_NAME)
 

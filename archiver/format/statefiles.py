@@ -3,8 +3,8 @@
 Every JSON state file of the archive (checkpoints, ``coverage.json``, ``gaps.jsonl``, table
 descriptions, snapshot ``_manifest.json``, ``restore-stats.json``, ``compaction-pending.json``,
 ``retention.json``, ``lambda.json``, ``lambda-redrives.jsonl``, incremental window commits,
-``backfill.json``, a restore's progress — everything under ``_state/``) is read through
-:func:`read_json` / :func:`read_jsonl`, which parse it and check its shape
+``backfill.json``, a restore's progress, ``drills.jsonl`` — everything under ``_state/``) is
+read through :func:`read_json` / :func:`read_jsonl`, which parse it and check its shape
 (DESIGN.md "State files"). A truncated, garbage or wrong-shaped file raises
 :class:`StateFileError` — one line naming the file and what is wrong, exit 2 — instead of being
 taken as "absent" (a ``coverage.json`` holding ``[]`` is not "never archived"). Because the
@@ -235,6 +235,29 @@ RESTORE_PROGRESS: Schema = {
     "partitions": (INT, True, "a whole number"),
     "done": (_list_of(INT), True, "a list of whole numbers"),
     "state": (STR, False, "a string"),
+}
+
+# One line of ``drills.jsonl``: a drill of the archive against AWS's own copy at ``at``.
+DRILL: Schema = {
+    "drill_id": (STR, True, "a string"),
+    "table": (STR, True, "a string"),
+    "at": (ISO, True, "an ISO UTC time"),
+    "method": (lambda v: v in ("export", "pitr"), True, "export or pitr"),
+    "started_at": (ISO, True, "an ISO UTC time"),
+    "finished_at": (ISO, True, "an ISO UTC time"),
+    "margin_seconds": (NUMBER, True, "a number"),
+    "items_compared": (INT, True, "a whole number"),
+    "not_comparable": (INT, True, "a whole number"),
+    "differences": (INT, True, "a whole number"),
+    "missing": (INT, False, "a whole number"),
+    "extra": (INT, False, "a whole number"),
+    "different": (INT, False, "a whole number"),
+    "examples": (_list_of(STR), False, "a list of strings"),
+    "fold_seconds": (NUMBER, True, "a number"),
+    "native_seconds": (NUMBER, True, "a number"),
+    "rpo_seconds": (_nullable(NUMBER), True, "a number or null"),
+    "watermark": (OPT_ISO, False, "an ISO UTC time or null"),
+    "native_source": (STR, False, "a string"),
 }
 
 

@@ -8,8 +8,8 @@ Lists every problem with its path, one per line (or as JSON with --json):
                  overlapping ranges; an unchained file after chained ones (a replaced file)
   state files    checkpoints, coverage.json, gaps.jsonl, table descriptions, snapshot
                  manifests, restore-stats.json, compaction-pending.json, retention.json,
-                 lambda.json, lambda-redrives.jsonl, backfill.json, incremental window commits
-                 and restore progress files that do not parse or have the wrong shape
+                 lambda.json, lambda-redrives.jsonl, backfill.json, incremental window commits,
+                 restore progress files and drills.jsonl that do not parse or have the wrong shape
   snapshots      part files missing, unreadable, or not matching their _manifest.json (sha256,
                  item count)
   Lambda mode    every failed batch in the on-failure destination not redriven yet (a hole
@@ -144,6 +144,11 @@ def check_state_files(ctx: CheckContext) -> list[Problem]:
         statefiles.read_jsonl(archive, redrives, statefiles.LAMBDA_REDRIVE, "redrive record")
     except statefiles.StateFileError as exc:
         out.append(_state_problem(exc, redrives))
+    drills = layout.drills(table)
+    try:
+        statefiles.read_jsonl(archive, drills, statefiles.DRILL, "drill record")
+    except statefiles.StateFileError as exc:
+        out.append(_state_problem(exc, drills))
     for rel in archive.find(layout.checkpoints_dir(table), ".json"):
         try:
             doc = statefiles.read_json(archive, rel, statefiles.CHECKPOINT, "checkpoint")

@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from archiver.aws import metrics
 from archiver.aws.error_table import ArchiverError
 from archiver.format import chain, footers, layout, statefiles
 from archiver.format.schema import CHANGE_SCHEMA
@@ -234,6 +235,7 @@ def merge_run(archive: Archive, table: str, run: list[ChangeFile]) -> tuple[str,
         raise CompactionError(
             f"{archive.uri(out)} holds {written} rows, expected {merged.num_rows}: inputs kept"
         )
+    metrics.current().record(metrics.FILES_WRITTEN, 1, table)
     return out, rows_in, merged.num_rows, size
 
 

@@ -39,14 +39,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from archiver.aws import describe
+from archiver.aws import describe, metrics
 from archiver.aws.clients import AwsSettings
 from archiver.aws.error_table import ArchiverError, PoisonRecord, UnsupportedStreamView, UsageError
 from archiver.format import coverage, gap_log, layout, statefiles, tables
 from archiver.format.changefiles import WriteFailed, write_records
-from archiver.format.records import first_problem, poison, record_problem
+from archiver.format.records import event_time_ms, first_problem, poison, record_problem
 from archiver.format.storage import Archive
-from archiver.format.timefmt import iso_ms, parse_iso, utcnow
+from archiver.format.timefmt import from_epoch, iso_ms, parse_iso, utcnow
 
 log = logging.getLogger(__name__)
 log.setLevel(logging.INFO)
@@ -287,7 +287,7 @@ def archive_batch(
         WriteFailed: a file could not be written; says which records are durable.
     """
     _check_views(records, table)
-    return write_records(
+    paths = write_records(
         archive,
         table,
         records,
@@ -296,6 +296,9 @@ def archive_batch(
         table_id=table_id,
         origin="lambda",
     )
+    nbytes = sum(int((r.get("dynamodb") or {}).get("SizeBytes") or 0) for r in records)
+    metrics.current().file_written(table, len(records), nbytes, len(paths))
+    return paths
 
 
 def _archive_stream(
@@ -310,7 +313,15 @@ def _archive_stream(
     coverage.advance_watermark(
         archive, context.table, context.table_id, now - max_iterator_age(), mode="lambda", now=now
     )
+    # The function's real lag: how old the newest record it just archived was.
+    metrics.current().lag(context.table, _newest_event_time(records), now)
     return paths
+
+
+def _newest_event_time(records: Sequence[Mapping[str, Any]]) -> datetime | None:
+    times = [(r.get("dynamodb") or {}).get("ApproximateCreationDateTime") for r in records]
+    found = [event_time_ms(t) for t in times if t is not None]
+    return from_epoch(max(found) / 1000) if found else None
 
 
 def _archive_until_poison(
@@ -366,7 +377,19 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     the ``SequenceNumber`` of the first record that is not: the event source mapping retries
     from it (``FunctionResponseTypes: [ReportBatchItemFailures]``), bisecting and finally
     sending the batch to the on-failure destination if it keeps failing.
+
+    Its metrics (records, bytes, files, lag, poison records, failed batches) are written as
+    CloudWatch Embedded Metric Format lines at the end of each invocation
+    (``archiver.aws.metrics``).
     """
+    with metrics.using(metrics.EmfMetrics(flush_seconds=None)) as sink:
+        try:
+            return _handle(event)
+        finally:
+            sink.flush()
+
+
+def _handle(event: Mapping[str, Any]) -> dict[str, Any]:
     records: list[Mapping[str, Any]] = list(event.get("Records") or [])
     if not records:
         return {"batchItemFailures": []}
@@ -378,11 +401,13 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
             paths, poisoned = _archive_until_poison(archive, stream_arn, group, now)
         except WriteFailed as exc:
             log.error("%s (%d file(s) written before it)", exc, len(exc.written))
+            metrics.current().failed_batch(table_of(stream_arn))
             failed.append(_original_sequence_number(group, exc.first_unwritten_sequence_number))
             continue
         except (ArchiverError, OSError, ValueError) as exc:
             # Nothing of this group is known durable: retry it all (the names make it safe).
             log.error("%s: batch failed: %s: %s", stream_arn, type(exc).__name__, exc)
+            metrics.current().failed_batch(table_of(stream_arn))
             failed.append(_first_sequence_number(group))
             continue
         if poisoned is not None:
@@ -394,6 +419,7 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
                 poisoned.event_id or "?",
                 poisoned.reason,
             )
+            metrics.current().poison(table_of(stream_arn))
             # Without a sequence number of its own, the whole batch is reported (the records
             # before it rewrite the same files).
             failed.append(poisoned.sequence_number or _first_sequence_number(group))

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from archiver.aws import metrics
 from archiver.aws.clients import AwsSettings
 from archiver.aws.error_table import UsageError, client_error_code
 from archiver.format import coverage, layout, tables
@@ -228,7 +229,14 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     location = failures.open_location(archive)
     if location is None:
         raise UsageError(f"no on-failure location for the archive {archive.url}")
-    report = redrive(archive, table, location, streams=AwsSettings().client("dynamodbstreams"))
+    # What it archives is reported as the archiver function's is: EMF lines in its log.
+    with metrics.using(metrics.EmfMetrics(flush_seconds=None)) as sink:
+        try:
+            report = redrive(
+                archive, table, location, streams=AwsSettings().client("dynamodbstreams")
+            )
+        finally:
+            sink.flush()
     for outcome in report.outcomes:
         (log.info if outcome.status == failures.STATUS_REDRIVEN else log.error)(
             "%s", outcome.line(False)

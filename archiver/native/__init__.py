@@ -1,1 +1,2 @@
-"""DynamoDB's native protection, managed: point-in-time recovery and on-demand backups."""
+"""DynamoDB's native protection, managed: point-in-time recovery, on-demand backups, and
+requesting native exports (snapshots, incremental chains, drills)."""

@@ -19,14 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from collections.abc import Callable, Mapping
 from contextlib import closing
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
 from tqdm import tqdm
 
 from archiver.aws import retry
@@ -34,19 +32,22 @@ from archiver.aws.clients import AwsSettings
 from archiver.aws.error_table import (
     EXIT_REFUSED,
     ArchiverError,
-    PitrUnavailable,
     ResourceNotFound,
-    UsageError,
-    translate_client_error,
 )
 from archiver.aws.scan import parallel_scan
 from archiver.format import layout, tables
 from archiver.format.codec import canonical_json, key_of
-from archiver.format.exports.full import Conversion, convert_export, folder_in, read_export
+from archiver.format.exports.full import Conversion, convert_export, read_export
 from archiver.format.manifests import DEFAULT_PART_BYTES, SnapshotWriter
 from archiver.format.storage import Archive
 from archiver.format.tables import table_id_of
 from archiver.format.timefmt import utcnow
+from archiver.native.export_requests import (
+    export_destination,
+    locate_export_folder,
+    start_export,
+    wait_for_export,
+)
 from archiver.native.pitr import describe_pitr
 
 if TYPE_CHECKING:
@@ -261,113 +262,4 @@ def export_snapshot(
         live=description,
         described=done,
         part_bytes=part_bytes,
-    )
-
-
-# -- requesting an export -------------------------------------------------------------------
-
-
-def export_destination(
-    archive: Archive, s3_prefix: str | None, *, endpoint_url: str | None = None
-) -> tuple[str, str, Archive]:
-    """``(bucket, prefix, store)`` of where an export of this archive's table lands.
-
-    An S3 archive takes exports in its own ``exports/`` folder, where the replayer finds them
-    too; a local archive needs ``--s3-prefix`` (ExportTableToPointInTime writes only to S3).
-    """
-    if s3_prefix:
-        if not s3_prefix.startswith("s3://"):
-            raise UsageError(f"--s3-prefix {s3_prefix!r} is not an s3://bucket/prefix URL")
-        store = Archive.open(s3_prefix.rstrip("/"), endpoint_url=endpoint_url)
-    else:
-        store = folder_in(archive, layout.EXPORTS)
-    location = store.s3_location()
-    if location is None:
-        raise UsageError(
-            "a native export is written to S3 and the archive is a local folder: pass "
-            "--s3-prefix s3://bucket/prefix for the export (it is converted into the local "
-            "archive), or use --method scan"
-        )
-    bucket, prefix = location
-    return bucket, prefix, store
-
-
-def start_export(
-    ddb: DynamoDBClient, table_arn: str, bucket: str, prefix: str, export_format: str
-) -> str:
-    """Request a full export of the table as of now; return its ARN."""
-    kwargs: dict[str, Any] = {
-        "TableArn": table_arn,
-        "S3Bucket": bucket,
-        "ExportFormat": export_format,
-        "ExportType": "FULL_EXPORT",
-    }
-    if prefix:
-        kwargs["S3Prefix"] = prefix
-    try:
-        response = ddb.export_table_to_point_in_time(**kwargs)
-    except ClientError as exc:
-        err = translate_client_error(exc, "ExportTableToPointInTime")
-        if isinstance(err, PitrUnavailable):
-            raise PitrUnavailable(
-                f"{table_arn.rsplit('/', 1)[-1]}: point-in-time recovery is not enabled, which "
-                "native exports need: `ddb-archiver pitr --enable`, or use --method scan"
-            ) from exc
-        raise err from exc
-    return str(response["ExportDescription"]["ExportArn"])
-
-
-def wait_for_export(
-    ddb: DynamoDBClient,
-    export_arn: str,
-    *,
-    poll_seconds: float,
-    timeout_seconds: float = 24 * 3600.0,
-    sleep: Callable[[float], None] = time.sleep,
-) -> dict[str, Any]:
-    """Poll ``DescribeExport`` until COMPLETED (returned), with progress.
-
-    Raises:
-        WaitFailed: the export FAILED.
-        WaitTimedOut: it was not done after ``timeout_seconds``.
-    """
-    export_id = export_arn.rsplit("/", 1)[-1]
-    with tqdm(
-        desc=f"export {export_id}", bar_format="{desc}: {postfix} [{elapsed}]", disable=None
-    ) as bar:
-        return retry.wait_until(
-            lambda: dict(ddb.describe_export(ExportArn=export_arn)["ExportDescription"]),
-            what=f"export {export_arn}",
-            ready=lambda d: d.get("ExportStatus") == "COMPLETED",
-            failed=lambda d: (
-                f"FAILED: {d.get('FailureCode')}: {d.get('FailureMessage')}"
-                if d.get("ExportStatus") == "FAILED"
-                else None
-            ),
-            poll_seconds=poll_seconds,
-            timeout_seconds=timeout_seconds,
-            sleep=sleep,
-            on_poll=lambda d, _elapsed: bar.set_postfix_str(str(d.get("ExportStatus"))),
-        )
-
-
-def locate_export_folder(dest: Archive, export_arn: str, before: set[str]) -> Archive:
-    """The folder a completed export wrote: ``AWSDynamoDB/<export id>`` on AWS.
-
-    Emulators name the folder otherwise (moto: a random UUID); then the one folder that
-    appeared since the export was requested is it.
-    """
-    root = layout.AWS_EXPORTS
-    export_id = export_arn.rsplit("/", 1)[-1]
-    if dest.listdir(layout.export_folder(export_id, "")):
-        return folder_in(dest, layout.export_folder(export_id, ""))
-    new = [name for name in dest.listdir(root) if name not in before]
-    if len(new) == 1:
-        log.warning(
-            "export %s wrote folder %s instead of %s (an emulator?)", export_arn, new[0], export_id
-        )
-        return folder_in(dest, layout.export_folder(new[0], ""))
-    raise UsageError(
-        f"cannot tell which folder under {dest.uri(root)} export {export_arn} wrote "
-        f"({len(new)} new folders)"
     )

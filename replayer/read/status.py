@@ -24,6 +24,7 @@ from archiver.format.manifests import list_snapshots
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
 from archiver.lambda_mode import failures as lambda_failures
+from replayer.drill import record as drill_record
 from replayer.exceptions import BadInput
 from replayer.planning.export_conversion import pending_exports
 
@@ -163,6 +164,7 @@ def table_status(
         "lambda_failures": _lambda_failures(
             archive, table, current, lambda_failures_url, endpoint_url
         ),
+        "last_drill": drill_record.last(archive, table),
     }
 
 
@@ -317,7 +319,20 @@ def render_table(status: dict[str, Any]) -> list[str]:
     )
     lines.append(f"  last run     {status['last_run'] or 'never'}")
     lines.extend(_failure_lines(status.get("lambda_failures")))
+    lines.extend(_drill_lines(status.get("last_drill")))
     return lines
+
+
+def _drill_lines(drill: dict[str, Any] | None) -> list[str]:
+    if drill is None:
+        return ["  last drill   never (ddb-replayer drill)"]
+    outcome = "identical" if not drill["differences"] else f"{drill['differences']} DIFFERENCE(S)"
+    rpo = drill.get("rpo_seconds")
+    return [
+        f"  last drill   {drill['at']} {drill['method']}: {outcome} "
+        f"({drill['items_compared']:,} compared, {drill['not_comparable']:,} not comparable; "
+        f"run {drill['finished_at']}, RPO {_duration(rpo) if rpo is not None else '?'})"
+    ]
 
 
 def _failure_lines(failed: dict[str, Any] | None) -> list[str]:

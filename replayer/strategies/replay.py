@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError
 
+from archiver.aws import metrics
 from archiver.aws.clients import AwsSettings
 from archiver.aws.describe import describe_or_none
 from archiver.aws.error_table import EXIT_DIFFERENCES, EXIT_OK, ArchiverError
@@ -484,7 +485,9 @@ def _write(
 
 
 def _record_rate(archive: Archive, source: str, written: WriteStats, plan: Plan) -> None:
-    """Keep the measured write rate for ``--strategy auto``'s estimates (best effort)."""
+    """Keep the measured write rate for ``--strategy auto``'s estimates (best effort), and
+    report it (``archiver.aws.metrics``)."""
+    metrics.current().restored(source, written.items, written.seconds)
     try:
         from replayer.strategies.choice import record_write_rate
     except ImportError:  # the estimator is optional for a replay restore

@@ -382,13 +382,11 @@ def _sniff_format(stream: gzip.GzipFile) -> str:
     return "DYNAMODB_JSON"
 
 
-def _convert_file(
-    folder: ExportFolder,
-    data_file: DataFile,
-    key_names: list[str],
-    writer: SnapshotWriter,
-    bar: tqdm,
-) -> int:
+def _file_rows(
+    folder: ExportFolder, data_file: DataFile, key_names: list[str]
+) -> Iterator[tuple[str, str]]:
+    """One data file's items as ``(keys, item)`` canonical JSON, checked value by value and,
+    once read whole, against its manifest entry (MD5 and count)."""
     where = f"export {folder.url}: {data_file.rel}"
     count = 0
     try:
@@ -404,12 +402,7 @@ def _convert_file(
                         checked = normalize_item(item)
                     except CodecError as exc:
                         raise CorruptExport(f"{where}: item {count}: {exc}") from exc
-                    writer.add(canonical_json(key_of(checked, key_names)), canonical_json(checked))
-                    if writer.full:
-                        writer.flush()
-                    if count % _PROGRESS_STEP == 0:
-                        bar.update(_PROGRESS_STEP)
-                bar.update(count % _PROGRESS_STEP)
+                    yield canonical_json(key_of(checked, key_names)), canonical_json(checked)
             hashing.drain()
     except FileNotFoundError:
         raise CorruptExport(f"{where}: data file is missing") from None
@@ -418,6 +411,37 @@ def _convert_file(
     except (OSError, EOFError, zlib.error) as exc:
         raise CorruptExport(f"{where}: not a readable gzip file ({exc})") from exc
     check_against_manifest(where, data_file, hashing.b64, count, "items")
+
+
+def export_rows(folder: ExportFolder, key_names: list[str]) -> Iterator[tuple[str, str]]:
+    """Every item of a full export as ``(keys, item)`` canonical JSON, without converting it
+    into a snapshot (``ddb-replayer drill`` compares them as they are). Checked as a
+    conversion is: the manifests first, each data file against its entry.
+
+    Raises:
+        CorruptExport: the folder does not hold what its manifests promise.
+    """
+    check_manifests(folder)
+    for data_file in folder.data_files:
+        yield from _file_rows(folder, data_file, key_names)
+
+
+def _convert_file(
+    folder: ExportFolder,
+    data_file: DataFile,
+    key_names: list[str],
+    writer: SnapshotWriter,
+    bar: tqdm,
+) -> int:
+    count = 0
+    for keys, item in _file_rows(folder, data_file, key_names):
+        count += 1
+        writer.add(keys, item)
+        if writer.full:
+            writer.flush()
+        if count % _PROGRESS_STEP == 0:
+            bar.update(_PROGRESS_STEP)
+    bar.update(count % _PROGRESS_STEP)
     return count
 
 
