@@ -15,6 +15,11 @@ The client is passed in: any object with aiobotocore's async ``list_streams``,
 ``ExpiredIteratorException``, ``TrimmedDataAccessException`` and ``ResourceNotFoundException``
 reach the caller as the client raised them: what to do about them is the reader's business
 (:mod:`archiver.stream`).
+
+A botocore client's successful ``GetRecords`` pages are parsed by orjson, not by botocore
+(:mod:`archiver.capture.raw_records`): records then come in the plain-JSON shape (binary as
+base64 text, ``ApproximateCreationDateTime`` as epoch seconds), which the format's record code
+reads exactly as the shape botocore returns. Errors are still parsed and raised by botocore.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from archiver import retry as retry_module
+from archiver.capture import raw_records
 from archiver.format import layout
 from archiver.format.timefmt import as_utc
 from archiver.retry import RateLimiter, RetryPolicy
@@ -149,6 +155,7 @@ class StreamsApi:
         describe_per_second: float = 10.0,
     ) -> None:
         self.client = client
+        raw_records.install(client)
         self.retry = retry or retry_module.STREAMS
         self.stop = stop
         self.describe_limiter = RateLimiter(describe_per_second)

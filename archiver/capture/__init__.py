@@ -1,0 +1,1 @@
+"""Capture: reading DynamoDB Streams into the change log."""
