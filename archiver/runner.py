@@ -36,6 +36,7 @@ import botocore.exceptions
 
 from archiver import describe, many
 from archiver.aws import AwsSettings
+from archiver.capture import raw_records
 from archiver.check import verify_resume
 from archiver.cliutil import (
     add_archive_argument,
@@ -196,6 +197,7 @@ def main(args: Any) -> int:
                          "--tables-tagged KEY=VALUE")  # fmt: skip
     config = RunConfig.from_args(args)
     settings = AwsSettings.from_args(args)
+    raw_records.collect_less()
     archive = open_archive(args, config.archive_url, endpoint_url=settings.endpoint_url)
 
     def archive_tables(stop: asyncio.Event) -> Awaitable[int]:

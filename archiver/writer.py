@@ -244,7 +244,12 @@ class ChangeWriter:
     ) -> None:
         progress = self._progress(stream, shard)
         last = progress.read_seq or ""
-        fresh = [r for r in records if pad_seq(r["dynamodb"]["SequenceNumber"]) > last]
+        # A page is in sequence order: when its first record is new, all of them are.
+        fresh = (
+            records
+            if pad_seq(records[0]["dynamodb"]["SequenceNumber"]) > last
+            else [r for r in records if pad_seq(r["dynamodb"]["SequenceNumber"]) > last]
+        )
         if not fresh:
             return  # already read (a re-acquired iterator may repeat records)
         first = fresh[0]["dynamodb"]["ApproximateCreationDateTime"]
@@ -257,8 +262,7 @@ class ChangeWriter:
                 table_id=progress.table_id,
                 origin="stream",
             )
-        for record in fresh:
-            progress.buffer.add(record)
+        progress.buffer.extend(fresh)
         progress.read_seq = progress.buffer.last_seq
         progress.read_event_time = progress.buffer.last_event_time
         self.stats.records_read += len(fresh)

@@ -20,7 +20,7 @@ were.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import accumulate, islice
 from typing import Any
@@ -239,10 +239,14 @@ class ChangeRows:
         origin: str,
     ) -> None:
         """Add one stream record (either shape)."""
-        fields = (stream_arn, shard_id, table_id, origin)
+        self.append_many((record,), (stream_arn, shard_id, table_id, origin))
+
+    def append_many(self, records: Sequence[Mapping[str, Any]], fields: Fields) -> None:
+        """Add stream records (either shape) that share ``fields`` (stream ARN, shard ID,
+        table ID, origin), canonicalised with the records held before them in batches."""
         if self._pending and fields != self._pending_fields:
             self._take_pending()
-        self._pending.append(record)
+        self._pending += records
         self._pending_fields = fields
         if len(self._pending) >= _BATCH:
             self._take_pending()
