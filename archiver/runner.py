@@ -174,6 +174,8 @@ class RunConfig:
     discover_seconds: float = 30.0
     describe_seconds: float = 300.0
     persist_seconds: float = 10.0
+    # How soon coverage.json's watermark follows files made durable (persist_watermark).
+    watermark_seconds: float = 1.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @classmethod
@@ -380,6 +382,7 @@ class _Session:
         )
         background = [
             asyncio.create_task(self._every(config.persist_seconds, writer.persist)),
+            asyncio.create_task(self._every(config.watermark_seconds, writer.persist_watermark)),
             asyncio.create_task(self._every(config.progress_seconds, self._progress)),
         ]
         if not config.once:

@@ -41,6 +41,8 @@ DEFAULT_FLUSH_RECORDS = 50_000
 DEFAULT_FLUSH_SECONDS = 60.0
 DEFAULT_FLUSH_BYTES = 64 * 1024 * 1024
 CHECKPOINT_REFRESH_SECONDS = 60.0
+# "Just before" a record: the archive keeps times to the millisecond.
+_BEFORE = timedelta(milliseconds=1)
 
 
 # -- the poller's sink ----------------------------------------------------------------------
@@ -87,8 +89,18 @@ class ShardProgress:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def watermark_time(self) -> datetime | None:
-        """Up to when this shard is durably archived (see DESIGN.md "watermark")."""
+        """Up to when this shard is durably archived (see DESIGN.md "watermark").
+
+        Besides its files and its last durable caught-up time: while records are buffered,
+        every record before the first of them was read and is in a file (or in a recorded
+        gap) — so the shard holds the watermark just before its first buffered record, not at
+        its last file (a child shard has none yet). Not while the buffer is being written
+        (the lock is held): the records being written are then neither buffered nor durable.
+        """
         times = [t for t in (self.durable_caught_up_at, self.durable_event_time) if t is not None]
+        buffer = self.buffer
+        if buffer is not None and buffer.first_event_ms is not None and not self.lock.locked():
+            times.append(ms_to_datetime(buffer.first_event_ms) - _BEFORE)
         return max(times) if times else None
 
 
@@ -145,6 +157,8 @@ class ChangeWriter:
         self._resume: dict[tuple[str, str], str] = {}
         self._state_lock = asyncio.Lock()
         self._warned: set[str] = set()
+        # Files became durable since coverage.json's watermark was last written.
+        self._durable_since_watermark = False
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -312,6 +326,7 @@ class ChangeWriter:
             progress.finished = True
             progress.dirty = True
             await asyncio.to_thread(self._write_checkpoint, progress)
+        self._durable_since_watermark = True
 
     # -- flushing ---------------------------------------------------------------------------
 
@@ -336,6 +351,7 @@ class ChangeWriter:
             await asyncio.to_thread(self._write_checkpoint, progress)
             self.stats.files_written += len(paths)
             self.stats.records_written += buffer.count
+            self._durable_since_watermark = True
 
     async def flush_all(self) -> None:
         for progress in list(self.shards.values()):
@@ -364,6 +380,18 @@ class ChangeWriter:
             async with progress.lock:
                 if progress.dirty:
                     await asyncio.to_thread(self._write_checkpoint, progress)
+        await self._write_watermark()
+
+    async def persist_watermark(self) -> None:
+        """Write coverage.json's watermark if files became durable since it was last written
+        (every second or so while the poller runs: so that under load the watermark trails by
+        the flush interval, not by the flush interval plus the persist interval; an idle
+        table's watermark moves with :meth:`persist`)."""
+        if self._durable_since_watermark:
+            await self._write_watermark()
+
+    async def _write_watermark(self) -> None:
+        self._durable_since_watermark = False
         watermark = self.watermark()
         if watermark is not None:
             async with self._state_lock:
@@ -378,20 +406,41 @@ class ChangeWriter:
 
     def watermark(self) -> datetime | None:
         """Min over the current generation's unfinished shards of how far each is durably
-        archived, minus the margin; ``None`` while any of them has nothing to go by."""
+        archived, minus the margin; ``None`` while any of them has nothing to go by.
+
+        A child shard not read yet (its parent was read to its end only now) holds nothing
+        unread before its parent's last record: it opened when its parent closed, so each of
+        its records was written after that one. It holds the watermark just before it.
+        """
         times = []
         for progress in self.shards.values():
             if not progress.current or progress.finished:
                 continue
             if progress.stream.status == "DISABLED" and progress.durable_caught_up_at:
                 continue  # a disabled stream's open shard will get nothing more
-            at = progress.watermark_time()
+            at = progress.watermark_time() or self._opened_after(progress)
             if at is None:
                 return None
             times.append(at)
         if not times:
             return None
         return min(min(times), utcnow()) - coverage.WATERMARK_MARGIN
+
+    def _opened_after(self, progress: ShardProgress) -> datetime | None:
+        """Just before the last record of the nearest ancestor read to its end (and durable),
+        when every shard between them was read to its end with no record: the child's
+        records were all written after that one."""
+        seen: set[str] = set()
+        parent_id = progress.shard.parent_shard_id
+        while parent_id and parent_id not in seen:
+            seen.add(parent_id)
+            parent = self.shards.get((progress.stream.arn, parent_id))
+            if parent is None or not parent.finished:
+                return None
+            if parent.durable_event_time is not None:
+                return parent.durable_event_time - _BEFORE
+            parent_id = parent.shard.parent_shard_id
+        return None
 
     def _write_checkpoint(self, progress: ShardProgress) -> None:
         write_checkpoint(
