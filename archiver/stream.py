@@ -31,12 +31,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from archiver.errors import ExpiredIterator, ResourceNotFound, TrimmedData, is_error
-from archiver.format.timefmt import as_utc, utcnow
+from archiver.format.timefmt import utcnow
 from archiver.retry import RetryPolicy, Stopped, sleep_unless
 from archiver.streams_api import (
+    Page,
     Shard,
     StreamInfo,
     StreamsApi,
@@ -88,10 +89,8 @@ class ShardSink(Protocol):
     def start(self, stream: StreamInfo, shard: Shard) -> ShardStart:
         """Where to start reading the shard (files and checkpoints say)."""
 
-    async def records(
-        self, stream: StreamInfo, shard: Shard, records: list[dict[str, Any]]
-    ) -> None:
-        """A non-empty page, in sequence order."""
+    async def records(self, stream: StreamInfo, shard: Shard, page: Page) -> None:
+        """A non-empty page (from :class:`PageReader`), its records in sequence order."""
 
     async def idle(self, stream: StreamInfo, shard: Shard) -> None:
         """An empty page (a chance to flush by age)."""
@@ -104,6 +103,16 @@ class ShardSink(Protocol):
 
     async def ended(self, stream: StreamInfo, shard: Shard) -> None:
         """The shard is closed and every record of it was handed over."""
+
+
+class PageReader(Protocol):
+    """Where the consumer's pages come from: :class:`archiver.streams_api.StreamsApi` reads
+    them itself; ``archiver.capture.processes`` has them read in worker processes, which keep
+    the records and hand the consumer only what it needs (:class:`Page`'s count, last record
+    and iterator)."""
+
+    async def page(self, shard: Shard, iterator: str, limit: int) -> Page:
+        """One ``GetRecords`` page of ``shard``; errors raised as the client raised them."""
 
 
 # -- the consumer ---------------------------------------------------------------------------
@@ -149,8 +158,10 @@ class StreamConsumer:
         stop: asyncio.Event,
         *,
         known_streams: list[StreamInfo] | None = None,
+        pages: PageReader | None = None,
     ) -> None:
         self.api = api
+        self.pages: PageReader = pages or api
         self.table_name = table_name
         self.sink = sink
         self.config = config
@@ -344,7 +355,7 @@ class StreamConsumer:
         try:
             while iterator is not None and not self.stop.is_set():
                 try:
-                    page = await self.api.get_records(iterator, config.page_limit)
+                    page = await self.pages.page(shard, iterator, config.page_limit)
                 except Exception as exc:
                     if is_error(exc, ExpiredIterator):
                         log.info(
@@ -364,21 +375,17 @@ class StreamConsumer:
                         return
                     raise
                 shard = self._current(stream, shard)  # it may have closed since
-                records = page.get("Records") or []
-                if records:
+                if page.count:
                     empty_pages = 0
                     self.empty_streaks.pop(key, None)
-                    await self.sink.records(stream, shard, records)
-                    last_read = str(records[-1]["dynamodb"]["SequenceNumber"])
-                    self.lag_event_time[key] = as_utc(
-                        _event_datetime(records[-1]["dynamodb"]["ApproximateCreationDateTime"])
-                    )
+                    await self.sink.records(stream, shard, page)
+                    last_read, self.lag_event_time[key] = page.last()
                 self.answered.add(key)
-                iterator = page.get("NextShardIterator")
+                iterator = page.next_iterator
                 if iterator is None or _at_end(shard, last_read):
                     await self._ended(stream, shard, key)
                     return
-                if records:
+                if page.count:
                     if not shard.closed and self._once_reached_start(key):
                         self.resting.add(key)
                         return
@@ -531,11 +538,3 @@ async def first_of(*events: asyncio.Event) -> None:
 def _at_end(shard: Shard, last_read: str | None) -> bool:
     """Whether the closed shard's last record was read (its ending sequence number)."""
     return bool(shard.closed and last_read and seq_key(last_read) >= seq_key(shard.ending_seq))
-
-
-def _event_datetime(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value
-    from archiver.format.timefmt import from_epoch
-
-    return from_epoch(value)

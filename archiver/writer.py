@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,7 +34,7 @@ from archiver.format.records import event_time_ms, first_problem, poison, record
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, parse_stamp, utcnow
 from archiver.stream import ShardStart
-from archiver.streams_api import Shard, StreamInfo
+from archiver.streams_api import Page, Shard, StreamInfo
 
 log = logging.getLogger(__name__)
 
@@ -239,9 +240,8 @@ class ChangeWriter:
             event_time=progress.durable_event_time,
         )
 
-    async def records(
-        self, stream: StreamInfo, shard: Shard, records: list[dict[str, Any]]
-    ) -> None:
+    async def records(self, stream: StreamInfo, shard: Shard, page: Page) -> None:
+        records = page.records
         try:
             await self._records(stream, shard, records)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -254,7 +254,7 @@ class ChangeWriter:
             raise poison(records[index], reason, shard.shard_id, before) from exc
 
     async def _records(
-        self, stream: StreamInfo, shard: Shard, records: list[dict[str, Any]]
+        self, stream: StreamInfo, shard: Shard, records: Sequence[Mapping[str, Any]]
     ) -> None:
         progress = self._progress(stream, shard)
         last = progress.read_seq or ""

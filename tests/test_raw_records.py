@@ -25,8 +25,7 @@ from archiver.capture import raw_records
 from archiver.errors import ExpiredIterator, Throttled, TrimmedData, error_class, is_error
 from archiver.format.changefiles import RunBuilder
 from archiver.retry import RetryPolicy
-from archiver.stream import _event_datetime
-from archiver.streams_api import Shard, StreamsApi
+from archiver.streams_api import Shard, StreamsApi, event_datetime
 from tests.streams_double import StreamsDouble
 from tests.streams_http import StreamsHttp, wire_json
 from tests.test_records import FULL_ITEM
@@ -139,7 +138,7 @@ async def _read(url: str) -> tuple[list[dict[str, Any]], pa.Table, list[Any]]:
             records += page["Records"]
             last = page["Records"][-1]["dynamodb"]
             lasts.append(
-                (last["SequenceNumber"], _event_datetime(last["ApproximateCreationDateTime"]))
+                (last["SequenceNumber"], event_datetime(last["ApproximateCreationDateTime"]))
             )
             iterator = page.get("NextShardIterator")
     builder = RunBuilder(stream_arn=STREAM, shard_id=SHARD, table_id="t-1", origin="stream")
