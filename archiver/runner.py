@@ -37,6 +37,7 @@ import botocore.exceptions
 from archiver import describe, many
 from archiver.aws import AwsSettings
 from archiver.capture import raw_records
+from archiver.capture.processes import PooledWriter, ShardPool, add_processes_argument, shard_pool
 from archiver.check import verify_resume
 from archiver.cliutil import (
     add_archive_argument,
@@ -152,6 +153,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="pause after an empty page before asking the shard again",
     )
+    add_processes_argument(parser)
     polling.add_argument(
         "--progress-seconds",
         type=positive_float,
@@ -202,13 +204,16 @@ def main(args: Any) -> int:
     raw_records.collect_less()
     archive = open_archive(args, config.archive_url, endpoint_url=settings.endpoint_url)
 
-    def archive_tables(stop: asyncio.Event) -> Awaitable[int]:
-        if len(names) == 1 and tagged is None:
-            return execute(config, settings, archive, stop=stop)
-        return many.execute_many(
-            config, settings, archive, table_names=names, tagged=tagged,
-            tags_refresh_seconds=args.tags_refresh_seconds, stop=stop,
-        )  # fmt: skip
+    async def archive_tables(stop: asyncio.Event) -> int:
+        processes = getattr(args, "processes", 1)
+        debug = bool(getattr(args, "debug", False))
+        async with shard_pool(processes, settings, archive, debug=debug) as pool:
+            if len(names) == 1 and tagged is None:
+                return await execute(config, settings, archive, stop=stop, pool=pool)
+            return await many.execute_many(
+                config, settings, archive, table_names=names, tagged=tagged,
+                tags_refresh_seconds=args.tags_refresh_seconds, stop=stop, pool=pool,
+            )  # fmt: skip
 
     try:
         return asyncio.run(_main(archive_tables))
@@ -257,6 +262,7 @@ async def execute(
     *,
     stop: asyncio.Event | None = None,
     streams_client: AioDynamoDBStreamsClient | None = None,
+    pool: ShardPool | None = None,
 ) -> int:
     """Archive the table until done (``--once``) or ``stop``; returns the exit code.
 
@@ -267,6 +273,8 @@ async def execute(
         stop: set it to make a long-running archiver flush and return.
         streams_client: any object with aiobotocore's async DynamoDB Streams methods; by
             default one is opened from ``settings``.
+        pool: worker processes that read and write the shards (``--processes``); without
+            it this process does.
     """
     stop = stop or asyncio.Event()
     async with AsyncExitStack() as stack:
@@ -282,7 +290,9 @@ async def execute(
             session_stop = asyncio.Event()
             forward = asyncio.create_task(first_of(stop, session_stop))
             forward.add_done_callback(functools.partial(_set, session_stop))
-            session = _Session(config, settings, archive, ddb, streams_client, session_stop)
+            session = _Session(
+                config, settings, archive, ddb, streams_client, session_stop, pool=pool
+            )
             try:
                 code = await session.run()
             finally:
@@ -330,8 +340,11 @@ class _Session:
         ddb: AioDynamoDBClient,
         streams_client: AioDynamoDBStreamsClient,
         stop: asyncio.Event,
+        *,
+        pool: ShardPool | None = None,
     ) -> None:
         self.config = config
+        self.pool = pool
         self.settings = settings
         self.archive = archive
         self.ddb = ddb
@@ -358,7 +371,14 @@ class _Session:
         if latest.arn not in {s.arn for s in streams}:
             streams = sorted([*streams, latest], key=lambda s: s.created_at)
         generation = await asyncio.to_thread(open_coverage, self.archive, doc, streams, started)
-        writer = ChangeWriter(self.archive, table, generation, config.flush)
+        writer: ChangeWriter
+        if self.pool is None:
+            writer = ChangeWriter(self.archive, table, generation, config.flush)
+        else:
+            writer = PooledWriter(
+                self.archive, table, generation, config.flush,
+                pool=self.pool, retry=config.retry, stop=self.stop,
+            )  # fmt: skip
         self.writer = writer
         await asyncio.to_thread(writer.prepare, streams)
         consumer_config = ConsumerConfig(
@@ -369,7 +389,13 @@ class _Session:
             once_started_at=started,
         )
         self.consumer = StreamConsumer(
-            self.api, table, writer, consumer_config, self.stop, known_streams=[latest]
+            self.api,
+            table,
+            writer,
+            consumer_config,
+            self.stop,
+            known_streams=[latest],
+            pages=writer if isinstance(writer, PooledWriter) else None,
         )
         log.info(
             "%s: archiving into %s (%s) from %d stream(s); covered from %s%s",

@@ -88,6 +88,23 @@ class ShardProgress:
     checkpointed: float = 0.0  # time.monotonic() of the last checkpoint write
     head_chained: bool = False  # the last durable file carries a chain footer
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Where the shard is read in another process (archiver.capture.processes): what that
+    # process last reported of its buffer (held records; the first one's event time).
+    reported_buffer: tuple[bool, datetime | None] = (False, None)
+
+    def holds_records(self) -> bool:
+        """Whether records of the shard are read but not yet in a file."""
+        return self.buffer is not None or self.reported_buffer[0]
+
+    def buffered_from(self) -> datetime | None:
+        """The event time of the first buffered record — not while the buffer is being
+        written (the lock is held): its records are then neither buffered nor durable."""
+        buffer = self.buffer
+        if buffer is None:
+            return self.reported_buffer[1]
+        if buffer.first_event_ms is None or self.lock.locked():
+            return None
+        return ms_to_datetime(buffer.first_event_ms)
 
     def watermark_time(self) -> datetime | None:
         """Up to when this shard is durably archived (see DESIGN.md "watermark").
@@ -95,14 +112,38 @@ class ShardProgress:
         Besides its files and its last durable caught-up time: while records are buffered,
         every record before the first of them was read and is in a file (or in a recorded
         gap) — so the shard holds the watermark just before its first buffered record, not at
-        its last file (a child shard has none yet). Not while the buffer is being written
-        (the lock is held): the records being written are then neither buffered nor durable.
+        its last file (a child shard has none yet).
         """
         times = [t for t in (self.durable_caught_up_at, self.durable_event_time) if t is not None]
-        buffer = self.buffer
-        if buffer is not None and buffer.first_event_ms is not None and not self.lock.locked():
-            times.append(ms_to_datetime(buffer.first_event_ms) - _BEFORE)
+        buffered_from = self.buffered_from()
+        if buffered_from is not None:
+            times.append(buffered_from - _BEFORE)
         return max(times) if times else None
+
+    def state(self) -> dict[str, Any]:
+        """What another process needs to know of the shard's progress (:meth:`apply`)."""
+        state = {name: getattr(self, name) for name in _SHARED_FIELDS}
+        state["reported_buffer"] = (self.holds_records(), self.buffered_from())
+        return state
+
+    def apply(self, state: dict[str, Any]) -> None:
+        """Take over what another process reported (:meth:`state`)."""
+        for name in (*_SHARED_FIELDS, "reported_buffer"):
+            setattr(self, name, state[name])
+
+
+# What ShardProgress.state() hands between processes (the buffer and the lock stay).
+_SHARED_FIELDS = (
+    "durable_seq",
+    "durable_event_time",
+    "read_seq",
+    "read_event_time",
+    "caught_up_at",
+    "caught_up_seq",
+    "durable_caught_up_at",
+    "finished",
+    "head_chained",
+)
 
 
 @dataclass
@@ -145,9 +186,18 @@ class ChangeWriter:
     """
 
     def __init__(
-        self, archive: Archive, table: str, generation: LiveGeneration, policy: FlushPolicy
+        self,
+        archive: Archive,
+        table: str,
+        generation: LiveGeneration,
+        policy: FlushPolicy,
+        *,
+        owns_watermark: bool = True,
     ) -> None:
         self.archive = archive
+        # False in a worker process: it sees some of the shards, the poller writes the
+        # watermark of all of them (archiver.capture.processes).
+        self.owns_watermark = owns_watermark
         self.table = table
         self.generation = generation
         self.policy = policy
@@ -184,6 +234,16 @@ class ChangeWriter:
         if label_stamp not in self._checkpoints:
             self._checkpoints[label_stamp] = read_checkpoints(self.archive, self.table, label_stamp)
         return self._checkpoints[label_stamp]
+
+    def adopt(
+        self, stream: StreamInfo, shard: Shard, table_id: str, current: bool, state: dict[str, Any]
+    ) -> None:
+        """Read ``shard`` from where another process found it (:meth:`ShardProgress.state`):
+        a worker process takes a shard over from the poller that owns the table's state."""
+        progress = ShardProgress(stream=stream, shard=shard, table_id=table_id, current=current)
+        progress.apply(state)
+        progress.reported_buffer = (False, None)
+        self.shards[(stream.arn, shard.shard_id)] = progress
 
     def table_id_for(self, stream: StreamInfo) -> str | None:
         """The generation a stream belongs to: the newest created before it."""
@@ -392,7 +452,7 @@ class ChangeWriter:
 
     async def _write_watermark(self) -> None:
         self._durable_since_watermark = False
-        watermark = self.watermark()
+        watermark = self.watermark() if self.owns_watermark else None
         if watermark is not None:
             async with self._state_lock:
                 await asyncio.to_thread(
@@ -545,7 +605,9 @@ class ChangeWriter:
         return (
             stream.status == "DISABLED"
             and bool(shards)
-            and all(p.finished or (p.durable_caught_up_at and p.buffer is None) for p in shards)
+            and all(
+                p.finished or (p.durable_caught_up_at and not p.holds_records()) for p in shards
+            )
         )
 
 
