@@ -384,6 +384,7 @@ class _Session:
         consumer_config = ConsumerConfig(
             once=config.once,
             poll_seconds=config.poll_seconds,
+            head_seconds=min(config.poll_seconds, ConsumerConfig.head_seconds),
             discover_seconds=config.discover_seconds,
             retry=config.retry,
             once_started_at=started,

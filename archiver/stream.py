@@ -13,6 +13,9 @@ concurrently (one asyncio task, hence one reader, per shard) and hands what it r
   returned a record, or when other shards of the stream hold records newer than its own — and
   never while it has returned no record at all and other shards hold records written after it
   opened (:meth:`StreamConsumer.verdict`; docs/FORMAT.md, ``caught_up_at``);
+* a page that read an open shard up to its newest records is followed by a short pause
+  (``head_seconds``) rather than another call at once: it gathers records instead of paying a
+  call for a handful;
 * new shards are picked up as they appear (``DescribeStream`` every ``discover_seconds`` and
   whenever a shard ends); a drained closed shard is left;
 * ``ExpiredIteratorException``: a new iterator after the last record handed to the sink;
@@ -59,6 +62,10 @@ BEHIND_OTHERS = "behind-others"  # open, another shard holds a newer record
 FIRST_RECORDS = "first-records"  # open, never a record, none elsewhere since it opened
 NO_RECORD_YET = "no-record-yet"  # open, never a record, others hold newer ones
 LEFT_UNREAD = "left-unread"  # the same, past give_up_pages: --once leaves it
+
+# A short page whose last record is younger than this read the shard to its head (records
+# are stamped to the second, rounded down; a page can be short for its 1 MB limit too).
+_HEAD_AGE_SECONDS = 5.0
 
 
 # -- the sink -------------------------------------------------------------------------------
@@ -133,6 +140,11 @@ class ConsumerConfig:
     wary_pages: int = 10
     give_up_pages: int = 60
     page_limit: int = 1000
+    # A page that took what the shard held and ends with a record of the last few seconds:
+    # the reader is at the shard's head, and asking again at once would fetch the handful of
+    # records written during one call — a call costs the poller about as much CPU as 30
+    # records. Pausing gathers some (AWS's own Lambda poller asks 4 times a second).
+    head_seconds: float = 0.25
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # --once stops reading a shard that reached records written after the run began, so a
     # busy table cannot keep a cron run going forever.
@@ -389,6 +401,8 @@ class StreamConsumer:
                     if not shard.closed and self._once_reached_start(key):
                         self.resting.add(key)
                         return
+                    if self._at_head(key, page.count):
+                        await sleep_unless(self.stop, config.head_seconds)
                     continue
                 empty_pages += 1
                 verdict = self.verdict(stream, shard, empty_pages, positioned=bool(last_read))
@@ -416,6 +430,13 @@ class StreamConsumer:
                 await sleep_unless(self.stop, config.poll_seconds)
         finally:
             self.empty_streaks.pop(key, None)
+
+    def _at_head(self, key: ShardKey, count: int) -> bool:
+        """Whether a page of ``count`` records read the shard up to its newest records."""
+        if count >= self.config.page_limit:
+            return False
+        last = self.lag_event_time.get(key)
+        return last is not None and (utcnow() - last).total_seconds() < _HEAD_AGE_SECONDS
 
     def verdict(
         self, stream: StreamInfo, shard: Shard, empty_pages: int, *, positioned: bool

@@ -98,7 +98,9 @@ class Sample:
     rss: float
     produced: int
     read: int
+    pages: int
     lag: float | None
+    server_cpu: float = 0.0
 
 
 @dataclass
@@ -121,15 +123,19 @@ class Result:
         ]
         quarter = [self.samples[int(i * (len(self.samples) - 1) / 4)].rss for i in range(1, 5)]
         behind = last.produced - last.read
+        pages = last.pages - first.pages
         return (
             f"{self.parser:8s} processes {self.processes}: read {read / seconds:7.0f} rec/s "
             f"(second half {sustained:7.0f}); behind at the end {behind} records; "
+            f"{read / max(pages, 1):.0f} records a page; "
             f"CPU {1000 * cpu / max(read, 1):.3f} s per 1,000 records "
             f"({cpu / seconds:.2f} cores); watermark lag median "
             f"{statistics.median(lags) if lags else float('nan'):.1f} s, max "
             f"{max(lags) if lags else float('nan'):.1f} s; RSS MiB at 25/50/75/100 % "
             f"{'/'.join(f'{r:.0f}' for r in quarter)}, max {max(s.rss for s in self.samples):.0f}; "
-            f"exit {self.exit_code} after SIGTERM in {self.stop_seconds:.1f} s"
+            f"exit {self.exit_code} after SIGTERM in {self.stop_seconds:.1f} s; the endpoint used "
+            f"{(last.server_cpu - first.server_cpu) / seconds:.2f} cores; load average "
+            f"{os.getloadavg()[0]:.1f}"
         )
 
 
@@ -221,7 +227,16 @@ def measure(args: argparse.Namespace, parser_name: str, moto_url: str, folder: P
             cpu, rss = cpu_and_rss(tree(poller.pid))
             stats = _stats(streams_url)
             result.samples.append(
-                Sample(time.monotonic(), cpu, rss, stats["produced"], stats["read"], _lag(archive))
+                Sample(
+                    time.monotonic(),
+                    cpu,
+                    rss,
+                    stats["produced"],
+                    stats["read"],
+                    stats["pages"],
+                    _lag(archive),
+                    cpu_and_rss([live.pid])[0],
+                )
             )
             if poller.poll() is not None:
                 break

@@ -10,8 +10,9 @@ prints ``URL http://127.0.0.1:<port>`` once it listens. Each of ``--shards`` ope
 first shards: a backlog to drain); a ``GetRecords`` page holds what has arrived, up to its
 ``Limit``. With ``--split-every`` an open shard is closed every S seconds, in turn, and a child
 opens in its place (AWS rolls shards over every few hours), so lineage is exercised under load.
-``GET /stats`` answers ``{"produced", "read", "shards", "closed"}``: records that have arrived,
-records handed out (the furthest position each shard was read to), shards listed and closed.
+``GET /stats`` answers ``{"produced", "read", "pages", "shards", "closed"}``: records that
+have arrived, records handed out (the furthest position each shard was read to), GetRecords
+pages answered, shards listed and closed.
 
 Records are generated when asked for, from their shard and position, so the server's memory
 stays flat however long it runs: a ``MODIFY`` with new and old images of about 700 bytes of
@@ -53,6 +54,7 @@ class LiveShard:
     rate: float
     closed_count: int | None = None  # records it holds once closed
     read_to: int = 0
+    pages: int = 0
 
     def available(self, now: float) -> int:
         if self.closed_count is not None:
@@ -157,6 +159,7 @@ class LiveStream:
         return {
             "produced": sum(s.available(now) for s in self.shards),
             "read": sum(s.read_to for s in self.shards),
+            "pages": sum(s.pages for s in self.shards),
             "shards": len(self.shards),
             "closed": sum(s.closed_count is not None for s in self.shards),
         }
@@ -221,6 +224,7 @@ class LiveStream:
         available = shard.available(time.time())
         end = max(position, min(position + int(params.get("Limit") or 1000), available))
         shard.read_to = max(shard.read_to, end)
+        shard.pages += 1
         records = ",".join(record_json(shard, p) for p in range(position, end))
         if shard.closed_count is not None and end >= shard.closed_count:
             return f'{{"Records":[{records}]}}'.encode()

@@ -192,11 +192,13 @@ class _JsonColumn:
 
     def to_array(self, field: pa.Field) -> pa.Array:
         validity = pa.array(self.valid, pa.bool_()).buffers()[1] if self.nulls else None
-        # orjson's output is valid UTF-8: lay the bytes out as strings, no re-encoding.
+        # orjson's output is valid UTF-8: lay the bytes out as strings, no re-encoding, and
+        # no copy either (the cast keeps the data buffer): while the array lives the column
+        # cannot grow (a bytearray with an export refuses to be resized).
         large = pa.Array.from_buffers(
             pa.large_string(),
             len(self.valid),
-            [validity, pa.py_buffer(self.offsets), pa.py_buffer(bytes(self.data))],
+            [validity, pa.py_buffer(self.offsets), pa.py_buffer(self.data)],
         )
         return large.cast(field.type)
 
