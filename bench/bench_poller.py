@@ -101,6 +101,7 @@ class Sample:
     pages: int
     lag: float | None
     server_cpu: float = 0.0
+    root_cpu: float = 0.0  # the poller itself, without its workers
 
 
 @dataclass
@@ -110,6 +111,12 @@ class Result:
     exit_code: int | None = None
     stop_seconds: float = 0.0
     processes: int = 1
+
+    def _split(self, read: int) -> str:
+        if self.processes <= 1:
+            return ""
+        root = self.samples[-1].root_cpu - self.samples[0].root_cpu
+        return f", of which the poller {1000 * root / max(read, 1):.3f} s per 1,000"
 
     def line(self, flush_seconds: float) -> str:
         first, last = self.samples[0], self.samples[-1]
@@ -129,7 +136,7 @@ class Result:
             f"(second half {sustained:7.0f}); behind at the end {behind} records; "
             f"{read / max(pages, 1):.0f} records a page; "
             f"CPU {1000 * cpu / max(read, 1):.3f} s per 1,000 records "
-            f"({cpu / seconds:.2f} cores); watermark lag median "
+            f"({cpu / seconds:.2f} cores{self._split(read)}); watermark lag median "
             f"{statistics.median(lags) if lags else float('nan'):.1f} s, max "
             f"{max(lags) if lags else float('nan'):.1f} s; RSS MiB at 25/50/75/100 % "
             f"{'/'.join(f'{r:.0f}' for r in quarter)}, max {max(s.rss for s in self.samples):.0f}; "
@@ -225,6 +232,7 @@ def measure(args: argparse.Namespace, parser_name: str, moto_url: str, folder: P
         while time.monotonic() - started < args.seconds:
             time.sleep(1.0)
             cpu, rss = cpu_and_rss(tree(poller.pid))
+            root_cpu = cpu_and_rss([poller.pid])[0]
             stats = _stats(streams_url)
             result.samples.append(
                 Sample(
@@ -236,6 +244,7 @@ def measure(args: argparse.Namespace, parser_name: str, moto_url: str, folder: P
                     stats["pages"],
                     _lag(archive),
                     cpu_and_rss([live.pid])[0],
+                    root_cpu,
                 )
             )
             if poller.poll() is not None:

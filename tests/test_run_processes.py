@@ -10,6 +10,7 @@ record before the records after them, one watermark — and no worker outlives t
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
@@ -25,13 +26,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from archiver.aws import AwsSettings
-from archiver.capture.processes import shard_pool
+from archiver.capture.processes import available_cores, processes_count, shard_pool
 from archiver.errors import EXIT_NEW_GAP, EXIT_OK
 from archiver.format import coverage, layout
 from archiver.format.changefiles import read_checkpoints
 from archiver.format.coverage import read_gaps
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
+from archiver.many import execute_many
 from archiver.retry import RetryPolicy
 from archiver.runner import RunConfig, execute
 from archiver.writer import FlushPolicy
@@ -269,6 +271,49 @@ def test_a_long_run_stops_cleanly_with_its_workers(
     assert set(checkpoints) == {s.shard_id for s in shards}
 
 
+def test_tables_of_one_run_share_the_workers(
+    server: StreamsHttp, double: StreamsDouble, ddb: Any, archive: Archive
+) -> None:
+    """``--table-name A --table-name B --processes 2``: one pool, each table its own
+    session in the workers (its own writer, checkpoints and watermark)."""
+    written: dict[str, list[dict[str, Any]]] = {}
+    for name in ("orders", "users"):
+        label = create_table(ddb, name)["LatestStreamLabel"]
+        stream = double.add_stream(name, label)
+        written[name] = []
+        for _ in range(2):
+            written[name] += put(stream, stream.add_shard(), 30, utcnow() - timedelta(minutes=5))
+    config = RunConfig(
+        table_name="",
+        archive_url=archive.url,
+        once=True,
+        poll_seconds=0.02,
+        discover_seconds=0.2,
+        persist_seconds=0.1,
+        retry=RetryPolicy(base_seconds=0.005, cap_seconds=0.02, give_up_after_seconds=20),
+    )
+
+    async def go() -> tuple[int, list[tuple[str, str, int]]]:
+        async with shard_pool(2, AwsSettings(), archive) as pool:
+            assert pool is not None
+            code = await execute_many(
+                config, AwsSettings(), archive, table_names=list(written), pool=pool
+            )
+            return code, pool.assignments
+
+    code, assignments = asyncio.run(go())
+
+    assert code == EXIT_OK
+    for name, records in written.items():
+        rows = []
+        for rel in archive.find(layout.changes_table_dir(name), ".parquet"):
+            rows.extend(pq.read_table(archive.path(rel)).to_pylist())
+        assert sorted(r["event_id"] for r in rows) == sorted(event_ids(records))
+        assert (coverage.current(archive, name) or {}).get("watermark")
+    assert {table for table, _, _ in assignments} == set(written)
+    assert {worker for _, _, worker in assignments} == {0, 1}
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -402,3 +447,11 @@ def test_a_worker_killed_fails_the_run_and_the_next_run_loses_and_doubles_nothin
     ids = [r["event_id"] for r in archived_rows(archive)]
     assert sorted(ids) == sorted(event_ids(written))  # nothing lost
     assert len(ids) == len(set(ids))  # nothing twice
+
+
+def test_processes_flag_takes_a_count_or_auto() -> None:
+    assert processes_count("3") == 3
+    assert processes_count("auto") == available_cores() >= 1
+    for bad in ("0", "-2", "many"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            processes_count(bad)
