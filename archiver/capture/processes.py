@@ -258,7 +258,8 @@ class PooledWriter(ChangeWriter):
         self._opened: set[int] = set()
         self._worker_stats: dict[int, tuple[int, int, int]] = {}
         self._owner_lock = asyncio.Lock()
-        self._stop_watch = asyncio.create_task(self._stop_reading(stop))
+        self._stop = stop
+        self._stop_watch: asyncio.Task[None] | None = None
 
     # -- ownership --------------------------------------------------------------------------
 
@@ -268,6 +269,8 @@ class PooledWriter(ChangeWriter):
             worker = self.owners.get(key)
             if worker is not None:
                 return worker
+            if self._stop_watch is None:
+                self._stop_watch = asyncio.create_task(self._stop_reading(self._stop))
             worker = self.pool.give(self.table, progress.shard.shard_id)
             if worker.index not in self._opened:
                 await worker.caller.call(
@@ -370,7 +373,8 @@ class PooledWriter(ChangeWriter):
         try:
             await super().finish()  # flush_all, the holes still held, persist(force=True)
         finally:
-            self._stop_watch.cancel()
+            if self._stop_watch is not None:
+                self._stop_watch.cancel()
 
     async def persist(self, *, force: bool = False) -> None:
         await self._each_worker("persist", force)

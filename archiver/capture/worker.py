@@ -50,7 +50,7 @@ from archiver.format.records import event_time_ms
 from archiver.format.storage import Archive
 from archiver.retry import RetryPolicy
 from archiver.streams_api import Page, Shard, StreamInfo, StreamsApi
-from archiver.writer import ChangeWriter, FlushPolicy, LiveGeneration
+from archiver.writer import ChangeWriter, FlushPolicy, LiveGeneration, ShardProgress
 
 log = logging.getLogger("archiver.run")
 
@@ -199,7 +199,7 @@ class Worker:
         }
 
 
-def _first_new_ms(page: Page, progress: Any) -> int | None:
+def _first_new_ms(page: Page, progress: ShardProgress) -> int | None:
     """The event time of the page's first record after the shard's last one read (records
     a fresh iterator repeats are skipped by the writer); ``None`` when there is none or the
     record lacks its parts."""
