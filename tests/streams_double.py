@@ -163,7 +163,8 @@ class DoubleStream:
             "dynamodb": ddb,
         }
         if ttl:
-            record["userIdentity"] = {"type": "Service", "principalId": "dynamodb.amazonaws.com"}
+            # As GetRecords spells it (a Lambda event says type/principalId).
+            record["userIdentity"] = {"PrincipalId": "dynamodb.amazonaws.com", "Type": "Service"}
         shard.records.append(record)
         shard.next_seq += self._rng.randint(1, 10**6)
         return record

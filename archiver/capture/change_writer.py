@@ -14,13 +14,14 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from archiver.aws import metrics
 from archiver.capture.reader import ShardStart
-from archiver.capture.streams_api import Shard, StreamInfo
+from archiver.capture.streams_api import Page, Shard, StreamInfo
 from archiver.format import coverage, gap_log, layout
 from archiver.format.changefiles import (
     RunBuilder,
@@ -42,6 +43,8 @@ DEFAULT_FLUSH_RECORDS = 50_000
 DEFAULT_FLUSH_SECONDS = 60.0
 DEFAULT_FLUSH_BYTES = 64 * 1024 * 1024
 CHECKPOINT_REFRESH_SECONDS = 60.0
+# "Just before" a record: the archive keeps times to the millisecond.
+_BEFORE = timedelta(milliseconds=1)
 
 
 # -- the poller's sink ----------------------------------------------------------------------
@@ -86,11 +89,62 @@ class ShardProgress:
     checkpointed: float = 0.0  # time.monotonic() of the last checkpoint write
     head_chained: bool = False  # the last durable file carries a chain footer
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Where the shard is read in another process (archiver.capture.processes): what that
+    # process last reported of its buffer (held records; the first one's event time).
+    reported_buffer: tuple[bool, datetime | None] = (False, None)
+
+    def holds_records(self) -> bool:
+        """Whether records of the shard are read but not yet in a file."""
+        return self.buffer is not None or self.reported_buffer[0]
+
+    def buffered_from(self) -> datetime | None:
+        """The event time of the first buffered record — not while the buffer is being
+        written (the lock is held): its records are then neither buffered nor durable."""
+        buffer = self.buffer
+        if buffer is None:
+            return self.reported_buffer[1]
+        if buffer.first_event_ms is None or self.lock.locked():
+            return None
+        return ms_to_datetime(buffer.first_event_ms)
 
     def watermark_time(self) -> datetime | None:
-        """Up to when this shard is durably archived (see DESIGN.md "watermark")."""
+        """Up to when this shard is durably archived (see DESIGN.md "watermark").
+
+        Besides its files and its last durable caught-up time: while records are buffered,
+        every record before the first of them was read and is in a file (or in a recorded
+        gap) — so the shard holds the watermark just before its first buffered record, not at
+        its last file (a child shard has none yet).
+        """
         times = [t for t in (self.durable_caught_up_at, self.durable_event_time) if t is not None]
+        buffered_from = self.buffered_from()
+        if buffered_from is not None:
+            times.append(buffered_from - _BEFORE)
         return max(times) if times else None
+
+    def state(self) -> dict[str, Any]:
+        """What another process needs to know of the shard's progress (:meth:`apply`)."""
+        state = {name: getattr(self, name) for name in _SHARED_FIELDS}
+        state["reported_buffer"] = (self.holds_records(), self.buffered_from())
+        return state
+
+    def apply(self, state: dict[str, Any]) -> None:
+        """Take over what another process reported (:meth:`state`)."""
+        for name in (*_SHARED_FIELDS, "reported_buffer"):
+            setattr(self, name, state[name])
+
+
+# What ShardProgress.state() hands between processes (the buffer and the lock stay).
+_SHARED_FIELDS = (
+    "durable_seq",
+    "durable_event_time",
+    "read_seq",
+    "read_event_time",
+    "caught_up_at",
+    "caught_up_seq",
+    "durable_caught_up_at",
+    "finished",
+    "head_chained",
+)
 
 
 @dataclass
@@ -133,9 +187,18 @@ class ChangeWriter:
     """
 
     def __init__(
-        self, archive: Archive, table: str, generation: LiveGeneration, policy: FlushPolicy
+        self,
+        archive: Archive,
+        table: str,
+        generation: LiveGeneration,
+        policy: FlushPolicy,
+        *,
+        owns_watermark: bool = True,
     ) -> None:
         self.archive = archive
+        # False in a worker process: it sees some of the shards, the poller writes the
+        # watermark of all of them (archiver.capture.processes).
+        self.owns_watermark = owns_watermark
         self.table = table
         self.generation = generation
         self.policy = policy
@@ -147,6 +210,8 @@ class ChangeWriter:
         self._resume: dict[tuple[str, str], str] = {}
         self._state_lock = asyncio.Lock()
         self._warned: set[str] = set()
+        # Files became durable since coverage.json's watermark was last written.
+        self._durable_since_watermark = False
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -171,6 +236,16 @@ class ChangeWriter:
         if label_stamp not in self._checkpoints:
             self._checkpoints[label_stamp] = read_checkpoints(self.archive, self.table, label_stamp)
         return self._checkpoints[label_stamp]
+
+    def adopt(
+        self, stream: StreamInfo, shard: Shard, table_id: str, current: bool, state: dict[str, Any]
+    ) -> None:
+        """Read ``shard`` from where another process found it (:meth:`ShardProgress.state`):
+        a worker process takes a shard over from the poller that owns the table's state."""
+        progress = ShardProgress(stream=stream, shard=shard, table_id=table_id, current=current)
+        progress.apply(state)
+        progress.reported_buffer = (False, None)
+        self.shards[(stream.arn, shard.shard_id)] = progress
 
     def table_id_for(self, stream: StreamInfo) -> str | None:
         """The generation a stream belongs to: the newest created before it."""
@@ -227,9 +302,8 @@ class ChangeWriter:
             event_time=progress.durable_event_time,
         )
 
-    async def records(
-        self, stream: StreamInfo, shard: Shard, records: list[dict[str, Any]]
-    ) -> None:
+    async def records(self, stream: StreamInfo, shard: Shard, page: Page) -> None:
+        records = page.records
         try:
             await self._records(stream, shard, records)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -242,11 +316,16 @@ class ChangeWriter:
             raise poison(records[index], reason, shard.shard_id, before) from exc
 
     async def _records(
-        self, stream: StreamInfo, shard: Shard, records: list[dict[str, Any]]
+        self, stream: StreamInfo, shard: Shard, records: Sequence[Mapping[str, Any]]
     ) -> None:
         progress = self._progress(stream, shard)
         last = progress.read_seq or ""
-        fresh = [r for r in records if pad_seq(r["dynamodb"]["SequenceNumber"]) > last]
+        # A page is in sequence order: when its first record is new, all of them are.
+        fresh = (
+            records
+            if pad_seq(records[0]["dynamodb"]["SequenceNumber"]) > last
+            else [r for r in records if pad_seq(r["dynamodb"]["SequenceNumber"]) > last]
+        )
         if not fresh:
             return  # already read (a re-acquired iterator may repeat records)
         first = fresh[0]["dynamodb"]["ApproximateCreationDateTime"]
@@ -259,8 +338,7 @@ class ChangeWriter:
                 table_id=progress.table_id,
                 origin="stream",
             )
-        for record in fresh:
-            progress.buffer.add(record)
+        progress.buffer.extend(fresh)
         progress.read_seq = progress.buffer.last_seq
         progress.read_event_time = progress.buffer.last_event_time
         self.stats.records_read += len(fresh)
@@ -310,6 +388,7 @@ class ChangeWriter:
             progress.finished = True
             progress.dirty = True
             await asyncio.to_thread(self._write_checkpoint, progress)
+        self._durable_since_watermark = True
 
     # -- flushing ---------------------------------------------------------------------------
 
@@ -335,6 +414,7 @@ class ChangeWriter:
             self.stats.files_written += len(paths)
             self.stats.records_written += buffer.count
             metrics.current().file_written(self.table, buffer.count, buffer.nbytes, len(paths))
+            self._durable_since_watermark = True
 
     async def flush_all(self) -> None:
         for progress in list(self.shards.values()):
@@ -363,7 +443,19 @@ class ChangeWriter:
             async with progress.lock:
                 if progress.dirty:
                     await asyncio.to_thread(self._write_checkpoint, progress)
-        watermark = self.watermark()
+        await self._write_watermark()
+
+    async def persist_watermark(self) -> None:
+        """Write coverage.json's watermark if files became durable since it was last written
+        (every second or so while the poller runs: so that under load the watermark trails by
+        the flush interval, not by the flush interval plus the persist interval; an idle
+        table's watermark moves with :meth:`persist`)."""
+        if self._durable_since_watermark:
+            await self._write_watermark()
+
+    async def _write_watermark(self) -> None:
+        self._durable_since_watermark = False
+        watermark = self.watermark() if self.owns_watermark else None
         if watermark is not None:
             async with self._state_lock:
                 await asyncio.to_thread(
@@ -380,20 +472,41 @@ class ChangeWriter:
 
     def watermark(self) -> datetime | None:
         """Min over the current generation's unfinished shards of how far each is durably
-        archived, minus the margin; ``None`` while any of them has nothing to go by."""
+        archived, minus the margin; ``None`` while any of them has nothing to go by.
+
+        A child shard not read yet (its parent was read to its end only now) holds nothing
+        unread before its parent's last record: it opened when its parent closed, so each of
+        its records was written after that one. It holds the watermark just before it.
+        """
         times = []
         for progress in self.shards.values():
             if not progress.current or progress.finished:
                 continue
             if progress.stream.status == "DISABLED" and progress.durable_caught_up_at:
                 continue  # a disabled stream's open shard will get nothing more
-            at = progress.watermark_time()
+            at = progress.watermark_time() or self._opened_after(progress)
             if at is None:
                 return None
             times.append(at)
         if not times:
             return None
         return min(min(times), utcnow()) - coverage.WATERMARK_MARGIN
+
+    def _opened_after(self, progress: ShardProgress) -> datetime | None:
+        """Just before the last record of the nearest ancestor read to its end (and durable),
+        when every shard between them was read to its end with no record: the child's
+        records were all written after that one."""
+        seen: set[str] = set()
+        parent_id = progress.shard.parent_shard_id
+        while parent_id and parent_id not in seen:
+            seen.add(parent_id)
+            parent = self.shards.get((progress.stream.arn, parent_id))
+            if parent is None or not parent.finished:
+                return None
+            if parent.durable_event_time is not None:
+                return parent.durable_event_time - _BEFORE
+            parent_id = parent.shard.parent_shard_id
+        return None
 
     def _write_checkpoint(self, progress: ShardProgress) -> None:
         write_checkpoint(
@@ -498,7 +611,9 @@ class ChangeWriter:
         return (
             stream.status == "DISABLED"
             and bool(shards)
-            and all(p.finished or (p.durable_caught_up_at and p.buffer is None) for p in shards)
+            and all(
+                p.finished or (p.durable_caught_up_at and not p.holds_records()) for p in shards
+            )
         )
 
 

@@ -102,6 +102,7 @@ async def execute_many(
     tags_refresh_seconds: float = DEFAULT_TAGS_REFRESH_SECONDS,
     stop: asyncio.Event | None = None,
     streams_client: Any = None,
+    pool: Any = None,
 ) -> int:
     """Archive every named or tagged table until done (``--once``) or ``stop``.
 
@@ -111,6 +112,7 @@ async def execute_many(
         table_names: tables named on the command line.
         tagged: a ``(key, value)`` tag: every table carrying it is archived too.
         tags_refresh_seconds: how often the tagged tables are listed again.
+        pool: worker processes shared by every table (``--processes``), or ``None``.
     """
     stop = stop or asyncio.Event()
     tasks: dict[str, asyncio.Task[int]] = {}
@@ -121,7 +123,9 @@ async def execute_many(
         log.info("%s: starting", name)
         per_table = dataclasses.replace(config, table_name=name)
         tasks[name] = asyncio.create_task(
-            execute(per_table, settings, archive, stop=stop, streams_client=streams_client),
+            execute(
+                per_table, settings, archive, stop=stop, streams_client=streams_client, pool=pool
+            ),
             name=f"archive {name}",
         )
 

@@ -14,6 +14,9 @@ rules:
   returned a record, or when other shards of the stream hold records newer than its own — and
   never while it has returned no record at all and other shards hold records written after it
   opened (:meth:`StreamConsumer.verdict`; docs/format.md, ``caught_up_at``);
+* a page that read an open shard up to its newest records is followed by a short pause
+  (``head_seconds``) rather than another call at once: it gathers records instead of paying a
+  call for a handful;
 * new shards are picked up as they appear (``DescribeStream`` every ``discover_seconds`` and
   whenever a shard ends); a drained closed shard is left;
 * ``ExpiredIteratorException``: a new iterator after the last record handed to the sink;
@@ -32,12 +35,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from archiver.aws import metrics
 from archiver.aws.error_table import ExpiredIterator, ResourceNotFound, TrimmedData, is_error
 from archiver.aws.retry import RetryPolicy, Stopped, sleep_unless
 from archiver.capture.streams_api import (
+    Page,
     Shard,
     StreamInfo,
     StreamsApi,
@@ -45,7 +49,7 @@ from archiver.capture.streams_api import (
     lineage_order,
     seq_key,
 )
-from archiver.format.timefmt import as_utc, utcnow
+from archiver.format.timefmt import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,10 @@ BEHIND_OTHERS = "behind-others"  # open, another shard holds a newer record
 FIRST_RECORDS = "first-records"  # open, never a record, none elsewhere since it opened
 NO_RECORD_YET = "no-record-yet"  # open, never a record, others hold newer ones
 LEFT_UNREAD = "left-unread"  # the same, past give_up_pages: --once leaves it
+
+# A short page whose last record is younger than this read the shard to its head (records
+# are stamped to the second, rounded down; a page can be short for its 1 MB limit too).
+_HEAD_AGE_SECONDS = 5.0
 
 
 # -- the sink -------------------------------------------------------------------------------
@@ -90,10 +98,8 @@ class ShardSink(Protocol):
     def start(self, stream: StreamInfo, shard: Shard) -> ShardStart:
         """Where to start reading the shard (files and checkpoints say)."""
 
-    async def records(
-        self, stream: StreamInfo, shard: Shard, records: list[dict[str, Any]]
-    ) -> None:
-        """A non-empty page, in sequence order."""
+    async def records(self, stream: StreamInfo, shard: Shard, page: Page) -> None:
+        """A non-empty page (from :class:`PageReader`), its records in sequence order."""
 
     async def idle(self, stream: StreamInfo, shard: Shard) -> None:
         """An empty page (a chance to flush by age)."""
@@ -106,6 +112,16 @@ class ShardSink(Protocol):
 
     async def ended(self, stream: StreamInfo, shard: Shard) -> None:
         """The shard is closed and every record of it was handed over."""
+
+
+class PageReader(Protocol):
+    """Where the consumer's pages come from: :class:`archiver.capture.streams_api.StreamsApi` reads
+    them itself; ``archiver.capture.processes`` has them read in worker processes, which keep
+    the records and hand the consumer only what it needs (:class:`Page`'s count, last record
+    and iterator)."""
+
+    async def page(self, shard: Shard, iterator: str, limit: int) -> Page:
+        """One ``GetRecords`` page of ``shard``; errors raised as the client raised them."""
 
 
 # -- the consumer ---------------------------------------------------------------------------
@@ -126,6 +142,11 @@ class ConsumerConfig:
     wary_pages: int = 10
     give_up_pages: int = 60
     page_limit: int = 1000
+    # A page that took what the shard held and ends with a record of the last few seconds:
+    # the reader is at the shard's head, and asking again at once would fetch the handful of
+    # records written during one call — a call costs the poller about as much CPU as 30
+    # records. Pausing gathers some (AWS's own Lambda poller asks 4 times a second).
+    head_seconds: float = 0.25
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # --once stops reading a shard that reached records written after the run began, so a
     # busy table cannot keep a cron run going forever.
@@ -151,8 +172,10 @@ class StreamConsumer:
         stop: asyncio.Event,
         *,
         known_streams: list[StreamInfo] | None = None,
+        pages: PageReader | None = None,
     ) -> None:
         self.api = api
+        self.pages: PageReader = pages or api
         self.table_name = table_name
         self.sink = sink
         self.config = config
@@ -347,7 +370,7 @@ class StreamConsumer:
         try:
             while iterator is not None and not self.stop.is_set():
                 try:
-                    page = await self.api.get_records(iterator, config.page_limit)
+                    page = await self.pages.page(shard, iterator, config.page_limit)
                 except Exception as exc:
                     if is_error(exc, ExpiredIterator):
                         log.info(
@@ -367,25 +390,23 @@ class StreamConsumer:
                         return
                     raise
                 shard = self._current(stream, shard)  # it may have closed since
-                records = page.get("Records") or []
-                if records:
+                if page.count:
                     empty_pages = 0
                     self.empty_streaks.pop(key, None)
-                    await self.sink.records(stream, shard, records)
-                    last_read = str(records[-1]["dynamodb"]["SequenceNumber"])
-                    self.lag_event_time[key] = as_utc(
-                        _event_datetime(records[-1]["dynamodb"]["ApproximateCreationDateTime"])
-                    )
+                    await self.sink.records(stream, shard, page)
+                    last_read, self.lag_event_time[key] = page.last()
                 self.answered.add(key)
                 metrics.current().shard_read(self.table_name, shard.shard_id)
-                iterator = page.get("NextShardIterator")
+                iterator = page.next_iterator
                 if iterator is None or _at_end(shard, last_read):
                     await self._ended(stream, shard, key)
                     return
-                if records:
+                if page.count:
                     if not shard.closed and self._once_reached_start(key):
                         self.resting.add(key)
                         return
+                    if self._at_head(key, page.count):
+                        await sleep_unless(self.stop, config.head_seconds)
                     continue
                 empty_pages += 1
                 verdict = self.verdict(stream, shard, empty_pages, positioned=bool(last_read))
@@ -413,6 +434,13 @@ class StreamConsumer:
                 await sleep_unless(self.stop, config.poll_seconds)
         finally:
             self.empty_streaks.pop(key, None)
+
+    def _at_head(self, key: ShardKey, count: int) -> bool:
+        """Whether a page of ``count`` records read the shard up to its newest records."""
+        if count >= self.config.page_limit:
+            return False
+        last = self.lag_event_time.get(key)
+        return last is not None and (utcnow() - last).total_seconds() < _HEAD_AGE_SECONDS
 
     def verdict(
         self, stream: StreamInfo, shard: Shard, empty_pages: int, *, positioned: bool
@@ -536,11 +564,3 @@ async def first_of(*events: asyncio.Event) -> None:
 def _at_end(shard: Shard, last_read: str | None) -> bool:
     """Whether the closed shard's last record was read (its ending sequence number)."""
     return bool(shard.closed and last_read and seq_key(last_read) >= seq_key(shard.ending_seq))
-
-
-def _event_datetime(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value
-    from archiver.format.timefmt import from_epoch
-
-    return from_epoch(value)

@@ -31,9 +31,15 @@ from typing import TYPE_CHECKING, Any
 
 from archiver.aws import describe
 from archiver.aws.clients import AwsSettings
-from archiver.aws.error_table import EXIT_NEW_GAP, EXIT_OK, StreamNotEnabled, UnsupportedStreamView
+from archiver.aws.error_table import (
+    EXIT_NEW_GAP,
+    EXIT_OK,
+    StreamNotEnabled,
+    UnsupportedStreamView,
+)
 from archiver.aws.retry import RetryPolicy
 from archiver.capture.change_writer import ChangeWriter, FlushPolicy, LiveGeneration
+from archiver.capture.processes import PooledWriter, ShardPool
 from archiver.capture.reader import REPLAYABLE_VIEWS, ConsumerConfig, StreamConsumer, first_of
 from archiver.capture.streams_api import StreamInfo, StreamsApi
 from archiver.format import coverage, tables
@@ -61,6 +67,8 @@ class RunConfig:
     discover_seconds: float = 30.0
     describe_seconds: float = 300.0
     persist_seconds: float = 10.0
+    # How soon coverage.json's watermark follows files made durable (persist_watermark).
+    watermark_seconds: float = 1.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @classmethod
@@ -83,6 +91,7 @@ async def execute(
     *,
     stop: asyncio.Event | None = None,
     streams_client: AioDynamoDBStreamsClient | None = None,
+    pool: ShardPool | None = None,
 ) -> int:
     """Archive the table until done (``--once``) or ``stop``; returns the exit code.
 
@@ -93,6 +102,8 @@ async def execute(
         stop: set it to make a long-running archiver flush and return.
         streams_client: any object with aiobotocore's async DynamoDB Streams methods; by
             default one is opened from ``settings``.
+        pool: worker processes that read and write the shards (``--processes``); without
+            it this process does.
     """
     stop = stop or asyncio.Event()
     async with AsyncExitStack() as stack:
@@ -108,7 +119,9 @@ async def execute(
             session_stop = asyncio.Event()
             forward = asyncio.create_task(first_of(stop, session_stop))
             forward.add_done_callback(functools.partial(_set, session_stop))
-            session = _Session(config, settings, archive, ddb, streams_client, session_stop)
+            session = _Session(
+                config, settings, archive, ddb, streams_client, session_stop, pool=pool
+            )
             try:
                 code = await session.run()
             finally:
@@ -156,8 +169,11 @@ class _Session:
         ddb: AioDynamoDBClient,
         streams_client: AioDynamoDBStreamsClient,
         stop: asyncio.Event,
+        *,
+        pool: ShardPool | None = None,
     ) -> None:
         self.config = config
+        self.pool = pool
         self.settings = settings
         self.archive = archive
         self.ddb = ddb
@@ -184,18 +200,32 @@ class _Session:
         if latest.arn not in {s.arn for s in streams}:
             streams = sorted([*streams, latest], key=lambda s: s.created_at)
         generation = await asyncio.to_thread(open_coverage, self.archive, doc, streams, started)
-        writer = ChangeWriter(self.archive, table, generation, config.flush)
+        writer: ChangeWriter
+        if self.pool is None:
+            writer = ChangeWriter(self.archive, table, generation, config.flush)
+        else:
+            writer = PooledWriter(
+                self.archive, table, generation, config.flush,
+                pool=self.pool, retry=config.retry, stop=self.stop,
+            )  # fmt: skip
         self.writer = writer
         await asyncio.to_thread(writer.prepare, streams)
         consumer_config = ConsumerConfig(
             once=config.once,
             poll_seconds=config.poll_seconds,
+            head_seconds=min(config.poll_seconds, ConsumerConfig.head_seconds),
             discover_seconds=config.discover_seconds,
             retry=config.retry,
             once_started_at=started,
         )
         self.consumer = StreamConsumer(
-            self.api, table, writer, consumer_config, self.stop, known_streams=[latest]
+            self.api,
+            table,
+            writer,
+            consumer_config,
+            self.stop,
+            known_streams=[latest],
+            pages=writer if isinstance(writer, PooledWriter) else None,
         )
         log.info(
             "%s: archiving into %s (%s) from %d stream(s); covered from %s%s",
@@ -208,6 +238,7 @@ class _Session:
         )
         background = [
             asyncio.create_task(self._every(config.persist_seconds, writer.persist)),
+            asyncio.create_task(self._every(config.watermark_seconds, writer.persist_watermark)),
             asyncio.create_task(self._every(config.progress_seconds, self._progress)),
         ]
         if not config.once:

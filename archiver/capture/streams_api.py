@@ -1,6 +1,7 @@
 """The DynamoDB Streams API as the consumer sees it.
 
-* What ``ListStreams`` and ``DescribeStream`` return: :class:`StreamInfo` and :class:`Shard`.
+* What ``ListStreams``, ``DescribeStream`` and ``GetRecords`` return: :class:`StreamInfo`,
+  :class:`Shard` and :class:`Page`.
 * Lineage: :func:`lineage_order` puts every parent shard before its children;
   :func:`check_lineage` finds children that do not start after their parent ends.
 * :class:`StreamsApi`: the four calls the consumer makes. ``ListStreams`` and
@@ -15,6 +16,11 @@ The client is passed in: any object with aiobotocore's async ``list_streams``,
 ``ExpiredIteratorException``, ``TrimmedDataAccessException`` and ``ResourceNotFoundException``
 reach the caller as the client raised them: what to do about them is the reader's business
 (:mod:`archiver.capture.reader`).
+
+A botocore client's successful ``GetRecords`` pages are parsed by orjson, not by botocore
+(:mod:`archiver.capture.raw_records`): records then come in the plain-JSON shape (binary as
+base64 text, ``ApproximateCreationDateTime`` as epoch seconds), which the format's record code
+reads exactly as the shape botocore returns. Errors are still parsed and raised by botocore.
 """
 
 from __future__ import annotations
@@ -22,14 +28,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from archiver.aws import retry as retry_module
 from archiver.aws.retry import RateLimiter, RetryPolicy
+from archiver.capture import raw_records
 from archiver.format import layout
+from archiver.format.timefmt import as_utc, from_epoch
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient as AioDynamoDBStreamsClient
@@ -86,6 +94,31 @@ class Shard:
             starting_seq=seq.get("StartingSequenceNumber"),
             ending_seq=seq.get("EndingSequenceNumber"),
         )
+
+
+@dataclass(frozen=True)
+class Page:
+    """One ``GetRecords`` answer: its records, in sequence order, and the iterator after them
+    (``None``: the closed shard was read to its end)."""
+
+    records: Sequence[Mapping[str, Any]]
+    next_iterator: str | None
+
+    @property
+    def count(self) -> int:
+        return len(self.records)
+
+    def last(self) -> tuple[str, datetime]:
+        """The last record's sequence number and event time (UTC). Ask after the sink took the
+        records: it names a record that lacks them."""
+        ddb = self.records[-1]["dynamodb"]
+        return str(ddb["SequenceNumber"]), event_datetime(ddb["ApproximateCreationDateTime"])
+
+
+def event_datetime(value: Any) -> datetime:
+    """``ApproximateCreationDateTime`` as a UTC datetime, from either record shape (a
+    ``datetime`` from botocore's parser, epoch seconds from plain JSON)."""
+    return as_utc(value) if isinstance(value, datetime) else from_epoch(value)
 
 
 def seq_key(sequence_number: str | None) -> str:
@@ -148,6 +181,7 @@ class StreamsApi:
         describe_per_second: float = 10.0,
     ) -> None:
         self.client = client
+        raw_records.install(client)
         self.retry = retry or retry_module.STREAMS
         self.stop = stop
         self.describe_limiter = RateLimiter(describe_per_second)
@@ -232,3 +266,8 @@ class StreamsApi:
         return await self.call(
             "GetRecords", lambda: self.client.get_records(ShardIterator=iterator, Limit=limit)
         )
+
+    async def page(self, shard: Shard, iterator: str, limit: int) -> Page:
+        """One page of ``shard`` (:meth:`get_records`): what the consumer reads."""
+        response = await self.get_records(iterator, limit)
+        return Page(response.get("Records") or [], response.get("NextShardIterator"))

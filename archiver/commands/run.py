@@ -33,12 +33,13 @@ import botocore.exceptions
 from archiver.aws import metrics
 from archiver.aws.clients import AwsSettings
 from archiver.aws.error_table import UsageError
-from archiver.capture import many
+from archiver.capture import many, raw_records
 from archiver.capture.change_writer import (
     DEFAULT_FLUSH_BYTES,
     DEFAULT_FLUSH_RECORDS,
     DEFAULT_FLUSH_SECONDS,
 )
+from archiver.capture.processes import add_processes_argument, shard_pool
 from archiver.capture.runner import RunConfig, execute
 from archiver.cliutil import (
     add_archive_argument,
@@ -129,6 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="pause after an empty page before asking the shard again",
     )
+    add_processes_argument(parser)
     polling.add_argument(
         "--progress-seconds",
         type=positive_float,
@@ -146,15 +148,19 @@ def main(args: Any) -> int:
                          "--tables-tagged KEY=VALUE")  # fmt: skip
     config = RunConfig.from_args(args)
     settings = AwsSettings.from_args(args)
+    raw_records.collect_less()
     archive = open_archive(args, config.archive_url, endpoint_url=settings.endpoint_url)
 
-    def archive_tables(stop: asyncio.Event) -> Awaitable[int]:
-        if len(names) == 1 and tagged is None:
-            return execute(config, settings, archive, stop=stop)
-        return many.execute_many(
-            config, settings, archive, table_names=names, tagged=tagged,
-            tags_refresh_seconds=args.tags_refresh_seconds, stop=stop,
-        )  # fmt: skip
+    async def archive_tables(stop: asyncio.Event) -> int:
+        processes = getattr(args, "processes", 1)
+        debug = bool(getattr(args, "debug", False))
+        async with shard_pool(processes, settings, archive, debug=debug) as pool:
+            if len(names) == 1 and tagged is None:
+                return await execute(config, settings, archive, stop=stop, pool=pool)
+            return await many.execute_many(
+                config, settings, archive, table_names=names, tagged=tagged,
+                tags_refresh_seconds=args.tags_refresh_seconds, stop=stop, pool=pool,
+            )  # fmt: skip
 
     sink = metrics.start_from_args(args)
     try:

@@ -15,8 +15,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +34,16 @@ from archiver.format.storage import Archive
 def ms_to_datetime(ms: int) -> datetime:
     """Epoch milliseconds (``records.event_time_ms``) as a UTC datetime."""
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+
+
+_DAY_MS = 86_400_000
+
+
+@functools.lru_cache(maxsize=64)
+def _dt_of_day(day: int) -> str:
+    """``layout.dt_of`` of the UTC day ``day`` (days since the epoch): one ``strftime`` per
+    day instead of one per record."""
+    return layout.dt_of(ms_to_datetime(day * _DAY_MS))
 
 
 @dataclass
@@ -88,25 +99,35 @@ class RunBuilder:
         return ms_to_datetime(self.runs[-1].last_event_ms)
 
     def add(self, record: Mapping[str, Any]) -> None:
-        ddb = record["dynamodb"]
-        seq = pad_seq(ddb["SequenceNumber"])
-        ms = event_time_ms(ddb["ApproximateCreationDateTime"])
-        dt = layout.dt_of(ms_to_datetime(ms))
-        if not self.runs or self.runs[-1].dt != dt:
-            self.runs.append(Run(dt, ChangeRows(), seq, seq, ms))
-        run = self.runs[-1]
-        run.rows.append(
-            record,
-            stream_arn=self.stream_arn,
-            shard_id=self.shard_id,
-            table_id=self.table_id,
-            origin=self.origin,
-        )
-        run.last_seq = seq
-        run.last_event_ms = ms
+        self.extend((record,))
+
+    def extend(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Add records of the shard, in sequence order (a page at a time costs least)."""
+        if not records:
+            return
+        ddbs = [record["dynamodb"] for record in records]
+        seqs = [pad_seq(ddb["SequenceNumber"]) for ddb in ddbs]
+        times = [event_time_ms(ddb["ApproximateCreationDateTime"]) for ddb in ddbs]
+        fields = (self.stream_arn, self.shard_id, self.table_id, self.origin)
+        start = 0
+        while start < len(records):
+            # Consecutive records of one day make one run (event times may go back across
+            # midnight: then the day after is a run of its own again).
+            day = times[start] // _DAY_MS
+            end = start + 1
+            while end < len(records) and times[end] // _DAY_MS == day:
+                end += 1
+            dt = _dt_of_day(day)
+            if not self.runs or self.runs[-1].dt != dt:
+                self.runs.append(Run(dt, ChangeRows(), seqs[start], seqs[start], times[start]))
+            run = self.runs[-1]
+            run.rows.append_many(records[start:end], fields)
+            run.last_seq = seqs[end - 1]
+            run.last_event_ms = times[end - 1]
+            start = end
         if self.first_event_ms is None:
-            self.first_event_ms = ms
-        self.count += 1
+            self.first_event_ms = times[0]
+        self.count += len(records)
 
 
 def write_run(
@@ -183,8 +204,7 @@ def write_records(
     """
     ordered = sorted(records, key=lambda r: pad_seq(r["dynamodb"]["SequenceNumber"]))
     builder = RunBuilder(stream_arn=stream_arn, shard_id=shard_id, table_id=table_id, origin=origin)
-    for record in ordered:
-        builder.add(record)
+    builder.extend(ordered)
     return write_builder(archive, table, builder)
 
 

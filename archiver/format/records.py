@@ -20,7 +20,7 @@ were.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import accumulate, islice
 from typing import Any
@@ -192,11 +192,13 @@ class _JsonColumn:
 
     def to_array(self, field: pa.Field) -> pa.Array:
         validity = pa.array(self.valid, pa.bool_()).buffers()[1] if self.nulls else None
-        # orjson's output is valid UTF-8: lay the bytes out as strings, no re-encoding.
+        # orjson's output is valid UTF-8: lay the bytes out as strings, no re-encoding, and
+        # no copy either (the cast keeps the data buffer): while the array lives the column
+        # cannot grow (a bytearray with an export refuses to be resized).
         large = pa.Array.from_buffers(
             pa.large_string(),
             len(self.valid),
-            [validity, pa.py_buffer(self.offsets), pa.py_buffer(bytes(self.data))],
+            [validity, pa.py_buffer(self.offsets), pa.py_buffer(self.data)],
         )
         return large.cast(field.type)
 
@@ -239,10 +241,14 @@ class ChangeRows:
         origin: str,
     ) -> None:
         """Add one stream record (either shape)."""
-        fields = (stream_arn, shard_id, table_id, origin)
+        self.append_many((record,), (stream_arn, shard_id, table_id, origin))
+
+    def append_many(self, records: Sequence[Mapping[str, Any]], fields: Fields) -> None:
+        """Add stream records (either shape) that share ``fields`` (stream ARN, shard ID,
+        table ID, origin), canonicalised with the records held before them in batches."""
         if self._pending and fields != self._pending_fields:
             self._take_pending()
-        self._pending.append(record)
+        self._pending += records
         self._pending_fields = fields
         if len(self._pending) >= _BATCH:
             self._take_pending()
