@@ -34,6 +34,7 @@ from botocore.exceptions import (
 )
 
 from archiver import __version__
+from archiver.aws import metrics
 from archiver.aws.error_table import EXIT_FAILURE, EXIT_USAGE
 from archiver.format.storage import DEFAULT_FILE_MODE, Archive
 from archiver.lambda_mode import failures as lambda_failures
@@ -531,6 +532,7 @@ def number_type(
 positive_int = number_type(int, above=0)
 positive_float = number_type(float, above=0)
 non_negative_float = number_type(float, at_least=0)
+port_number = number_type(int, at_least=0, at_most=65535, why="TCP ports; 0: any free one")
 
 
 __all__ = [
@@ -559,3 +561,29 @@ __all__ = [
     "positive_int",
     "run",
 ]
+
+
+def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--metrics emf|prometheus|none``, ``--metrics-port N``, ``--healthz-stale-seconds S``."""
+    group = parser.add_argument_group("metrics and health")
+    group.add_argument(
+        "--metrics",
+        choices=("none", "emf", "prometheus"),
+        default="none",
+        help="emf: CloudWatch Embedded Metric Format lines on stdout (flushed every minute); "
+        "prometheus: serve /metrics and /healthz on --metrics-port",
+    )
+    group.add_argument(
+        "--metrics-port",
+        type=port_number,
+        default=metrics.DEFAULT_PORT,
+        metavar="N",
+        help="the port of /metrics and /healthz with --metrics prometheus",
+    )
+    group.add_argument(
+        "--healthz-stale-seconds",
+        type=positive_float,
+        default=metrics.DEFAULT_STALE_SECONDS,
+        metavar="S",
+        help="/healthz answers 503 once any open shard has not been read for this long",
+    )

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "DdbStreamArchive"
 DEFAULT_STALE_SECONDS = 300.0
+DEFAULT_PORT = 9108  # --metrics-port
 
 
 @dataclass(frozen=True)
@@ -315,32 +316,6 @@ def using(sink: Metrics) -> Iterator[Metrics]:
 
 
 # -- the command-line choice ----------------------------------------------------------------
-
-
-def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--metrics emf|prometheus|none``, ``--metrics-port N``, ``--healthz-stale-seconds S``."""
-    group = parser.add_argument_group("metrics and health")
-    group.add_argument(
-        "--metrics",
-        choices=("none", "emf", "prometheus"),
-        default="none",
-        help="emf: CloudWatch Embedded Metric Format lines on stdout (flushed every minute); "
-        "prometheus: serve /metrics and /healthz on --metrics-port",
-    )
-    group.add_argument(
-        "--metrics-port",
-        type=int,
-        default=9108,
-        metavar="N",
-        help="the port of /metrics and /healthz with --metrics prometheus",
-    )
-    group.add_argument(
-        "--healthz-stale-seconds",
-        type=float,
-        default=DEFAULT_STALE_SECONDS,
-        metavar="S",
-        help="/healthz answers 503 once any open shard has not been read for this long",
-    )
 
 
 def start_from_args(args: argparse.Namespace) -> Metrics:

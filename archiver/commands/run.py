@@ -44,6 +44,7 @@ from archiver.capture.runner import RunConfig, execute
 from archiver.cliutil import (
     add_archive_argument,
     add_file_mode_argument,
+    add_metrics_arguments,
     open_archive,
     positive_float,
     positive_int,
@@ -69,7 +70,7 @@ def byte_size(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    metrics.add_metrics_arguments(parser)
+    add_metrics_arguments(parser)
     tables = parser.add_argument_group("tables (one process archives them all)")
     tables.add_argument(
         "--table-name",

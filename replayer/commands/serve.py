@@ -33,7 +33,7 @@ import sys
 from datetime import datetime
 
 from archiver.aws.error_table import EXIT_OK
-from archiver.cliutil import add_archive_argument, open_archive
+from archiver.cliutil import add_archive_argument, open_archive, port_number
 from archiver.format.timefmt import iso_ms, parse_time
 from replayer.engines.fold import FoldSettings, add_fold_arguments
 from replayer.exceptions import BadInput, Refused
@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="127.0.0.1",
         help="address to listen on; anything but loopback needs --allow-remote",
     )
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on (0: any)")
+    parser.add_argument("--port", type=port_number, default=8000, help="port to listen on (0: any)")
     parser.add_argument(
         "--at",
         metavar="TIME",
