@@ -39,9 +39,12 @@ if TYPE_CHECKING:
         DynamoDBStreamsClient as AioDynamoDBStreamsClient,
     )
 
+    # Kinesis has no stubs installed: the capture types the few calls it makes itself.
+    from archiver.capture.kinesis_api import KinesisClient
+
 # The services the code calls; a new one needs its overloads below and its stubs in the
 # ``test`` extra (``types-aiobotocore[...]`` and ``boto3-stubs[...]``).
-Service = Literal["application-autoscaling", "cloudwatch", "dynamodb", "dynamodbstreams"]
+Service = Literal["application-autoscaling", "cloudwatch", "dynamodb", "dynamodbstreams", "kinesis"]
 # Services reached only with a synchronous client (the fold on Athena, its Glue tables).
 SyncService = Service | Literal["athena", "glue"]
 
@@ -104,6 +107,10 @@ class AwsSettings:
     def aio_client(
         self, service: Literal["dynamodbstreams"], *, own_retries: bool = False
     ) -> AbstractAsyncContextManager[AioDynamoDBStreamsClient]: ...
+    @overload
+    def aio_client(
+        self, service: Literal["kinesis"], *, own_retries: bool = False
+    ) -> AbstractAsyncContextManager[KinesisClient]: ...
     def aio_client(
         self, service: Service, *, own_retries: bool = False
     ) -> AbstractAsyncContextManager[Any]:

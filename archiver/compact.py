@@ -235,6 +235,7 @@ def merge_run(archive: Archive, table: str, run: list[ChangeFile]) -> tuple[str,
             last_seq=name.last_seq,
             prev_last_seq=footer.prev_last_seq if footer is not None else None,
             prev_chained=footer.prev_chained if footer is not None else False,
+            kinesis=_merged_kinesis([footers.footer_of(tables[i].schema.metadata) for i in order]),
         ),
     )
     merged = _carry_erasures(merged, tables, footer)
@@ -246,6 +247,20 @@ def merge_run(archive: Archive, table: str, run: list[ChangeFile]) -> tuple[str,
             f"{archive.uri(out)} holds {written} rows, expected {merged.num_rows}: inputs kept"
         )
     return out, rows_in, merged.num_rows, size
+
+
+def _merged_kinesis(inputs: list[footers.Footer | None]) -> dict[str, Any] | None:
+    """The Kinesis provenance of a merged run (inputs in chain order): its first input's
+    first Kinesis sequence number to its last input's last (the rows' ``sequence_number``
+    range is recomputed from the merged rows)."""
+    found = [f.kinesis for f in inputs if f is not None and f.kinesis is not None]
+    if not found:
+        return None
+    keep = ("stream_arn", "shard_id", "first_sequence_number")
+    return {
+        **{k: found[0].get(k) for k in keep},
+        "last_sequence_number": found[-1].get("last_sequence_number"),
+    }
 
 
 def _carry_erasures(

@@ -150,7 +150,7 @@ class ServiceUnavailable(AwsError):
 
 
 class ExpiredIterator(AwsError):
-    """A stream shard iterator is older than 15 minutes."""
+    """A shard iterator expired: DynamoDB Streams' after 15 minutes, Kinesis's after 5."""
 
 
 class TrimmedData(AwsError):
@@ -192,6 +192,18 @@ ERROR_CODES: dict[str, AnyArchiverError] = {
     "ServiceUnavailable": ServiceUnavailable,
     "ExpiredIteratorException": ExpiredIterator,
     "TrimmedDataAccessException": TrimmedData,
+    # Kinesis Data Streams (archiver.capture.kinesis_api): GetRecords' per-shard limits answer
+    # ProvisionedThroughputExceededException (above), an encrypted stream's KMS limits
+    # KMSThrottlingException; its server failures are InternalFailureException.
+    "KMSThrottlingException": Throttled,
+    "InternalFailureException": ServiceUnavailable,
+    "InvalidArgumentException": InvalidRequest,
+    "ExpiredNextTokenException": InvalidRequest,
+    "KMSAccessDeniedException": AccessDenied,
+    "KMSDisabledException": AccessDenied,
+    "KMSNotFoundException": AccessDenied,
+    "KMSInvalidStateException": AccessDenied,
+    "KMSOptInRequired": AccessDenied,
 }
 
 # What each kind of failure is called in the one line a user reads.

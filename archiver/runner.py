@@ -36,6 +36,7 @@ import botocore.exceptions
 
 from archiver import describe, many
 from archiver.aws import AwsSettings
+from archiver.capture import kinesis_run
 from archiver.check import verify_resume
 from archiver.cliutil import (
     add_archive_argument,
@@ -158,6 +159,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="interval of the progress lines on stderr (records, files, lag, watermark)",
     )
+    kinesis_run.add_kinesis_arguments(parser)
 
 
 @dataclass(frozen=True)
@@ -194,11 +196,16 @@ def main(args: Any) -> int:
     if not names and tagged is None:
         raise UsageError("name the tables to archive: --table-name T (repeatable) or "
                          "--tables-tagged KEY=VALUE")  # fmt: skip
+    kinesis = kinesis_run.KinesisOptions.from_args(args)
+    if kinesis is not None:
+        kinesis_run.one_table(names, tagged)
     config = RunConfig.from_args(args)
     settings = AwsSettings.from_args(args)
     archive = open_archive(args, config.archive_url, endpoint_url=settings.endpoint_url)
 
     def archive_tables(stop: asyncio.Event) -> Awaitable[int]:
+        if kinesis is not None:
+            return kinesis_run.execute(config, settings, archive, kinesis, stop=stop)
         if len(names) == 1 and tagged is None:
             return execute(config, settings, archive, stop=stop)
         return many.execute_many(
@@ -346,6 +353,9 @@ class _Session:
         check_stream(doc)
         self.table_id = str(doc["table_id"])
         await asyncio.to_thread(coverage.check_owner, self.archive, table, str(doc["table_arn"]))
+        await asyncio.to_thread(
+            kinesis_run.refuse_other_source, self.archive, table, self.table_id, False
+        )
         # Before anything is written: state files that parse, resume points that can be trusted.
         await asyncio.to_thread(verify_resume, self.archive, table)
         await asyncio.to_thread(tables.store_description, self.archive, doc)

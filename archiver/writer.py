@@ -85,6 +85,9 @@ class ShardProgress:
     checkpointed: float = 0.0  # time.monotonic() of the last checkpoint write
     head_chained: bool = False  # the last durable file carries a chain footer
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # What a source other than DynamoDB Streams keeps per shard (the Kinesis capture: its
+    # sequence numbers and arrival times, read and durable).
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def watermark_time(self) -> datetime | None:
         """Up to when this shard is durably archived (see DESIGN.md "watermark")."""
@@ -130,6 +133,9 @@ class ChangeWriter:
 
     Archive I/O runs in worker threads so the readers of other shards keep going.
     """
+
+    # The coverage mode its watermark is recorded under.
+    mode = "poller"
 
     def __init__(
         self, archive: Archive, table: str, generation: LiveGeneration, policy: FlushPolicy
@@ -325,6 +331,7 @@ class ChangeWriter:
             progress.durable_seq = buffer.last_seq
             progress.durable_event_time = buffer.last_event_time
             progress.head_chained = True
+            self._flushed(progress)
             caught_up_seq = progress.caught_up_seq or ""
             if progress.caught_up_at is not None and caught_up_seq <= buffer.last_seq:
                 progress.durable_caught_up_at = progress.caught_up_at
@@ -332,6 +339,9 @@ class ChangeWriter:
             await asyncio.to_thread(self._write_checkpoint, progress)
             self.stats.files_written += len(paths)
             self.stats.records_written += buffer.count
+
+    def _flushed(self, progress: ShardProgress) -> None:
+        """The shard's buffer is durable now (its checkpoint is written next)."""
 
     async def flush_all(self) -> None:
         for progress in list(self.shards.values()):
@@ -369,7 +379,7 @@ class ChangeWriter:
                     self.table,
                     self.generation.table_id,
                     watermark,
-                    mode="poller",
+                    mode=self.mode,
                 )
 
     def watermark(self) -> datetime | None:
@@ -389,22 +399,22 @@ class ChangeWriter:
             return None
         return min(min(times), utcnow()) - coverage.WATERMARK_MARGIN
 
+    def _checkpoint_doc(self, progress: ShardProgress) -> dict[str, Any]:
+        """The shard's checkpoint as of what is durable (DESIGN.md "State files")."""
+        return {
+            "stream_arn": progress.stream.arn,
+            "shard_id": progress.shard.shard_id,
+            "parent_shard_id": progress.shard.parent_shard_id,
+            "sequence_number": _plain(progress.durable_seq),
+            "event_time": _iso(progress.durable_event_time),
+            "caught_up_at": _iso(progress.durable_caught_up_at),
+            "closed": progress.finished,
+            "updated_at": iso_ms(utcnow()),
+            "chain_head": _chain_head(progress),
+        }
+
     def _write_checkpoint(self, progress: ShardProgress) -> None:
-        write_checkpoint(
-            self.archive,
-            self.table,
-            {
-                "stream_arn": progress.stream.arn,
-                "shard_id": progress.shard.shard_id,
-                "parent_shard_id": progress.shard.parent_shard_id,
-                "sequence_number": _plain(progress.durable_seq),
-                "event_time": _iso(progress.durable_event_time),
-                "caught_up_at": _iso(progress.durable_caught_up_at),
-                "closed": progress.finished,
-                "updated_at": iso_ms(utcnow()),
-                "chain_head": _chain_head(progress),
-            },
-        )
+        write_checkpoint(self.archive, self.table, self._checkpoint_doc(progress))
         progress.dirty = False
         progress.checkpointed = time.monotonic()
 

@@ -43,6 +43,8 @@ from replayer.errors import (
     Refused,
 )
 from replayer.log_files import check_chain
+from replayer.planning import kinesis_order
+from replayer.planning.kinesis_order import EqualTimeOrder
 from replayer.segments import Inexact, LogSegment
 
 log = logging.getLogger(__name__)
@@ -132,7 +134,9 @@ class Plan:
     # History kept from incremental exports: the log as segments in time order (replayer.
     # windows); empty for a plan over the stream alone, which reads ``change_files``.
     segments: tuple[LogSegment, ...] = field(default=())
-    inexact: Inexact | None = None  # set only when --allow-inexact took some keys' state
+    # Set only when --allow-inexact took some keys' state: inside an incremental-export
+    # window, or where equal-time Kinesis records' order is not proven.
+    inexact: Inexact | EqualTimeOrder | None = None
 
     @property
     def table_id(self) -> str:
@@ -461,13 +465,13 @@ def plan_restore(
     windows = incremental.windows_of(archive, table, gen.table_id)
     if not windows:
         return _plan_from_stream(
-            archive, table, at, gen, allow_gaps, settings, convert, lambda_checks
+            archive, table, at, gen, allow_gaps, settings, convert, lambda_checks, allow_inexact
         )
     if convert:
         convert_exports(archive, table, settings)
     try:
         return _plan_from_stream(
-            archive, table, at, gen, allow_gaps, settings, False, lambda_checks
+            archive, table, at, gen, allow_gaps, settings, False, lambda_checks, allow_inexact
         )
     except Refused:
         # The stream alone cannot serve T: history from incremental exports may.
@@ -485,6 +489,7 @@ def _plan_from_stream(
     settings: AwsSettings | None,
     convert: bool,
     lambda_checks: lambda_gaps.LambdaChecks | None = None,
+    allow_inexact: bool = False,
 ) -> Plan:
     _check_watermark(gen, at)
     if convert:
@@ -493,6 +498,9 @@ def _plan_from_stream(
     checks = lambda_checks or lambda_gaps.LambdaChecks(settings=settings)
     gaps = _check_gaps(archive, gen, log_from, at, allow_gaps, checks)
     files = check_chain(archive, table, log_from, at)
+    inexact = kinesis_order.check(
+        archive, files, table, gen.table_id, log_from, at, allow_inexact=allow_inexact
+    )
     return Plan(
         table=table,
         at=at,
@@ -501,6 +509,7 @@ def _plan_from_stream(
         log_from=log_from,
         change_files=tuple(files),
         gaps=gaps,
+        inexact=inexact,
     )
 
 
@@ -542,6 +551,10 @@ def plan_log(
         )
     gaps = _check_gaps(archive, gen, after, until, allow_gaps, lambda_checks)
     files = check_chain(archive, table, after, until)
+    kinesis_order.check(
+        archive, files, table, gen.table_id, after, until, allow_inexact=False,
+        lower_inclusive=False,
+    )  # fmt: skip
     return LogPlan(
         table=table,
         generation=gen,

@@ -1,0 +1,1 @@
+"""Capturing changes: the stream readers, the change-file writer and the runner."""

@@ -1,0 +1,1 @@
+"""The archiver as an AWS Lambda function: its handlers, failed batches, stalls, redrive."""

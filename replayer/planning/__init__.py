@@ -1,0 +1,1 @@
+"""Planning a replay: which base, which log, which files, and what a restore may promise."""
