@@ -14,7 +14,8 @@ method names (``describe_stream_summary``, ``list_shards``, ``get_shard_iterator
 * sequence numbers as AWS gives them: 56 digits, increasing across the stream, not contiguous;
 * a closed shard, once read to its end, answers no ``NextShardIterator``;
 * ``MillisBehindLatest``: 0 when a page reaches the shard's last record (no new records "at
-  this moment"), else the arrival time between the page's last record and the shard's newest;
+  this moment"), else the arrival time between the page's last record and the shard's newest
+  (at least 1);
 * ``ListShards`` paging (``page_size`` shards a page, ``NextToken`` alone on later pages —
   AWS refuses the stream name with a token);
 * trimming (:meth:`trim`): records that arrived before a time are gone; an iterator after a
@@ -115,6 +116,8 @@ class KinesisDouble:
         self._epoch = 0  # iterators of an older epoch have expired
         self._faults: dict[str, list[str]] = {}
         self.calls: list[str] = []
+        # Every GetRecords answer: (shard id, records, whether it ended the shard).
+        self.reads: list[tuple[str, int, bool]] = []
 
     # -- building the stream ----------------------------------------------------------------
 
@@ -281,13 +284,15 @@ class KinesisDouble:
             "MillisBehindLatest": (
                 0
                 if not rest
-                else int((newest - page[-1].arrival).total_seconds() * 1000)  # type: ignore[operator]
+                else max(1, int((newest - page[-1].arrival).total_seconds() * 1000))  # type: ignore[operator]
                 if page
-                else 0
+                else 1
             ),
         }
-        if not (shard.ending_seq is not None and not rest):
+        ended = shard.ending_seq is not None and not rest
+        if not ended:
             out["NextShardIterator"] = self._iterator(shard_id, last, 0)
+        self.reads.append((shard_id, len(page), ended))
         return out
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,12 +24,16 @@ from archiver.format.codec import canonical_json
 from archiver.format.storage import Archive
 from archiver.format.tables import table_id_of
 from archiver.format.timefmt import parse_iso
+from archiver.retry import RetryPolicy
 from archiver.runner import RunConfig
 from archiver.writer import FlushPolicy
 from replayer.fold import Fold
 from replayer.plan import plan_restore
 from tests.kinesis_double import DestinationDouble, change_doc
 from tests.replay_helpers import write_snapshot
+
+# Backoff in milliseconds: injected throttling costs a test no time.
+FAST_RETRY = RetryPolicy(base_seconds=0.005, cap_seconds=0.05, max_attempts=30)
 
 
 def micros_of(at: datetime) -> int:
@@ -122,7 +126,7 @@ def seed_coverage(
     return table_id, created
 
 
-def capture(
+def capture_async(
     archive: Archive,
     table: str,
     stream_arn: str,
@@ -134,7 +138,7 @@ def capture(
     accept_millisecond_order: bool = False,
     once: bool = True,
     stop: asyncio.Event | None = None,
-) -> int:
+) -> Coroutine[Any, Any, int]:
     """``run --kinesis-stream-arn`` in-process (``--once`` by default), with short intervals."""
     config = RunConfig(
         table_name=table,
@@ -145,6 +149,7 @@ def capture(
         progress_seconds=60,
         discover_seconds=0.2,
         persist_seconds=0.2,
+        retry=FAST_RETRY,
     )
     options = KinesisOptions(
         stream_arn=stream_arn,
@@ -152,17 +157,22 @@ def capture(
         reorder=timedelta(seconds=margin),
         describe_seconds=0.2,
     )
-    return asyncio.run(
-        kinesis_run.execute(
-            config,
-            AwsSettings(),
-            archive,
-            options,
-            stop=stop,
-            kinesis_client=kinesis_client,
-            destinations=destinations,
-        )
+    return kinesis_run.execute(
+        config,
+        AwsSettings(),
+        archive,
+        options,
+        stop=stop,
+        kinesis_client=kinesis_client,
+        destinations=destinations,
     )
+
+
+def capture(
+    archive: Archive, table: str, stream_arn: str, destinations: DestinationDouble, **kwargs: Any
+) -> int:
+    """:func:`capture_async`, run to its end."""
+    return asyncio.run(capture_async(archive, table, stream_arn, destinations, **kwargs))
 
 
 def restored(archive: Archive, table: str, ms: int, **kwargs: Any) -> dict[str, str]:

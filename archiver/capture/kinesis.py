@@ -10,9 +10,10 @@ task per shard) and hands what it reads, through :class:`Intake`, to a
   a parent no longer listed (past the retention) does not hold its children back;
 * new shards are picked up as they appear (``ListShards`` every ``discover_seconds`` and
   whenever a shard ends);
-* an open shard is caught up when a page says ``MillisBehindLatest: 0`` — AWS: "record
-  processing is caught up, and there are no new records to process at this moment"; a closed
-  shard only at its end;
+* an open shard is caught up when an empty page says ``MillisBehindLatest: 0`` — AWS: "record
+  processing is caught up, and there are no new records to process at this moment" (a page
+  with records is read past, in case its zero was rounded down); a closed shard only at its
+  end;
 * ``ExpiredIteratorException`` (iterators live 5 minutes): a new iterator after the last record
   read; ``ResourceNotFoundException``: the stream (or shard) is gone, and the caller records
   the hole;
@@ -390,7 +391,7 @@ class KinesisConsumer:
                 self.finished.add(shard.shard_id)
                 self._rediscover.set()  # its children may be listed now
                 return
-            if behind == 0 and not current.closed:
+            if behind == 0 and not records and not current.closed:
                 await self.writer.caught_up(self.info, archived, utcnow())
                 if config.once:
                     self.resting.add(shard.shard_id)
