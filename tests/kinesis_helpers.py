@@ -96,10 +96,13 @@ class History:
             if item is not None
         }
 
-    def instants(self) -> list[int]:
-        """Every millisecond a change happens in, and the one after each."""
+    def instants(self, most: int = 12) -> list[int]:
+        """Milliseconds a change happens in, or the one after (at most ``most``, spread over
+        the history; the last change's always)."""
         ms = sorted({s.micros // 1000 for s in self.steps})
-        return sorted(set(ms) | {m + 1 for m in ms})
+        every = sorted(set(ms) | {m + 1 for m in ms})
+        step = max(1, len(every) // most)
+        return sorted(set(every[::step]) | {every[-1]})
 
 
 def seed_coverage(

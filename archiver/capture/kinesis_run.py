@@ -377,9 +377,11 @@ class Session:
         try:
             stream = await self.api.describe(arn)
         except Exception as exc:
-            if is_gone(exc):
-                raise UsageError(f"the Kinesis data stream {arn} does not exist") from exc
-            raise
+            if not is_gone(exc):
+                raise
+            if await asyncio.to_thread(self._deleted_since_last_run, table_id):
+                return EXIT_NEW_GAP
+            raise UsageError(f"the Kinesis data stream {arn} does not exist") from exc
         await asyncio.to_thread(tables.store_description, self.archive, doc)
         generation = await asyncio.to_thread(self._open_coverage, doc, started)
         writer = KinesisWriter(
@@ -489,13 +491,56 @@ class Session:
             destination = Destination(destination.stream_arn, "DISABLED", destination.precision)
         await self._destination_seen(destination)
 
+    def _claimed(self, table_id: str) -> datetime | None:
+        """Up to where the log of generation ``table_id`` is claimed complete."""
+        current = coverage.generation_of(self.archive, self.table, table_id) or {}
+        claimed = current.get("watermark") or current.get("covered_from")
+        return parse_iso(str(claimed)) if claimed else None
+
     async def _stream_deleted(self, stream: KinesisStream) -> None:
         """The stream is gone: what was not read by then is lost."""
         assert self.writer is not None
-        current = coverage.generation_of(self.archive, self.table, self.writer.generation.table_id)
-        claimed = (current or {}).get("watermark") or (current or {}).get("covered_from")
-        start = parse_iso(str(claimed)) if claimed else self.writer.generation.covered_from
+        start = (
+            self._claimed(self.writer.generation.table_id) or self.writer.generation.covered_from
+        )
         await self.writer.record_gap(stream.arn, start, utcnow(), coverage.GAP_KINESIS_DELETED)
+
+    def _deleted_since_last_run(self, table_id: str) -> bool:
+        """The stream this archive read the table from is gone: record the hole from what the
+        log claims to now, once (blocking I/O); ``False`` when this archive never read it."""
+        arn = self.options.stream_arn
+        state = statefiles.read_json(
+            self.archive, layout.kinesis_state(self.table), statefiles.KINESIS_STATE,
+            "kinesis.json", missing_ok=True,
+        )  # fmt: skip
+        if not state or state.get("stream_arn") != arn:
+            return False
+        known = any(
+            g.get("stream_arn") == arn and g.get("reason") == coverage.GAP_KINESIS_DELETED
+            for g in coverage.read_gaps(self.archive, self.table)
+        )
+        if not known:
+            now = utcnow()
+            coverage.append_gap(
+                self.archive,
+                self.table,
+                table_id=table_id,
+                stream_arn=arn,
+                shard_id=None,
+                start=self._claimed(table_id) or now,
+                end=now,
+                reason=coverage.GAP_KINESIS_DELETED,
+            )
+        log.warning(
+            "%s: the Kinesis data stream %s was deleted: records not archived before are lost "
+            "(gap %s in %s); enable a new destination and archive it into a new archive or "
+            "after a new base snapshot",
+            self.table,
+            arn,
+            "recorded" if not known else "already recorded",
+            layout.gaps(self.table),
+        )
+        return not known
 
     async def _every(self, seconds: float, action: Callable[[], Awaitable[None]]) -> None:
         while True:
