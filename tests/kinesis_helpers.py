@@ -59,6 +59,7 @@ class History:
         self.table = table
         self.steps: list[Step] = []
         self._state: dict[str, dict[str, Any] | None] = {}
+        self.initial: dict[str, dict[str, Any]] = {}  # in the base snapshot
         self._ids = itertools.count()
 
     def write(
@@ -84,9 +85,15 @@ class History:
         self._state[pk] = new
         return step
 
+    def seed(self, pk: str, value: str) -> dict[str, Any]:
+        """Item ``pk`` exists before the history (in the base snapshot); returns it."""
+        item = {"pk": {"S": pk}, "v": {"S": value}}
+        self.initial[pk] = self._state[pk] = item
+        return item
+
     def state_at(self, ms: int) -> dict[str, str]:
         """Canonical keys → canonical item, for every change whose time in ms is ≤ ``ms``."""
-        state: dict[str, dict[str, Any] | None] = {}
+        state: dict[str, dict[str, Any] | None] = dict(self.initial)
         for step in self.steps:
             if step.micros // 1000 <= ms:
                 state[step.pk] = step.new

@@ -8,11 +8,13 @@ record its ``sequence_number`` as it arrives:
 * a record no other record of its key shares its time with gets the default tie part, a
   function of its ``eventID`` (a duplicate read after a restart gets the same number);
 * a record whose key already has a record at the same time is placed by what the images
-  prove — a record whose old image equals another's new image comes after it — between the
+  prove (``archiver.format.ties.orders``: the chains through the group in which each record's
+  old image is the one before's new image, an absent image counting as a state), between the
   tie parts of those already archived (they are in files already and cannot move). Where the
-  images prove nothing, or contradict each other, it keeps its default tie and the group is
-  *undecided*. Every such group is recorded in ``kinesis-ties.jsonl`` (before its records
-  reach a file), and a restore whose result depends on an undecided one is refused;
+  images do not tell which came last, or the archived ones are in the wrong order already, it
+  keeps its default tie and the group is *undecided*. Every such group is recorded in
+  ``kinesis-ties.jsonl`` (before its records reach a file), and a restore whose result depends
+  on an undecided one is refused;
 * a record whose ``eventID`` it has seen is a duplicate: ``None``, and the caller drops it.
 
 It remembers the records of the last ``horizon`` (by creation time, from the newest seen) and
@@ -25,7 +27,6 @@ judges it by the images there.
 from __future__ import annotations
 
 import heapq
-import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,6 +43,8 @@ DEFAULT_HORIZON = timedelta(minutes=5)
 
 
 def _image_hash(image: Any) -> int | None:
+    """The item's state an image shows (``None``: absent — an INSERT's old image, a REMOVE's
+    new one; absent is a state like any other here)."""
     if not isinstance(image, Mapping):
         return None
     return hash(orjson.dumps(image, option=orjson.OPT_SORT_KEYS))
@@ -62,18 +65,6 @@ def _key_hash(keys: Any, raw: bytes) -> str:
         return coverage.key_hash(canonical_json(keys))
     except CodecError:
         return coverage.key_hash(raw.decode("utf-8", "replace"))
-
-
-def _after(later: _Member, earlier: _Member) -> bool:
-    """Whether the images prove ``later`` comes after ``earlier``."""
-    return later.old is not None and later.old == earlier.new
-
-
-def _decided(members: list[_Member]) -> bool:
-    """Whether the images prove the group's order: each record follows the one before it,
-    and no pair is linked both ways."""
-    ordered = sorted(members, key=lambda m: m.tie)
-    return all(_after(b, a) and not _after(a, b) for a, b in itertools.pairwise(ordered))
 
 
 class Orderer:
@@ -117,16 +108,16 @@ class Orderer:
             _image_hash(ddb.get("OldImage")),
             _image_hash(ddb.get("NewImage")),
         )
+        others = list(group or ())
         if known is not None:
             member.tie = ties.tie_of(known)
         self._remember(slot, member)
-        if group is None or known is not None:
+        if not others or known is not None:
             return ties.order_key(item.micros, member.tie), None
         # A record of this key at this time is archived already: place it by the images.
-        decided = self._place_among(member, group)
-        members = [*group, member]
+        decided = self._place(member, others)
+        members = [*others, member]
         self.ties += 1
-        decided = decided and _decided(members)
         if not decided:
             self.undecided += 1
         sequence_number = ties.order_key(item.micros, member.tie)
@@ -143,26 +134,39 @@ class Orderer:
         }
         return sequence_number, entry
 
-    def _place_among(self, member: _Member, group: list[_Member]) -> bool:
-        """Set ``member.tie`` where the images put it among ``group``; ``False`` when they
-        prove nothing or contradict each other (the default tie stays)."""
-        after = [m.tie for m in group if _after(member, m)]
-        before = [m.tie for m in group if _after(m, member)]
-        if not after and not before:
-            return False
-        low = max(after) if after else None
-        high = min(before) if before else None
-        if low is not None and high is not None and low >= high:
-            return False
+    def _place(self, member: _Member, others: list[_Member]) -> bool:
+        """Set ``member.tie`` where the images put it among ``others`` (archived already, their
+        ties fixed); ``True`` when they prove which record is last and the archive's order
+        says so now (``archiver.format.ties.orders``)."""
+        members = [*others, member]
+        new = len(others)
+        paths = ties.orders([(m.old, m.new) for m in members])
+        if not paths or len({p[-1] for p in paths}) != 1:
+            return False  # the images do not tell which came last
+        if len(paths) == 1:
+            # The whole order is proven: put the new record in its place, if the archived ones
+            # are in theirs.
+            path = paths[0]
+            fixed = [members[i].tie for i in path if i != new]
+            if fixed == sorted(fixed):
+                at = path.index(new)
+                low = max((members[i].tie for i in path[:at]), default=None)
+                high = min((members[i].tie for i in path[at + 1 :]), default=None)
+                return self._between(member, low, high)
+        last = paths[0][-1]
+        if last == new:
+            return self._between(member, max(m.tie for m in others), None)
+        top = members[last].tie
+        if top != max(m.tie for m in others):
+            return False  # another record outranks the last one already
+        return self._between(member, None, top)
+
+    @staticmethod
+    def _between(member: _Member, low: int | None, high: int | None) -> bool:
+        """Keep the default tie if it lies in (low, high), else move it there."""
         if (low is None or low < member.tie) and (high is None or member.tie < high):
-            return True  # the default tie is in place already
-        ties_in = sorted(m.tie for m in group)
-        if low is not None:
-            above = [t for t in ties_in if t > low]
-            tie = ties.between(low, above[0] if above else None)
-        else:
-            below = [t for t in ties_in if t < (high if high is not None else 0)]
-            tie = ties.between(below[-1] if below else None, high)
+            return True
+        tie = ties.between(low, high)
         if tie is None:
             return False
         member.tie = tie

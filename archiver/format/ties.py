@@ -12,7 +12,8 @@ with ``ApproximateCreationDateTime`` at the destination's precision (docs/FORMAT
 Data Streams records"). The archive orders a key's Kinesis records by that time, kept exact in
 ``sequence_number``; two records of one key with the same time are ordered by what their
 images prove — a record whose old image equals the other's new image comes after it — and
-that order is written into their ``sequence_number`` as they are archived.
+that order is written into their ``sequence_number`` as they are archived. What the images
+allow is :func:`orders`: the capture and the replayer's check judge a group by it alike.
 
 Each such group met while capturing is recorded in ``_state/<table>/kinesis-ties.jsonl``, one
 line per change of what is known about it (the latest line per key and time counts)::
@@ -30,7 +31,8 @@ to scrub here.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+import itertools
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from archiver.format import layout, statefiles
@@ -93,3 +95,33 @@ def between(low: int | None, high: int | None) -> int | None:
     if hi - lo < 2:
         return None
     return (lo + hi) // 2
+
+
+# -- what the images prove ------------------------------------------------------------------
+
+UNKNOWN = object()  # the state before a group is not known
+LARGEST_GROUP = 8  # orders of larger groups are not enumerated: they prove nothing
+
+
+def orders(
+    links: Sequence[tuple[Hashable, Hashable]], prior: object = UNKNOWN
+) -> list[tuple[int, ...]] | None:
+    """Every order of one key's records with the same time that their images allow.
+
+    ``links`` holds each record's (old state, new state) — its images' canonical text, or
+    ``None`` for absent (an INSERT's old, a REMOVE's new). Consecutive changes of an item
+    always link — each one's old state is the one before's new state — and the first one's old
+    state is the state before them (``prior``, when known). So the orders the images allow are
+    the chains through every record whose links hold; the true order is among them. Returns
+    them as tuples of indexes, or ``None`` for a group too large to enumerate.
+    """
+    count = len(links)
+    if count > LARGEST_GROUP:
+        return None
+    found: list[tuple[int, ...]] = []
+    for order in itertools.permutations(range(count)):
+        if prior is not UNKNOWN and links[order[0]][0] != prior:
+            continue
+        if all(links[b][0] == links[a][1] for a, b in itertools.pairwise(order)):
+            found.append(order)
+    return found

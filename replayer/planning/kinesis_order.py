@@ -3,22 +3,24 @@
 Rows captured from Kinesis Data Streams are ordered by their creation time, kept to the
 microsecond at the front of ``sequence_number`` (``archiver.format.ties``). Per key, the fold
 takes the row with the highest ``sequence_number`` at or before ``T``. When other rows of the
-key share that row's creation time, the winner among them is decided by their images: a record
-whose old image equals another's new image comes after it. The capture already placed them so
-(``archiver.capture.kinesis_order``); this check judges what the archive holds, whatever the
-capture saw:
+key share that row's creation time, which of them came last is a question for their images.
+Consecutive changes of an item always link — each one's old image is the one before's new
+image, an absent image (an INSERT's old, a REMOVE's new) counting as a state — so the orders
+the images allow are the chains through every row of that time whose links hold, starting from
+the key's state before them when the window shows it (``archiver.format.ties.orders``). The
+capture placed them so already (``archiver.capture.kinesis_order``); this check judges what
+the archive holds, whatever the capture saw:
 
-* the candidates for "last" are the rows of that time that no other row of it provably
-  follows;
-* the key's state at ``T`` is **exact** when every candidate leaves the key in the same state
-  as the fold's winner (the same new image, or all deletions);
-* otherwise it is **ambiguous**: the restore is refused (exit 4) naming the keys — by their
-  text, and the groups the capture recorded as undecided in ``kinesis-ties.jsonl`` — unless
+* the key's state at ``T`` is **exact** when every allowed order ends in the state the fold's
+  winner leaves (or every row of that time leaves it);
+* otherwise it is **ambiguous** (several orders end differently, as when a state comes back:
+  x → y → x; or none fits): the restore is refused (exit 4) naming the keys — by their text,
+  and saying which the capture recorded as undecided in ``kinesis-ties.jsonl`` — unless
   ``--allow-inexact``, which restores the fold's choice and says so.
 
 What it reads: the ``keys``, ``sequence_number`` and ``event_id`` columns of the Kinesis files
-in the window (one aggregate, like the fold's first pass), then the images of the few rows
-that share their key's latest time with another row.
+in the window (one aggregate, like the fold's first pass), then the rows of the few keys whose
+latest time another row shares.
 """
 
 from __future__ import annotations
@@ -96,17 +98,24 @@ def _state(member: Mapping[str, Any]) -> str | None:
     return None if member["event_name"] == "REMOVE" else member["new_image"]
 
 
-def _follows(later: Mapping[str, Any], earlier: Mapping[str, Any]) -> bool:
-    return later["old_image"] is not None and later["old_image"] == earlier["new_image"]
-
-
-def judge(members: Sequence[Mapping[str, Any]]) -> bool:
+def judge(members: Sequence[Mapping[str, Any]], prior: object = ties.UNKNOWN) -> bool:
     """Whether the fold's winner among rows of one key and time (``seq``, ``event_id``,
-    ``event_name``, ``new_image``, ``old_image``) is the key's state, as the images prove."""
+    ``event_name``, ``new_image``, ``old_image``) is the key's state, as the images prove.
+
+    ``prior``: the key's state before them (``None`` absent), when the window holds an earlier
+    row of it. The orders the images allow are ``archiver.format.ties.orders``'; the state is
+    proven when every one of them ends in the state the fold's winner leaves — or every row
+    leaves that state.
+    """
     unique = list({m["event_id"]: m for m in sorted(members, key=lambda m: m["seq"])}.values())
     winner = max(unique, key=lambda m: m["seq"])
-    candidates = [m for m in unique if not any(_follows(o, m) for o in unique if o is not m)]
-    return bool(candidates) and {_state(c) for c in candidates} == {_state(winner)}
+    if {_state(m) for m in unique} == {_state(winner)}:
+        return True
+    links = [(None if m["event_name"] == "INSERT" else m["old_image"], _state(m)) for m in unique]
+    paths = ties.orders(links, prior)
+    if not paths:
+        return False
+    return {_state(unique[path[-1]]) for path in paths} == {_state(winner)}
 
 
 def unproven_keys(
@@ -130,10 +139,16 @@ def unproven_keys(
     try:
         con.execute("SET TimeZone = 'UTC'")
         rel = _relation(con, archive, kinesis)
-        window = f"table_id = $table_id AND event_time {lower} $lo AND event_time <= $hi"
+
+        def window(alias: str = "") -> str:
+            return (
+                f"{alias}table_id = $table_id AND {alias}event_time {lower} $lo "
+                f"AND {alias}event_time <= $hi"
+            )
+
         tied = con.execute(
             f"""
-            WITH log AS (SELECT keys, sequence_number AS seq, event_id FROM {rel} WHERE {window}),
+            WITH log AS (SELECT keys, sequence_number AS seq, event_id FROM {rel} WHERE {window()}),
             top AS (SELECT keys, max(seq) AS seq, arg_max(event_id, seq) AS event_id
                     FROM log GROUP BY keys)
             SELECT DISTINCT top.keys, left(top.seq, {_MICROS}) AS micros
@@ -149,26 +164,30 @@ def unproven_keys(
         con.executemany("INSERT INTO tied VALUES (?, ?)", [list(row) for row in tied])
         rows = con.execute(
             f"""
-            SELECT c.keys, c.sequence_number, c.event_id, c.event_name, c.new_image, c.old_image
+            SELECT c.keys, tied.micros, c.sequence_number, c.event_id, c.event_name,
+                   c.new_image, c.old_image
             FROM {rel} AS c JOIN tied ON c.keys = tied.keys
-             AND left(c.sequence_number, {_MICROS}) = tied.micros
-            WHERE {window.replace("table_id", "c.table_id").replace("event_time", "c.event_time")}
+            WHERE {window("c.")}
+              AND left(c.sequence_number, {_MICROS}) <= tied.micros
             """,
             params,
         ).fetchall()
     finally:
         con.close()
     groups: dict[str, list[dict[str, Any]]] = {}
-    for keys, seq, event_id, event_name, new_image, old_image in rows:
-        groups.setdefault(str(keys), []).append(
-            {
-                "seq": str(seq),
-                "event_id": str(event_id),
-                "event_name": str(event_name),
-                "new_image": new_image,
-                "old_image": old_image,
-            }
-        )
+    before: dict[str, dict[str, Any]] = {}
+    for keys, micros, seq, event_id, event_name, new_image, old_image in rows:
+        row = {
+            "seq": str(seq),
+            "event_id": str(event_id),
+            "event_name": str(event_name),
+            "new_image": new_image,
+            "old_image": old_image,
+        }
+        if str(seq)[:_MICROS] == micros:
+            groups.setdefault(str(keys), []).append(row)
+        elif str(keys) not in before or before[str(keys)]["seq"] < row["seq"]:
+            before[str(keys)] = row
     recorded = {
         (str(t["key_sha256"]), str(t["micros"]))
         for t in ties.read_ties(archive, table)
@@ -176,7 +195,8 @@ def unproven_keys(
     }
     out = []
     for keys, members in sorted(groups.items()):
-        if judge(members):
+        earlier = before.get(keys)
+        if judge(members, _state(earlier) if earlier is not None else ties.UNKNOWN):
             continue
         micros = ties.micros_of(members[0]["seq"])
         out.append(
