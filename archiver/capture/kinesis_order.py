@@ -17,11 +17,13 @@ record its ``sequence_number`` as it arrives:
   on an undecided one is refused;
 * a record whose ``eventID`` it has seen is a duplicate: ``None``, and the caller drops it.
 
-It remembers the records of the last ``horizon`` (by creation time, from the newest seen) and
-every record placed off its default tie (read back from ``kinesis-ties.jsonl`` on start). Two
-records of one key with the same time arriving further apart than that are not compared here:
-the planner's check (``replayer.planning.kinesis_order``) finds such a group in the archive and
-judges it by the images there.
+It remembers the records of the last ``horizon`` (by creation time, from the newest seen),
+every record placed off its default tie (read back from ``kinesis-ties.jsonl`` on start) and,
+on start, the archived records that a record still to come may share a time with
+(:func:`remember_archived`: those created after the shards' positions, less the reordering
+margin). Two records of one key with the same time arriving further apart than that are not
+compared here: the planner's check (``replayer.planning.kinesis_order``) finds such a group in
+the archive and judges it by the images there, and refuses what they do not prove.
 """
 
 from __future__ import annotations
@@ -33,10 +35,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 from archiver.capture.kinesis_records import Change
-from archiver.format import coverage, ties
+from archiver.format import coverage, layout, ties
 from archiver.format.codec import CodecError, canonical_json
+from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
 
 DEFAULT_HORIZON = timedelta(minutes=5)
@@ -73,6 +78,7 @@ class Orderer:
     def __init__(
         self, *, horizon: timedelta = DEFAULT_HORIZON, known: Iterable[Mapping[str, Any]] = ()
     ) -> None:
+        self.horizon = horizon
         self.horizon_micros = int(horizon.total_seconds() * 1_000_000)
         self.groups: dict[tuple[bytes, int], list[_Member]] = {}
         self._expiry: list[tuple[int, bytes]] = []
@@ -172,6 +178,15 @@ class Orderer:
         member.tie = tie
         return True
 
+    def remember(self, key_text: bytes, micros: int, event_id: str, sequence_number: str,
+                 old: Any, new: Any) -> None:  # fmt: skip
+        """Know an archived record (its images as DynamoDB JSON objects, or ``None``)."""
+        slot = (key_text, micros)
+        if any(m.event_id == event_id for m in self.groups.get(slot, ())):
+            return
+        member = _Member(event_id, ties.tie_of(sequence_number), _image_hash(old), _image_hash(new))
+        self._remember(slot, member)
+
     def _remember(self, slot: tuple[bytes, int], member: _Member) -> None:
         if slot not in self.groups:
             self.groups[slot] = []
@@ -182,3 +197,42 @@ class Orderer:
         while self._expiry and self._expiry[0][0] < limit:
             micros, key_text = heapq.heappop(self._expiry)
             self.groups.pop((key_text, micros), None)
+
+
+def remember_archived(orderer: Orderer, archive: Archive, table: str, since: datetime) -> int:
+    """Teach ``orderer`` the archived Kinesis records of ``table`` created at or after ``since``
+    (a record still to come may share a time with one of them); returns how many (blocking
+    I/O: the row groups of the ``dt`` partitions from ``since`` on whose ``sequence_number``
+    statistics reach it)."""
+    micros = int(since.timestamp() * 1_000_000)
+    lowest = ties.order_key(max(micros, 0), 0)
+    day = since - timedelta(days=1)
+    files = [
+        rel
+        for rel in archive.find(layout.changes_table_dir(table), ".parquet")
+        if layout.is_kinesis_file(rel)
+        and (parsed := layout.parse_change_file(rel)) is not None
+        and parsed.dt >= layout.dt_of(day)
+    ]
+    if not files:
+        return 0
+    dataset = ds.dataset(
+        [archive.path(rel) for rel in files], format="parquet", filesystem=archive.arrow_fs
+    )
+    columns = ["keys", "sequence_number", "event_id", "old_image", "new_image"]
+    rows = dataset.to_table(columns=columns, filter=pc.field("sequence_number") >= lowest)
+    count = 0
+    for keys, seq, event_id, old, new in zip(
+        *(rows.column(c).to_pylist() for c in columns), strict=True
+    ):
+        key_text = orjson.dumps(orjson.loads(keys), option=orjson.OPT_SORT_KEYS)
+        orderer.remember(
+            key_text,
+            ties.micros_of(seq),
+            event_id,
+            seq,
+            orjson.loads(old) if old else None,
+            orjson.loads(new) if new else None,
+        )
+        count += 1
+    return count

@@ -41,7 +41,7 @@ from archiver import describe
 from archiver.aws import AwsSettings
 from archiver.capture.kinesis import Intake, KinesisConfig, KinesisConsumer
 from archiver.capture.kinesis_api import KinesisApi, KinesisClient, KinesisStream, is_gone
-from archiver.capture.kinesis_order import Orderer
+from archiver.capture.kinesis_order import Orderer, remember_archived
 from archiver.capture.kinesis_writer import KinesisWriter
 from archiver.check import verify_resume
 from archiver.cliutil import positive_float
@@ -53,6 +53,7 @@ from archiver.errors import (
     UsageError,
 )
 from archiver.format import coverage, layout, statefiles, tables, ties
+from archiver.format.changefiles import read_checkpoints
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
 from archiver.streams_api import StreamInfo
@@ -393,6 +394,7 @@ class Session:
         await self._destination_seen(destination)
         known = await asyncio.to_thread(ties.read_ties, self.archive, table)
         orderer = Orderer(horizon=max(self.options.reorder * 5, timedelta(minutes=5)), known=known)
+        await asyncio.to_thread(self._remember_recent, orderer)
         self.intake = Intake(self.archive, table, generation, orderer)
         consumer_config = KinesisConfig(
             once=self.config.once,
@@ -425,6 +427,20 @@ class Session:
         if self.refusal is not None:
             raise self.refusal
         return EXIT_NEW_GAP if writer.gaps.recorded else EXIT_OK
+
+    def _remember_recent(self, orderer: Orderer) -> None:
+        """Teach the orderer the archived records a record still to come may share a time
+        with: those created after the open shards' last durable arrivals, less the reordering
+        margin, or of the orderer's horizon when no checkpoint says (blocking I/O)."""
+        docs = read_checkpoints(self.archive, self.table, layout.KINESIS_LABEL)
+        arrivals = [
+            parse_iso(str(d["kinesis_arrival"]))
+            for d in docs.values()
+            if not d.get("closed") and d.get("kinesis_arrival")
+        ]
+        since = min(arrivals) if arrivals else utcnow() - orderer.horizon
+        count = remember_archived(orderer, self.archive, self.table, since - self.options.reorder)
+        log.debug("%s: %d archived records to order new ones against", self.table, count)
 
     def _open_coverage(self, doc: dict[str, Any], now: datetime) -> LiveGeneration:
         table = doc["Table"]
