@@ -273,6 +273,9 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
             first_bad = min((i for i, _ in pending.records), default=0)
         if first_bad is not None:
             failed_at = first_bad if failed_at is None else min(failed_at, first_bad)
+            # What the orderer saw of this batch is not all durable: the retry must not be
+            # taken for duplicates of it.
+            _container.tables.pop(table, None)
     if _container.other_tables:
         log.info(
             "records of other tables skipped so far: %s",
