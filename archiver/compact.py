@@ -32,6 +32,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import bisect
 import dataclasses
 import logging
 import re
@@ -156,6 +157,34 @@ def plan_bins(files: list[ChangeFile], target_bytes: int) -> list[list[ChangeFil
     if current:
         bins.append(current)
     return [b for b in bins if len(b) > 1]
+
+
+def _within_day(runs: list[list[ChangeFile]], every: list[ChangeFile]) -> list[list[ChangeFile]]:
+    """Runs cut where their shard's chain goes through a file of another day between two of
+    their files. A Kinesis shard's records arrive out of time order, so its chain crosses
+    ``dt`` partitions back and forth; a merged file must still cover one contiguous range of
+    it (its name says so), never records that live in another day's files."""
+    firsts: dict[tuple[str, str], list[str]] = {}
+    for f in every:
+        firsts.setdefault((f.name.label, f.name.shard_id), []).append(f.name.first_seq)
+    out: list[list[ChangeFile]] = []
+    for run in runs:
+        chain = sorted(firsts.get((run[0].name.label, run[0].name.shard_id), []))
+        inside = {f.name.first_seq for f in run}
+        piece: list[ChangeFile] = []
+        for f in run:
+            if piece:
+                reach = max(p.name.last_seq for p in piece)
+                between = (
+                    bisect.bisect_right(chain, reach),
+                    bisect.bisect_left(chain, f.name.first_seq),
+                )
+                if any(first not in inside for first in chain[between[0] : between[1]]):
+                    out.append(piece)
+                    piece = []
+            piece.append(f)
+        out.append(piece)
+    return [piece for piece in out if len(piece) > 1]
 
 
 def merged_path(table: str, run: list[ChangeFile]) -> str:
@@ -351,6 +380,9 @@ def compact(
     for f in files:
         groups.setdefault(f.group, []).append(f)
     runs = [run for key in sorted(groups) for run in plan_bins(groups[key], target_bytes)]
+    if any(f.name.label == layout.KINESIS_LABEL for f in files):
+        every = files if dts is None else list_change_files(archive, table)
+        runs = _within_day(runs, [f for f in every if f.rel not in pending_paths])
     deletable_after = iso_ms(now + timedelta(seconds=grace_seconds))
     for run in tqdm(runs, desc=f"compacting {table}", unit="file", disable=not progress or None):
         report.partitions.add(run[0].dt)
