@@ -68,7 +68,7 @@ def test_batches_are_archived_in_time_order_and_restore_exactly(
     other = History("other").write("x", base, "1")
     assert other is not None
     steps = list(reversed(history.steps))
-    assert kinesis_handler.handler(batch(steps[:6] + [other]), None) == {"batchItemFailures": []}
+    assert kinesis_handler.handler(batch([*steps[:6], other]), None) == {"batchItemFailures": []}
     assert kinesis_handler.handler(batch(steps[4:], first=5), None) == {"batchItemFailures": []}
 
     archived = rows(archive)
