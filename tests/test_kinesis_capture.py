@@ -158,3 +158,44 @@ def test_cli_run_with_a_kinesis_stream(
     assert "archives one table" in capsys.readouterr().err
     assert main(["run", "--table-name", TABLE, "--archive", str(archive_path),
                  "--kinesis-stream-arn", "arn:aws:dynamodb:x"]) == 2  # fmt: skip
+
+
+def test_a_lost_file_is_read_again_from_the_kinesis_stream_by_check_repair(
+    ddb: Any, kinesis: Any, archive: Archive
+) -> None:
+    from archiver.cli import main
+
+    description = create_table(ddb, TABLE, stream=None)
+    _, created = seed_coverage(archive, TABLE, description)
+    arn = make_stream(kinesis, shards=1)
+    destinations = DestinationDouble()
+    destinations.set(TABLE, arn)
+    history = History(TABLE)
+    base = micros_of(created) + 100_000
+    for n in range(12):
+        history.write(f"k{n % 3}", base + n * 5_000, f"v{n}")
+    time.sleep(max(0.0, (base + 60_000) / 1e6 + 0.5 - time.time()))
+    delivered = list(shuffled_with_duplicates(history.steps, seed=11))
+    for part in range(3):  # three runs, three files
+        for step in delivered[part * len(delivered) // 3 : (part + 1) * len(delivered) // 3]:
+            put(kinesis, arn, step.doc, shard=0)
+        assert capture(archive, TABLE, arn, destinations) == 0
+    files = sorted(archive.find("changes", ".parquet"), key=lambda f: f.rsplit("_", 2)[-2])
+    assert len(files) >= 3
+    before = {f: archive.get_bytes(f) for f in files}
+    archive.delete(files[1])
+
+    check = ["check", "--table-name", TABLE, "--archive", archive.url]
+    assert main(check) == 3
+    assert main([*check, "--repair"]) == 0
+    assert main(check) == 0
+    restored_files = sorted(archive.find("changes", ".parquet"), key=lambda f: f.rsplit("_", 2)[-2])
+    assert restored_files == files  # the same names: the same records, counted the same
+    assert (
+        archive.get_bytes(files[1]) == before[files[1]]
+        or archive.read_parquet(files[1]).to_pylist()
+        == Archive.open(archive.url).read_parquet(files[1]).to_pylist()
+    )
+    last = history.instants()[-1]
+    assert restored(archive, TABLE, last) == history.state_at(last)
+    assert coverage.read_gaps(archive, TABLE) == []
