@@ -182,7 +182,7 @@ def test_a_lost_file_is_read_again_from_the_kinesis_stream_by_check_repair(
         assert capture(archive, TABLE, arn, destinations) == 0
     files = sorted(archive.find("changes", ".parquet"), key=lambda f: f.rsplit("_", 2)[-2])
     assert len(files) >= 3
-    before = {f: archive.get_bytes(f) for f in files}
+    lost = archive.read_parquet(files[1]).to_pylist()
     archive.delete(files[1])
 
     check = ["check", "--table-name", TABLE, "--archive", archive.url]
@@ -191,11 +191,7 @@ def test_a_lost_file_is_read_again_from_the_kinesis_stream_by_check_repair(
     assert main(check) == 0
     restored_files = sorted(archive.find("changes", ".parquet"), key=lambda f: f.rsplit("_", 2)[-2])
     assert restored_files == files  # the same names: the same records, counted the same
-    assert (
-        archive.get_bytes(files[1]) == before[files[1]]
-        or archive.read_parquet(files[1]).to_pylist()
-        == Archive.open(archive.url).read_parquet(files[1]).to_pylist()
-    )
+    assert archive.read_parquet(files[1]).to_pylist() == lost
     last = history.instants()[-1]
     assert restored(archive, TABLE, last) == history.state_at(last)
     assert coverage.read_gaps(archive, TABLE) == []
