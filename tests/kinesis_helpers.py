@@ -103,7 +103,7 @@ class History:
             if item is not None
         }
 
-    def instants(self, most: int = 12) -> list[int]:
+    def instants(self, most: int = 6) -> list[int]:
         """Milliseconds a change happens in, or the one after (at most ``most``, spread over
         the history; the last change's always)."""
         ms = sorted({s.micros // 1000 for s in self.steps})
