@@ -71,7 +71,7 @@ def test_a_crash_after_any_write_loses_and_doubles_nothing(
     try:
         assert (
             capture(
-                archive, TABLE, stream.arn, destinations, kinesis_client=stream, flush_records=2
+                archive, TABLE, stream.arn, destinations, kinesis_client=stream, flush_records=3
             )
             == 0
         )
@@ -84,11 +84,11 @@ def test_a_crash_after_any_write_loses_and_doubles_nothing(
         archive, stream, destinations = attempt(tmp_path / f"crash-{crash_at}", crash_at)
         with contextlib.suppress(Crash, WriteFailed):  # the process dies there
             capture(
-                archive, TABLE, stream.arn, destinations, kinesis_client=stream, flush_records=2
+                archive, TABLE, stream.arn, destinations, kinesis_client=stream, flush_records=3
             )
         crash_after(-1)
         code = capture(
-            archive, TABLE, stream.arn, destinations, kinesis_client=stream, flush_records=2
+            archive, TABLE, stream.arn, destinations, kinesis_client=stream, flush_records=3
         )
         assert code == 0, crash_at
         files = archive.find("changes", ".parquet")
