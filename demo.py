@@ -1,4 +1,8 @@
-"""The whole story on an embedded local AWS stack: ``make demo`` (``python -m demo``).
+"""The whole story on an embedded local AWS stack: ``make demo``.
+
+``make demo`` installs the package as a user does (not editable, with only the ``demo`` extra,
+which adds moto) into ``.venv-demo`` and runs ``python -P demo.py``: ``-P`` keeps the checkout
+off ``sys.path``, so the demo runs the installed package, not the sources beside it.
 
 No AWS account needed: moto's server runs on loopback as DynamoDB, DynamoDB Streams and S3,
 and the archive is the local folder ``./demo-archive`` (wiped at the start). The story:
@@ -544,7 +548,7 @@ def main() -> int:
         return 1
     say(
         f"The archive is still in {ARCHIVE}/ — query it with ddb-replayer query --archive "
-        f"{ARCHIVE} '…' or DuckDB directly; docs/FORMAT.md describes every file and column."
+        f"{ARCHIVE} '…' or DuckDB directly; docs/format.md describes every file and column."
     )
     return 0
 

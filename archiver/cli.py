@@ -7,35 +7,53 @@ from collections.abc import Sequence
 from archiver.cliutil import Command, run
 
 COMMANDS = [
-    Command("run", "archiver.runner", "archive every stream record of a table (poller)"),
+    Command("run", "archiver.commands.run", "archive every stream record of a table (poller)"),
     Command(
-        "snapshot", "archiver.snapshot", "take a base snapshot (native export or parallel scan)"
+        "snapshot",
+        "archiver.commands.snapshot",
+        "take a base snapshot (native export or parallel scan)",
     ),
-    Command("compact", "archiver.compact", "merge small change files per partition"),
-    Command("forget", "archiver.forget", "erase keys' whole history from every archive object"),
-    Command("expire", "archiver.expire", "delete history older than a retention horizon"),
-    Command("check", "archiver.check", "find missing, truncated or replaced files; repair holes"),
-    Command("pitr", "archiver.pitr", "enable, disable or show native point-in-time recovery"),
-    Command("backup", "archiver.backups", "create, list, delete and prune on-demand backups"),
+    Command("compact", "archiver.commands.compact", "merge small change files per partition"),
+    Command(
+        "forget", "archiver.commands.forget", "erase keys' whole history from every archive object"
+    ),
+    Command("expire", "archiver.commands.expire", "delete history older than a retention horizon"),
+    Command(
+        "check",
+        "archiver.commands.check",
+        "find missing, truncated or replaced files; repair holes",
+    ),
+    Command(
+        "pitr", "archiver.commands.pitr", "enable, disable or show native point-in-time recovery"
+    ),
+    Command(
+        "backup", "archiver.commands.backup", "create, list, delete and prune on-demand backups"
+    ),
     Command(
         "redrive",
-        "archiver.redrive",
+        "archiver.commands.redrive",
         "archive the Lambda batches sent to the on-failure destination",
     ),
     Command(
         "incremental",
-        "archiver.incremental",
+        "archiver.commands.incremental",
         "keep history from chained incremental exports (no stream reader)",
     ),
-    Command("backfill", "archiver.backfill", "history back to PITR's earliest restorable time"),
+    Command(
+        "backfill", "archiver.commands.backfill", "history back to PITR's earliest restorable time"
+    ),
 ]
+
+DESCRIPTION = (
+    "Keep the complete change history of a DynamoDB table in an archive "
+    "(s3://bucket/prefix or a local folder)."
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     return run(
         "ddb-archiver",
-        "Keep the complete change history of a DynamoDB table in an archive "
-        "(s3://bucket/prefix or a local folder).",
+        DESCRIPTION,
         COMMANDS,
         argv,
     )

@@ -4,8 +4,11 @@ defined once here so that their names, checks and help read the same everywhere.
 
 A command lives in its own module, which defines ``add_arguments(parser)`` and
 ``main(args) -> int``; the tool's ``cli.py`` only lists them. Errors that a user can act on
-(``ArchiverError``, ``ReplayError``) become one line on stderr and their exit code;
-tracebacks only with ``--debug`` (logged). Every log line and error line passes through
+(``ArchiverError``, ``ReplayError``) become one line on stderr and their exit code; so do the
+AWS set-up errors any command can meet, mapped here once rather than per command: no
+credentials (exit 2, naming ``--profile`` / ``AWS_PROFILE`` and the key variables, wherever in
+the exception's chain botocore raised it), no region (exit 2), an endpoint nothing answers on
+(exit 1). Tracebacks only with ``--debug`` (logged). Every log line and error line passes through
 :class:`RedactSecrets` first: botocore logs signed requests, and those carry credentials.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -22,11 +26,18 @@ from types import TracebackType
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, NoRegionError
+from botocore.exceptions import (
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+)
 
 from archiver import __version__
-from archiver.errors import EXIT_FAILURE, EXIT_USAGE
+from archiver.aws.error_table import EXIT_FAILURE, EXIT_USAGE
 from archiver.format.storage import DEFAULT_FILE_MODE, Archive
+from archiver.lambda_mode import failures as lambda_failures
+from archiver.lambda_mode import stall as lambda_stall
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,7 @@ def run(
     """Parse ``argv``, run the command, and turn failures into exit codes."""
     parser = build_parser(prog, description, commands)
     args = parser.parse_args(argv)
+    honour_aws_region()
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
         format=f"{prog}: %(levelname)s: %(message)s" if args.debug else f"{prog}: %(message)s",
@@ -118,6 +130,10 @@ def run(
         if args.debug:
             # Through the log, so that the traceback passes the redaction filter too.
             logging.getLogger(prog).exception("%s failed", args.command)
+        if any(isinstance(error, NoCredentialsError) for error in _chain(exc)):
+            # Before the exit code: whatever a command wrapped it in, this is what to fix.
+            _say(f"{prog}: error: {NO_CREDENTIALS}")
+            return EXIT_USAGE
         exit_code = getattr(exc, "exit_code", None)
         if isinstance(exit_code, int):
             _say(f"{prog}: error: {exc}")
@@ -134,6 +150,26 @@ def run(
             + ("" if args.debug else " (rerun with --debug for details)")
         )
         return EXIT_FAILURE
+
+
+NO_CREDENTIALS = (
+    "no AWS credentials found: pass --profile or set AWS_PROFILE, or set AWS_ACCESS_KEY_ID and "
+    "AWS_SECRET_ACCESS_KEY (or run with an instance, task or function role)"
+)
+
+
+def honour_aws_region() -> None:
+    """Make ``AWS_REGION`` count as the AWS CLI and the other SDKs count it.
+
+    botocore reads only ``AWS_DEFAULT_REGION`` (and the profile); ``AWS_REGION`` is what
+    Lambda, containers and the AWS CLI v2 set and what our messages name. Copying it into
+    ``AWS_DEFAULT_REGION`` when that is unset reaches every client at once — boto3,
+    aiobotocore, s3fs and the writer processes a restore starts — with AWS_DEFAULT_REGION
+    still winning where both are set.
+    """
+    region = os.environ.get("AWS_REGION")
+    if region and not os.environ.get("AWS_DEFAULT_REGION"):
+        os.environ["AWS_DEFAULT_REGION"] = region
 
 
 def _say(line: str) -> None:
@@ -232,6 +268,7 @@ def install_redaction(logger: logging.Logger | None = None) -> None:
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, its causes and contexts, and the members of exception groups, each once."""
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
     while todo:
@@ -241,6 +278,8 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         todo += [current.__cause__, current.__context__]
+        if isinstance(current, BaseExceptionGroup):
+            todo += current.exceptions
 
 
 def _failed_call(tb: TracebackType | None) -> tuple[str, str] | None:
@@ -347,6 +386,98 @@ def add_table_argument(
     parser.add_argument(flag, required=required, help=help)
 
 
+# -- flags several commands share: each declared once, here --------------------------------
+
+TIME_FORMS = "ISO 8601 with a zone (2026-01-31T12:00:00Z) or epoch seconds (1769860800.5)"
+LATEST_HELP = "the watermark instead: the latest instant up to which every change is archived"
+ALLOW_GAPS_HELP = (
+    "go on across a recorded gap in the log: the changes in the gap are missing from the "
+    "result (warned about loudly)"
+)
+ALLOW_INEXACT_HELP = (
+    "inside an incremental-export window, take the keys whose state at T is not known "
+    "(written later in the window) as they were at the window's start, instead of refusing "
+    "(said in the output)"
+)
+LAMBDA_FAILURES_HELP = (
+    "where the Lambda event source mapping's on-failure destination writes failed batches "
+    f"(default: {lambda_failures.ENV_LOCATION}, else s3://<archive bucket>/"
+    f"{lambda_failures.STACK_PREFIX}/ as the stack configures it)"
+)
+SEGMENTS_HELP = "parallel Scan segments"
+
+
+def add_restore_time_arguments(
+    parser: argparse.ArgumentParser, purpose: str, *, latest: str | None = None
+) -> None:
+    """``--restore-date-time TIME``, required; with ``latest``, either it or
+    ``--use-latest-restorable-time``.
+
+    Args:
+        purpose: what the time is to this command ("the time to restore to, inclusive").
+        latest: what the watermark is to this command, appended to :data:`LATEST_HELP` (""
+            for nothing more); None: the command takes no ``--use-latest-restorable-time``.
+    """
+    help = f"{purpose}: {TIME_FORMS}"
+    if latest is None:
+        parser.add_argument("--restore-date-time", required=True, metavar="TIME", help=help)
+        return
+    when = parser.add_mutually_exclusive_group(required=True)
+    when.add_argument("--restore-date-time", metavar="TIME", help=help)
+    when.add_argument(
+        "--use-latest-restorable-time", action="store_true", help=LATEST_HELP + latest
+    )
+
+
+def add_allow_gaps_argument(parser: argparse.ArgumentParser) -> None:
+    """``--allow-gaps``: plan across a recorded gap, loudly."""
+    parser.add_argument("--allow-gaps", action="store_true", help=ALLOW_GAPS_HELP)
+
+
+def add_allow_inexact_argument(parser: argparse.ArgumentParser) -> None:
+    """``--allow-inexact``: inside an incremental-export window, the keys not known at T as
+    they were at the window's start."""
+    parser.add_argument("--allow-inexact", action="store_true", help=ALLOW_INEXACT_HELP)
+
+
+def add_lambda_failures_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--lambda-failures S3URL``: where a Lambda-mode archive's failed batches are."""
+    parser.add_argument("--lambda-failures", metavar="S3URL", help=LAMBDA_FAILURES_HELP)
+
+
+def add_lambda_arguments(parser: argparse.ArgumentParser) -> None:
+    """The Lambda-mode flags of every command that plans (restore, export, verify, rollback)."""
+    group = parser.add_argument_group("Lambda mode")
+    add_lambda_failures_argument(group)
+    group.add_argument(
+        "--lambda-function-name",
+        metavar="NAME",
+        help="the archiving function whose IteratorAge to read in CloudWatch (default: "
+        f"{lambda_stall.ENV_FUNCTION}, else what the function recorded in the archive)",
+    )
+    group.add_argument(
+        "--trust-lambda-watermark",
+        action="store_true",
+        help="in Lambda mode, do not read the function's IteratorAge from CloudWatch: trust "
+        "that it never fell further behind than MaxIteratorAgeSeconds "
+        f"(also {lambda_stall.ENV_TRUST}=1)",
+    )
+
+
+def add_segments_argument(
+    parser: argparse.ArgumentParser, *, default: int | None = None, default_help: str = ""
+) -> None:
+    """``--segments N``: parallel Scan segments (``default_help`` says the default when it is
+    computed, ``default`` None)."""
+    parser.add_argument(
+        "--segments",
+        type=positive_int,
+        default=default,
+        metavar="N",
+        help=SEGMENTS_HELP + (f" (default: {default_help})" if default_help else ""),
+    )
+
+
 _N = TypeVar("_N", int, float)
 
 
@@ -403,11 +534,23 @@ non_negative_float = number_type(float, at_least=0)
 
 
 __all__ = [
+    "ALLOW_GAPS_HELP",
+    "ALLOW_INEXACT_HELP",
     "ARCHIVE_HELP",
     "EXIT_USAGE",
+    "LAMBDA_FAILURES_HELP",
+    "LATEST_HELP",
+    "SEGMENTS_HELP",
+    "TIME_FORMS",
     "Command",
+    "add_allow_gaps_argument",
+    "add_allow_inexact_argument",
     "add_archive_argument",
     "add_file_mode_argument",
+    "add_lambda_arguments",
+    "add_lambda_failures_argument",
+    "add_restore_time_arguments",
+    "add_segments_argument",
     "add_table_argument",
     "non_negative_float",
     "number_type",

@@ -6,8 +6,8 @@
    disk (generated once under ``bench-out/check-<files>/``, written by the archiver's own
    ``changefiles.write_builder``, a few records each, spread over shards and days): seconds
    and files/s.
-2. The chain check ``plan_restore`` runs before a fold (``replayer.log_files.check_chain``: a
-   listing, the checkpoints and the footers of the files in range), on the archive of
+2. The chain check ``plan_restore`` runs before a fold (``replayer.planning.log_files.check_chain``:
+   a listing, the checkpoints and the footers of the files in range), on the archive of
    ``bench.bench_fold`` (its generator, reused while the parameters match), against the fold
    itself (``bench.bench_fold``'s fold child). Target: under 5 % of the fold.
 """
@@ -21,10 +21,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from archiver.check import run_checks
 from archiver.format import coverage
 from archiver.format.changefiles import RunBuilder, write_builder
 from archiver.format.storage import Archive
+from archiver.integrity.check import run_checks
 from bench import bench_fold
 
 TABLE = "checked"
@@ -100,8 +100,8 @@ def bench_check(root: Path, files: int, repeat: int) -> None:
 
 
 def bench_restore_check(args: argparse.Namespace, repeat: int) -> bool:
-    from replayer.log_files import check_chain
-    from replayer.plan import plan_restore
+    from replayer.planning.log_files import check_chain
+    from replayer.planning.plan import plan_restore
 
     root = Path(args.out) / f"fold-{args.changes}-{args.keys}"
     marker = root / "_generated"

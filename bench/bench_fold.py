@@ -13,7 +13,7 @@ in a subprocess of its own so that peak RSS is the fold's alone, it runs:
 * a plain DuckDB scan of the same change and snapshot files (count + sum of the lengths of
   the columns the fold reads), as the yardstick.
 
-With ``--athena-sql`` it also runs the Athena fold (``replayer.athena_fold``, the SQL that
+With ``--athena-sql`` it also runs the Athena fold (``replayer.engines.athena_sql``, the SQL that
 ``--engine athena`` submits) through the same sqlglot translation to DuckDB that the tests'
 Athena double uses, over the same files as Hive-partitioned views ``changes`` and
 ``snapshots``, and checks that it gives the native fold's result (count and an
@@ -167,8 +167,8 @@ def _peak_rss_mb() -> float:
 
 def run_fold(root: Path, changes: int, memory_limit: str) -> dict[str, float]:
     """The fold as restore runs it, streaming every resulting item out (this process)."""
-    from replayer.fold import Fold, FoldSettings
-    from replayer.plan import plan_restore
+    from replayer.engines.fold import Fold, FoldSettings
+    from replayer.planning.plan import plan_restore
 
     archive = Archive.open(str(root))
     started = time.monotonic()
@@ -203,8 +203,8 @@ _DIGEST = "SELECT count(*), bit_xor(hash(keys || chr(1) || item)) FROM ({})"
 
 def run_athena_sql(root: Path, changes: int, memory_limit: str) -> dict[str, float]:
     """The Athena fold's SQL, translated to DuckDB, over Hive-partitioned views."""
-    from replayer.athena_fold import FoldInputs, state_select, to_duckdb
-    from replayer.plan import plan_restore
+    from replayer.engines.athena_sql import FoldInputs, state_select, to_duckdb
+    from replayer.planning.plan import plan_restore
 
     archive = Archive.open(str(root))
     started = time.monotonic()

@@ -20,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from archiver.compact import compact
-from archiver.forget import forget
+from archiver.erasure.forget import forget
 from archiver.format.storage import Archive
 from archiver.format.timefmt import utcnow
+from archiver.integrity.compaction import compact
 from bench.bench_fold import TABLE, generate
 
 

@@ -9,10 +9,10 @@ files of ``{"Metadata":{"WriteTimestampMicros":…},"Keys":…,"NewImage":…,"O
 export of N items of the same shape. Then, each in its own subprocess pinned to one CPU (so its
 peak RSS is its own), it converts
 
-* the incremental export with :func:`archiver.format.incremental.convert_incremental` (checks
-  the manifests and MD5s, canonicalises keys and both images, writes Parquet change files and
-  the window's commit record), and
-* the full export with :func:`archiver.format.exports.convert_export` — the full-export
+* the incremental export with :func:`archiver.format.exports.incremental.convert_incremental`
+  (checks the manifests and MD5s, canonicalises keys and both images, writes Parquet change files
+  and the window's commit record), and
+* the full export with :func:`archiver.format.exports.full.convert_export` — the full-export
   conversion rate in the same run, for comparison.
 
 Lines per CPU-second are the per-core rate (wall time also counts other processes' turns on a
@@ -42,8 +42,8 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from archiver.format.exports import convert_export, read_export
-from archiver.format.incremental import convert_incremental, describe_export
+from archiver.format.exports.full import convert_export, read_export
+from archiver.format.exports.incremental import convert_incremental, describe_export
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
 from bench.bench_codec import CITIES, FIRST, LAST, WORDS

@@ -34,13 +34,13 @@ from typing import Any
 
 import orjson
 
+from archiver.capture.change_writer import ChangeWriter, FlushPolicy, LiveGeneration
 from archiver.capture.kinesis import Intake
 from archiver.capture.kinesis_order import Orderer
 from archiver.capture.kinesis_writer import KinesisWriter
+from archiver.capture.streams_api import Shard, StreamInfo
 from archiver.format import layout
 from archiver.format.storage import Archive
-from archiver.streams_api import Shard, StreamInfo
-from archiver.writer import ChangeWriter, FlushPolicy, LiveGeneration
 
 TABLE = "customers"
 TABLE_ID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"

@@ -33,11 +33,11 @@ from typing import Any
 import boto3
 from moto.server import ThreadedMotoServer
 
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
+from archiver.capture.runner import RunConfig, execute
 from archiver.format import layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import utcnow
-from archiver.runner import RunConfig, execute
 from tests.conftest import create_table
 from tests.streams_double import DoubleShard, DoubleStream, StreamsDouble
 

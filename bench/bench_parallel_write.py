@@ -9,7 +9,7 @@ Starts :mod:`bench.null_dynamodb` as a process of its own on loopback (it answer
   boto3's Python form), ``UnprocessedItems`` retried;
 * ``parsed sink`` — the writers with each item parsed into Python and serialised again by
   botocore (what the table sink did before bodies were built from the stored text);
-* ``writers, 1 process`` — :mod:`replayer.writers` as a restore runs it, one partition;
+* ``writers, 1 process`` — :mod:`replayer.write.batch_writers` as a restore runs it, one partition;
 * ``boto3 loop, threads`` — the same loop on C threads sharing one client (calls in flight,
   as the writers have them);
 * ``writers, P processes`` — P partitions, one process each (``steady``: timed from the first
@@ -39,8 +39,8 @@ import pyarrow as pa
 from archiver.format.codec import canonical_json, key_of
 from bench.bench_restore_write import make_items
 from demo import isolate_aws_env
-from replayer.restore_state import CHUNK_ITEMS
-from replayer.writers import PartitionJob, write_partitions
+from replayer.write.batch_writers import PartitionJob, write_partitions
+from replayer.write.restore_state import CHUNK_ITEMS
 
 REGION = "us-east-1"
 TABLE = "bench"

@@ -6,7 +6,7 @@ Starts moto's server as a separate process on loopback (so it does not share thi
 GIL), generates N items of ~300 bytes (composite key, strings, numbers, a bool, binary, a
 map), and writes them into a fresh pay-per-request table three ways, in the same run:
 
-* the project's table sink (``replayer.sinks``), as ``ddb-replayer restore`` uses it;
+* the project's table sink (``replayer.write.sinks``), as ``ddb-replayer restore`` uses it;
 * a plain ``batch_write_item`` loop: 25 items per call, retrying ``UnprocessedItems``;
 * dynamodump's restore (``--dataOnly`` into a pre-created table: it cannot create a table
   without GSIs), from a dump in its own format, run by its own virtual environment under
@@ -36,11 +36,11 @@ from typing import Any
 import boto3
 import pyarrow as pa
 
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
 from archiver.format.codec import canonical_json, key_of
 from archiver.format.schema import SNAPSHOT_SCHEMA
 from demo import isolate_aws_env
-from replayer.sinks import TableSink
+from replayer.write.sinks import TableSink
 
 OUT = Path("bench-out")
 DD_VENV = OUT / "dynamodump-venv"
@@ -92,8 +92,10 @@ def dynamodump_bin() -> Path:
 # -- items and tables -----------------------------------------------------------------------
 
 
-def make_items(n: int) -> list[Item]:
-    """``n`` items of about 300 bytes of DynamoDB JSON each (wire form: binary as bytes)."""
+def make_items(n: int, pad: int = 0) -> list[Item]:
+    """``n`` items of about 300 bytes of DynamoDB JSON each (wire form: binary as bytes), and
+    ``pad`` bytes more in a ``pad`` string when asked."""
+    extra = {"pad": {"S": "p" * pad}} if pad else {}
     return [
         {
             "pk": {"S": f"customer#{i % 997:04d}"},
@@ -105,6 +107,7 @@ def make_items(n: int) -> list[Item]:
             "active": {"BOOL": i % 3 == 0},
             "avatar": {"B": bytes((i + j) % 256 for j in range(12))},
             "address": {"M": {"city": {"S": "Springfield"}, "zip": {"N": str(10000 + i % 89999)}}},
+            **extra,
         }
         for i in range(n)
     ]
@@ -215,12 +218,12 @@ def write_dynamodump(endpoint: str, table: str, dump: Path) -> float:
 # -- run ------------------------------------------------------------------------------------
 
 
-def worker(name: str, endpoint: str, table: str, n: int) -> float:
+def worker(name: str, endpoint: str, table: str, n: int, pad: int = 0) -> float:
     """One writer, timed, in a process of its own: every contender starts from the same clean
     interpreter (a parent holding every item and check set pays for it in garbage collection
     during its own writes), and the data preparation is not timed."""
     isolate_aws_env(endpoint)
-    items = make_items(n)
+    items = make_items(n, pad)
     if name == "sink":
         batches = fold_output(items)
         del items
@@ -235,9 +238,10 @@ def worker(name: str, endpoint: str, table: str, n: int) -> float:
     return time.perf_counter() - started
 
 
-def run_worker(name: str, endpoint: str, table: str, n: int) -> float:
+def run_worker(name: str, endpoint: str, table: str, n: int, pad: int = 0) -> float:
     command = [sys.executable, "-m", "bench.bench_restore_write", "--worker", name,
-               "--endpoint", endpoint, "--table", table, "--items", str(n)]  # fmt: skip
+               "--endpoint", endpoint, "--table", table, "--items", str(n),
+               "--pad", str(pad)]  # fmt: skip
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
 
@@ -252,6 +256,7 @@ def process_start_seconds() -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--pad", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--repeat", type=int, default=1, help="runs of each writer (best kept)")
     parser.add_argument("--skip-dynamodump", action="store_true")
     parser.add_argument(
@@ -262,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        seconds = worker(args.worker, args.endpoint, args.table, args.items)
+        seconds = worker(args.worker, args.endpoint, args.table, args.items, args.pad)
         print(json.dumps({"seconds": seconds}))
         return 0
     OUT.mkdir(exist_ok=True)

@@ -504,7 +504,7 @@ class _RangeSet(set[str]):
 def running_double(aws_endpoint: str, monkeypatch: Any) -> Iterator[AthenaDouble]:
     """Start a double and point ``AWS_ENDPOINT_URL_ATHENA`` at it for the test; the client
     polls every 20 ms (the double's queries end in well under a second, AWS's in seconds)."""
-    from replayer import athena
+    from replayer.engines import athena_client as athena
 
     monkeypatch.setattr(athena, "POLL_FIRST", 0.02)
     monkeypatch.setattr(athena, "POLL_MAX", 0.02)

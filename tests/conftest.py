@@ -1,10 +1,16 @@
 """Shared fixtures: moto's server on loopback, an isolated AWS environment, archives, tables.
 
-moto runs as a real HTTP server (one per test session and xdist worker, port 0, reset between
-tests), because in-process mocking does not reach aiobotocore or s3fs: tests talk HTTP exactly
-as production does. The autouse ``aws_env`` fixture strips every AWS setting from the
-environment and points the SDKs at that server, so no test can reach a real account or read a
-developer's credentials.
+moto runs as a real HTTP server (one per test session and xdist worker, port 0), because
+in-process mocking does not reach aiobotocore or s3fs: tests talk HTTP exactly as production
+does. The autouse ``aws_env`` fixture strips every AWS setting from the environment and points
+the SDKs at that server, so no test can reach a real account or read a developer's credentials.
+
+Every test starts from an empty moto, but a reset is paid only when one is due: the server
+counts the requests it answers, and ``aws_env`` resets it only when a request came since the
+last reset (most tests of the format, the codec or planning never talk to AWS). A module or
+test marked ``no_aws`` does not even start the server (its import and start cost about a
+second and a half): its SDKs point at a closed loopback port, so an AWS call fails at once —
+unless the test asks for moto itself (``ddb``, ``s3``, ``moto_url``).
 """
 
 from __future__ import annotations
@@ -18,10 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import py_partiql_parser
 import pytest
 from hypothesis import Phase, settings
-from moto.server import ThreadedMotoServer
 
 from archiver.format.storage import Archive
 
@@ -50,46 +54,105 @@ class JsonLines:
         return (json.loads(line) for line in original.splitlines() if line.strip())
 
 
+# Where the SDKs of a ``no_aws`` test point: a loopback port nothing listens on (the discard
+# port), so a call is refused at once rather than reaching anything.
+NO_AWS_ENDPOINT = "http://127.0.0.1:9"
+
+
+class MotoServer:
+    """moto's server, counting the requests it answers so that a reset is made only when due."""
+
+    def __init__(self) -> None:
+        import py_partiql_parser
+        from moto.server import ThreadedMotoServer
+
+        py_partiql_parser.JsonParser = JsonLines  # type: ignore[misc,assignment]
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.url = f"http://{host}:{port}"
+        self.requests = 0  # answered so far (every thread, every process that calls it)
+        self._clean_at = 0  # the count when moto was last known empty
+        # moto's werkzeug server calls its ``app`` for every request: count them there.
+        wsgi = self.server._server
+        assert wsgi is not None
+        answer = wsgi.app
+
+        def counting(environ: Any, start_response: Any) -> Any:
+            self.requests += 1
+            return answer(environ, start_response)
+
+        wsgi.app = counting
+
+    def reset_if_used(self) -> bool:
+        """Reset moto if anything talked to it since it was last empty; whether it did."""
+        if self.requests == self._clean_at:
+            return False
+        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
+        urllib.request.urlopen(request).close()
+        self._clean_at = self.requests  # the reset's own request included
+        return True
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
 @pytest.fixture(scope="session")
-def moto_url() -> Iterator[str]:
-    py_partiql_parser.JsonParser = JsonLines  # type: ignore[misc,assignment]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
+def moto_server() -> Iterator[MotoServer]:
+    server = MotoServer()
+    yield server
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def moto_url(moto_server: MotoServer) -> str:
+    return moto_server.url
+
+
+@pytest.fixture(scope="session")
+def empty_aws_config(tmp_path_factory: Any) -> str:
+    """An empty AWS config and credentials file: no profile of the developer's is read."""
+    empty = tmp_path_factory.mktemp("aws-config") / "none"
+    empty.write_text("")
+    return str(empty)
+
+
 @pytest.fixture(autouse=True)
-def aws_env(moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: Any) -> Iterator[str]:
-    """Isolate the AWS environment and reset moto, so every test starts from nothing."""
+def aws_env(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, empty_aws_config: str
+) -> Iterator[str]:
+    """Isolate the AWS environment and point it at an empty moto, so every test starts from
+    nothing (or, marked ``no_aws``, at nothing at all)."""
     for name in list(os.environ):
         if name.startswith("AWS_") or name.startswith("BOTO"):
             monkeypatch.delenv(name, raising=False)
-    empty = tmp_path_factory.mktemp("aws-config") / "none"
-    empty.write_text("")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
+    monkeypatch.setenv("AWS_CONFIG_FILE", empty_aws_config)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", empty_aws_config)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_REGION", REGION)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
-    request = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")
-    urllib.request.urlopen(request).close()
-    yield moto_url
+    wants_moto = "moto_server" in request.fixturenames
+    if request.node.get_closest_marker("no_aws") is not None and not wants_moto:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", NO_AWS_ENDPOINT)
+        yield NO_AWS_ENDPOINT
+        return
+    moto: MotoServer = request.getfixturevalue("moto_server")
+    moto.reset_if_used()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.url)
+    yield moto.url
 
 
 @pytest.fixture
-def ddb(aws_env: str) -> Any:
+def ddb(aws_env: str, moto_url: str) -> Any:
     """A boto3 DynamoDB client on the moto server."""
-    return boto3.client("dynamodb", region_name=REGION, endpoint_url=aws_env)
+    return boto3.client("dynamodb", region_name=REGION, endpoint_url=moto_url)
 
 
 @pytest.fixture
-def s3(aws_env: str) -> Any:
-    return boto3.client("s3", region_name=REGION, endpoint_url=aws_env)
+def s3(aws_env: str, moto_url: str) -> Any:
+    return boto3.client("s3", region_name=REGION, endpoint_url=moto_url)
 
 
 @pytest.fixture

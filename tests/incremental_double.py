@@ -56,11 +56,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from botocore.exceptions import ClientError
 
 from archiver.format.codec import canonical_json
 from archiver.format.tables import table_id_of
 from archiver.format.timefmt import as_utc, iso_ms, utcnow
+from tests.helpers import client_error
 
 MIN_WINDOW = timedelta(minutes=15)
 MAX_WINDOW = timedelta(hours=24)
@@ -144,10 +144,6 @@ class _Export:
     failure: tuple[str, str] | None
     description: dict[str, Any]
     written: bool = False
-
-
-def _error(code: str, message: str, operation: str) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": message}}, operation)
 
 
 def _micros(value: datetime) -> int:
@@ -257,11 +253,11 @@ class ExportDouble:
             if json.dumps(known.request, default=str, sort_keys=True) != json.dumps(
                 canonical, default=str, sort_keys=True
             ):
-                raise _error("ExportConflictException", "ClientToken reused", operation)
+                raise client_error("ExportConflictException", "ClientToken reused", operation)
             return {"ExportDescription": self._describe(known)}
         window = self._window(table)
         if window is None:
-            raise _error(
+            raise client_error(
                 "PointInTimeRecoveryUnavailableException",
                 f"Point in time recovery is not enabled for table '{table}'",
                 operation,
@@ -273,13 +269,13 @@ class ExportDouble:
             start = as_utc(spec["ExportFromTime"])
             end = as_utc(spec.get("ExportToTime") or latest)
             if not MIN_WINDOW <= end - start <= MAX_WINDOW:
-                raise _error(
+                raise client_error(
                     "ValidationException",
                     "Incremental export period must be between 15 minutes and 24 hours",
                     operation,
                 )
             if start < earliest or end > latest:
-                raise _error(
+                raise client_error(
                     "ValidationException",
                     "The export period is not within the point in time recovery window",
                     operation,
@@ -287,7 +283,7 @@ class ExportDouble:
         else:
             when = as_utc(request.get("ExportTime") or latest)
             if not earliest <= when <= latest:
-                raise _error(
+                raise client_error(
                     "InvalidExportTimeException",
                     "Export time is not within the point in time recovery window",
                     operation,
@@ -313,7 +309,9 @@ class ExportDouble:
     def describe_export(self, ExportArn: str) -> dict[str, Any]:
         export = self._exports.get(ExportArn)
         if export is None:
-            raise _error("ExportNotFoundException", f"{ExportArn} not found", "DescribeExport")
+            raise client_error(
+                "ExportNotFoundException", f"{ExportArn} not found", "DescribeExport"
+            )
         if export.polls_left > 0:
             description = self._describe(export)  # still IN_PROGRESS
             export.polls_left -= 1

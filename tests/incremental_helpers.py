@@ -11,10 +11,10 @@ from typing import Any
 
 from archiver.format.codec import canonical_json
 from archiver.format.storage import Archive
-from archiver.incremental import Chain
-from archiver.snapshot import export_destination
-from replayer import plan as planning
-from replayer.fold import Fold
+from archiver.snapshots.base_snapshot import export_destination
+from archiver.snapshots.export_chain import Chain
+from replayer.engines.fold import Fold
+from replayer.planning import plan as planning
 from tests.conftest import create_table
 from tests.incremental_double import Clock, ExportDouble, Write
 
@@ -106,6 +106,6 @@ def restored(archive: Archive, table: str, at: datetime, **options: Any) -> dict
 
 
 def window_ends(archive: Archive, table: str) -> Sequence[datetime]:
-    from archiver.format.incremental import list_windows
+    from archiver.format.exports.incremental import list_windows
 
     return [w.last_exact for w in list_windows(archive, table)]

@@ -91,15 +91,6 @@ def build_archive(
     return Built(double, stream, shard, files, records)
 
 
-def rows_of(archive: Archive, table: str = TABLE) -> list[dict[str, Any]]:
-    """Every archived row, each ``event_id`` once, in stream order."""
-    rows: dict[str, dict[str, Any]] = {}
-    for rel in archive.find(layout.changes_table_dir(table), ".parquet"):
-        for row in pq.read_table(archive.path(rel)).to_pylist():
-            rows.setdefault(row["event_id"], row)
-    return sorted(rows.values(), key=lambda r: (r["stream_arn"], r["sequence_number"]))
-
-
 # -- damage ---------------------------------------------------------------------------------
 
 

@@ -353,7 +353,7 @@ def change_doc(
     precision: str = "MICROSECOND",
     ttl: bool = False,
 ) -> dict[str, Any]:
-    """One change document as DynamoDB puts it into the Kinesis data stream (docs/FORMAT.md
+    """One change document as DynamoDB puts it into the Kinesis data stream (docs/format.md
     "Kinesis Data Streams records"): ``ApproximateCreationDateTime`` in microseconds, or
     milliseconds at ``MILLISECOND`` precision."""
     name = event_name or ("INSERT" if old is None else "REMOVE" if new is None else "MODIFY")

@@ -16,19 +16,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
+from archiver.aws.retry import RetryPolicy
 from archiver.capture import kinesis_run
+from archiver.capture.change_writer import FlushPolicy
 from archiver.capture.kinesis_run import KinesisOptions
+from archiver.capture.runner import RunConfig
 from archiver.format import coverage
 from archiver.format.codec import canonical_json
 from archiver.format.storage import Archive
 from archiver.format.tables import table_id_of
 from archiver.format.timefmt import parse_iso
-from archiver.retry import RetryPolicy
-from archiver.runner import RunConfig
-from archiver.writer import FlushPolicy
-from replayer.fold import Fold
-from replayer.plan import plan_restore
+from replayer.engines.fold import Fold
+from replayer.planning.plan import plan_restore
 from tests.kinesis_double import DestinationDouble, change_doc
 from tests.replay_helpers import write_snapshot
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from archiver.format import coverage, layout, tables
+from archiver.format import coverage, gap_log, layout, tables
 from archiver.format.codec import canonical_json, key_of
 from archiver.format.manifests import SnapshotWriter
 from archiver.format.storage import Archive
@@ -129,7 +129,7 @@ def write_gap(
     table: str = TABLE,
     table_id: str = TABLE_ID,
 ) -> None:
-    coverage.append_gap(
+    gap_log.append_gap(
         archive,
         table,
         table_id=table_id,
@@ -137,7 +137,7 @@ def write_gap(
         shard_id="shardId-00000001",
         start=start,
         end=end,
-        reason=coverage.GAP_TRIMMED,
+        reason=gap_log.GAP_TRIMMED,
     )
 
 

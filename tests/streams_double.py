@@ -51,20 +51,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
+from tests.helpers import client_error
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
-
-
-def client_error(code: str, operation: str, status: int = 400) -> ClientError:
-    return ClientError(
-        {
-            "Error": {"Code": code, "Message": f"{code} (test double)"},
-            "ResponseMetadata": {"HTTPStatusCode": status},
-        },
-        operation,
-    )
 
 
 def whole_second(at: datetime) -> datetime:
@@ -271,18 +261,18 @@ class StreamsDouble:
         for i, (name, code, status, shard) in enumerate(self.faults):
             if name == method and (shard is None or shard == shard_id):
                 del self.faults[i]
-                raise client_error(code, operation, status)
+                raise client_error(code, operation=operation, status=status)
 
     def _stream(self, arn: str, operation: str) -> DoubleStream:
         stream = self.streams.get(arn)
         if stream is None:
-            raise client_error("ResourceNotFoundException", operation)
+            raise client_error("ResourceNotFoundException", operation=operation)
         return stream
 
     def _shard(self, stream: DoubleStream, shard_id: str, operation: str) -> DoubleShard:
         shard = stream.shards.get(shard_id)
         if shard is None or not shard.listed:
-            raise client_error("ResourceNotFoundException", operation)
+            raise client_error("ResourceNotFoundException", operation=operation)
         return shard
 
     # -- the API --------------------------------------------------------------------------
@@ -334,7 +324,7 @@ class StreamsDouble:
         else:
             seq = int(kwargs["SequenceNumber"])
             if shard.trimmed and seq < shard.seq_of(shard.trimmed - 1):
-                raise client_error("TrimmedDataAccessException", "GetShardIterator")
+                raise client_error("TrimmedDataAccessException", operation="GetShardIterator")
             after = [i for i, _ in enumerate(shard.records) if shard.seq_of(i) > seq]
             at = [i for i, _ in enumerate(shard.records) if shard.seq_of(i) >= seq]
             chosen = after if kind == "AFTER_SEQUENCE_NUMBER" else at
@@ -347,7 +337,7 @@ class StreamsDouble:
         state = self._iterators.get(kwargs["ShardIterator"])
         self._record_call("get_records", {**kwargs, "ShardId": state.shard_id if state else None})
         if state is None:
-            raise client_error("ValidationException", "GetRecords")
+            raise client_error("ValidationException", operation="GetRecords")
         stream = self._stream(state.stream_arn, "GetRecords")
         shard = self._shard(stream, state.shard_id, "GetRecords")
         self._get_records_calls += 1
@@ -362,9 +352,9 @@ class StreamsDouble:
             await asyncio.sleep(self.latency)
             self._maybe_fail("get_records", "GetRecords", shard.shard_id)
             if state.epoch != self._epoch:
-                raise client_error("ExpiredIteratorException", "GetRecords")
+                raise client_error("ExpiredIteratorException", operation="GetRecords")
             if state.position < shard.trimmed:
-                raise client_error("TrimmedDataAccessException", "GetRecords")
+                raise client_error("TrimmedDataAccessException", operation="GetRecords")
             limit = kwargs.get("Limit") or 1000
             start = state.position
             in_run = state.waited < shard.empty_runs.get(start, 0)

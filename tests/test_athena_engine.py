@@ -19,16 +19,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archiver.errors import EXIT_DIFFERENCES, EXIT_FAILURE, EXIT_REFUSED
+from archiver.aws.error_table import EXIT_DIFFERENCES, EXIT_FAILURE, EXIT_REFUSED
+from archiver.aws.retry import WaitTimedOut
+from archiver.format import coverage
 from archiver.format.codec import canonical_json
 from archiver.format.storage import Archive
-from replayer import import_strategy
-from replayer import plan as planning
-from replayer.athena import Athena, AthenaConfig, AthenaQueryFailed, query_cost_usd
-from replayer.verify import scan_rows
+from replayer.engines import athena_client as athena_module
+from replayer.engines.athena_client import Athena, AthenaConfig, AthenaQueryFailed, query_cost_usd
+from replayer.planning import plan as planning
+from replayer.read.verify import scan_rows
+from replayer.strategies import import_table as import_strategy
 from tests.athena_double import AthenaDouble, running_double
 from tests.conftest import REGION
 from tests.export_fixtures import read_dynamodb_json
+from tests.helpers import FakeClock
 from tests.replay_helpers import (
     TABLE,
     Change,
@@ -295,6 +299,43 @@ def assert_failed_cleanly(code: int, err: str, ddb: Any, expected_code: int = EX
     return one_error_line(err)
 
 
+@pytest.mark.parametrize("command", ["restore", "restore --dry-run", "export"])
+@pytest.mark.parametrize("engine", ["duckdb", "athena"])
+def test_a_base_less_log_that_does_not_start_at_creation_is_refused_by_both_engines(
+    s3_archive: Archive,
+    athena: AthenaDouble,
+    ddb: Any,
+    capsys: pytest.CaptureFixture[str],
+    engine: str,
+    command: str,
+) -> None:
+    """Coverage claims the log starts at table creation, but key b first appears as a MODIFY:
+    a restore without a base would miss b's earlier state, so both engines refuse (exit 4)
+    before any query runs, and the claim is recorded as refuted."""
+    write_coverage(s3_archive, watermark=at(1000))
+    write_description(s3_archive)
+    write_changes(s3_archive, [Change(1, key("a"), ITEMS[0], at(10), "INSERT"),
+                               Change(2, key("b"), ITEMS[1], at(20), "MODIFY",
+                                      event_id="event-b")])  # fmt: skip
+    athena_setup(capsys, s3_archive)
+    common = ["--archive", s3_archive.url, "--restore-date-time", T, "--engine", engine,
+              "--athena-database", DATABASE]  # fmt: skip
+    if command == "export":
+        argv = ["export", "--table-name", TABLE, "--output", f"s3://{BUCKET}/out",
+                "--format", "dynamodb-json", *common]  # fmt: skip
+    else:
+        argv = ["restore", "--source-table-name", TABLE, "--target-table-name", "restored",
+                "--strategy", "replay", *common, *command.split()[1:]]  # fmt: skip
+    code, _, err = replayer(capsys, *argv)
+    line = assert_failed_cleanly(code, err, ddb, EXIT_REFUSED)
+    assert "without a base snapshot needs the log from table creation" in line
+    assert "event-b" in line and "ddb-archiver snapshot" in line
+    assert "StartQueryExecution" not in athena.calls
+    assert not Archive.open(f"s3://{BUCKET}/out").find("data")  # no item exported
+    current = coverage.current(s3_archive, TABLE)
+    assert current is not None and current["from_table_creation"] is False
+
+
 def test_a_failed_query_is_one_line_and_creates_nothing(
     history: Archive, athena: AthenaDouble, ddb: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -388,7 +429,7 @@ def test_a_scan_above_the_limit_is_refused_before_running(
 def test_the_scan_bound_is_the_dt_partitions_in_range(
     history: Archive, athena: AthenaDouble
 ) -> None:
-    from replayer.athena_engine import AthenaFolder
+    from replayer.engines.athena_engine import AthenaFolder
 
     later = [Change(9, key("z"), {"pk": {"S": "z"}}, at(3 * 86_400), "INSERT")]
     write_changes(history, later)  # another dt partition, outside the plan's range
@@ -418,6 +459,26 @@ def test_ctrl_c_stops_the_query(history: Archive, athena: AthenaDouble) -> None:
     assert query.state == "CANCELLED"
     assert any("RUNNING" in line or "QUEUED" in line for line in said)
     assert any("stopping the query" in line for line in said)
+
+
+def test_a_query_past_its_deadline_is_stopped(history: Archive, athena: AthenaDouble) -> None:
+    athena.hold.set()
+    client = boto3.client("athena", region_name=REGION)
+    said: list[str] = []
+    clock = FakeClock()
+    runner = Athena(client, AthenaConfig("primary", DATABASE, f"s3://{BUCKET}/results/"),
+                    say=said.append, sleep=clock.sleep, clock=clock,
+                    timeout_seconds=0.5)  # fmt: skip
+    with pytest.raises(WaitTimedOut, match=r"Athena query \S+: not ready after"):
+        runner.run("SELECT 1")
+    (query,) = athena.queries.values()
+    assert "StopQueryExecution" in athena.calls
+    assert query.state == "CANCELLED"
+    assert any("stopping the query" in line for line in said)
+    # The pauses grow from POLL_FIRST by 1.5 to POLL_MAX (the fixture's 20 ms here).
+    assert clock.slept[0] == pytest.approx(athena_module.POLL_FIRST)
+    assert max(clock.slept) <= athena_module.POLL_MAX
+    assert clock.now >= 0.5
 
 
 def test_progress_shows_state_elapsed_and_scanned(history: Archive, athena: AthenaDouble) -> None:

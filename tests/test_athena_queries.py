@@ -21,6 +21,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pytest
 import sqlglot
 from cfnlint.decode import decode
@@ -29,8 +30,11 @@ from archiver.format import layout
 from archiver.format.codec import canonical_json
 from archiver.format.schema import CHANGE_SCHEMA, SNAPSHOT_SCHEMA
 from archiver.format.storage import Archive
-from replayer.dataset import change_files, changes_dataset
-from replayer.query import lock_down, snapshot_files, snapshots_dataset
+from replayer.engines import dataset
+from replayer.engines.athena_sql import named_history_of, to_duckdb
+from replayer.engines.dataset import change_files, changes_dataset
+from replayer.read.query import lock_down, run_query, snapshot_files, snapshots_dataset
+from replayer.read.timetravel import expand
 from tests.changes_builder import T0, n, record, s, write_changes
 
 ATHENA = Path(__file__).resolve().parents[1] / "deploy" / "athena"
@@ -358,3 +362,86 @@ def test_table_state_at_counts_only_the_generation_alive_at_t(archive: Archive) 
     assert state_twin(archive, T0, later, "") == {
         canonical_json(A): '{"pk":{"S":"a"},"v":{"N":"9"}}'
     }
+
+
+# -- history_of with bounds: only the dt partitions in range --------------------------------
+
+# Key A's changes across five UTC dates, two of them either side of the lower bound on its
+# date; key B's on a sixth date. The lower bound 00:30 at +01:00 is 23:30 UTC the day before:
+# a query that took the bound's wall-clock date would skip that day's partition and lose a row.
+HISTORY_FROM = "2026-02-02T00:30:00+01:00"
+HISTORY_TO = "2026-02-03T23:59:59Z"
+IN_RANGE = {"2026-02-01", "2026-02-02", "2026-02-03"}
+
+
+@pytest.fixture
+def spread_archive(archive: Archive) -> Archive:
+    day = datetime(2026, 2, 1, tzinfo=UTC)
+    records = [
+        record(1, A, "INSERT", new={**A, "v": n(1)}),  # 2026-01-31
+        record(2, A, "MODIFY", new={**A, "v": n(2)}, at=day + timedelta(hours=23, minutes=20)),
+        record(3, A, "MODIFY", new={**A, "v": n(3)}, at=day + timedelta(hours=23, minutes=40)),
+        record(4, A, "MODIFY", new={**A, "v": n(4)}, at=day + timedelta(days=1, minutes=10)),
+        record(5, A, "MODIFY", new={**A, "v": n(5)}, at=day + timedelta(days=2, hours=12)),
+        record(6, A, "REMOVE", old={**A, "v": n(5)}, at=day + timedelta(days=3, hours=12)),
+        record(7, B, "INSERT", new={**B, "v": n(7)}, at=day + timedelta(days=4)),
+    ]
+    write_changes(archive, "orders", records, per_file=1)
+    write_changes(archive, "orders", records[2:4], shard_id="shardId-00000002")  # duplicates
+    return archive
+
+
+def in_window(rows: list[tuple[Any, ...]], start: str, end: str) -> list[tuple[Any, ...]]:
+    """The rows whose ``event_time`` (the first column) is in [start, end]."""
+    lo, hi = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (start, end))
+    return [r for r in rows if lo <= r[0].astimezone(UTC) <= hi]
+
+
+def test_a_bounded_history_of_reads_only_the_partitions_in_range(
+    spread_archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[str] = []
+
+    class Recording(pafs.FSSpecHandler):
+        def open_input_file(self, path: str) -> Any:
+            opened.append(path)
+            return super().open_input_file(path)
+
+    monkeypatch.setattr(dataset, "reading_fs", lambda a: pafs.PyFileSystem(Recording(a.fs)))
+
+    def history_of(*bounds: str) -> tuple[list[tuple[Any, ...]], set[str]]:
+        opened.clear()
+        args = ", ".join(f"'{a}'" for a in ("orders", canonical_json(A), *bounds))
+        sql = f"SELECT * FROM history_of({args})"
+        rows = list(run_query(spread_archive, expand(spread_archive, sql)).rows())
+        read = {p.split("dt=")[1].split("/")[0] for p in opened}
+        return rows, read
+
+    everything, read_all = history_of()
+    assert read_all == {"2026-01-31", *IN_RANGE, "2026-02-04", "2026-02-05"}
+    assert [r[1] for r in everything] == ["INSERT", *["MODIFY"] * 4, "REMOVE"]
+    bounded, read = history_of(HISTORY_FROM, HISTORY_TO)
+    assert read == IN_RANGE
+    assert bounded == in_window(everything, HISTORY_FROM, HISTORY_TO)
+    assert [r[4] for r in bounded] == [f'{{"pk":{{"S":"a"}},"v":{{"N":"{v}"}}}}' for v in (3, 4, 5)]
+    # One bound alone, and '' for none.
+    later, read = history_of(HISTORY_FROM, "")
+    assert read == {*IN_RANGE, "2026-02-04", "2026-02-05"}
+    assert later == in_window(everything, HISTORY_FROM, "2026-12-31T00:00:00Z")
+
+
+@pytest.mark.parametrize(
+    ("start", "end"), [(HISTORY_FROM, HISTORY_TO), ("", HISTORY_TO), (HISTORY_FROM, ""), ("", "")]
+)
+def test_the_named_history_of_with_bounds_is_the_unbounded_one_restricted(
+    spread_archive: Archive, start: str, end: str
+) -> None:
+    named = to_duckdb(named_history_of())
+    keys = canonical_json(A)
+    everything = list(run_query(spread_archive, named, ["orders", keys, "", ""]).rows())
+    assert len(everything) == 6
+    bounded = list(run_query(spread_archive, named, ["orders", keys, start, end]).rows())
+    window = (start or "1970-01-01T00:00:00Z", end or "9999-12-31T00:00:00Z")
+    assert bounded == in_window(everything, *window)
+    local = f"SELECT * FROM history_of('orders', '{keys}', '{start}', '{end}')"
+    assert list(run_query(spread_archive, expand(spread_archive, local)).rows()) == bounded

@@ -10,8 +10,8 @@ import pytest
 from cfnlint.decode import decode
 
 from archiver.format.storage import Archive
-from replayer.athena_fold import NAMED_HISTORY_OF, NAMED_STATE_AT
-from replayer.athena_setup import changes_table_input, snapshots_table_input
+from replayer.engines.athena_setup import changes_table_input, snapshots_table_input
+from replayer.engines.athena_sql import NAMED_HISTORY_OF, NAMED_STATE_AT
 from tests.conftest import REGION
 from tests.replay_helpers import Change, at, key, replayer, write_changes, write_coverage
 

@@ -1,5 +1,5 @@
-"""Both CLIs under faults: credentials never reach a log line, and an endpoint where nothing
-listens is named in one line."""
+"""Both CLIs under faults: credentials never reach a log line, an endpoint where nothing
+listens is named in one line, and so is the fix for missing credentials."""
 
 from __future__ import annotations
 
@@ -165,12 +165,12 @@ def test_an_unreachable_dynamodb_endpoint_names_the_service_and_call() -> None:
 
 _FAILING = """
 import sys
-import replayer.status
+import replayer.commands.status
 
 def fail(args):
     raise RuntimeError("the call to {url} failed")
 
-replayer.status.main = fail
+replayer.commands.status.main = fail
 from replayer.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -224,3 +224,91 @@ def test_no_region_is_one_line_and_exit_2(
     assert main([*argv[1:], "--archive", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err == f"{argv[0]}: error: no AWS region: set AWS_REGION or pass --region\n"
+
+
+# -- no credentials -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ddb-archiver", "run", "--table-name", "orders", "--archive", "{local}", "--once"],
+        ["ddb-archiver", "snapshot", "--table-name", "orders", "--archive", "{local}"],
+        ["ddb-archiver", "pitr", "--table-name", "orders", "--status"],
+        ["ddb-archiver", "backup", "list", "--table-name", "orders"],
+        ["ddb-replayer", "status", "--archive", "s3://archive-bucket/ddb"],
+        ["ddb-replayer", "restore", "--source-table-name", "orders", "--target-table-name",
+         "copy", "--use-latest-restorable-time", "--strategy", "pitr", "--archive", "{local}"],
+        ["ddb-replayer", "diff", "--table-name", "orders", "--other-table-name", "copy"],
+    ],
+    ids=["run", "snapshot", "pitr", "backup", "status-s3", "restore", "diff"],
+)  # fmt: skip
+def test_no_credentials_is_one_line_naming_where_they_come_from_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+) -> None:
+    """No credentials anywhere (the autouse fixture already points the config files at an
+    empty file and turns the instance metadata lookup off): every command, DynamoDB, Streams
+    or S3 first, says so in the same line — the CLI wrapper maps it, not each command."""
+    from archiver.cli import main as archiver_main
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    assert os.environ["AWS_EC2_METADATA_DISABLED"] == "true"
+    assert Path(os.environ["AWS_SHARED_CREDENTIALS_FILE"]).read_text() == ""
+    main = archiver_main if argv[0] == "ddb-archiver" else replayer_main
+    code = main([arg.format(local=tmp_path / "archive") for arg in argv[1:]])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert not (tmp_path / "archive").exists()  # nothing half-written
+    assert err == (
+        f"{argv[0]}: error: no AWS credentials found: pass --profile or set AWS_PROFILE, or set "
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or run with an instance, task or function "
+        "role)\n"
+    )
+
+
+def test_no_credentials_wrapped_in_a_commands_own_error_still_names_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command that translates the failure (keeping it as the cause) or fails in a task
+    group still gets the credentials line, not its own message or "unexpected failure"."""
+    from botocore.exceptions import NoCredentialsError
+
+    import replayer.commands.status
+    from replayer.exceptions import ReplayError
+
+    def fail(args: Any) -> int:
+        try:
+            raise ExceptionGroup("tasks", [NoCredentialsError()])
+        except ExceptionGroup as group:
+            raise ReplayError("reading the archive failed") from group
+
+    monkeypatch.setattr(replayer.commands.status, "main", fail)
+    assert replayer_main(["status", "--archive", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ddb-replayer: error: no AWS credentials found: pass --profile")
+    assert len(err.splitlines()) == 1
+
+
+def test_aws_region_alone_is_honoured_by_every_client(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """botocore reads only AWS_DEFAULT_REGION; a user who sets AWS_REGION (as Lambda, the AWS
+    CLI v2 and our own messages do) gets a working command, not "no AWS region"."""
+    import boto3
+
+    from archiver.cli import main as archiver_main
+
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    boto3.client("dynamodb", region_name="us-east-1").create_table(
+        TableName="orders",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    assert archiver_main(["pitr", "--table-name", "orders", "--status"]) == 0
+    assert "no AWS region" not in capsys.readouterr().err

@@ -8,8 +8,23 @@ from collections.abc import Callable
 import pytest
 
 from archiver import cli as archiver_cli
-from archiver.cliutil import ARCHIVE_HELP, build_parser, number_type, positive_float, positive_int
+from archiver.cliutil import (
+    ALLOW_GAPS_HELP,
+    ALLOW_INEXACT_HELP,
+    ARCHIVE_HELP,
+    LAMBDA_FAILURES_HELP,
+    LATEST_HELP,
+    SEGMENTS_HELP,
+    TIME_FORMS,
+    build_parser,
+    number_type,
+    positive_float,
+    positive_int,
+)
 from replayer import cli as replayer_cli
+
+# Neither the format, the codec nor planning talks to AWS (see tests/conftest.py).
+pytestmark = pytest.mark.no_aws
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -38,6 +53,75 @@ def test_every_archive_flag_is_the_same_flag() -> None:
             assert action.metavar == "URL", name
             assert action.help == ARCHIVE_HELP, name
     assert len(seen) >= 10  # run, snapshot, compact, status, restore, export, verify, …
+
+
+def _every_subcommand() -> dict[str, argparse.ArgumentParser]:
+    return {
+        f"{prog} {name}": sub
+        for prog, commands in (
+            ("ddb-archiver", archiver_cli.COMMANDS),
+            ("ddb-replayer", replayer_cli.COMMANDS),
+        )
+        for name, sub in _subcommands(build_parser(prog, "", commands)).items()
+    }
+
+
+_PLANNERS = {"ddb-replayer restore", "ddb-replayer export", "ddb-replayer verify"}
+_WRITERS = {
+    *(f"ddb-archiver {name}" for name in ("run", "snapshot", "compact", "forget", "expire")),
+    *(f"ddb-archiver {name}" for name in ("check", "redrive", "incremental", "backfill")),
+    "ddb-replayer export",  # its --output
+    "ddb-replayer rollback",  # it drains the stream into the archive first
+}
+# Each flag several commands take: (the commands that must take it, how its help must read).
+SHARED_FLAGS: dict[str, tuple[set[str], Callable[[str], bool]]] = {
+    "--restore-date-time": (
+        {*_PLANNERS, "ddb-replayer rollback"},
+        lambda help: help.endswith(": " + TIME_FORMS),
+    ),
+    "--use-latest-restorable-time": (
+        {"ddb-replayer restore", "ddb-replayer export"},
+        lambda help: help.startswith(LATEST_HELP),
+    ),
+    "--allow-gaps": (_PLANNERS, lambda help: help == ALLOW_GAPS_HELP),
+    "--allow-inexact": (_PLANNERS, lambda help: help == ALLOW_INEXACT_HELP),
+    "--lambda-failures": (
+        {*_PLANNERS, "ddb-replayer rollback", "ddb-replayer status"},
+        lambda help: help == LAMBDA_FAILURES_HELP,
+    ),
+    "--segments": (
+        {"ddb-archiver snapshot", "ddb-replayer verify", "ddb-replayer diff"},
+        lambda help: help.startswith(SEGMENTS_HELP),
+    ),
+    "--file-mode": (
+        _WRITERS,
+        lambda help: help.startswith("permissions (octal) of the files a local "),
+    ),
+}
+
+
+@pytest.mark.parametrize("flag", sorted(SHARED_FLAGS))
+def test_every_shared_flag_is_the_same_flag(flag: str) -> None:
+    """Declared once (archiver.cliutil) and used everywhere: the same type, metavar, kind of
+    action and help, on every command that needs it."""
+    must, reads_right = SHARED_FLAGS[flag]
+    found = {name: a for name, sub in _every_subcommand().items() if (a := _flag(sub, flag))}
+    assert must <= set(found), f"{flag} missing from {sorted(must - set(found))}"
+    first = next(iter(found.values()))
+    for name, action in found.items():
+        shape = (type(action), action.type, action.metavar, action.nargs, action.const)
+        assert shape == (type(first), first.type, first.metavar, first.nargs, first.const), name
+        assert reads_right(action.help or ""), f"{name} {flag}: {action.help}"
+    if flag == "--file-mode":
+        assert {a.default for a in found.values()} == {first.default}
+
+
+def test_no_flag_takes_a_bare_number() -> None:
+    """Numbers go through ``number_type`` (bounds checked, named in the error), never a bare
+    ``int``/``float``."""
+    for name, sub in _every_subcommand().items():
+        for action in sub._actions:
+            assert action.type not in (int, float), f"{name} {action.option_strings}"
 
 
 @pytest.mark.parametrize(

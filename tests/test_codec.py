@@ -21,7 +21,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from archiver.errors import EXIT_USAGE, UsageError
+from archiver.aws.error_table import EXIT_USAGE, UsageError
 from archiver.format import codec
 from archiver.format.codec import (
     CodecError,
@@ -34,6 +34,9 @@ from archiver.format.codec import (
     normalize_number,
     to_wire,
 )
+
+# Neither the format, the codec nor planning talks to AWS (see tests/conftest.py).
+pytestmark = pytest.mark.no_aws
 
 Model = tuple[Any, ...]
 

@@ -11,18 +11,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from archiver import compact as compact_mod
 from archiver.cli import main as archiver_main
-from archiver.compact import compact, list_change_files, pending_path
 from archiver.format import layout
 from archiver.format.codec import canonical_json, key_of
 from archiver.format.schema import CHANGE_SCHEMA
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, utcnow
-from replayer.fold import Fold
-from replayer.plan import latest_restorable_time, plan_restore
+from archiver.integrity import compaction as compact_mod
+from archiver.integrity.compaction import compact, list_change_files, pending_path
+from replayer.planning.plan import latest_restorable_time
 from tests.changes_builder import T0, n, record, s, write_changes
 from tests.conftest import create_table
+from tests.helpers import state_at
 
 TABLE = "orders"
 DAY0 = T0.replace(hour=0)
@@ -285,13 +285,6 @@ def test_the_poller_resumes_correctly_after_compaction(ddb: Any, archive: Archiv
     assert sorted(int(r[1]) for r in rows) == sorted({int(r[1]) for r in rows})
 
 
-def _fold_state(archive: Archive, at: datetime) -> dict[str, str]:
-    plan = plan_restore(archive, TABLE, at, convert=False)
-    with Fold(archive) as fold:
-        result = fold.state_at(plan)
-        return {row["keys"]: row["item"] for b in result.batches() for row in b.to_pylist()}
-
-
 def _scan(ddb: Any) -> dict[str, str]:
     items = ddb.scan(TableName=TABLE, ConsistentRead=True)["Items"]
     return {canonical_json(key_of(i, ["pk", "sk"])): canonical_json(i) for i in items}
@@ -328,16 +321,16 @@ def test_restores_from_a_compacted_archive_are_exact(ddb: Any, archive: Archive)
     assert len(list_change_files(archive, TABLE)) == 3
     assert latest_restorable_time(archive, TABLE) >= states[-1][0]
     for at, expected in states:
-        assert _fold_state(archive, at) == expected
+        assert state_at(archive, TABLE, at) == expected
 
     today = layout.dt_of(utcnow())
     report = compact(archive, TABLE, dts=[today], grace_seconds=600)
     assert (report.files_in, report.files_out, report.pending) == (3, 1, 3)
     assert len(list_change_files(archive, TABLE)) == 4  # merged file beside its inputs
     for at, expected in states:
-        assert _fold_state(archive, at) == expected
+        assert state_at(archive, TABLE, at) == expected
 
     compact(archive, TABLE, now=utcnow() + timedelta(seconds=601))
     assert len(list_change_files(archive, TABLE)) == 1
     for at, expected in states:
-        assert _fold_state(archive, at) == expected
+        assert state_at(archive, TABLE, at) == expected

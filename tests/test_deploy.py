@@ -9,17 +9,16 @@ import re
 import subprocess
 import sys
 import tomllib
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cfnlint.api import lint_file
 from cfnlint.decode import decode
-from packaging.requirements import Requirement
 
 from archiver.format.schema import CHANGE_SCHEMA
 from tests.conftest import create_table
+from tests.distributions import closure, index_reachable, index_url, normalise
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -262,9 +261,10 @@ def test_iam_is_least_privilege(template: Any) -> None:
             assert set(actions) <= RESOURCE_STAR_ALLOWED, (name, actions)
 
 
-# Left out of the Lambda image: DuckDB (only the replayer uses it) and amazon.ion (only export
-# conversion does, which the Lambda never runs; it has no wheel for the image's Python).
-NOT_IN_THE_LAMBDA = {"duckdb", "amazon.ion"}
+# Left out of the Lambda image: DuckDB and sqlglot (only the replayer uses them) and amazon.ion
+# (only export conversion does, which the Lambda never runs; it has no wheel for the image's
+# Python).
+NOT_IN_THE_LAMBDA = {"duckdb", "sqlglot", "amazon.ion"}
 LAMBDA_REQUIREMENTS = DEPLOY / "lambda" / "requirements.txt"
 # The python3.12+ Lambda base images run Amazon Linux 2023 (glibc 2.34) on arm64 (Graviton):
 # every manylinux wheel up to glibc 2.34 installs there.
@@ -291,7 +291,7 @@ def _image_python() -> str:
     return match.group(1)
 
 
-def test_lambda_requirements_are_the_projects_minus_duckdb_and_ion() -> None:
+def test_lambda_requirements_are_the_projects_minus_duckdb_sqlglot_and_ion() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     names = {re.split(r"[<>=\[ ]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
     assert names >= NOT_IN_THE_LAMBDA
@@ -330,11 +330,11 @@ def _import_in_image(site: Path, code: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_lambda_entry_points_import_with_only_what_the_image_installs(tmp_path: Path) -> None:
-    site = _image_site(tmp_path / "task-root", _closure(_lambda_requirements()))
+    site = _image_site(tmp_path / "task-root", closure(_lambda_requirements()))
     prune = str(DEPLOY / "functions" / "prune_backups.py")
     entry_points = (
         "import importlib.util, sys\n"
-        "import archiver.lambda_handler\n"
+        "import archiver.lambda_mode.handler\n"
         f"spec = importlib.util.spec_from_file_location('prune_backups', {prune!r})\n"
         "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
         "print(sys.modules['pyarrow'].__file__)\n"
@@ -343,42 +343,12 @@ def test_lambda_entry_points_import_with_only_what_the_image_installs(tmp_path: 
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith(str(site))
     # What the image leaves out is really not importable there.
-    for left_out in ("import archiver.format.ion", "import duckdb", "import replayer.query"):
+    left_out_imports = ("import archiver.format.exports.ion", "import duckdb", "import sqlglot",
+                        "import replayer.read.query")  # fmt: skip
+    for left_out in left_out_imports:
         refused = _import_in_image(site, left_out)
         assert refused.returncode != 0, left_out
         assert "ModuleNotFoundError" in refused.stderr, refused.stderr[-2000:]
-
-
-def _normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _closure(names: set[str]) -> set[str]:
-    """``names`` and everything they require (without extras), from the installed metadata."""
-    seen: set[str] = set()
-    todo = [_normalise(n) for n in names]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        for line in importlib.metadata.requires(name) or []:
-            requirement = Requirement(line)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                todo.append(_normalise(requirement.name))
-    return seen
-
-
-def _index_url() -> str:
-    return os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple/").rstrip("/") + "/"
-
-
-def _index_reachable(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "pip/", timeout=5) as response:
-            return bool(response.status == 200)
-    except (OSError, ValueError):
-        return False
 
 
 @pytest.mark.network
@@ -386,8 +356,8 @@ def _index_reachable(url: str) -> bool:
 def test_lambda_requirements_resolve_to_wheels_for_the_image(tmp_path: Path) -> None:
     """``pip download`` of the Lambda's requirements, wheels only, for the image's exact Python
     version and platform: what ``docker build`` will install, checked without Docker."""
-    if not _index_reachable(_index_url()):
-        pytest.skip(f"no package index reachable at {_index_url()}: cannot resolve wheels")
+    if not index_reachable(index_url()):
+        pytest.skip(f"no package index reachable at {index_url()}: cannot resolve wheels")
     python = _image_python()
     platforms = [arg for platform in LAMBDA_PLATFORMS for arg in ("--platform", platform)]
     result = subprocess.run(
@@ -415,8 +385,8 @@ def test_lambda_requirements_resolve_to_wheels_for_the_image(tmp_path: Path) -> 
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    wheels = {_normalise(p.name.split("-")[0]) for p in tmp_path.glob("*.whl")}
-    assert {_normalise(n) for n in _lambda_requirements()} <= wheels
+    wheels = {normalise(p.name.split("-")[0]) for p in tmp_path.glob("*.whl")}
+    assert {normalise(n) for n in _lambda_requirements()} <= wheels
     tag = "cp" + python.replace(".", "")
     assert any(f"-{tag}-" in p.name and "aarch64" in p.name for p in tmp_path.glob("pyarrow-*"))
 

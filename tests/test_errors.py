@@ -1,19 +1,21 @@
-"""The one error table from AWS ``Error.Code`` to exception (``archiver.errors``), the names
-that say "absent" (``describe_or_none``), the replayer's translation on top, and the restore's
+"""The one error table from AWS ``Error.Code`` to exception (``archiver.aws.error_table``), the
+names that say "absent" (``describe_or_none``), the replayer's translation on top, and the restore's
 warning when the live table cannot be read."""
 
 from __future__ import annotations
 
+import ast
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
-from archiver.describe import describe_or_none
-from archiver.errors import (
+from archiver.aws import error_table as errors_module
+from archiver.aws.describe import describe_or_none
+from archiver.aws.error_table import (
     ERROR_CODES,
     EXIT_FAILURE,
     EXIT_REFUSED,
@@ -24,8 +26,10 @@ from archiver.errors import (
     BackupNotFound,
     ConditionFailed,
     InvalidRequest,
+    ObjectInColdStorage,
     PitrUnavailable,
     ResourceInUse,
+    ResourceNotFound,
     TableAlreadyExists,
     TableNotFound,
     Throttled,
@@ -34,14 +38,10 @@ from archiver.errors import (
     translate_client_error,
 )
 from archiver.format.storage import Archive
-from replayer.errors import BadInput, Refused, TargetTableExists, replay_error
-from replayer.replay import archived_table
+from replayer.exceptions import BadInput, Refused, TargetTableExists, replay_error
+from replayer.strategies.replay import archived_table
 from tests.conftest import create_table
-
-
-def client_error(code: str, message: str = "it went wrong") -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": message}}, "AnyOperation")
-
+from tests.helpers import client_error
 
 EXPECTED = {
     "ResourceNotFoundException": (TableNotFound, EXIT_USAGE),
@@ -195,3 +195,50 @@ def test_is_error_asks_the_table_for_raw_and_translated_errors() -> None:
     assert is_error(client_error("TableNotFoundException"), TableNotFound)
     assert not is_error(client_error("ValidationException"), ConditionFailed)
     assert not is_error(ValueError("ConditionalCheckFailedException"), ConditionFailed)
+
+
+# -- no AWS error code outside the table ---------------------------------------------------
+
+_PROJECT = Path(__file__).resolve().parent.parent
+_SCANNED = ("archiver", "replayer", "bench", "deploy")
+
+
+def codes_outside_the_table(roots: list[Path]) -> list[str]:
+    """``path:line: code`` for every string constant equal to a code of the error table in
+    the Python files under ``roots``, except in the module that holds the table."""
+    table_module = Path(errors_module.__file__).resolve()
+    found = []
+    for root in roots:
+        for path in sorted(root.rglob("*.py")) if root.is_dir() else [root]:
+            if path.resolve() == table_module:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Constant) and node.value in ERROR_CODES:
+                    found.append(f"{path}:{node.lineno}: {node.value}")
+    return found
+
+
+def test_no_aws_error_code_is_compared_as_a_string_outside_the_error_table() -> None:
+    roots = [_PROJECT / name for name in _SCANNED] + [_PROJECT / "demo.py"]
+    assert codes_outside_the_table([root for root in roots if root.exists()]) == []
+
+
+def test_a_planted_error_code_is_found(tmp_path: Path) -> None:
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        "def absent(exc):\n    return client_error_code(exc) == 'EntityNotFoundException'\n"
+    )
+    assert codes_outside_the_table([tmp_path]) == [f"{planted}:2: EntityNotFoundException"]
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        ("EntityNotFoundException", ResourceNotFound),
+        ("AlreadyExistsException", ResourceInUse),
+        ("TooManyRequestsException", Throttled),
+        ("InvalidObjectState", ObjectInColdStorage),
+    ],
+)
+def test_glue_athena_and_s3_codes_have_their_classes(code: str, kind: type[Exception]) -> None:
+    assert is_error(client_error(code), kind)

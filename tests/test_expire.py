@@ -7,24 +7,23 @@ import contextlib
 import io
 import shutil
 import subprocess
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from archiver import expire as expire_module
-from archiver.check import run_checks
 from archiver.cli import main as archiver_main
-from archiver.expire import FOLD_METHOD, expire, horizon_of
+from archiver.erasure import expire as expire_module
+from archiver.erasure.expire import FOLD_METHOD, expire, horizon_of
 from archiver.format import coverage, layout
 from archiver.format.manifests import list_snapshots
 from archiver.format.storage import Archive
+from archiver.integrity.check import run_checks
 from replayer.cli import main as replayer_main
-from replayer.errors import OutsideCoverage
-from replayer.fold import Fold
-from replayer.plan import plan_restore
+from replayer.exceptions import OutsideCoverage
 from tests.conftest import Crash
+from tests.helpers import state_at
 from tests.integrity_helpers import build_archive
 from tests.replay_helpers import T0, TABLE, write_coverage, write_description
 
@@ -40,13 +39,6 @@ def seven_days(archive: Archive) -> None:
     write_description(archive)
 
 
-def state_at(archive: Archive, at: datetime) -> dict[str, str]:
-    plan = plan_restore(archive, TABLE, at, convert=False)
-    with Fold(archive) as fold:
-        result = fold.state_at(plan)
-        return {str(r["keys"]): str(r["item"]) for b in result.batches() for r in b.to_pylist()}
-
-
 INSTANTS = [HORIZON, HORIZON + timedelta(hours=13), T0 + timedelta(days=6, hours=1)]
 
 
@@ -54,14 +46,14 @@ def test_expire_keeps_every_restore_after_the_horizon_and_refuses_before(
     archive: Archive, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seven_days(archive)
-    before = {at: state_at(archive, at) for at in INSTANTS}
+    before = {at: state_at(archive, TABLE, at) for at in INSTANTS}
     files_before = archive.find(layout.changes_table_dir(TABLE), ".parquet")
 
     plan = expire(archive, TABLE, OLDER_THAN, now=NOW)
 
     assert plan.horizon == HORIZON
     for at, state in before.items():
-        assert state_at(archive, at) == state
+        assert state_at(archive, TABLE, at) == state
     left = archive.find(layout.changes_table_dir(TABLE), ".parquet")
     assert len(left) < len(files_before)
     assert all(rel.split("dt=")[1][:10] >= "2026-03-04" for rel in left)
@@ -72,7 +64,7 @@ def test_expire_keeps_every_restore_after_the_horizon_and_refuses_before(
     assert gen["from_table_creation"] is False
     assert [p.line() for p in run_checks(archive, TABLE, deep=True).problems] == []
     with pytest.raises(OutsideCoverage, match="retention horizon"):
-        state_at(archive, HORIZON - timedelta(seconds=1))
+        state_at(archive, TABLE, HORIZON - timedelta(seconds=1))
     assert archive.find(layout.table_staging_dir(TABLE)) == []
     assert not archive.exists(layout.expire_pending(TABLE))
 
@@ -111,7 +103,7 @@ def test_a_crash_at_any_write_and_a_rerun_give_the_same_archive(
     monkeypatch.setattr(expire_module.subprocess, "run", export_here)
     reference = Archive.open(str(tmp_path / "reference"))
     seven_days(reference)
-    expected = {at: state_at(reference, at) for at in INSTANTS}
+    expected = {at: state_at(reference, TABLE, at) for at in INSTANTS}
     writes = 0
     while True:
         shutil.copytree(tmp_path / "reference", tmp_path / f"crash-{writes}")
@@ -125,10 +117,10 @@ def test_a_crash_at_any_write_and_a_rerun_give_the_same_archive(
             break
         crash_after(-1)
         for at, state in expected.items():  # a restore after the horizon works at any point
-            assert state_at(archive, at) == state, f"crash after {writes} writes"
+            assert state_at(archive, TABLE, at) == state, f"crash after {writes} writes"
         expire(archive, TABLE, OLDER_THAN, now=NOW)
         for at, state in expected.items():
-            assert state_at(archive, at) == state, f"crash after {writes} writes"
+            assert state_at(archive, TABLE, at) == state, f"crash after {writes} writes"
         assert [p.line() for p in run_checks(archive, TABLE).problems] == []
         assert len(list_snapshots(archive, TABLE)) == 1
         assert not archive.exists(layout.expire_pending(TABLE))

@@ -12,13 +12,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from archiver.errors import EXIT_REFUSED
+from archiver.aws.error_table import EXIT_REFUSED
 from archiver.format.codec import canonical_json, key_of
 from archiver.format.storage import Archive
-from replayer.errors import Refused
-from replayer.export import FORMATS
-from replayer.sinks import Sink, TableSink, file_sink, sink_class
-from replayer.verify import scan_rows
+from replayer.commands.export import FORMATS
+from replayer.exceptions import Refused
+from replayer.read.verify import scan_rows
+from replayer.write.sinks import Sink, TableSink, file_sink, sink_class
 from tests.conftest import create_table
 from tests.export_fixtures import read_dynamodb_json
 from tests.replay_helpers import (

@@ -14,11 +14,11 @@ import pytest
 from archiver import cli as archiver_cli
 from archiver.format import layout
 from archiver.format.codec import canonical_json, key_of
-from archiver.format.exports import CorruptExport, folder_in
+from archiver.format.exports.full import CorruptExport, folder_in
 from archiver.format.manifests import list_snapshots
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
-from replayer.native_exports import convert_new_exports, pending_exports
+from replayer.planning.export_conversion import convert_new_exports, pending_exports
 from tests.export_fixtures import (
     BOOKS_KEY_SCHEMA,
     ExportFixture,

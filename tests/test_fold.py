@@ -10,8 +10,8 @@ import pytest
 
 from archiver.format import layout
 from archiver.format.storage import Archive
-from replayer import plan as planning
-from replayer.fold import Fold, FoldSettings, may_hold_duplicates, stream_sources
+from replayer.engines.fold import Fold, FoldSettings, may_hold_duplicates, stream_sources
+from replayer.planning import plan as planning
 from tests.replay_helpers import (
     TABLE,
     Change,
@@ -23,6 +23,9 @@ from tests.replay_helpers import (
     write_coverage,
     write_snapshot,
 )
+
+# Neither the format, the codec nor planning talks to AWS (see tests/conftest.py).
+pytestmark = pytest.mark.no_aws
 
 
 def state(archive: Archive, seconds: float, **kwargs: Any) -> dict[str, str]:
@@ -234,3 +237,24 @@ def test_duplicate_detection_follows_file_names() -> None:
     assert not may_hold_duplicates(disjoint)
     assert may_hold_duplicates([*disjoint, name(label, "s1", 10, 12)])
     assert may_hold_duplicates([name(label, "s1", 1, 10), name(label, layout.LAMBDA_SHARD, 1, 10)])
+
+
+def test_rows_from_elsewhere_load_into_a_session_as_a_result(monkeypatch: Any) -> None:
+    """A scanned table or an Athena result joins a fold's session as a result like a fold's
+    (what verify compares), in inserts of bounded size."""
+    from replayer.engines import fold as fold_module
+
+    monkeypatch.setattr(fold_module, "_LOAD_ROWS", 3)  # several inserts for 7 rows
+    batches = [
+        pa.record_batch(
+            [[f'{{"pk":{{"S":"{i}"}}}}' for i in chunk], ["{}"] * len(chunk)],
+            schema=fold_module.ROWS,
+        )
+        for chunk in (range(0, 2), range(2, 6), range(6, 7))
+    ]
+    with Fold(None) as session:
+        loaded = session.load_rows("scanned", iter(batches))
+        assert loaded.count == 7 and loaded.table == "scanned"
+        keys = [row["keys"] for batch in loaded.batches(ordered=True) for row in batch.to_pylist()]
+        assert keys == [f'{{"pk":{{"S":"{i}"}}}}' for i in range(7)]
+        assert session.load_rows("empty", iter([])).count == 0

@@ -12,19 +12,19 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from archiver.check import run_checks
 from archiver.cli import main as archiver_main
-from archiver.forget import forget
-from archiver.format import changefiles, erasures, footers, layout
+from archiver.erasure.forget import forget
+from archiver.format import changefiles, footers, layout
+from archiver.format import erasure_log as erasures
 from archiver.format.changefiles import RunBuilder, write_builder
-from archiver.format.exports import convert_export, folder_in, read_export
+from archiver.format.exports.full import convert_export, folder_in, read_export
 from archiver.format.manifests import list_snapshots
 from archiver.format.storage import Archive
-from replayer.fold import Fold
-from replayer.plan import plan_restore
+from archiver.integrity.check import run_checks
 from tests import export_fixtures
 from tests.conftest import Crash
-from tests.integrity_helpers import Built, build_archive, rows_of
+from tests.helpers import rows_of, state_at
+from tests.integrity_helpers import Built, build_archive
 from tests.replay_helpers import (
     T0,
     TABLE,
@@ -84,16 +84,9 @@ def full_archive(archive: Archive) -> Built:
     return built
 
 
-def state_at(archive: Archive, seconds: float) -> dict[str, str]:
-    plan = plan_restore(archive, TABLE, T0 + timedelta(seconds=seconds), convert=False)
-    with Fold(archive) as fold:
-        result = fold.state_at(plan)
-        return {str(r["keys"]): str(r["item"]) for b in result.batches() for r in b.to_pylist()}
-
-
 def test_a_key_is_gone_from_every_object_and_every_derived_fact_holds(archive: Archive) -> None:
     full_archive(archive)
-    before = {t: state_at(archive, t) for t in (35, 60, 400)}
+    before = {t: state_at(archive, TABLE, T0 + timedelta(seconds=t)) for t in (35, 60, 400)}
     resume = changefiles.resume_points(archive, TABLE)
     checkpoints = {
         rel: archive.get_bytes(rel) for rel in archive.find(layout.checkpoints_dir(TABLE))
@@ -105,7 +98,9 @@ def test_a_key_is_gone_from_every_object_and_every_derived_fact_holds(archive: A
     assert holding(archive) == []
     assert outcome.rows_removed > 0
     for t, state in before.items():
-        assert state_at(archive, t) == {k: v for k, v in state.items() if k != ERASED}
+        assert state_at(archive, TABLE, T0 + timedelta(seconds=t)) == {
+            k: v for k, v in state.items() if k != ERASED
+        }
     # Names, links, resume points and checkpoints are unchanged; the chain checks clean.
     assert changefiles.resume_points(archive, TABLE) == resume
     assert {rel: archive.get_bytes(rel) for rel in checkpoints} == checkpoints
@@ -165,7 +160,8 @@ def _content(archive: Archive) -> dict[str, Any]:
     ]
     return {
         "changes": sorted(
-            (r["keys"], r["event_name"], str(r["new_image"])) for r in rows_of(archive)
+            (r["keys"], r["event_name"], str(r["new_image"]))
+            for r in rows_of(archive, TABLE, each_event_once=True)
         ),
         "snapshots": sorted(snapshots),
         "items": sorted(lines),
@@ -196,7 +192,7 @@ def test_a_crash_at_any_write_leaves_objects_old_or_new_and_a_rerun_finishes(
         # Every change file and snapshot is old or new: the archive checks clean, and a
         # restore sees the key or not, never part of a file.
         assert [p.line() for p in run_checks(archive, TABLE).problems] == []
-        state_at(archive, 400)
+        state_at(archive, TABLE, T0 + timedelta(seconds=400))
         if not archive.exists(layout.forget_pending(TABLE)):
             # Crashed before the plan was recorded: nothing changed; the same command again.
             assert _content(archive) == untouched
@@ -281,7 +277,7 @@ def test_records_arriving_later_are_archived_and_resume_points_do_not_move(
     for record in later:
         builder.add(record)
     write_builder(archive, TABLE, builder)
-    rows = rows_of(archive)
+    rows = rows_of(archive, TABLE, each_event_once=True)
     assert [r["keys"] for r in rows].count(ERASED) == 1  # exactly the new record
     assert [p.line() for p in run_checks(archive, TABLE, deep=True).problems] == []
 
@@ -291,7 +287,7 @@ def test_watch_erases_records_archived_while_it_runs(
 ) -> None:
     """``--watch``: after the first pass, files the poller archives later (the stream still held
     records of the key) are erased too, until the watch ends; on a fake clock."""
-    import archiver.forget as forget_module
+    import archiver.commands.forget as forget_command
 
     built = build_archive(archive, [3, 4])
     clock = {"now": 0.0, "sleeps": 0}
@@ -316,8 +312,8 @@ def test_watch_erases_records_archived_while_it_runs(
         if clock["sleeps"] == 2:  # the poller archives a later record of the key meanwhile
             later_file()
 
-    monkeypatch.setattr(forget_module.time, "monotonic", lambda: clock["now"])
-    monkeypatch.setattr(forget_module.time, "sleep", sleep)
+    monkeypatch.setattr(forget_command.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(forget_command.time, "sleep", sleep)
     argv = ["forget", "--table-name", TABLE, "--archive", archive.url, "--key", ERASED,
             "--watch", "600", "--watch-interval", "60"]  # fmt: skip
     assert archiver_main(argv) == 0
@@ -325,7 +321,7 @@ def test_watch_erases_records_archived_while_it_runs(
     out = capsys.readouterr().out
     assert out.count(": erasure ") == 2  # the first pass, then the later file's
     assert holding(archive) == []
-    assert [r["keys"] for r in rows_of(archive)].count(ERASED) == 0
+    assert [r["keys"] for r in rows_of(archive, TABLE, each_event_once=True)].count(ERASED) == 0
     assert [p.line() for p in run_checks(archive, TABLE, deep=True).problems] == []
     assert len(erasures.read_log(archive, TABLE)) == 2
 
@@ -440,7 +436,7 @@ def test_the_operator_story_restores_verify_history_and_later_records(
                "--restore-date-time", at, "--strategy", "replay"]  # fmt: skip
     code, _, err = replayer(capsys, *restore, "--target-table-name", "before")
     assert code == 0, err
-    rows_before = len(rows_of(archive, "people"))
+    rows_before = len(rows_of(archive, "people", each_event_once=True))
 
     capsys.readouterr()
     argv = ["forget", "--table-name", "people", "--archive", archive.url]
@@ -468,7 +464,7 @@ def test_the_operator_story_restores_verify_history_and_later_records(
     ddb.put_item(TableName="people", Item={"pk": {"S": "k1"}, "v": {"S": "new-1"}})
     ddb.put_item(TableName="people", Item={"pk": {"S": "k2"}, "v": {"S": "new-2"}})
     archive_table("people", archive.url)
-    rows = rows_of(archive, "people")
+    rows = rows_of(archive, "people", each_event_once=True)
     assert len(rows) == rows_before - 1 + 2
     # The later write's old image is the item as the table held it — erased values included:
     # by rule it is archived like any record (forget again to erase it too).
@@ -479,7 +475,7 @@ def test_the_operator_story_restores_verify_history_and_later_records(
 
 
 def test_compaction_after_an_erasure_keeps_the_record_and_the_chain(archive: Archive) -> None:
-    from archiver.compact import compact
+    from archiver.integrity.compaction import compact
 
     build_archive(archive, [3, 4, 2, 3])
     (outcome,) = forget(archive, TABLE, [ERASED])

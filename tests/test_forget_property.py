@@ -14,11 +14,11 @@ import tempfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archiver.forget import forget
+from archiver.erasure.forget import forget
 from archiver.format.codec import canonical_json
 from archiver.format.storage import Archive
-from replayer import plan as planning
-from replayer.fold import Fold
+from replayer.engines.fold import Fold
+from replayer.planning import plan as planning
 from tests.replay_helpers import TABLE, at, write_coverage, write_snapshot
 from tests.test_forget import decoded
 from tests.test_replay_property import Record, _item, alive, histories, model, write

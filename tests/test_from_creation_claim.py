@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from archiver.errors import EXIT_REFUSED
+from archiver.aws.error_table import EXIT_REFUSED
 from archiver.format import coverage
 from archiver.format.storage import Archive
-from replayer import plan as planning
-from replayer.errors import NoUsableBase
-from replayer.fold import Fold
+from replayer.engines.fold import Fold
+from replayer.exceptions import NoUsableBase
+from replayer.planning import plan as planning
 from tests.replay_helpers import (
     TABLE,
     TABLE_ID,
@@ -22,6 +22,9 @@ from tests.replay_helpers import (
     write_coverage,
     write_snapshot,
 )
+
+# Neither the format, the codec nor planning talks to AWS (see tests/conftest.py).
+pytestmark = pytest.mark.no_aws
 
 
 def test_a_refuted_claim_is_recorded_once_and_refuses_base_less_restores(
@@ -158,7 +161,8 @@ def test_an_incremental_export_record_refutes_the_claim_only_with_an_old_image(
 def test_an_erased_key_may_start_without_an_insert(archive: Archive, where: str) -> None:
     """``forget`` removed the key's earlier records; a REMOVE archived after the erasure is
     then its first record, and disproves nothing (finished or in-progress erasures alike)."""
-    from archiver.format import erasures, layout
+    from archiver.format import erasure_log as erasures
+    from archiver.format import layout
 
     secret = erasures.load_secret(archive)
     assert secret is not None

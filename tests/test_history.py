@@ -10,7 +10,7 @@ import pytest
 from archiver.format import tables
 from archiver.format.storage import Archive
 from replayer.cli import main as replayer_main
-from replayer.history import diff_images, render
+from replayer.read.history import diff_images, render
 from tests.changes_builder import T0, n, record, s, write_changes
 
 A = {"pk": s("a"), "sk": n(1)}

@@ -11,13 +11,15 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
 from archiver.format import layout
 from archiver.format.storage import Archive
-from replayer import import_strategy, pricing, strategies
-from replayer.import_model import ImportModel, record_import
-from replayer.import_strategy import ImportFailed, import_request, restore_id
-from replayer.strategies import Estimate, choose, record_write_rate
+from replayer.strategies import choice as strategies
+from replayer.strategies import costs as pricing
+from replayer.strategies import import_table as import_strategy
+from replayer.strategies.choice import Estimate, choose, record_write_rate
+from replayer.strategies.import_model import ImportModel, record_import
+from replayer.strategies.import_table import ImportFailed, import_request, restore_id
 from tests.conftest import create_table
 from tests.test_strategies import (
     archive_once,

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from archiver.format import coverage, layout
-from archiver.format.incremental import list_windows
+from archiver.format import coverage, gap_log, layout
+from archiver.format.exports.incremental import list_windows
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc
-from replayer.errors import GapInLog, InexactRestore
+from replayer.exceptions import GapInLog, InexactRestore
 from tests.incremental_double import history_from_stream
 from tests.incremental_helpers import pk, restored, setup, truth
 
@@ -99,7 +99,7 @@ def test_inside_a_window_exact_only_when_no_key_was_written_later(
         restored(archive, env.table, early)
     got = restored(archive, env.table, early, allow_inexact=True)
     assert got == truth(writes, early)  # "a" had no earlier write in the window: same here
-    plan = __import__("replayer.plan", fromlist=["x"]).plan_restore(
+    plan = __import__("replayer.planning.plan", fromlist=["x"]).plan_restore(
         archive, env.table, early, allow_inexact=True, convert=False
     )
     assert plan.inexact is not None and plan.inexact.uncertain_keys == 1
@@ -125,8 +125,8 @@ def test_a_failed_export_is_a_gap_and_the_chain_resumes_with_a_base(
     )
     env.clock.advance(timedelta(hours=2))
     env.chain().run(once=True, start=start)
-    (gap,) = coverage.read_gaps(archive, env.table)
-    assert gap["reason"] == coverage.GAP_EXPORT_FAILED and "S3_ERROR" in gap["detail"]
+    (gap,) = gap_log.read_gaps(archive, env.table)
+    assert gap["reason"] == gap_log.GAP_EXPORT_FAILED and "S3_ERROR" in gap["detail"]
     assert gap["source"] == "incremental-export"
     windows = list_windows(archive, env.table)
     assert windows[0].end == second and windows[1].start == second + timedelta(minutes=15)

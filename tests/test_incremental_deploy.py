@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from archiver.format.incremental import list_windows
+from archiver.format.exports.incremental import list_windows
 from archiver.format.storage import Archive
 from archiver.format.tables import table_id_of
 from archiver.format.timefmt import as_utc, iso_ms

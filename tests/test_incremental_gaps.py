@@ -11,21 +11,22 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from archiver import backfill as backfill_command
-from archiver import incremental as incremental_command
+from archiver.aws.error_table import EXIT_REFUSED
 from archiver.cli import COMMANDS
 from archiver.cliutil import build_parser
-from archiver.errors import EXIT_REFUSED
-from archiver.format import coverage, layout
-from archiver.format.incremental import list_windows
+from archiver.commands import backfill as backfill_cli
+from archiver.commands import incremental as incremental_cli
+from archiver.format import gap_log, layout
+from archiver.format.exports.incremental import list_windows
 from archiver.format.storage import Archive
 from archiver.format.tables import table_id_of
 from archiver.format.timefmt import as_utc, iso_ms
-from archiver.incremental import PitrUnavailable
-from replayer import plan as planning
-from replayer import windows as windows_planner
-from replayer.errors import GapInLog
-from replayer.fold import Fold
+from archiver.snapshots import export_chain as incremental_command
+from archiver.snapshots.export_chain import PitrUnavailable
+from replayer.engines.fold import Fold
+from replayer.exceptions import GapInLog
+from replayer.planning import plan as planning
+from replayer.planning import windows as windows_planner
 from tests.incremental_double import Write
 from tests.incremental_helpers import EXPORT_BUCKET, Setup, put, restored, setup, truth
 from tests.replay_helpers import Change, replayer, write_changes, write_coverage
@@ -66,8 +67,8 @@ def test_pitr_turned_off_and_on_is_a_gap_and_history_resumes_after_a_base(
     env.clock.advance(timedelta(hours=2))
     chain.run(once=True)
 
-    (gap,) = coverage.read_gaps(archive, env.table)
-    assert gap["reason"] == coverage.GAP_PITR_REENABLED and gap["from"] == iso_ms(reached)
+    (gap,) = gap_log.read_gaps(archive, env.table)
+    assert gap["reason"] == gap_log.GAP_PITR_REENABLED and gap["from"] == iso_ms(reached)
     windows = list_windows(archive, env.table)
     resumed = [w for w in windows if w.start > reached]
     assert resumed and resumed[0].start == as_utc(datetime.fromisoformat(gap["to"]))
@@ -88,8 +89,8 @@ def test_a_window_past_the_recovery_period_is_a_gap(ddb: Any, s3: Any, archive: 
     chain.run(once=True, start=start)
     env.clock.advance(timedelta(days=3))
     chain.step()
-    (gap,) = coverage.read_gaps(archive, env.table)
-    assert gap["reason"] == coverage.GAP_WINDOW_EXPIRED
+    (gap,) = gap_log.read_gaps(archive, env.table)
+    assert gap["reason"] == gap_log.GAP_WINDOW_EXPIRED
 
 
 def test_a_crash_before_the_commit_or_during_the_wait_loses_and_duplicates_nothing(
@@ -214,7 +215,7 @@ def test_the_commands_incremental_export_from_and_backfill_dry_run(
         "--poll-seconds",
         "0.01",
     ]
-    assert incremental_command.main(_args(*argv), ddb=env.double) == 0
+    assert incremental_cli.main(_args(*argv), ddb=env.double) == 0
     out = capsys.readouterr().out
     windows = list_windows(archive, env.table)
     assert f"reaches {iso_ms(windows[-1].end)}" in out and len(windows) == 3
@@ -246,9 +247,9 @@ def test_the_commands_incremental_export_from_and_backfill_dry_run(
         "--export-from",
         folder,
     ]
-    assert incremental_command.main(_args(*argv), ddb=env.double) == 0
+    assert incremental_cli.main(_args(*argv), ddb=env.double) == 0
     assert "3 changed items" in capsys.readouterr().out
-    assert incremental_command.main(_args(*argv), ddb=env.double) == 0
+    assert incremental_cli.main(_args(*argv), ddb=env.double) == 0
     assert "converted before" in capsys.readouterr().out
     (window,) = list_windows(other, env.table)
     assert (window.start, window.end) == (start, end)
@@ -257,7 +258,7 @@ def test_the_commands_incremental_export_from_and_backfill_dry_run(
     requests = len(env.double.requests)
     fresh = Archive.open(str(archive_path) + "-backfill")
     argv = ["backfill", "--table-name", env.table, "--archive", fresh.url, "--dry-run"]
-    assert backfill_command.main(_args(*argv), ddb=env.double) == 0
+    assert backfill_cli.main(_args(*argv), ddb=env.double) == 0
     out = capsys.readouterr().out
     assert "full export at" in out and "incremental export(s) of up to 24 h" in out
     assert "list prices" in out and "aws.amazon.com/dynamodb/pricing" in out

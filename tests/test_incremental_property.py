@@ -24,13 +24,13 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archiver.backfill import plan_backfill, run_backfill
-from archiver.format.incremental import RESOLUTION, list_windows
+from archiver.format.exports.incremental import RESOLUTION, list_windows
 from archiver.format.storage import Archive
 from archiver.format.tables import table_id_of
 from archiver.format.timefmt import as_utc
-from archiver.incremental import PitrPeriod
-from replayer.errors import InexactRestore
+from archiver.snapshots.backfill import plan_backfill, run_backfill
+from archiver.snapshots.export_chain import PitrPeriod
+from replayer.exceptions import InexactRestore
 from tests.incremental_double import LATEST_LAG, Write
 from tests.incremental_helpers import Setup, delete, put, restored, setup, truth
 from tests.replay_helpers import Change, write_changes, write_coverage

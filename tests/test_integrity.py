@@ -2,8 +2,8 @@
 
 Archives are chained the way the poller writes them (``tests.integrity_helpers``); the
 stream behind them is the Streams test double, whose trim horizon models records no longer
-retained. ``check`` runs through the CLI; repairs through ``archiver.repair`` with the double
-as the Streams client.
+retained. ``check`` runs through the CLI; repairs through ``archiver.integrity.repair`` with the
+double as the Streams client.
 """
 
 from __future__ import annotations
@@ -17,24 +17,24 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from archiver.aws import AwsSettings
-from archiver.check import run_checks, verify_resume
+from archiver.aws.clients import AwsSettings
 from archiver.cli import main as archiver_main
-from archiver.compact import compact
-from archiver.format import chain, coverage, footers, layout
+from archiver.format import chain, footers, gap_log, layout
 from archiver.format.statefiles import StateFileError
 from archiver.format.storage import Archive
 from archiver.format.timefmt import utcnow
-from archiver.repair import repair
-from replayer.errors import BrokenChain, DamagedFile, GapInLog
-from replayer.fold import Fold
-from replayer.plan import plan_restore
+from archiver.integrity.check import run_checks, verify_resume
+from archiver.integrity.compaction import compact
+from archiver.integrity.repair import repair
+from replayer.engines.fold import Fold
+from replayer.exceptions import BrokenChain, DamagedFile, GapInLog
+from replayer.planning.plan import plan_restore
+from tests.helpers import rows_of, state_at
 from tests.integrity_helpers import (
     Built,
     build_archive,
     delete,
     replace_rows,
-    rows_of,
     truncate,
 )
 from tests.replay_helpers import T0, TABLE, write_description, write_snapshot
@@ -57,15 +57,6 @@ def kinds_by_path(result: Any) -> dict[str, set[str]]:
     for problem in result["problems"]:
         out.setdefault(problem["path"], set()).add(problem["kind"])
     return out
-
-
-def fold_rows(archive: Archive) -> dict[str, str]:
-    plan = plan_restore(archive, TABLE, LATER, convert=False)
-    with Fold(archive) as fold:
-        result = fold.state_at(plan)
-        return {
-            str(r["keys"]): str(r["item"]) for batch in result.batches() for r in batch.to_pylist()
-        }
 
 
 def do_repair(archive: Archive, built: Built) -> Any:
@@ -111,7 +102,7 @@ def test_files_without_footers_are_unchained_not_problems(
     code, result = check(capsys, archive)
     assert code == 0
     assert result["unchained_files"] == 2
-    assert fold_rows(archive) == {}
+    assert state_at(archive, TABLE, LATER) == {}
 
 
 # -- each damage: found by check, refused by run and the replayer ----------------------------
@@ -171,8 +162,8 @@ def test_repair_within_retention_restores_the_exact_archive(
     archive: Archive, capsys: pytest.CaptureFixture[str], damage: str
 ) -> None:
     built = build_archive(archive, [3, 4, 2, 3])
-    before_rows = rows_of(archive)
-    before_state = fold_rows(archive)
+    before_rows = rows_of(archive, TABLE, each_event_once=True)
+    before_state = state_at(archive, TABLE, LATER)
     victim = built.files[-1] if damage == "delete-last" else built.files[1]
     {"delete-middle": delete, "delete-last": delete, "truncate": truncate,
      "replace": replace_rows}[damage](archive, victim)  # fmt: skip
@@ -180,11 +171,11 @@ def test_repair_within_retention_restores_the_exact_archive(
     report = do_repair(archive, built)
     assert not report.gaps and len(report.recovered) == 1
 
-    assert rows_of(archive) == before_rows
+    assert rows_of(archive, TABLE, each_event_once=True) == before_rows
     assert sorted(archive.find(layout.changes_table_dir(TABLE), ".parquet")) == sorted(built.files)
     code, result = check(capsys, archive, "--deep")
     assert (code, result["problems"]) == (0, [])
-    assert fold_rows(archive) == before_state
+    assert state_at(archive, TABLE, LATER) == before_state
     verify_resume(archive, TABLE)
 
 
@@ -197,7 +188,7 @@ def test_repair_outside_retention_records_a_gap_that_restores_refuse(
 
     report = do_repair(archive, built)
     assert len(report.gaps) == 1 and not report.recovered
-    gaps = coverage.read_gaps(archive, TABLE)
+    gaps = gap_log.read_gaps(archive, TABLE)
     assert [g["reason"] for g in gaps] == ["archive-file-lost"]
     assert gaps[0]["shard_id"] == built.shard.shard_id
     # The damaged file is set aside, not left to break reads.
@@ -236,7 +227,7 @@ def test_compaction_keeps_the_chain_valid(
 ) -> None:
     built = build_archive(archive, [2, 3, 2, 3])
     dt = layout.dt_of(T0)
-    before = rows_of(archive)
+    before = rows_of(archive, TABLE, each_event_once=True)
     report = compact(archive, TABLE, dts=[dt], target_bytes=1 << 40, grace_seconds=3600)
     assert report.files_out == 1
     # During the grace period (inputs still there) and after their deletion.
@@ -247,7 +238,7 @@ def test_compaction_keeps_the_chain_valid(
     footer = footers.footer_of(pq.read_metadata(archive.path(files[0])).metadata)
     assert footer is not None and footer.prev_last_seq is None
     assert check(capsys, archive, "--deep")[0] == 0
-    assert rows_of(archive) == before
+    assert rows_of(archive, TABLE, each_event_once=True) == before
     verify_resume(archive, TABLE)
     assert built.files
 
@@ -271,6 +262,12 @@ STATE_DAMAGE = {
     "description-wrong-shape": ("description", b'{"captured_at": "yesterday"}'),
     "manifest-truncated": ("manifest", b'{"snapshot_id": "x", "files": ['),
     "restore-stats-garbage": ("restore-stats", b"not json"),
+    "retention-wrong-shape": ("retention", b'{"horizon": 7}'),
+    "lambda-json-truncated": ("lambda", b'{"function_name": "f", "max_iter'),
+    "redrives-garbage-line": ("redrives", b'{"object": "s3://b/k", "status": "redriven"}\nxx\n'),
+    "backfill-wrong-shape": ("backfill", b'{"table": "orders", "windows": "all"}'),
+    "window-commit-truncated": ("window", b'{"table_id": "t", "window_from'),
+    "restore-progress-garbage": ("progress", b"\x00"),
 }
 
 
@@ -287,6 +284,18 @@ def _state_path(archive: Archive, built: Built, which: str) -> str:
     if which == "manifest":
         manifest = write_snapshot(archive, [{"pk": {"S": "a"}}], valid_from=T0, log_from=T0)
         return layout.snapshot_manifest(TABLE, manifest["snapshot_id"])
+    if which == "retention":
+        return layout.retention(TABLE)
+    if which == "lambda":
+        return layout.lambda_deployment(TABLE)
+    if which == "redrives":
+        return layout.lambda_redrives(TABLE)
+    if which == "backfill":
+        return layout.backfill_plan(TABLE)
+    if which == "window":
+        return layout.incremental_window(TABLE, T0, T0 + timedelta(hours=1))
+    if which == "progress":
+        return layout.restore_progress(TABLE, "20260301T120000Z-0a1b2c3d")
     return layout.restore_stats(TABLE)
 
 
@@ -392,7 +401,7 @@ def test_the_operator_story_run_and_restore_refuse_then_repair_restores_everythi
         archive_table("people", archive.url)
     files = archive.find(layout.changes_table_dir("people"), ".parquet")
     assert len(files) == 3
-    before = rows_of(archive, "people")
+    before = rows_of(archive, "people", each_event_once=True)
     delete(archive, files[1])
 
     capsys.readouterr()
@@ -414,7 +423,7 @@ def test_the_operator_story_run_and_restore_refuse_then_repair_restores_everythi
     out = capsys.readouterr().out
     assert code == 0, out
     assert "repaired" in out
-    assert rows_of(archive, "people") == before
+    assert rows_of(archive, "people", each_event_once=True) == before
     assert archiver_main(run) == 0
     code, _, err = replayer(capsys, *restore)
     assert code == 0, err
@@ -474,7 +483,7 @@ def test_deep_finds_rows_inconsistent_with_their_event_names(
 
 
 def test_compaction_names_a_damaged_input_in_one_line(archive: Archive) -> None:
-    from archiver.errors import CorruptArchive
+    from archiver.aws.error_table import CorruptArchive
 
     built = build_archive(archive, [2, 2, 2])
     truncate(archive, built.files[1])

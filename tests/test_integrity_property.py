@@ -19,14 +19,14 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archiver.aws import AwsSettings
-from archiver.check import run_checks
+from archiver.aws.clients import AwsSettings
 from archiver.format.codec import canonical_json
 from archiver.format.storage import Archive
-from archiver.repair import repair
-from replayer.errors import DamagedFile, Refused
-from replayer.fold import Fold
-from replayer.plan import plan_restore
+from archiver.integrity.check import run_checks
+from archiver.integrity.repair import repair
+from replayer.engines.fold import Fold
+from replayer.exceptions import DamagedFile, Refused
+from replayer.planning.plan import plan_restore
 from tests.integrity_helpers import build_archive, delete, replace_rows, truncate
 from tests.replay_helpers import T0, TABLE
 

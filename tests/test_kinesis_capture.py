@@ -14,7 +14,7 @@ import boto3
 import orjson
 import pytest
 
-from archiver.format import chain, coverage, layout
+from archiver.format import chain, coverage, gap_log, layout
 from archiver.format.storage import Archive
 from tests.conftest import REGION, create_table
 from tests.kinesis_double import DestinationDouble, change_doc
@@ -194,4 +194,4 @@ def test_a_lost_file_is_read_again_from_the_kinesis_stream_by_check_repair(
     assert archive.read_parquet(files[1]).to_pylist() == lost
     last = history.instants()[-1]
     assert restored(archive, TABLE, last) == history.state_at(last)
-    assert coverage.read_gaps(archive, TABLE) == []
+    assert gap_log.read_gaps(archive, TABLE) == []

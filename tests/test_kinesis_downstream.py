@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from archiver import describe
+from archiver.aws import describe
 from archiver.cli import main as archiver_main
 from archiver.format import chain, changefiles, footers, layout
 from archiver.format.storage import Archive

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from archiver.errors import EXIT_NEW_GAP, UsageError
-from archiver.format import coverage, layout
+from archiver.aws.error_table import EXIT_NEW_GAP, UsageError
+from archiver.format import coverage, gap_log, layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import parse_iso
-from replayer.errors import GapInLog
+from replayer.exceptions import GapInLog
 from tests.conftest import create_table
 from tests.kinesis_double import DestinationDouble, KinesisDouble
 from tests.kinesis_helpers import (
@@ -47,7 +47,7 @@ def run(archive: Archive, stream: KinesisDouble, destinations: DestinationDouble
 
 
 def gaps(archive: Archive) -> list[dict[str, Any]]:
-    return coverage.read_gaps(archive, TABLE)
+    return gap_log.read_gaps(archive, TABLE)
 
 
 def settle(micros: int) -> None:
@@ -80,7 +80,7 @@ def test_records_past_the_retention_unread_are_a_gap_before_the_next_record(
     assert run(archive, stream, destinations) == EXIT_NEW_GAP
 
     (gap,) = gaps(archive)
-    assert gap["reason"] == coverage.GAP_KINESIS_RETENTION
+    assert gap["reason"] == gap_log.GAP_KINESIS_RETENTION
     assert gap["stream_arn"] == stream.arn and "shardId-000000000000" in gap["shard_id"]
     assert parse_iso(gap["from"]) <= datetime.fromtimestamp(base / 1e6, UTC)
     assert parse_iso(gap["to"]) >= datetime.fromtimestamp((after.micros // 1000) / 1e3, UTC)
@@ -105,7 +105,7 @@ def test_a_destination_disabled_and_enabled_again_is_a_gap_across_runs(
     destinations.set(TABLE, stream.arn, status="ACTIVE")
     assert run(archive, stream, destinations) == EXIT_NEW_GAP
     (gap,) = gaps(archive)
-    assert gap["reason"] == coverage.GAP_KINESIS_DISABLED
+    assert gap["reason"] == gap_log.GAP_KINESIS_DISABLED
     assert parse_iso(gap["from"]) == seen_active and parse_iso(gap["to"]) > seen_active
     assert run(archive, stream, destinations) == 0  # recorded once
 
@@ -137,7 +137,7 @@ def test_a_destination_disabled_while_running_is_noticed_by_the_poll(
         return await task
 
     assert asyncio.run(scenario()) == EXIT_NEW_GAP
-    assert [g["reason"] for g in gaps(archive)] == [coverage.GAP_KINESIS_DISABLED]
+    assert [g["reason"] for g in gaps(archive)] == [gap_log.GAP_KINESIS_DISABLED]
 
 
 def test_the_stream_deleted_while_running_is_a_gap(ddb: Any, archive: Archive) -> None:
@@ -167,7 +167,7 @@ def test_the_stream_deleted_while_running_is_a_gap(ddb: Any, archive: Archive) -
 
     assert asyncio.run(scenario()) == EXIT_NEW_GAP
     (gap,) = gaps(archive)
-    assert gap["reason"] == coverage.GAP_KINESIS_DELETED
+    assert gap["reason"] == gap_log.GAP_KINESIS_DELETED
     assert parse_iso(gap["from"]) == parse_iso(coverage.current(archive, TABLE)["watermark"])
     # Started again: the hole is on record already; the stream named does not exist.
     with pytest.raises(UsageError, match="does not exist"):
@@ -182,7 +182,7 @@ def test_the_stream_deleted_between_runs_is_a_gap_at_the_next_start(
     assert run(archive, stream, destinations) == 0
     stream.delete()
     assert run(archive, stream, destinations) == EXIT_NEW_GAP
-    assert [g["reason"] for g in gaps(archive)] == [coverage.GAP_KINESIS_DELETED]
+    assert [g["reason"] for g in gaps(archive)] == [gap_log.GAP_KINESIS_DELETED]
     with pytest.raises(UsageError):
         run(archive, stream, destinations)
     assert len(gaps(archive)) == 1

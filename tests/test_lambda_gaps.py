@@ -30,18 +30,19 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from archiver import lambda_failures
-from archiver import lambda_handler as lh
+from archiver.aws.error_table import EXIT_DIFFERENCES, EXIT_NEW_GAP, EXIT_OK, EXIT_REFUSED
 from archiver.cli import main as archiver_main
-from archiver.errors import EXIT_NEW_GAP, EXIT_OK, EXIT_REFUSED
 from archiver.format import coverage, layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, utcnow
-from replayer import lambda_gaps
-from replayer import plan as planning
-from replayer.errors import GapInLog
+from archiver.lambda_mode import failures as lambda_failures
+from archiver.lambda_mode import handler as lh
+from replayer.exceptions import GapInLog
+from replayer.planning import lambda_gaps
+from replayer.planning import plan as planning
 from tests import changes_builder
 from tests.conftest import REGION, create_table
+from tests.helpers import stream_records
 from tests.replay_helpers import (
     LABEL,
     T0,
@@ -54,7 +55,7 @@ from tests.replay_helpers import (
     write_changes,
     write_description,
 )
-from tests.test_lambda_handler import lambda_event, stream_records
+from tests.test_lambda_handler import lambda_event
 from tests.workload import scan_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,7 +163,7 @@ def archive_with_a_failed_batch(
     s3.create_bucket(Bucket=BUCKET)
     create_table(ddb, TABLE)
     write_workload(ddb)
-    arn, records = stream_records(ddb)
+    arn, _, records = stream_records(TABLE)
     assert len(records) == 6
     events = lambda_event(arn, records)["Records"]
     time.sleep(1.2)  # the watermark (now − 1 s) passes every record
@@ -290,7 +291,7 @@ def test_a_malformed_record_stays_a_gap_with_its_event_id(
     s3.create_bucket(Bucket=BUCKET)
     create_table(ddb, TABLE)
     write_workload(ddb)
-    arn, records = stream_records(ddb)
+    arn, _, records = stream_records(TABLE)
     events = lambda_event(arn, records)["Records"]
     time.sleep(1.2)
     monkeypatch.setenv("ARCHIVE_URL", ARCHIVE_URL)
@@ -331,7 +332,7 @@ def test_a_record_without_payload_is_redriven_from_the_stream(
     s3.create_bucket(Bucket=BUCKET)
     create_table(ddb, TABLE)
     write_workload(ddb)
-    arn, records = stream_records(ddb)
+    arn, _, records = stream_records(TABLE)
     events = lambda_event(arn, records)["Records"]
     shard = boto3.client("dynamodbstreams", region_name=REGION).describe_stream(StreamArn=arn)[
         "StreamDescription"
@@ -459,6 +460,114 @@ def test_a_failed_batch_refuses_every_instant_from_its_first_record_on(
     assert planning.plan_log(archive, TABLE, at(200), at(1000), lambda_checks=checks).gaps == ()
 
 
+# -- an on-failure destination nobody named -------------------------------------------------
+
+
+def lambda_archive_with_a_failed_batch(archive: Archive, failures: Archive) -> str:
+    """A local Lambda-mode archive of 10 items; 20 more went in a batch to the on-failure
+    destination ``failures``. Returns the object's URI."""
+    lambda_archive(archive, watermark=at(3600))
+    write_changes(
+        archive, [Change(n + 1, key(f"k{n:02}"), item(f"k{n:02}", v=n), at(10)) for n in range(10)]
+    )
+    failed = [
+        {
+            "eventID": f"failed-{n}",
+            "eventName": "INSERT",
+            "eventSourceARN": stream_arn(),
+            "dynamodb": {
+                "ApproximateCreationDateTime": at(100 + n).timestamp(),
+                "Keys": key(f"f{n:02}"),
+                "NewImage": item(f"f{n:02}", v=n),
+                "SequenceNumber": str(100 + n),
+                "SizeBytes": 10,
+                "StreamViewType": "NEW_AND_OLD_IMAGES",
+            },
+        }
+        for n in range(20)
+    ]
+    rel = failure_key()
+    failures.write_json(rel, invocation_record(stream_arn(), failed))
+    return failures.uri(rel)
+
+
+def test_a_restore_whose_failed_batches_cannot_be_found_is_refused(
+    archive: Archive,
+    tmp_path: Path,
+    ddb: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Unknown is not none: without --lambda-failures or DDB_ARCHIVE_LAMBDA_FAILURES a local
+    Lambda-mode archive cannot say whether a batch failed, so nothing is restored from it."""
+    failures = Archive.open(str(tmp_path / "on-failure"))
+    lambda_archive_with_a_failed_batch(archive, failures)
+    argv = ["restore", "--source-table-name", TABLE, "--target-table-name", "orders-restored",
+            "--archive", archive.url, "--restore-date-time", iso_ms(at(1000)),
+            "--strategy", "replay", "--trust-lambda-watermark"]  # fmt: skip
+
+    code, out, err = replayer(capsys, *argv)
+    assert code == EXIT_REFUSED, out + err
+    (line,) = err.strip().splitlines()
+    assert "failed batches go is unknown" in line
+    assert "--lambda-failures" in line and lambda_failures.ENV_LOCATION in line
+    assert "verify: identical" not in out
+    assert "orders-restored" not in ddb.list_tables()["TableNames"]
+    # --allow-gaps is about known gaps: it does not make the unknown known.
+    assert replayer(capsys, *argv, "--allow-gaps")[0] == EXIT_REFUSED
+    # Told where the batches go, the plan sees the failed one: a gap, refused as such.
+    code, _, err = replayer(capsys, *argv, "--lambda-failures", failures.url)
+    assert code == EXIT_REFUSED and "went to the on-failure destination" in err
+    monkeypatch.setenv(lambda_failures.ENV_LOCATION, failures.url)
+    code, _, err = replayer(capsys, *argv)
+    assert code == EXIT_REFUSED and "went to the on-failure destination" in err
+    assert "orders-restored" not in ddb.list_tables()["TableNames"]
+
+
+def test_status_says_unknown_not_none_when_the_destination_is_not_known(
+    archive: Archive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    failures = Archive.open(str(tmp_path / "on-failure"))
+    lambda_archive_with_a_failed_batch(archive, failures)
+    argv = ["status", "--archive", archive.url, "--table-name", TABLE]
+    code, out, err = replayer(capsys, *argv)
+    assert code == 0, err
+    (line,) = [line for line in out.splitlines() if line.strip().startswith("failed")]
+    assert "unknown" in line and "none" not in line
+    assert "--lambda-failures" in line and lambda_failures.ENV_LOCATION in line
+    code, out, _ = replayer(capsys, *argv, "--json")
+    failed = json.loads(out)["tables"][0]["lambda_failures"]
+    assert failed["location"] is None and failed["open"] == [] and failed["unknown"]
+    # Told where, it lists the batch.
+    code, out, _ = replayer(capsys, *argv, "--lambda-failures", failures.url)
+    assert "1 Lambda batch(es) not archived" in out
+
+
+def test_check_lists_open_failed_batches_and_an_unknown_destination(
+    archive: Archive,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    failures = Archive.open(str(tmp_path / "on-failure"))
+    uri = lambda_archive_with_a_failed_batch(archive, failures)
+    argv = ["check", "--table-name", TABLE, "--archive", archive.url]
+
+    capsys.readouterr()
+    assert archiver_main([*argv, "--json"]) == EXIT_DIFFERENCES
+    (problem,) = json.loads(capsys.readouterr().out)["problems"]
+    assert problem["kind"] == "lambda-failures-unknown"
+    assert lambda_failures.ENV_LOCATION in problem["detail"]
+
+    monkeypatch.setenv(lambda_failures.ENV_LOCATION, failures.url)
+    assert archiver_main(argv) == EXIT_DIFFERENCES
+    out = capsys.readouterr().out
+    (line,) = [line for line in out.splitlines() if line.startswith("lambda-batch-failed")]
+    assert uri in line and "20 record(s)" in line
+    assert f"ddb-archiver redrive --table-name {TABLE} --archive {archive.url}" in line
+    assert "1 problem(s)" in out
+
+
 # -- a stalled function ---------------------------------------------------------------------
 
 
@@ -487,7 +596,7 @@ def test_an_iterator_age_above_the_threshold_refuses_the_range_it_covers(
     s3.create_bucket(Bucket=BUCKET)
     create_table(ddb, TABLE)
     write_workload(ddb)
-    arn, records = stream_records(ddb)
+    arn, _, records = stream_records(TABLE)
     time.sleep(1.2)
     # The datapoints fall after the table's creation and before the function's watermark:
     # inside the range a restore to the latest time checks.
@@ -514,7 +623,9 @@ def test_an_iterator_age_above_the_threshold_refuses_the_range_it_covers(
     assert "not checking the function's IteratorAge" in caplog.text
 
 
-def test_a_stall_refuses_the_records_it_delayed_and_nothing_before(archive: Archive) -> None:
+def test_a_stall_refuses_the_records_it_delayed_and_nothing_before(
+    archive: Archive, tmp_path: Path
+) -> None:
     """IteratorAge A at t: records written from t − A were handled late (up to t + period)."""
     now = utcnow().replace(microsecond=0)
     start = now - timedelta(hours=1)
@@ -539,7 +650,9 @@ def test_a_stall_refuses_the_records_it_delayed_and_nothing_before(archive: Arch
     stalled_at = now - timedelta(minutes=30)
     put_iterator_age(cloudwatch, stalled_at, 120_000)  # 2 min behind, threshold 1 min
     put_iterator_age(cloudwatch, now - timedelta(minutes=45), 30_000)  # within the threshold
-    checks = lambda_gaps.LambdaChecks(cloudwatch=cloudwatch)
+    # No batch failed: the (empty) on-failure destination says so.
+    nothing_failed = str(tmp_path / "on-failure")
+    checks = lambda_gaps.LambdaChecks(cloudwatch=cloudwatch, failures_url=nothing_failed)
 
     assert planning.plan_restore(archive, TABLE, now - timedelta(minutes=33), lambda_checks=checks)
     for minutes in (31, 29, 10):
@@ -571,10 +684,13 @@ class DeniedCloudWatch:
         )
 
 
-def test_unreadable_cloudwatch_refuses_and_names_the_override(archive: Archive) -> None:
+def test_unreadable_cloudwatch_refuses_and_names_the_override(
+    archive: Archive, tmp_path: Path
+) -> None:
     lambda_archive(archive, watermark=at(3600))
     write_changes(archive, [Change(1, key("a"), item("a", v=1), at(10))])
-    denied = lambda_gaps.LambdaChecks(cloudwatch=DeniedCloudWatch())
+    nothing_failed = str(tmp_path / "on-failure")  # the (empty) on-failure destination
+    denied = lambda_gaps.LambdaChecks(cloudwatch=DeniedCloudWatch(), failures_url=nothing_failed)
     with pytest.raises(lambda_gaps.LambdaHealthUnknown) as refused:
         planning.plan_restore(archive, TABLE, at(100), lambda_checks=denied)
     assert refused.value.exit_code == EXIT_REFUSED
@@ -584,7 +700,9 @@ def test_unreadable_cloudwatch_refuses_and_names_the_override(archive: Archive) 
     # --allow-gaps is about known gaps; an unknown stall needs the named override.
     with pytest.raises(lambda_gaps.LambdaHealthUnknown):
         planning.plan_restore(archive, TABLE, at(100), allow_gaps=True, lambda_checks=denied)
-    trusted = lambda_gaps.LambdaChecks(cloudwatch=DeniedCloudWatch(), trust_watermark=True)
+    trusted = lambda_gaps.LambdaChecks(
+        cloudwatch=DeniedCloudWatch(), trust_watermark=True, failures_url=nothing_failed
+    )
     assert planning.plan_restore(archive, TABLE, at(100), lambda_checks=trusted).gaps == ()
 
 
@@ -626,7 +744,7 @@ def test_a_cloudwatch_endpoint_that_denies_refuses_the_restore(
     s3.create_bucket(Bucket=BUCKET)
     create_table(ddb, TABLE)
     write_workload(ddb)
-    arn, records = stream_records(ddb)
+    arn, _, records = stream_records(TABLE)
     time.sleep(1.2)
     monkeypatch.setenv("ARCHIVE_URL", ARCHIVE_URL)
     assert lh.handler(lambda_event(arn, records), None) == {"batchItemFailures": []}
@@ -647,7 +765,7 @@ def test_the_function_records_which_function_and_threshold(
     s3.create_bucket(Bucket=BUCKET)
     create_table(ddb, TABLE)
     ddb.put_item(TableName=TABLE, Item={"pk": {"S": "a"}})
-    arn, records = stream_records(ddb)
+    arn, _, records = stream_records(TABLE)
     monkeypatch.setenv("ARCHIVE_URL", ARCHIVE_URL)
     lh.handler(lambda_event(arn, records), None)
     doc = Archive.open(ARCHIVE_URL).read_json(layout.lambda_deployment(TABLE))
@@ -662,14 +780,16 @@ def test_the_stack_can_redrive_daily_with_the_same_code(
 ) -> None:
     from cfnlint.decode import decode
 
-    from archiver import redrive
+    from archiver.lambda_mode import redrive
 
     template, problems = decode(str(ROOT / "deploy" / "template.yaml"))
     assert not problems
     assert template["Parameters"]["ScheduleRedrive"]["Default"] == "false"
     function = template["Resources"]["RedriveFunction"]
     assert function["Condition"] == "ScheduleRedrive"
-    assert function["Properties"]["ImageConfig"]["Command"] == ["archiver.redrive.handler"]
+    assert function["Properties"]["ImageConfig"]["Command"] == [
+        "archiver.lambda_mode.redrive.handler"
+    ]
     (event,) = function["Properties"]["Events"].values()
     assert event["Properties"]["ScheduleExpression"] == "rate(1 day)"
 
@@ -685,7 +805,7 @@ def test_the_stack_can_redrive_daily_with_the_same_code(
 def test_redrive_imports_neither_duckdb_nor_the_replayer() -> None:
     code = (
         "import sys\n"
-        "import archiver.redrive\n"
+        "import archiver.lambda_mode.redrive\n"
         "bad = [n for n in sys.modules if n.split('.')[0] in {'duckdb', 'replayer'}]\n"
         "print(','.join(sorted(bad)))\n"
     )

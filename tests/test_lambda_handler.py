@@ -12,22 +12,21 @@ import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pyarrow as pa
 import pytest
 
-from archiver import describe
-from archiver import lambda_handler as lh
-from archiver.aws import AwsSettings
+from archiver.aws import describe
+from archiver.aws.clients import AwsSettings
 from archiver.cli import main as archiver_main
-from archiver.format import coverage, layout, tables
+from archiver.format import coverage, gap_log, layout, tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
-from tests.conftest import REGION, create_table
+from archiver.lambda_mode import handler as lh
+from tests.conftest import create_table
+from tests.helpers import lambda_value, stream_records
 
 TABLE = "orders"
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,36 +66,11 @@ def write_workload(ddb: Any, table: str = TABLE) -> None:
     ddb.put_item(TableName=table, Item={"pk": {"S": "a"}, "v": {"N": "-0.10"}})
 
 
-def stream_records(ddb: Any, table: str = TABLE) -> tuple[str, list[dict[str, Any]]]:
-    """Every record of the table's stream, as boto3's GetRecords returns them."""
-    arn = ddb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
-    streams = boto3.client("dynamodbstreams", region_name=REGION)
-    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
-    iterator = streams.get_shard_iterator(
-        StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
-    )["ShardIterator"]
-    return arn, streams.get_records(ShardIterator=iterator, Limit=1000)["Records"]
-
-
-def _lambda_value(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, dict):
-        return {k: _lambda_value(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_lambda_value(v) for v in value]
-    return value
-
-
 def lambda_event(stream_arn: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     """The event the event source mapping would deliver for ``records`` (plain JSON)."""
     out = []
     for record in records:
-        shaped = _lambda_value(record)
+        shaped = lambda_value(record)
         identity = shaped.pop("userIdentity", None)
         if identity:
             shaped["userIdentity"] = {
@@ -119,7 +93,7 @@ def test_same_records_give_the_same_rows_as_the_poller(
 ) -> None:
     create_table(ddb, TABLE)
     write_workload(ddb)
-    stream_arn, records = stream_records(ddb)
+    stream_arn, _, records = stream_records(TABLE)
     assert len(records) == 6
     # The poller, through its real code path, into a local archive.
     argv = [
@@ -169,7 +143,7 @@ def test_a_retried_batch_rewrites_the_same_file(
 ) -> None:
     create_table(ddb, TABLE)
     write_workload(ddb)
-    stream_arn, records = stream_records(ddb)
+    stream_arn, _, records = stream_records(TABLE)
     monkeypatch.setenv("ARCHIVE_URL", archive.url)
     event = lambda_event(stream_arn, records)
     lh.handler(event, None)
@@ -186,7 +160,7 @@ def test_a_failed_write_reports_the_first_record_not_durable(
 ) -> None:
     create_table(ddb, TABLE)
     write_workload(ddb)
-    stream_arn, records = stream_records(ddb)
+    stream_arn, _, records = stream_records(TABLE)
     event = lambda_event(stream_arn, records)
     # The batch spans midnight: its last three records fall on the next day (two files).
     for shaped in event["Records"][3:]:
@@ -225,7 +199,7 @@ def test_cold_start_captures_the_description_once_and_keeps_coverage(
 ) -> None:
     description = create_table(ddb, TABLE)
     write_workload(ddb)
-    stream_arn, records = stream_records(ddb)
+    stream_arn, _, records = stream_records(TABLE)
     monkeypatch.setenv("ARCHIVE_URL", s3_archive.url)
     calls: list[str] = []
     real_capture = describe.capture_description
@@ -260,7 +234,7 @@ def test_a_stream_without_new_images_is_refused(
 ) -> None:
     create_table(ddb, TABLE, stream="KEYS_ONLY")
     ddb.put_item(TableName=TABLE, Item={"pk": {"S": "a"}})
-    stream_arn, records = stream_records(ddb)
+    stream_arn, _, records = stream_records(TABLE)
     monkeypatch.setenv("ARCHIVE_URL", archive.url)
     response = lh.handler(lambda_event(stream_arn, records), None)
     assert response == {
@@ -275,7 +249,7 @@ def test_configuration_errors_fail_the_invocation(
 ) -> None:
     create_table(ddb, TABLE)
     ddb.put_item(TableName=TABLE, Item={"pk": {"S": "a"}})
-    stream_arn, records = stream_records(ddb)
+    stream_arn, _, records = stream_records(TABLE)
     event = lambda_event(stream_arn, records)
     monkeypatch.delenv("ARCHIVE_URL", raising=False)
     with pytest.raises(lh.ConfigurationError, match="ARCHIVE_URL"):
@@ -295,7 +269,7 @@ def test_a_re_enabled_stream_records_a_gap(
 
     create_table(ddb, TABLE)
     ddb.put_item(TableName=TABLE, Item={"pk": {"S": "a"}})
-    stream_arn, records = stream_records(ddb)
+    stream_arn, _, records = stream_records(TABLE)
     created = lh.stream_created_at(stream_arn)
     doc = asyncio.run(describe.describe(AwsSettings(), TABLE))
     old_label = (created - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
@@ -319,19 +293,19 @@ def test_a_re_enabled_stream_records_a_gap(
     coverage.advance_watermark(archive, TABLE, doc["table_id"], watermark)
     monkeypatch.setenv("ARCHIVE_URL", archive.url)
     assert lh.handler(lambda_event(stream_arn, records), None) == {"batchItemFailures": []}
-    (gap,) = coverage.read_gaps(archive, TABLE)
-    assert gap["reason"] == coverage.GAP_STREAM_REENABLED
+    (gap,) = gap_log.read_gaps(archive, TABLE)
+    assert gap["reason"] == gap_log.GAP_STREAM_REENABLED
     assert gap["stream_arn"] == stream_arn
     assert (gap["from"], gap["to"]) == (iso_ms(watermark), iso_ms(created))
     lh.reset()
     lh.handler(lambda_event(stream_arn, records), None)
-    assert len(coverage.read_gaps(archive, TABLE)) == 1  # recorded once
+    assert len(gap_log.read_gaps(archive, TABLE)) == 1  # recorded once
 
 
 def test_the_handler_imports_neither_duckdb_nor_the_replayer() -> None:
     code = (
         "import sys\n"
-        "import archiver.lambda_handler\n"
+        "import archiver.lambda_mode.handler\n"
         "bad = [n for n in sys.modules if n.split('.')[0] in {'duckdb', 'replayer'}]\n"
         "print(','.join(sorted(bad)))\n"
     )

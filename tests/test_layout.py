@@ -9,6 +9,9 @@ import pytest
 
 from archiver.format import layout
 
+# Neither the format, the codec nor planning talks to AWS (see tests/conftest.py).
+pytestmark = pytest.mark.no_aws
+
 # Table names as DynamoDB allows them: digits only (a partition value that must stay a
 # string), dots, dashes, underscores.
 TABLES = ["007", "orders.v2", "my-table_1", "a.b-c"]
@@ -103,6 +106,60 @@ def test_export_folders_round_trip(export_id: str) -> None:
     key = f"prefix/{layout.export_folder(export_id, '')}/data/abc.json.gz"
     assert layout.export_relative_key(key, export_id) == "data/abc.json.gz"
     assert layout.export_relative_key("prefix/AWSDynamoDB/other/data/x.json.gz", export_id) is None
+
+
+@pytest.mark.parametrize("export_id", ["01769860800000-1a2b3c4d", "5b1c8a6e-moto-uuid"])
+def test_an_export_folders_files_are_named_by_layout(export_id: str) -> None:
+    folder = layout.parse_export_folder(layout.export_folder(export_id))
+    assert folder is not None and layout.parse_export_folder(folder.path) == folder
+    assert folder.summary == f"{folder.path}/manifest-summary.json"
+    assert folder.files_manifest == f"{folder.path}/manifest-files.json"
+    assert folder.data_dir == f"{folder.path}/data"
+    # Relative to the folder itself (a folder opened as a root of its own).
+    assert layout.export_summary("") == "manifest-summary.json"
+    assert layout.export_files_manifest("") == "manifest-files.json"
+    # A manifest's data file key, whatever bucket prefix it carries, maps into the folder.
+    key = f"any/prefix/data/{layout.export_folder(export_id, '')}/data/part.json.gz"
+    assert f"{folder.path}/{layout.export_relative_key(key, export_id)}".startswith(
+        folder.data_dir + "/"
+    )
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_stream_arns_and_labels_round_trip(table: str) -> None:
+    table_arn = f"arn:aws:dynamodb:us-east-1:123456789012:table/{table}"
+    stream_arn = layout.stream_arn(table_arn, LABEL)
+    assert layout.parse_stream_arn(stream_arn) == layout.StreamArn(table, LABEL)
+    assert layout.stream_label_of(stream_arn) == LABEL
+    assert layout.table_of_arn(stream_arn) == layout.table_of_arn(table_arn) == table
+    assert layout.table_of_arn(f"{table_arn}/export/01769860800000-1a2b3c4d") == table
+    created = layout.stream_label_time(LABEL)
+    assert created == datetime(2026, 1, 31, 12, tzinfo=UTC)
+    assert layout.label_stamp(LABEL) == STAMP
+    assert layout.stream_label_time(LABEL + "Z") == created
+
+
+@pytest.mark.parametrize(
+    "arn",
+    [
+        "arn:aws:kinesis:us-east-1:123456789012:stream/x",
+        "arn:aws:dynamodb:us-east-1:123456789012:table/t",
+        "arn:aws:dynamodb:us-east-1:123456789012:table//stream/2026-01-31T12:00:00.000",
+        "arn:aws:dynamodb:us-east-1:123456789012:table/t/export/x",
+        "not an arn",
+    ],
+)
+def test_what_is_not_a_stream_arn_does_not_parse(arn: str) -> None:
+    assert layout.parse_stream_arn(arn) is None
+
+
+def test_snapshot_and_erasure_ids_sort_by_time_and_differ() -> None:
+    early, late = datetime(2026, 1, 31, 12, tzinfo=UTC), datetime(2026, 1, 31, 13, tzinfo=UTC)
+    for new_id in (layout.new_snapshot_id, layout.new_erasure_id):
+        ids = {new_id(early) for _ in range(50)}
+        assert len(ids) == 50
+        assert all(i.startswith(STAMP + "-") for i in ids)
+        assert max(ids) < new_id(late)
 
 
 @pytest.mark.parametrize(

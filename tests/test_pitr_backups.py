@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 
 from archiver import cli
-from archiver.backups import (
+from archiver.aws.error_table import UsageError
+from archiver.native.backups import (
     Backup,
     create_backup,
     default_backup_name,
     list_backups,
     prune_selection,
 )
-from archiver.errors import UsageError
 from tests.conftest import create_table
 
 

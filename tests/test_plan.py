@@ -7,10 +7,11 @@ from datetime import timedelta
 
 import pytest
 
-from archiver.errors import EXIT_REFUSED
+from archiver.aws.error_table import EXIT_REFUSED
 from archiver.format.storage import Archive
-from replayer import plan as planning
-from replayer.errors import AfterWatermark, GapInLog, NoUsableBase, OutsideCoverage, Refused
+from archiver.format.timefmt import parse_iso
+from replayer.exceptions import AfterWatermark, GapInLog, NoUsableBase, OutsideCoverage, Refused
+from replayer.planning import plan as planning
 from tests.replay_helpers import (
     T0,
     TABLE,
@@ -24,6 +25,9 @@ from tests.replay_helpers import (
     write_gap,
     write_snapshot,
 )
+
+# Neither the format, the codec nor planning talks to AWS (see tests/conftest.py).
+pytestmark = pytest.mark.no_aws
 
 
 def _log(archive: Archive, *, table_id: str = TABLE_ID, label: str = "2026-03-01T00:00:00.000",
@@ -56,7 +60,7 @@ def test_the_newest_base_valid_at_t_is_chosen_with_its_own_margins(archive: Arch
     for when, expected in cases:
         plan = planning.plan_restore(archive, TABLE, when)
         assert plan.base is not None and plan.base.snapshot_id == expected["snapshot_id"], when
-        assert plan.log_from == planning.parse_iso(expected["log_from"])
+        assert plan.log_from == parse_iso(expected["log_from"])
 
 
 def test_no_usable_base_is_refused_with_exit_4(archive: Archive) -> None:

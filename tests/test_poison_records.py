@@ -17,14 +17,15 @@ from typing import Any
 
 import pytest
 
-from archiver import lambda_handler as lh
-from archiver.errors import EXIT_OK, EXIT_USAGE, PoisonRecord
+from archiver.aws.error_table import EXIT_OK, EXIT_USAGE, PoisonRecord
 from archiver.format import layout
 from archiver.format.records import ChangeRows
 from archiver.format.storage import Archive
+from archiver.lambda_mode import handler as lh
 from tests.conftest import create_table
+from tests.helpers import stream_records
 from tests.streams_double import StreamsDouble
-from tests.test_lambda_handler import TABLE, all_rows, lambda_event, stream_records, write_workload
+from tests.test_lambda_handler import TABLE, all_rows, lambda_event, write_workload
 from tests.test_stream_lineage import archived_rows, put, run, stream_of
 
 
@@ -82,7 +83,7 @@ def test_lambda_archives_the_records_before_a_poison_record_and_reports_it(
 ) -> None:
     create_table(ddb, TABLE)
     write_workload(ddb)
-    stream_arn, records = stream_records(ddb)
+    stream_arn, _, records = stream_records(TABLE)
     event = lambda_event(stream_arn, records)
     good = copy.deepcopy(event["Records"])
     poisoned = event["Records"][3]
@@ -90,7 +91,7 @@ def test_lambda_archives_the_records_before_a_poison_record_and_reports_it(
     corrupt(poisoned)
     monkeypatch.setenv("ARCHIVE_URL", archive.url)
 
-    with caplog.at_level(logging.ERROR, logger="archiver.lambda_handler"):
+    with caplog.at_level(logging.ERROR, logger="archiver.lambda_mode.handler"):
         response = lh.handler(event, None)
 
     # It is the failure (a record without a sequence number of its own: the whole batch).
@@ -115,7 +116,7 @@ def test_lambda_poison_without_a_sequence_number_fails_the_whole_batch(
 ) -> None:
     create_table(ddb, TABLE)
     write_workload(ddb)
-    stream_arn, records = stream_records(ddb)
+    stream_arn, _, records = stream_records(TABLE)
     event = lambda_event(stream_arn, records)
     del event["Records"][3]["dynamodb"]["SequenceNumber"]
     monkeypatch.setenv("ARCHIVE_URL", archive.url)

@@ -17,8 +17,8 @@ from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
 from archiver.format import layout
 from archiver.format.schema import SNAPSHOT_SCHEMA
 from archiver.format.storage import Archive
-from replayer import query
 from replayer.cli import main as replayer_main
+from replayer.read import query
 from tests.changes_builder import T0, n, record, s, write_changes
 
 SNAPSHOT_ID = "20260131T000000000Z-abc123"

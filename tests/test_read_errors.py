@@ -2,7 +2,7 @@
 
 DuckDB gives no error type or code for a failed read of a registered Arrow dataset, only its
 message: these tests fail when an upgrade changes the messages that
-:func:`replayer.dataset.duckdb_message_match` reads.
+:func:`replayer.engines.dataset.duckdb_message_match` reads.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 
 from archiver.format.storage import Archive
-from replayer import dataset, query
-from replayer.errors import BadInput
+from replayer.engines import dataset
+from replayer.exceptions import BadInput
+from replayer.read import query
 
 
 def _parquet(path: Path) -> str:

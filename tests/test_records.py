@@ -26,6 +26,7 @@ from archiver.format.records import ChangeRows, event_time_ms
 from archiver.format.schema import CHANGE_SCHEMA
 from archiver.format.storage import Archive
 from tests.conftest import REGION
+from tests.helpers import lambda_value
 from tests.test_codec import items, rendered_item
 
 STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/people/stream/2026-01-31T12:00:00.000"
@@ -58,20 +59,6 @@ FULL_ITEM: dict[str, Any] = {
 KEY_NAMES = ("dept", "emp_id")
 
 
-def _lambda_value(av: dict[str, Any]) -> dict[str, Any]:
-    """An attribute value as a Lambda event carries it: binary as base64 text, at any depth."""
-    ((tag, value),) = av.items()
-    if tag == "B":
-        return {"B": base64.b64encode(value).decode("ascii")}
-    if tag == "BS":
-        return {"BS": [base64.b64encode(raw).decode("ascii") for raw in value]}
-    if tag == "M":
-        return {"M": {name: _lambda_value(inner) for name, inner in value.items()}}
-    if tag == "L":
-        return {"L": [_lambda_value(inner) for inner in value]}
-    return {tag: value}
-
-
 def lambda_shape(record: dict[str, Any]) -> dict[str, Any]:
     """A boto3-shaped record as the Lambda event source mapping delivers the same record."""
     ddb = record["dynamodb"]
@@ -83,7 +70,7 @@ def lambda_shape(record: dict[str, Any]) -> dict[str, Any]:
     }
     for part in ("Keys", "NewImage", "OldImage"):
         if part in ddb:
-            out_ddb[part] = {name: _lambda_value(av) for name, av in ddb[part].items()}
+            out_ddb[part] = {name: lambda_value(av) for name, av in ddb[part].items()}
     event: dict[str, Any] = {
         "eventID": record["eventID"],
         "eventName": record["eventName"],
@@ -137,7 +124,7 @@ def boto3_record(
     return record
 
 
-def rows_of(records: list[dict[str, Any]]) -> pa.Table:
+def change_rows(records: list[dict[str, Any]]) -> pa.Table:
     rows = ChangeRows()
     rows.extend(records, stream_arn=STREAM_ARN, shard_id=None, table_id=TABLE_ID, origin="stream")
     return rows.to_table()
@@ -163,14 +150,14 @@ def lifecycle() -> list[dict[str, Any]]:
 
 def test_both_record_shapes_give_identical_rows() -> None:
     records = lifecycle()
-    from_poller = rows_of(records)
-    from_lambda = rows_of([lambda_shape(record) for record in records])
+    from_poller = change_rows(records)
+    from_lambda = change_rows([lambda_shape(record) for record in records])
     assert from_poller.schema == CHANGE_SCHEMA
     assert from_lambda.equals(from_poller)
 
 
 def test_rows_say_what_each_record_was() -> None:
-    rows = rows_of([lambda_shape(record) for record in lifecycle()]).to_pylist()
+    rows = change_rows([lambda_shape(record) for record in lifecycle()]).to_pylist()
     insert, modify, _, remove, ttl = rows
     assert [row["event_name"] for row in rows] == ["INSERT", "MODIFY", "INSERT", "REMOVE", "REMOVE"]
     assert insert["event_time"] == datetime(2026, 1, 31, 12, 0, 0, tzinfo=UTC)
@@ -198,7 +185,7 @@ def test_ttl_deletions_are_marked_in_both_shapes() -> None:
     """GetRecords spells it Type/PrincipalId, Lambda type/principalId: both must mark TTL."""
     (record,) = lifecycle()[-1:]
     for shape in (record, lambda_shape(record)):
-        (row,) = rows_of([shape]).to_pylist()
+        (row,) = change_rows([shape]).to_pylist()
         assert row["user_identity"] == "Service/dynamodb.amazonaws.com"
 
 
@@ -233,7 +220,7 @@ def test_any_items_give_identical_rows_from_either_shape(
         # boto3 hands binary out as bytes: normalise the drawn forms to that
         image = {name: _as_bytes(av) for name, av in image.items()}
         records.append(boto3_record("INSERT", 10**20 + n, at, new=image))
-    assert rows_of([lambda_shape(r) for r in records]).equals(rows_of(records))
+    assert change_rows([lambda_shape(r) for r in records]).equals(change_rows(records))
 
 
 def _as_bytes(av: dict[str, Any]) -> dict[str, Any]:
@@ -276,7 +263,7 @@ def test_append_one_by_one_equals_extend_and_tracks_size() -> None:
 
 
 def test_rows_survive_parquet(archive: Archive) -> None:
-    table = rows_of(lifecycle())
+    table = change_rows(lifecycle())
     archive.write_parquet("changes/table_name=people/dt=2026-01-31/x.parquet", table)
     assert archive.read_parquet("changes/table_name=people/dt=2026-01-31/x.parquet").equals(table)
 
@@ -318,8 +305,8 @@ def test_a_real_stream_record_from_moto_gives_identical_rows_in_both_shapes(
     assert isinstance(records[0]["dynamodb"]["NewImage"]["photo"]["B"], bytes)
     assert isinstance(records[0]["dynamodb"]["ApproximateCreationDateTime"], datetime)
 
-    from_poller = rows_of(records)
-    from_lambda = rows_of([lambda_shape(record) for record in records])
+    from_poller = change_rows(records)
+    from_lambda = change_rows([lambda_shape(record) for record in records])
     assert from_lambda.equals(from_poller)
 
     rows = from_poller.to_pylist()

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 from archiver.format.codec import canonical_json
 from archiver.format.storage import Archive
-from replayer import plan as planning
-from replayer.fold import Fold
+from replayer.engines.fold import Fold
+from replayer.planning import plan as planning
 from tests.replay_helpers import (
     TABLE,
     Change,

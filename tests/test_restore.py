@@ -20,12 +20,12 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from archiver.errors import EXIT_DIFFERENCES, EXIT_REFUSED, EXIT_USAGE
-from archiver.format import coverage, tables
+from archiver.aws.error_table import EXIT_DIFFERENCES, EXIT_REFUSED, EXIT_USAGE
+from archiver.format import coverage, gap_log, tables
 from archiver.format.codec import normalize_item
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, utcnow
-from replayer.sinks import TableSink
+from replayer.write.sinks import TableSink
 from tests.conftest import create_table
 from tests.export_fixtures import write_export
 from tests.replay_helpers import (
@@ -284,9 +284,9 @@ def test_every_refusal_exits_4_and_creates_nothing(
     assert tables_now(ddb) == before
 
     table_id = coverage.current(archive, "guarded")["table_id"]  # type: ignore[index]
-    coverage.append_gap(archive, "guarded", table_id=table_id, stream_arn="s", shard_id=None,
+    gap_log.append_gap(archive, "guarded", table_id=table_id, stream_arn="s", shard_id=None,
                         start=instant.at - pa.scalar(3, pa.duration("s")).as_py(), end=instant.at,
-                        reason=coverage.GAP_TRIMMED)  # fmt: skip
+                        reason=gap_log.GAP_TRIMMED)  # fmt: skip
     code, out, err = restore(capsys, "guarded", "new", archive_path, instant.iso)
     assert code == EXIT_REFUSED and "has a gap" in err and "--allow-gaps" in err
     assert tables_now(ddb) == before
@@ -419,7 +419,7 @@ def test_restore_from_an_archive_on_s3(
 def test_the_target_is_created_with_the_sources_settings(ddb: Any) -> None:
     """Provisioned capacity, GSIs with their own capacity, LSIs, SSE with a customer key,
     table class and deletion protection carry over from the archived description."""
-    from replayer.target_table import create_table_request
+    from replayer.write.target_table import create_table_request
 
     kms = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
     source = {

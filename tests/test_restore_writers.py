@@ -19,20 +19,20 @@ import pyarrow as pa
 import pytest
 from botocore.exceptions import ConnectionClosedError
 
-from archiver.aws import AwsSettings
-from archiver.errors import EXIT_REFUSED, EXIT_USAGE
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import EXIT_REFUSED, EXIT_USAGE
+from archiver.aws.retry import AdaptiveRate
 from archiver.format import layout
 from archiver.format.codec import canonical_json
 from archiver.format.manifests import SnapshotWriter
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
-from archiver.retry import AdaptiveRate
 from bench.null_dynamodb import NullDynamoDB
-from replayer import restore_state, warm
-from replayer.errors import BadInput
-from replayer.replay import ReplayOptions, restore_by_replay
-from replayer.target_table import create_table_request, create_target, set_source_capacity
-from replayer.writers import ClientFactory, PartitionJob, WriteFailed, write_partitions
+from replayer.exceptions import BadInput
+from replayer.strategies.replay import ReplayOptions, restore_by_replay
+from replayer.write import restore_state, warm
+from replayer.write.batch_writers import ClientFactory, PartitionJob, WriteFailed, write_partitions
+from replayer.write.target_table import create_table_request, create_target, set_source_capacity
 from tests.replay_helpers import (
     TABLE,
     Change,
@@ -212,7 +212,7 @@ def test_partitions_write_every_item_exactly_once(tmp_path: Path, seed: int) -> 
             for i in range(n)]  # fmt: skip
     con = duckdb.connect()
     con.register("rows", pa.table({"keys": [k for k, _ in rows], "item": [v for _, v in rows]}))
-    from replayer.fold import FoldResult
+    from replayer.engines.fold import FoldResult
 
     con.execute("CREATE TABLE fold_1 AS SELECT * FROM rows")
     partitions = rng.randrange(1, 5) if seed == 1 else 2

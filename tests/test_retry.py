@@ -1,4 +1,4 @@
-"""The one retry policy, rate limiter and wait helper (``archiver.retry``), and the waits built
+"""The one retry policy, rate limiter and wait helper (``archiver.aws.retry``), and the waits built
 on it: the restore target's, a backup's, an export's."""
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError
 
-from archiver import retry
-from archiver.backups import create_backup
-from archiver.errors import ERROR_CODES, InvalidRequest, Throttled
-from archiver.retry import (
+from archiver.aws import retry
+from archiver.aws.error_table import ERROR_CODES, InvalidRequest, Throttled
+from archiver.aws.retry import (
     RETRYABLE_CODES,
     GaveUp,
     RateLimiter,
@@ -26,34 +25,11 @@ from archiver.retry import (
     is_retryable,
     wait_until,
 )
-from archiver.scan import parallel_scan
-from archiver.snapshot import wait_for_export
-from replayer.target_table import wait_until_active
-
-
-def client_error(code: str, *, status: int = 400, botocore_retries: int = 0) -> ClientError:
-    return ClientError(
-        {
-            "Error": {"Code": code, "Message": f"{code} happened"},
-            "ResponseMetadata": {"HTTPStatusCode": status, "RetryAttempts": botocore_retries},
-        },
-        "AnyOperation",
-    )
-
-
-class FakeClock:
-    """Monotonic time that moves only when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+from archiver.aws.scan import parallel_scan
+from archiver.native.backups import create_backup
+from archiver.snapshots.base_snapshot import wait_for_export
+from replayer.write.target_table import wait_until_active
+from tests.helpers import FakeClock, client_error
 
 
 def failing(errors: list[BaseException], result: Any = "ok") -> Callable[[], Any]:
@@ -251,7 +227,7 @@ def test_the_parallel_scan_retries_a_throttled_page_and_stops_on_a_rejected_one(
 def test_the_table_sink_gives_up_on_endless_throttling_instead_of_looping() -> None:
     import pyarrow as pa
 
-    from replayer.sinks import TableSink
+    from replayer.write.sinks import TableSink
 
     class AlwaysThrottled:
         calls = 0
@@ -351,6 +327,41 @@ def test_wait_until_gives_up_at_its_deadline() -> None:
             clock=clock,
         )
     assert polls == [0, 10, 20, 30]
+
+
+def test_wait_until_pauses_grow_to_their_cap() -> None:
+    clock = FakeClock()
+    with pytest.raises(WaitTimedOut):
+        wait_until(
+            lambda: "RUNNING",
+            what="query q",
+            ready=lambda s: s == "SUCCEEDED",
+            poll_seconds=0.5,
+            growth=1.5,
+            max_poll_seconds=2.0,
+            timeout_seconds=8,
+            sleep=clock.sleep,
+            clock=clock,
+        )
+    assert clock.slept == [0.5, 0.75, 1.125, 1.6875, 2.0, 2.0]
+
+
+def test_a_throttled_poll_is_retried_on_the_waits_own_sleep() -> None:
+    clock = FakeClock()
+    answers = failing([client_error("ThrottlingException")], result="ACTIVE")
+    assert (
+        wait_until(
+            answers,
+            what="table t",
+            ready=lambda s: s == "ACTIVE",
+            poll_seconds=5,
+            timeout_seconds=60,
+            sleep=clock.sleep,
+            clock=clock,
+        )
+        == "ACTIVE"
+    )
+    assert len(clock.slept) == 1 and clock.slept[0] < 5  # one retry pause, no poll pause
 
 
 def test_wait_until_stops_at_once_on_a_failed_status() -> None:

@@ -10,14 +10,13 @@ from typing import Any
 
 import pytest
 
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
 from archiver.format import layout
 from archiver.format.codec import canonical_json
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, utcnow
 from replayer import cli
-from replayer.rollback import Rollback, fold_states, run, stream_drainer
-from replayer.rollback_plan import (
+from replayer.rollback.decisions import (
     DELETE,
     RECREATE,
     RESTORE,
@@ -27,7 +26,9 @@ from replayer.rollback_plan import (
     condition_for,
     plan_writes,
 )
+from replayer.rollback.in_place import Rollback, drain_past, fold_states, run, stream_drainer
 from tests.conftest import create_table
+from tests.helpers import FakeClock
 
 
 def scan(ddb: Any, table: str) -> dict[str, str]:
@@ -206,7 +207,7 @@ def test_change_right_after_the_write_is_reported(
     at = wait_for_next_second()
     ddb.put_item(TableName="orders", Item={**key(1), "v": {"N": "2"}})
 
-    from replayer import rollback as module
+    from replayer.rollback import in_place as module
 
     real_apply = module.apply_writes
 
@@ -365,3 +366,20 @@ def test_changes_after_reads_first_old_image_latest_image_and_ttl(archive: Archi
     )
     bounded = changes_after(archive, "orders", TABLE_ID, at, until=T0 + timedelta(seconds=6))
     assert [h.keys for h in bounded] == [canonical_json(a)]
+
+
+def test_the_drain_waits_for_the_watermark_on_a_clock_tests_replace() -> None:
+    clock = FakeClock()
+    instant = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
+    watermarks = iter([None, instant - timedelta(seconds=2), instant, instant])
+    assert drain_past(lambda: next(watermarks), instant, sleep=clock.sleep, clock=clock) == instant
+    assert clock.slept == [0.5, 0.5]
+
+
+def test_the_drain_gives_up_at_its_deadline_with_the_last_watermark() -> None:
+    clock = FakeClock()
+    instant = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
+    short = instant - timedelta(seconds=2)
+    got = drain_past(lambda: short, instant, timeout_seconds=3, sleep=clock.sleep, clock=clock)
+    assert got == short
+    assert clock.now == 3 and clock.slept == [0.5] * 6

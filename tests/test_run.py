@@ -16,11 +16,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
-from archiver import writer
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
+from archiver.capture import change_writer as writer
+from archiver.capture.change_writer import FlushPolicy
+from archiver.capture.runner import RunConfig, execute
 from archiver.cli import main
 from archiver.format import changefiles, coverage, layout
 from archiver.format.codec import canonical_json
@@ -28,9 +29,8 @@ from archiver.format.layout import pad_seq
 from archiver.format.storage import Archive
 from archiver.format.tables import table_id_of
 from archiver.format.timefmt import as_utc, iso_ms, parse_iso, utcnow
-from archiver.runner import RunConfig, execute
-from archiver.writer import FlushPolicy
-from tests.conftest import REGION, create_table
+from tests.conftest import create_table
+from tests.helpers import rows_of, stream_records
 
 TABLE = "people"
 BIG = "12345678901234567890123456789012345678"  # 38 significant digits
@@ -50,25 +50,6 @@ def run_once(archive_url: str, *extra: str) -> int:
             *extra,
         ]
     )
-
-
-def rows_of(archive: Archive, table: str = TABLE) -> list[dict[str, Any]]:
-    rows = []
-    for rel in archive.find(layout.changes_table_dir(table), ".parquet"):
-        rows.extend(archive.read_parquet(rel).to_pylist())
-    return sorted(rows, key=lambda r: (r["stream_arn"], r["sequence_number"]))
-
-
-def stream_records(table: str = TABLE) -> tuple[str, str, list[dict[str, Any]]]:
-    """What moto's stream holds: (stream ARN, shard id, records)."""
-    streams = boto3.client("dynamodbstreams", region_name=REGION)
-    arn = streams.list_streams(TableName=table)["Streams"][0]["StreamArn"]
-    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
-    iterator = streams.get_shard_iterator(
-        StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
-    )
-    records = streams.get_records(ShardIterator=iterator["ShardIterator"], Limit=1000)["Records"]
-    return arn, shard, records
 
 
 def b64(data: bytes) -> str:
@@ -173,13 +154,13 @@ def test_every_record_of_a_mixed_workload_is_archived_once_with_every_column_rig
     ddb: Any, table: dict[str, Any], archive: Archive, caplog: pytest.LogCaptureFixture
 ) -> None:
     mixed_workload(ddb)
-    arn, shard, expected = stream_records()
+    arn, shard, expected = stream_records(TABLE)
     assert len(expected) == 12
 
     with caplog.at_level(logging.INFO):
         assert run_once(archive.url) == 0
 
-    rows = rows_of(archive)
+    rows = rows_of(archive, TABLE)
     assert len(rows) == len(expected)
     table_id = table_id_of(ddb.describe_table(TableName=TABLE)["Table"])
     for row, record in zip(rows, expected, strict=True):
@@ -261,7 +242,7 @@ def test_second_run_adds_nothing_later_run_adds_exactly_the_new_records(
         ddb.put_item(TableName=TABLE, Item={"pk": {"S": f"k{i}"}, "sk": {"N": str(i)}})
     assert run_once(archive.url) == 0
     files = archive.find(layout.CHANGES, ".parquet")
-    assert len(rows_of(archive)) == 20
+    assert len(rows_of(archive, TABLE)) == 20
 
     assert run_once(archive.url) == 0
     assert archive.find(layout.CHANGES, ".parquet") == files
@@ -269,7 +250,7 @@ def test_second_run_adds_nothing_later_run_adds_exactly_the_new_records(
     for i in range(3):
         ddb.put_item(TableName=TABLE, Item={"pk": {"S": f"new{i}"}, "sk": {"N": "0"}})
     assert run_once(archive.url) == 0
-    rows = rows_of(archive)
+    rows = rows_of(archive, TABLE)
     assert len(rows) == 23
     assert len({r["event_id"] for r in rows}) == 23
     new_files = sorted(set(archive.find(layout.CHANGES, ".parquet")) - set(files))
@@ -300,7 +281,7 @@ def test_crash_between_parquet_write_and_checkpoint_loses_and_duplicates_nothing
             raise RuntimeError("injected crash after the Parquet write")
         real(*args, **kwargs)
 
-    # Patched where ChangeWriter looks it up: the name archiver.writer imported.
+    # Patched where ChangeWriter looks it up: the name archiver.capture.change_writer imported.
     monkeypatch.setattr(writer, "write_checkpoint", crash_once)
     assert run_once(archive.url) == 1
     # The new file is durable, the checkpoint still points before it.
@@ -308,7 +289,7 @@ def test_crash_between_parquet_write_and_checkpoint_loses_and_duplicates_nothing
     assert archive.read_json(checkpoint_path) == before
 
     assert run_once(archive.url) == 0
-    rows = rows_of(archive)
+    rows = rows_of(archive, TABLE)
     assert len(rows) == 25 and len({r["event_id"] for r in rows}) == 25
     assert len(archive.find(layout.CHANGES, ".parquet")) == 2
     after = archive.read_json(checkpoint_path)
@@ -316,7 +297,7 @@ def test_crash_between_parquet_write_and_checkpoint_loses_and_duplicates_nothing
 
     ddb.put_item(TableName=TABLE, Item={"pk": {"S": "last"}, "sk": {"N": "0"}})
     assert run_once(archive.url) == 0
-    rows = rows_of(archive)
+    rows = rows_of(archive, TABLE)
     assert len(rows) == 26 and len({r["event_id"] for r in rows}) == 26
 
 
@@ -337,7 +318,7 @@ def test_first_crash_before_any_checkpoint_resumes_from_the_files(
     assert len(archive.find(layout.CHANGES, ".parquet")) == 1
     monkeypatch.setattr(writer, "write_checkpoint", real)
     assert run_once(archive.url) == 0
-    rows = rows_of(archive)
+    rows = rows_of(archive, TABLE)
     assert len(rows) == 5 and len({r["event_id"] for r in rows}) == 5
 
 
@@ -377,8 +358,8 @@ def test_coverage_of_a_stream_enabled_on_an_existing_table_does_not_start_at_cre
     assert doc is not None
     assert doc["from_table_creation"] is False
     assert doc["covered_from"] == iso_ms(parse_iso(label + "Z"))
-    assert [json.loads(r["keys"])["pk"]["S"] for r in rows_of(archive)] == ["after"]
-    assert rows_of(archive)[0]["old_image"] is None  # NEW_IMAGE stream
+    assert [json.loads(r["keys"])["pk"]["S"] for r in rows_of(archive, TABLE)] == ["after"]
+    assert rows_of(archive, TABLE)[0]["old_image"] is None  # NEW_IMAGE stream
 
 
 def test_recreated_table_starts_a_new_generation(
@@ -395,7 +376,7 @@ def test_recreated_table_starts_a_new_generation(
     generations = coverage.generations(archive, TABLE)
     assert [g["table_id"] for g in generations] == [old_id, table_id_of(new_table)]
     assert generations[0]["watermark"] is not None
-    by_key = {json.loads(r["keys"])["pk"]["S"]: r["table_id"] for r in rows_of(archive)}
+    by_key = {json.loads(r["keys"])["pk"]["S"]: r["table_id"] for r in rows_of(archive, TABLE)}
     assert by_key == {"old": old_id, "new": table_id_of(new_table)}
 
 
@@ -446,7 +427,7 @@ def test_flush_by_record_count_writes_several_files_per_run(
     for i in range(3):
         ddb.put_item(TableName=TABLE, Item={"pk": {"S": f"m{i}"}, "sk": {"N": str(i)}})
     assert run_once(archive.url, "--flush-bytes", "1KiB") == 0
-    assert len(rows_of(archive)) == 15
+    assert len(rows_of(archive, TABLE)) == 15
 
 
 def test_bad_flags_exit_2(archive: Archive, capsys: pytest.CaptureFixture[str]) -> None:
@@ -501,11 +482,11 @@ def test_sigterm_flushes_and_checkpoints_before_exiting(
     text = "".join(lines)
     assert "stopping, flushing buffers" in text
     assert "stopped: 20 records in 1 files" in text
-    assert len(rows_of(archive)) == 20
+    assert len(rows_of(archive, TABLE)) == 20
     (checkpoint,) = archive.find(layout.checkpoints_dir(TABLE), ".json")
     assert (
         pad_seq(archive.read_json(checkpoint)["sequence_number"])
-        == rows_of(archive)[-1]["sequence_number"]
+        == rows_of(archive, TABLE)[-1]["sequence_number"]
     )
 
 
@@ -607,7 +588,7 @@ def test_a_table_recreated_while_running_is_followed(
     )
 
     def keys() -> list[str]:
-        return sorted(json.loads(r["keys"])["pk"]["S"] for r in rows_of(archive))
+        return sorted(json.loads(r["keys"])["pk"]["S"] for r in rows_of(archive, TABLE))
 
     async def go() -> int:
         stop = asyncio.Event()
@@ -635,4 +616,4 @@ def test_a_table_recreated_while_running_is_followed(
     assert keys() == ["new", "old"]
     generations = coverage.generations(archive, TABLE)
     assert len(generations) == 2
-    assert {r["table_id"] for r in rows_of(archive)} == {g["table_id"] for g in generations}
+    assert {r["table_id"] for r in rows_of(archive, TABLE)} == {g["table_id"] for g in generations}

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from cfnlint.decode import decode
 
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
+from archiver.capture.change_writer import FlushPolicy
+from archiver.capture.many import execute_many
+from archiver.capture.runner import RunConfig
 from archiver.cli import main
 from archiver.format import coverage, layout
 from archiver.format.storage import Archive
-from archiver.many import execute_many
-from archiver.runner import RunConfig
-from archiver.writer import FlushPolicy
 from tests.conftest import create_table
 
 

@@ -1,4 +1,5 @@
-"""Settings capture (``archiver.describe``) and ``--copy-settings`` (``replayer.settings_copy``).
+"""Settings capture (``archiver.aws.describe``) and ``--copy-settings``
+(``replayer.write.settings_copy``).
 
 Settings are checked by reading them back from the (moto) services after the copy.
 """
@@ -16,17 +17,18 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from archiver import describe
-from archiver.aws import AwsSettings
-from archiver.describe import capture_extras
+from archiver.aws import describe
+from archiver.aws.clients import AwsSettings
+from archiver.aws.describe import capture_extras
 from archiver.format.storage import Archive
-from replayer.settings_copy import (
+from replayer.write.settings_copy import (
     COPIED,
     NOT_COPIED,
     NOTHING,
     PENDING,
     SettingsCopier,
     SettingsUnavailable,
+    SourceSettings,
     load_source_settings,
     report,
     retarget_alarm,
@@ -35,6 +37,7 @@ from replayer.settings_copy import (
     retarget_resource_id,
 )
 from tests.conftest import REGION
+from tests.helpers import FakeClock, client_error
 
 READ = "dynamodb:table:ReadCapacityUnits"
 INDEX_WRITE = "dynamodb:index:WriteCapacityUnits"
@@ -438,3 +441,50 @@ def test_retargeting_helpers() -> None:
     assert metric["Dimensions"] == [{"Name": "TableName", "Value": "new"}]
     assert args["AlarmActions"] == [step.replace("orders", "new")]
     assert "OKActions" not in args  # empty lists are not sent
+
+
+# -- waiting for PITR to become available on a new table ------------------------------------
+
+
+class _PitrNotReadyFor:
+    """A DynamoDB client whose ``UpdateContinuousBackups`` refuses ``times`` times, as AWS
+    does while a new table's continuous backups are not ready."""
+
+    def __init__(self, times: int) -> None:
+        self.left = times
+        self.calls = 0
+
+    def update_continuous_backups(self, **_: Any) -> dict[str, Any]:
+        self.calls += 1
+        if self.left > 0:
+            self.left -= 1
+            raise client_error("ContinuousBackupsUnavailableException", "not ready yet")
+        return {}
+
+
+def _pitr_copier(ddb: Any, clock: FakeClock) -> SettingsCopier:
+    pitr = {"PointInTimeRecoveryStatus": "ENABLED", "RecoveryPeriodInDays": 9}
+    source = SourceSettings(
+        "archive", {"ContinuousBackupsDescription": {"PointInTimeRecoveryDescription": pitr}}
+    )
+    return SettingsCopier(ddb, None, None, source, "copy", poll_seconds=5,  # type: ignore[arg-type]
+                          pitr_retry_seconds=30, sleep=clock.sleep, clock=clock)  # fmt: skip
+
+
+def test_pitr_is_retried_while_the_new_table_is_not_ready() -> None:
+    clock, ddb = FakeClock(), _PitrNotReadyFor(2)
+    result = _pitr_copier(ddb, clock).copy_pitr()
+    assert (result.outcome, result.detail) == (COPIED, "on, 9 days")
+    assert ddb.calls == 3 and clock.slept == [5, 5]
+
+
+def test_pitr_retries_end_at_their_deadline_with_awss_refusal() -> None:
+    clock, ddb = FakeClock(), _PitrNotReadyFor(1000)
+    copier = _pitr_copier(ddb, clock)
+    with pytest.raises(ClientError, match="ContinuousBackupsUnavailableException"):
+        copier.copy_pitr()
+    assert clock.now == 30 and ddb.calls == 7
+    # What copy_all reports for it: not copied, with AWS's reason.
+    result = copier._guarded("point-in-time recovery", copier.copy_pitr)
+    assert result.outcome == NOT_COPIED
+    assert "ContinuousBackupsUnavailableException: not ready yet" in result.detail

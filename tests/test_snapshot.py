@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 
 from archiver import cli as archiver_cli
-from archiver import snapshot
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
 from archiver.format import layout
 from archiver.format.codec import canonical_json, key_of
-from archiver.format.exports import folder_in
+from archiver.format.exports.full import folder_in
 from archiver.format.manifests import SnapshotWriter, list_snapshots
 from archiver.format.storage import Archive
 from archiver.format.tables import table_id_of
 from archiver.format.timefmt import parse_iso, utcnow
-from replayer.native_exports import convert_new_exports
+from archiver.snapshots import base_snapshot as snapshot
+from replayer.planning.export_conversion import convert_new_exports
 from tests.conftest import create_table
 from tests.export_fixtures import BOOKS_KEY_SCHEMA, books, write_export
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from archiver.format import changefiles, coverage, layout
+from archiver.format import changefiles, coverage, gap_log, layout
 from archiver.format.manifests import SnapshotWriter
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, utcnow
@@ -52,7 +52,7 @@ def build_archive(archive: Archive) -> dict[str, Any]:
     watermark = utcnow() - timedelta(seconds=30)
     coverage.advance_watermark(archive, TABLE, TABLE_ID, watermark)
     arn = stream_arn(TABLE, LABEL)
-    coverage.append_gap(
+    gap_log.append_gap(
         archive,
         TABLE,
         table_id=TABLE_ID,
@@ -60,7 +60,7 @@ def build_archive(archive: Archive) -> dict[str, Any]:
         shard_id="shardId-0001",
         start=CREATED + timedelta(hours=1),
         end=CREATED + timedelta(hours=2),
-        reason=coverage.GAP_TRIMMED,
+        reason=gap_log.GAP_TRIMMED,
     )
     key = {"pk": {"S": "a"}}
     for shard, seqs in (("shardId-0001", range(1, 4)), ("shardId-0002", range(10, 12))):

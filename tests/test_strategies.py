@@ -10,16 +10,15 @@ from typing import Any
 import pytest
 
 from archiver import cli as archiver_cli
-from archiver.backups import Backup, create_backup
 from archiver.format.codec import canonical_json
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
-from archiver.pitr import PitrStatus
+from archiver.native.backups import Backup, create_backup
+from archiver.native.pitr import PitrStatus
 from replayer import cli as replayer_cli
-from replayer import strategies
-from replayer.errors import Refused, TargetTableExists
-from replayer.native_restore import restore_native, start_backup_restore, wait_until_active
-from replayer.strategies import (
+from replayer.exceptions import Refused, TargetTableExists
+from replayer.strategies import choice as strategies
+from replayer.strategies.choice import (
     DEFAULT_WRITE_RATE,
     Estimate,
     Estimator,
@@ -32,6 +31,11 @@ from replayer.strategies import (
     native_restore_seconds,
     record_write_rate,
     usable_backups,
+)
+from replayer.strategies.native_restore import (
+    restore_native,
+    start_backup_restore,
+    wait_until_active,
 )
 from tests.conftest import create_table
 

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from archiver.errors import EXIT_OK
+from archiver.aws.error_table import EXIT_OK
+from archiver.capture.change_writer import FlushPolicy
+from archiver.capture.reader import ConsumerConfig
 from archiver.format import layout
 from archiver.format.changefiles import read_checkpoints
 from archiver.format.storage import Archive
 from archiver.format.timefmt import parse_iso, utcnow
-from archiver.stream import ConsumerConfig
-from archiver.writer import FlushPolicy
 from tests.conftest import create_table
 from tests.streams_double import DoubleShard, DoubleStream, StreamsDouble
 from tests.test_stream_lineage import TABLE, archived_rows, event_ids, put, run, stream_of

@@ -16,17 +16,18 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from archiver.aws import AwsSettings
-from archiver.errors import EXIT_NEW_GAP, EXIT_OK
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import EXIT_NEW_GAP, EXIT_OK
+from archiver.aws.retry import RetryPolicy
+from archiver.capture.change_writer import FlushPolicy
+from archiver.capture.reader import ConsumerConfig
+from archiver.capture.runner import RunConfig, execute
 from archiver.format import layout
 from archiver.format.changefiles import read_checkpoints
-from archiver.format.coverage import WATERMARK_MARGIN, read_gaps
+from archiver.format.coverage import WATERMARK_MARGIN
+from archiver.format.gap_log import read_gaps
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
-from archiver.retry import RetryPolicy
-from archiver.runner import RunConfig, execute
-from archiver.stream import ConsumerConfig
-from archiver.writer import FlushPolicy
 from tests.conftest import create_table
 from tests.streams_double import DoubleShard, DoubleStream, StreamsDouble
 

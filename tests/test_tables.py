@@ -8,15 +8,16 @@ from typing import Any
 
 import pytest
 
-from archiver import describe
-from archiver.aws import AwsSettings
-from archiver.errors import TableNotFound
+from archiver.aws import describe
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import TableNotFound
+from archiver.capture.runner import RunConfig, execute
 from archiver.format import layout, tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
-from archiver.runner import RunConfig, execute
 from tests.conftest import create_table
-from tests.streams_double import client_error
+from tests.helpers import client_error
+from tests.replay_helpers import at, write_description, write_snapshot
 
 TABLE = "catalog"
 
@@ -114,7 +115,7 @@ class _DeniesTags:
         return getattr(self.real, name)
 
     async def list_tags_of_resource(self, **kwargs: Any) -> Any:
-        raise client_error("AccessDeniedException", "ListTagsOfResource")
+        raise client_error("AccessDeniedException", operation="ListTagsOfResource")
 
 
 def test_parts_that_cannot_be_read_are_noted_not_fatal(ddb: Any, archive: Archive) -> None:
@@ -211,3 +212,23 @@ def test_the_running_archiver_captures_changes_while_it_runs(ddb: Any, archive: 
     assert asyncio.run(go()) == 0
     docs = tables.list_descriptions(archive, TABLE)
     assert [d["TimeToLiveDescription"]["TimeToLiveStatus"] for d in docs] == ["DISABLED", "ENABLED"]
+
+
+# -- key names: one derivation for live, archived and snapshot schemas -----------------------
+
+
+def test_key_names_put_the_hash_key_first_whatever_the_order_given() -> None:
+    schema = [
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+        {"AttributeName": "pk", "KeyType": "HASH"},
+    ]
+    assert tables.key_names(schema) == tables.key_names(schema[::-1]) == ["pk", "sk"]
+    assert tables.key_names([{"AttributeName": "id", "KeyType": "HASH"}]) == ["id"]
+
+
+def test_archived_key_names_come_from_a_description_else_a_snapshot(archive: Archive) -> None:
+    assert tables.archived_key_names(archive, "orders") is None
+    write_snapshot(archive, [], valid_from=at(10), log_from=at(0), key_names=("a", "b"))
+    assert tables.archived_key_names(archive, "orders") == ["a", "b"]
+    write_description(archive, key_types={"pk": "S", "sk": "N"})
+    assert tables.archived_key_names(archive, "orders") == ["pk", "sk"]

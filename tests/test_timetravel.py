@@ -17,16 +17,16 @@ from hypothesis import strategies as st
 
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
-from replayer import plan as planning
-from replayer.athena_fold import (
+from replayer.engines.athena_sql import (
     NAMED_HISTORY_OF,
     NAMED_STATE_AT,
     named_history_of,
     named_state_at,
     to_duckdb,
 )
-from replayer.fold import Fold
-from replayer.query import run_query
+from replayer.engines.fold import Fold
+from replayer.planning import plan as planning
+from replayer.read.query import run_query
 from tests.replay_helpers import (
     TABLE,
     Change,
@@ -134,7 +134,8 @@ def test_history_of_is_every_change_of_one_item(
 def test_the_named_queries_are_generated_from_the_fold_source() -> None:
     for name, render in ((NAMED_STATE_AT, named_state_at), (NAMED_HISTORY_OF, named_history_of)):
         assert (ATHENA / name).read_text() == render(), (
-            f"deploy/athena/{name} is generated: write replayer.athena_fold.{render.__name__}()"
+            f"deploy/athena/{name} is generated: write "
+            f"replayer.engines.athena_sql.{render.__name__}()"
         )
 
 
@@ -146,7 +147,7 @@ def test_the_named_history_query_equals_history_of(
     assert code == 0, err
     local = rows(out)
     assert [r["event_name"] for r in local] == ["INSERT", "MODIFY"]
-    named = run_query(history, to_duckdb(named_history_of()), [TABLE, keys])
+    named = run_query(history, to_duckdb(named_history_of()), [TABLE, keys, "", ""])
     assert [r[1] for r in named.rows()] == ["INSERT", "MODIFY"]
 
 
@@ -181,7 +182,7 @@ def test_state_at_and_the_named_query_equal_the_fold(
             folded = {r["keys"]: r["item"] for b in state.batches() for r in b.to_pylist()}
         assert folded == alive(model(records, t_ms))
         sql = f"SELECT keys, item FROM state_at('{TABLE}', TIMESTAMP '{stamp(t_ms / 1000)}')"
-        from replayer.timetravel import expand
+        from replayer.read.timetravel import expand
 
         local = dict(run_query(archive, expand(archive, sql)).rows())
         assert local == folded

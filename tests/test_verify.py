@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from archiver.errors import EXIT_DIFFERENCES, EXIT_USAGE
-from replayer.verify import Comparison, compare
+from archiver.aws.error_table import EXIT_DIFFERENCES, EXIT_USAGE
+from replayer.read.verify import Comparison, compare
 from tests.conftest import create_table
 from tests.replay_helpers import archive_table, replayer
 from tests.workload import Workload
@@ -87,7 +87,7 @@ def test_numbers_in_other_notations_and_reordered_sets_are_equal(ddb: Any) -> No
         TableName="right",
         Item={"pk": {"S": "a"}, "n": {"N": "1.5"}, "s": {"SS": ["a", "b"]}, "b": binary},
     )
-    from replayer.verify import diff_tables
+    from replayer.read.verify import diff_tables
 
     assert diff_tables(ddb, "left", "right").identical
     ddb.put_item(TableName="right", Item={"pk": {"S": "a"}, "n": {"N": "1.51"}})

@@ -1,1 +1,1 @@
-"""Capturing changes: the stream readers, the change-file writer and the runner."""
+"""Capture from DynamoDB Streams: Streams API, stream reader, change writer, poller, many tables."""

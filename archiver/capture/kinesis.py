@@ -2,7 +2,7 @@
 
 :class:`KinesisConsumer` reads every shard of one Kinesis data stream concurrently (one asyncio
 task per shard) and hands what it reads, through :class:`Intake`, to a
-``archiver.capture.kinesis_writer.KinesisWriter``. It follows Kinesis's rules (docs/FORMAT.md
+``archiver.capture.kinesis_writer.KinesisWriter``. It follows Kinesis's rules (docs/format.md
 "Kinesis Data Streams records"):
 
 * a shard's parents — one for a split, two (``ParentShardId``, ``AdjacentParentShardId``) for
@@ -42,7 +42,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from archiver.aws.error_table import ExpiredIterator, is_error
+from archiver.aws.retry import Stopped, sleep_unless
 from archiver.capture import kinesis_records
+from archiver.capture.change_writer import LiveGeneration
 from archiver.capture.kinesis_api import (
     PAGE_LIMIT,
     KinesisApi,
@@ -53,14 +56,11 @@ from archiver.capture.kinesis_api import (
 )
 from archiver.capture.kinesis_order import Orderer
 from archiver.capture.kinesis_writer import Item, KinesisWriter
-from archiver.errors import ExpiredIterator, is_error
-from archiver.format import coverage, layout, ties
+from archiver.capture.reader import first_of
+from archiver.capture.streams_api import Shard, StreamInfo
+from archiver.format import gap_log, layout, ties
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, from_epoch, iso_ms, utcnow
-from archiver.retry import Stopped, sleep_unless
-from archiver.stream import first_of
-from archiver.streams_api import Shard, StreamInfo
-from archiver.writer import LiveGeneration
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +336,7 @@ class KinesisConsumer:
 
     def _trimmed(self, shard: Shard, since: datetime, why: str) -> None:
         """Records after the last one read may have left the stream unread: hold the hole."""
-        if self.writer.hold_gap(self.info, shard, coverage.GAP_KINESIS_RETENTION, since, utcnow()):
+        if self.writer.hold_gap(self.info, shard, gap_log.GAP_KINESIS_RETENTION, since, utcnow()):
             log.warning(
                 "%s: RECORDS MAY BE LOST: shard %s %s (the stream keeps records %d h): "
                 "recording a gap from %s and reading on from the trim horizon",

@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from archiver import retry as retry_module
-from archiver.errors import InvalidRequest, ResourceNotFound, client_error_code, is_error
+from archiver.aws import retry as retry_module
+from archiver.aws.error_table import ExpiredNextToken, InvalidRequest, ResourceNotFound, is_error
+from archiver.aws.retry import RateLimiter, RetryPolicy
 from archiver.format.timefmt import as_utc, from_epoch
-from archiver.retry import RateLimiter, RetryPolicy
 
 T = TypeVar("T")
 SEQ_DIGITS = 130  # Kinesis sequence numbers have at most 129 digits
@@ -192,7 +192,7 @@ class KinesisApi:
                         return list({s.shard_id: s for s in shards}.values())
             except Exception as exc:
                 # A token is good for 300 s: a listing that took longer starts again.
-                if client_error_code(exc) != "ExpiredNextTokenException":
+                if not is_error(exc, ExpiredNextToken):
                     raise
         raise InvalidRequest(f"ListShards {stream_arn}: the listing kept expiring")
 

@@ -1,7 +1,7 @@
 """Kinesis Data Streams records of DynamoDB changes, read into the archive's record shape.
 
 A Kinesis data stream that a table streams to (``EnableKinesisStreamingDestination``) holds one
-JSON document per change as each record's data (docs/FORMAT.md "Kinesis Data Streams
+JSON document per change as each record's data (docs/format.md "Kinesis Data Streams
 records")::
 
     {"awsRegion", "eventID", "eventName": "INSERT"|"MODIFY"|"REMOVE",

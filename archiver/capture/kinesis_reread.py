@@ -1,6 +1,6 @@
 """Re-reading a broken range of a Kinesis shard's chain, for ``check --repair``.
 
-A Kinesis shard's change files count its archived records (docs/FORMAT.md "Kinesis Data
+A Kinesis shard's change files count its archived records (docs/format.md "Kinesis Data
 Streams records"); a broken range is the records after count ``after`` up to count ``until``.
 Kinesis keeps records up to a year, so the range can often be read again: from just after the
 Kinesis sequence number the intact file before it ends at (its footer says), through the same
@@ -19,13 +19,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from archiver.capture.change_writer import LiveGeneration
 from archiver.capture.kinesis import Intake
 from archiver.capture.kinesis_api import KinesisApi, KinesisClient, KinesisShard, is_gone
 from archiver.capture.kinesis_order import Orderer
 from archiver.format import ties
 from archiver.format.layout import pad_seq
 from archiver.format.storage import Archive
-from archiver.writer import LiveGeneration
 
 # Empty pages at the tip after which the range is taken as not there.
 _EMPTY_PAGES = 5

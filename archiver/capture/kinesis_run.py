@@ -37,30 +37,31 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from archiver import describe
-from archiver.aws import AwsSettings
-from archiver.capture.kinesis import Intake, KinesisConfig, KinesisConsumer
-from archiver.capture.kinesis_api import KinesisApi, KinesisClient, KinesisStream, is_gone
-from archiver.capture.kinesis_order import Orderer, remember_archived
-from archiver.capture.kinesis_writer import KinesisWriter
-from archiver.check import verify_resume
-from archiver.cliutil import positive_float
-from archiver.errors import (
+from archiver.aws import describe
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import (
     EXIT_NEW_GAP,
     EXIT_OK,
     EXIT_REFUSED,
     ArchiverError,
     UsageError,
 )
-from archiver.format import coverage, layout, statefiles, tables, ties
+from archiver.capture.change_writer import LiveGeneration
+from archiver.capture.kinesis import Intake, KinesisConfig, KinesisConsumer
+from archiver.capture.kinesis_api import KinesisApi, KinesisClient, KinesisStream, is_gone
+from archiver.capture.kinesis_order import Orderer, remember_archived
+from archiver.capture.kinesis_writer import KinesisWriter
+from archiver.capture.sources import refuse_other_source
+from archiver.capture.streams_api import StreamInfo
+from archiver.cliutil import positive_float
+from archiver.format import coverage, gap_log, layout, statefiles, tables, ties
 from archiver.format.changefiles import read_checkpoints
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
-from archiver.streams_api import StreamInfo
-from archiver.writer import LiveGeneration
+from archiver.integrity.check import verify_resume
 
 if TYPE_CHECKING:
-    from archiver.runner import RunConfig
+    from archiver.capture.runner import RunConfig
 
 log = logging.getLogger("archiver.run")
 
@@ -71,19 +72,13 @@ STREAMING = frozenset({"ACTIVE", "UPDATING"})
 # A record's creation precedes its arrival in the stream by up to this much (the watermark is
 # held back by it). AWS: the age of the oldest record not yet replicated to the stream "should
 # be only milliseconds" under normal operation, and grows while the stream throttles DynamoDB's
-# writes (CloudWatch AgeOfOldestUnreplicatedRecord; docs/FORMAT.md cites the page).
+# writes (CloudWatch AgeOfOldestUnreplicatedRecord; docs/format.md cites the page).
 DEFAULT_REORDER_SECONDS = 60.0
 DESCRIBE_SECONDS = 300.0
 
 
 class MillisecondOrder(ArchiverError):
     """The destination stamps records to the millisecond only: refused unless accepted."""
-
-    exit_code = EXIT_REFUSED
-
-
-class SourceConflict(ArchiverError):
-    """The table generation is archived from another source already."""
 
     exit_code = EXIT_REFUSED
 
@@ -157,32 +152,6 @@ def one_table(names: list[str], tagged: object) -> str:
     if tagged is not None or len(names) != 1:
         raise UsageError("--kinesis-stream-arn archives one table: give --table-name once")
     return names[0]
-
-
-def refuse_other_source(archive: Archive, table: str, table_id: str, kinesis: bool) -> None:
-    """One capture source per table generation: refuse to add Kinesis records to one archived
-    from its DynamoDB stream, or the other way round.
-
-    Raises:
-        SourceConflict: exit 4.
-    """
-    current = coverage.generation_of(archive, table, table_id)
-    mode = str(current.get("mode") or "") if current else ""
-    if not mode or mode == "incremental":
-        return
-    if kinesis and mode not in coverage.KINESIS_MODES:
-        raise SourceConflict(
-            f"table {table!r} (table id {table_id}) is archived from its DynamoDB stream "
-            f"(mode {mode}) in {archive.url}: one source per table generation; archive the "
-            "Kinesis data stream into another archive, or stop the stream archiver first and "
-            "start a new archive"
-        )
-    if not kinesis and mode in coverage.KINESIS_MODES:
-        raise SourceConflict(
-            f"table {table!r} (table id {table_id}) is archived from a Kinesis data stream "
-            f"(mode {mode}) in {archive.url}: run with --kinesis-stream-arn, or use another "
-            "archive for its DynamoDB stream"
-        )
 
 
 # -- the destination ------------------------------------------------------------------------
@@ -308,17 +277,18 @@ async def execute(
     stop = stop or asyncio.Event()
     async with AsyncExitStack() as stack:
         ddb = await stack.enter_async_context(settings.aio_client("dynamodb"))
-        if kinesis_client is None:
-            kinesis_client = await stack.enter_async_context(
-                settings.aio_client("kinesis", own_retries=True)
-            )
+        client: KinesisClient = (
+            kinesis_client
+            if kinesis_client is not None
+            else await stack.enter_async_context(settings.aio_client("kinesis", own_retries=True))
+        )
         session = Session(
             config,
             settings,
             archive,
             options,
             ddb=ddb,
-            kinesis=kinesis_client,
+            kinesis=client,
             destinations=destinations or cast(DestinationSource, ddb),
             stop=stop,
         )
@@ -480,7 +450,7 @@ class Session:
         )
         if hole is not None:
             await self.writer.record_gap(
-                destination.stream_arn, hole[0], hole[1], coverage.GAP_KINESIS_DISABLED
+                destination.stream_arn, hole[0], hole[1], gap_log.GAP_KINESIS_DISABLED
             )
         if not destination.streaming:
             log.warning(
@@ -519,7 +489,7 @@ class Session:
         start = (
             self._claimed(self.writer.generation.table_id) or self.writer.generation.covered_from
         )
-        await self.writer.record_gap(stream.arn, start, utcnow(), coverage.GAP_KINESIS_DELETED)
+        await self.writer.record_gap(stream.arn, start, utcnow(), gap_log.GAP_KINESIS_DELETED)
 
     def _deleted_since_last_run(self, table_id: str) -> bool:
         """The stream this archive read the table from is gone: record the hole from what the
@@ -532,12 +502,12 @@ class Session:
         if not state or state.get("stream_arn") != arn:
             return False
         known = any(
-            g.get("stream_arn") == arn and g.get("reason") == coverage.GAP_KINESIS_DELETED
-            for g in coverage.read_gaps(self.archive, self.table)
+            g.get("stream_arn") == arn and g.get("reason") == gap_log.GAP_KINESIS_DELETED
+            for g in gap_log.read_gaps(self.archive, self.table)
         )
         if not known:
             now = utcnow()
-            coverage.append_gap(
+            gap_log.append_gap(
                 self.archive,
                 self.table,
                 table_id=table_id,
@@ -545,7 +515,7 @@ class Session:
                 shard_id=None,
                 start=self._claimed(table_id) or now,
                 end=now,
-                reason=coverage.GAP_KINESIS_DELETED,
+                reason=gap_log.GAP_KINESIS_DELETED,
             )
         log.warning(
             "%s: the Kinesis data stream %s was deleted: records not archived before are lost "

@@ -2,7 +2,7 @@
 
 :class:`KinesisWriter` is ``archiver.writer.ChangeWriter`` — the same buffers, flush policy,
 files, chain footers, checkpoints after durable files, gaps recorded before the records after
-them, and watermark — for the records of one Kinesis data stream (docs/FORMAT.md "Kinesis Data
+them, and watermark — for the records of one Kinesis data stream (docs/format.md "Kinesis Data
 Streams records"). What differs:
 
 * **Names and chain.** A Kinesis shard's files are the shard's chain, named
@@ -29,16 +29,16 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from archiver.capture.change_writer import ChangeWriter, FlushPolicy, LiveGeneration, ShardProgress
 from archiver.capture.kinesis_api import seq_key
-from archiver.format import coverage, footers, layout
+from archiver.capture.reader import ShardStart
+from archiver.capture.streams_api import Shard, StreamInfo
+from archiver.format import footers, gap_log, layout
 from archiver.format.changefiles import RunBuilder, ms_to_datetime
 from archiver.format.layout import pad_seq
 from archiver.format.records import event_time_ms
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
-from archiver.stream import ShardStart
-from archiver.streams_api import Shard, StreamInfo
-from archiver.writer import ChangeWriter, FlushPolicy, LiveGeneration, ShardProgress
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ class KinesisWriter(ChangeWriter):
     ) -> bool:
         """Hold a hole of this shard until the first record read after it (or the run's end)."""
         progress = self._progress(stream, shard)
-        gap = coverage.PendingGap(progress.table_id, stream.arn, shard.shard_id, start, at, reason)
+        gap = gap_log.PendingGap(progress.table_id, stream.arn, shard.shard_id, start, at, reason)
         return self.gaps.hold(gap)
 
     async def record_gap(
@@ -211,7 +211,7 @@ class KinesisWriter(ChangeWriter):
     ) -> dict[str, Any]:
         """Write a hole of the whole stream now (destination disabled, stream deleted)."""
         line = await asyncio.to_thread(
-            coverage.append_gap,
+            gap_log.append_gap,
             self.archive,
             self.table,
             table_id=self.generation.table_id,
@@ -229,7 +229,7 @@ class KinesisWriter(ChangeWriter):
             layout.gaps(self.table),
             line["from"],
             line["to"],
-            coverage.GAP_REASONS[reason],
+            gap_log.GAP_REASONS[reason],
         )
         return line
 

@@ -3,7 +3,7 @@
 A change file's name says which records it holds (``<label>_<shard>_<first>_<last>``), but a
 name proves nothing about the content, and a missing file leaves no trace in the names of the
 others. So every change file carries a **footer** in its Parquet key-value metadata
-(:mod:`archiver.format.footers`; docs/FORMAT.md "Integrity chain").
+(:mod:`archiver.format.footers`; docs/format.md "Integrity chain").
 
 * On its own, a file must be readable (a truncated file has no footer), its footer must agree
   with its name and partition, its Parquet row count and ``sequence_number`` statistics with
@@ -29,7 +29,7 @@ others. So every change file carries a **footer** in its Parquet key-value metad
   file).
 
 This module only reads footers (one small ranged read per file, in parallel) and reasons
-about them; ``archiver.check`` reports and repairs, the archiver and the replayer refuse.
+about them; ``archiver.integrity.check`` reports and repairs, the archiver and the replayer refuse.
 """
 
 from __future__ import annotations

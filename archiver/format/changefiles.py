@@ -4,7 +4,7 @@
   Lambda event) → one file per contiguous range within one ``dt`` (``layout.change_file``:
   the name is a function of the content, so writing the same records again rewrites the same
   objects). :class:`RunBuilder` splits the records into those ranges as they arrive, so the
-  poller (``archiver.writer.ChangeWriter``) builds rows while it buffers and
+  poller (``archiver.capture.change_writer.ChangeWriter``) builds rows while it buffers and
   :func:`write_builder` only has to write. The poller and the Lambda handler share it.
 * Checkpoints: one JSON document per shard, written only after the files it covers are
   durable (:func:`write_checkpoint`, :func:`read_checkpoints`,

@@ -1,4 +1,4 @@
-"""What the archive covers: ``coverage.json`` (per table generation) and ``gaps.jsonl``.
+"""What the archive covers: ``coverage.json``, per table generation.
 
 ``_state/<table>/coverage.json`` holds the current table generation's coverage (DESIGN.md
 "State files") plus ``previous``: the same objects for earlier generations of the same table
@@ -7,24 +7,16 @@ name (a table deleted and recreated gets a new ``table_id``)::
     {"table", "table_arn", "table_id", "table_created_at", "covered_from",
      "from_table_creation", "watermark", "mode", "updated_at", "previous": [...]}
 
-``gaps.jsonl`` has one line per hole in the log: records that were trimmed before they were
-read, a shard lost while the archiver was down past the stream's retention, or a stream
-disabled and re-enabled (writes in between have no stream record at all)::
+The holes in the log are kept beside it, in ``gaps.jsonl`` (:mod:`archiver.format.gap_log`).
 
-    {"table", "table_id", "stream_arn", "shard_id", "from", "to", "detected_at", "reason"}
-
-``from`` and ``to`` bound the hole: records with ``from < event_time < to`` may be missing.
-
-The poller (``archiver.runner``) and the Lambda handler both keep these files through this
-module; the replayer reads them through :func:`generations` and :func:`read_gaps`.
+The poller (``archiver.capture.runner``) and the Lambda handler both keep this file through this
+module; the replayer reads it through :func:`generations`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,47 +41,8 @@ CREATED_WITH_TABLE_TOLERANCE = timedelta(seconds=1)
 # approximate (whole seconds on AWS) and records take a moment to appear in the stream.
 WATERMARK_MARGIN = timedelta(seconds=2)
 
-GAP_TRIMMED = "trimmed"
-GAP_SHARD_LOST = "shard-lost"
-GAP_STREAM_REENABLED = "stream-disabled-and-reenabled"
-# Found live, never written to gaps.jsonl: failed Lambda batches until redriven
-# (archiver.lambda_failures) and a Lambda function stalled past its iterator-age threshold
-# (archiver.lambda_stall).
-GAP_LAMBDA_BATCH_FAILED = "lambda-batch-failed"
-GAP_LAMBDA_STALLED = "lambda-stalled"
-GAP_FILE_LOST = "archive-file-lost"
-# Holes in the history kept from incremental exports (``source: incremental-export``).
-GAP_PITR_REENABLED = "pitr-disabled-and-reenabled"
-GAP_EXPORT_FAILED = "export-failed"
-GAP_WINDOW_EXPIRED = "export-window-expired"
-# Holes in a log captured from Kinesis Data Streams (archiver.capture.kinesis).
-GAP_KINESIS_RETENTION = "kinesis-retention-passed"
-GAP_KINESIS_DISABLED = "kinesis-destination-disabled"
-GAP_KINESIS_DELETED = "kinesis-stream-deleted"
 SOURCE_STREAM = "stream"
 SOURCE_INCREMENTAL = "incremental-export"
-GAP_REASONS = {
-    GAP_TRIMMED: "records were trimmed from the stream before they were read",
-    GAP_SHARD_LOST: "a shard expired (archiver down past the stream's 24 h retention)",
-    GAP_STREAM_REENABLED: "the stream was disabled and re-enabled: writes in between have no "
-    "stream record",
-    GAP_LAMBDA_BATCH_FAILED: "a Lambda batch failed and went to the on-failure destination, "
-    "not redriven yet",
-    GAP_LAMBDA_STALLED: "the Lambda function was further behind the stream than its "
-    "MaxIteratorAgeSeconds (IteratorAge in CloudWatch)",
-    GAP_FILE_LOST: "an archived change file was lost or damaged after the stream stopped "
-    "retaining its records",
-    GAP_PITR_REENABLED: "point-in-time recovery was turned off and on: earlier windows can no "
-    "longer be exported",
-    GAP_EXPORT_FAILED: "the incremental export of this window failed",
-    GAP_WINDOW_EXPIRED: "the window had left point-in-time recovery's period before it was "
-    "exported",
-    GAP_KINESIS_RETENTION: "records may have passed the Kinesis data stream's retention "
-    "period before they were read",
-    GAP_KINESIS_DISABLED: "the table's Kinesis streaming destination was not active: writes "
-    "in between have no record",
-    GAP_KINESIS_DELETED: "the Kinesis data stream was deleted: records not read by then are lost",
-}
 
 
 # -- coverage.json --------------------------------------------------------------------------
@@ -423,179 +376,7 @@ def record_incremental_segments(
 
 def retention_horizon(archive: Archive, table: str) -> datetime | None:
     """Where ``ddb-archiver expire`` deleted the table's history up to (``retention.json``)."""
-    doc = archive.read_json_or(layout.retention(table))
-    return parse_iso(str(doc["horizon"])) if doc and doc.get("horizon") else None
-
-
-# -- gaps.jsonl -----------------------------------------------------------------------------
-
-
-def read_gaps(archive: Archive, table: str) -> list[dict[str, Any]]:
-    """Every recorded hole in ``table``'s log, in the order they were detected."""
-    return statefiles.read_jsonl(archive, layout.gaps(table), statefiles.GAP, "gap record")
-
-
-def append_gap(
-    archive: Archive,
-    table: str,
-    *,
-    table_id: str,
-    stream_arn: str,
-    shard_id: str | None,
-    start: datetime,
-    end: datetime,
-    reason: str,
-    detected_at: datetime | None = None,
-    extra: dict[str, Any] | None = None,
-    source: str | None = None,
-    detail: str | None = None,
-) -> dict[str, Any]:
-    """Record a hole in the log: records with ``start < event_time < end`` may be missing.
-
-    ``source`` is ``incremental-export`` for a hole in the history kept from incremental
-    exports (absent for the stream's: a stream's hole says nothing about exports, and the
-    other way round); ``detail`` adds what AWS said, e.g. an export's failure.
-
-    Call this *before* writing any record that follows the hole, so that a crash in between
-    cannot leave files after the hole without the hole being on record.
-    """
-    if reason not in GAP_REASONS:
-        raise ValueError(f"unknown gap reason {reason!r}")
-    gap = {
-        "table": table,
-        "table_id": table_id,
-        "stream_arn": stream_arn,
-        "shard_id": shard_id,
-        "from": iso_ms(start),
-        "to": iso_ms(max(start, end)),
-        "detected_at": iso_ms(detected_at or utcnow()),
-        "reason": reason,
-        **(extra or {}),
-    }
-    if source is not None:
-        gap["source"] = source
-    if detail is not None:
-        gap["detail"] = detail
-    archive.append_jsonl(layout.gaps(table), gap)
-    return gap
-
-
-@dataclass
-class PendingGap:
-    """A hole found while reading whose end is not known yet."""
-
-    table_id: str
-    stream_arn: str
-    shard_id: str | None  # None: the hole is the stream's (an expired shard, …)
-    start: datetime
-    detected_at: datetime
-    reason: str
-    lost_checkpoints: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _single_lost_shard(gap: PendingGap) -> str | None:
-    ids = {str(doc.get("shard_id")) for doc in gap.lost_checkpoints}
-    return ids.pop() if len(ids) == 1 else None
-
-
-class GapRecorder:
-    """Holes found while reading a stream, written to gaps.jsonl at the right moment.
-
-    A hole ends at the first record read after it, so it is held here until that record is
-    read — and written *before* that record can reach a file. A crash in between loses
-    nothing: no record after the hole was written, so the next run finds the same hole. A
-    hole after which nothing is ever read ends when it was detected.
-    """
-
-    def __init__(self, archive: Archive, table: str) -> None:
-        self.archive = archive
-        self.table = table
-        self.recorded: list[dict[str, Any]] = []
-        self._pending: dict[tuple[str, str | None], PendingGap] = {}
-        self._reenabled: set[str] = set()
-        self._lock = asyncio.Lock()
-
-    def load(self) -> None:
-        """Learn the holes already on record (blocking I/O)."""
-        for gap in read_gaps(self.archive, self.table):
-            if gap.get("reason") == GAP_STREAM_REENABLED:
-                self._reenabled.add(str(gap.get("stream_arn")))
-
-    def hold(self, gap: PendingGap) -> bool:
-        """Hold a hole until its end is known; ``False`` when one is held there already
-        (the two merge: the earlier start wins)."""
-        key = (gap.stream_arn, gap.shard_id)
-        held = self._pending.get(key)
-        if held is not None:
-            held.start = min(held.start, gap.start)
-            held.lost_checkpoints.extend(gap.lost_checkpoints)
-            return False
-        self._pending[key] = gap
-        return True
-
-    def holds(self, stream_arn: str, shard_id: str | None) -> bool:
-        return (stream_arn, shard_id) in self._pending
-
-    async def resolve(
-        self, stream_arn: str, shard_id: str, end: datetime | None, *, stream_too: bool = True
-    ) -> list[dict[str, Any]]:
-        """Write the holes before ``end`` (None: their detection time) of this shard and, with
-        ``stream_too``, of its stream. Returns the checkpoints of expired shards now on record."""
-        keys: list[tuple[str, str | None]] = [(stream_arn, shard_id)]
-        if stream_too:
-            keys.append((stream_arn, None))
-        covered: list[dict[str, Any]] = []
-        for key in keys:
-            gap = self._pending.pop(key, None)
-            if gap is not None:
-                await self._write(gap, end or gap.detected_at)
-                covered.extend(gap.lost_checkpoints)
-        return covered
-
-    async def resolve_all(self) -> list[dict[str, Any]]:
-        """End of a run: every hole still held ends at its detection time."""
-        covered: list[dict[str, Any]] = []
-        for gap in list(self._pending.values()):
-            del self._pending[(gap.stream_arn, gap.shard_id)]
-            await self._write(gap, gap.detected_at)
-            covered.extend(gap.lost_checkpoints)
-        return covered
-
-    async def stream_reenabled(
-        self, table_id: str, stream_arn: str, start: datetime, end: datetime
-    ) -> None:
-        """Record the hole before a re-enabled stream (once per stream)."""
-        if stream_arn in self._reenabled:
-            return
-        self._reenabled.add(stream_arn)
-        now = datetime.now(start.tzinfo)
-        await self._write(
-            PendingGap(table_id, stream_arn, None, start, now, GAP_STREAM_REENABLED), end
-        )
-
-    def knows_reenabled(self, stream_arn: str) -> bool:
-        return stream_arn in self._reenabled
-
-    async def _write(self, gap: PendingGap, end: datetime) -> None:
-        async with self._lock:
-            line = await asyncio.to_thread(
-                append_gap,
-                self.archive,
-                self.table,
-                table_id=gap.table_id,
-                stream_arn=gap.stream_arn,
-                shard_id=gap.shard_id or _single_lost_shard(gap),
-                start=gap.start,
-                end=end,
-                reason=gap.reason,
-                detected_at=gap.detected_at,
-            )
-        self.recorded.append(line)
-        log.warning(
-            "%s: GAP recorded in %s: %s → %s (%s)",
-            self.table,
-            layout.gaps(self.table),
-            line["from"],
-            line["to"],
-            GAP_REASONS[gap.reason],
-        )
+    doc = statefiles.read_json(
+        archive, layout.retention(table), statefiles.RETENTION, "retention.json", missing_ok=True
+    )
+    return parse_iso(str(doc["horizon"])) if doc else None

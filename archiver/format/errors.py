@@ -1,7 +1,7 @@
 """The exceptions of the archive format, each carrying the CLI exit code DESIGN.md assigns.
 
-They are the base of every archiver error (``archiver.errors`` adds the ones about AWS), and
-live here because the format imports nothing else of the project.
+They are the base of every archiver error (``archiver.aws.error_table`` adds the ones about AWS),
+and live here because the format imports nothing else of the project.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Change-file footers: what each change file says about itself, written and read.
 
 Every change file carries one entry in its Parquet key-value metadata, key :data:`FOOTER_KEY`,
-a JSON object (docs/FORMAT.md "Integrity chain")::
+a JSON object (docs/format.md "Integrity chain")::
 
     {"format": 1, "table", "table_id", "stream_arn", "shard_id", "dt", "first_seq",
      "last_seq", "row_count", "prev_last_seq", "prev_chained", "content_sha256"}
@@ -9,7 +9,7 @@ a JSON object (docs/FORMAT.md "Integrity chain")::
 plus, in a file of rows captured from Kinesis Data Streams by the poller, ``"kinesis"``: the
 Kinesis stream and shard, the first and last Kinesis sequence numbers the file holds, and its
 rows' lowest and highest ``sequence_number`` (its name's range is the shard's record count,
-not ``sequence_number``: docs/FORMAT.md "Kinesis Data Streams records"); and
+not ``sequence_number``: docs/format.md "Kinesis Data Streams records"); and
 ``"erasures": [<erasure id>, …]`` once ``ddb-archiver forget`` has removed rows from the
 file (then its rows may no longer reach its name's first and last sequence numbers; name and
 links stay). A file written before footers existed records erasures under

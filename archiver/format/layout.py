@@ -80,9 +80,14 @@ def pad_seq(sequence_number: str | int) -> str:
     return text.lstrip("0").zfill(SEQ_WIDTH)
 
 
+def stream_label_time(stream_label: str) -> datetime:
+    """When a stream was created: its label (``2026-01-31T12:00:00.000``, UTC without a zone)."""
+    return as_utc(datetime.fromisoformat(stream_label.replace("Z", "+00:00")))
+
+
 def label_stamp(stream_label: str) -> str:
     """A stream label (``2026-01-31T12:00:00.000``, colons and all) as a path-safe UTC stamp."""
-    return stamp(as_utc(datetime.fromisoformat(stream_label.replace("Z", "+00:00"))))
+    return stamp(stream_label_time(stream_label))
 
 
 def is_kinesis_arn(arn: str) -> bool:
@@ -116,6 +121,44 @@ def is_kinesis_file(rel: str) -> bool:
     """Whether a change file holds rows captured from Kinesis Data Streams (poller or Lambda)."""
     parsed = ChangeFileName.parse(rel)
     return parsed is not None and parsed.label == KINESIS_LABEL
+
+
+def stream_arn(table_arn: str, stream_label: str) -> str:
+    """``<table ARN>/stream/<label>``: the ARN of a table's stream."""
+    return f"{table_arn}/stream/{stream_label}"
+
+
+@dataclass(frozen=True)
+class StreamArn:
+    """``arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>``."""
+
+    table: str
+    label: str
+
+
+def parse_stream_arn(arn: str) -> StreamArn | None:
+    """What a DynamoDB stream ARN names; ``None`` for any other text."""
+    parts = arn.split(":", 5)
+    if len(parts) != 6 or parts[2] != "dynamodb":
+        return None
+    resource = parts[5].split("/", 3)
+    if len(resource) != 4 or resource[0] != "table" or resource[2] != "stream":
+        return None
+    if not resource[1] or not resource[3]:
+        return None
+    return StreamArn(resource[1], resource[3])
+
+
+def table_of_arn(arn: str) -> str | None:
+    """The table a DynamoDB ARN names: the table's own (``…:table/<name>``) or one under it
+    (its stream, export or backup: ``…:table/<name>/…``); ``None`` for any other text."""
+    parts = arn.split(":", 5)
+    if len(parts) != 6 or parts[2] != "dynamodb":
+        return None
+    resource = parts[5].split("/")
+    if len(resource) < 2 or resource[0] != "table" or not resource[1]:
+        return None
+    return resource[1]
 
 
 def dt_of(event_time: datetime) -> str:
@@ -241,9 +284,19 @@ def parse_change_file(rel: str) -> ChangeFilePath | None:
 # -- snapshots -----------------------------------------------------------------------------
 
 
-def new_snapshot_id(at: datetime) -> str:
+def _time_ordered_id(at: datetime) -> str:
     """A UTC stamp plus a short random suffix: sortable by time, unique across writers."""
     return f"{stamp(at)}-{secrets.token_hex(3)}"
+
+
+def new_snapshot_id(at: datetime) -> str:
+    """A snapshot's id (its folder's name): sortable by time, unique across writers."""
+    return _time_ordered_id(at)
+
+
+def new_erasure_id(at: datetime) -> str:
+    """An erasure's id (its line in ``erasures.jsonl``): sortable by time, unique."""
+    return _time_ordered_id(at)
 
 
 def snapshots_table_dir(table: str) -> str:
@@ -347,12 +400,46 @@ def export_folder(export_id: str, prefix: str = EXPORTS) -> str:
     return f"{prefix.rstrip('/')}/{folder}" if prefix else folder
 
 
+# What AWS writes into an export's folder.
+EXPORT_SUMMARY = "manifest-summary.json"  # written when the export completed
+EXPORT_FILES = "manifest-files.json"  # one JSON line per data file
+EXPORT_STARTED = "_started"
+EXPORT_DATA = "data"
+
+
 @dataclass(frozen=True)
 class ExportFolderPath:
     """``<prefix>/AWSDynamoDB/<export_id>``: a path, key or URL of one export's folder."""
 
     prefix: str  # everything before AWSDynamoDB/, possibly empty (no trailing slash)
     export_id: str
+
+    @property
+    def path(self) -> str:
+        """The folder itself (as given: a relative path, a key or a URL)."""
+        return export_folder(self.export_id, self.prefix)
+
+    @property
+    def summary(self) -> str:
+        return export_summary(self.path)
+
+    @property
+    def files_manifest(self) -> str:
+        return export_files_manifest(self.path)
+
+    @property
+    def data_dir(self) -> str:
+        return f"{self.path}/{EXPORT_DATA}"
+
+
+def export_summary(folder: str) -> str:
+    """An export folder's ``manifest-summary.json`` (``folder`` relative, or ``""``)."""
+    return f"{folder}/{EXPORT_SUMMARY}" if folder else EXPORT_SUMMARY
+
+
+def export_files_manifest(folder: str) -> str:
+    """An export folder's ``manifest-files.json`` (``folder`` relative, or ``""``)."""
+    return f"{folder}/{EXPORT_FILES}" if folder else EXPORT_FILES
 
 
 def parse_export_folder(path: str) -> ExportFolderPath | None:

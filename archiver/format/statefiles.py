@@ -1,8 +1,10 @@
 """Reading state files against their schema: a broken one is an error naming it, never a default.
 
 Every JSON state file of the archive (checkpoints, ``coverage.json``, ``gaps.jsonl``, table
-descriptions, snapshot ``_manifest.json``, ``restore-stats.json``, ``compaction-pending.json``)
-is read through :func:`read_json` / :func:`read_jsonl`, which parse it and check its shape
+descriptions, snapshot ``_manifest.json``, ``restore-stats.json``, ``compaction-pending.json``,
+``retention.json``, ``lambda.json``, ``lambda-redrives.jsonl``, incremental window commits,
+``backfill.json``, a restore's progress — everything under ``_state/``) is read through
+:func:`read_json` / :func:`read_jsonl`, which parse it and check its shape
 (DESIGN.md "State files"). A truncated, garbage or wrong-shaped file raises
 :class:`StateFileError` — one line naming the file and what is wrong, exit 2 — instead of being
 taken as "absent" (a ``coverage.json`` holding ``[]`` is not "never archived"). Because the
@@ -195,6 +197,67 @@ def _pending_entry(value: Any) -> bool:
 
 COMPACTION_PENDING: Schema = {
     "pending": (_list_of(_pending_entry), True, "a list of {path, deletable_after, …}"),
+}
+
+
+# What ``ddb-archiver expire`` deleted up to: restores before ``horizon`` are refused.
+RETENTION: Schema = {
+    "horizon": (ISO, True, "an ISO UTC time"),
+    "at": (ISO, False, "an ISO UTC time"),
+}
+
+# What the Lambda function says of itself.
+LAMBDA_DEPLOYMENT: Schema = {
+    "function_name": (OPT_STR, False, "a string or null"),
+    "max_iterator_age_seconds": (_nullable(NUMBER), False, "a number or null"),
+    "updated_at": (OPT_ISO, False, "an ISO UTC time"),
+}
+
+# One line of ``lambda-redrives.jsonl``: what redrive did with one on-failure object.
+LAMBDA_REDRIVE: Schema = {
+    "object": (STR, True, "a string (the object's URI)"),
+    "status": (STR, True, "a string"),
+    "files": (_list_of(STR), False, "a list of paths"),
+    "at": (ISO, False, "an ISO UTC time"),
+}
+
+
+def _window_file(value: Any) -> bool:
+    return isinstance(value, dict) and STR(value.get("path"))
+
+
+# The commit record of one converted incremental-export window.
+INCREMENTAL_WINDOW: Schema = {
+    "table_id": (STR, True, "a string"),
+    "window_from": (ISO, True, "an ISO UTC time"),
+    "window_to": (ISO, True, "an ISO UTC time"),
+    "output_view": (STR, False, "a string"),
+    "export_arn": (STR, False, "a string"),
+    "item_count": (INT, False, "a whole number"),
+    "files": (_list_of(_window_file), False, "a list of {path, …}"),
+}
+
+
+def _window(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(ISO(v) for v in value)
+
+
+# What ``ddb-archiver backfill`` decided to export.
+BACKFILL_PLAN: Schema = {
+    "table": (STR, True, "a string"),
+    "table_id": (STR, True, "a string"),
+    "base_at": (ISO, True, "an ISO UTC time"),
+    "windows": (_list_of(_window), True, "a list of [from, to] ISO UTC times"),
+    "until": (STR, False, "a string"),
+}
+
+# How far a restore has durably written its target (``--resume``).
+RESTORE_PROGRESS: Schema = {
+    "fingerprint": (STR, True, "a string"),
+    "target": (STR, True, "a string"),
+    "partitions": (INT, True, "a whole number"),
+    "done": (_list_of(INT), True, "a list of whole numbers"),
+    "state": (STR, False, "a string"),
 }
 
 

@@ -12,8 +12,11 @@ it was::
      "Table": <DescribeTable's Table, datetimes as ISO strings>,
      "Tags": [...] | null, "TimeToLiveDescription": {...} | null,
      "ContinuousBackupsDescription": {...} | null,
-     "extras": <archiver.describe.capture_extras(...)>,
+     "extras": <archiver.aws.describe.capture_extras(...)>,
      "unavailable": {"<what>": "<error code>"}}
+
+A table's key attribute names come from one place, :func:`key_names` (hash key first), for a
+live description, an archived one or a snapshot's manifest alike.
 
 A new file is written at archiver start and whenever any of it changed. Counters and
 timestamps that move on their own (item counts, sizes, PITR's restorable window, statuses,
@@ -24,11 +27,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from archiver.format import layout, statefiles
+from archiver.format.manifests import list_snapshots
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, parse_iso
 
@@ -119,7 +123,7 @@ def description_document(
         time_to_live: ``DescribeTimeToLive``'s ``TimeToLiveDescription``, or ``None``.
         continuous_backups: ``DescribeContinuousBackups``'
             ``ContinuousBackupsDescription``, or ``None``.
-        extras: what ``archiver.describe.capture_extras`` found (auto scaling, alarms, policy).
+        extras: what ``archiver.aws.describe.capture_extras`` found (auto scaling, alarms, policy).
         unavailable: what could not be read, and the error code that said so.
     """
     safe = json_safe(table)
@@ -199,3 +203,26 @@ def description_at(
     if table_id is not None and docs:
         return docs[0]
     return None
+
+
+# -- key names ------------------------------------------------------------------------------
+
+
+def key_names(key_schema: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The attribute names of a key schema (``DescribeTable``'s ``KeySchema``, a snapshot
+    manifest's ``key_schema``), hash key first."""
+    schema = sorted(key_schema, key=lambda k: k["KeyType"] != "HASH")
+    return [str(k["AttributeName"]) for k in schema]
+
+
+def archived_key_names(
+    archive: Archive, table: str, *, from_snapshots: bool = True
+) -> list[str] | None:
+    """The table's key attribute names as the archive knows them: from its newest archived
+    description, else (``from_snapshots``) from a snapshot's manifest; ``None`` when neither
+    says."""
+    description = latest_description(archive, table)
+    schema = ((description or {}).get("Table") or {}).get("KeySchema")
+    if not schema and from_snapshots:
+        schema = next((m.get("key_schema") for m in list_snapshots(archive, table)), None)
+    return key_names(schema) if schema else None

@@ -8,7 +8,7 @@ duplicate of it — unless it was placed among records of its key with the same 
 (:func:`between`), which leaves room on either side.
 
 Kinesis Data Streams for DynamoDB delivers a key's records in no promised order, each stamped
-with ``ApproximateCreationDateTime`` at the destination's precision (docs/FORMAT.md "Kinesis
+with ``ApproximateCreationDateTime`` at the destination's precision (docs/format.md "Kinesis
 Data Streams records"). The archive orders a key's Kinesis records by that time, kept exact in
 ``sequence_number``; two records of one key with the same time are ordered by what their
 images prove — a record whose old image equals the other's new image comes after it — and

@@ -1,1 +1,1 @@
-"""The archiver as an AWS Lambda function: its handlers, failed batches, stalls, redrive."""
+"""The archiver as a Lambda function: handler, failed batches, a stalled function, redrive."""

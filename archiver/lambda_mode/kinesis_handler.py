@@ -41,21 +41,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from archiver import lambda_handler
-from archiver.aws import AwsSettings
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import ArchiverError, PoisonRecord
 from archiver.capture import kinesis_records
 from archiver.capture.kinesis_order import Orderer
 from archiver.capture.kinesis_run import (
     DEFAULT_REORDER_SECONDS,
     Destination,
     check_precision,
-    refuse_other_source,
 )
-from archiver.errors import ArchiverError, PoisonRecord
+from archiver.capture.sources import refuse_other_source
 from archiver.format import coverage, tables, ties
 from archiver.format.changefiles import RunBuilder, WriteFailed, write_builder
 from archiver.format.storage import Archive
 from archiver.format.timefmt import from_epoch, parse_iso, utcnow
+from archiver.lambda_mode import handler as lambda_handler
 
 log = logging.getLogger(__name__)
 log.setLevel(logging.INFO)

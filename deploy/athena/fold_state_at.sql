@@ -1,6 +1,6 @@
 -- The table as it was at T, exactly as `ddb-replayer restore --engine athena` folds it:
 -- per key the latest change in [log_from, T] of the generation alive at T (absent if it is
--- a REMOVE), else the base snapshot's item. Generated from replayer/athena_fold.py: edit
+-- a REMOVE), else the base snapshot's item. Generated from replayer/engines/athena_sql.py: edit
 -- that, not this file (tests/test_athena_fold.py checks they agree).
 -- Planning is not in SQL: `ddb-replayer restore --dry-run` prints every value below, after
 -- checking coverage, the watermark and gaps. Parameters, in order:

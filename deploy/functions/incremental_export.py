@@ -2,10 +2,10 @@
 
 It ships in the archiver's container image (deploy/lambda/Dockerfile copies it beside the
 ``archiver`` package) and runs the same chain as ``ddb-archiver incremental --once``
-(``archiver.incremental.Chain``) without ever waiting for an export: each invocation converts
-the windows whose exports have completed, requests the next window that is due, and returns.
-The next invocation finds a running export again by its client token (derived from the table
-and the window), so invocations may overlap or fail at any point without losing or
+(``archiver.snapshots.export_chain.Chain``) without ever waiting for an export: each invocation
+converts the windows whose exports have completed, requests the next window that is due, and
+returns. The next invocation finds a running export again by its client token (derived from the
+table and the window), so invocations may overlap or fail at any point without losing or
 duplicating anything; where the chain stands is read from the archive each time.
 
 Environment: ``ARCHIVE_URL`` (``s3://bucket[/prefix]``; exports land in its ``exports/``),
@@ -21,12 +21,12 @@ from typing import Any
 
 import boto3
 
-from archiver.aws import AwsSettings
-from archiver.describe import capture_description, describe_or_none
+from archiver.aws.clients import AwsSettings
+from archiver.aws.describe import capture_description, describe_or_none
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
-from archiver.incremental import Chain, window_length
-from archiver.snapshot import export_destination
+from archiver.snapshots.base_snapshot import export_destination
+from archiver.snapshots.export_chain import Chain, window_length
 
 log = logging.getLogger()
 log.setLevel(logging.INFO)

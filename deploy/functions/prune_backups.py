@@ -1,7 +1,7 @@
 """Lambda entry point that prunes a table's on-demand backups on a schedule.
 
 It ships in the archiver's container image (deploy/lambda/Dockerfile copies it beside the
-``archiver`` package) and applies ``archiver.backups.prune_backups`` — the same rules as
+``archiver`` package) and applies ``archiver.native.backups.prune_backups`` — the same rules as
 ``ddb-archiver backup prune``: only USER backups of the table, a backup is kept when it is
 younger than ``KEEP_DAYS`` or among the ``KEEP_LAST`` newest, and the newest is never deleted.
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import boto3
 
-from archiver.backups import prune_backups
+from archiver.native.backups import prune_backups
 
 log = logging.getLogger()
 log.setLevel(logging.INFO)

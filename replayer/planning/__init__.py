@@ -1,1 +1,1 @@
-"""Planning a replay: which base, which log, which files, and what a restore may promise."""
+"""Planning a replay: plan and model, export windows, segments, log files, Lambda gaps."""

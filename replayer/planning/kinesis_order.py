@@ -35,8 +35,8 @@ import duckdb
 from archiver.format import coverage, layout, ties
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, from_epoch, iso_ms
-from replayer import dataset
-from replayer.errors import Refused
+from replayer.engines import dataset
+from replayer.exceptions import Refused
 
 _MICROS = ties.MICROS_DIGITS
 

@@ -1,0 +1,83 @@
+"""Archive the Lambda batches that went to the on-failure destination, and close their gaps.
+
+In Lambda mode a batch that keeps failing goes, after ``MaximumRetryAttempts``, to the event
+source mapping's S3 on-failure destination (``s3://<archive bucket>/aws/lambda/…``) and the
+stream moves on: until it is redriven it is a gap, and restores across it are refused.
+``redrive`` reads every such object of the table (``archiver.lambda_mode.failures``) and writes its
+records exactly as the function would have (``lambda_handler.archive_batch``: the same rows,
+files named by their first and last sequence numbers, so a redrive run twice changes
+nothing), then records the object as redriven in ``_state/<table>/lambda-redrives.jsonl``:
+the gap closes.
+
+An object whose invocation record carries no payload is redriven by re-reading its sequence
+range from the stream (``GetShardIterator AT_SEQUENCE_NUMBER``) while the stream still holds
+it (24 h); after that its gap stays, marked ``unavailable``. A record the archive cannot take
+(most likely why the batch failed) is reported with its event id; the batch's other records
+are archived, and the gap stays, marked ``malformed``, until the record is dealt with.
+
+Exit 0 when every failed batch is archived, 5 when a gap remains.
+
+Examples:
+  ddb-archiver redrive --table-name orders --archive s3://bucket --dry-run
+  ddb-archiver redrive --table-name orders --archive s3://bucket --from s3://other/aws/lambda
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import EXIT_NEW_GAP, EXIT_OK, UsageError
+from archiver.cliutil import (
+    add_archive_argument,
+    add_file_mode_argument,
+    add_table_argument,
+    open_archive,
+)
+from archiver.lambda_mode import failures as failures
+from archiver.lambda_mode.redrive import redrive
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_table_argument(parser, "the archived table's name")
+    add_archive_argument(parser)
+    add_file_mode_argument(parser)
+    parser.add_argument(
+        "--from",
+        dest="source",
+        metavar="S3URL",
+        help="where the on-failure destination writes (default: "
+        f"{failures.ENV_LOCATION}, else s3://<archive bucket>/{failures.STACK_PREFIX}/ as the "
+        "stack configures it)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="say what would be archived; write nothing"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = AwsSettings.from_args(args)
+    archive = open_archive(args, endpoint_url=settings.endpoint_url)
+    table = args.table_name
+    location = failures.open_location(archive, args.source, endpoint_url=settings.endpoint_url)
+    if location is None:
+        raise UsageError(
+            f"no on-failure location for the local archive {archive.url}: give --from S3URL "
+            f"or set {failures.ENV_LOCATION}"
+        )
+    report = redrive(
+        archive,
+        table,
+        location,
+        streams=settings.client("dynamodbstreams"),
+        dry_run=args.dry_run,
+    )
+    for outcome in report.outcomes:
+        print(outcome.line(args.dry_run))
+    redriven = len(report.outcomes) - len(report.open)
+    print(
+        f"{table}: {redriven} failed batch(es) {'to archive' if args.dry_run else 'archived'}, "
+        f"{report.already} redriven before, {len(report.open)} still a gap"
+        + (" (dry run: nothing written)" if args.dry_run else "")
+    )
+    return EXIT_NEW_GAP if report.open else EXIT_OK

@@ -1,0 +1,1 @@
+"""Removing history for good: forget keys (listed or matched), the object rewrite, expiry."""

@@ -1,0 +1,1 @@
+"""DynamoDB's native export folders (full and incremental, JSON and ION) → the archive's rows."""

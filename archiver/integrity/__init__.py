@@ -1,0 +1,1 @@
+"""The archive kept whole: checks, repair from the stream, and compaction."""

@@ -1,0 +1,1 @@
+"""Base snapshots, history kept from chained incremental exports, backfill from PITR."""

@@ -1,0 +1,1 @@
+"""Reading the archive: SQL, time travel, item history, status, verify."""

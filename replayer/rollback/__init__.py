@@ -1,0 +1,1 @@
+"""Rollback: undo, in the live table, every change after a time."""

@@ -1,0 +1,1 @@
+"""The time-travel endpoint: DynamoDB's own read API, answered from the archive at any instant."""

@@ -1,0 +1,1 @@
+"""Restore strategies: the choice, replay, native restores, ImportTable, and their costs."""

@@ -1,0 +1,1 @@
+"""Writing a restored table: sinks, batch writers, target table, warm, restore state, settings."""

@@ -1,0 +1,1 @@
+"""The installed wheel, run as a user runs it (see conftest.py)."""
