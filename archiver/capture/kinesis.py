@@ -59,6 +59,7 @@ from archiver.capture.kinesis_writer import Item, KinesisWriter
 from archiver.capture.reader import first_of
 from archiver.capture.streams_api import Shard, StreamInfo
 from archiver.format import gap_log, layout, ties
+from archiver.format.coverage import CREATED_WITH_TABLE_TOLERANCE
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, from_epoch, iso_ms, utcnow
 
@@ -102,6 +103,10 @@ class Intake:
         self.foreign = 0
         self.earlier_generation = 0
         self._lock = asyncio.Lock()
+        # Records created from here on are the current generation's for sure (the generation's
+        # own rule, LiveGeneration.table_id_at, decides the few before).
+        created = generation.created_at + CREATED_WITH_TABLE_TOLERANCE
+        self._current_from = int(created.timestamp() * 1_000_000)
 
     async def take(self, records: Sequence[Mapping[str, Any]], shard_id: str) -> list[Item]:
         """The archived table's records of a page, in order, each with its Kinesis sequence
@@ -127,8 +132,10 @@ class Intake:
                 item = kinesis_records.change(
                     doc, kinesis_sequence_number=kseq, arrival=arrival, shard_id=shard_id
                 )
-                at = from_epoch(item.micros / 1_000_000)
-                table_id = self.generation.table_id_at(at)
+                table_id = self.generation.table_id
+                if item.micros < self._current_from:
+                    at = from_epoch(item.micros / 1_000_000)
+                    table_id = self.generation.table_id_at(at) or ""
                 if table_id != self.generation.table_id:
                     self.earlier_generation += 1
                     continue
