@@ -176,7 +176,7 @@ class LiveStream:
 
     def describe_stream(self, params: dict[str, Any]) -> dict[str, Any]:
         if params.get("StreamArn") != self.arn:
-            raise _Error("ResourceNotFoundException", f"no stream {params.get('StreamArn')}")
+            raise _Error(_NOT_FOUND, f"no stream {params.get('StreamArn')}")
         shards = self.shards
         start = params.get("ExclusiveStartShardId")
         if start:
@@ -203,7 +203,7 @@ class LiveStream:
         for shard in self.shards:
             if shard.shard_id == shard_id:
                 return shard
-        raise _Error("ResourceNotFoundException", f"no shard {shard_id}")
+        raise _Error(_NOT_FOUND, f"no shard {shard_id}")
 
     def get_shard_iterator(self, params: dict[str, Any]) -> dict[str, Any]:
         shard = self._shard(params["ShardId"])
@@ -229,6 +229,10 @@ class LiveStream:
         if shard.closed_count is not None and end >= shard.closed_count:
             return f'{{"Records":[{records}]}}'.encode()
         return f'{{"NextShardIterator":"{shard.index}:{end}","Records":[{records}]}}'.encode()
+
+
+# The error type as DynamoDB Streams sends it (botocore reads the part after '#').
+_NOT_FOUND = "com.amazonaws.dynamodb.v20120810#ResourceNotFoundException"
 
 
 class _Error(Exception):

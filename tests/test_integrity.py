@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -396,11 +397,17 @@ def test_the_operator_story_run_and_restore_refuse_then_repair_restores_everythi
     from tests.replay_helpers import archive_table, replayer
 
     create_table(ddb, "people")
+    created = time.monotonic()
     for batch in range(3):
         for i in range(4):
             ddb.put_item(
                 TableName="people", Item={"pk": {"S": f"k{i}"}, "v": {"N": str(batch * 10 + i)}}
             )
+        if batch == 2:
+            # The watermark trails the last caught-up read by 2 s: read more than 2 s after
+            # the table's creation, or the latest restorable time is before the table existed
+            # (a refusal for another reason than the damage this test is about).
+            time.sleep(max(0.0, created + 2.5 - time.monotonic()))
         archive_table("people", archive.url)
     files = archive.find(layout.changes_table_dir("people"), ".parquet")
     assert len(files) == 3

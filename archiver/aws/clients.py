@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 # The services the code calls; a new one needs its overloads below and its stubs in the
 # ``test`` extra (``types-aiobotocore[...]`` and ``boto3-stubs[...]``).
-Service = Literal["application-autoscaling", "cloudwatch", "dynamodb", "dynamodbstreams"]
+Service = Literal["application-autoscaling", "cloudwatch", "dynamodb", "dynamodbstreams", "kinesis"]
 # Services reached only with a synchronous client (the fold on Athena, its Glue tables).
 SyncService = Service | Literal["athena", "glue"]
 
@@ -104,6 +104,10 @@ class AwsSettings:
     def aio_client(
         self, service: Literal["dynamodbstreams"], *, own_retries: bool = False
     ) -> AbstractAsyncContextManager[AioDynamoDBStreamsClient]: ...
+    @overload
+    def aio_client(
+        self, service: Literal["kinesis"], *, own_retries: bool = False
+    ) -> AbstractAsyncContextManager[Any]: ...  # no stubs: the capture types its calls itself
     def aio_client(
         self, service: Service, *, own_retries: bool = False
     ) -> AbstractAsyncContextManager[Any]:

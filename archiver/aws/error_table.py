@@ -42,6 +42,7 @@ __all__ = [
     "ConditionFailed",
     "CorruptArchive",
     "ExpiredIterator",
+    "ExpiredNextToken",
     "ExportNotFound",
     "InvalidRequest",
     "InvalidRestoreTime",
@@ -113,6 +114,11 @@ class InvalidRequest(UsageError):
     code = ""
 
 
+class ExpiredNextToken(InvalidRequest):
+    """A paging token (Kinesis ``ListShards``' ``NextToken``) older than it may be: the listing
+    starts again."""
+
+
 class InvalidRestoreTime(InvalidRequest):
     """The restore time is outside the restorable window."""
 
@@ -151,7 +157,7 @@ class ServiceUnavailable(AwsError):
 
 
 class ExpiredIterator(AwsError):
-    """A stream shard iterator is older than 15 minutes."""
+    """A shard iterator expired: DynamoDB Streams' after 15 minutes, Kinesis's after 5."""
 
 
 class TrimmedData(AwsError):
@@ -198,6 +204,18 @@ ERROR_CODES: dict[str, AnyArchiverError] = {
     "ServiceUnavailable": ServiceUnavailable,
     "ExpiredIteratorException": ExpiredIterator,
     "TrimmedDataAccessException": TrimmedData,
+    # Kinesis Data Streams (archiver.capture.kinesis_api): GetRecords' per-shard limits answer
+    # ProvisionedThroughputExceededException (above), an encrypted stream's KMS limits
+    # KMSThrottlingException; its server failures are InternalFailureException.
+    "KMSThrottlingException": Throttled,
+    "InternalFailureException": ServiceUnavailable,
+    "InvalidArgumentException": InvalidRequest,
+    "ExpiredNextTokenException": ExpiredNextToken,
+    "KMSAccessDeniedException": AccessDenied,
+    "KMSDisabledException": AccessDenied,
+    "KMSNotFoundException": AccessDenied,
+    "KMSInvalidStateException": AccessDenied,
+    "KMSOptInRequired": AccessDenied,
     # Glue (the Data Catalog the Athena engine reads).
     "EntityNotFoundException": ResourceNotFound,
     "AlreadyExistsException": ResourceInUse,

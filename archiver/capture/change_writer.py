@@ -107,6 +107,10 @@ class ShardProgress:
             return None
         return ms_to_datetime(buffer.first_event_ms)
 
+    # What a source other than DynamoDB Streams keeps per shard (the Kinesis capture: its
+    # sequence numbers and arrival times, read and durable).
+    extra: dict[str, Any] = field(default_factory=dict)
+
     def watermark_time(self) -> datetime | None:
         """Up to when this shard is durably archived (see DESIGN.md "watermark").
 
@@ -185,6 +189,9 @@ class ChangeWriter:
 
     Archive I/O runs in worker threads so the readers of other shards keep going.
     """
+
+    # The coverage mode its watermark is recorded under.
+    mode = "poller"
 
     def __init__(
         self,
@@ -406,6 +413,7 @@ class ChangeWriter:
             progress.durable_seq = buffer.last_seq
             progress.durable_event_time = buffer.last_event_time
             progress.head_chained = True
+            self._flushed(progress)
             caught_up_seq = progress.caught_up_seq or ""
             if progress.caught_up_at is not None and caught_up_seq <= buffer.last_seq:
                 progress.durable_caught_up_at = progress.caught_up_at
@@ -415,6 +423,9 @@ class ChangeWriter:
             self.stats.records_written += buffer.count
             metrics.current().file_written(self.table, buffer.count, buffer.nbytes, len(paths))
             self._durable_since_watermark = True
+
+    def _flushed(self, progress: ShardProgress) -> None:
+        """The shard's buffer is durable now (its checkpoint is written next)."""
 
     async def flush_all(self) -> None:
         for progress in list(self.shards.values()):
@@ -464,7 +475,7 @@ class ChangeWriter:
                     self.table,
                     self.generation.table_id,
                     watermark,
-                    mode="poller",
+                    mode=self.mode,
                 )
             metrics.current().lag(self.table, watermark)
         metrics.current().gaps(self.table, len(self.gaps.recorded) - self._gaps_reported)
@@ -508,22 +519,22 @@ class ChangeWriter:
             parent_id = parent.shard.parent_shard_id
         return None
 
+    def _checkpoint_doc(self, progress: ShardProgress) -> dict[str, Any]:
+        """The shard's checkpoint as of what is durable (DESIGN.md "State files")."""
+        return {
+            "stream_arn": progress.stream.arn,
+            "shard_id": progress.shard.shard_id,
+            "parent_shard_id": progress.shard.parent_shard_id,
+            "sequence_number": _plain(progress.durable_seq),
+            "event_time": _iso(progress.durable_event_time),
+            "caught_up_at": _iso(progress.durable_caught_up_at),
+            "closed": progress.finished,
+            "updated_at": iso_ms(utcnow()),
+            "chain_head": _chain_head(progress),
+        }
+
     def _write_checkpoint(self, progress: ShardProgress) -> None:
-        write_checkpoint(
-            self.archive,
-            self.table,
-            {
-                "stream_arn": progress.stream.arn,
-                "shard_id": progress.shard.shard_id,
-                "parent_shard_id": progress.shard.parent_shard_id,
-                "sequence_number": _plain(progress.durable_seq),
-                "event_time": _iso(progress.durable_event_time),
-                "caught_up_at": _iso(progress.durable_caught_up_at),
-                "closed": progress.finished,
-                "updated_at": iso_ms(utcnow()),
-                "chain_head": _chain_head(progress),
-            },
-        )
+        write_checkpoint(self.archive, self.table, self._checkpoint_doc(progress))
         progress.dirty = False
         progress.checkpointed = time.monotonic()
 

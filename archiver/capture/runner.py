@@ -41,6 +41,7 @@ from archiver.aws.retry import RetryPolicy
 from archiver.capture.change_writer import ChangeWriter, FlushPolicy, LiveGeneration
 from archiver.capture.processes import PooledWriter, ShardPool
 from archiver.capture.reader import REPLAYABLE_VIEWS, ConsumerConfig, StreamConsumer, first_of
+from archiver.capture.sources import refuse_other_source
 from archiver.capture.streams_api import StreamInfo, StreamsApi
 from archiver.format import coverage, tables
 from archiver.format.storage import Archive
@@ -192,6 +193,7 @@ class _Session:
         check_stream(doc)
         self.table_id = str(doc["table_id"])
         await asyncio.to_thread(coverage.check_owner, self.archive, table, str(doc["table_arn"]))
+        await asyncio.to_thread(refuse_other_source, self.archive, table, self.table_id, False)
         # Before anything is written: state files that parse, resume points that can be trusted.
         await asyncio.to_thread(verify_resume, self.archive, table)
         await asyncio.to_thread(tables.store_description, self.archive, doc)

@@ -33,7 +33,7 @@ import botocore.exceptions
 from archiver.aws import metrics
 from archiver.aws.clients import AwsSettings
 from archiver.aws.error_table import UsageError
-from archiver.capture import many, raw_records
+from archiver.capture import kinesis_run, many, raw_records
 from archiver.capture.change_writer import (
     DEFAULT_FLUSH_BYTES,
     DEFAULT_FLUSH_RECORDS,
@@ -139,6 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="interval of the progress lines on stderr (records, files, lag, watermark)",
     )
+    kinesis_run.add_kinesis_arguments(parser)
 
 
 def main(args: Any) -> int:
@@ -147,12 +148,17 @@ def main(args: Any) -> int:
     if not names and tagged is None:
         raise UsageError("name the tables to archive: --table-name T (repeatable) or "
                          "--tables-tagged KEY=VALUE")  # fmt: skip
+    kinesis = kinesis_run.KinesisOptions.from_args(args)
+    if kinesis is not None:
+        kinesis_run.one_table(names, tagged)
     config = RunConfig.from_args(args)
     settings = AwsSettings.from_args(args)
     raw_records.collect_less()
     archive = open_archive(args, config.archive_url, endpoint_url=settings.endpoint_url)
 
     async def archive_tables(stop: asyncio.Event) -> int:
+        if kinesis is not None:
+            return await kinesis_run.execute(config, settings, archive, kinesis, stop=stop)
         processes = getattr(args, "processes", 1)
         debug = bool(getattr(args, "debug", False))
         async with shard_pool(processes, settings, archive, debug=debug) as pool:

@@ -130,8 +130,12 @@ def file_problems(state: FileState) -> list[Problem]:
             _ranged(
                 FOOTER_MISMATCH,
                 state,
-                f"holds sequence numbers {state.seq_min}..{state.seq_max}, its name says "
-                f"{name.first_seq}..{name.last_seq}",
+                f"holds sequence numbers {state.seq_min}..{state.seq_max}, its "
+                + (
+                    f"footer says {'..'.join(state.footer.sequence_range)}"
+                    if state.footer is not None and state.footer.sequence_range
+                    else f"name says {name.first_seq}..{name.last_seq}"
+                ),
             )
         )
     footer = state.footer
@@ -184,12 +188,16 @@ def file_problems(state: FileState) -> list[Problem]:
 
 def _range_ok(state: FileState) -> bool:
     """Whether the file's sequence numbers fit its name: exactly its first and last, or —
-    once an erasure removed rows (recorded in the file) — within them."""
+    once an erasure removed rows (recorded in the file) — within them. A Kinesis file's name
+    counts its shard's records; its footer says its ``sequence_number`` range instead."""
     assert state.seq_min is not None and state.seq_max is not None
-    name = state.name
+    first, last = state.name.first_seq, state.name.last_seq
+    recorded = state.footer.sequence_range if state.footer is not None else None
+    if recorded is not None:
+        first, last = recorded
     if state.erasures:
-        return name.first_seq <= state.seq_min and state.seq_max <= name.last_seq
-    return state.seq_min == name.first_seq and state.seq_max == name.last_seq
+        return first <= state.seq_min and state.seq_max <= last
+    return state.seq_min == first and state.seq_max == last
 
 
 def content_problems(state: FileState, rows: pa.Table) -> list[Problem]:

@@ -48,13 +48,20 @@ def _dt_of_day(day: int) -> str:
 
 @dataclass
 class Run:
-    """Consecutive records of one shard within one ``dt``: the content of one file."""
+    """Consecutive records of one shard within one ``dt``: the content of one file.
+
+    ``first_seq``/``last_seq`` name the file: the records' sequence numbers, or — for rows
+    captured from Kinesis — their positions in the shard's count of archived records, with
+    the Kinesis sequence numbers they came at in ``first_source``/``last_source``.
+    """
 
     dt: str
     rows: ChangeRows
     first_seq: str  # zero-padded
     last_seq: str
     last_event_ms: int
+    first_source: str | None = None
+    last_source: str | None = None
 
 
 class RunBuilder:
@@ -72,9 +79,13 @@ class RunBuilder:
         origin: str,
         prev_last_seq: str | None = None,
         prev_chained: bool = False,
+        kinesis_shard: str | None = None,
     ) -> None:
         self.stream_arn = stream_arn
         self.shard_id = shard_id
+        # A Kinesis shard's records: its own id (``shard_id`` is its name in the archive,
+        # ``layout.kinesis_chain_shard``); the footers record the Kinesis provenance.
+        self.kinesis_shard = kinesis_shard
         # The last sequence number of the shard's previous file: the first run's chain link;
         # and whether that file carries a chain footer itself.
         self.prev_last_seq = prev_last_seq
@@ -98,8 +109,30 @@ class RunBuilder:
     def last_event_time(self) -> datetime:
         return ms_to_datetime(self.runs[-1].last_event_ms)
 
-    def add(self, record: Mapping[str, Any]) -> None:
-        self.extend((record,))
+    def add(
+        self, record: Mapping[str, Any], position: str | None = None, source: str | None = None
+    ) -> None:
+        """Add one record; ``position`` (zero-padded) names it in the file names instead of
+        its sequence number, ``source`` is where it came from (a Kinesis sequence number)."""
+        if position is None and source is None:
+            self.extend((record,))
+            return
+        ddb = record["dynamodb"]
+        seq = position if position is not None else pad_seq(ddb["SequenceNumber"])
+        ms = event_time_ms(ddb["ApproximateCreationDateTime"])
+        dt = _dt_of_day(ms // _DAY_MS)
+        if not self.runs or self.runs[-1].dt != dt:
+            self.runs.append(Run(dt, ChangeRows(), seq, seq, ms, source, source))
+        run = self.runs[-1]
+        run.last_source = source
+        run.rows.append_many(
+            (record,), (self.stream_arn, self.shard_id, self.table_id, self.origin)
+        )
+        run.last_seq = seq
+        run.last_event_ms = ms
+        if self.first_event_ms is None:
+            self.first_event_ms = ms
+        self.count += 1
 
     def extend(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Add records of the shard, in sequence order (a page at a time costs least)."""
@@ -138,11 +171,23 @@ def write_run(
     run: Run,
     prev_last_seq: str | None = None,
     prev_chained: bool = False,
+    kinesis_shard: str | None = None,
 ) -> str:
     """Write one run as one Parquet file (atomically), its chain footer linking to
     ``prev_last_seq`` (the shard's previous file; always ``None`` for Lambda); returns its path.
+
+    ``kinesis_shard``: the Kinesis shard the run came from (the footer records the run's
+    Kinesis provenance; its name counts the shard's records).
     """
     name = shard_id or layout.LAMBDA_SHARD
+    kinesis = None
+    if kinesis_shard is not None and run.first_source is not None:
+        kinesis = {
+            "stream_arn": stream_arn,
+            "shard_id": kinesis_shard,
+            "first_sequence_number": run.first_source,
+            "last_sequence_number": run.last_source,
+        }
     path = layout.change_file(
         table, run.dt, layout.stream_label_of(stream_arn), name, run.first_seq, run.last_seq
     )
@@ -156,6 +201,7 @@ def write_run(
         last_seq=run.last_seq,
         prev_last_seq=prev_last_seq if shard_id else None,
         prev_chained=prev_chained,
+        kinesis=kinesis,
     )
     archive.write_parquet(path, footers.with_footer(rows, footer))
     return path
@@ -220,7 +266,11 @@ def write_builder(archive: Archive, table: str, builder: RunBuilder) -> list[str
     prev, chained = builder.prev_last_seq, builder.prev_chained
     for run in builder.runs:
         try:
-            written.append(write_run(archive, table, stream_arn, shard_id, run, prev, chained))
+            written.append(
+                write_run(
+                    archive, table, stream_arn, shard_id, run, prev, chained, builder.kinesis_shard
+                )
+            )
             prev, chained = run.last_seq, True
         except PoisonRecord:
             raise  # not a failed write: the record itself is refused

@@ -27,7 +27,9 @@ from archiver.format.timefmt import iso_ms, parse_iso, utcnow
 
 log = logging.getLogger(__name__)
 
-MODES = ("poller", "lambda", "incremental")
+MODES = ("poller", "lambda", "incremental", "kinesis", "kinesis-lambda")
+# Captured from Kinesis Data Streams for DynamoDB (the poller, or the Lambda function).
+KINESIS_MODES = ("kinesis", "kinesis-lambda")
 
 # DynamoDB Streams keeps records for 24 hours.
 STREAM_RETENTION = timedelta(hours=24)

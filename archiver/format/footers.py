@@ -6,7 +6,11 @@ a JSON object (docs/format.md "Integrity chain")::
     {"format": 1, "table", "table_id", "stream_arn", "shard_id", "dt", "first_seq",
      "last_seq", "row_count", "prev_last_seq", "prev_chained", "content_sha256"}
 
-plus ``"erasures": [<erasure id>, …]`` once ``ddb-archiver forget`` has removed rows from the
+plus, in a file of rows captured from Kinesis Data Streams by the poller, ``"kinesis"``: the
+Kinesis stream and shard, the first and last Kinesis sequence numbers the file holds, and its
+rows' lowest and highest ``sequence_number`` (its name's range is the shard's record count,
+not ``sequence_number``: docs/format.md "Kinesis Data Streams records"); and
+``"erasures": [<erasure id>, …]`` once ``ddb-archiver forget`` has removed rows from the
 file (then its rows may no longer reach its name's first and last sequence numbers; name and
 links stay). A file written before footers existed records erasures under
 :data:`ERASURES_KEY` instead, so that it stays unchained.
@@ -28,6 +32,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -73,6 +78,9 @@ class Footer:
     content_sha256: str
     prev_chained: bool = False
     erasures: tuple[str, ...] = ()  # ids of the erasures that removed rows from the file
+    # Kinesis provenance: stream_arn, shard_id, first/last_sequence_number (Kinesis's),
+    # sequence_min/max (the rows' ``sequence_number`` range).
+    kinesis: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -91,6 +99,8 @@ class Footer:
         }
         if self.erasures:
             doc["erasures"] = list(self.erasures)
+        if self.kinesis is not None:
+            doc["kinesis"] = dict(self.kinesis)
         return doc
 
     @classmethod
@@ -109,7 +119,16 @@ class Footer:
             prev_chained=bool(doc.get("prev_chained", False)),
             content_sha256=str(doc["content_sha256"]),
             erasures=tuple(str(e) for e in doc.get("erasures") or ()),
+            kinesis=dict(doc["kinesis"]) if isinstance(doc.get("kinesis"), Mapping) else None,
         )
+
+    @property
+    def sequence_range(self) -> tuple[str, str] | None:
+        """The rows' ``sequence_number`` range when the name's range is not it (Kinesis)."""
+        if self.kinesis is None:
+            return None
+        low, high = self.kinesis.get("sequence_min"), self.kinesis.get("sequence_max")
+        return (str(low), str(high)) if low and high else None
 
     @property
     def chained(self) -> bool:
@@ -126,10 +145,21 @@ def make_footer(
     last_seq: str,
     prev_last_seq: str | None,
     prev_chained: bool = False,
+    kinesis: Mapping[str, Any] | None = None,
 ) -> Footer:
-    """The footer of a change file about to be written with ``rows``."""
+    """The footer of a change file about to be written with ``rows``.
+
+    ``kinesis``: the Kinesis provenance of a file whose name counts the shard's records
+    (``stream_arn``, ``shard_id``, ``first_sequence_number``, ``last_sequence_number``); the
+    rows' ``sequence_number`` range is added here.
+    """
     stream_arn = str(rows.column("stream_arn")[0]) if rows.num_rows else ""
     table_id = str(rows.column("table_id")[0]) if rows.num_rows else ""
+    if kinesis is not None:
+        sequence = rows.column("sequence_number")
+        low = pc.min(sequence).as_py() if rows.num_rows else None
+        high = pc.max(sequence).as_py() if rows.num_rows else None
+        kinesis = {**kinesis, "sequence_min": low, "sequence_max": high}
     return Footer(
         table=table,
         table_id=table_id,
@@ -142,6 +172,7 @@ def make_footer(
         prev_last_seq=layout.pad_seq(prev_last_seq) if prev_last_seq else None,
         prev_chained=bool(prev_last_seq) and prev_chained,
         content_sha256=content_sha256(rows),
+        kinesis=kinesis,
     )
 
 

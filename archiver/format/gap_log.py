@@ -39,6 +39,10 @@ GAP_FILE_LOST = "archive-file-lost"
 GAP_PITR_REENABLED = "pitr-disabled-and-reenabled"
 GAP_EXPORT_FAILED = "export-failed"
 GAP_WINDOW_EXPIRED = "export-window-expired"
+# Holes in a log captured from Kinesis Data Streams (archiver.capture.kinesis).
+GAP_KINESIS_RETENTION = "kinesis-retention-passed"
+GAP_KINESIS_DISABLED = "kinesis-destination-disabled"
+GAP_KINESIS_DELETED = "kinesis-stream-deleted"
 GAP_REASONS = {
     GAP_TRIMMED: "records were trimmed from the stream before they were read",
     GAP_SHARD_LOST: "a shard expired (archiver down past the stream's 24 h retention)",
@@ -55,6 +59,11 @@ GAP_REASONS = {
     GAP_EXPORT_FAILED: "the incremental export of this window failed",
     GAP_WINDOW_EXPIRED: "the window had left point-in-time recovery's period before it was "
     "exported",
+    GAP_KINESIS_RETENTION: "records may have passed the Kinesis data stream's retention "
+    "period before they were read",
+    GAP_KINESIS_DISABLED: "the table's Kinesis streaming destination was not active: writes "
+    "in between have no record",
+    GAP_KINESIS_DELETED: "the Kinesis data stream was deleted: records not read by then are lost",
 }
 
 

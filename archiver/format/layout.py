@@ -25,6 +25,15 @@ AWS_EXPORTS = "AWSDynamoDB"
 STAGING = "_staging"
 LAMBDA_SHARD = "lambda"
 SEQ_WIDTH = 40
+# Kinesis Data Streams for DynamoDB (``archiver.capture.kinesis``). A Kinesis stream ARN has no
+# creation time in it, and its records are ordered by time, not by a stream's own sequence: all
+# of a table's Kinesis files share this one label (so the fold orders them by
+# ``sequence_number`` alone, across Kinesis streams), and the stream and shard are in the
+# file's shard part (:func:`kinesis_chain_shard`). The label is the epoch, so no plan ever
+# leaves Kinesis files out as "created after the restore time".
+KINESIS_STREAM_LABEL = "1970-01-01T00:00:00.000"
+KINESIS_LABEL = "19700101T000000000Z"
+KINESIS_SHARD_PREFIX = "kinesis-"
 
 _CHANGE_FILE = re.compile(
     r"^(?P<label>\d{8}T\d{9}Z)_(?P<shard>.+)_(?P<first>\d{40})_(?P<last>\d{40})\.parquet$"
@@ -81,9 +90,37 @@ def label_stamp(stream_label: str) -> str:
     return stamp(stream_label_time(stream_label))
 
 
+def is_kinesis_arn(arn: str) -> bool:
+    """Whether ``arn`` is a Kinesis data stream's (``arn:<partition>:kinesis:…:stream/<name>``)."""
+    parts = arn.split(":", 5)
+    return len(parts) == 6 and parts[2] == "kinesis" and parts[5].startswith("stream/")
+
+
 def stream_label_of(stream_arn: str) -> str:
-    """The label at the end of a stream ARN (``…/stream/<label>``)."""
+    """The label at the end of a stream ARN (``…/stream/<label>``); for a Kinesis data stream,
+    which has none, :data:`KINESIS_STREAM_LABEL`."""
+    if is_kinesis_arn(stream_arn):
+        return KINESIS_STREAM_LABEL
     return stream_arn.rsplit("/stream/", 1)[-1]
+
+
+def kinesis_stream_name(stream_arn: str) -> str:
+    """The name at the end of a Kinesis stream ARN."""
+    return stream_arn.split(":", 5)[-1].split("/", 2)[1]
+
+
+def kinesis_chain_shard(stream_arn: str, created_at: datetime, shard_id: str) -> str:
+    """The shard part of the names of one Kinesis shard's change files (and its checkpoint):
+    ``kinesis-<stream name>-<stamp(stream creation)>-<shard id>``. Shard ids repeat across
+    streams and across a stream deleted and created again under the same name; the name and
+    the creation time tell them apart."""
+    return f"{KINESIS_SHARD_PREFIX}{kinesis_stream_name(stream_arn)}-{stamp(created_at)}-{shard_id}"
+
+
+def is_kinesis_file(rel: str) -> bool:
+    """Whether a change file holds rows captured from Kinesis Data Streams (poller or Lambda)."""
+    parsed = ChangeFileName.parse(rel)
+    return parsed is not None and parsed.label == KINESIS_LABEL
 
 
 def stream_arn(table_arn: str, stream_label: str) -> str:
@@ -544,6 +581,16 @@ def lambda_deployment(table: str) -> str:
 def lambda_redrives(table: str) -> str:
     """One line per on-failure object handled by ``ddb-archiver redrive``."""
     return f"{state_dir(table)}/lambda-redrives.jsonl"
+
+
+def kinesis_state(table: str) -> str:
+    """What the Kinesis capture knows of the table's destination (precision, status seen)."""
+    return f"{state_dir(table)}/kinesis.json"
+
+
+def kinesis_ties(table: str) -> str:
+    """Records of one key with the same creation time, as the Kinesis capture ordered them."""
+    return f"{state_dir(table)}/kinesis-ties.jsonl"
 
 
 def compaction_pending(table: str) -> str:

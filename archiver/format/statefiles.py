@@ -102,9 +102,9 @@ _GENERATION: Schema = {
     "from_table_creation": (BOOL, False, "true or false"),
     "watermark": (OPT_ISO, False, "an ISO UTC time or null"),
     "mode": (
-        _nullable(lambda v: v in ("poller", "lambda", "incremental")),
+        _nullable(lambda v: v in ("poller", "lambda", "incremental", "kinesis", "kinesis-lambda")),
         False,
-        "poller, lambda or incremental",
+        "poller, lambda, incremental, kinesis or kinesis-lambda",
     ),
 }
 
@@ -165,6 +165,29 @@ RESTORE_STATS: Schema = {
     "measured_at": (ISO, False, "an ISO UTC time"),
     "imports": (_list_of(DICT), False, "a list of {bytes, seconds, …}"),
     "inexact": (DICT, False, "an object"),
+}
+
+
+# Records of one key with the same creation time, as the Kinesis capture ordered them
+# (archiver.format.ties): the latest line per (key_sha256, micros) counts.
+KINESIS_TIE: Schema = {
+    "table_id": (STR, True, "a string"),
+    "key_sha256": (STR, True, "a string"),
+    "micros": (_digits, True, "a decimal string"),
+    "event_ids": (_list_of(STR), True, "a list of event ids"),
+    "sequence_numbers": (_list_of(_digits), True, "a list of decimal strings"),
+    "decided": (BOOL, True, "true or false"),
+    "detected_at": (ISO, True, "an ISO UTC time"),
+}
+
+# What the Kinesis capture knows of a table's streaming destination (archiver.capture).
+KINESIS_STATE: Schema = {
+    "stream_arn": (STR, True, "a string"),
+    "precision": (OPT_STR, False, "a string or null"),
+    "status": (OPT_STR, False, "a string or null"),
+    "status_seen_at": (OPT_ISO, False, "an ISO UTC time or null"),
+    "active_seen_at": (OPT_ISO, False, "an ISO UTC time or null"),
+    "inactive_since": (OPT_ISO, False, "an ISO UTC time or null"),
 }
 
 

@@ -31,6 +31,7 @@ Examples:
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 from collections.abc import Iterable
@@ -148,6 +149,34 @@ def plan_bins(files: list[ChangeFile], target_bytes: int) -> list[list[ChangeFil
     return [b for b in bins if len(b) > 1]
 
 
+def _within_day(runs: list[list[ChangeFile]], every: list[ChangeFile]) -> list[list[ChangeFile]]:
+    """Runs cut where their shard's chain goes through a file of another day between two of
+    their files. A Kinesis shard's records arrive out of time order, so its chain crosses
+    ``dt`` partitions back and forth; a merged file must still cover one contiguous range of
+    it (its name says so), never records that live in another day's files."""
+    firsts: dict[tuple[str, str], list[str]] = {}
+    for f in every:
+        firsts.setdefault((f.name.label, f.name.shard_id), []).append(f.name.first_seq)
+    out: list[list[ChangeFile]] = []
+    for run in runs:
+        chain = sorted(firsts.get((run[0].name.label, run[0].name.shard_id), []))
+        inside = {f.name.first_seq for f in run}
+        piece: list[ChangeFile] = []
+        for f in run:
+            if piece:
+                reach = max(p.name.last_seq for p in piece)
+                between = (
+                    bisect.bisect_right(chain, reach),
+                    bisect.bisect_left(chain, f.name.first_seq),
+                )
+                if any(first not in inside for first in chain[between[0] : between[1]]):
+                    out.append(piece)
+                    piece = []
+            piece.append(f)
+        out.append(piece)
+    return [piece for piece in out if len(piece) > 1]
+
+
 def merged_path(table: str, run: list[ChangeFile]) -> str:
     """The merged file's name: the run's first and last sequence numbers."""
     first = min(f.name.first_seq for f in run)
@@ -225,6 +254,7 @@ def merge_run(archive: Archive, table: str, run: list[ChangeFile]) -> tuple[str,
             last_seq=name.last_seq,
             prev_last_seq=footer.prev_last_seq if footer is not None else None,
             prev_chained=footer.prev_chained if footer is not None else False,
+            kinesis=_merged_kinesis([footers.footer_of(tables[i].schema.metadata) for i in order]),
         ),
     )
     merged = _carry_erasures(merged, tables, footer)
@@ -237,6 +267,20 @@ def merge_run(archive: Archive, table: str, run: list[ChangeFile]) -> tuple[str,
         )
     metrics.current().record(metrics.FILES_WRITTEN, 1, table)
     return out, rows_in, merged.num_rows, size
+
+
+def _merged_kinesis(inputs: list[footers.Footer | None]) -> dict[str, Any] | None:
+    """The Kinesis provenance of a merged run (inputs in chain order): its first input's
+    first Kinesis sequence number to its last input's last (the rows' ``sequence_number``
+    range is recomputed from the merged rows)."""
+    found = [f.kinesis for f in inputs if f is not None and f.kinesis is not None]
+    if not found:
+        return None
+    keep = ("stream_arn", "shard_id", "first_sequence_number")
+    return {
+        **{k: found[0].get(k) for k in keep},
+        "last_sequence_number": found[-1].get("last_sequence_number"),
+    }
 
 
 def _carry_erasures(
@@ -327,6 +371,9 @@ def compact(
     for f in files:
         groups.setdefault(f.group, []).append(f)
     runs = [run for key in sorted(groups) for run in plan_bins(groups[key], target_bytes)]
+    if any(f.name.label == layout.KINESIS_LABEL for f in files):
+        every = files if dts is None else list_change_files(archive, table)
+        runs = _within_day(runs, [f for f in every if f.rel not in pending_paths])
     deletable_after = iso_ms(now + timedelta(seconds=grace_seconds))
     for run in tqdm(runs, desc=f"compacting {table}", unit="file", disable=not progress or None):
         report.partitions.add(run[0].dt)

@@ -8,6 +8,9 @@ GetRecords pages) up to ``until_seq``; the records are written the normal way
 (``changefiles.write_builder``, chained to ``after_seq``), so the same records give the same
 files, rows and names as before the damage. Damaged files the new ones replace are removed.
 
+A Kinesis shard's range is read again from its data stream
+(``archiver.capture.kinesis_reread``: the same order keys and counts, so the same names).
+
 When the stream no longer holds the range (trimmed, the shard or stream gone, or the first
 record of a shard that may have been trimmed), nothing can bring it back: the range is
 recorded in ``gaps.jsonl`` with reason ``archive-file-lost`` (and the shard and sequence
@@ -25,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from archiver.aws.clients import AwsSettings
 from archiver.aws.error_table import ResourceNotFound, TrimmedData, is_error
+from archiver.capture.kinesis_reread import Reread, reread
+from archiver.capture.kinesis_run import DEFAULT_REORDER_SECONDS
 from archiver.capture.streams_api import Shard, StreamsApi
 from archiver.format import chain, coverage, gap_log, layout
 from archiver.format.chain import Problem
@@ -136,30 +141,104 @@ async def repair(
     settings: AwsSettings,
     *,
     streams_client: Any = None,
+    kinesis_client: Any = None,
 ) -> RepairReport:
-    """Repair what ``result`` found: re-read each broken range, or record it as lost."""
+    """Repair what ``result`` found: re-read each broken range, or record it as lost. A
+    Kinesis shard's range is re-read from its Kinesis data stream
+    (``archiver.capture.kinesis_reread``)."""
     report = RepairReport()
     holes, report.skipped = holes_from(result.problems)
     if not holes:
         return report
     ctx = result.context
     async with AsyncExitStack() as stack:
-        if streams_client is None:
-            streams_client = await stack.enter_async_context(settings.aio_client("dynamodbstreams"))
-        api = StreamsApi(streams_client)
         for hole in holes:
             _resume_before(hole, ctx.states)
             stream_arn = _stream_arn(ctx.states, ctx.checkpoints, hole)
             if stream_arn is None:
                 report.skipped.extend(p for p in result.problems if p.shard_id == hole.shard_id)
                 continue
-            records = await _reread(api, stream_arn, hole)
+            if hole.label == layout.KINESIS_LABEL:
+                if kinesis_client is None:
+                    kinesis_client = await stack.enter_async_context(settings.aio_client("kinesis"))
+                found = await _reread_kinesis(kinesis_client, archive, table, stream_arn, hole, ctx)
+                if found is not None:
+                    paths = _write_kinesis(archive, table, stream_arn, hole, found, ctx)
+                    report.recovered.append((hole, paths, len(found)))
+                else:
+                    report.gaps.append(_record_lost(archive, table, stream_arn, hole, ctx))
+                continue
+            if streams_client is None:
+                streams_client = await stack.enter_async_context(
+                    settings.aio_client("dynamodbstreams")
+                )
+            records = await _reread(StreamsApi(streams_client), stream_arn, hole)
             if records is not None:
                 paths = _write(archive, table, stream_arn, hole, records, ctx.states)
                 report.recovered.append((hole, paths, len(records)))
             else:
                 report.gaps.append(_record_lost(archive, table, stream_arn, hole, ctx))
     return report
+
+
+def _kinesis_shard(hole: Hole, ctx: Any) -> str | None:
+    """The Kinesis shard id of a chain (its checkpoint's, or a footer's)."""
+    doc = ctx.checkpoints.get((hole.label, hole.shard_id)) or {}
+    if doc.get("kinesis_shard_id"):
+        return str(doc["kinesis_shard_id"])
+    for state in ctx.states:
+        if state.group == (hole.label, hole.shard_id) and state.footer and state.footer.kinesis:
+            return str(state.footer.kinesis.get("shard_id"))
+    return None
+
+
+async def _reread_kinesis(
+    client: Any, archive: Archive, table: str, stream_arn: str, hole: Hole, ctx: Any
+) -> Reread | None:
+    shard_id = _kinesis_shard(hole, ctx)
+    before = [
+        s
+        for s in ctx.states
+        if s.group == (hole.label, hole.shard_id)
+        and hole.after_seq is not None
+        and s.name.last_seq == hole.after_seq
+        and s.footer is not None
+        and s.footer.kinesis is not None
+    ]
+    if shard_id is None or not before:
+        return None  # a range that starts the shard cannot be proven whole
+    assert before[0].footer is not None and before[0].footer.kinesis is not None
+    return await reread(
+        client,
+        archive,
+        table,
+        _table_id(ctx.states, hole, archive, table),
+        stream_arn=stream_arn,
+        shard_id=shard_id,
+        after_kseq=str(before[0].footer.kinesis.get("last_sequence_number")),
+        after=int(hole.after_seq or 0),
+        until=int(hole.until_seq),
+    )
+
+
+def _write_kinesis(
+    archive: Archive, table: str, stream_arn: str, hole: Hole, found: Reread, ctx: Any
+) -> list[str]:
+    builder = RunBuilder(
+        stream_arn=stream_arn,
+        shard_id=hole.shard_id,
+        table_id=_table_id(ctx.states, hole, archive, table),
+        origin="kinesis",
+        prev_last_seq=hole.after_seq,
+        prev_chained=True,
+        kinesis_shard=_kinesis_shard(hole, ctx),
+    )
+    for record, count, kseq in found:
+        builder.add(record, count, kseq)
+    paths = write_builder(archive, table, builder)
+    for rel in hole.damaged - set(paths):
+        archive.delete(rel)
+    return paths
 
 
 def _resume_before(hole: Hole, states: list[FileState]) -> None:
@@ -273,10 +352,17 @@ def _record_lost(
     group = [s for s in ctx.states if s.group == (hole.label, hole.shard_id)]
     before = [s for s in group if hole.after_seq is not None and s.name.last_seq == hole.after_seq]
     after = [s for s in group if s.name.first_seq > hole.until_seq and s.rel not in hole.damaged]
-    start = _event_bound(archive, before[0].rel, last=True) if before else None
-    end = _event_bound(archive, min(after, key=lambda s: s.name.first_seq).rel, last=False) if (
+    # A Kinesis shard holds records in arrival order, not time order: a lost record was created
+    # no earlier than the reordering margin before the earliest record of the file before it,
+    # and no later than the margin after the latest of the file after it.
+    kinesis = hole.label == layout.KINESIS_LABEL
+    margin = timedelta(seconds=DEFAULT_REORDER_SECONDS if kinesis else 0)
+    start = _event_bound(archive, before[0].rel, last=not kinesis) if before else None
+    end = _event_bound(archive, min(after, key=lambda s: s.name.first_seq).rel, last=kinesis) if (
         after
     ) else None  # fmt: skip
+    start = start - margin if start is not None else None
+    end = end + margin if end is not None else None
     doc = ctx.checkpoints.get((hole.label, hole.shard_id)) or {}
     if start is None:
         current = coverage.current(archive, table) or {}

@@ -127,7 +127,7 @@ def stream_created_at(stream_arn: str) -> datetime:
 # -- cold start -----------------------------------------------------------------------------
 
 
-def _describe(archive: Archive, table: str) -> dict[str, Any]:
+def describe_table(archive: Archive, table: str) -> dict[str, Any]:
     """Capture the table's description (written when it changed); fall back to the newest
     archived one when DynamoDB cannot be asked (the records still need their table_id)."""
     try:
@@ -211,7 +211,7 @@ def _record_deployment(archive: Archive, table: str, now: datetime) -> None:
 
 def _open_stream(archive: Archive, stream_arn: str, now: datetime) -> StreamContext:
     table = table_of(stream_arn)
-    doc = _describe(archive, table)
+    doc = describe_table(archive, table)
     table_arn = str(doc["table_arn"])
     table_id = str(doc["table_id"])
     coverage.check_owner(archive, table, table_arn)

@@ -20,7 +20,12 @@ from datetime import datetime, timedelta
 from archiver.aws.clients import AwsSettings
 from archiver.aws.error_table import EXIT_DIFFERENCES
 from archiver.aws.prices import PRICES_AS_OF, full_export_cost, rates_for
-from archiver.cliutil import add_archive_argument, add_table_argument, positive_float, positive_int
+from archiver.cliutil import (
+    add_archive_argument,
+    add_table_argument,
+    non_negative_float,
+    positive_int,
+)
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time, utcnow
 from archiver.native.pitr import describe_pitr
@@ -77,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--poll-seconds",
-        type=positive_float,
+        type=non_negative_float,
         default=10.0,
         help="how often to poll the export or restore",
     )

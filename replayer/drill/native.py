@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 from botocore.exceptions import ClientError
 
+from archiver.aws.error_table import ResourceNotFound, is_error
 from archiver.format import layout
 from archiver.format.errors import UsageError
 from archiver.format.exports.full import export_rows, read_export
@@ -174,8 +175,7 @@ def _delete_table(ddb: DynamoDBClient, name: str) -> None:
     try:
         ddb.delete_table(TableName=name)
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code")
-        if code != "ResourceNotFoundException":
+        if not is_error(exc, ResourceNotFound):
             raise replay_error(exc, f"delete scratch table {name}") from exc
 
 

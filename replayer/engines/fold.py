@@ -164,12 +164,15 @@ def may_hold_duplicates(files: Sequence[str]) -> bool:
     sequence numbers, so files of one shard whose ranges do not overlap cannot share a record.
     Overlaps come from compaction (inputs still present during their grace period),
     re-archiving with other batch boundaries, or poller and Lambda both archiving a stream.
+    Rows captured from Kinesis Data Streams always may: Kinesis delivers a record more than
+    once, and a duplicate read after a restart is archived again (same ``event_id``, same
+    ``sequence_number``).
     """
     ranges: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
     shards: dict[str, set[str]] = defaultdict(set)
     for rel in files:
         parsed = layout.ChangeFileName.parse(rel)
-        if parsed is None:
+        if parsed is None or parsed.label == layout.KINESIS_LABEL:
             return True
         ranges[(parsed.label, parsed.shard_id)].append((parsed.first_seq, parsed.last_seq))
         shards[parsed.label].add(parsed.shard_id)

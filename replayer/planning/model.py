@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archiver.format import gap_log
 from archiver.format.manifests import list_snapshots
@@ -19,6 +19,9 @@ from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, parse_iso
 from replayer.planning import lambda_gaps
 from replayer.planning.segments import Inexact, LogSegment
+
+if TYPE_CHECKING:
+    from replayer.planning.kinesis_order import EqualTimeOrder
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +110,9 @@ class Plan:
     # History kept from incremental exports: the log as segments in time order (replayer.
     # windows); empty for a plan over the stream alone, which reads ``change_files``.
     segments: tuple[LogSegment, ...] = field(default=())
-    inexact: Inexact | None = None  # set only when --allow-inexact took some keys' state
+    # Set only when --allow-inexact took some keys' state: inside an incremental-export
+    # window, or where equal-time Kinesis records' order is not proven.
+    inexact: Inexact | EqualTimeOrder | None = None
 
     @property
     def table_id(self) -> str:

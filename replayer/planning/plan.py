@@ -33,7 +33,7 @@ from archiver.format import coverage
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms
 from replayer.exceptions import AfterWatermark, GapInLog, NoUsableBase, OutsideCoverage, Refused
-from replayer.planning import lambda_gaps
+from replayer.planning import kinesis_order, lambda_gaps
 from replayer.planning.log_files import check_chain
 from replayer.planning.model import (
     Base,
@@ -273,13 +273,13 @@ def plan_restore(
     windows = incremental.windows_of(archive, table, gen.table_id)
     if not windows:
         return _plan_from_stream(
-            archive, table, at, gen, allow_gaps, settings, convert, lambda_checks
+            archive, table, at, gen, allow_gaps, settings, convert, lambda_checks, allow_inexact
         )
     if convert:
         convert_exports(archive, table, settings)
     try:
         return _plan_from_stream(
-            archive, table, at, gen, allow_gaps, settings, False, lambda_checks
+            archive, table, at, gen, allow_gaps, settings, False, lambda_checks, allow_inexact
         )
     except Refused:
         # The stream alone cannot serve T: history from incremental exports may.
@@ -297,6 +297,7 @@ def _plan_from_stream(
     settings: AwsSettings | None,
     convert: bool,
     lambda_checks: lambda_gaps.LambdaChecks | None = None,
+    allow_inexact: bool = False,
 ) -> Plan:
     _check_watermark(gen, at)
     if convert:
@@ -305,6 +306,9 @@ def _plan_from_stream(
     checks = lambda_checks or lambda_gaps.LambdaChecks(settings=settings)
     gaps = _check_gaps(archive, gen, log_from, at, allow_gaps, checks)
     files = check_chain(archive, table, log_from, at)
+    inexact = kinesis_order.check(
+        archive, files, table, gen.table_id, log_from, at, allow_inexact=allow_inexact
+    )
     return Plan(
         table=table,
         at=at,
@@ -313,6 +317,7 @@ def _plan_from_stream(
         log_from=log_from,
         change_files=tuple(files),
         gaps=gaps,
+        inexact=inexact,
     )
 
 
@@ -354,6 +359,10 @@ def plan_log(
         )
     gaps = _check_gaps(archive, gen, after, until, allow_gaps, lambda_checks)
     files = check_chain(archive, table, after, until)
+    kinesis_order.check(
+        archive, files, table, gen.table_id, after, until, allow_inexact=False,
+        lower_inclusive=False,
+    )  # fmt: skip
     return LogPlan(
         table=table,
         generation=gen,
