@@ -1,7 +1,7 @@
 """``ddb-archiver run --processes N``: a table's shards read and written by N worker processes.
 
-One process reads a stream at about 20,000 records a second on one core (``docs/
-performance.md``, "Capture throughput"); a table with more shards at their write ceiling needs
+One process archives some 17,000 records a second on one core (``docs/performance.md``,
+"Capture throughput"): 15–20 shards at DynamoDB's per-shard write ceiling. A wider table needs
 more cores. The poller — this process — keeps every decision and the table's state, and hands
 the work that costs CPU to worker processes (:mod:`archiver.capture.worker`):
 
@@ -94,9 +94,9 @@ def add_processes_argument(parser: argparse.ArgumentParser) -> None:
         default=1,
         metavar="N",
         help="read and write the shards in N worker processes (auto: one per core), for "
-        "tables with more shards at their write ceiling than one core keeps up with (about "
-        "20 at 1,000 records/s each); the poller keeps the order, the checkpoints' and the "
-        "watermark's rules. Default 1: this process reads every shard itself",
+        "tables with more shards at their write ceiling than one core keeps up with (15-20 "
+        "at 1,000 records/s each); this process keeps the order of reading, the gaps and the "
+        "watermark. Default 1: this process reads every shard itself",
     )
 
 
@@ -308,10 +308,10 @@ class PooledWriter(ChangeWriter):
         self._apply(worker, progress, await worker.caller.call(method, self.session, key, *args))
 
     def _apply(self, worker: WorkerSlot, progress: ShardProgress, state: dict[str, Any]) -> None:
-        before = (progress.durable_seq, progress.durable_caught_up_at, progress.finished)
+        before = (progress.durable_seq, progress.finished)
         progress.apply(state)
-        if (progress.durable_seq, progress.durable_caught_up_at, progress.finished) != before:
-            self._durable_since_watermark = True
+        if (progress.durable_seq, progress.finished) != before:
+            self._durable_since_watermark = True  # files became durable: as after a flush
         self._worker_stats[worker.index] = state["stats"]
         read, written, files = (sum(s[i] for s in self._worker_stats.values()) for i in range(3))
         self.stats.records_read, self.stats.records_written, self.stats.files_written = (

@@ -144,7 +144,7 @@ class ConsumerConfig:
     page_limit: int = 1000
     # A page that took what the shard held and ends with a record of the last few seconds:
     # the reader is at the shard's head, and asking again at once would fetch the handful of
-    # records written during one call — a call costs the poller about as much CPU as 30
+    # records written during one call — a call costs the poller about as much CPU as ten
     # records. Pausing gathers some (AWS's own Lambda poller asks 4 times a second).
     head_seconds: float = 0.25
     retry: RetryPolicy = field(default_factory=RetryPolicy)
