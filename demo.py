@@ -396,6 +396,8 @@ def story(ddb: Any, steps: Steps) -> None:
     ]
     batch_delete(ddb, victims)
     accident = datetime.now(UTC)
+    # The bad window for `undo` (chapter 12) ends at the whole second after the last delete.
+    accident_end = math.ceil(time.time())
     t_iso = datetime.fromtimestamp(restore_to, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     say(
         f"10 more hires and 15 raises; then at {accident:%H:%M:%S} UTC a clean-up script with a "
@@ -500,6 +502,41 @@ def story(ddb: Any, steps: Steps) -> None:
         ["history", "--table-name", TABLE, "--archive", ARCHIVE,
          "--key", json.dumps(key_of(victim))],
     )  # fmt: skip
+
+    section(12, "Undo only the bad window, in the live table: ddb-replayer undo")
+    # Good writes after the accident, a second after its window ends: they must stay.
+    time.sleep(max(0.0, accident_end + 1 - time.time()))
+    survivors = [k for k in sorted(staff) if k[0] != ACCIDENT_DEPARTMENT]
+    later = rng.sample(survivors, k=5)
+    for key in later:
+        give_raise(ddb, rng, key_of(staff[key]))
+    raised_later = {
+        key: ddb.get_item(TableName=TABLE, Key=key_of(staff[key]), ConsistentRead=True)["Item"]
+        for key in later
+    }
+    window_end = datetime.fromtimestamp(accident_end, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    say(
+        f"Meanwhile the application kept writing: 5 more raises after {window_end}. A restore "
+        "into a new table (chapter 7) or a rollback would lose them. `undo` puts back, in the "
+        f"live table, what changed in ({t_iso}, {window_end}] only — each key as it was at the "
+        "window's start, written only where the item is still what the window left (else a "
+        "conflict, untouched) — and leaves every later write alone."
+    )
+    undo = ["undo", "--table-name", TABLE, "--archive", ARCHIVE, "--from", t_iso,
+            "--to", window_end]  # fmt: skip
+    # The watermark must pass the window's end (undo drains the stream itself, too).
+    time.sleep(max(0.0, accident_end + 3 - time.time()))
+    steps.run("ddb-replayer", [*undo, "--dry-run"])
+    if steps.run("ddb-replayer", undo) == 0:
+        live_after = {(i["dept"]["S"], int(i["emp_id"]["N"])): i for i in scan_all(ddb, TABLE)}
+        back = sum(1 for k in victims if (k["dept"]["S"], int(k["emp_id"]["N"])) in live_after)
+        kept = sum(1 for key in later if live_after.get(key) == raised_later[key])
+        print(
+            f"\nLive table: {len(live_after)} employees — the {back} deleted are back, and "
+            f"{kept} of the 5 later raises are still there."
+        )
+        if back != len(victims) or kept != len(later):
+            steps.failed.append("undo did not bring back exactly the window")
 
 
 def show_restored(ddb: Any, victims: list[dict[str, Any]], live_count: int, steps: Steps) -> None:
