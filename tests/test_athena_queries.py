@@ -21,7 +21,6 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pytest
 import sqlglot
 from cfnlint.decode import decode
@@ -30,9 +29,9 @@ from archiver.format import layout
 from archiver.format.codec import canonical_json
 from archiver.format.schema import CHANGE_SCHEMA, SNAPSHOT_SCHEMA
 from archiver.format.storage import Archive
-from replayer.engines import dataset
 from replayer.engines.athena_sql import named_history_of, to_duckdb
 from replayer.engines.dataset import change_files, changes_dataset
+from replayer.exceptions import DamagedFile
 from replayer.read.query import lock_down, run_query, snapshot_files, snapshots_dataset
 from replayer.read.timetravel import expand
 from tests.changes_builder import T0, n, record, s, write_changes
@@ -397,36 +396,39 @@ def in_window(rows: list[tuple[Any, ...]], start: str, end: str) -> list[tuple[A
     return [r for r in rows if lo <= r[0].astimezone(UTC) <= hi]
 
 
-def test_a_bounded_history_of_reads_only_the_partitions_in_range(
-    spread_archive: Archive, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    opened: list[str] = []
+def test_a_bounded_history_of_reads_only_the_partitions_in_range(spread_archive: Archive) -> None:
+    # Every file of a partition outside the range is made unreadable for the bounded call: the
+    # call succeeding with the right rows shows none of them was opened. (Recording the opens
+    # through a Python filesystem would put a Python callback under DuckDB's scan thread.)
+    files = {rel: Path(spread_archive.path(rel)) for rel in change_files(spread_archive, "orders")}
 
-    class Recording(pafs.FSSpecHandler):
-        def open_input_file(self, path: str) -> Any:
-            opened.append(path)
-            return super().open_input_file(path)
+    def dt_of(rel: str) -> str:
+        return rel.split("dt=")[1].split("/")[0]
 
-    monkeypatch.setattr(dataset, "reading_fs", lambda a: pafs.PyFileSystem(Recording(a.fs)))
-
-    def history_of(*bounds: str) -> tuple[list[tuple[Any, ...]], set[str]]:
-        opened.clear()
+    def history_of(*bounds: str, readable: set[str] | None = None) -> list[tuple[Any, ...]]:
         args = ", ".join(f"'{a}'" for a in ("orders", canonical_json(A), *bounds))
         sql = f"SELECT * FROM history_of({args})"
-        rows = list(run_query(spread_archive, expand(spread_archive, sql)).rows())
-        read = {p.split("dt=")[1].split("/")[0] for p in opened}
-        return rows, read
+        kept = {rel: path.read_bytes() for rel, path in files.items()}
+        try:
+            for rel, path in files.items():
+                if readable is not None and dt_of(rel) not in readable:
+                    path.write_bytes(b"not parquet")
+            return list(run_query(spread_archive, expand(spread_archive, sql)).rows())
+        finally:
+            for rel, data in kept.items():
+                files[rel].write_bytes(data)
 
-    everything, read_all = history_of()
-    assert read_all == {"2026-01-31", *IN_RANGE, "2026-02-04", "2026-02-05"}
+    assert {dt_of(rel) for rel in files} == {"2026-01-31", *IN_RANGE, "2026-02-04", "2026-02-05"}
+    everything = history_of()
     assert [r[1] for r in everything] == ["INSERT", *["MODIFY"] * 4, "REMOVE"]
-    bounded, read = history_of(HISTORY_FROM, HISTORY_TO)
-    assert read == IN_RANGE
+    # The check itself can fail: an unbounded call over the same unreadable files is refused.
+    with pytest.raises(DamagedFile, match=r"dt=2026-01-31/.*cannot be read as Parquet"):
+        history_of(readable=IN_RANGE)
+    bounded = history_of(HISTORY_FROM, HISTORY_TO, readable=IN_RANGE)
     assert bounded == in_window(everything, HISTORY_FROM, HISTORY_TO)
     assert [r[4] for r in bounded] == [f'{{"pk":{{"S":"a"}},"v":{{"N":"{v}"}}}}' for v in (3, 4, 5)]
     # One bound alone, and '' for none.
-    later, read = history_of(HISTORY_FROM, "")
-    assert read == {*IN_RANGE, "2026-02-04", "2026-02-05"}
+    later = history_of(HISTORY_FROM, "", readable={*IN_RANGE, "2026-02-04", "2026-02-05"})
     assert later == in_window(everything, HISTORY_FROM, "2026-12-31T00:00:00Z")
 
 
