@@ -1,22 +1,3 @@
-"""History before the archiver was installed: 35 days back on day one, from PITR.
-
-``ddb-archiver backfill`` takes a full export at point-in-time recovery's earliest restorable
-time (plus a margin, so the time is still inside the period when the request arrives) as a
-base snapshot, and incremental exports of at most 24 hours each from the base's ``log_from``
-up to where the stream archive's coverage begins — or up to now when the table has no stream
-archive (then ``ddb-archiver incremental`` carries on from there). Restores then reach any
-instant back to the base's ``valid_from``: exactly at window ends and wherever the plan finds
-no uncertain key (DESIGN.md "History from incremental exports").
-
-Before anything is requested it prints what it will export, how much data that is, what it
-costs at AWS's list prices (``archiver.aws.prices``) and how long it may take; ``--dry-run``
-stops there. The plan is recorded in ``_state/<table>/backfill.json`` before the first request,
-so a rerun after a crash continues the same plan (same windows, same ``ClientToken`` s: the
-exports already made are found, the windows already converted skipped). All exports are
-requested at once (DynamoDB runs many exports concurrently), then waited for and converted in
-order, one progress line per window.
-"""
-
 from __future__ import annotations
 
 import argparse
@@ -35,6 +16,7 @@ from archiver.cliutil import (
 )
 from archiver.format.exports.full import EXPORT_MARGIN
 from archiver.format.timefmt import iso_ms
+from archiver.snapshots import backfill as _library
 from archiver.snapshots.backfill import (
     changed_bytes_per_day,
     describe_plan,
@@ -43,6 +25,10 @@ from archiver.snapshots.backfill import (
 )
 from archiver.snapshots.base_snapshot import export_destination
 from archiver.snapshots.export_chain import Chain, PitrPeriod
+
+# --help shows the library module's own account of the command: one text, kept
+# beside the code it describes.
+__doc__ = _library.__doc__
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

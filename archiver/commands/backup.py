@@ -1,20 +1,3 @@
-"""Native on-demand backups: create, list, delete, and prune by retention.
-
-A native backup restores into a new table in minutes whatever the table's age;
-``ddb-replayer restore --strategy backup`` (or ``auto``) restores the newest backup at or
-before the requested time and applies the archived change log after it.
-
-Examples:
-  ddb-archiver backup create --table-name orders                      # name: orders-<UTC stamp>
-  ddb-archiver backup list   --table-name orders --json
-  ddb-archiver backup delete --table-name orders --backup-name orders-nightly
-  ddb-archiver backup prune  --table-name orders --keep-days 30 --keep-last 7 --dry-run
-
-prune deletes USER backups of the table that no retention rule keeps: a backup is kept when it
-is younger than --keep-days or among the --keep-last newest (either rule keeps it), and the
-newest backup is never deleted.
-"""
-
 from __future__ import annotations
 
 import argparse
@@ -24,6 +7,7 @@ import sys
 from archiver.aws.clients import AwsSettings
 from archiver.cliutil import add_table_argument, positive_float, positive_int
 from archiver.format.timefmt import iso_ms
+from archiver.native import backups as _library
 from archiver.native.backups import (
     ACTIONS,
     Backup,
@@ -34,6 +18,10 @@ from archiver.native.backups import (
     prune_backups,
     validate_backup_name,
 )
+
+# --help shows the library module's own account of the command: one text, kept
+# beside the code it describes.
+__doc__ = _library.__doc__
 
 
 def _human_size(size: int | None) -> str:

@@ -1,34 +1,3 @@
-"""Merge small change files into files near a target size, without a reader ever missing a record.
-
-The archiver writes one file per flush (the Lambda function one per batch), so a table collects
-many small files a day: slow to list and scan, and under the 128 KB below which S3 lifecycle
-rules do not move objects to colder storage. Compaction merges them per day, stream and shard
-(a shard's contiguous files within one dt partition) into files named, like every change file,
-by their first and last sequence numbers. So the archiver's resume point (the highest last
-sequence number per shard in file names) is unchanged, and a file's name stays a function of
-its content. Records archived twice (a retried write) are kept once, by event_id; rows are
-sorted by key and stream order, so reading one item's history skips most row groups.
-
-Nothing is ever missing for a reader, in this order, per merged file:
-
-  1. the merged file is written (atomically) and its row count checked;
-  2. its inputs are recorded in _state/<table>/compaction-pending.json with the time they
-     become deletable (now + --grace-seconds);
-  3. a later run (or this one, with --grace-seconds 0) deletes the inputs past their grace.
-
-A crash between 1 and 2 leaves duplicates, which the next run merges into the same file again;
-a crash during 3 leaves the entries pending, and the next run finishes the deletions. A reader
-that lists while both copies exist reads duplicates (replay drops them); one whose file
-vanished after listing lists again.
-
-Run one compaction per table at a time (it rewrites the pending list). It is safe beside the
-poller or the Lambda function, which only ever add files with later sequence numbers.
-
-Examples:
-  ddb-archiver compact --table-name orders --archive s3://bucket/prefix       # days before today
-  ddb-archiver compact --table-name orders --archive ./demo-archive --dt 2026-01-31 --dry-run
-"""
-
 from __future__ import annotations
 
 import argparse
@@ -45,7 +14,12 @@ from archiver.cliutil import (
     positive_float,
 )
 from archiver.format import layout
+from archiver.integrity import compaction as _library
 from archiver.integrity.compaction import DEFAULT_GRACE_SECONDS, DEFAULT_TARGET_MB, compact
+
+# --help shows the library module's own account of the command: one text, kept
+# beside the code it describes.
+__doc__ = _library.__doc__
 
 _DT = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 

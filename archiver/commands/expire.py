@@ -1,36 +1,3 @@
-"""Enforce a retention: delete a table's history older than a horizon, keeping restores after it.
-
-``--older-than 400d`` puts the horizon at the start (00:00 UTC) of the day 400 days ago:
-change files are deleted by whole ``dt`` days, so the horizon is that day's midnight, and
-nothing recorded at or after it is touched. At least 24 hours (the stream's retention), so the
-archiver never re-reads what expired.
-
-Restores from the horizon on stay possible: first a **base snapshot at the horizon** is made
-from the archive itself — the table's state just before it, folded from the existing base and
-log — and committed as a snapshot (``method: fold``, ``valid_from`` = ``log_from`` = the
-horizon: exact, the log is applied from the horizon on). The fold is the replayer's, run as
-``ddb-replayer export`` in a subprocess into ``_staging/<table>/``: one fold implementation
-(with every refusal a restore has: gaps, a broken chain, the watermark), and the archiver
-still never imports the replayer. Then, in this order:
-
-  1. the first file kept of each shard whose predecessor goes is relinked (its chain footer
-     says it has none, as a shard's first file does), so the chain stays valid;
-  2. ``coverage.json`` moves ``covered_from`` to the horizon (``from_table_creation`` false)
-     and ``_state/<table>/retention.json`` records it: restores before it are refused, naming
-     the retention, from this moment on;
-  3. change files of older days (never the last file a checkpoint names: it stays until a later
-     file exists), snapshots valid before the horizon (manifest first: the commit goes first),
-     native exports older than it, are deleted, and compaction's pending list forgets them.
-
-Crash-safe: the base is taken first (a fold that is refused changes nothing), then the plan is
-written to ``_state/<table>/expire-pending.json`` before any other change; every step is
-idempotent; a re-run finishes it.
-
-Examples:
-  ddb-archiver expire --table-name orders --archive s3://bucket/prefix --older-than 400d
-  ddb-archiver expire --table-name orders --archive ./demo-archive --older-than 90d --dry-run
-"""
-
 from __future__ import annotations
 
 import argparse
@@ -41,8 +8,13 @@ from archiver.cliutil import (
     add_table_argument,
     open_archive,
 )
+from archiver.erasure import expire as _library
 from archiver.erasure.expire import duration, expire
 from archiver.format.timefmt import iso_ms
+
+# --help shows the library module's own account of the command: one text, kept
+# beside the code it describes.
+__doc__ = _library.__doc__
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,35 +1,3 @@
-"""Keep a table's history from incremental exports: no stream reader needed.
-
-``ddb-archiver incremental`` chains DynamoDB incremental exports window after window, each
-from the previous window's end and ``--every`` long (15 minutes to 24 hours, default 1 hour),
-waits for each, and converts it into change rows of the archive
-(``archiver.format.exports.incremental``). A window is exported once it has entirely left
-point-in-time recovery's latest restorable time; ``--once`` exports every window available
-now and exits (for cron), otherwise the command waits for the next one.
-
-Where the chain stands is read from the archive each time — the end of the last converted
-window, or of the last hole recorded — so the command is idempotent and crash-safe: a
-converted window is skipped; an export is requested with a ``ClientToken`` derived from the
-table and the window, so a rerun after a crash finds the same export instead of starting
-another (AWS keeps a token for 8 hours); a conversion cut short is redone under the same
-file names, and a window exists for restores only once its commit record is written.
-
-Holes are recorded in ``gaps.jsonl`` (``source: incremental-export``) with their reason:
-
-* ``pitr-disabled-and-reenabled`` / ``export-window-expired``: the next window starts before
-  PITR's earliest restorable time (PITR was turned off and on, or the chain stopped for longer
-  than the recovery period): those writes can no longer be exported;
-* ``export-failed``: DynamoDB reports the window's export FAILED.
-
-After a hole the chain resumes with a base: a full export just after the hole's end (its
-``log_from`` is the hole's end), then windows from there, so restores after it are possible
-again; restores across it are refused like any gap.
-
-The first window starts at ``--from``, else at the newest base snapshot's ``log_from``
-(``ddb-archiver backfill`` makes one 35 days back; ``snapshot`` makes one now).
-``--export-from`` converts one incremental export made by someone else, now.
-"""
-
 from __future__ import annotations
 
 import argparse
@@ -54,8 +22,13 @@ from archiver.format.exports.incremental import (
     describe_export,
 )
 from archiver.format.timefmt import iso_ms, parse_time
+from archiver.snapshots import export_chain as _library
 from archiver.snapshots.base_snapshot import export_destination
 from archiver.snapshots.export_chain import DEFAULT_EVERY, Chain, window_length
+
+# --help shows the library module's own account of the command: one text, kept
+# beside the code it describes.
+__doc__ = _library.__doc__
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

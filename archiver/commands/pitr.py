@@ -1,15 +1,3 @@
-"""Native point-in-time recovery (PITR): turn it on or off, set its recovery period, see its window.
-
-PITR lets DynamoDB restore the table to any second of the last 1–35 days (the recovery
-period) into a new table; ``ddb-replayer restore --strategy auto`` uses it when the requested
-time is inside the restorable window. The archive keeps history beyond that window.
-
-Examples:
-  ddb-archiver pitr --table-name orders --status
-  ddb-archiver pitr --table-name orders --enable --recovery-period-in-days 7
-  ddb-archiver pitr --table-name orders --disable
-"""
-
 from __future__ import annotations
 
 import argparse
@@ -17,6 +5,7 @@ import json
 
 from archiver.aws.clients import AwsSettings
 from archiver.cliutil import add_table_argument, number_type
+from archiver.native import pitr as _library
 from archiver.native.pitr import (
     DEFAULT_RECOVERY_DAYS,
     MAX_RECOVERY_DAYS,
@@ -24,6 +13,10 @@ from archiver.native.pitr import (
     describe_pitr,
     set_pitr,
 )
+
+# --help shows the library module's own account of the command: one text, kept
+# beside the code it describes.
+__doc__ = _library.__doc__
 
 # ``--recovery-period-in-days``: whole days within AWS's limits.
 recovery_period = number_type(

@@ -1,27 +1,3 @@
-"""Archive the Lambda batches that went to the on-failure destination, and close their gaps.
-
-In Lambda mode a batch that keeps failing goes, after ``MaximumRetryAttempts``, to the event
-source mapping's S3 on-failure destination (``s3://<archive bucket>/aws/lambda/…``) and the
-stream moves on: until it is redriven it is a gap, and restores across it are refused.
-``redrive`` reads every such object of the table (``archiver.lambda_mode.failures``) and writes its
-records exactly as the function would have (``lambda_handler.archive_batch``: the same rows,
-files named by their first and last sequence numbers, so a redrive run twice changes
-nothing), then records the object as redriven in ``_state/<table>/lambda-redrives.jsonl``:
-the gap closes.
-
-An object whose invocation record carries no payload is redriven by re-reading its sequence
-range from the stream (``GetShardIterator AT_SEQUENCE_NUMBER``) while the stream still holds
-it (24 h); after that its gap stays, marked ``unavailable``. A record the archive cannot take
-(most likely why the batch failed) is reported with its event id; the batch's other records
-are archived, and the gap stays, marked ``malformed``, until the record is dealt with.
-
-Exit 0 when every failed batch is archived, 5 when a gap remains.
-
-Examples:
-  ddb-archiver redrive --table-name orders --archive s3://bucket --dry-run
-  ddb-archiver redrive --table-name orders --archive s3://bucket --from s3://other/aws/lambda
-"""
-
 from __future__ import annotations
 
 import argparse
@@ -35,7 +11,12 @@ from archiver.cliutil import (
     open_archive,
 )
 from archiver.lambda_mode import failures as failures
+from archiver.lambda_mode import redrive as _library
 from archiver.lambda_mode.redrive import redrive
+
+# --help shows the library module's own account of the command: one text, kept
+# beside the code it describes.
+__doc__ = _library.__doc__
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,22 +1,3 @@
-"""Archive every change of a DynamoDB table from its stream(s) into the archive.
-
-Reads every stream of the table (an older one still readable first) and every shard
-concurrently, writes Parquet change files under changes/table_name=<table>/dt=<date>/,
-checkpoints per shard, and keeps coverage.json (covered_from, watermark) and gaps.jsonl.
-Safe to stop and restart at any point: it resumes after the last archived record and never
-writes a record twice.
-
---table-name may be repeated, and --tables-tagged KEY=VALUE adds every table carrying the
-tag (archiver.capture.many): one process archives them all, each with its own streams, state and
-progress; one table's failure is reported and does not stop the others.
-
-Without --once it runs until SIGINT/SIGTERM, then flushes its buffers and exits. With --once
-it stops when every shard is caught up (for cron jobs and tests). Exit codes: 0 done; 2 bad
-input, a state file that does not parse, or a table it refuses to archive; 4 the chain of a
-shard it would resume is broken (a change file missing or damaged: run the `ddb-archiver
-check --repair` it prints); 5 finished but recorded a new gap in the log.
-"""
-
 from __future__ import annotations
 
 import argparse
@@ -34,6 +15,7 @@ from archiver.aws import metrics
 from archiver.aws.clients import AwsSettings
 from archiver.aws.error_table import UsageError
 from archiver.capture import kinesis_run, many, raw_records
+from archiver.capture import runner as _library
 from archiver.capture.change_writer import (
     DEFAULT_FLUSH_BYTES,
     DEFAULT_FLUSH_RECORDS,
@@ -49,6 +31,10 @@ from archiver.cliutil import (
     positive_float,
     positive_int,
 )
+
+# --help shows the library module's own account of the command: one text, kept
+# beside the code it describes.
+__doc__ = _library.__doc__
 
 log = logging.getLogger("archiver.run")
 

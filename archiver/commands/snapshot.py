@@ -1,19 +1,3 @@
-"""Take a base snapshot of a table: a native export (converted to Parquet) or a parallel scan.
-
-A restore starts from a base snapshot and applies the archived change log over it. Two methods:
-
-  export  ExportTableToPointInTime (needs point-in-time recovery; reads no capacity). Written
-          to <archive>/exports/ when the archive is on S3, or to --s3-prefix for a local
-          archive; waited for, then converted to a Parquet snapshot right away. Valid from
-          ExportTime + 60 s; needs the log from ExportTime − 60 s.
-  scan    a parallel, strongly consistent Scan (--segments threads). Valid from its finish
-          + 5 s; needs the log from its start − 5 s. Refused (exit 4) when this machine's clock
-          differs from DynamoDB's by more than 2 s, as seen in response Date headers.
-
-Default: export when point-in-time recovery is on and the export can land in S3, else scan.
---export-from converts a completed export made by anyone (e.g. a scheduled one), now.
-"""
-
 from __future__ import annotations
 
 import argparse
@@ -36,12 +20,17 @@ from archiver.cliutil import (
 from archiver.format import layout
 from archiver.format.exports.full import FORMATS, convert_export, open_folder, read_export
 from archiver.format.storage import Archive
+from archiver.snapshots import base_snapshot as _library
 from archiver.snapshots.base_snapshot import (
     export_destination,
     export_snapshot,
     pitr_enabled,
     scan_snapshot,
 )
+
+# --help shows the library module's own account of the command: one text, kept
+# beside the code it describes.
+__doc__ = _library.__doc__
 
 log = logging.getLogger(__name__)
 

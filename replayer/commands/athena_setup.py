@@ -1,18 +1,3 @@
-"""Create or update the Glue tables ``changes`` and ``snapshots`` that Athena queries.
-
-``ddb-replayer athena-setup --archive s3://bucket/prefix --database D`` makes the Glue
-database ``D`` (if missing) and the two tables over the archive, with partition projection
-(no crawler, no ``MSCK REPAIR``): ``table_name`` is an enum of the archived tables — every
-table found in the archive unless ``--table-name`` lists them — and ``dt`` a date range
-from ``--projection-start`` to today. Run it again after archiving a new table: a table
-missing from the enum is invisible to Athena (its queries return no rows), so
-``--engine athena`` refuses to fold a table the Glue table does not list.
-
-The definitions here are the single source: ``deploy/template.yaml`` declares the same
-``TableInput`` (``tests/test_athena_setup.py`` checks the two agree), with the stack's
-bucket and parameters in place of the arguments.
-"""
-
 from __future__ import annotations
 
 import argparse
@@ -20,8 +5,13 @@ import argparse
 from archiver.aws.clients import AwsSettings
 from archiver.cliutil import add_archive_argument
 from archiver.format.storage import Archive
+from replayer.engines import athena_setup as _library
 from replayer.engines.athena_setup import DEFAULT_PROJECTION_START, archived_tables, setup
 from replayer.exceptions import BadInput
+
+# --help shows the library module's own account of the command: one text, kept
+# beside the code it describes.
+__doc__ = _library.__doc__
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,13 +1,3 @@
-"""Compare a table with the archive's state at a time, item by item (canonical JSON).
-
-``ddb-replayer verify`` folds the archive at ``--restore-date-time`` exactly as ``restore``
-does, scans the target table (:func:`archiver.aws.scan.parallel_scan`, strongly consistent) into
-the same DuckDB session and joins the two on ``keys``: items missing from the target, extra in
-it, and different (their canonical JSON differs — equal items have byte-equal text,
-DESIGN.md). It prints the counts and a few examples of each, and exits 0 on an exact match, 3
-otherwise.
-"""
-
 from __future__ import annotations
 
 import argparse
@@ -31,7 +21,12 @@ from replayer.engines.fold import Fold, FoldSettings, add_fold_arguments
 from replayer.planning.key_selection import add_key_selection_arguments, select_keys
 from replayer.planning.lambda_gaps import LambdaChecks
 from replayer.planning.plan import plan_restore
+from replayer.read import verify as _library
 from replayer.read.verify import DEFAULT_SEGMENTS, key_names, verify_table
+
+# --help shows the library module's own account of the command: one text, kept
+# beside the code it describes.
+__doc__ = _library.__doc__
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
