@@ -181,6 +181,17 @@ def test_an_undecided_pair_is_recorded_and_refused_unless_inexact_is_allowed(
     assert len(err.splitlines()) == 1 and "--allow-inexact" in err
     assert main([*args, "--allow-inexact"]) == 0
     assert "INEXACT" in capsys.readouterr().out
+    # A query's state_at is planned as a restore is: refused there too, and exact later.
+    stamp = datetime.fromtimestamp(at_b / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    query = ["query", "--archive", archive.url,
+             f"SELECT count(*) AS n FROM state_at('{TABLE}', TIMESTAMP '{stamp}')"]  # fmt: skip
+    assert main(query) == 4
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and canonical_json({"pk": {"S": "b"}}) in err
+    stamp = datetime.fromtimestamp(later / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    query[-1] = f"SELECT count(*) AS n FROM state_at('{TABLE}', TIMESTAMP '{stamp}')"
+    assert main(query) == 0
+    assert str(len(history.state_at(later))) in capsys.readouterr().out
 
 
 def test_millisecond_precision_orders_by_images_when_accepted(ddb: Any, archive: Archive) -> None:

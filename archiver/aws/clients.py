@@ -140,6 +140,10 @@ class AwsSettings:
         self, service: Literal["dynamodbstreams"], *, own_retries: bool = False
     ) -> DynamoDBStreamsClient: ...
     @overload
+    def client(
+        self, service: Literal["kinesis"], *, own_retries: bool = False
+    ) -> Any: ...  # no stubs: the callers type the calls they make
+    @overload
     def client(self, service: Literal["athena"], *, own_retries: bool = False) -> AthenaClient: ...
     @overload
     def client(self, service: Literal["glue"], *, own_retries: bool = False) -> GlueClient: ...

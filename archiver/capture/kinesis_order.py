@@ -199,20 +199,28 @@ class Orderer:
             self.groups.pop((key_text, micros), None)
 
 
-def remember_archived(orderer: Orderer, archive: Archive, table: str, since: datetime) -> int:
+def remember_archived(
+    orderer: Orderer,
+    archive: Archive,
+    table: str,
+    since: datetime,
+    until: datetime | None = None,
+) -> int:
     """Teach ``orderer`` the archived Kinesis records of ``table`` created at or after ``since``
-    (a record still to come may share a time with one of them); returns how many (blocking
-    I/O: the row groups of the ``dt`` partitions from ``since`` on whose ``sequence_number``
-    statistics reach it)."""
+    (and before ``until``, when given) — a record still to come may share a time with one of
+    them; returns how many (blocking I/O: the row groups of the ``dt`` partitions from
+    ``since`` on whose ``sequence_number`` statistics reach it)."""
     micros = int(since.timestamp() * 1_000_000)
     lowest = ties.order_key(max(micros, 0), 0)
     day = since - timedelta(days=1)
+    last_day = layout.dt_of(until + timedelta(days=1)) if until is not None else None
     files = [
         rel
         for rel in archive.find(layout.changes_table_dir(table), ".parquet")
         if layout.is_kinesis_file(rel)
         and (parsed := layout.parse_change_file(rel)) is not None
         and parsed.dt >= layout.dt_of(day)
+        and (last_day is None or parsed.dt <= last_day)
     ]
     if not files:
         return 0
@@ -220,7 +228,11 @@ def remember_archived(orderer: Orderer, archive: Archive, table: str, since: dat
         [archive.path(rel) for rel in files], format="parquet", filesystem=archive.arrow_fs
     )
     columns = ["keys", "sequence_number", "event_id", "old_image", "new_image"]
-    rows = dataset.to_table(columns=columns, filter=pc.field("sequence_number") >= lowest)
+    wanted = pc.field("sequence_number") >= lowest
+    if until is not None:
+        highest = ties.order_key(int(until.timestamp() * 1_000_000), 0)
+        wanted = wanted & (pc.field("sequence_number") < highest)
+    rows = dataset.to_table(columns=columns, filter=wanted)
     count = 0
     for keys, seq, event_id, old, new in zip(
         *(rows.column(c).to_pylist() for c in columns), strict=True

@@ -51,6 +51,7 @@ def main(args: argparse.Namespace) -> int:
         table,
         location,
         streams=settings.client("dynamodbstreams"),
+        kinesis=settings.client("kinesis"),
         dry_run=args.dry_run,
     )
     for outcome in report.outcomes:

@@ -210,6 +210,9 @@ RETENTION: Schema = {
 LAMBDA_DEPLOYMENT: Schema = {
     "function_name": (OPT_STR, False, "a string or null"),
     "max_iterator_age_seconds": (_nullable(NUMBER), False, "a number or null"),
+    # The Kinesis function's data streams and reordering margin (kinesis_handler).
+    "kinesis_stream_arns": (_list_of(STR), False, "a list of strings"),
+    "kinesis_reorder_seconds": (_nullable(NUMBER), False, "a number or null"),
     "updated_at": (OPT_ISO, False, "an ISO UTC time"),
 }
 

@@ -368,7 +368,7 @@ def check_lambda_failures(ctx: CheckContext) -> list[Problem]:
         current = coverage.current(archive, table)
     except statefiles.StateFileError:
         return []  # reported by the state-file check
-    lambda_mode = current is not None and current.get("mode") == "lambda"
+    lambda_mode = current is not None and current.get("mode") in lambda_failures.LAMBDA_MODES
     if not lambda_mode and not os.environ.get(lambda_failures.ENV_LOCATION):
         return []
     location = lambda_failures.location_url(archive)

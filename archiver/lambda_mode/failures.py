@@ -25,6 +25,19 @@ JSON string (AWS's form) or, as some emulators write it, an object. An object wi
 payload is still a gap: ``redrive`` then re-reads its range from the stream by sequence
 number while the stream retains it (24 h), else the gap stays.
 
+**Kinesis.** A function behind a Kinesis data stream (``archiver.lambda_mode.kinesis_handler``)
+has failed batches too; their objects carry ``KinesisBatchInfo`` (the same fields, the
+Kinesis shard and sequence numbers, the data stream's ARN; AWS Lambda Developer Guide,
+"Retain discarded batch records for a Kinesis Data Streams event source in Lambda"), and the
+payload's records are Kinesis event records, the change document base64 in ``kinesis.data``.
+One data stream may carry several tables: a batch with a payload concerns the tables its
+records name, with the gap over each table's own records (their ``ApproximateCreationDateTime``);
+a batch without one concerns every table archived from that data stream (``lambda.json``'s
+``kinesis_stream_arns``; every table in mode ``kinesis-lambda`` when none is recorded), over its
+arrival times moved back by the function's reordering margin (``kinesis_reorder_seconds``,
+default 60 s): a record arrives after it was made, and within that margin of it — the bound the
+function's watermark already rests on (docs/format.md, "Kinesis Data Streams records").
+
 **The gap** of a failed batch is its shard's records from the first to the last event time of
 the batch (the payload's ``ApproximateCreationDateTime`` values, else the approximate arrival
 times), widened by a second on each side: gaps are open intervals (``from < event_time <
@@ -46,14 +59,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
-from archiver.format import gap_log, layout, statefiles
+from archiver.capture import kinesis_records
+from archiver.format import coverage, gap_log, layout, statefiles
 from archiver.format.records import ChangeRows, event_time_ms
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_iso, utcnow
@@ -64,6 +78,12 @@ ENV_LOCATION = "DDB_ARCHIVE_LAMBDA_FAILURES"
 # Where the stack's event source mapping delivers (the archive bucket's root).
 STACK_PREFIX = "aws/lambda"
 GAP_REASON = gap_log.GAP_LAMBDA_BATCH_FAILED
+# The coverage modes whose records come through a Lambda event source mapping.
+LAMBDA_MODES = ("lambda", "kinesis-lambda")
+SOURCE_DYNAMODB = "dynamodb"
+SOURCE_KINESIS = "kinesis"
+# The Kinesis function's default reordering margin (KINESIS_REORDER_SECONDS).
+DEFAULT_KINESIS_MARGIN = timedelta(seconds=60)
 # Gaps are open intervals and AWS stream times are whole seconds.
 _WIDEN = timedelta(seconds=1)
 
@@ -74,7 +94,7 @@ STATUS_UNAVAILABLE = "unavailable"
 
 
 class MalformedInvocationRecord(ValueError):
-    """An on-failure object that is not a DynamoDB Streams invocation record."""
+    """An on-failure object that is not a DynamoDB Streams or Kinesis invocation record."""
 
 
 @dataclass(frozen=True)
@@ -93,20 +113,55 @@ class FailedBatch:
     condition: str
     function_arn: str
     records: tuple[Mapping[str, Any], ...] | None  # the payload's records; None: metadata only
+    source: str = SOURCE_DYNAMODB  # or SOURCE_KINESIS
+    # Kinesis with a payload: each table's (first, last) creation time among the records.
+    table_times: Mapping[str, tuple[datetime, datetime]] | None = None
 
     @property
     def table(self) -> str:
-        return table_of_stream(self.stream_arn)
+        """The table of a DynamoDB stream's batch ("" for a Kinesis batch: see
+        :meth:`concerns`)."""
+        return table_of_stream(self.stream_arn) if self.source == SOURCE_DYNAMODB else ""
 
-    def gap(self, table_id: str | None, status: str, **extra: Any) -> dict[str, Any]:
-        """The batch as a gap line (the shape of ``gaps.jsonl``, plus what explains it)."""
+    def concerns(self, table: str, kinesis_streams: frozenset[str] | None = None) -> bool:
+        """Whether records of ``table`` may be in the batch. ``kinesis_streams``: the data
+        streams ``table`` is archived from (``None``: unknown, so any)."""
+        if self.source == SOURCE_DYNAMODB:
+            return self.table == table
+        if self.table_times is not None:
+            return table in self.table_times
+        return kinesis_streams is None or self.stream_arn in kinesis_streams
+
+    def times(
+        self, table: str, margin: timedelta = DEFAULT_KINESIS_MARGIN
+    ) -> tuple[datetime, datetime]:
+        """The first and last event times the batch may hold for ``table``."""
+        if self.source == SOURCE_DYNAMODB:
+            return self.first_time, self.last_time
+        if self.table_times is not None and table in self.table_times:
+            return self.table_times[table]
+        return self.first_time - margin, self.last_time
+
+    def gap(
+        self,
+        table_id: str | None,
+        status: str,
+        *,
+        table: str | None = None,
+        margin: timedelta = DEFAULT_KINESIS_MARGIN,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """The batch as a gap line (the shape of ``gaps.jsonl``, plus what explains it), for
+        ``table`` (default: the DynamoDB stream's)."""
+        name = table if table is not None else self.table
+        first, last = self.times(name, margin)
         return {
-            "table": self.table,
+            "table": name,
             "table_id": table_id,
             "stream_arn": self.stream_arn,
             "shard_id": self.shard_id,
-            "from": iso_ms(self.first_time - _WIDEN),
-            "to": iso_ms(self.last_time + _WIDEN),
+            "from": iso_ms(first - _WIDEN),
+            "to": iso_ms(last + _WIDEN),
             "detected_at": iso_ms(self.failed_at) if self.failed_at else None,
             "reason": GAP_REASON,
             "object": self.uri,
@@ -154,12 +209,45 @@ def _record_time(record: Mapping[str, Any]) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def parse_invocation_record(data: bytes, uri: str) -> FailedBatch:
-    """Read one on-failure object (see the module docstring for the format).
+def _kinesis_table_times(
+    records: Sequence[Mapping[str, Any]], arrivals: Sequence[datetime], margin: timedelta
+) -> dict[str, tuple[datetime, datetime]]:
+    """Each table's first and last creation time among a Kinesis payload's records. A
+    table with a record whose time cannot be read also gets the batch's arrival range (moved
+    back by ``margin``), so its gap covers that record too."""
+    found: dict[str, list[datetime]] = {}
+    unreadable: set[str] = set()
+    for record in records:
+        part = record.get("kinesis")
+        data = part.get("data") if isinstance(part, Mapping) else None
+        doc = kinesis_records.parse(str(data), base64_text=True) if data is not None else None
+        if doc is None:
+            continue  # not a DynamoDB change record: no table's hole
+        table = str(doc["tableName"])
+        try:
+            micros = kinesis_records.creation_micros(
+                (doc.get("dynamodb") or {}).get("ApproximateCreationDateTime")
+            )
+        except (ValueError, AttributeError):
+            unreadable.add(table)
+            found.setdefault(table, [])
+            continue
+        found.setdefault(table, []).append(datetime.fromtimestamp(micros / 1e6, tz=UTC))
+    if unreadable and arrivals:
+        for table in unreadable:
+            found[table] += [min(arrivals) - margin, max(arrivals)]
+    return {table: (min(t), max(t)) for table, t in found.items() if t}
+
+
+def parse_invocation_record(
+    data: bytes, uri: str, *, margin: timedelta = DEFAULT_KINESIS_MARGIN
+) -> FailedBatch:
+    """Read one on-failure object (see the module docstring for the format). ``margin``: the
+    Kinesis function's reordering margin (for a payload record whose time is unreadable).
 
     Raises:
-        MalformedInvocationRecord: not JSON, or no ``DDBStreamBatchInfo`` with its stream,
-            shard and sequence numbers.
+        MalformedInvocationRecord: not JSON, or no ``DDBStreamBatchInfo`` or
+            ``KinesisBatchInfo`` with its stream, shard and sequence numbers.
     """
     try:
         doc = orjson.loads(data)
@@ -167,20 +255,34 @@ def parse_invocation_record(data: bytes, uri: str) -> FailedBatch:
         raise MalformedInvocationRecord(f"{uri}: not JSON ({exc})") from exc
     if not isinstance(doc, Mapping):
         raise MalformedInvocationRecord(f"{uri}: not a JSON object")
-    info = doc.get("DDBStreamBatchInfo")
+    source, name = SOURCE_DYNAMODB, "DDBStreamBatchInfo"
+    if "KinesisBatchInfo" in doc and "DDBStreamBatchInfo" not in doc:
+        source, name = SOURCE_KINESIS, "KinesisBatchInfo"
+    info = doc.get(name)
     if not isinstance(info, Mapping):
-        raise MalformedInvocationRecord(f"{uri}: no DDBStreamBatchInfo")
+        raise MalformedInvocationRecord(f"{uri}: no DDBStreamBatchInfo or KinesisBatchInfo")
     try:
         stream_arn = str(info["streamArn"])
         shard_id = str(info["shardId"])
         start = str(info["startSequenceNumber"])
         end = str(info["endSequenceNumber"])
     except KeyError as exc:
-        raise MalformedInvocationRecord(f"{uri}: DDBStreamBatchInfo has no {exc}") from None
+        raise MalformedInvocationRecord(f"{uri}: {name} has no {exc}") from None
     records = _payload_records(doc, uri)
-    times = [_time(info.get("approximateArrivalOfFirstRecord")),
-             _time(info.get("approximateArrivalOfLastRecord"))]  # fmt: skip
-    times += [_record_time(r) for r in records or ()]
+    arrivals = [_time(info.get("approximateArrivalOfFirstRecord")),
+                _time(info.get("approximateArrivalOfLastRecord"))]  # fmt: skip
+    times = list(arrivals)
+    table_times = None
+    if source == SOURCE_DYNAMODB:
+        times += [_record_time(r) for r in records or ()]
+    else:
+        parts = [r.get("kinesis") for r in records or ()]
+        times += [
+            _time(p.get("approximateArrivalTimestamp")) for p in parts if isinstance(p, Mapping)
+        ]
+        if records is not None:
+            known_arrivals = [t for t in times if t is not None]
+            table_times = _kinesis_table_times(records, known_arrivals, margin)
     known = [t for t in times if t is not None]
     if not known:
         raise MalformedInvocationRecord(f"{uri}: no time for the batch's records")
@@ -198,6 +300,8 @@ def parse_invocation_record(data: bytes, uri: str) -> FailedBatch:
         condition=str(request.get("condition") or ""),
         function_arn=str(request.get("functionArn") or ""),
         records=records,
+        source=source,
+        table_times=table_times,
     )
 
 
@@ -238,11 +342,17 @@ def open_location(
 
 
 def list_failed_batches(
-    location: Archive, table: str | None = None, *, skip: Iterable[str] = ()
+    location: Archive,
+    table: str | None = None,
+    *,
+    skip: Iterable[str] = (),
+    kinesis_streams: frozenset[str] | None = None,
+    margin: timedelta = DEFAULT_KINESIS_MARGIN,
 ) -> list[FailedBatch]:
-    """Every on-failure object under ``location`` (of ``table``'s streams, when given), oldest
-    batch first; objects whose URI is in ``skip`` are not read. An object that is not an
-    invocation record is logged and skipped: it cannot name the records it stands for."""
+    """Every on-failure object under ``location`` (that may hold records of ``table``, when
+    given: see :meth:`FailedBatch.concerns`), oldest batch first; objects whose URI is in
+    ``skip`` are not read. An object that is not an invocation record is logged and skipped:
+    it cannot name the records it stands for."""
     out = []
     skipped = set(skip)
     for rel in location.find(""):
@@ -250,13 +360,50 @@ def list_failed_batches(
         if uri in skipped:
             continue
         try:
-            batch = parse_invocation_record(location.get_bytes(rel), uri)
+            batch = parse_invocation_record(location.get_bytes(rel), uri, margin=margin)
         except MalformedInvocationRecord as exc:
             log.warning("WARNING: skipping %s", exc)
             continue
-        if table is None or batch.table == table:
+        if table is None or batch.concerns(table, kinesis_streams):
             out.append(batch)
     return sorted(out, key=lambda b: (b.first_time, b.uri))
+
+
+# -- what the Kinesis function recorded -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KinesisSide:
+    """What ``lambda.json`` says of a table's Kinesis function: the data streams it reads
+    (``None``: unknown) and its reordering margin."""
+
+    streams: frozenset[str] | None
+    margin: timedelta
+
+
+def kinesis_side(archive: Archive, table: str) -> KinesisSide:
+    """The data streams ``table`` is archived from by a Kinesis function, and its margin.
+
+    No ``kinesis_stream_arns`` in ``lambda.json``: none when no generation of the table was
+    archived from Kinesis by a function, else unknown (``None``: every data stream's batches
+    concern it)."""
+    doc = (
+        statefiles.read_json(
+            archive,
+            layout.lambda_deployment(table),
+            statefiles.LAMBDA_DEPLOYMENT,
+            "lambda.json",
+            missing_ok=True,
+        )
+        or {}
+    )
+    seconds = doc.get("kinesis_reorder_seconds")
+    margin = timedelta(seconds=float(seconds)) if seconds else DEFAULT_KINESIS_MARGIN
+    arns = doc.get("kinesis_stream_arns")
+    if arns:
+        return KinesisSide(frozenset(str(a) for a in arns), margin)
+    modes = {str(g.get("mode")) for g in coverage.generations(archive, table)}
+    return KinesisSide(None if "kinesis-lambda" in modes else frozenset(), margin)
 
 
 # -- what redrive recorded ------------------------------------------------------------------
@@ -365,15 +512,21 @@ def lambda_failure_gaps(
     done = read_redrives(archive, table)
     closed = {uri for uri, line in done.items() if line.get("status") == STATUS_REDRIVEN}
     command = redrive_command(table, archive.url, location)
+    side = kinesis_side(archive, table)
     # Redriven objects are not read again: planning stays cheap as they accumulate.
     report.redriven = sum(1 for rel in where.find("") if where.uri(rel) in closed)
-    for batch in list_failed_batches(where, table, skip=closed):
+    batches = list_failed_batches(
+        where, table, skip=closed, kinesis_streams=side.streams, margin=side.margin
+    )
+    for batch in batches:
         line = done.get(batch.uri)
         status = str(line.get("status")) if line else STATUS_PENDING
         report.gaps.append(
             batch.gap(
                 table_id,
                 status,
+                table=table,
+                margin=side.margin,
                 malformed=list(line.get("malformed") or []) if line else [],
                 detail=str(line.get("detail") or "") if line else "",
                 redrive=command,
@@ -385,10 +538,15 @@ def lambda_failure_gaps(
 __all__ = [
     "ENV_LOCATION",
     "GAP_REASON",
+    "LAMBDA_MODES",
+    "SOURCE_DYNAMODB",
+    "SOURCE_KINESIS",
     "STACK_PREFIX",
     "FailedBatch",
     "FailureReport",
+    "KinesisSide",
     "MalformedInvocationRecord",
+    "kinesis_side",
     "lambda_failure_gaps",
     "list_failed_batches",
     "location_unknown",

@@ -187,10 +187,19 @@ def _record_stream_change(
     )
 
 
-def _record_deployment(archive: Archive, table: str, now: datetime) -> None:
+def record_deployment(
+    archive: Archive,
+    table: str,
+    now: datetime,
+    *,
+    kinesis_stream_arn: str | None = None,
+    kinesis_reorder_seconds: float | None = None,
+) -> None:
     """Say which function archives the table and at what iterator-age threshold, so that
-    planning can read its IteratorAge from CloudWatch (written only when it changed)."""
-    doc = {
+    planning can read its IteratorAge from CloudWatch (written only when it changed). The
+    Kinesis function adds its data stream (to the ones named before: a batch that failed on
+    any of them concerns the table) and its reordering margin."""
+    doc: dict[str, Any] = {
         "function_name": os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or None,
         "max_iterator_age_seconds": max_iterator_age().total_seconds(),
     }
@@ -205,8 +214,12 @@ def _record_deployment(archive: Archive, table: str, now: datetime) -> None:
     except statefiles.StateFileError as exc:  # never overwrite a state file that is broken
         log.error("%s: not updating it", exc)
         return
+    if kinesis_stream_arn is not None:
+        arns = {str(a) for a in known.get("kinesis_stream_arns") or []} | {kinesis_stream_arn}
+        doc["kinesis_stream_arns"] = sorted(arns)
+        doc["kinesis_reorder_seconds"] = kinesis_reorder_seconds
     if {k: known.get(k) for k in doc} != doc:
-        archive.write_json(path, {**doc, "updated_at": iso_ms(now)})
+        archive.write_json(path, {**known, **doc, "updated_at": iso_ms(now)})
 
 
 def _open_stream(archive: Archive, stream_arn: str, now: datetime) -> StreamContext:
@@ -233,7 +246,7 @@ def _open_stream(archive: Archive, stream_arn: str, now: datetime) -> StreamCont
         mode="lambda",
         now=now,
     )
-    _record_deployment(archive, table, now)
+    record_deployment(archive, table, now)
     log.info("%s: archiving %s (table_id %s) into %s", table, stream_arn, table_id, archive.url)
     return StreamContext(table=table, table_id=table_id, table_arn=table_arn)
 

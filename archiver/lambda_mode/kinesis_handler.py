@@ -44,7 +44,7 @@ from typing import Any
 from archiver.aws.clients import AwsSettings
 from archiver.aws.error_table import ArchiverError, PoisonRecord
 from archiver.capture import kinesis_records
-from archiver.capture.kinesis_order import Orderer
+from archiver.capture.kinesis_order import Orderer, remember_archived
 from archiver.capture.kinesis_run import (
     DEFAULT_REORDER_SECONDS,
     Destination,
@@ -53,6 +53,7 @@ from archiver.capture.kinesis_run import (
 from archiver.capture.sources import refuse_other_source
 from archiver.format import coverage, tables, ties
 from archiver.format.changefiles import RunBuilder, WriteFailed, write_builder
+from archiver.format.records import ChangeRows
 from archiver.format.storage import Archive
 from archiver.format.timefmt import from_epoch, parse_iso, utcnow
 from archiver.lambda_mode import handler as lambda_handler
@@ -160,6 +161,13 @@ def _open_table(archive: Archive, table: str, stream_arn: str, now: datetime) ->
         now=now,
     )
     tables.store_description(archive, doc)
+    lambda_handler.record_deployment(
+        archive,
+        table,
+        now,
+        kinesis_stream_arn=stream_arn,
+        kinesis_reorder_seconds=reorder_margin().total_seconds(),
+    )
     known = ties.read_ties(archive, table)
     log.info(
         "%s: archiving from %s (table_id %s) into %s", table, stream_arn, table_id, archive.url
@@ -195,6 +203,27 @@ def _write(
 ) -> int | None:
     """Archive one table's records; the batch index of the first one not durable (None:
     all are)."""
+    first_bad = _place_and_write(archive, table, pending, context, now)[1]
+    if first_bad is not None:
+        return first_bad
+    margin = lambda_handler.max_iterator_age() + reorder_margin()
+    coverage.advance_watermark(
+        archive, table, context.table_id, now - margin, mode="kinesis-lambda", now=now
+    )
+    return None
+
+
+def _place_and_write(
+    archive: Archive,
+    table: str,
+    pending: _Pending,
+    context: TableContext,
+    now: datetime,
+    *,
+    dry_run: bool = False,
+) -> tuple[list[str], int | None]:
+    """Order one table's records (duplicates dropped, ties recorded) and write them: the
+    files written, and the batch index of the first record not durable (None: all are)."""
     entries = []
     placed: list[tuple[int, str, dict[str, Any]]] = []
     for index, item in pending.records:
@@ -206,6 +235,8 @@ def _write(
         placed.append(
             (index, sequence_number, kinesis_records.archive_record(item, sequence_number))
         )
+    if dry_run:
+        return [f"{len(placed)} record(s)"] if placed else [], None
     if entries:
         ties.append_ties(archive, table, entries)
     placed.sort(key=lambda p: p[1])
@@ -215,16 +246,101 @@ def _write(
     for _, _, record in placed:
         builder.add(record)
     try:
-        write_builder(archive, table, builder)
+        files = write_builder(archive, table, builder)
     except WriteFailed as exc:
         log.error("%s (%d file(s) written before it)", exc, len(exc.written))
         cut = exc.first_unwritten_sequence_number.zfill(40)
-        return min(index for index, seq, _ in placed if seq >= cut)
-    margin = lambda_handler.max_iterator_age() + reorder_margin()
-    coverage.advance_watermark(
-        archive, table, context.table_id, now - margin, mode="kinesis-lambda", now=now
-    )
+        return list(exc.written), min(index for index, seq, _ in placed if seq >= cut)
+    return list(files), None
+
+
+# -- failed batches, redriven ---------------------------------------------------------------
+
+
+@dataclass
+class Redriven:
+    """What archiving one table's records of a failed batch did."""
+
+    files: list[str] = field(default_factory=list)
+    malformed: list[dict[str, Any]] = field(default_factory=list)
+    # Records of an earlier generation of the table (created before the archived one).
+    earlier_generation: int = 0
+
+
+def _row_problem(record: Mapping[str, Any], stream_arn: str, table_id: str) -> str | None:
+    """Why the archive cannot take ``record`` (as ``archive_record`` shapes it), or None."""
+    try:
+        rows = ChangeRows()
+        rows.append(record, stream_arn=stream_arn, shard_id=None, table_id=table_id, origin=ORIGIN)
+        rows.to_table()
+    except Exception as exc:  # any failure to build the row is the record's fault
+        return f"{type(exc).__name__}: {exc}"
     return None
+
+
+def redrive_records(
+    archive: Archive,
+    table: str,
+    stream_arn: str,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> Redriven:
+    """Archive ``table``'s records among a failed batch's Kinesis event records (base64 in
+    ``kinesis.data``) exactly as the function would have: the same order keys (ties with the
+    archived records around them decided by the images, duplicates of archived records
+    dropped), the same rows and file names — so redriving twice writes nothing new. Records
+    of other tables are skipped; one the archive cannot take is reported, not written. The
+    watermark is not moved: it already passed these records.
+
+    Raises:
+        ArchiverError: the archive holds no coverage of ``table``.
+    """
+    now = now or utcnow()
+    current = coverage.current(archive, table)
+    if current is None or not current.get("table_id"):
+        raise ArchiverError(f"the archive {archive.url} holds no coverage of table {table!r}")
+    table_id = str(current["table_id"])
+    created = parse_iso(str(current.get("table_created_at") or "1970-01-01T00:00:00Z"))
+    out = Redriven()
+    pending = _Pending(stream_arn)
+    for index, record in enumerate(records):
+        part = _kinesis(record)
+        doc = kinesis_records.parse(str(part["data"]), base64_text=True)
+        if doc is None or doc["tableName"] != table:
+            continue
+        try:
+            item = kinesis_records.change(doc, kinesis_sequence_number=str(part["sequenceNumber"]))
+        except PoisonRecord as exc:
+            out.malformed.append({"event_id": exc.event_id, "error": str(exc)})
+            continue
+        if item.micros < (created.timestamp() - 1) * 1_000_000:
+            out.earlier_generation += 1
+            continue
+        problem = _row_problem(kinesis_records.archive_record(item, "0"), stream_arn, table_id)
+        if problem is not None:
+            out.malformed.append({"event_id": item.event_id, "error": problem})
+            continue
+        pending.records.append((index, item))
+    if not pending.records:
+        return out
+    first = from_epoch(min(item.micros for _, item in pending.records) / 1e6)
+    last = from_epoch(max(item.micros for _, item in pending.records) / 1e6)
+    orderer = Orderer(
+        horizon=(last - first) + timedelta(days=1), known=ties.read_ties(archive, table)
+    )
+    remember_archived(orderer, archive, table, first, last + timedelta(milliseconds=1))
+    context = TableContext(table_id, created, orderer)
+    files, first_bad = _place_and_write(archive, table, pending, context, now, dry_run=dry_run)
+    if first_bad is not None:
+        raise WriteFailed(
+            f"writing the redriven records of {table} failed",
+            written=files,
+            first_unwritten_sequence_number="0",
+        )
+    out.files = files
+    return out
 
 
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:

@@ -15,6 +15,13 @@ it (24 h); after that its gap stays, marked ``unavailable``. A record the archiv
 (most likely why the batch failed) is reported with its event id; the batch's other records
 are archived, and the gap stays, marked ``malformed``, until the record is dealt with.
 
+A table archived from a Kinesis data stream by the Kinesis function has failed batches there
+too (``KinesisBatchInfo``): the table's records among them are archived as that function
+would have (``kinesis_handler.redrive_records``: the same order keys, duplicates of archived
+records dropped); without a payload the range is read again from the data stream
+(``GetShardIterator AT_SEQUENCE_NUMBER``), which keeps records up to its retention period
+(24 hours to 365 days).
+
 Exit 0 when every failed batch is archived, 5 when a gap remains.
 
 Examples:
@@ -24,11 +31,12 @@ Examples:
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from archiver.aws import metrics
 from archiver.aws.clients import AwsSettings
@@ -37,6 +45,7 @@ from archiver.format import coverage, layout, tables
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
 from archiver.lambda_mode import failures as failures
+from archiver.lambda_mode import kinesis_handler
 from archiver.lambda_mode.failures import FailedBatch
 from archiver.lambda_mode.handler import archive_batch
 
@@ -44,6 +53,14 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient
 
 log = logging.getLogger(__name__)
+
+
+class KinesisClient(Protocol):
+    """The calls of a boto3 ``kinesis`` client that redrive makes."""
+
+    def get_shard_iterator(self, **kwargs: Any) -> Any: ...
+    def get_records(self, **kwargs: Any) -> Any: ...
+
 
 # GetRecords may answer empty pages before it reaches records; give up after this many.
 MAX_EMPTY_PAGES = 50
@@ -135,16 +152,106 @@ def reread(streams: DynamoDBStreamsClient, batch: FailedBatch) -> list[Mapping[s
     )
 
 
+def reread_kinesis(kinesis: KinesisClient, batch: FailedBatch) -> list[Mapping[str, Any]]:
+    """A Kinesis batch's records read again from the data stream, by its recorded sequence
+    numbers, in the shape of a Lambda event's records (data base64 in ``kinesis.data``).
+
+    Raises:
+        RangeUnavailable: past the stream's retention, the stream or shard gone, or the range
+            not reached.
+    """
+    end = int(batch.end_sequence_number)
+    try:
+        iterator = kinesis.get_shard_iterator(
+            StreamARN=batch.stream_arn,
+            ShardId=batch.shard_id,
+            ShardIteratorType="AT_SEQUENCE_NUMBER",
+            StartingSequenceNumber=batch.start_sequence_number,
+        )["ShardIterator"]
+        out: list[Mapping[str, Any]] = []
+        empty = 0
+        while iterator and empty < MAX_EMPTY_PAGES:
+            page = kinesis.get_records(
+                ShardIterator=iterator, Limit=1000, StreamARN=batch.stream_arn
+            )
+            records = page.get("Records") or []
+            empty = 0 if records else empty + 1
+            for record in records:
+                if int(record["SequenceNumber"]) > end:
+                    return out
+                arrival = record.get("ApproximateArrivalTimestamp")
+                out.append(
+                    {
+                        "kinesis": {
+                            "data": base64.b64encode(record["Data"]).decode(),
+                            "sequenceNumber": record["SequenceNumber"],
+                            "approximateArrivalTimestamp": arrival.timestamp() if arrival else None,
+                        },
+                        "eventSourceARN": batch.stream_arn,
+                    }
+                )
+            if out and int(out[-1]["kinesis"]["sequenceNumber"]) >= end:
+                return out
+            if not records and page.get("MillisBehindLatest") == 0:
+                break  # at the tip, the range not reached
+            iterator = page.get("NextShardIterator")
+    except Exception as exc:
+        code = client_error_code(exc) or type(exc).__name__
+        raise RangeUnavailable(
+            f"the invocation record has no payload and the data stream no longer holds its "
+            f"range ({code})"
+        ) from exc
+    raise RangeUnavailable(
+        "the invocation record has no payload and the data stream did not return its whole range"
+    )
+
+
+def _redrive_kinesis(
+    archive: Archive,
+    table: str,
+    batch: FailedBatch,
+    *,
+    kinesis: KinesisClient | None,
+    dry_run: bool,
+) -> Outcome:
+    records: Sequence[Mapping[str, Any]]
+    if batch.records is not None:
+        records = batch.records
+    else:
+        if kinesis is None:
+            detail = "the invocation record has no payload and no Kinesis client was given"
+            return Outcome(batch, failures.STATUS_UNAVAILABLE, detail=detail)
+        try:
+            records = reread_kinesis(kinesis, batch)
+        except RangeUnavailable as exc:
+            return Outcome(batch, failures.STATUS_UNAVAILABLE, detail=str(exc))
+    done = kinesis_handler.redrive_records(
+        archive, table, batch.stream_arn, records, dry_run=dry_run
+    )
+    if done.earlier_generation:
+        log.warning(
+            "%s: %d record(s) of an earlier generation of %s not archived",
+            batch.uri,
+            done.earlier_generation,
+            table,
+        )
+    status = failures.STATUS_MALFORMED if done.malformed else failures.STATUS_REDRIVEN
+    return Outcome(batch, status, files=done.files, malformed=done.malformed)
+
+
 def redrive_batch(
     archive: Archive,
     table: str,
     batch: FailedBatch,
     *,
     streams: DynamoDBStreamsClient | None = None,
+    kinesis: KinesisClient | None = None,
     dry_run: bool = False,
 ) -> Outcome:
     """Archive one failed batch as the function would have; returns what happened (nothing
     is recorded here)."""
+    if batch.source == failures.SOURCE_KINESIS:
+        return _redrive_kinesis(archive, table, batch, kinesis=kinesis, dry_run=dry_run)
     records: Sequence[Mapping[str, Any]]
     if batch.records is not None:
         records = batch.records
@@ -183,6 +290,7 @@ def redrive(
     location: Archive,
     *,
     streams: DynamoDBStreamsClient | None = None,
+    kinesis: KinesisClient | None = None,
     dry_run: bool = False,
 ) -> Report:
     """Redrive every on-failure object of ``table`` under ``location`` not redriven yet."""
@@ -190,9 +298,15 @@ def redrive(
     closed = {uri for uri, line in done.items() if line.get("status") == failures.STATUS_REDRIVEN}
     report = Report()
     report.already = sum(1 for rel in location.find("") if location.uri(rel) in closed)
-    for batch in failures.list_failed_batches(location, table, skip=closed):
+    side = failures.kinesis_side(archive, table)
+    batches = failures.list_failed_batches(
+        location, table, skip=closed, kinesis_streams=side.streams, margin=side.margin
+    )
+    for batch in batches:
         previous = done.get(batch.uri)
-        outcome = redrive_batch(archive, table, batch, streams=streams, dry_run=dry_run)
+        outcome = redrive_batch(
+            archive, table, batch, streams=streams, kinesis=kinesis, dry_run=dry_run
+        )
         report.outcomes.append(outcome)
         if dry_run:
             continue
@@ -232,8 +346,13 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     # What it archives is reported as the archiver function's is: EMF lines in its log.
     with metrics.using(metrics.EmfMetrics(flush_seconds=None)) as sink:
         try:
+            settings = AwsSettings()
             report = redrive(
-                archive, table, location, streams=AwsSettings().client("dynamodbstreams")
+                archive,
+                table,
+                location,
+                streams=settings.client("dynamodbstreams"),
+                kinesis=settings.client("kinesis"),
             )
         finally:
             sink.flush()
@@ -256,5 +375,6 @@ __all__ = [
     "redrive",
     "redrive_batch",
     "reread",
+    "reread_kinesis",
     "table_id_for",
 ]

@@ -18,10 +18,9 @@ when a location is given (``--lambda-failures`` / ``DDB_ARCHIVE_LAMBDA_FAILURES`
 mode with no location known (a local archive, neither given), whether a batch failed is
 unknown, which is not "none": planning refuses (:class:`LambdaFailuresUnknown`, exit 4).
 
-A table archived by the Kinesis Lambda function (mode ``kinesis-lambda``) has failed batches too,
-but their on-failure records (``KinesisBatchInfo``) are not read yet: whether one failed is
-unknown, so the whole range planned is returned as one gap (:data:`KINESIS_UNCHECKED`) — refused
-like any gap, and restored anyway, loudly, with ``--allow-gaps``.
+A table archived by the Kinesis Lambda function (mode ``kinesis-lambda``) is checked the same
+way: its failed batches carry ``KinesisBatchInfo`` (``archiver.lambda_mode.failures`` reads
+both kinds), and its function's IteratorAge is in CloudWatch under the same metric.
 """
 
 from __future__ import annotations
@@ -98,12 +97,6 @@ class LambdaChecks:
 def _mode(archive: Archive, table: str, table_id: str) -> str | None:
     generation = coverage.generation_of(archive, table, table_id)
     return str(generation.get("mode")) if generation and generation.get("mode") else None
-
-
-KINESIS_LAMBDA_MODE = "kinesis-lambda"
-# Not a gaps.jsonl reason: planning's own answer while a Kinesis function's failed batches
-# cannot be read (docs/kinesis.md, "Limits").
-KINESIS_UNCHECKED = "kinesis-lambda-failures-unchecked"
 
 
 def failure_gaps(
@@ -196,18 +189,7 @@ def gaps_met(
         LambdaHealthUnknown: see :func:`stall_gaps`.
     """
     checks = checks or LambdaChecks()
-    mode = _mode(archive, table, table_id)
-    if mode == KINESIS_LAMBDA_MODE:
-        return [
-            {
-                "table": table,
-                "table_id": table_id,
-                "from": iso_ms(start),
-                "to": iso_ms(end),
-                "reason": KINESIS_UNCHECKED,
-            }
-        ]
-    lambda_mode = mode == "lambda"
+    lambda_mode = _mode(archive, table, table_id) in lambda_failures.LAMBDA_MODES
     explicit = bool(checks.failures_url or os.environ.get(lambda_failures.ENV_LOCATION))
     met: list[dict[str, Any]] = []
     if lambda_mode or explicit:
@@ -233,11 +215,6 @@ def describe(gap: dict[str, Any]) -> str:
         if gap.get("status") == lambda_failures.STATUS_UNAVAILABLE:
             return f"{what} in {gap.get('object')} cannot be redriven: {gap.get('detail')}"
         return f"{what} in {gap.get('object')}: run `{gap.get('redrive')}`"
-    if gap.get("reason") == KINESIS_UNCHECKED:
-        return (
-            "the Kinesis Lambda function's batches sent to its on-failure destination are not "
-            "read yet, so whether one failed in this range is unknown"
-        )
     if gap.get("reason") == lambda_stall.GAP_REASON:
         return (
             f"IteratorAge reached {gap.get('max_iterator_age_seconds'):.0f} s, above "

@@ -82,7 +82,9 @@ def _lambda_failures(
 ) -> dict[str, Any] | None:
     """Failed Lambda batches not redriven (Lambda mode, or any mode with a location given)."""
     explicit = bool(location or os.environ.get(lambda_failures.ENV_LOCATION))
-    if not explicit and (current is None or current.get("mode") != "lambda"):
+    if not explicit and (
+        current is None or current.get("mode") not in lambda_failures.LAMBDA_MODES
+    ):
         return None
     try:
         report = lambda_failures.lambda_failure_gaps(
