@@ -121,6 +121,9 @@ def run(
     if not args.debug:
         for noisy in ("botocore", "aiobotocore", "s3fs", "urllib3", "asyncio", "fsspec"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    emf = getattr(args, "_emf_at_exit", False) and getattr(args, "metrics", "none") == "emf"
+    sink = metrics.EmfMetrics(flush_seconds=None) if emf else None
+    previous = metrics.use(sink) if sink is not None else None
     try:
         code = args._module.main(args)
         return int(code or 0)
@@ -151,6 +154,10 @@ def run(
             + ("" if args.debug else " (rerun with --debug for details)")
         )
         return EXIT_FAILURE
+    finally:
+        if sink is not None and previous is not None:
+            metrics.use(previous)
+            sink.flush()
 
 
 NO_CREDENTIALS = (
@@ -561,6 +568,21 @@ __all__ = [
     "positive_int",
     "run",
 ]
+
+
+def add_emf_argument(parser: argparse.ArgumentParser) -> None:
+    """``--metrics none|emf`` for a command that runs once and ends (restore, drill, compact,
+    redrive): with ``emf``, what it reported is printed as CloudWatch Embedded Metric Format
+    lines on stdout when it ends (:func:`run` does it, whatever the outcome)."""
+    group = parser.add_argument_group("metrics")
+    group.add_argument(
+        "--metrics",
+        choices=("none", "emf"),
+        default="none",
+        help="emf: what the command did as CloudWatch Embedded Metric Format lines on stdout "
+        "when it ends (one per table; docs: Drills and metrics)",
+    )
+    parser.set_defaults(_emf_at_exit=True)
 
 
 def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:

@@ -294,6 +294,22 @@ def test_the_pitr_method_against_moto_at_the_present(
     assert record.last(archive, TABLE)["method"] == "pitr"  # type: ignore[index]
 
 
+def test_a_time_within_the_margin_of_creation_counts_the_first_writes_as_not_comparable(
+    ddb: Any, s3: Any, archive_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """T less than the margin after the table's creation: the margin's log starts where the
+    log does, with the writes made at that very instant (k00, written at creation) — an export
+    that saw the table just before them is no difference."""
+    drill = Drill(ddb, s3, archive_path, fuzz=60.0)
+    drill.build(_history())
+    # AWS's copy sees every key a whole margin before T: before k00 was written.
+    monkeypatch.setattr(drill.double, "_fuzz", lambda arn, key: -timedelta(seconds=60))
+    code, out, err = drill.cli(capsys, monkeypatch, "--at", iso_ms(T0 + timedelta(seconds=37)))
+    assert code == 0, err + out
+    assert "0 items compared, 20 not comparable" in out
+
+
 def test_the_scheduled_drill_function_records_and_emits_its_result(
     ddb: Any, s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],

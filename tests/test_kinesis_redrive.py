@@ -39,6 +39,7 @@ from tests.conftest import REGION, Crash, create_table
 from tests.kinesis_double import DestinationDouble, lambda_event, stream_arn
 from tests.kinesis_helpers import History, Step, micros_of, restored, seed_coverage
 from tests.replay_helpers import replayer
+from tests.test_metrics import emf_lines
 
 TABLE = "orders"
 ARN = stream_arn("orders-cdc")
@@ -359,12 +360,39 @@ def test_status_restore_and_redrive_through_the_commands(
     assert archiver_main([*argv, "--dry-run"]) == EXIT_OK
     assert "would archive" in capsys.readouterr().out
     assert archive.find(layout.STATE, "lambda-redrives.jsonl") == []
-    assert archiver_main(argv) == EXIT_OK
+    assert archiver_main([*argv, "--metrics", "emf"]) == EXIT_OK
+    [doc] = emf_lines(capsys.readouterr().out)
+    assert (doc["Table"], doc["RecordsArchived"], doc["FilesWritten"]) == (TABLE, len(failed), 1)
     code, _, err = replayer(capsys, *restore, "--target-table-name", "restored")
     assert code == EXIT_OK, err
     items = ddb.scan(TableName="restored")["Items"]
     last = history.state_at(history.steps[-1].micros // 1000 + 1)
     assert len(items) == len(last)
+
+
+def test_the_function_writes_emf_lines_with_what_it_archived(
+    ddb: Any, archive: Archive, function: DestinationDouble, capsys: pytest.CaptureFixture[str]
+) -> None:
+    description = create_table(ddb, TABLE, stream=None)
+    _, created = seed_coverage(archive, TABLE, description)
+    history = History(TABLE)
+    for n in range(3):
+        history.write(f"k{n}", micros_of(created) + 50_000 + n, "v")
+    capsys.readouterr()
+    answer = kinesis_handler.handler({"Records": event_records(history.steps, 1)}, None)
+    assert answer == {"batchItemFailures": []}
+    [doc] = emf_lines(capsys.readouterr().out)
+    assert (doc["Table"], doc["RecordsArchived"], doc["FilesWritten"]) == (TABLE, 3, 1)
+    assert doc["BytesArchived"] == sum(s.doc["dynamodb"]["SizeBytes"] for s in history.steps)
+    assert doc["ArchiveLagSeconds"] >= 0
+    poison = History(TABLE).write("p", micros_of(created) + 60_000, "v")
+    assert poison is not None
+    del poison.doc["dynamodb"]["Keys"]
+    assert kinesis_handler.handler({"Records": event_records([poison], 9)}, None)[
+        "batchItemFailures"
+    ]
+    [doc] = emf_lines(capsys.readouterr().out)
+    assert doc["PoisonRecords"] == 1
 
 
 def test_the_documented_invocation_record_is_read_exactly() -> None:

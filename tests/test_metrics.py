@@ -218,18 +218,36 @@ def test_run_with_emf_and_a_restore_report_what_they_did(
         files = archive.find("changes/table_name=emf", ".parquet")
         assert doc["RecordsArchived"] == 7 and doc["FilesWritten"] == len(files) >= 1
         assert doc["BytesArchived"] > 0 and doc["ArchiveLagSeconds"] >= 0
-        sink = metrics.current()
-        assert isinstance(sink, metrics.EmfMetrics)
         code = replayer_main(["restore", "--source-table-name", "emf", "--target-table-name",
                               "emf-copy", "--archive", str(archive_path),
                               "--use-latest-restorable-time", "--strategy", "replay",
-                              "--no-verify"])  # fmt: skip
+                              "--no-verify", "--metrics", "emf"])  # fmt: skip
         assert code == 0
-        sink.flush()
         [doc] = [d for d in emf_lines(capsys.readouterr().out) if d["Table"] == "emf"]
         assert doc["RestoreItemsPerSecond"] > 0
     finally:
         metrics.use(previous)
+
+
+def test_one_shot_commands_print_their_emf_lines_when_they_end(
+    archive: Archive, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--metrics emf`` on compact (and restore, drill, redrive): the lines come at the end,
+    and the process's sink is what it was before."""
+    from archiver.cli import main as archiver_main
+    from tests.changes_builder import write_changes
+    from tests.test_compact import workload
+
+    write_changes(archive, "orders", workload(20), per_file=5)
+    before = metrics.current()
+    capsys.readouterr()
+    argv = ["compact", "--table-name", "orders", "--archive", archive.url, "--grace-seconds", "0"]
+    assert archiver_main([*argv, "--metrics", "emf"]) == 0
+    [doc] = emf_lines(capsys.readouterr().out)
+    assert doc["Table"] == "orders" and doc["FilesWritten"] >= 1
+    assert metrics.current() is before
+    assert archiver_main(argv) == 0  # without it: no line
+    assert emf_lines(capsys.readouterr().out) == []
 
 
 def test_retries_throttles_and_compaction_are_counted(archive: Archive) -> None:

@@ -7,6 +7,7 @@ from datetime import datetime
 from archiver.aws.error_table import UsageError
 from archiver.cliutil import (
     add_archive_argument,
+    add_emf_argument,
     add_file_mode_argument,
     add_table_argument,
     non_negative_float,
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_table_argument(parser, "the archived table's name")
     add_archive_argument(parser)
     add_file_mode_argument(parser)
+    add_emf_argument(parser)
     parser.add_argument(
         "--dt",
         type=_dt,

@@ -6,6 +6,7 @@ from archiver.aws.clients import AwsSettings
 from archiver.aws.error_table import EXIT_NEW_GAP, EXIT_OK, UsageError
 from archiver.cliutil import (
     add_archive_argument,
+    add_emf_argument,
     add_file_mode_argument,
     add_table_argument,
     open_archive,
@@ -23,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_table_argument(parser, "the archived table's name")
     add_archive_argument(parser)
     add_file_mode_argument(parser)
+    add_emf_argument(parser)
     parser.add_argument(
         "--from",
         dest="source",

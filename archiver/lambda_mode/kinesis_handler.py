@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from archiver.aws import metrics
 from archiver.aws.clients import AwsSettings
 from archiver.aws.error_table import ArchiverError, PoisonRecord
 from archiver.capture import kinesis_records
@@ -210,6 +211,9 @@ def _write(
     coverage.advance_watermark(
         archive, table, context.table_id, now - margin, mode="kinesis-lambda", now=now
     )
+    # The function's real lag: how old the newest record it just archived was.
+    newest = max((item.micros for _, item in pending.records), default=None)
+    metrics.current().lag(table, from_epoch(newest / 1e6) if newest else None, now)
     return None
 
 
@@ -251,6 +255,8 @@ def _place_and_write(
         log.error("%s (%d file(s) written before it)", exc, len(exc.written))
         cut = exc.first_unwritten_sequence_number.zfill(40)
         return list(exc.written), min(index for index, seq, _ in placed if seq >= cut)
+    nbytes = sum(int(r["dynamodb"].get("SizeBytes") or 0) for _, _, r in placed)
+    metrics.current().file_written(table, len(placed), nbytes, len(files))
     return list(files), None
 
 
@@ -344,7 +350,20 @@ def redrive_records(
 
 
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-    """Archive one batch of Kinesis records; report the first record not durably written."""
+    """Archive one batch of Kinesis records; report the first record not durably written.
+
+    Its metrics (records, bytes, files, lag, poison records, failed batches) are written as
+    CloudWatch Embedded Metric Format lines at the end of each invocation, as the DynamoDB
+    Streams function's are (``archiver.aws.metrics``).
+    """
+    with metrics.using(metrics.EmfMetrics(flush_seconds=None)) as sink:
+        try:
+            return _handle(event)
+        finally:
+            sink.flush()
+
+
+def _handle(event: Mapping[str, Any]) -> dict[str, Any]:
     records: Sequence[Mapping[str, Any]] = list(event.get("Records") or [])
     if not records:
         return {"batchItemFailures": []}
@@ -369,6 +388,7 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
             )
         except PoisonRecord as exc:
             log.error("POISON RECORD: %s; the records before it are archived", exc)
+            metrics.current().poison(str(doc["tableName"]))
             failed_at = index
             break
         table = str(doc["tableName"])
@@ -388,6 +408,7 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
             log.error("%s: batch failed: %s: %s", table, type(exc).__name__, exc)
             first_bad = min((i for i, _ in pending.records), default=0)
         if first_bad is not None:
+            metrics.current().failed_batch(table)
             failed_at = first_bad if failed_at is None else min(failed_at, first_bad)
             # What the orderer saw of this batch is not all durable: the retry must not be
             # taken for duplicates of it.

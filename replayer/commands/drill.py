@@ -22,6 +22,7 @@ from archiver.aws.error_table import EXIT_DIFFERENCES
 from archiver.aws.prices import PRICES_AS_OF, full_export_cost, rates_for
 from archiver.cliutil import (
     add_archive_argument,
+    add_emf_argument,
     add_table_argument,
     non_negative_float,
     positive_int,
@@ -39,6 +40,7 @@ from replayer.strategies.costs import format_cost, native_restore_cost
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_table_argument(parser, "the archived table to drill (it must be live, with PITR on)")
     add_archive_argument(parser)
+    add_emf_argument(parser)
     when = parser.add_mutually_exclusive_group(required=True)
     when.add_argument(
         "--at",

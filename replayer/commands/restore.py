@@ -37,6 +37,7 @@ from archiver.cliutil import (
     add_allow_gaps_argument,
     add_allow_inexact_argument,
     add_archive_argument,
+    add_emf_argument,
     add_lambda_arguments,
     add_restore_time_arguments,
     positive_float,
@@ -92,6 +93,7 @@ def resolve_time(archive: Archive, table: str, args: argparse.Namespace) -> date
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_source_tables_arguments(parser, targets=True)  # one table, or several at one instant
     add_archive_argument(parser)
+    add_emf_argument(parser)
     add_restore_time_arguments(
         parser,
         "the time to restore to, inclusive",

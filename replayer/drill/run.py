@@ -20,6 +20,7 @@ differences).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -159,6 +160,33 @@ def _examples(con: Any, expected: str, actual: str, limit: int) -> list[dict[str
 NativeSide = Callable[[datetime], native.NativeCopy]
 
 
+def _margin_log(
+    archive: Archive, table: str, plan: planning.Plan, at: datetime, margin: timedelta
+) -> planning.LogPlan:
+    """The log over ``[at − margin, at + margin]``: every key written there is not comparable.
+
+    Where that range starts before the log does, it is clamped to the log's start — inclusive
+    of it — only when the log starts at table creation (nothing was written before); else the
+    keys written between ``at − margin`` and the log's start are unknown.
+
+    Raises:
+        Refused: the log starts after ``at − margin``, not at table creation.
+    """
+    gen = plan.generation
+    start = gen.covered_from
+    lower = at - margin
+    if start is None or lower - _MS >= start:
+        return planning.plan_log(archive, table, lower - _MS, at + margin, table_id=plan.table_id)
+    if not gen.from_table_creation:
+        raise Refused(
+            f"table {table!r}: its log starts at {iso_ms(start)}, less than the margin "
+            f"({margin.total_seconds():g} s) before {iso_ms(at)}: keys written just before the "
+            "log starts could not be told apart; drill at a later time"
+        )
+    around = planning.plan_log(archive, table, start, at + margin, table_id=plan.table_id)
+    return dataclasses.replace(around, lower_inclusive=True)
+
+
 def run_drill(
     archive: Archive,
     table: str,
@@ -184,13 +212,7 @@ def run_drill(
     started = clock()
     drill_id = drill_id or new_drill_id(started)
     plan = planning.plan_restore(archive, table, at, settings=settings)
-    around = planning.plan_log(
-        archive,
-        table,
-        max(at - margin - _MS, plan.log_from),
-        at + margin,
-        table_id=plan.table_id,
-    )
+    around = _margin_log(archive, table, plan, at, margin)
     with Fold(archive, fold_settings) as fold:
         begun = time.monotonic()
         state = fold.state_at(plan)

@@ -4,10 +4,11 @@ A drill compares the archive's state at ``T`` with AWS's own state at ``T`` (a n
 or a PITR restore), so ``T`` must be an instant both sides can give:
 
 - the archive: at or after the earliest instant it rebuilds exactly (table creation when the
-  log starts there, else the ``valid_from`` of the oldest base whose log it covers), and at or
-  before ``watermark − margin`` — the margin because the keys written within ``margin`` of ``T``
-  are found in the log (they are the ones AWS's fuzzy copy cannot be compared on), so the log
-  must reach ``T + margin``;
+  log starts there, else the ``valid_from`` of the oldest base whose log it covers, and no
+  earlier than ``margin`` after the log's start), and at or before ``watermark − margin`` — the
+  margin because the keys written within ``margin`` of ``T`` are found in the log (they are the
+  ones AWS's fuzzy copy cannot be compared on), so the log must cover ``T − margin`` (unless it
+  starts at table creation: nothing was written before) to ``T + margin``;
 - AWS: inside PITR's restorable window (``EarliestRestorableDateTime`` ..
   ``LatestRestorableDateTime``) as ``DescribeContinuousBackups`` reports it now.
 
@@ -96,8 +97,11 @@ def drill_window(archive: Archive, table: str, pitr: PitrStatus, margin: timedel
             f"table {table!r}: point-in-time recovery is not enabled (or has no restorable window "
             "yet), so AWS has no copy to drill against: `ddb-archiver pitr --enable`"
         )
+    exact_from = archive_exact_from(archive, table, gen)
+    if not gen.from_table_creation and gen.covered_from is not None:
+        exact_from = max(exact_from, as_utc(gen.covered_from) + margin)
     window = DrillWindow(
-        archive_from=archive_exact_from(archive, table, gen),
+        archive_from=exact_from,
         archive_to=as_utc(gen.watermark) - margin,
         pitr_from=as_utc(pitr.earliest_restorable),
         pitr_to=as_utc(pitr.latest_restorable),

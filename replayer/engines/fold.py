@@ -626,7 +626,8 @@ class Fold:
         )
 
     def log_changes(self, plan: LogPlan) -> FoldResult:
-        """Per key changed in ``(plan.after, plan.until]``, its latest image (NULL: deleted)."""
+        """Per key changed in ``(plan.after, plan.until]`` (``[after, until]`` with
+        ``plan.lower_inclusive``), its latest image (NULL: deleted)."""
 
         def build(relist: bool) -> str:
             files = (
@@ -634,7 +635,7 @@ class Fold:
                 if relist
                 else list(plan.change_files)
             )
-            return self._fold_sql(files, None, lower_inclusive=False)
+            return self._fold_sql(files, None, lower_inclusive=plan.lower_inclusive)
 
         params = {"table_id": plan.table_id, "lo": as_utc(plan.after), "hi": as_utc(plan.until)}
         return self._materialise(f"reading the log of {plan.table}", build, params)

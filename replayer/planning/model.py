@@ -162,6 +162,8 @@ class LogPlan:
     until: datetime
     change_files: tuple[str, ...]
     gaps: tuple[dict[str, Any], ...] = field(default=())
+    # ``[after, until]`` instead: a range that starts where the log does (table creation).
+    lower_inclusive: bool = False
 
     @property
     def table_id(self) -> str:
