@@ -17,6 +17,7 @@ from cfnlint.api import lint_file
 from cfnlint.decode import decode
 
 from archiver.format.schema import CHANGE_SCHEMA
+from tests.cfn_conditions import deployed
 from tests.conftest import create_table
 from tests.distributions import closure, index_reachable, index_url, normalise
 
@@ -28,6 +29,7 @@ TEMPLATE = DEPLOY / "template.yaml"
 RESOURCE_STAR_ALLOWED = {
     "dynamodb:ListStreams",
     "dynamodb:ListBackups",
+    "kinesis:ListStreams",
     "application-autoscaling:DescribeScalableTargets",
     "application-autoscaling:DescribeScalingPolicies",
     "application-autoscaling:DescribeScheduledActions",
@@ -86,7 +88,11 @@ def test_cfn_lint_catches_a_broken_template(tmp_path: Path) -> None:
 
 def test_event_source_mapping_is_safe_and_ordered(template: Any) -> None:
     mappings = resources_of(template, "AWS::Lambda::EventSourceMapping")
-    assert set(mappings) == {"ArchiverEventSourceMapping", "MoreTablesMapping&{StreamArn}"}
+    assert set(mappings) == {
+        "ArchiverEventSourceMapping",
+        "MoreTablesMapping&{StreamArn}",
+        "KinesisEventSourceMapping",  # Kinesis mode's, instead of the first (test_deploy_kinesis)
+    }
     for mapping in mappings.values():
         check_mapping(mapping["Properties"])
 
@@ -117,7 +123,10 @@ def test_iterator_age_alarm_and_watermark_share_one_parameter(template: Any) -> 
     assert alarm["Metrics"][1]["Expression"] == "ageMs / 1000"
     assert template["Globals"]["Function"]["Architectures"] == ["arm64"]
     assert function["PackageType"] == "Image"
-    assert function["ImageConfig"]["Command"] == ["archiver.lambda_handler.handler"]
+    streams_mode = deployed(template, {"KinesisStreamArn": ""})["Resources"]["ArchiverFunction"]
+    assert streams_mode["Properties"]["ImageConfig"]["Command"] == [
+        "archiver.lambda_handler.handler"
+    ]
 
 
 def test_bucket_is_private_encrypted_and_tiers_only_data(template: Any) -> None:
@@ -244,7 +253,10 @@ def _statements(template: Any) -> list[tuple[str, dict[str, Any]]]:
         policies = [*props.get("Policies", []), *own]
         for policy in policies:
             doc = policy.get("PolicyDocument", policy)
-            out += [(name, s) for s in doc.get("Statement", [])]
+            for statement in doc.get("Statement", []):
+                # A statement of one mode only (Kinesis or Streams): each branch is a statement.
+                branches = statement["Fn::If"][1:] if "Fn::If" in statement else [statement]
+                out += [(name, s) for s in branches if s != {"Ref": "AWS::NoValue"}]
     return out
 
 
@@ -408,6 +420,7 @@ def test_lambda_entry_points_import_with_only_what_the_image_installs(tmp_path: 
     entry_points = (
         "import importlib.util, sys\n"
         "import archiver.lambda_mode.handler\n"
+        "import archiver.lambda_mode.kinesis_handler\n"
         f"spec = importlib.util.spec_from_file_location('prune_backups', {prune!r})\n"
         "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
         "print(sys.modules['pyarrow'].__file__)\n"
