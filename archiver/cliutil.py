@@ -82,8 +82,14 @@ def common_parent() -> argparse.ArgumentParser:
 
 
 def build_parser(
-    prog: str, description: str, commands: Sequence[Command]
+    prog: str,
+    description: str,
+    commands: Sequence[Command],
+    only: Sequence[str] | None = None,
 ) -> argparse.ArgumentParser:
+    """The tool's parser, every command's arguments included — or, with ``only``, just those
+    commands' (the others listed by name and help, their modules not imported: a command
+    starts without loading every other command's libraries)."""
     parser = argparse.ArgumentParser(
         prog=prog, description=description, formatter_class=_HelpFormatter
     )
@@ -91,6 +97,9 @@ def build_parser(
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parent = common_parent()
     for command in commands:
+        if only is not None and command.name not in only:
+            subparsers.add_parser(command.name, help=command.help, add_help=False)
+            continue
         module = importlib.import_module(command.module)
         doc = (module.__doc__ or command.help).strip()
         sub = subparsers.add_parser(
@@ -109,8 +118,9 @@ def run(
     prog: str, description: str, commands: Sequence[Command], argv: Sequence[str] | None
 ) -> int:
     """Parse ``argv``, run the command, and turn failures into exit codes."""
-    parser = build_parser(prog, description, commands)
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(prog, description, commands, only=_chosen(words, commands))
+    args = parser.parse_args(words)
     honour_aws_region()
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
@@ -158,6 +168,16 @@ def run(
         if sink is not None and previous is not None:
             metrics.use(previous)
             sink.flush()
+
+
+def _chosen(words: Sequence[str], commands: Sequence[Command]) -> list[str]:
+    """The command ``words`` name (the first word that is not an option), as a list of at most
+    one: only its module is imported to parse them."""
+    names = {c.name for c in commands}
+    for word in words:
+        if not word.startswith("-"):
+            return [word] if word in names else []
+    return []
 
 
 NO_CREDENTIALS = (

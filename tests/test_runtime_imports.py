@@ -190,17 +190,40 @@ def test_a_module_nothing_provides_is_reported(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("tool", ["archiver", "replayer"])
 def test_help_loads_no_sqlglot(tool: str) -> None:
-    """``--help`` imports every command's module (each adds its arguments): none of them may
-    load sqlglot, which only a query calling ``state_at`` / ``history_of`` needs."""
+    """Every command's ``--help`` imports that command's module (it adds its arguments): none
+    of them may load sqlglot, which only a query calling ``state_at`` / ``history_of`` needs."""
     code = (
         "import sys\n"
-        f"from {tool}.cli import main\n"
-        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        f"from {tool}.cli import COMMANDS, main\n"
+        "for command in COMMANDS:\n"
+        "    try:\n        main([command.name, '--help'])\n    except SystemExit:\n        pass\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlglot'), file=sys.stderr)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "COMMAND" in done.stdout
+    assert "usage:" in done.stdout
     assert done.stderr.strip() == "[]"
+
+
+@pytest.mark.parametrize("tool", ["archiver", "replayer"])
+def test_a_command_loads_no_other_command(tool: str) -> None:
+    """``--help`` lists the commands without importing them, and a command imports only its
+    own module: starting one does not pay for every other's libraries (DuckDB among them)."""
+    code = (
+        "import sys\n"
+        f"from {tool}.cli import main\n"
+        "for argv in (['--help'], ['compact' if 'archiver' == sys.argv[1] else 'status', '-h']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "    print(sorted(m for m in sys.modules if '.commands.' in m), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, tool], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "COMMAND" in done.stdout
+    only_help, one_command = done.stderr.strip().splitlines()[-2:]
+    assert only_help == "[]"
+    chosen = "compact" if tool == "archiver" else "status"
+    assert one_command == repr([f"{tool}.commands.{chosen}"])
