@@ -50,7 +50,7 @@ def _command_paths(
 
 
 # Each subcommand's --help in one process of the venv per tool: argparse prints and exits; the
-# process boundary adds nothing (every --help imports every command's module) but ~1.5 s each.
+# process boundary adds nothing (each --help imports its command's module) but ~1 s each.
 _HELPS = """
 import contextlib, importlib, io, json, sys
 
