@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from archiver.format import layout
 from archiver.format.errors import UsageError
 from archiver.format.storage import Archive
 
@@ -365,3 +366,13 @@ def read_jsonl(archive: Archive, rel: str, schema: Schema, what: str) -> list[di
         doc = _parse(f"{uri} line {number}", line, what)
         out.append(validate(f"{uri} line {number}", doc, schema, what))
     return out
+
+
+def read_lambda_deployment(archive: Archive, table: str) -> dict[str, Any]:
+    """``_state/<table>/lambda.json`` (:data:`LAMBDA_DEPLOYMENT`); ``{}`` when absent.
+
+    Raises:
+        StateFileError: it does not parse or has the wrong shape.
+    """
+    rel = layout.lambda_deployment(table)
+    return read_json(archive, rel, LAMBDA_DEPLOYMENT, "lambda.json", missing_ok=True) or {}

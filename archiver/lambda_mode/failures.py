@@ -387,16 +387,7 @@ def kinesis_side(archive: Archive, table: str) -> KinesisSide:
     No ``kinesis_stream_arns`` in ``lambda.json``: none when no generation of the table was
     archived from Kinesis by a function, else unknown (``None``: every data stream's batches
     concern it)."""
-    doc = (
-        statefiles.read_json(
-            archive,
-            layout.lambda_deployment(table),
-            statefiles.LAMBDA_DEPLOYMENT,
-            "lambda.json",
-            missing_ok=True,
-        )
-        or {}
-    )
+    doc = statefiles.read_lambda_deployment(archive, table)
     seconds = doc.get("kinesis_reorder_seconds")
     margin = timedelta(seconds=float(seconds)) if seconds else DEFAULT_KINESIS_MARGIN
     arns = doc.get("kinesis_stream_arns")

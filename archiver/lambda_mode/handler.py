@@ -205,12 +205,7 @@ def record_deployment(
     }
     path = layout.lambda_deployment(table)
     try:
-        known = (
-            statefiles.read_json(
-                archive, path, statefiles.LAMBDA_DEPLOYMENT, "lambda.json", missing_ok=True
-            )
-            or {}
-        )
+        known = statefiles.read_lambda_deployment(archive, table)
     except statefiles.StateFileError as exc:  # never overwrite a state file that is broken
         log.error("%s: not updating it", exc)
         return

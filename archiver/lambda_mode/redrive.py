@@ -34,7 +34,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -206,6 +206,22 @@ def reread_kinesis(kinesis: KinesisClient, batch: FailedBatch) -> list[Mapping[s
     )
 
 
+def _records_of(
+    batch: FailedBatch, reread_from: Callable[[], list[Mapping[str, Any]]] | None, what: str
+) -> Sequence[Mapping[str, Any]] | Outcome:
+    """The batch's records: its payload's, else read again from its stream (``reread_from``);
+    an :class:`Outcome` saying why neither is possible."""
+    if batch.records is not None:
+        return batch.records
+    if reread_from is None:
+        detail = f"the invocation record has no payload and no {what} client was given"
+        return Outcome(batch, failures.STATUS_UNAVAILABLE, detail=detail)
+    try:
+        return reread_from()
+    except RangeUnavailable as exc:
+        return Outcome(batch, failures.STATUS_UNAVAILABLE, detail=str(exc))
+
+
 def _redrive_kinesis(
     archive: Archive,
     table: str,
@@ -214,17 +230,12 @@ def _redrive_kinesis(
     kinesis: KinesisClient | None,
     dry_run: bool,
 ) -> Outcome:
-    records: Sequence[Mapping[str, Any]]
-    if batch.records is not None:
-        records = batch.records
-    else:
-        if kinesis is None:
-            detail = "the invocation record has no payload and no Kinesis client was given"
-            return Outcome(batch, failures.STATUS_UNAVAILABLE, detail=detail)
-        try:
-            records = reread_kinesis(kinesis, batch)
-        except RangeUnavailable as exc:
-            return Outcome(batch, failures.STATUS_UNAVAILABLE, detail=str(exc))
+    client = kinesis
+    records = _records_of(
+        batch, (lambda: reread_kinesis(client, batch)) if client is not None else None, "Kinesis"
+    )
+    if isinstance(records, Outcome):
+        return records
     done = kinesis_handler.redrive_records(
         archive, table, batch.stream_arn, records, dry_run=dry_run
     )
@@ -252,17 +263,12 @@ def redrive_batch(
     is recorded here)."""
     if batch.source == failures.SOURCE_KINESIS:
         return _redrive_kinesis(archive, table, batch, kinesis=kinesis, dry_run=dry_run)
-    records: Sequence[Mapping[str, Any]]
-    if batch.records is not None:
-        records = batch.records
-    else:
-        if streams is None:
-            detail = "the invocation record has no payload and no Streams client was given"
-            return Outcome(batch, failures.STATUS_UNAVAILABLE, detail=detail)
-        try:
-            records = reread(streams, batch)
-        except RangeUnavailable as exc:
-            return Outcome(batch, failures.STATUS_UNAVAILABLE, detail=str(exc))
+    client = streams
+    records = _records_of(
+        batch, (lambda: reread(client, batch)) if client is not None else None, "Streams"
+    )
+    if isinstance(records, Outcome):
+        return records
     table_id = table_id_for(archive, table, batch.stream_arn)
     bad = failures.malformed_records(records, stream_arn=batch.stream_arn, table_id=table_id)
     bad_ids = {m["event_id"] for m in bad}

@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from archiver.aws.error_table import ArchiverError
-from archiver.format import gap_log, layout, statefiles
+from archiver.format import gap_log, statefiles
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, utcnow
 
@@ -70,16 +70,7 @@ def deployment(archive: Archive, table: str, function_name: str | None = None) -
     """``function_name`` (or ``DDB_ARCHIVE_LAMBDA_FUNCTION``, or what the function wrote in
     ``_state/<table>/lambda.json``) and the threshold from that file (else
     ``MAX_ITERATOR_AGE_SECONDS``, else 600 s)."""
-    doc: Mapping[str, Any] = (
-        statefiles.read_json(
-            archive,
-            layout.lambda_deployment(table),
-            statefiles.LAMBDA_DEPLOYMENT,
-            "lambda.json",
-            missing_ok=True,
-        )
-        or {}
-    )
+    doc: Mapping[str, Any] = statefiles.read_lambda_deployment(archive, table)
     name = function_name or os.environ.get(ENV_FUNCTION) or doc.get("function_name") or None
     seconds = doc.get("max_iterator_age_seconds") or os.environ.get("MAX_ITERATOR_AGE_SECONDS")
     age = timedelta(seconds=float(seconds)) if seconds else DEFAULT_MAX_ITERATOR_AGE
