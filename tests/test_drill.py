@@ -40,6 +40,7 @@ from tests.replay_helpers import (
     replayer,
     write_changes,
     write_coverage,
+    write_snapshot,
 )
 
 TABLE = "orders"
@@ -406,3 +407,134 @@ def test_the_pitr_method_through_the_command_with_a_scratch_table(
     [scratch] = [t for t in ddb.list_tables()["TableNames"] if t != TABLE]
     assert scratch.startswith("orders-drill-")
     assert [d["method"] for d in record.read(drill.archive, TABLE)] == ["pitr", "pitr"]
+
+
+# -- the margin as an option --------------------------------------------------------------
+
+
+def _edge_fuzz(drill: Drill, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AWS's copy at the edges of its minute: k19 as it was 60 s before T (before its delete at
+    T − 30 s), every other key as it is 60 s after T (after k03's write at T + 20 s)."""
+    deleted = orjson.dumps(key("k19"), option=orjson.OPT_SORT_KEYS).decode()
+
+    def edge(arn: str, key_text: str) -> timedelta:
+        return timedelta(seconds=-60 if key_text == deleted else 60)
+
+    monkeypatch.setattr(drill.double, "_fuzz", edge)
+
+
+def test_a_margin_below_the_exports_fuzz_shows_false_differences_the_default_does_not(
+    ddb: Any, s3: Any, archive_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The archive is untouched: only the margin stands between a fuzzy export and a false
+    alarm. 5 s leaves k03 and k19 in the comparison (with a warning saying what it risks);
+    the default 60 s and a larger 120 s drill clean."""
+    drill = Drill(ddb, s3, archive_path, fuzz=60.0)
+    drill.build(_history())
+    _edge_fuzz(drill, monkeypatch)
+
+    code, out, err = drill.cli(capsys, monkeypatch, "--at", iso_ms(AT), "--margin", "5")
+    assert code == EXIT_DIFFERENCES, err + out
+    [warning] = [line for line in err.splitlines() if "warning" in line]
+    assert "margin of 5 s is below an export's accuracy" in warning
+    assert "false difference" in warning
+    assert "within 5 s of T" in out and "margin 5 s" in out
+    assert '  different {"pk":{"S":"k03"}}' in out  # AWS's copy is after k03's write
+    assert '  missing   {"pk":{"S":"k19"}}' in out  # AWS's copy is before k19's delete
+    first = record.read(drill.archive, TABLE)[-1]
+    assert (first["margin_seconds"], first["different"], first["missing"]) == (5.0, 1, 1)
+
+    code, out, err = drill.cli(capsys, monkeypatch, "--at", iso_ms(AT))
+    assert code == 0, err + out
+    assert "warning" not in err
+    assert "18 items compared, 2 not comparable (written within 60 s of T)" in out
+
+    code, out, err = drill.cli(capsys, monkeypatch, "--at", iso_ms(AT), "--margin", "120")
+    assert code == 0, err + out
+    assert "warning" not in err
+    # [T − 120 s, T + 120 s] also holds the ten modifies at +100..+118 s.
+    assert "8 items compared, 12 not comparable (written within 120 s of T)" in out
+    assert [d["margin_seconds"] for d in record.read(drill.archive, TABLE)] == [5.0, 60.0, 120.0]
+
+
+@pytest.mark.parametrize("margin", ["0", "-5", "nan", "inf", "a minute"])
+def test_a_margin_not_above_zero_is_a_usage_error(
+    ddb: Any, s3: Any, archive_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, margin: str,
+) -> None:  # fmt: skip
+    drill = Drill(ddb, s3, archive_path)
+    drill.build(_history())
+    with pytest.raises(SystemExit) as exc:
+        drill.cli(capsys, monkeypatch, "--at", iso_ms(AT), "--margin", margin)
+    assert exc.value.code == EXIT_USAGE
+    assert "--margin" in capsys.readouterr().err
+    assert not drill.double.requests and not record.read(drill.archive, TABLE)
+
+
+def test_the_drill_window_honours_the_margin_at_both_ends(
+    ddb: Any, s3: Any, archive_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A log that does not start at table creation (a base at +5 s, its log from +0 s): T
+    is at least the margin after the log's start and at most the watermark (+600 s) minus
+    it — and ``--at``, ``--random`` and ``--dry-run`` all use the margin given."""
+    drill = Drill(ddb, s3, archive_path)
+    write_changes(drill.archive, _history(), table=TABLE, table_id=drill.table_id, per_file=7)
+    write_coverage(drill.archive, table=TABLE, table_id=drill.table_id, created=T0,
+                   covered_from=_at(0), from_table_creation=False,
+                   watermark=_at(600))  # fmt: skip
+    write_snapshot(drill.archive, [], valid_from=_at(5), log_from=_at(0), table=TABLE,
+                   table_id=drill.table_id)  # fmt: skip
+    pitr = describe_pitr(drill.double, TABLE)
+    for seconds, lo, hi in ((5, 5, 595), (60, 60, 540), (120, 120, 480)):
+        window = drill_window(drill.archive, TABLE, pitr, timedelta(seconds=seconds))
+        assert (window.lo, window.hi) == (_at(lo), _at(hi)), seconds
+
+    code, out, err = drill.cli(capsys, monkeypatch, "--at", iso_ms(_at(500)), "--dry-run")
+    assert code == 0, err
+    assert "by export, margin 60 s;" in out
+    code, out, err = drill.cli(capsys, monkeypatch, "--at", iso_ms(_at(500)), "--margin",
+                               "120", "--dry-run")  # fmt: skip
+    assert code == EXIT_REFUSED and "too recent to drill" in err
+    code, out, err = drill.cli(capsys, monkeypatch, "--at", iso_ms(_at(90)), "--margin",
+                               "120", "--dry-run")  # fmt: skip
+    assert code == EXIT_REFUSED and "outside the drillable window" in err
+    for _ in range(20):
+        code, out, err = drill.cli(capsys, monkeypatch, "--random", "--margin", "120",
+                                   "--dry-run")  # fmt: skip
+        assert code == 0, err
+        assert "margin 120 s;" in out and "dry run: nothing requested" in out
+        printed = out.split("drill orders at ", 1)[1].split(" ", 1)[0]
+        assert _at(120) <= datetime.fromisoformat(printed.replace("Z", "+00:00")) <= _at(480)
+    assert not drill.double.requests
+
+
+def test_the_scheduled_drill_takes_its_margin_from_the_environment(
+    ddb: Any, s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    from archiver.format.errors import UsageError
+    from replayer.drill import handler
+
+    drill = Drill(ddb, s3, tmp_path / "archive", fuzz=60.0)
+    drill.build(_history())
+    monkeypatch.setenv("ARCHIVE_URL", str(tmp_path / "archive"))
+    monkeypatch.setenv("TABLE_NAME", TABLE)
+    monkeypatch.setenv("DRILL_STAGING", f"s3://{BUCKET}/drill-exports")
+    monkeypatch.setenv("DRILL_POLL_SECONDS", "0")
+    monkeypatch.setenv("DRILL_MARGIN_SECONDS", "120")
+    line = handler.handler({}, None, ddb=drill.double)
+    assert line["margin_seconds"] == 120.0 and line["differences"] == 0
+    at = datetime.fromisoformat(line["at"].replace("Z", "+00:00"))
+    assert at <= _at(480)  # the watermark minus the margin given
+    for bad in ("0", "-1", "soon"):
+        monkeypatch.setenv("DRILL_MARGIN_SECONDS", bad)
+        with pytest.raises(UsageError, match="DRILL_MARGIN_SECONDS"):
+            handler.handler({}, None, ddb=drill.double)
+    monkeypatch.setenv("DRILL_MARGIN_SECONDS", "30")
+    with caplog.at_level("WARNING"):
+        line = handler.handler({}, None, ddb=drill.double)
+    assert line["margin_seconds"] == 30.0
+    assert any("false difference" in r.getMessage() for r in caplog.records)
+    assert len(record.read(drill.archive, TABLE)) == 2

@@ -3,17 +3,22 @@
 Picks ``T`` (``--at``, or ``--random`` inside both the archive's exact coverage and PITR's
 restorable window), folds the archive at ``T`` and compares it with AWS's own state at ``T``:
 a native full export at ``T`` (default; no table created) or a PITR restore into a scratch
-table, deleted afterwards unless ``--keep``. Keys written within the method's margin of ``T``
-(60 s for an export, 5 s for PITR) are not comparable — AWS's copy is fuzzy there — and are
-counted, not compared. The result is appended to ``_state/<table>/drills.jsonl`` and shown by
-``status``. Exit 0: identical; 3: differences (the first ones printed in full); 4: refused.
-What it will cost is printed before it starts (and alone with ``--dry-run``).
+table, deleted afterwards unless ``--keep``. Keys written within the margin of ``T`` (the
+method's — 60 s for an export, 5 s for PITR — or ``--margin SECONDS``) are not comparable —
+AWS's copy is fuzzy there — and are counted, not compared; the margin also bounds the
+drillable window (``T`` at most the watermark minus it). An export's margin below 60 s is
+allowed with a one-line warning on stderr: it risks false differences. The result is
+appended to ``_state/<table>/drills.jsonl`` and shown by ``status``. Exit 0: identical; 2: a
+bad flag (``--margin`` not above 0); 3: differences (the first ones printed in full); 4:
+refused. The instant, the margin and what it will cost are printed before it starts (and
+alone with ``--dry-run``).
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import sys
 import time
 from datetime import datetime, timedelta
 
@@ -25,13 +30,22 @@ from archiver.cliutil import (
     add_emf_argument,
     add_table_argument,
     non_negative_float,
+    number_type,
     positive_int,
 )
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time, utcnow
 from archiver.native.pitr import describe_pitr
 from replayer.drill import native
-from replayer.drill.run import DEFAULT_EXAMPLES, MARGINS, new_drill_id, run_drill
+from replayer.drill.run import (
+    DEFAULT_EXAMPLES,
+    MARGINS,
+    MAX_MARGIN_SECONDS,
+    drill_margin,
+    margin_risk,
+    new_drill_id,
+    run_drill,
+)
 from replayer.drill.window import check_time, drill_window, random_time
 from replayer.engines.fold import FoldSettings, add_fold_arguments
 from replayer.strategies.costs import format_cost, native_restore_cost
@@ -59,6 +73,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="export",
         help="AWS's copy: a native full export at T (no table created; needs an S3 "
         "destination), or a PITR restore into a scratch table",
+    )
+    parser.add_argument(
+        "--margin",
+        metavar="SECONDS",
+        type=number_type(float, above=0, at_most=MAX_MARGIN_SECONDS, unit="seconds"),
+        help="leave out (as not comparable) the keys the archive shows written within this "
+        "many seconds of T, and drill only up to the watermark minus it (default: the "
+        f"method's, {MARGINS['export'].total_seconds():g} s for an export, "
+        f"{MARGINS['pitr'].total_seconds():g} s for PITR); larger for an export AWS says is "
+        "accurate to about a minute, smaller for a quiet table — below 60 s an export risks "
+        "false differences (a warning says so)",
     )
     parser.add_argument(
         "--staging",
@@ -111,14 +136,20 @@ def main(args: argparse.Namespace) -> int:
     archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
     ddb = settings.client("dynamodb")
     table = args.table_name
-    margin: timedelta = MARGINS[args.method]
+    margin: timedelta = drill_margin(args.method, args.margin)
+    risk = margin_risk(args.method, margin)
+    if risk:
+        print(f"ddb-replayer: warning: {risk}", file=sys.stderr)
     window = drill_window(archive, table, describe_pitr(ddb, table), margin)
     at: datetime = (
         random_time(window, random.SystemRandom()) if args.random else parse_time(args.at)
     )
     check_time(window, at)
     table_arn, table_bytes = native.table_size(ddb, table)
-    print(f"drill {table} at {iso_ms(at)} by {args.method}; window: {window.describe()}")
+    print(
+        f"drill {table} at {iso_ms(at)} by {args.method}, margin "
+        f"{margin.total_seconds():g} s; window: {window.describe()}"
+    )
     print(_price(args.method, table_bytes, settings.region))
     if args.dry_run:
         print("dry run: nothing requested")

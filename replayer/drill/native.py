@@ -29,7 +29,7 @@ from botocore.exceptions import ClientError
 from archiver.aws.error_table import ResourceNotFound, is_error
 from archiver.format import layout
 from archiver.format.errors import UsageError
-from archiver.format.exports.full import export_rows, read_export
+from archiver.format.exports.full import ExportFolder, export_rows, read_export
 from archiver.format.storage import Archive
 from archiver.native.export_requests import locate_export_folder, start_export, wait_for_export
 from replayer.exceptions import replay_error
@@ -118,7 +118,6 @@ def export_copy(
     log.info("export %s of %s at %s started", export_arn, table, at)
     wait_for_export(ddb, export_arn, poll_seconds=poll_seconds, sleep=sleep)
     folder = read_export(locate_export_folder(store, export_arn, before))
-    names = key_names(ddb, table)
 
     def cleanup() -> None:
         if keep:
@@ -127,6 +126,19 @@ def export_copy(
         with contextlib.suppress(FileNotFoundError):
             store.fs.rm(store.path(""), recursive=True)
 
+    return folder_copy(folder, key_names(ddb, table), cleanup)
+
+
+def folder_copy(
+    folder: ExportFolder, names: list[str], cleanup: Callable[[], None] = lambda: None
+) -> NativeCopy:
+    """A completed full export's folder as AWS's copy: its items read lazily as ``(keys,
+    item)`` batches, each data file checked against its manifest entry as it is read
+    (:func:`export_rows`), and the exported table's id from its summary.
+
+    What :func:`export_copy` returns once the export is written; also how a benchmark reads
+    an export folder on local disk through the same path.
+    """
     table_id = folder.summary.get("tableId") if folder.summary else None
     return NativeCopy(
         _batches(export_rows(folder, names)),

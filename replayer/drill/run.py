@@ -12,6 +12,13 @@ margin, is therefore always a difference (the drill's purpose); a write it lost 
 margin, to a key written there anyway, is not seen (the margin is kept as short as each method
 allows).
 
+The margin is the method's (:data:`MARGINS`) unless one is given (``--margin``, or the
+scheduled function's ``DRILL_MARGIN_SECONDS``: :func:`drill_margin`): a larger one for an
+export AWS documents only as "about a minute" accurate, a smaller one for a quiet table. One
+smaller than the method's accuracy risks false differences — a key AWS's copy shows as of
+another instant inside that accuracy but outside the margin is compared, and differs —
+which :func:`margin_risk` says in one line.
+
 The result — counts, the first differences in full, how long each side took and the measured
 RPO (now − watermark) — is appended to ``_state/<table>/drills.jsonl`` (:mod:`replayer.drill.
 record`) whatever it is, and returned for the command to print and exit on (0 identical, 3
@@ -33,6 +40,7 @@ import orjson
 
 from archiver.aws import metrics
 from archiver.aws.clients import AwsSettings
+from archiver.format.errors import UsageError
 from archiver.format.storage import Archive
 from archiver.format.timefmt import as_utc, iso_ms, stamp, utcnow
 from replayer.drill import native, record
@@ -46,6 +54,8 @@ log = logging.getLogger(__name__)
 EXPORT_MARGIN = timedelta(seconds=60)
 PITR_MARGIN = timedelta(seconds=5)
 MARGINS = {"export": EXPORT_MARGIN, "pitr": PITR_MARGIN}
+# A day: a wider margin leaves most of a busy table out, and the window shrinks by it twice.
+MAX_MARGIN_SECONDS = 86_400.0
 DEFAULT_EXAMPLES = 10
 _MS = timedelta(milliseconds=1)
 
@@ -71,6 +81,8 @@ class DrillResult:
     watermark: datetime | None
     native_source: str
     examples: list[dict[str, Any]] = field(default_factory=list)
+    # Leaving the margin's keys out, joining and counting (printed, not recorded).
+    compare_seconds: float = 0.0
 
     @property
     def differences(self) -> int:
@@ -118,9 +130,10 @@ class DrillResult:
             f"{self.items_compared:,} items compared, {self.not_comparable:,} not comparable "
             f"(written within {self.margin.total_seconds():g} s of T)"
         )
+        rpo = self.rpo_seconds if self.rpo_seconds is not None else "?"
         timing = (
             f"fold {self.fold_seconds:.1f} s, {self.method} {self.native_seconds:.1f} s, "
-            f"RPO {self.rpo_seconds if self.rpo_seconds is not None else '?'} s"
+            f"compare {self.compare_seconds:.1f} s, RPO {rpo} s"
         )
         if self.identical:
             return f"identical: {head}\n{timing}"
@@ -155,6 +168,33 @@ def _examples(con: Any, expected: str, actual: str, limit: int) -> list[dict[str
         kind = "missing" if e_keys is None else "extra" if a_keys is None else "different"
         out.append({"kind": kind, "keys": e_keys or a_keys, "archive": e_item, "aws": a_item})
     return out
+
+
+def drill_margin(method: str, seconds: float | None = None) -> timedelta:
+    """The margin of a drill by ``method``: ``seconds`` when given, else the method's own.
+
+    Raises:
+        UsageError: ``seconds`` is not a number above 0 and at most :data:`MAX_MARGIN_SECONDS`.
+    """
+    if seconds is None:
+        return MARGINS[method]
+    if not 0 < seconds <= MAX_MARGIN_SECONDS:  # NaN fails too
+        raise UsageError(
+            f"a drill margin of {seconds:g} s is not above 0 and at most "
+            f"{MAX_MARGIN_SECONDS:g} s (a day)"
+        )
+    return timedelta(seconds=seconds)
+
+
+def margin_risk(method: str, margin: timedelta) -> str | None:
+    """One line saying what ``margin`` risks when it is below an export's accuracy, else None."""
+    if method != "export" or margin >= EXPORT_MARGIN:
+        return None
+    return (
+        f"a margin of {margin.total_seconds():g} s is below an export's accuracy (about a "
+        f"minute, {EXPORT_MARGIN.total_seconds():g} s): a key written between the two may be "
+        "seen by the export as of another instant and reported as a false difference"
+    )
 
 
 NativeSide = Callable[[datetime], native.NativeCopy]
@@ -203,12 +243,18 @@ def run_drill(
 ) -> DrillResult:
     """Drill ``table`` at ``at`` against ``native_side(at)`` and record the result.
 
+    ``margin`` defaults to the method's (:data:`MARGINS`); 0 compares every key, which only an
+    exact copy survives (the tests' proof that the margin is what keeps the comparison exact).
+
     Raises:
+        UsageError: ``margin`` is negative.
         Refused: the archive cannot rebuild ``at`` exactly, or its log does not reach
             ``at + margin`` (nothing is requested from AWS then).
     """
     at = as_utc(at)
     margin = MARGINS[method] if margin is None else margin
+    if margin < timedelta(0):
+        raise UsageError(f"a drill margin cannot be negative ({margin.total_seconds():g} s)")
     started = clock()
     drill_id = drill_id or new_drill_id(started)
     plan = planning.plan_restore(archive, table, at, settings=settings)
@@ -232,6 +278,7 @@ def run_drill(
         finally:
             copy.cleanup()
         native_seconds = time.monotonic() - begun
+        begun = time.monotonic()
         con.execute(f"CREATE TABLE margin_keys AS SELECT DISTINCT keys FROM {written.table}")
         con.execute(
             f"CREATE VIEW archive_side AS SELECT keys, item FROM {state.table} "
@@ -245,6 +292,7 @@ def run_drill(
         counts = compare(con, "aws_side", "archive_side")
         not_comparable = int(con.execute("SELECT count(*) FROM margin_keys").fetchall()[0][0])
         found = [] if counts.identical else _examples(con, "archive_side", "aws_side", examples)
+        compare_seconds = time.monotonic() - begun
     result = DrillResult(
         drill_id=drill_id,
         table=table,
@@ -263,6 +311,7 @@ def run_drill(
         watermark=_watermark(archive, table),
         native_source=copy.source,
         examples=found,
+        compare_seconds=compare_seconds,
     )
     record.append(archive, table, result.to_json())
     metrics.current().drilled(table, result.differences, result.items_compared)

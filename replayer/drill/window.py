@@ -12,6 +12,10 @@ or a PITR restore), so ``T`` must be an instant both sides can give:
 - AWS: inside PITR's restorable window (``EarliestRestorableDateTime`` ..
   ``LatestRestorableDateTime``) as ``DescribeContinuousBackups`` reports it now.
 
+``margin`` is the drill's: the method's (60 s for an export, 5 s for PITR) or the one given
+(``--margin``, ``DRILL_MARGIN_SECONDS``), so a larger margin narrows the window at both ends
+(where the log does not start at table creation) and a smaller one widens it.
+
 The window is computed from small state files and one AWS call; the plan made at the chosen
 ``T`` still checks gaps and the integrity chain, and refuses as a restore would.
 """
