@@ -105,7 +105,14 @@ def test_the_stack_runs_one_function_for_many_tables() -> None:
     assert table_arn.endswith(":table/${Table}")  # this table only, not its neighbours
     assert names == {"Table": {"Fn::Select": [1, {"Fn::Split": ["/", {"Ref": "StreamArn"}]}]}}
     statements = template["Resources"]["ArchiverFunction"]["Properties"]["Policies"][0]
-    (read,) = [s for s in statements["Statement"] if s["Sid"] == "ReadTheMoreTablesStreams"]
+    # Streams mode's statements are the "else" branch of the Kinesis mode condition.
+    branches = [
+        branch
+        for s in statements["Statement"]
+        for branch in (s["Fn::If"][1:] if "Fn::If" in s else [s])
+        if isinstance(branch, dict) and "Sid" in branch
+    ]
+    (read,) = [s for s in branches if s["Sid"] == "ReadTheMoreTablesStreams"]
     condition, listed, _ = read["Resource"]["Fn::If"]
     assert (condition, listed) == ("HasMoreTables", {"Ref": "MoreTableStreamArns"})
     assert mapping["Condition"] == policy["Condition"] == "HasMoreTables"
