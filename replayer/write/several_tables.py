@@ -20,10 +20,10 @@ as it was at the same second. ``restore`` and ``export`` take ``--source-table-n
   the other in the command's own process;
 * the command's budget is shared: each of the N tables written at once gets 1/N of
   ``--max-write-rate``, of ``--memory-limit`` and of the writer processes of ``--write-workers``
-  (default one per core; at least one each), so that N tables side by side ask no more of the
-  endpoint, the memory or the cores than one table alone — what they gain is every table's own
-  throughput (a new on-demand table takes 4,000 writes/s at first, whatever the writers could
-  send);
+  (default one per core; at least one each), so that N tables side by side ask for no more
+  writes per second, fold memory or writer processes than one table alone — what they gain is
+  every table's own throughput (a new on-demand table takes 4,000 writes/s at first, whatever
+  the writers could send);
 * then one summary line per table — what it did (items written or exported, and before a
   resume's), its seconds, its outcome — and a final line with the totals and the instant; the
   exit code is the worst of them (an interrupt: the summary, then exit 130);
@@ -306,7 +306,7 @@ def _summary(job: _Job, ended: Ended[TableRun] | None, verb: str, noun: str) -> 
     counts = ""
     if result.items is not None:
         counts = f", {result.items:,} {noun}"
-        counts += f" ({result.before:,} before)" if result.before else ""
+        counts += f" ({result.before:,} written before)" if result.before else ""
     exit_code = "" if result.exit_code == EXIT_OK else f", exit {result.exit_code}"
     return result.exit_code, f"{name}: {verb}{counts} in {took}{exit_code}"
 
