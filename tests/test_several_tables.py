@@ -337,3 +337,28 @@ def test_the_budget_is_shared_and_a_redrawn_bar_is_one_status_line() -> None:
         ["writing orders-r: 100%|##########"],
         "next",
     )
+
+
+def test_side_by_side_metrics_reach_the_command_and_a_dry_run_counts_nothing(
+    ddb: Any, archive: Archive, capsys: Any
+) -> None:
+    """Each table's process reports its write rate to the command's sink: ``--metrics emf``
+    prints one line per table at exit, as for one table. A dry run writes nothing and says so."""
+    for table in TABLES:
+        build(archive, table)
+    when = ("--restore-date-time", iso_ms(at(150)))
+    code, out, err = restore(capsys, archive, *when, "--target-table-suffix=-m",
+                             "--metrics", "emf")  # fmt: skip
+    assert code == 0, out + err
+    emf = [json.loads(line) for line in out.splitlines() if line.startswith('{"_aws"')]
+    rates = {doc["Table"]: doc["RestoreItemsPerSecond"] for doc in emf if "Table" in doc}
+    assert set(TABLES) <= set(rates) and all(rates[table] > 0 for table in TABLES)
+
+    before = tables_now(ddb)
+    code, out, err = restore(capsys, archive, *when, "--target-table-suffix=-dry", "--dry-run")
+    assert code == 0, out + err
+    assert tables_now(ddb) == before
+    for table in TABLES:
+        assert f"[{table}] dry run: nothing was created" in out
+        assert re.search(rf"^{table} -> {table}-dry: planned \(dry run\) in [\d.]+ s$", out, re.M)
+    assert re.search(r"^planned \(dry run\) 2 of 2 table\(s\) as of \S+, in [\d.]+ s$", out, re.M)

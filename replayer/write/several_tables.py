@@ -24,6 +24,9 @@ as it was at the same second. ``restore`` and ``export`` take ``--source-table-n
   writes per second, fold memory or writer processes than one table alone — what they gain is
   every table's own throughput (a new on-demand table takes 4,000 writes/s at first, whatever
   the writers could send);
+* a table that fails fails alone: the others are written all the same (but for an error of
+  no known kind in ``--parallel-tables 1``'s one-after-the-other, which ends the command as
+  it ends one table's);
 * then one summary line per table — what it did (items written or exported, and before a
   resume's), its seconds, its outcome — and a final line with the totals and the instant; the
   exit code is the worst of them (an interrupt: the summary, then exit 130);
@@ -340,19 +343,22 @@ def _run_all(
             launches.append(Launch(job.source, f"== {job.source} -> {job.destination}", one))
         ended = run_side_by_side(launches, run, parallel)
     by_job = dict(zip((id(job) for job in todo), ended, strict=True))
-    codes, total = [], 0
+    codes, counts = [], []
     for job in jobs:
         outcome = by_job.get(id(job))
         code, line = _summary(job, outcome, verb, noun)
         codes.append(code)
         print(line)
         if outcome is not None and outcome.result is not None:
-            total += outcome.result.items or 0
+            counts.append(outcome.result.items)
     ok = sum(code == EXIT_OK for code in codes)
-    print(
-        f"{verb} {ok} of {len(jobs)} table(s) as of {iso_ms(at)}: {total:,} {noun} in "
-        f"{time.monotonic() - started:.1f} s"
-    )
+    total = sum(n for n in counts if n is not None)
+    took = f"in {time.monotonic() - started:.1f} s"
+    if any(n is not None for n in counts) or not counts:  # a dry run counts nothing
+        took = f": {total:,} {noun} {took}"
+    else:
+        took = f", {took}"
+    print(f"{verb} {ok} of {len(jobs)} table(s) as of {iso_ms(at)}{took}")
     if any(outcome.stopped for outcome in ended):
         raise KeyboardInterrupt  # the command says it was interrupted (exit 130)
     return max(codes)

@@ -294,12 +294,19 @@ class _Table(Generic[R]):
 
     def pump(self, show: _Show) -> bool:
         """Take every message waiting; False once the process closed its end (it is ending)."""
-        try:
-            while self.connection.poll():
-                self.take(self.connection.recv(), show)
-        except (EOFError, OSError):
-            return False
-        return True
+        while True:
+            try:
+                if not self.connection.poll():
+                    return True
+                message = self.connection.recv()
+            except (EOFError, OSError):
+                return False
+            except Exception:
+                # A message cut short (a process stopped in the middle of a big one): what
+                # follows cannot be read either; how it ended is then its exit code's.
+                log.warning("the rest of what table %s said was lost", self.launch.name)
+                return False
+            self.take(message, show)
 
     def end(self, show: _Show, stopping: bool) -> Ended[R]:
         self.process.join()
