@@ -126,7 +126,10 @@ def add_source_tables_arguments(
         metavar="N",
         help="with several tables: write up to N side by side, each in a process of its own "
         f"(default: one per table, at most {DEFAULT_PARALLEL_TABLES}; 1: one after the other), "
-        "sharing the command's --max-write-rate, --memory-limit and writer processes",
+        "sharing the command's "
+        + (
+            "--max-write-rate, --memory-limit and writer processes" if targets else "--memory-limit"
+        ),
     )
     if not targets:
         return
