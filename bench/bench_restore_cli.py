@@ -70,20 +70,22 @@ KEYS = ("pk", "sk")
 # -- the archive -----------------------------------------------------------------------------
 
 
-def build_archive(root: Path, items: list[dict[str, Any]]) -> None:
+def build_archive(
+    root: Path, items: list[dict[str, Any]], table: str = TABLE, table_id: str = TABLE_ID
+) -> None:
     """A base snapshot of ``items`` valid at ``SNAPSHOT_AT``, the on-demand table's description
-    and coverage up to ``RESTORE_AT``."""
+    and coverage up to ``RESTORE_AT`` (one table of the archive at ``root``)."""
     archive = Archive.open(str(root))
-    arn = f"arn:aws:dynamodb:{REGION}:123456789012:table/{TABLE}"
+    arn = f"arn:aws:dynamodb:{REGION}:123456789012:table/{table}"
     coverage.open_generation(
-        archive, TABLE, table_arn=arn, table_id=TABLE_ID, table_created_at=CREATED,
+        archive, table, table_arn=arn, table_id=table_id, table_created_at=CREATED,
         covered_from=CREATED, from_table_creation=True, mode="poller",
     )  # fmt: skip
-    coverage.advance_watermark(archive, TABLE, TABLE_ID, RESTORE_AT + timedelta(minutes=1))
+    coverage.advance_watermark(archive, table, table_id, RESTORE_AT + timedelta(minutes=1))
     description = {
-        "TableName": TABLE,
+        "TableName": table,
         "TableArn": arn,
-        "TableId": TABLE_ID,
+        "TableId": table_id,
         "TableStatus": "ACTIVE",
         "CreationDateTime": CREATED,
         "KeySchema": [
@@ -98,15 +100,15 @@ def build_archive(root: Path, items: list[dict[str, Any]]) -> None:
         "ProvisionedThroughput": {"ReadCapacityUnits": 0, "WriteCapacityUnits": 0},
     }
     tables.store_description(
-        archive, tables.description_document(TABLE, description, captured_at=CREATED, tags=[])
+        archive, tables.description_document(table, description, captured_at=CREATED, tags=[])
     )
-    writer = SnapshotWriter(archive, TABLE, layout.new_snapshot_id(SNAPSHOT_AT))
+    writer = SnapshotWriter(archive, table, layout.new_snapshot_id(SNAPSHOT_AT))
     for item in items:
         writer.add(canonical_json(key_of(item, KEYS)), canonical_json(item))
         if writer.full:
             writer.flush()
     writer.commit(
-        table_id=TABLE_ID, method="scan", valid_from=SNAPSHOT_AT,
+        table_id=table_id, method="scan", valid_from=SNAPSHOT_AT,
         log_from=SNAPSHOT_AT - timedelta(minutes=1), started_at=SNAPSHOT_AT - timedelta(minutes=1),
         finished_at=SNAPSHOT_AT, key_schema=[{"AttributeName": k, "KeyType": t}
                                              for k, t in zip(KEYS, ("HASH", "RANGE"), strict=True)],

@@ -5,13 +5,15 @@ does not count.
 The writes go to :class:`bench.null_dynamodb.NullDynamoDB` recording every put and when it
 arrived; every other call (creating, describing and tagging the target) is passed on to moto.
 The kill is a real ``SIGKILL`` of a ``ddb-replayer restore`` subprocess with two writer
-processes.
+processes; for several tables written side by side (a process per table, two writer processes
+each), a real ``SIGKILL`` or ``SIGTERM`` of the command.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -215,3 +217,126 @@ def test_kill_9_of_a_restore_stops_its_writers_and_resume_writes_the_rest(
         assert set(keys_of(resumed, names)) == set(all_keys) - kept
         assert sorted(resumed.values()) == [1] * len(resumed)
         assert set(keys_of(endpoint.accepted, names)) == set(all_keys)  # nothing lost
+
+
+# -- several tables side by side: kill -9 or SIGTERM of the command ---------------------------
+
+SIDE = ("left", "right")
+
+
+def side_items(table: str, n: int) -> list[dict[str, Any]]:
+    """The bench's items, marked with their table: the endpoint counts items by their text."""
+    return [{**item, "table": {"S": table}} for item in make_items(n)]
+
+
+def accepted_of(
+    endpoint: NullDynamoDB, table: str, counts: Counter[str] | None = None
+) -> Counter[str]:
+    """What the endpoint accepted of ``table``'s items (of ``counts``: all it accepted)."""
+    if counts is None:
+        with endpoint.lock:
+            counts = Counter(endpoint.accepted)
+    mark = json.dumps({"S": table}, sort_keys=True)
+    return Counter({text: n for text, n in counts.items() if f'"table": {mark}' in text})
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize(
+    ("signum", "group"),
+    [(signal.SIGKILL, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["kill-9", "sigterm", "ctrl-c"],
+)
+def test_a_stop_of_tables_side_by_side_stops_every_writer_and_resume_writes_the_rest(
+    moto_url: str, tmp_path: Path, signum: int, group: bool
+) -> None:
+    """Two tables of 24,000 items side by side, each in its process with two writer processes
+    of 4 calls, together at most 2,000 items/s. The command is stopped once both tables took
+    1,000 puts: by SIGKILL (every process of it gone within the grace, through the table
+    processes watching it), or by SIGTERM to the command, or SIGINT to its whole process group
+    as a Ctrl-C at a terminal sends it (each table stops as a Ctrl-C stops a single restore: it
+    saves its progress and says so; the command's summary says both are unfinished; exit 130).
+    No put arrives after the grace; ``--resume`` then writes of each table exactly what its
+    saved progress lacks, each item once."""
+    n, rate = 24_000, RATE
+    root = tmp_path / "archive"
+    for table in SIDE:
+        build_archive(root, side_items(table, n), table=table, table_id=f"{table}-id")
+    names = ("pk", "sk")
+    with NullDynamoDB(record=True, forward=moto_url) as endpoint:
+        command = [
+            *replayer_command(), "restore", "--source-table-name", SIDE[0],
+            "--source-table-name", SIDE[1], "--target-table-suffix=-stopped",
+            "--archive", str(root), "--restore-date-time", iso_ms(RESTORE_AT),
+            "--strategy", "replay", "--no-verify",
+        ]  # fmt: skip
+        env = {**os.environ, "AWS_ENDPOINT_URL": endpoint.url}
+        proc = subprocess.Popen(
+            [*command, "--parallel-tables", "2", "--write-workers", f"{2 * PROCESSES}x{CALLS}",
+             "--max-write-rate", str(rate)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_for(
+                lambda: (
+                    all(sum(accepted_of(endpoint, t).values()) >= 1_000 for t in SIDE)
+                    or proc.poll() is not None
+                ),
+                120,
+                "writes into both tables",
+            )
+            assert proc.poll() is None, proc.communicate()
+            # The command and its fork server; per table its process, fork server and writers.
+            assert len(session_processes(proc.pid)) >= 2 + len(SIDE) * (2 + PROCESSES)
+            (os.killpg if group else os.kill)(proc.pid, signum)
+            stopped = time.monotonic()
+            out, err = proc.communicate(timeout=60)
+            wait_for(lambda: not session_processes(proc.pid), GRACE, "every process to exit")
+            gone = time.monotonic() - stopped
+            time.sleep(2.0)  # long enough for a writer left behind to show
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        late = sum(puts for when, puts in endpoint.arrivals if when > stopped + GRACE)
+        in_grace = sum(
+            puts for when, puts in endpoint.arrivals if stopped < when <= stopped + GRACE
+        )
+        assert late == 0
+        in_flight = len(SIDE) * PROCESSES * CALLS * CHUNK_ITEMS
+        assert in_grace <= in_flight + rate * GRACE
+        if signum != signal.SIGKILL:
+            assert proc.returncode == 130, out + err
+            for table in SIDE:
+                assert re.search(rf"^{table} -> {table}-stopped: interrupted after [\d.]+ s "
+                                 r"\(--resume continues it\)$", out, re.M), out  # fmt: skip
+                assert f"[{table}] table {table}-stopped is partly written; continue with" in err
+            assert "interrupted" in err
+
+        archive = Archive.open(str(root))
+        before = Counter(endpoint.accepted)
+        kept: dict[str, set[str]] = {}
+        for table in SIDE:
+            (progress_file,) = archive.find(layout.restores_dir(table), ".json")
+            saved = archive.read_json(progress_file)
+            all_keys = [canonical_json(key_of(item, names)) for item in side_items(table, n)]
+            kept[table] = covered(all_keys, saved)
+            written = set(keys_of(accepted_of(endpoint, table, before), names))
+            assert kept[table] <= written
+            # Written but not counted: the calls in flight, and what was acknowledged after the
+            # last save (saved every 0.2 s; a second of writes is a generous bound).
+            assert len(written - kept[table]) <= PROCESSES * CALLS * CHUNK_ITEMS + rate * 1.0
+        print(f"every process gone {gone:.2f} s after signal {signum}; puts in the {GRACE} s "
+              f"after it: {in_grace}, later: {late}")  # fmt: skip
+
+        done = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        resumed = endpoint.accepted - before
+        for table in SIDE:
+            all_keys = [canonical_json(key_of(item, names)) for item in side_items(table, n)]
+            mine = accepted_of(endpoint, table, resumed)
+            assert set(keys_of(mine, names)) == set(all_keys) - kept[table]
+            assert sorted(mine.values()) == [1] * len(mine)  # each once
+            everything = accepted_of(endpoint, table, Counter(endpoint.accepted))
+            assert set(keys_of(everything, names)) == set(all_keys)  # nothing lost
+            left = n - len(kept[table])
+            assert f"{table} -> {table}-stopped: restored, {left:,} items written " in done.stdout

@@ -24,6 +24,7 @@ import logging
 from typing import Any
 
 from archiver.aws.clients import AwsSettings
+from archiver.aws.error_table import EXIT_OK
 from archiver.cliutil import (
     add_allow_gaps_argument,
     add_allow_inexact_argument,
@@ -43,7 +44,12 @@ from replayer.planning import lambda_gaps
 from replayer.planning import plan as planning
 from replayer.planning.key_selection import add_key_selection_arguments, select_keys
 from replayer.write.restore_state import plan_fingerprint
-from replayer.write.several_tables import add_source_tables_arguments, export_tables, several_tables
+from replayer.write.several_tables import (
+    TableRun,
+    add_source_tables_arguments,
+    export_tables,
+    several_tables,
+)
 from replayer.write.sinks import FileSink, file_sink
 
 log = logging.getLogger(__name__)
@@ -122,7 +128,13 @@ def _table_shape(archive: Archive, plan: planning.Plan) -> dict[str, Any]:
 
 def main(args: argparse.Namespace) -> int:
     if several_tables(args):  # each into <output>/<table>/, all planned first
-        return export_tables(args, main, SUMMARY)
+        return export_tables(args, export_one, SUMMARY)
+    return export_one(args).exit_code
+
+
+def export_one(args: argparse.Namespace) -> TableRun:
+    """The export of one table: its exit code and the items exported (for the summary of
+    several tables, which runs this once per table)."""
     settings = AwsSettings.from_args(args)
     archive = Archive.open(args.archive, endpoint_url=settings.endpoint_url)
     keys = select_keys(args, archive, args.table_name)  # --key …: only those items
@@ -194,4 +206,4 @@ def main(args: argparse.Namespace) -> int:
             f"--input-compression-type GZIP --s3-bucket-source S3Bucket=…,S3KeyPrefix=…/"
             f"{FileSink.DATA}/ (see {SUMMARY} for the key schema)"
         )
-    return 0
+    return TableRun(EXIT_OK, items=items)

@@ -62,9 +62,10 @@ from replayer.strategies.replay import (
 )
 from replayer.write import restore_state
 from replayer.write import warm as warm_throughput
-from replayer.write.batch_writers import DEFAULT_CONCURRENCY
+from replayer.write.batch_writers import DEFAULT_CONCURRENCY, WriteStats
 from replayer.write.settings_copy import copy_after_restore
 from replayer.write.several_tables import (
+    TableRun,
     add_source_tables_arguments,
     restore_tables,
     several_tables,
@@ -289,7 +290,14 @@ def restore_by_import(
 
 def main(args: argparse.Namespace) -> int:
     if several_tables(args):  # or one named by --target-table-suffix: all planned first
-        return restore_tables(args, main)
+        return restore_tables(args, restore_one)
+    return restore_one(args).exit_code
+
+
+def restore_one(args: argparse.Namespace) -> TableRun:
+    """The restore of one table: its exit code, and the items it wrote (for the summary of
+    several tables, which runs this once per table)."""
+    written: WriteStats | None = None
     if args.backup_arn and args.strategy not in ("auto", "backup"):
         raise BadInput("--backup-arn goes with --strategy backup (or auto)")
     if args.staging and args.strategy not in ("auto", "import"):
@@ -335,7 +343,7 @@ def main(args: argparse.Namespace) -> int:
     if args.strategy == "replay" or args.resume or (existing is not None and existing.tagged):
         at = resolve_time(archive, source, args)
         outcome = restore_by_replay(settings, archive, source, target, at, options, client=client)
-        code = outcome.exit_code
+        code, written = outcome.exit_code, outcome.written
     else:
         if args.strategy == "import":
             # Exit 2 up front when no staging location can be used.
@@ -359,13 +367,13 @@ def main(args: argparse.Namespace) -> int:
         print(choice.describe())
         if args.dry_run and choice.chosen.strategy != "replay":
             print("dry run: nothing was created")
-            return EXIT_OK
+            return TableRun(EXIT_OK)
         if choice.chosen.strategy == "replay":  # on a dry run: its plan, then nothing
             outcome = restore_by_replay(
                 settings, archive, source, target, at, options, client=client,
                 plan=choice.replay_plan,
             )  # fmt: skip
-            code = outcome.exit_code
+            code, written = outcome.exit_code, outcome.written
         elif choice.chosen.strategy == "import":
             code = restore_by_import(settings, archive, choice, args, options, client)
         else:
@@ -374,4 +382,6 @@ def main(args: argparse.Namespace) -> int:
         # After verification: TTL is among the settings, and expiring items would make the
         # comparison with the archive disagree.
         copy_after_restore(settings, archive, source, target, at)
-    return code
+    if written is None:  # a dry run, or a strategy that reports no count
+        return TableRun(code)
+    return TableRun(code, items=written.items, before=written.skipped)

@@ -313,9 +313,17 @@ def run_partition(job: PartitionJob, report: Report, stop: threading.Event | Non
 _AWS_ENV_PREFIXES = ("AWS_", "BOTO")
 
 
-def _aws_environment() -> dict[str, str]:
+def aws_environment() -> dict[str, str]:
     """The parent's AWS settings from the environment, for its worker processes."""
     return {k: v for k, v in os.environ.items() if k.startswith(_AWS_ENV_PREFIXES)}
+
+
+def use_aws_environment(environment: dict[str, str]) -> None:
+    """In a process made by a fork server (which holds the environment of its own start):
+    the parent's AWS settings as they are now (:func:`aws_environment`) replace its own."""
+    for name in [k for k in os.environ if k.startswith(_AWS_ENV_PREFIXES)]:
+        del os.environ[name]
+    os.environ.update(environment)
 
 
 def exit_with_parent() -> None:
@@ -340,9 +348,7 @@ def _process_main(job: PartitionJob, events: Any, environment: dict[str, str]) -
     Forked from the fork server, which holds the environment of its own start: the parent's
     AWS settings as they are now replace it."""
     exit_with_parent()
-    for name in [k for k in os.environ if k.startswith(_AWS_ENV_PREFIXES)]:
-        del os.environ[name]
-    os.environ.update(environment)
+    use_aws_environment(environment)
     logging.basicConfig(level=logging.WARNING)
     try:
         run_partition(job, events.put)
@@ -386,7 +392,7 @@ class _Workers:
         if self.processes:
             context = _fork_server()
             self.events: Any = context.Queue()
-            environment = _aws_environment()
+            environment = aws_environment()
             for job in self.jobs:
                 self.procs[job.partition] = context.Process(
                     target=_process_main, args=(job, self.events, environment), daemon=True

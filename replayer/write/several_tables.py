@@ -14,14 +14,29 @@ as it was at the same second. ``restore`` and ``export`` take ``--source-table-n
   table;
 * then each table is restored (by replay: a native or import strategy cannot promise the same
   second for every table, and is refused) or exported by the command's own single-table run,
-  one after the other, each saying what it did, then one summary line per table and a final
-  line; the exit code is the worst of them;
+  up to ``--parallel-tables N`` side by side (default: as many as there are tables, at most
+  4), each in a process of its own (:mod:`replayer.write.table_processes` says why, and how its
+  output is shown and an interrupt stops them all); ``--parallel-tables 1`` runs them one after
+  the other in the command's own process;
+* the command's budget is shared: each of the N tables written at once gets 1/N of
+  ``--max-write-rate``, of ``--memory-limit`` and of the writer processes of ``--write-workers``
+  (default one per core; at least one each), so that N tables side by side ask for no more
+  writes per second, fold memory or writer processes than one table alone — what they gain is
+  every table's own throughput (a new on-demand table takes 4,000 writes/s at first, whatever
+  the writers could send);
+* a table that fails fails alone: the others are written all the same (but for an error of
+  no known kind in ``--parallel-tables 1``'s one-after-the-other, which ends the command as
+  it ends one table's);
+* then one summary line per table — what it did (items written or exported, and before a
+  resume's), its seconds, its outcome — and a final line with the totals and the instant; the
+  exit code is the worst of them (an interrupt: the summary, then exit 130);
 * ``--resume`` continues every unfinished table: a target tagged by this plan's restore, or an
   output holding this plan's partial export, is continued; one this plan completed (a restore
   verified, an export with its summary) is skipped; the others are restored afresh.
 
-The command passes its single-table run in (``restore_tables(args, main)``), so this module
-adds only what several tables need and imports no command.
+The command passes its single-table run in (``restore_tables(args, restore_one)``): a
+module-level function (it is pickled for its process) returning a :class:`TableRun`, so that
+this module adds only what several tables need and imports no command.
 """
 
 from __future__ import annotations
@@ -30,14 +45,17 @@ import argparse
 import copy
 import functools
 import logging
+import os
+import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 from archiver.aws.clients import AwsSettings
-from archiver.aws.error_table import EXIT_OK
-from archiver.cliutil import open_archive
+from archiver.aws.error_table import EXIT_FAILURE, EXIT_OK
+from archiver.cliutil import open_archive, positive_int, redact
 from archiver.format import layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time
@@ -47,11 +65,27 @@ from replayer.planning import plan as planning
 from replayer.planning.key_selection import SELECTORS
 from replayer.strategies.replay import archived_table, check_table_name
 from replayer.write import restore_state
+from replayer.write.batch_writers import DEFAULT_CONCURRENCY
+from replayer.write.table_processes import Ended, Launch, run_side_by_side
 
 log = logging.getLogger(__name__)
 
-Run = Callable[[argparse.Namespace], int]
 T = TypeVar("T")
+DEFAULT_PARALLEL_TABLES = 4
+EXIT_INTERRUPTED = 130  # what the command exits with after an interrupt (archiver.cliutil)
+
+
+@dataclass(frozen=True)
+class TableRun:
+    """What one table's run did, for the summary of several (its exit code is the one the
+    single-table command exits with)."""
+
+    exit_code: int = EXIT_OK
+    items: int | None = None  # items written (restore) or exported; None: none (a dry run)
+    before: int = 0  # items a resumed restore found acknowledged by the run it continued
+
+
+Run = Callable[[argparse.Namespace], TableRun]
 
 
 class _TableNames(argparse.Action):
@@ -86,6 +120,17 @@ def add_source_tables_arguments(
         "(all planned before any is written)",
     )
     parser.set_defaults(source_tables=[])
+    parser.add_argument(
+        "--parallel-tables",
+        type=positive_int,
+        metavar="N",
+        help="with several tables: write up to N side by side, each in a process of its own "
+        f"(default: one per table, at most {DEFAULT_PARALLEL_TABLES}; 1: one after the other), "
+        "sharing the command's "
+        + (
+            "--max-write-rate, --memory-limit and writer processes" if targets else "--memory-limit"
+        ),
+    )
     if not targets:
         return
     parser.add_argument(
@@ -186,28 +231,140 @@ def _one(args: argparse.Namespace, source: str, at: datetime, **changes: Any) ->
     return one
 
 
-def _run_all(jobs: Sequence[_Job], verb: str, at: datetime, run: Callable[[_Job], int]) -> int:
-    """Run every job not done, then one line per table and a final line; the worst code."""
-    results: list[tuple[_Job, int, str]] = []
-    for job in jobs:
-        if job.done:
-            results.append((job, EXIT_OK, f"{verb} by this plan already: skipped"))
-            continue
+def _parallel(args: argparse.Namespace, jobs: Sequence[_Job]) -> int:
+    """How many tables are written at once: ``--parallel-tables``, else one per table to write,
+    at most :data:`DEFAULT_PARALLEL_TABLES`."""
+    left = sum(not job.done for job in jobs)
+    wanted = getattr(args, "parallel_tables", None) or DEFAULT_PARALLEL_TABLES
+    return max(1, min(wanted, left))
+
+
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%|b|bytes|[kmgt]i?b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "bytes": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
+
+
+def share_memory(limit: str, parallel: int) -> str:
+    """A DuckDB ``memory_limit`` (``1GB``, ``512MiB``, ``50%``) divided among ``parallel``
+    folds at once; one DuckDB does not parse is left as it is (DuckDB says what is wrong)."""
+    found = _MEMORY.match(limit)
+    if found is None or parallel <= 1:
+        return limit
+    number, unit = float(found.group(1)), (found.group(2) or "").lower()
+    if unit == "%":
+        return f"{number / parallel:g}%"
+    return f"{int(number * _UNITS[unit] / parallel)}B"
+
+
+def _share(args: argparse.Namespace, parallel: int) -> dict[str, Any]:
+    """Each table's part of the command's budget when ``parallel`` are written at once."""
+    if parallel <= 1:
+        return {}
+    changes: dict[str, Any] = {}
+    if hasattr(args, "write_workers"):
+        processes, calls = args.write_workers or (os.cpu_count() or 1, DEFAULT_CONCURRENCY)
+        changes["write_workers"] = (max(1, processes // parallel), calls)
+    if getattr(args, "max_write_rate", None):
+        changes["max_write_rate"] = args.max_write_rate / parallel
+    if getattr(args, "memory_limit", None):
+        changes["memory_limit"] = share_memory(args.memory_limit, parallel)
+    return changes
+
+
+def _one_after_another(
+    jobs: Sequence[_Job], run: Run, arguments: Callable[[_Job], argparse.Namespace]
+) -> list[Ended[TableRun]]:
+    """Every job in this process, one after the other (``--parallel-tables 1``)."""
+    ended: list[Ended[TableRun]] = [Ended(stopped=True, started=False) for _ in jobs]
+    for index, job in enumerate(jobs):
         print(f"== {job.source} -> {job.destination}")
+        started = time.monotonic()
+        outcome = ended[index] = Ended()
         try:
-            code = run(job)
+            outcome.result = run(arguments(job))
+        except KeyboardInterrupt:
+            outcome.stopped = True
+            outcome.seconds = time.monotonic() - started
+            break
         except Exception as exc:
             failed = getattr(exc, "exit_code", None)
             if not isinstance(failed, int):
                 raise
-            results.append((job, failed, f"FAILED: {exc}"))
-            continue
-        results.append((job, code, verb if code == EXIT_OK else f"{verb}, exit {code}"))
-    for job, _, what in results:
-        print(f"{job.source} -> {job.destination}: {what}")
-    ok = sum(code == EXIT_OK for _, code, _ in results)
-    print(f"{verb} {ok} of {len(results)} table(s) as of {iso_ms(at)}")
-    return max(code for _, code, _ in results)
+            outcome.failed = (failed, str(exc))
+        outcome.seconds = time.monotonic() - started
+    return ended
+
+
+def _summary(job: _Job, ended: Ended[TableRun] | None, verb: str, noun: str) -> tuple[int, str]:
+    """A table's exit code and its summary line."""
+    name = f"{job.source} -> {job.destination}"
+    if ended is None:
+        return EXIT_OK, f"{name}: {verb} by this plan already: skipped"
+    took = f"{ended.seconds:.1f} s"
+    if not ended.started:
+        return EXIT_INTERRUPTED, f"{name}: not started (--resume continues it)"
+    if ended.stopped and ended.failed is None:
+        return EXIT_INTERRUPTED, f"{name}: interrupted after {took} (--resume continues it)"
+    if ended.failed is not None or ended.result is None:
+        code, message = ended.failed or (EXIT_FAILURE, "no result")
+        return code, f"{name}: FAILED after {took}, exit {code}: {redact(message)}"
+    result = ended.result
+    counts = ""
+    if result.items is not None:
+        counts = f", {result.items:,} {noun}"
+        counts += f" ({result.before:,} written before)" if result.before else ""
+    exit_code = "" if result.exit_code == EXIT_OK else f", exit {result.exit_code}"
+    return result.exit_code, f"{name}: {verb}{counts} in {took}{exit_code}"
+
+
+def _run_all(
+    args: argparse.Namespace,
+    jobs: Sequence[_Job],
+    at: datetime,
+    run: Run,
+    arguments: Callable[[_Job, dict[str, Any]], argparse.Namespace],
+    *,
+    verb: str,
+    noun: str,
+) -> int:
+    """Run every job not done, up to ``--parallel-tables`` side by side, then one line per
+    table and a final line; the worst exit code (an interrupt: raised again after the lines).
+
+    ``arguments(job, share)`` is the single-table run's arguments for ``job``, with ``share``
+    (its part of the budget: :func:`_share`) applied."""
+    todo = [job for job in jobs if not job.done]
+    parallel = _parallel(args, jobs)
+    started = time.monotonic()
+    if parallel <= 1:
+        ended = _one_after_another(todo, run, lambda job: arguments(job, {}))
+    else:
+        share = _share(args, parallel)
+        launches = []
+        for job in todo:
+            one = arguments(job, share)
+            vars(one).pop("_module", None)  # a module is not pickled; the run needs none
+            launches.append(Launch(job.source, f"== {job.source} -> {job.destination}", one))
+        ended = run_side_by_side(launches, run, parallel)
+    by_job = dict(zip((id(job) for job in todo), ended, strict=True))
+    codes, counts = [], []
+    for job in jobs:
+        outcome = by_job.get(id(job))
+        code, line = _summary(job, outcome, verb, noun)
+        codes.append(code)
+        print(line)
+        if outcome is not None and outcome.result is not None:
+            counts.append(outcome.result.items)
+    ok = sum(code == EXIT_OK for code in codes)
+    total = sum(n for n in counts if n is not None)
+    took = f"in {time.monotonic() - started:.1f} s"
+    if any(n is not None for n in counts) or not counts:  # a dry run counts nothing
+        took = f": {total:,} {noun} {took}"
+    else:
+        took = f", {took}"
+    print(f"{verb} {ok} of {len(jobs)} table(s) as of {iso_ms(at)}{took}")
+    if any(outcome.stopped for outcome in ended):
+        raise KeyboardInterrupt  # the command says it was interrupted (exit 130)
+    return max(codes)
 
 
 def _completed_restore(archive: Archive, source: str, target: str, fingerprint: str) -> bool:
@@ -264,19 +421,21 @@ def restore_tables(args: argparse.Namespace, restore_one: Run) -> int:
 
         _naming(job.source, check)
     return _run_all(
+        args,
         jobs,
-        "restored",
         at,
-        lambda job: restore_one(
-            _one(
-                args,
-                job.source,
-                at,
-                target_table_name=job.destination,
-                target_table_suffix=None,
-                strategy="replay",
-            )
+        restore_one,
+        lambda job, share: _one(
+            args,
+            job.source,
+            at,
+            target_table_name=job.destination,
+            target_table_suffix=None,
+            strategy="replay",
+            **share,
         ),
+        verb="planned (dry run)" if args.dry_run else "restored",
+        noun="items" if args.dry_run else "items written",
     )
 
 
@@ -309,8 +468,11 @@ def export_tables(args: argparse.Namespace, export_one: Run, finished: str) -> i
 
         _naming(job.source, check)
     return _run_all(
+        args,
         jobs,
-        "exported",
         at,
-        lambda job: export_one(_one(args, job.source, at, output=job.destination)),
+        export_one,
+        lambda job, share: _one(args, job.source, at, output=job.destination, **share),
+        verb="exported",
+        noun="items",
     )
