@@ -19,6 +19,11 @@ Athena double uses, over the same files as Hive-partitioned views ``changes`` an
 ``snapshots``, and checks that it gives the native fold's result (count and an
 order-independent hash of every ``keys``/``item`` pair), printing its time beside the fold's.
 
+With ``--python-fs`` the fold reads the same local files the way it reads an S3 archive:
+through fsspec (``ArrowFSWrapper``) and pyarrow's ``PyFileSystem``, its sources registered in
+DuckDB as Arrow datasets (``replayer.engines.dataset``) instead of DuckDB's own Parquet reader,
+so every open and read calls back into Python; no network, so it times that read path alone.
+
 Targets: ≥ 1M change records/s, peak RSS ≤ 2 GB, fold ≤ 3× the plain scan.
 """
 
@@ -165,12 +170,25 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def run_fold(root: Path, changes: int, memory_limit: str) -> dict[str, float]:
+def _archive(root: Path, python_fs: bool) -> Archive:
+    """The generated archive; with ``python_fs``, read as an S3 archive is (see the module)."""
+    if not python_fs:
+        return Archive.open(str(root))
+    import pyarrow.fs as pafs
+    from fsspec.implementations.arrow import ArrowFSWrapper
+
+    path = str(root.resolve())
+    return Archive(ArrowFSWrapper(pafs.LocalFileSystem()), path, f"file://{path}")
+
+
+def run_fold(
+    root: Path, changes: int, memory_limit: str, python_fs: bool = False
+) -> dict[str, float]:
     """The fold as restore runs it, streaming every resulting item out (this process)."""
     from replayer.engines.fold import Fold, FoldSettings
     from replayer.planning.plan import plan_restore
 
-    archive = Archive.open(str(root))
+    archive = _archive(root, python_fs)
     started = time.monotonic()
     plan = plan_restore(archive, TABLE, restore_time(changes), convert=False)
     planned = time.monotonic()
@@ -265,6 +283,7 @@ def _child(mode: str, root: Path, args: argparse.Namespace) -> dict[str, float]:
     cmd = [
         *(sys.executable, "-m", "bench.bench_fold", "--changes", str(args.changes)),
         *(["--athena-sql"] if args.athena_sql else []),
+        *(["--python-fs"] if args.python_fs else []),
         *("--keys", str(args.keys), "--memory-limit", args.memory_limit, "--out", args.out),
         *("--child", mode),
     ]
@@ -284,11 +303,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run the Athena fold's SQL translated to DuckDB, and compare its result",
     )
+    parser.add_argument(
+        "--python-fs",
+        action="store_true",
+        help="fold through fsspec and pyarrow's PyFileSystem, as an S3 archive is read",
+    )
     parser.add_argument("--child", choices=["fold", "scan", "athena"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     root = Path(args.out) / f"fold-{args.changes}-{args.keys}"
     if args.child == "fold":
-        print(json.dumps(run_fold(root, args.changes, args.memory_limit)))
+        print(json.dumps(run_fold(root, args.changes, args.memory_limit, args.python_fs)))
         return 0
     if args.child == "scan":
         print(json.dumps(run_scan(root)))
@@ -306,8 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     fold = _child("fold", root, args)
     rate = args.changes / fold["total_s"]
     print(f"changes {args.changes:,} over {args.keys:,} keys + a {args.keys:,}-item base")
+    how = " (through fsspec and PyFileSystem, as from S3)" if args.python_fs else ""
     print(f"fold    {fold['total_s']:.2f} s (plan {fold['plan_s']:.2f}, fold {fold['fold_s']:.2f}, "
-          f"stream {fold['stream_s']:.2f}) → {fold['items']:,} items")  # fmt: skip
+          f"stream {fold['stream_s']:.2f}) → {fold['items']:,} items{how}")  # fmt: skip
     print(f"        {rate / 1e6:.2f} M change records/s, peak RSS {fold['peak_rss_mb']:.0f} MB")
     print(f"scan    {scan['scan_s']:.2f} s for {scan['rows']:,} rows, "
           f"peak RSS {scan['peak_rss_mb']:.0f} MB")  # fmt: skip

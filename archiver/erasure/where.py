@@ -18,10 +18,9 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from archiver.aws.error_table import UsageError
-from archiver.format import layout
+from archiver.format import arrow_scan, layout
 from archiver.format.manifests import list_snapshots
 from archiver.format.schema import CHANGE_SCHEMA, SNAPSHOT_SCHEMA
 from archiver.format.storage import Archive
@@ -121,7 +120,9 @@ def keys_where(
     try:
         con.execute("SET TimeZone = 'UTC'")
         change_rows = (
-            ds.dataset([archive.path(r) for r in changes], schema=CHANGE_SCHEMA, filesystem=fs)
+            arrow_scan.dataset(
+                [archive.path(r) for r in changes], schema=CHANGE_SCHEMA, filesystem=fs
+            )
             if changes
             else pa.table(
                 {
@@ -131,7 +132,9 @@ def keys_where(
             )
         )
         snapshot_rows = (
-            ds.dataset([archive.path(r) for r in parts], schema=SNAPSHOT_SCHEMA, filesystem=fs)
+            arrow_scan.dataset(
+                [archive.path(r) for r in parts], schema=SNAPSHOT_SCHEMA, filesystem=fs
+            )
             if parts
             else SNAPSHOT_SCHEMA.empty_table()
         )

@@ -4,7 +4,8 @@ Listing is explicit (one ``find`` per table, pruned by ``dt``) rather than pyarr
 discovery, so a partition range costs one listing and partition values stay strings (a table
 named ``007`` stays ``007``). A file that vanishes between listing and reading (compaction
 deleted it after its grace period) makes the caller re-list and retry: see
-:func:`with_relisting`.
+:func:`with_relisting`. The datasets are :mod:`archiver.format.arrow_scan`'s, which DuckDB
+scans over the Python filesystem of an S3 archive without deadlocking on the GIL.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from archiver.aws.error_table import ObjectInColdStorage, is_error
-from archiver.format import layout
+from archiver.format import arrow_scan, layout
 from archiver.format.schema import CHANGE_SCHEMA, PARTITION_SCHEMA, SNAPSHOT_SCHEMA
 from archiver.format.storage import Archive
 from replayer.exceptions import DamagedFile, ReplayError
@@ -137,7 +138,7 @@ def change_files(
 def changes_dataset(archive: Archive, files: list[str]) -> ds.Dataset:
     """A dataset over the given change files with ``table_name`` and ``dt`` as string columns."""
     partitioning = ds.partitioning(PARTITION_SCHEMA, flavor="hive")
-    return ds.dataset(
+    return arrow_scan.dataset(
         [archive.path(rel) for rel in files],
         schema=CHANGES_WITH_PARTITIONS,
         format="parquet",
@@ -149,7 +150,7 @@ def changes_dataset(archive: Archive, files: list[str]) -> ds.Dataset:
 
 def snapshot_dataset(archive: Archive, files: list[str]) -> ds.Dataset:
     """A dataset over one snapshot's part files (columns ``keys``, ``item``)."""
-    return ds.dataset(
+    return arrow_scan.dataset(
         [archive.path(rel) for rel in files],
         schema=SNAPSHOT_SCHEMA,
         format="parquet",

@@ -44,7 +44,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from archiver.format import layout
+from archiver.format import arrow_scan, layout
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
 from replayer.engines.dataset import (
@@ -133,7 +133,7 @@ def snapshot_files(archive: Archive, table: str | None = None) -> list[str]:
 
 def snapshots_dataset(archive: Archive, files: list[str]) -> ds.Dataset:
     """Snapshot part files with ``table_name`` and ``snapshot_id`` as string columns."""
-    return ds.dataset(
+    return arrow_scan.dataset(
         [archive.path(rel) for rel in files],
         schema=SNAPSHOTS_WITH_PARTITIONS,
         format="parquet",
