@@ -398,8 +398,7 @@ def in_window(rows: list[tuple[Any, ...]], start: str, end: str) -> list[tuple[A
 
 def test_a_bounded_history_of_reads_only_the_partitions_in_range(spread_archive: Archive) -> None:
     # Every file of a partition outside the range is made unreadable for the bounded call: the
-    # call succeeding with the right rows shows none of them was opened. (Recording the opens
-    # through a Python filesystem would put a Python callback under DuckDB's scan thread.)
+    # call succeeding with the right rows shows none of them was opened.
     files = {rel: Path(spread_archive.path(rel)) for rel in change_files(spread_archive, "orders")}
 
     def dt_of(rel: str) -> str:
