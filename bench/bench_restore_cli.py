@@ -37,6 +37,7 @@ per writer process against the null endpoint at 150,000 items.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -44,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -267,7 +269,10 @@ def bench_moto(n: int, archive: Path, repeat: int, pad: int) -> None:
         moto.wait()
 
 
-def bench_null(n: int, archive: Path, repeat: int, pad: int) -> None:
+@contextlib.contextmanager
+def null_endpoint_over_moto() -> Iterator[str]:
+    """The null endpoint in its own process, forwarding table calls to a moto server; the AWS
+    settings of this process point at it. Yields its URL."""
     moto, moto_url = start_moto()
     null = subprocess.Popen(
         [sys.executable, "-m", "bench.null_dynamodb", "--forward", moto_url],
@@ -278,6 +283,16 @@ def bench_null(n: int, archive: Path, repeat: int, pad: int) -> None:
         assert null.stdout is not None
         endpoint = null.stdout.readline().strip()
         isolate_aws_env(endpoint)
+        yield endpoint
+    finally:
+        null.terminate()
+        null.wait()
+        moto.terminate()
+        moto.wait()
+
+
+def bench_null(n: int, archive: Path, repeat: int, pad: int) -> None:
+    with null_endpoint_over_moto() as endpoint:
         print(f"against the null endpoint, {n:,} items:")
         best = Best()
         for run in range(repeat):
@@ -300,11 +315,6 @@ def bench_null(n: int, archive: Path, repeat: int, pad: int) -> None:
         best.summary(repeat, per_process=True)
         print("  target: restore, --target-minutes 0.05 ≥ 0.9× loop per process (the default "
               "start is what a new on-demand table takes: 4,000 write units/s)")  # fmt: skip
-    finally:
-        null.terminate()
-        null.wait()
-        moto.terminate()
-        moto.wait()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,18 +23,22 @@ as one alone.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from archiver.format.timefmt import iso_ms
-from bench.bench_restore_cli import RESTORE_AT, build_archive, replayer_command
-from bench.bench_restore_write import make_items, start_moto
-from demo import isolate_aws_env
+from bench.bench_restore_cli import (
+    RESTORE_AT,
+    build_archive,
+    null_endpoint_over_moto,
+    replayer_command,
+)
+from bench.bench_restore_write import make_items
 
 
 def restore(endpoint: str, archive: Path, tables: list[str], suffix: str, *extra: str) -> float:
@@ -66,16 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     extra = ["--write-workers", args.write_workers] if args.write_workers else []
     tables = [f"t{i}" for i in range(args.tables)]
     work = Path(tempfile.mkdtemp(prefix="bench-several-tables-"))
-    moto, moto_url = start_moto()
-    null = subprocess.Popen(
-        [sys.executable, "-m", "bench.null_dynamodb", "--forward", moto_url],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    stack = contextlib.ExitStack()
     try:
-        assert null.stdout is not None
-        endpoint = null.stdout.readline().strip()
-        isolate_aws_env(endpoint)
+        endpoint = stack.enter_context(null_endpoint_over_moto())
         archive = work / "archive"
         items = make_items(args.items)
         for table in tables:
@@ -98,10 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  side by side: {one / side:.2f}× faster than one after the other; "
               f"{side / alone:.2f}× the time of one table alone (target: about 1×)")  # fmt: skip
     finally:
-        null.terminate()
-        null.wait()
-        moto.terminate()
-        moto.wait()
+        stack.close()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
