@@ -94,3 +94,11 @@ class InternalServerError(DynamoDBError):
     """Something failed on the server's side (an archive file unreadable, a bug)."""
 
     status = 500
+
+
+def read_only(operation: str) -> AccessDeniedException:
+    """The answer to every write: the endpoint never changes anything."""
+    return AccessDeniedException(
+        f"{operation} is refused: this endpoint is read-only (ddb-replayer serve answers reads "
+        "of the archive as the tables were at any instant; it never writes)"
+    )

@@ -1,10 +1,12 @@
 """The operations the endpoint answers, and those it refuses.
 
 Reads are served: ``GetItem``, ``BatchGetItem``, ``TransactGetItems``, ``Query``, ``Scan``,
-``DescribeTable``, ``ListTables``. Every operation that would change something — items,
-tables, backups, settings, PartiQL statements other than a ``SELECT`` — is refused with
+``DescribeTable``, ``ListTables``, and PartiQL ``SELECT`` through ``ExecuteStatement``
+(:mod:`replayer.serve.partiql`). Every operation that would change something — items,
+tables, backups, settings, PartiQL ``INSERT``/``UPDATE``/``DELETE`` — is refused with
 ``AccessDeniedException`` saying the endpoint is read-only: nothing a client sends can reach
-the archive or AWS. Other DynamoDB operations (and PartiQL ``SELECT``) are answered with
+the archive or AWS. Other DynamoDB operations (among them ``BatchExecuteStatement`` and
+``ExecuteTransaction`` made only of ``SELECT``s) are answered with
 ``UnknownOperationException`` naming them.
 """
 
@@ -13,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from replayer.serve import item_reads, query_scan, table_info
-from replayer.serve.dynamodb_errors import AccessDeniedException, UnknownOperationException
+from replayer.serve import item_reads, partiql, query_scan, table_info
+from replayer.serve.dynamodb_errors import UnknownOperationException, read_only
 from replayer.serve.endpoint import Endpoint
 
 Handler = Callable[[Endpoint, Any], dict[str, Any]]
@@ -27,6 +29,7 @@ READS: dict[str, Handler] = {
     "Scan": query_scan.scan,
     "DescribeTable": table_info.describe_table,
     "ListTables": table_info.list_tables,
+    "ExecuteStatement": partiql.execute_statement,
 }
 
 WRITES = frozenset(
@@ -36,8 +39,6 @@ WRITES = frozenset(
         "DeleteItem",
         "BatchWriteItem",
         "TransactWriteItems",
-        "ExecuteTransaction",
-        "BatchExecuteStatement",
         "CreateTable",
         "UpdateTable",
         "DeleteTable",
@@ -65,13 +66,6 @@ WRITES = frozenset(
 )
 
 
-def read_only(operation: str) -> AccessDeniedException:
-    return AccessDeniedException(
-        f"{operation} is refused: this endpoint is read-only (ddb-replayer serve answers reads "
-        "of the archive as the tables were at any instant; it never writes)"
-    )
-
-
 def dispatch(endpoint: Endpoint, operation: str, body: Any) -> dict[str, Any]:
     """Answer one request (a DynamoDB error answer is raised as its exception)."""
     handler = READS.get(operation)
@@ -79,12 +73,6 @@ def dispatch(endpoint: Endpoint, operation: str, body: Any) -> dict[str, Any]:
         return handler(endpoint, body)
     if operation in WRITES:
         raise read_only(operation)
-    if operation == "ExecuteStatement":
-        statement = body.get("Statement") if isinstance(body, dict) else None
-        if isinstance(statement, str) and not statement.lstrip().upper().startswith("SELECT"):
-            raise read_only(operation)
-        raise UnknownOperationException(
-            "ddb-replayer serve does not answer PartiQL (ExecuteStatement): read with "
-            "GetItem, BatchGetItem, Query or Scan"
-        )
+    if operation in partiql.MULTI_STATEMENT:
+        partiql.refuse_many(operation, body)
     raise UnknownOperationException(f"ddb-replayer serve does not answer {operation}")

@@ -20,7 +20,7 @@ projection naming anything else finds nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -110,7 +110,7 @@ def _legacy_unsupported(request: Request, names: tuple[str, ...]) -> None:
             )
 
 
-def _index(schema: TableSchema, name: str | None, consistent: bool) -> IndexSchema | None:
+def index_of(schema: TableSchema, name: str | None, consistent: bool) -> IndexSchema | None:
     if name is None:
         return None
     index = schema.indexes.get(name)
@@ -141,7 +141,7 @@ def _check_start_key(
         raise ValidationException(f"The provided starting key is invalid: {exc.message}") from None
 
 
-def _select_and_fetch(
+def select_and_fetch(
     select: str | None,
     found: ReadExpressions,
     index: IndexSchema | None,
@@ -174,10 +174,10 @@ def _select_and_fetch(
     return select, False
 
 
-def _page(
+def page(
     state: State,
     rows: Rows,
-    bounds: tuple[int, int],
+    ranges: Sequence[tuple[int, int]],
     reverse: bool,
     *,
     limit: int | None,
@@ -187,8 +187,9 @@ def _page(
     fetch: bool,
     units: bool = False,
 ) -> tuple[dict[str, Any], int]:
-    """One page (see the module doc); also the bytes read, for read units (counted only when
-    ``units``: ``ReturnConsumedCapacity`` asked for them)."""
+    """One page over ``ranges`` of ``rows``, read one after the other (see the module doc);
+    also the bytes read, for read units (counted only when ``units``:
+    ``ReturnConsumedCapacity`` asked for them)."""
     schema = state.schema
     range_name = schema.range_key[0] if schema.range_key else None
     count = scanned = size = read = 0
@@ -201,31 +202,36 @@ def _page(
             text = table_key_text(schema, entry)
             return state.rows.get(state.rows.keys.left(text))
 
-    for _, text in rows.scan(bounds[0], bounds[1], reverse):
-        if (limit is not None and scanned >= limit) or size >= PAGE_BYTES:
+    def full() -> bool:
+        return (limit is not None and scanned >= limit) or size >= PAGE_BYTES
+
+    for lo, hi in ranges:
+        for _, text in rows.scan(lo, hi, reverse):
+            if full():
+                break
+            entry = orjson.loads(text)
+            scanned += 1
+            size += page_size(entry, range_name)
+            if units:
+                read += item_size(entry)
+            last = entry
+            item, item_text = entry, text
+            if table_item is not None:
+                item_text = table_item(entry)
+                item = orjson.loads(item_text)
+            if found.filter is not None and not evaluate(found.filter, item):
+                continue
+            count += 1
+            if select != "COUNT":
+                items.append(output_item(item_text, item, found.projection))
+        if full():
             break
-        entry = orjson.loads(text)
-        scanned += 1
-        size += page_size(entry, range_name)
-        if units:
-            read += item_size(entry)
-        last = entry
-        item, item_text = entry, text
-        if table_item is not None:
-            item_text = table_item(entry)
-            item = orjson.loads(item_text)
-        if found.filter is not None and not evaluate(found.filter, item):
-            continue
-        count += 1
-        if select != "COUNT":
-            items.append(output_item(item_text, item, found.projection))
     out: dict[str, Any] = {}
     if select != "COUNT":
         out["Items"] = items
     out["Count"] = count
     out["ScannedCount"] = scanned
-    stopped = (limit is not None and scanned >= limit) or size >= PAGE_BYTES
-    if stopped and last is not None:
+    if full() and last is not None:
         out["LastEvaluatedKey"] = {name: last[name] for name in start_names}
     return out, read
 
@@ -243,7 +249,7 @@ def _successor(prefix: str) -> str | None:
     return stripped[:-1] + chr(ord(stripped[-1]) + 1)
 
 
-def _query_bounds(rows: Rows, key_range: KeyRange) -> tuple[int, int]:
+def query_bounds(rows: Rows, key_range: KeyRange) -> tuple[int, int]:
     hash_value = key_range.hash_value
     prefix = keys.partition_hash(hash_value) + keys.component(hash_value)
     array = rows.keys
@@ -274,7 +280,7 @@ def _query_bounds(rows: Rows, key_range: KeyRange) -> tuple[int, int]:
     return at(begins), (hi if upper is None else at(upper))
 
 
-def _start_text(schema: TableSchema, index: IndexSchema | None, start: Item) -> str:
+def start_text(schema: TableSchema, index: IndexSchema | None, start: Item) -> str:
     if index is None:
         return table_key_text(schema, start)
     return index_key_text(schema, index, start)
@@ -305,7 +311,7 @@ def query(endpoint: Endpoint, body: Any) -> dict[str, Any]:
     check_select(request, params["select"], params["index_name"])
     table_at = endpoint.resolve(name)
     schema = table_at.schema
-    index = _index(schema, params["index_name"], params["consistent"])
+    index = index_of(schema, params["index_name"], params["consistent"])
     hash_key, range_key = (
         (index.hash_key, index.range_key) if index else (schema.hash_key, schema.range_key)
     )
@@ -321,22 +327,22 @@ def query(endpoint: Endpoint, body: Any) -> dict[str, Any]:
                 "Filter Expression can only contain non-primary key attributes: Primary key "
                 f"attribute: {path[0]}"
             )
-    select, fetch = _select_and_fetch(params["select"], found, index, schema)
+    select, fetch = select_and_fetch(params["select"], found, index, schema)
     check_key_paths(found.filter_paths, schema)
     reverse = forward is False
     with endpoint.state(table_at) as state:
         rows = state.index(index) if index is not None else state.rows
-        lo, hi = _query_bounds(rows, key_range)
+        lo, hi = query_bounds(rows, key_range)
         if start is not None:
-            text = _start_text(schema, index, start)
+            text = start_text(schema, index, start)
             if reverse:
                 hi = max(lo, rows.keys.left(text, lo, hi))
             else:
                 lo = min(hi, rows.keys.right(text, lo, hi))
-        out, read = _page(
+        out, read = page(
             state,
             rows,
-            (lo, hi),
+            [(lo, hi)],
             reverse,
             limit=params["limit"],
             found=found,
@@ -412,10 +418,10 @@ def scan(endpoint: Endpoint, body: Any) -> dict[str, Any]:
     check_select(request, params["select"], params["index_name"])
     table_at = endpoint.resolve(name)
     schema = table_at.schema
-    index = _index(schema, params["index_name"], params["consistent"])
+    index = index_of(schema, params["index_name"], params["consistent"])
     if start is not None:
         _check_start_key(schema, index, start, scan=True)
-    select, fetch = _select_and_fetch(params["select"], found, index, schema)
+    select, fetch = select_and_fetch(params["select"], found, index, schema)
     check_key_paths(found.projection or [], schema)
     check_key_paths(found.filter_paths, schema)
     with endpoint.state(table_at) as state:
@@ -426,7 +432,7 @@ def scan(endpoint: Endpoint, body: Any) -> dict[str, Any]:
             lo = rows.keys.left(low_hash)
             hi = rows.keys.left(high_hash, lo)
         if start is not None:
-            text = _start_text(schema, index, start)
+            text = start_text(schema, index, start)
             if total and total > 1 and segment is not None:
                 low_hash, high_hash = keys.segment_bounds(segment, total)
                 if not low_hash <= text[: keys.HASH_DIGITS] < high_hash:
@@ -436,10 +442,10 @@ def scan(endpoint: Endpoint, body: Any) -> dict[str, Any]:
                         f"{total} Segment: {segment}"
                     )
             lo = min(hi, max(lo, rows.keys.right(text, lo, hi)))
-        out, read = _page(
+        out, read = page(
             state,
             rows,
-            (lo, hi),
+            [(lo, hi)],
             False,
             limit=params["limit"],
             found=found,
