@@ -24,6 +24,12 @@ through fsspec (``ArrowFSWrapper``) and pyarrow's ``PyFileSystem``, its sources 
 DuckDB as Arrow datasets (``replayer.engines.dataset``) instead of DuckDB's own Parquet reader,
 so every open and read calls back into Python; no network, so it times that read path alone.
 
+With ``--s3`` the fold reads the same files from S3 itself: the archive is uploaded to a moto
+server on loopback (in this process; the fold runs in its child) and opened as
+``s3://bench-fold/…``, so every file goes through s3fs as a user's restore does. Loopback has
+no latency, so the time is not a real bucket's; what transfers is the S3 traffic the fold
+makes, counted by moto: requests by kind and the bytes of the objects it sends.
+
 Targets: ≥ 1M change records/s, peak RSS ≤ 2 GB, fold ≤ 3× the plain scan.
 """
 
@@ -38,6 +44,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
@@ -171,7 +178,11 @@ def _peak_rss_mb() -> float:
 
 
 def _archive(root: Path, python_fs: bool) -> Archive:
-    """The generated archive; with ``python_fs``, read as an S3 archive is (see the module)."""
+    """The generated archive; with ``python_fs``, read as an S3 archive is (see the module);
+    from S3 when the parent serves it there (``--s3``)."""
+    served = os.environ.get(_S3_ARCHIVE)
+    if served:
+        return Archive.open(served)
     if not python_fs:
         return Archive.open(str(root))
     import pyarrow.fs as pafs
@@ -279,7 +290,72 @@ def run_scan(root: Path) -> dict[str, float]:
     }
 
 
-def _child(mode: str, root: Path, args: argparse.Namespace) -> dict[str, float]:
+_S3_ARCHIVE = "BENCH_FOLD_S3_ARCHIVE"
+_BUCKET = "bench-fold"
+
+
+class S3Served:
+    """The generated archive uploaded to a moto server on loopback, which counts the requests
+    it answers (by HTTP method) and the bytes of the GET bodies it sends."""
+
+    def __init__(self, root: Path) -> None:
+        import logging
+
+        import boto3
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.env = {
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            _S3_ARCHIVE: f"s3://{_BUCKET}/{root.name}",
+        }
+        self.requests: dict[str, int] = {}
+        self.bytes_sent = 0
+        wsgi = self.server._server
+        assert wsgi is not None
+        answer = wsgi.app
+
+        def counting(environ: Any, start_response: Any) -> Any:
+            method = environ["REQUEST_METHOD"]
+            self.requests[method] = self.requests.get(method, 0) + 1
+            body = answer(environ, start_response)
+            if method == "GET":
+                body = list(body)
+                self.bytes_sent += sum(len(chunk) for chunk in body)
+            return body
+
+        wsgi.app = counting
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=self.env["AWS_ENDPOINT_URL"],
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        )
+        s3.create_bucket(Bucket=_BUCKET)
+        self.parquet_bytes = 0
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and path.name != "_generated":
+                s3.upload_file(str(path), _BUCKET, f"{root.name}/{path.relative_to(root)}")
+                if path.suffix == ".parquet":
+                    self.parquet_bytes += path.stat().st_size
+        self.parquet_files = sum(1 for _ in root.rglob("*.parquet"))
+        self.requests = {}
+        self.bytes_sent = 0
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def _child(
+    mode: str, root: Path, args: argparse.Namespace, env: dict[str, str] | None = None
+) -> dict[str, float]:
     cmd = [
         *(sys.executable, "-m", "bench.bench_fold", "--changes", str(args.changes)),
         *(["--athena-sql"] if args.athena_sql else []),
@@ -287,7 +363,9 @@ def _child(mode: str, root: Path, args: argparse.Namespace) -> dict[str, float]:
         *("--keys", str(args.keys), "--memory-limit", args.memory_limit, "--out", args.out),
         *("--child", mode),
     ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        cmd, check=True, capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
@@ -308,6 +386,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="fold through fsspec and pyarrow's PyFileSystem, as an S3 archive is read",
     )
+    parser.add_argument(
+        "--s3",
+        action="store_true",
+        help="fold from S3 (the archive served by moto on loopback) and count its S3 requests",
+    )
     parser.add_argument("--child", choices=["fold", "scan", "athena"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     root = Path(args.out) / f"fold-{args.changes}-{args.keys}"
@@ -327,13 +410,24 @@ def main(argv: list[str] | None = None) -> int:
         generate(root, args.changes, args.keys)
         marker.write_text("ok\n")
     scan = _child("scan", root, args)
-    fold = _child("fold", root, args)
+    served = S3Served(root) if args.s3 else None
+    try:
+        fold = _child("fold", root, args, served.env if served else None)
+    finally:
+        if served is not None:
+            served.stop()
     rate = args.changes / fold["total_s"]
     print(f"changes {args.changes:,} over {args.keys:,} keys + a {args.keys:,}-item base")
     how = " (through fsspec and PyFileSystem, as from S3)" if args.python_fs else ""
+    how = " (from S3: moto on loopback)" if served else how
     print(f"fold    {fold['total_s']:.2f} s (plan {fold['plan_s']:.2f}, fold {fold['fold_s']:.2f}, "
           f"stream {fold['stream_s']:.2f}) → {fold['items']:,} items{how}")  # fmt: skip
     print(f"        {rate / 1e6:.2f} M change records/s, peak RSS {fold['peak_rss_mb']:.0f} MB")
+    if served is not None:
+        asked = ", ".join(f"{n} {m}" for m, n in sorted(served.requests.items()))
+        print(f"S3      {asked} for {served.parquet_files} Parquet files; "
+              f"{served.bytes_sent / 1e6:.1f} MB sent for {served.parquet_bytes / 1e6:.1f} MB "
+              "of Parquet")  # fmt: skip
     print(f"scan    {scan['scan_s']:.2f} s for {scan['rows']:,} rows, "
           f"peak RSS {scan['peak_rss_mb']:.0f} MB")  # fmt: skip
     print(f"ratio   fold / plain scan = {fold['total_s'] / scan['scan_s']:.2f}×")
