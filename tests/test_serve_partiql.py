@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms
+from tests.conftest import create_table
 from tests.replay_helpers import TABLE, Change, at, write_changes, write_coverage
 from tests.serve_helpers import Running, describe, put_items, serving
 from tests.test_serve_clients import aws, server  # noqa: F401  (the command as users run it)
@@ -476,18 +477,7 @@ def test_moto_answers_the_same_for_simple_statements(served: Running, ddb: Any) 
     answers no items for ``begins_with``, ``IS MISSING``, ``IN`` or ``ORDER BY``; those forms
     are checked against the endpoint's own Query and Scan above."""
     client = served.client()
-    ddb.create_table(
-        TableName=TABLE,
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "N"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_table(ddb, TABLE, range_key="sk", key_types=("S", "N"), stream=None)
     for each in client.scan(TableName=TABLE)["Items"]:
         ddb.put_item(TableName=TABLE, Item=each)
     for statement, parameters, ordered in [
