@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -67,6 +68,29 @@ def resources(template: Any) -> dict[str, Any]:
 
 def resources_of(template: Any, kind: str) -> dict[str, Any]:
     return {name: r for name, r in resources(template).items() if r["Type"] == kind}
+
+
+def dashboard_body(stack: Any) -> str:
+    """The ``Dashboard``'s body as one ``Fn::Sub`` text (``${…}`` left in) in ``stack``, a
+    template whose ``KinesisMode`` is decided (``tests.cfn_conditions.deployed``): the body is
+    an ``Fn::Join`` of ``Fn::Sub`` pieces and literals, which join the same before or after
+    substitution (the literals hold no ``${``)."""
+    [dashboard] = resources_of(stack, "AWS::CloudWatch::Dashboard").values()
+    separator, pieces = dashboard["Properties"]["DashboardBody"]["Fn::Join"]
+    texts = []
+    for piece in pieces:
+        if isinstance(piece, str):
+            assert "${" not in piece
+            texts.append(piece)
+        else:
+            sub = piece["Fn::Sub"]
+            texts.append(sub if isinstance(sub, str) else sub[0])
+    return str(separator).join(texts)
+
+
+def dashboard_widgets(body: str) -> list[dict[str, Any]]:
+    """The widgets of a dashboard body, valid JSON once its ``${…}`` are substituted."""
+    return list(json.loads(re.sub(r"\$\{[^}]+\}", "x", body))["widgets"])
 
 
 def test_templates_are_found() -> None:
@@ -304,9 +328,38 @@ def test_drills_run_on_a_schedule_that_zero_turns_off(template: Any) -> None:
     assert not {a for a in actions if re.search(r"Restore|DeleteTable|PutItem|BatchWrite", a)}
 
 
-def test_alarms_and_the_dashboard_use_the_metrics_the_code_emits(template: Any) -> None:
-    import json
+def test_the_scheduled_drills_margin_is_a_parameter_the_function_accepts(
+    template: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from replayer.drill import handler
+    from replayer.drill.run import MAX_MARGIN_SECONDS, drill_margin
 
+    param = template["Parameters"]["DrillMarginSeconds"]
+    assert param["Type"] == "Number"
+    # The export's own margin by default; above 0 and at most a day, as the function accepts.
+    assert param["Default"] == drill_margin("export").total_seconds() == 60
+    assert 0 < param["MinValue"] <= param["Default"] <= param["MaxValue"] == MAX_MARGIN_SECONDS
+    [group] = [
+        g
+        for g in template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+        if "DrillEveryDays" in g["Parameters"]
+    ]
+    assert "DrillMarginSeconds" in group["Parameters"]
+    props = template["Resources"]["DrillFunction"]["Properties"]
+    env = props["Environment"]["Variables"]
+    assert env["DRILL_MARGIN_SECONDS"] == {"Ref": "DrillMarginSeconds"}
+    # Every value the stack lets through is one the function drills with, not one it refuses
+    # on every scheduled run (CloudFormation passes a Number parameter as its text).
+    for value in (param["MinValue"], param["Default"], param["MaxValue"]):
+        monkeypatch.setenv("DRILL_MARGIN_SECONDS", str(value))
+        assert handler.margin_from_env().total_seconds() == value
+    # The operator sees the margin where a difference is reported.
+    assert "${DrillMarginSeconds}" in props["Description"]["Fn::Sub"][0]
+    alarm = template["Resources"]["DrillDifferencesAlarm"]["Properties"]
+    assert "${DrillMarginSeconds}" in alarm["AlarmDescription"]["Fn::Sub"]
+
+
+def test_alarms_and_the_dashboard_use_the_metrics_the_code_emits(template: Any) -> None:
     from archiver.aws import metrics
 
     names = {m.name for m in metrics.ALL}
@@ -335,9 +388,9 @@ def test_alarms_and_the_dashboard_use_the_metrics_the_code_emits(template: Any) 
     }
     assert lag["Threshold"] == 0 and lag["ComparisonOperator"] == "GreaterThanThreshold"
     # One dashboard, valid JSON once substituted, showing every metric alarmed on.
-    [dashboard] = resources_of(template, "AWS::CloudWatch::Dashboard").values()
-    body = dashboard["Properties"]["DashboardBody"]["Fn::Sub"][0]
-    widgets = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))["widgets"]
+    # (Streams mode's: test_deploy_kinesis checks what Kinesis mode adds.)
+    body = dashboard_body(deployed(template, {"KinesisStreamArn": ""}))
+    widgets = dashboard_widgets(body)
     shown = {m[1] for w in widgets for m in w["properties"].get("metrics", [])}
     assert set(ours) <= shown <= names
     [alarm_widget] = [w for w in widgets if w["type"] == "alarm"]

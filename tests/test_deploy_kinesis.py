@@ -22,7 +22,14 @@ from cfnlint.decode import decode
 from archiver.capture.kinesis_run import DEFAULT_REORDER_SECONDS
 from archiver.lambda_mode import kinesis_handler
 from tests.cfn_conditions import deployed
-from tests.test_deploy import RESOURCE_STAR_ALLOWED, TEMPLATE, check_mapping, resources
+from tests.test_deploy import (
+    RESOURCE_STAR_ALLOWED,
+    TEMPLATE,
+    check_mapping,
+    dashboard_body,
+    dashboard_widgets,
+    resources,
+)
 
 KINESIS_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/orders-cdc"
 TABLE_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/orders"
@@ -278,6 +285,34 @@ def test_the_stacks_other_alarms_and_outputs_follow_the_kinesis_mapping(
         assert iterator_age["Threshold"] == {"Ref": "MaxIteratorAgeSeconds"}
     description = kinesis_stack["Resources"]["IteratorAgeAlarm"]["Properties"]["AlarmDescription"]
     assert "${KinesisReorderSeconds}" in description["Fn::Sub"]
+
+
+def test_the_dashboard_shows_the_replication_alarms_in_kinesis_mode_only(
+    kinesis_stack: dict[str, Any], streams_stack: dict[str, Any]
+) -> None:
+    streams = dashboard_body(streams_stack)
+    kinesis = dashboard_body(kinesis_stack)
+    assert "Kinesis" not in streams
+    streams_widgets = dashboard_widgets(streams)
+    kinesis_widgets = dashboard_widgets(kinesis)
+    # Kinesis mode: Streams mode's dashboard, widget for widget, and one alarm widget more,
+    # with exactly the two replication alarms (conditions of Kinesis mode's stack alone).
+    assert kinesis_widgets[: len(streams_widgets)] == streams_widgets
+    [added] = kinesis_widgets[len(streams_widgets) :]
+    assert added["type"] == "alarm" and len(added["properties"]["alarms"]) == 2
+    arns = re.compile(r"\$\{(\w+)\.Arn\}")
+    alarms = set(arns.findall(kinesis)) - set(arns.findall(streams))
+    assert alarms == {"KinesisReplicationAgeAlarm", "KinesisReplicationFailedAlarm"}
+    assert all(
+        kinesis_stack["Resources"][name]["Type"] == "AWS::CloudWatch::Alarm" for name in alarms
+    )
+    # Below every other widget, across the grid's 24 columns, overlapping none.
+    assert added["x"] == 0 and added["width"] == 24
+    assert added["y"] >= max(w["y"] + w["height"] for w in streams_widgets)
+    # The Streams-mode pieces substitute the variables they always did.
+    [dashboard] = _of_type(streams_stack, "AWS::CloudWatch::Dashboard").values()
+    pieces = dashboard["Properties"]["DashboardBody"]["Fn::Join"][1]
+    assert pieces[0]["Fn::Sub"][1] == {"Table": TABLE} and pieces[1:] == ["", "\n]}\n"]
 
 
 def test_streams_mode_has_nothing_of_kinesis_mode(streams_stack: dict[str, Any]) -> None:
