@@ -16,13 +16,17 @@ why. Every write answers AccessDeniedException: nothing is written to the archiv
 Each (table, instant) is folded once, on first use, and kept (--cache-size).
 
 It listens on loopback only unless --allow-remote, which then requires every request to be
-signed (SigV4) with a key pair from --credentials-file. It speaks plain HTTP: put a TLS proxy
-in front of it for anything but a trusted network.
+signed (SigV4) with a key pair from --credentials-file. With --tls-cert and --tls-key (PEM) it
+speaks HTTPS (TLS 1.2 or later) and prints an https:// URL; without them, plain HTTP, and with
+--allow-remote it warns that table data then crosses the network unencrypted.
 
 Examples:
   ddb-replayer serve --archive s3://bucket/prefix
   aws dynamodb get-item --endpoint-url http://127.0.0.1:8000 \\
       --table-name orders@2026-01-31T12:00:00Z --key '{"pk": {"S": "o-1"}}'
+  ddb-replayer serve --archive s3://bucket/prefix --host 0.0.0.0 --allow-remote \\
+      --credentials-file creds --tls-cert cert.pem --tls-key key.pem
+  aws dynamodb get-item --endpoint-url https://replayer.internal:8000 --ca-bundle cert.pem …
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from replayer.serve.endpoint import Endpoint
 from replayer.serve.http_server import Server, is_loopback
 from replayer.serve.signatures import SignatureVerifier, load_credentials
 from replayer.serve.state import StateStore
+from replayer.serve.tls import server_context
 
 DEFAULT_CACHE = "4GB"
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
@@ -94,6 +99,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "aws_access_key_id and aws_secret_access_key per section); with it, every request "
         "must be signed, on loopback too",
     )
+    parser.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="serve HTTPS with this certificate (PEM; the leaf first, then any intermediate "
+        "certificates); needs --tls-key",
+    )
+    parser.add_argument(
+        "--tls-key",
+        metavar="FILE",
+        help="the certificate's private key (PEM, not passphrase-protected); needs --tls-cert",
+    )
     add_fold_arguments(parser)
 
 
@@ -105,6 +121,9 @@ def main(args: argparse.Namespace) -> int:
         )
     if args.allow_remote and not args.credentials_file:
         raise BadInput("--allow-remote needs --credentials-file: remote requests must be signed")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise BadInput("--tls-cert and --tls-key go together: give both (PEM files) or neither")
+    tls = server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     verifier = None
     if args.credentials_file:
         verifier = SignatureVerifier(load_credentials(args.credentials_file))
@@ -113,10 +132,17 @@ def main(args: argparse.Namespace) -> int:
     catalog = Catalog(archive, at=at)
     store = StateStore.open(archive, FoldSettings.from_args(args), args.cache_size)
     try:
-        server = Server(Endpoint(catalog, store), args.host, args.port, verifier)
+        server = Server(Endpoint(catalog, store), args.host, args.port, verifier, tls)
     except OSError as exc:
         store.close()
         raise BadInput(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
+    if args.allow_remote and tls is None:
+        print(
+            "ddb-replayer serve: warning: plain HTTP, table data crosses the network "
+            "unencrypted; serve HTTPS with --tls-cert and --tls-key",
+            file=sys.stderr,
+            flush=True,
+        )
     defaults = catalog.start()
     print(f"ddb-replayer serve: {server.url} (DynamoDB API, read-only)", flush=True)
     if at is not None:

@@ -6,6 +6,12 @@ the answer is JSON with ``Content-Type: application/x-amz-json-1.0``, an
 or an error in DynamoDB's shape (:mod:`replayer.serve.dynamodb_errors`) with its status. A
 ``GET /`` answers a health line, as DynamoDB's endpoints do. Connections are kept alive
 (HTTP/1.1), as SDKs expect; each is served by a thread of its own.
+
+With an ``SSLContext`` (:mod:`replayer.serve.tls`) the listening socket is wrapped once, before
+serving, with ``do_handshake_on_connect=False``: accepting a connection does no TLS work, and
+each connection's handshake runs on its own thread, bounded by :data:`HANDSHAKE_SECONDS`. A
+client that fails it (plain HTTP to the TLS port, an untrusted certificate, a stalled peer)
+loses its connection only — logged at debug level — and never stalls accepting the next.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+import ssl
+import sys
 import threading
 import uuid
 import zlib
@@ -36,6 +44,9 @@ log = logging.getLogger(__name__)
 TARGET_PREFIX = "DynamoDB_20120810."
 CONTENT_TYPE = "application/x-amz-json-1.0"
 MAX_BODY = 32 * 1024 * 1024
+# The most a TLS handshake may take before its connection is dropped (a stalled client holds
+# only its own thread, and not for long).
+HANDSHAKE_SECONDS = 10.0
 
 
 def is_loopback(host: str) -> bool:
@@ -56,6 +67,13 @@ class _Handler(BaseHTTPRequestHandler):
     # the client's delayed ACK (~40 ms a request on a kept-alive connection).
     disable_nagle_algorithm = True
     server: _Server
+
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(HANDSHAKE_SECONDS)
+            self.request.do_handshake()
+            self.request.settimeout(self.timeout)
+        super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -111,18 +129,34 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(
-        self, address: tuple[str, int], endpoint: Endpoint, verifier: SignatureVerifier | None
+        self,
+        address: tuple[str, int],
+        endpoint: Endpoint,
+        verifier: SignatureVerifier | None,
+        tls: ssl.SSLContext | None,
     ) -> None:
         self.endpoint = endpoint
         self.verifier = verifier
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that failed (a TLS handshake, a timeout, a client gone mid-request: an
+        ``OSError``) is that connection's end, not the server's: logged at debug level."""
+        if isinstance(sys.exc_info()[1], OSError):
+            log.debug("connection from %s failed", client_address, exc_info=True)
+        else:
+            super().handle_error(request, client_address)
 
 
 class Server:
-    """The endpoint on ``host:port`` (port 0: any free port); :meth:`serve_forever` blocks,
-    :meth:`start` serves from a background thread (tests)."""
+    """The endpoint on ``host:port`` (port 0: any free port), over TLS with ``tls``;
+    :meth:`serve_forever` blocks, :meth:`start` serves from a background thread (tests)."""
 
     def __init__(
         self,
@@ -130,8 +164,10 @@ class Server:
         host: str = "127.0.0.1",
         port: int = 8000,
         verifier: SignatureVerifier | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        self._server = _Server((host, port), endpoint, verifier)
+        self._server = _Server((host, port), endpoint, verifier, tls)
+        self._scheme = "https" if tls is not None else "http"
         self._thread: threading.Thread | None = None
 
     @property
@@ -139,7 +175,7 @@ class Server:
         host, port = self._server.server_address[:2]
         text = host.decode() if isinstance(host, bytes) else str(host)
         shown = f"[{text}]" if ":" in text else text
-        return f"http://{shown}:{port}"
+        return f"{self._scheme}://{shown}:{port}"
 
     def serve_forever(self) -> None:
         self._server.serve_forever(poll_interval=0.2)
