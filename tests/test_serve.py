@@ -688,13 +688,11 @@ def test_legacy_key_conditions_and_attributes_to_get(archive: Archive) -> None:
             AttributesToGet=["v"],
         )
         assert answer["Items"] == [{"v": {"N": "2"}}]
-        with pytest.raises(ClientError) as caught:
-            client.scan(
-                TableName=TABLE,
-                ScanFilter={"v": {"ComparisonOperator": "EQ", "AttributeValueList": [{"N": "2"}]}},
-            )
-        assert code(caught.value) == "ValidationException"
-        assert "use FilterExpression" in message(caught.value)
+        answer = client.scan(
+            TableName=TABLE,
+            ScanFilter={"v": {"ComparisonOperator": "EQ", "AttributeValueList": [{"N": "2"}]}},
+        )
+        assert answer["Items"] == [{"pk": {"S": "a"}, "sk": {"N": "1"}, "v": {"N": "2"}}]
 
 
 def test_inside_an_incremental_window_only_exact_instants_are_served(

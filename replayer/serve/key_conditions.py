@@ -140,17 +140,6 @@ def _walk(node: syntax.Condition, found: dict[str, KeyTest]) -> None:
         found[name] = KeyTest(_OPERATORS[op], values)
 
 
-def legacy_key_conditions(conditions: dict[str, dict[str, object]]) -> dict[str, KeyTest]:
-    """``KeyConditions`` (the pre-expression parameter), already shape-checked."""
-    found = {}
-    for name, condition in conditions.items():
-        operator = str(condition.get("ComparisonOperator"))
-        raw = condition.get("AttributeValueList") or []
-        assert isinstance(raw, list)
-        found[name] = KeyTest(operator, tuple(raw))
-    return found
-
-
 def fit(
     tests: dict[str, KeyTest],
     hash_key: tuple[str, str],

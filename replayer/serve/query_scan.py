@@ -11,6 +11,11 @@ either reason — even if nothing follows — its ``LastEvaluatedKey`` is the la
 item's key (table keys, plus the index keys when reading an index): the next page starts
 after it, and only a page without one is the last.
 
+The legacy parameters are answered too: ``KeyConditions`` becomes the same key range a
+``KeyConditionExpression`` gives, ``QueryFilter``/``ScanFilter`` (with ``ConditionalOperator``)
+the same condition tree a ``FilterExpression`` gives (:mod:`replayer.serve.legacy_conditions`),
+``AttributesToGet`` a projection; mixing them with expressions is refused, as DynamoDB does.
+
 Reading an index returns its entries as projected; ``ALL_ATTRIBUTES`` from a GSI that does
 not project everything is refused; an LSI reads each item from the table for it, and when the
 projection or the filter names an attribute the LSI does not hold (DynamoDB's "fetches
@@ -34,9 +39,9 @@ from replayer.serve.key_conditions import (
     KeyTest,
     fit,
     key_conditions,
-    legacy_key_conditions,
     matches,
 )
+from replayer.serve.legacy_conditions import check_conditions, check_shapes
 from replayer.serve.reading import (
     NOT_MATCHING,
     ReadExpressions,
@@ -99,15 +104,6 @@ def _start_key(raw: dict[str, Any] | None) -> Item | None:
             prefix = "" if plain else "The provided starting key is invalid: "
             raise ValidationException(prefix + exc.message) from None
     return start
-
-
-def _legacy_unsupported(request: Request, names: tuple[str, ...]) -> None:
-    for name in names:
-        if request.has(name):
-            raise ValidationException(
-                f"ddb-replayer serve does not take the legacy parameter {name}: use "
-                "FilterExpression (and KeyConditionExpression, ProjectionExpression) instead"
-            )
 
 
 def index_of(schema: TableSchema, name: str | None, consistent: bool) -> IndexSchema | None:
@@ -291,11 +287,16 @@ def query(endpoint: Endpoint, body: Any) -> dict[str, Any]:
     name = table_name(request)
     params = _common(request)
     forward = request.boolean("ScanIndexForward")
-    key_conditions_raw = request.mapping("KeyConditions")
-    request.mapping("QueryFilter")
+    key_conditions_raw = check_shapes(request, "KeyConditions")
+    check_shapes(request, "QueryFilter")
     request.done()
-    found = read_expressions(request, filters=True, key_condition=True, legacy=_LEGACY_QUERY)
-    _legacy_unsupported(request, ("QueryFilter", "ConditionalOperator"))
+    found = read_expressions(
+        request,
+        filters=True,
+        key_condition=True,
+        legacy=_LEGACY_QUERY,
+        legacy_filter="QueryFilter",
+    )
     start = _start_key(params["start"])
     if key_conditions_raw is None and not request.has("KeyConditionExpression"):
         raise ValidationException(
@@ -307,7 +308,10 @@ def query(endpoint: Endpoint, body: Any) -> dict[str, Any]:
         tests = key_conditions(found.key_condition)
     else:
         assert key_conditions_raw is not None
-        tests = _legacy_tests(key_conditions_raw)
+        tests = {
+            name: KeyTest(condition.operator, condition.values)
+            for name, condition in check_conditions(key_conditions_raw).items()
+        }
     check_select(request, params["select"], params["index_name"])
     table_at = endpoint.resolve(name)
     schema = table_at.schema
@@ -321,11 +325,12 @@ def query(endpoint: Endpoint, body: Any) -> dict[str, Any]:
     if start is not None:
         _check_start_in_range(start, key_range)
     check_key_paths(found.projection or [], schema)
-    for path in found.filter_paths:
-        if path[0] in (hash_key[0], *([range_key[0]] if range_key else [])):
+    filtered = {path[0] for path in found.filter_paths}
+    for key_name in (hash_key[0], *([range_key[0]] if range_key else [])):
+        if key_name in filtered:
             raise ValidationException(
-                "Filter Expression can only contain non-primary key attributes: Primary key "
-                f"attribute: {path[0]}"
+                f"{found.filter_source} can only contain non-primary key attributes: Primary "
+                f"key attribute: {key_name}"
             )
     select, fetch = select_and_fetch(params["select"], found, index, schema)
     check_key_paths(found.filter_paths, schema)
@@ -357,19 +362,6 @@ def query(endpoint: Endpoint, body: Any) -> dict[str, Any]:
     return out
 
 
-def _legacy_tests(raw: dict[str, Any]) -> dict[str, KeyTest]:
-    conditions: dict[str, dict[str, object]] = {}
-    for name, condition in raw.items():
-        if not isinstance(condition, dict):
-            raise ValidationException(f"KeyConditions.{name} must be a Condition")
-        values = [check_values({"v": v})["v"] for v in condition.get("AttributeValueList") or []]
-        conditions[name] = {
-            "ComparisonOperator": condition.get("ComparisonOperator"),
-            "AttributeValueList": values,
-        }
-    return legacy_key_conditions(conditions)
-
-
 def _check_start_in_range(start: Item, key_range: KeyRange) -> None:
     hash_value = start.get(key_range.hash_name)
     if key_range.range_test is None or key_range.range_name is None:
@@ -393,10 +385,9 @@ def scan(endpoint: Endpoint, body: Any) -> dict[str, Any]:
     params = _common(request)
     segment = request.integer("Segment", minimum=0, maximum=999999)
     total = request.integer("TotalSegments", minimum=1, maximum=1000000)
-    request.mapping("ScanFilter")
+    check_shapes(request, "ScanFilter")
     request.done()
-    found = read_expressions(request, filters=True, legacy=_LEGACY_SCAN)
-    _legacy_unsupported(request, ("ScanFilter", "ConditionalOperator"))
+    found = read_expressions(request, filters=True, legacy=_LEGACY_SCAN, legacy_filter="ScanFilter")
     start = _start_key(params["start"])
     if segment and total is None:
         raise ValidationException(

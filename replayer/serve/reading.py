@@ -29,6 +29,12 @@ from replayer.serve.expression_checks import (
     paths_in,
 )
 from replayer.serve.expression_eval import project
+from replayer.serve.legacy_conditions import (
+    LegacyCondition,
+    check_conditional_operator,
+    check_conditions,
+    filter_condition,
+)
 from replayer.serve.request_shapes import Request
 from replayer.serve.schema import IndexSchema, TableSchema
 from replayer.serve.values import AttributeValue, Item, check_shape_map, check_value
@@ -119,6 +125,8 @@ class ReadExpressions:
     filter: syntax.Condition | None
     key_condition: syntax.Condition | None
     placeholders: Placeholders
+    legacy_filter: dict[str, LegacyCondition] | None = None
+    filter_source: str = "Filter Expression"  # how DynamoDB names the filter in messages
 
     @property
     def filter_paths(self) -> list[Path]:
@@ -131,8 +139,13 @@ def read_expressions(
     filters: bool = False,
     key_condition: bool = False,
     legacy: Sequence[str] = ("AttributesToGet",),
+    legacy_filter: str | None = None,
 ) -> ReadExpressions:
-    """Check a request's expressions (and legacy parameters) in DynamoDB's order."""
+    """Check a request's expressions (and legacy parameters) in DynamoDB's order.
+
+    ``legacy_filter`` (``QueryFilter``, ``ScanFilter``): its conditions are checked too —
+    a Query's before ``AttributesToGet``, a Scan's after, as DynamoDB orders them — and
+    ``ConditionalOperator`` right after the expression/legacy mix."""
     body = request.body
     names = ["ProjectionExpression"]
     if filters:
@@ -142,6 +155,11 @@ def read_expressions(
     for name in names:
         request.string(name)
     expression_parameters(body, names, legacy)
+    conditions = None
+    if legacy_filter is not None:
+        check_conditional_operator(body, legacy_filter)
+        if key_condition:
+            conditions = check_conditions(body.get(legacy_filter))
     attributes = request.strings("AttributesToGet")
     if attributes:
         seen: set[str] = set()
@@ -152,11 +170,17 @@ def read_expressions(
                     f"name: {attribute}"
                 )
             seen.add(attribute)
+    if legacy_filter is not None and not key_condition:
+        conditions = check_conditions(body.get(legacy_filter))
     placeholders = Placeholders.of_request(
         request.mapping("ExpressionAttributeNames"),
         request.mapping("ExpressionAttributeValues") if (filters or key_condition) else None,
     )
-    return ReadExpressions(None, None, None, placeholders)
+    found = ReadExpressions(None, None, None, placeholders)
+    if conditions:
+        found.legacy_filter = conditions
+        found.filter_source = str(legacy_filter)
+    return found
 
 
 def compile_expressions(request: Request, found: ReadExpressions) -> ReadExpressions:
@@ -171,6 +195,8 @@ def compile_expressions(request: Request, found: ReadExpressions) -> ReadExpress
         found.filter = compile_condition(
             body["FilterExpression"], found.placeholders, "FilterExpression"
         )
+    elif found.legacy_filter:
+        found.filter = filter_condition(found.legacy_filter, body.get("ConditionalOperator"))
     if body.get("ProjectionExpression") is not None:
         found.projection = compile_projection(body["ProjectionExpression"], found.placeholders)
     elif body.get("AttributesToGet"):

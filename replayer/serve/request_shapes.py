@@ -41,7 +41,7 @@ class Request:
     def has(self, name: str) -> bool:
         return self.body.get(name) is not None
 
-    def _constraint(self, name: str, value: Any, message: str) -> None:
+    def constraint(self, name: str, value: Any, message: str) -> None:
         shown = "null" if value is None else f"'{value}'"
         self.problems.append(
             f"Value {shown} at '{_lower_first(name)}' failed to satisfy constraint: {message}"
@@ -74,15 +74,15 @@ class Request:
                 raise SerializationException("Unrecognized collection type class java.lang.String")
             raise SerializationException(f"{_kind(value)} cannot be converted to String")
         if choices is not None and value not in choices:
-            self._constraint(
+            self.constraint(
                 name, value, f"Member must satisfy enum value set: [{', '.join(choices)}]"
             )
         if min_length is not None and len(value) < min_length:
-            self._constraint(
+            self.constraint(
                 name, value, f"Member must have length greater than or equal to {min_length}"
             )
         if max_length is not None and len(value) > max_length:
-            self._constraint(
+            self.constraint(
                 name, value, f"Member must have length less than or equal to {max_length}"
             )
         return value
@@ -99,13 +99,11 @@ class Request:
             raise SerializationException(f"{_kind(value)} cannot be converted to Integer")
         number = int(value)
         if minimum is not None and number < minimum:
-            self._constraint(
+            self.constraint(
                 name, number, f"Member must have value greater than or equal to {minimum}"
             )
         if maximum is not None and number > maximum:
-            self._constraint(
-                name, number, f"Member must have value less than or equal to {maximum}"
-            )
+            self.constraint(name, number, f"Member must have value less than or equal to {maximum}")
         return number
 
     def boolean(self, name: str) -> bool | None:
@@ -152,7 +150,7 @@ class Request:
             if not isinstance(member, str):
                 raise SerializationException(f"{_kind(member)} cannot be converted to String")
         if not value:
-            self._constraint(name, "[]", "Member must have length greater than or equal to 1")
+            self.constraint(name, "[]", "Member must have length greater than or equal to 1")
         return value
 
     def done(self) -> None:
