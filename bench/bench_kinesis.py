@@ -38,7 +38,7 @@ from archiver.capture.change_writer import ChangeWriter, FlushPolicy, LiveGenera
 from archiver.capture.kinesis import Intake
 from archiver.capture.kinesis_order import Orderer
 from archiver.capture.kinesis_writer import KinesisWriter
-from archiver.capture.streams_api import Shard, StreamInfo
+from archiver.capture.streams_api import Page, Shard, StreamInfo
 from archiver.format import layout
 from archiver.format.storage import Archive
 
@@ -156,7 +156,7 @@ async def through_streams(archive: Archive, pages: list[Any], flush: int) -> flo
     shard = Shard(DDB_STREAM, "shardId-00000001767225600000-0a1b2c3d", None, "1", None)
     started = time.perf_counter()
     for page in pages:
-        await writer.records(stream, shard, page)
+        await writer.records(stream, shard, Page(page, None))
     await writer.finish()
     return time.perf_counter() - started
 
