@@ -110,9 +110,10 @@ def change(
     event_id = doc.get("eventID")
     ddb = doc.get("dynamodb")
     # What AWS sends (and orjson parses into): checked without the generic path's ABC checks.
-    keys = ddb.get("Keys") if type(ddb) is dict else None
-    when = ddb.get("ApproximateCreationDateTime") if keys else None
-    if type(event_id) is str and event_id and type(keys) is dict and type(when) is int:
+    keys = when = None
+    if type(ddb) is dict:
+        keys, when = ddb.get("Keys"), ddb.get("ApproximateCreationDateTime")
+    if type(event_id) is str and event_id and type(keys) is dict and keys and type(when) is int:
         return Change(
             doc=doc,
             event_id=event_id,
