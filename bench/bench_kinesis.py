@@ -12,7 +12,11 @@ pinned to ``--cpu``), and prints records per second for each, measured in the sa
   as JSON bytes in ``Data``, binary base64 inside it, times in microseconds) through
   ``archiver.capture.kinesis.Intake.take`` (decode, keep the table's records, order,
   drop duplicates) into ``archiver.capture.kinesis_writer.KinesisWriter.page``. One record in
-  ten belongs to another table (skipped), one in fifty is a duplicate (dropped).
+  ten belongs to another table (skipped), one in fifty is a duplicate (dropped);
+* **Kinesis, from the HTTP bodies**: the same pages as ``GetRecords`` answers them (JSON,
+  ``Data`` as base64 text, arrival times as epoch seconds), each read in the timed loop once by
+  botocore's response parser (what the capture did before) and once by the orjson hook the
+  capture's client now has (``archiver.capture.raw_records.install_kinesis``), then as above.
 
 The same ~350-byte items (S, N, B, BOOL, SS, M, L; 70 % MODIFY, 20 % INSERT, 10 % REMOVE) in
 both; generation is done before timing. Writes go to a local temporary archive.
@@ -29,16 +33,20 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import botocore.parsers
+import botocore.session
 import orjson
 
+from archiver.capture import raw_records
 from archiver.capture.change_writer import ChangeWriter, FlushPolicy, LiveGeneration
 from archiver.capture.kinesis import Intake
 from archiver.capture.kinesis_order import Orderer
 from archiver.capture.kinesis_writer import KinesisWriter
-from archiver.capture.streams_api import Shard, StreamInfo
+from archiver.capture.streams_api import Page, Shard, StreamInfo
 from archiver.format import layout
 from archiver.format.storage import Archive
 
@@ -144,6 +152,38 @@ def kinesis_pages(data: list[Any]) -> tuple[list[list[dict[str, Any]]], int]:
     return [records[i : i + PAGE] for i in range(0, len(records), PAGE)], kept
 
 
+def kinesis_bodies(pages: list[list[dict[str, Any]]]) -> list[bytes]:
+    """The pages as ``GetRecords`` sends them over HTTP."""
+    return [
+        orjson.dumps(
+            {
+                "Records": [
+                    {
+                        "SequenceNumber": r["SequenceNumber"],
+                        "ApproximateArrivalTimestamp": r["ApproximateArrivalTimestamp"].timestamp(),
+                        "Data": base64.b64encode(r["Data"]).decode(),
+                        "PartitionKey": r["PartitionKey"],
+                    }
+                    for r in page
+                ],
+                "NextShardIterator": "AAAAAAAAAAH" * 20,
+                "MillisBehindLatest": 0,
+            }
+        )
+        for page in pages
+    ]
+
+
+def body_parser(which: str) -> Callable[[bytes], Mapping[str, Any]]:
+    """How a ``GetRecords`` body becomes a page: botocore's parser, or the capture's hook."""
+    if which == "orjson":
+        return lambda body: raw_records.kinesis_records_page(body) or {}
+    shape = botocore.session.get_session().get_service_model("kinesis")
+    output = shape.operation_model("GetRecords").output_shape
+    parser = botocore.parsers.create_parser("json")
+    return lambda body: parser.parse({"status_code": 200, "headers": {}, "body": body}, output)
+
+
 def generation() -> LiveGeneration:
     created = START - timedelta(days=1)
     return LiveGeneration(TABLE_ID, created, covered_from=created)
@@ -156,12 +196,17 @@ async def through_streams(archive: Archive, pages: list[Any], flush: int) -> flo
     shard = Shard(DDB_STREAM, "shardId-00000001767225600000-0a1b2c3d", None, "1", None)
     started = time.perf_counter()
     for page in pages:
-        await writer.records(stream, shard, page)
+        await writer.records(stream, shard, Page(page, None))
     await writer.finish()
     return time.perf_counter() - started
 
 
-async def through_kinesis(archive: Archive, pages: list[Any], flush: int) -> float:
+async def through_kinesis(
+    archive: Archive,
+    pages: list[Any],
+    flush: int,
+    parse: Callable[[bytes], Mapping[str, Any]] | None = None,
+) -> float:
     writer = KinesisWriter(
         archive, TABLE, generation(), FlushPolicy(records=flush), margin=timedelta(seconds=60)
     )
@@ -173,11 +218,14 @@ async def through_kinesis(archive: Archive, pages: list[Any], flush: int) -> flo
     intake = Intake(archive, TABLE, generation(), Orderer())
     started = time.perf_counter()
     for page in pages:
+        if parse is not None:
+            page = parse(page)["Records"]
         items = await intake.take(page, name)
         last = page[-1]
-        await writer.page(
-            info, shard, items, last["SequenceNumber"], last["ApproximateArrivalTimestamp"]
-        )
+        arrival = last["ApproximateArrivalTimestamp"]
+        if not isinstance(arrival, datetime):  # epoch seconds, from a body read by orjson
+            arrival = datetime.fromtimestamp(arrival, UTC)
+        await writer.page(info, shard, items, last["SequenceNumber"], arrival)
     await writer.finish()
     return time.perf_counter() - started
 
@@ -193,10 +241,15 @@ def main() -> None:
     data = changes(args.records)
     streams = stream_pages(data)
     kinesis, kept = kinesis_pages(data)
+    bodies = kinesis_bodies(kinesis)
+    total = sum(len(p) for p in kinesis)
     # The generated pages are input, not the capture's own objects: keep the collector from
     # scanning them again and again while it measures.
     gc.collect()
     gc.freeze()
+    # As `ddb-archiver run` does, in both modes (archiver.commands.run): a process that reads
+    # pages collects cyclic garbage less often.
+    raw_records.collect_less()
     folder = tempfile.mkdtemp(prefix="bench-kinesis-")
     try:
         seconds = asyncio.run(
@@ -209,12 +262,25 @@ def main() -> None:
         seconds = asyncio.run(
             through_kinesis(Archive.open(f"{folder}/k"), kinesis, args.flush_records)
         )
-        total = sum(len(p) for p in kinesis)
         print(
             f"Kinesis pages -> Parquet:          {total:,} records ({kept:,} of the table, the "
             f"rest other tables' and duplicates) in {seconds:.2f} s = {total / seconds:,.0f} "
             f"records/s read, {kept / seconds:,.0f} archived/s on one core"
         )
+        for which in ("botocore", "orjson"):
+            seconds = asyncio.run(
+                through_kinesis(
+                    Archive.open(f"{folder}/{which}"),
+                    bodies,
+                    args.flush_records,
+                    body_parser(which),
+                )
+            )
+            print(
+                f"Kinesis GetRecords bodies -> Parquet, read by {which + ':':9} {total:,} records "
+                f"in {seconds:.2f} s = {total / seconds:,.0f} records/s read, "
+                f"{kept / seconds:,.0f} archived/s on one core"
+            )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

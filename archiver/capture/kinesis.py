@@ -39,7 +39,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from archiver.aws.error_table import ExpiredIterator, is_error
@@ -83,10 +83,14 @@ class KinesisConfig:
 
 
 def _arrival(record: Mapping[str, Any]) -> datetime | None:
+    """The record's arrival time: a ``datetime`` from botocore's parser, epoch seconds from a
+    page read by orjson (converted as botocore converts them)."""
     value = record.get("ApproximateArrivalTimestamp")
     if value is None:
         return None
-    return as_utc(value) if isinstance(value, datetime) else from_epoch(float(value))
+    if isinstance(value, datetime):
+        return as_utc(value)
+    return datetime.fromtimestamp(float(value), UTC)
 
 
 class Intake:
@@ -118,33 +122,36 @@ class Intake:
         now = utcnow()
         out: list[Item] = []
         entries: list[dict[str, Any]] = []
+        parse, change, archive_record = (
+            kinesis_records.parse,
+            kinesis_records.change,
+            kinesis_records.archive_record,
+        )
+        place = self.orderer.place
+        table, current, current_from = self.table, self.generation.table_id, self._current_from
         async with self._lock:  # one orderer for every shard: a key's records may move
             for raw in records:
-                doc = kinesis_records.parse(raw["Data"])
+                doc = parse(raw["Data"])
                 if doc is None:
                     self.foreign += 1
                     continue
-                if doc["tableName"] != self.table:
+                if doc["tableName"] != table:
                     self.other_tables[str(doc["tableName"])] += 1
                     continue
                 kseq = str(raw["SequenceNumber"])
                 arrival = _arrival(raw)
-                item = kinesis_records.change(
-                    doc, kinesis_sequence_number=kseq, arrival=arrival, shard_id=shard_id
-                )
-                table_id = self.generation.table_id
-                if item.micros < self._current_from:
+                item = change(doc, kinesis_sequence_number=kseq, arrival=arrival, shard_id=shard_id)
+                if item.micros < current_from:
                     at = from_epoch(item.micros / 1_000_000)
-                    table_id = self.generation.table_id_at(at) or ""
-                if table_id != self.generation.table_id:
-                    self.earlier_generation += 1
-                    continue
-                sequence_number, entry = self.orderer.place(item, table_id, now)
+                    if (self.generation.table_id_at(at) or "") != current:
+                        self.earlier_generation += 1
+                        continue
+                sequence_number, entry = place(item, current, now)
                 if sequence_number is None:
                     continue
                 if entry is not None:
                     entries.append(entry)
-                out.append((kinesis_records.archive_record(item, sequence_number), kseq, arrival))
+                out.append((archive_record(item, sequence_number), kseq, arrival))
             if entries:
                 await asyncio.to_thread(ties.append_ties, self.archive, self.table, entries)
                 for entry in entries:

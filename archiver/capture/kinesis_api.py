@@ -12,7 +12,10 @@
   ``LimitExceededException``, ``KMSThrottlingException``), 5xx and dropped connections are
   retried under :mod:`archiver.retry`'s policy until it gives up or the capture stops; the
   client should have botocore's own retries off (``AwsSettings.aio_client(...,
-  own_retries=True)``).
+  own_retries=True)``). Its successful ``GetRecords`` pages are read by orjson, not by
+  botocore's parser (:func:`archiver.capture.raw_records.install_kinesis`): ``Data`` comes back
+  as base64 text and ``ApproximateArrivalTimestamp`` as epoch seconds, which
+  :mod:`archiver.capture.kinesis` reads as it reads botocore's bytes and datetimes.
 
 Kinesis sequence numbers are decimal strings of up to 129 digits (56 in practice), increasing
 within a shard: they are compared as numbers here (:func:`seq_key`), never as text of unequal
@@ -37,6 +40,7 @@ from typing import Any, Protocol, TypeVar
 from archiver.aws import retry as retry_module
 from archiver.aws.error_table import ExpiredNextToken, InvalidRequest, ResourceNotFound, is_error
 from archiver.aws.retry import RateLimiter, RetryPolicy
+from archiver.capture import raw_records
 from archiver.format.timefmt import as_utc, from_epoch
 
 T = TypeVar("T")
@@ -142,6 +146,7 @@ class KinesisApi:
         stop: asyncio.Event | None = None,
     ) -> None:
         self.client = client
+        raw_records.install_kinesis(client)
         self.retry = retry or retry_module.STREAMS
         self.stop = stop
         self._readers: dict[str, RateLimiter] = {}

@@ -50,7 +50,7 @@ DEFAULT_HORIZON = timedelta(minutes=5)
 def _image_hash(image: Any) -> int | None:
     """The item's state an image shows (``None``: absent — an INSERT's old image, a REMOVE's
     new one; absent is a state like any other here)."""
-    if not isinstance(image, Mapping):
+    if type(image) is not dict and not isinstance(image, Mapping):
         return None
     return hash(orjson.dumps(image, option=orjson.OPT_SORT_KEYS))
 
@@ -114,7 +114,7 @@ class Orderer:
             _image_hash(ddb.get("OldImage")),
             _image_hash(ddb.get("NewImage")),
         )
-        others = list(group or ())
+        others = list(group) if group else []
         if known is not None:
             member.tie = ties.tie_of(known)
         self._remember(slot, member)

@@ -10,15 +10,16 @@ records")::
      "dynamodb": {"ApproximateCreationDateTime": <epoch ms, or µs>, "Keys", "NewImage",
                   "OldImage", "SizeBytes"}}
 
-``GetRecords`` returns the data as bytes, a Lambda event as base64 text (``kinesis.data``).
-:func:`parse` reads either; a document that is not a DynamoDB change record (another producer
-shares the stream) is ``None``, and the caller counts it. :func:`creation_micros` reads
-``ApproximateCreationDateTime`` in milliseconds or microseconds (by its magnitude: the
-destination's precision decides which AWS sends). :func:`archive_record` gives the shape
-``archiver.format.records.ChangeRows`` archives — the Lambda event shape of a DynamoDB Streams
-record, with ``SequenceNumber`` the Kinesis order key (``archiver.format.ties``) and
-``ApproximateCreationDateTime`` the creation time truncated to the millisecond (the
-``event_time`` column's resolution).
+``GetRecords`` returns the data as bytes through botocore's parser, as base64 text when its
+page is read by orjson (``archiver.capture.raw_records``), a Lambda event as base64 text
+(``kinesis.data``). :func:`parse` reads any of them; a document that is not a DynamoDB change
+record (another producer shares the stream) is ``None``, and the caller counts it.
+:func:`creation_micros` reads ``ApproximateCreationDateTime`` in milliseconds or microseconds
+(by its magnitude: the destination's precision decides which AWS sends).
+:func:`archive_record` gives the shape ``archiver.format.records.ChangeRows`` archives — the
+Lambda event shape of a DynamoDB Streams record, with ``SequenceNumber`` the Kinesis order key
+(``archiver.format.ties``) and ``ApproximateCreationDateTime`` the creation time truncated to
+the millisecond (the ``event_time`` column's resolution).
 """
 
 from __future__ import annotations
@@ -59,10 +60,16 @@ def parse(data: bytes | str, *, base64_text: bool = False) -> dict[str, Any] | N
     """The change document in one Kinesis record's data; ``None`` when it is not a DynamoDB
     change record (not JSON, not an object, or another source's).
 
-    ``base64_text``: the data is base64 text (a Lambda event's ``kinesis.data``).
+    ``base64_text``: the data is base64 text (a Lambda event's ``kinesis.data``). Base64 text
+    without it (a ``GetRecords`` page read by orjson) is decoded as botocore decodes ``Data``.
     """
     try:
-        raw = base64.b64decode(data, validate=True) if base64_text else data
+        if base64_text:
+            raw: bytes | str = base64.b64decode(data, validate=True)
+        elif type(data) is str:
+            raw = binascii.a2b_base64(data)
+        else:
+            raw = data
         doc = orjson.loads(raw)
     except (binascii.Error, ValueError, orjson.JSONDecodeError):
         return None
@@ -102,6 +109,19 @@ def change(
     """
     event_id = doc.get("eventID")
     ddb = doc.get("dynamodb")
+    # What AWS sends (and orjson parses into): checked without the generic path's ABC checks.
+    keys = when = None
+    if type(ddb) is dict:
+        keys, when = ddb.get("Keys"), ddb.get("ApproximateCreationDateTime")
+    if type(event_id) is str and event_id and type(keys) is dict and keys and type(when) is int:
+        return Change(
+            doc=doc,
+            event_id=event_id,
+            micros=when if when >= _MICROS_FROM else when * 1000,
+            key_text=orjson.dumps(keys, option=orjson.OPT_SORT_KEYS),
+            kinesis_sequence_number=kinesis_sequence_number,
+            arrival=arrival,
+        )
     problem = None
     micros = 0
     if not isinstance(event_id, str) or not event_id:

@@ -26,6 +26,14 @@ which cost more than parsing itself. :func:`collect_less` raises the threshold f
 that reads pages (the poller and its workers); the records are plain JSON, free of cycles,
 and refcounting frees them as soon as they are archived.
 
+Kinesis Data Streams' ``GetRecords`` (:func:`install_kinesis`, the Kinesis capture's client)
+takes the same path: botocore would walk every record, base64-decode its ``Data`` into
+``bytes`` and turn ``ApproximateArrivalTimestamp`` into a ``datetime`` — 22 µs a record on a
+page of 1,000 change documents, against 10 µs read by orjson with each ``Data`` left as base64
+text, which :class:`archiver.capture.kinesis.Intake` decodes as botocore would. A body whose
+records do not each carry ``Data`` as text and a numeric ``ApproximateArrivalTimestamp`` goes
+to botocore, and so does every error response.
+
 ``ARCHIVER_GETRECORDS_PARSER=botocore`` in the environment leaves botocore's parser in charge
 (the benchmark's baseline, ``bench/bench_poller.py``).
 """
@@ -42,10 +50,14 @@ import orjson
 PARSER_ENV = "ARCHIVER_GETRECORDS_PARSER"
 _EVENT = "before-parse.dynamodb-streams.GetRecords"
 _UNIQUE_ID = "archiver-capture-raw-get-records"
+_KINESIS_EVENT = "before-parse.kinesis.GetRecords"
+_KINESIS_UNIQUE_ID = "archiver-capture-raw-kinesis-get-records"
 # Allocations between young collections: a few pages' worth rather than a hundredth of one.
 _YOUNG_THRESHOLD = 50_000
 # What GetRecordsOutput holds; anything else in a body botocore would ignore too.
 _MEMBERS = ("Records", "NextShardIterator")
+# What Kinesis' GetRecordsOutput holds.
+_KINESIS_MEMBERS = ("Records", "NextShardIterator", "MillisBehindLatest", "ChildShards")
 
 
 def install(client: Any) -> bool:
@@ -55,11 +67,30 @@ def install(client: Any) -> bool:
     system (a test double, which returns records as botocore would) or when the environment
     asks for botocore's parser. Installing twice on one client is harmless.
     """
-    events = getattr(getattr(client, "meta", None), "events", None)
-    if events is None or os.environ.get(PARSER_ENV, "").strip().lower() == "botocore":
+    events = _events(client)
+    if events is None:
         return False
     events.register(_EVENT, parse_page, unique_id=_UNIQUE_ID)
     return True
+
+
+def install_kinesis(client: Any) -> bool:
+    """Parse a Kinesis client's successful ``GetRecords`` pages with orjson: each record's
+    ``Data`` stays base64 text, ``ApproximateArrivalTimestamp`` epoch seconds (see the module
+    doc). Returns whether the hook is in place, as :func:`install`."""
+    events = _events(client)
+    if events is None:
+        return False
+    events.register(_KINESIS_EVENT, parse_kinesis_page, unique_id=_KINESIS_UNIQUE_ID)
+    return True
+
+
+def _events(client: Any) -> Any:
+    """The client's botocore event system, unless there is none or botocore must parse."""
+    events = getattr(getattr(client, "meta", None), "events", None)
+    if os.environ.get(PARSER_ENV, "").strip().lower() == "botocore":
+        return None
+    return events
 
 
 def parse_page(
@@ -77,6 +108,52 @@ def parse_page(
         return
     customized_response_dict.update(page)
     response_dict["body"] = b"{}"
+
+
+def parse_kinesis_page(
+    response_dict: MutableMapping[str, Any],
+    customized_response_dict: MutableMapping[str, Any],
+    **_: Any,
+) -> None:
+    """The Kinesis ``before-parse`` hook, as :func:`parse_page`."""
+    if response_dict.get("status_code", 500) >= 300:
+        return
+    page = kinesis_records_page(response_dict.get("body"))
+    if page is None:
+        return
+    customized_response_dict.update(page)
+    response_dict["body"] = b"{}"
+
+
+def kinesis_records_page(body: Any) -> dict[str, Any] | None:
+    """A Kinesis ``GetRecords`` body's members as plain JSON (``Data`` base64 text), or
+    ``None`` when botocore should parse it (not a JSON object, or a record without ``Data``
+    as text or with an arrival time that is not epoch seconds)."""
+    parsed = _object(body)
+    if parsed is None:
+        return None
+    records = parsed.get("Records")
+    if records is not None:
+        if type(records) is not list:
+            return None
+        for record in records:
+            if (
+                type(record) is not dict
+                or type(record.get("Data")) is not str
+                or type(record.get("ApproximateArrivalTimestamp")) not in (int, float)
+            ):
+                return None
+    return {name: parsed[name] for name in _KINESIS_MEMBERS if parsed.get(name) is not None}
+
+
+def _object(body: Any) -> dict[str, Any] | None:
+    if not isinstance(body, bytes | bytearray | memoryview | str):
+        return None
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 def records_page(body: Any) -> dict[str, Any] | None:
