@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import orjson
@@ -67,62 +67,45 @@ def install(client: Any) -> bool:
     system (a test double, which returns records as botocore would) or when the environment
     asks for botocore's parser. Installing twice on one client is harmless.
     """
-    events = _events(client)
-    if events is None:
-        return False
-    events.register(_EVENT, parse_page, unique_id=_UNIQUE_ID)
-    return True
+    return _install(client, _EVENT, parse_page, _UNIQUE_ID)
 
 
 def install_kinesis(client: Any) -> bool:
     """Parse a Kinesis client's successful ``GetRecords`` pages with orjson: each record's
     ``Data`` stays base64 text, ``ApproximateArrivalTimestamp`` epoch seconds (see the module
     doc). Returns whether the hook is in place, as :func:`install`."""
-    events = _events(client)
-    if events is None:
+    return _install(client, _KINESIS_EVENT, parse_kinesis_page, _KINESIS_UNIQUE_ID)
+
+
+def _install(client: Any, event: str, hook: Callable[..., None], unique_id: str) -> bool:
+    events = getattr(getattr(client, "meta", None), "events", None)
+    if events is None or os.environ.get(PARSER_ENV, "").strip().lower() == "botocore":
         return False
-    events.register(_KINESIS_EVENT, parse_kinesis_page, unique_id=_KINESIS_UNIQUE_ID)
+    events.register(event, hook, unique_id=unique_id)
     return True
 
 
-def _events(client: Any) -> Any:
-    """The client's botocore event system, unless there is none or botocore must parse."""
-    events = getattr(getattr(client, "meta", None), "events", None)
-    if os.environ.get(PARSER_ENV, "").strip().lower() == "botocore":
-        return None
-    return events
+def _before_parse(
+    read: Callable[[Any], dict[str, Any] | None],
+) -> Callable[..., None]:
+    """A ``before-parse`` hook: a successful body that ``read`` vouches for goes, as its
+    members, into ``customized_response_dict`` (botocore merges it into the parsed response)
+    and the body botocore parses becomes ``{}``."""
 
+    def hook(
+        response_dict: MutableMapping[str, Any],
+        customized_response_dict: MutableMapping[str, Any],
+        **_: Any,
+    ) -> None:
+        if response_dict.get("status_code", 500) >= 300:
+            return
+        page = read(response_dict.get("body"))
+        if page is None:
+            return
+        customized_response_dict.update(page)
+        response_dict["body"] = b"{}"
 
-def parse_page(
-    response_dict: MutableMapping[str, Any],
-    customized_response_dict: MutableMapping[str, Any],
-    **_: Any,
-) -> None:
-    """The ``before-parse`` hook: a successful body's members go into
-    ``customized_response_dict`` (botocore merges it into the parsed response) and the body
-    botocore parses becomes ``{}``."""
-    if response_dict.get("status_code", 500) >= 300:
-        return
-    page = records_page(response_dict.get("body"))
-    if page is None:
-        return
-    customized_response_dict.update(page)
-    response_dict["body"] = b"{}"
-
-
-def parse_kinesis_page(
-    response_dict: MutableMapping[str, Any],
-    customized_response_dict: MutableMapping[str, Any],
-    **_: Any,
-) -> None:
-    """The Kinesis ``before-parse`` hook, as :func:`parse_page`."""
-    if response_dict.get("status_code", 500) >= 300:
-        return
-    page = kinesis_records_page(response_dict.get("body"))
-    if page is None:
-        return
-    customized_response_dict.update(page)
-    response_dict["body"] = b"{}"
+    return hook
 
 
 def kinesis_records_page(body: Any) -> dict[str, Any] | None:
@@ -187,3 +170,8 @@ def collect_less() -> None:
     """Collect cyclic garbage less often in a process that reads pages (see the module doc)."""
     _, middle, old = gc.get_threshold()
     gc.set_threshold(_YOUNG_THRESHOLD, max(middle, 20), max(old, 20))
+
+
+# The hooks (module-level names: tests and the registrations refer to them).
+parse_page = _before_parse(records_page)
+parse_kinesis_page = _before_parse(kinesis_records_page)
