@@ -37,6 +37,9 @@ settings.register_profile(
     "suite", phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target], print_blob=True
 )
 settings.register_profile("debug", print_blob=True)
+# CI (.ci/run) draws the same examples on every run: a gate that passes or fails on the code, not
+# on the draw; `make test` elsewhere keeps exploring new ones.
+settings.register_profile("ci", parent=settings.get_profile("suite"), derandomize=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 
