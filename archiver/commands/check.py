@@ -1,38 +1,3 @@
-"""Check one table's archive: every file on its own and against its neighbours; repair holes.
-
-Lists every problem with its path, one per line (or as JSON with --json):
-
-  change files   unreadable or truncated Parquet; a chain footer that disagrees with the file's
-                 name, partition, row count or sequence-number statistics; broken chains (a
-                 file missing in the middle of a shard, or at its end: the checkpoint's head);
-                 overlapping ranges; an unchained file after chained ones (a replaced file)
-  state files    checkpoints, coverage.json, gaps.jsonl, table descriptions, snapshot
-                 manifests, restore-stats.json, compaction-pending.json that do not parse or
-                 have the wrong shape
-  snapshots      part files missing, unreadable, or not matching their _manifest.json (sha256,
-                 item count)
-
---deep also reads every row of every change file: its content hash, required columns present,
-canonical JSON, event names consistent with the images. Files written before chain footers
-existed are "unchained": their names and statistics are checked, their links cannot be (they
-are counted, not reported as problems).
-
---repair re-reads a broken range from the stream while the stream still holds it: the shard is
-read again from just after the last intact file before the hole up to the file after it, and
-written the normal way (same names, same rows, chain links restored); damaged files it
-replaces are removed. A range the stream no longer holds is recorded in gaps.jsonl (reason
-archive-file-lost), so restores across it refuse like across any gap, and the damaged file is
-moved to _state/<table>/quarantine/. Problems already on record that way are listed as known.
-
-Exit codes: 0 clean; 3 problems found (after --repair: problems left); 5 --repair recorded a
-new gap; 2 bad input.
-
-Examples:
-  ddb-archiver check --table-name orders --archive s3://bucket/prefix
-  ddb-archiver check --table-name orders --archive ./demo-archive --deep --json
-  ddb-archiver check --table-name orders --archive s3://bucket/prefix --repair
-"""
-
 from __future__ import annotations
 
 import argparse
@@ -50,7 +15,12 @@ from archiver.cliutil import (
     open_archive,
 )
 from archiver.format import layout
+from archiver.integrity import check as _library
 from archiver.integrity.check import CheckResult, run_checks
+
+# --help shows the library module's own account of the command: one text, kept
+# beside the code it describes.
+__doc__ = _library.__doc__
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,53 +1,3 @@
-"""Erase keys' whole history from the archive: every row of them, in every object, for good.
-
-Objects swept (all of the table's): change files (the poller's, the Lambda's, compaction
-inputs in their grace period, files ``check --repair`` quarantined), snapshot parts, native
-export data files under ``exports/`` (of this table), and anything under ``_staging/<table>/``.
-A row goes when its key is one of the erased keys: in a change row that takes its old and new
-images with it.
-
-Finding what holds a key reads as little as it can: each Parquet object's footer (one small
-ranged read), then, only in row groups whose ``keys`` statistics (min/max) can contain an
-erased key, the ``keys`` column alone; only objects that do hold one are read whole and
-rewritten. Files sorted by key (compacted change files) skip most row groups; export data
-(gzip'd text, no statistics) is read whole. ``--where`` first finds the keys: every key
-with a change row (or snapshot item, as ``new_image``) for which the predicate held, one DuckDB
-expression evaluated with file, network and extension access off.
-
-Every derived fact stays true. A change file keeps its name and chain links (so resume
-points, checkpoints, compaction's pending list and the integrity chain are unchanged); its
-footer gets the new row count and content hash and the erasure's id. A snapshot part is
-replaced by a new part, then its ``_manifest.json`` (the commit) lists it with its count and
-sha256, then the old part is deleted. An export's ``manifest-files.json`` and
-``manifest-summary.json`` (counts, MD5) are recomputed after its data files.
-
-Crash safety: the objects to rewrite are written to ``_state/<table>/forget-pending.json``
-(with the keys' keyed hashes, never the keys) before the first change; each rewrite is one
-atomic write, idempotent; a crash leaves every object old or new, and the next ``forget`` of
-the table — with the same keys, other keys, or none (``--resume``) — finishes the pending
-erasure first, finding its rows by hashing each key with the archive's secret. The erasure
-is logged in ``_state/<table>/erasures.jsonl`` (``archiver.format.erasure_log``) when complete.
-
-Versioned buckets keep the old versions, which still hold the rows: ``--purge-versions``
-deletes the noncurrent versions of every object the erasure rewrote or deleted
-(s3:DeleteObjectVersion); without it the summary counts them. Objects under S3 Object Lock
-(retention in force or a legal hold) cannot lose their data: ``forget`` refuses (exit 4)
-before changing anything, naming them and their retain-until dates.
-
-The stream keeps records for 24 hours: records of an erased key that were still in the stream
-(not archived yet) are archived by the next ``run`` as usual, and so are later writes to it.
-Re-run the same ``forget`` 24 hours after the last write to the key (or use ``--watch``).
-
-Run one ``forget`` (or ``compact``) per table at a time.
-
-Examples:
-  ddb-archiver forget --table-name orders --archive s3://bucket/prefix \
-      --key '{"pk": {"S": "customer#42"}}' --reason "GDPR request 2026-118" --purge-versions
-  ddb-archiver forget --table-name orders --archive ./demo-archive --keys-file keys.jsonl --dry-run
-  ddb-archiver forget --table-name orders --archive ./demo-archive \
-      --where "new_image->>'$.email.S' = 'a@b.c'"
-"""
-
 from __future__ import annotations
 
 import argparse
@@ -61,9 +11,14 @@ from archiver.cliutil import (
     non_negative_float,
     open_archive,
 )
+from archiver.erasure import forget as _library
 from archiver.erasure.forget import Outcome, forget
 from archiver.erasure.keys import parse_key, read_keys_file
 from archiver.format import layout, tables
+
+# --help shows the library module's own account of the command: one text, kept
+# beside the code it describes.
+__doc__ = _library.__doc__
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,21 +1,3 @@
-"""One item's timeline from the archive: every change, who made it, and what changed.
-
-The key is DynamoDB JSON, as the AWS CLI takes it ('{"pk": {"S": "a"}}'); it is canonicalised,
-so spacing, attribute order and number form do not matter. Each change shows its time (UTC),
-event name, who made it (TTL for DynamoDB's own expiry deletions, else user) and an
-attribute-level diff of the old image to the new one: + added, - removed, ~ changed; nested
-maps are compared attribute by attribute (address.city). A record archived twice shows once.
-
-With a NEW_IMAGE stream the records carry no old image: the previous change's new image stands
-in for it (and says so). A key with no history prints that and exits 0.
-
-Examples:
-  ddb-replayer history --table-name orders --archive s3://bucket/prefix \
-      --key '{"pk": {"S": "order-42"}}' --from 2026-01-01T00:00:00Z
-  ddb-replayer history --table-name orders --archive ./demo-archive \
-      --key '{"pk": {"S": "order-42"}, "sk": {"N": "1"}}' --format json
-"""
-
 from __future__ import annotations
 
 import argparse
@@ -30,7 +12,12 @@ from archiver.format.codec import canonicalize_text
 from archiver.format.storage import Archive
 from archiver.format.timefmt import iso_ms, parse_time
 from replayer.exceptions import BadInput
+from replayer.read import history as _library
 from replayer.read.history import item_history, write_timeline
+
+# --help shows the library module's own account of the command: one text, kept
+# beside the code it describes.
+__doc__ = _library.__doc__
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,34 +1,3 @@
-"""SQL over the archive, locally, with DuckDB.
-
-Two views read the archive in place (nothing is copied or downloaded first):
-
-  changes    every archived change record (event_id, event_name, event_time, sequence_number,
-             shard_id, stream_arn, table_id, keys, new_image, old_image, size_bytes,
-             user_identity, origin) plus the partition columns table_name and dt (strings)
-  snapshots  every committed base snapshot: keys, item, table_name, snapshot_id
-
-Two table functions travel in time (replayer.read.timetravel): state_at('orders', TIMESTAMP
-'2026-01-31 12:00:00') is the table as it was then (keys, item), planned and refused exactly
-as restore is; history_of('orders', '{"pk": {"S": "a"}}') is one item's every change.
-
-keys, new_image, old_image and item are canonical DynamoDB JSON text: use DuckDB's JSON
-functions on them (new_image->>'$.status.S'). Filters on table_name and dt skip the other
-partitions' files without opening them; a filter on keys skips row groups. Times are UTC.
-
-Read-only: one SELECT (or EXPLAIN) statement, over these views only. DuckDB's file, network
-and extension access is off and its configuration locked before the query runs, so COPY … TO,
-read_csv('/etc/passwd'), ATTACH, INSTALL and SET are refused (exit 2), as is more than one
-statement.
-
-Examples:
-  ddb-replayer query --archive s3://bucket/prefix \
-      "SELECT dt, event_name, count(*) FROM changes WHERE table_name = 'orders' GROUP BY ALL"
-  ddb-replayer query --archive ./demo-archive \
-      "SELECT count(*) FROM state_at('orders', TIMESTAMP '2026-01-31 12:00:00')"
-  ddb-replayer query --archive ./demo-archive --format csv \
-      "SELECT event_time, keys FROM changes WHERE user_identity = 'Service/dynamodb.amazonaws.com'"
-"""
-
 from __future__ import annotations
 
 import argparse
@@ -38,8 +7,13 @@ import sys
 from archiver.cliutil import add_archive_argument
 from archiver.format.storage import Archive
 from replayer.exceptions import BadInput
+from replayer.read import query as _library
 from replayer.read.query import FORMATS, check_archive, run_query, write_result
 from replayer.read.timetravel import expand
+
+# --help shows the library module's own account of the command: one text, kept
+# beside the code it describes.
+__doc__ = _library.__doc__
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

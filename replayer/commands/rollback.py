@@ -1,35 +1,3 @@
-"""Undo, in the live table itself, every change made after a time.
-
-Only keys changed after TIME are touched, each set back to its state at TIME:
-
-1. the table's stream is drained into the archive first (the archiver's ``run --once`` path,
-   in-process), so the archive knows every change up to now;
-2. per key changed in (TIME, now]: the ``old_image`` of its first change after TIME *is* its
-   state at TIME (absent for an INSERT); with a ``NEW_IMAGE`` stream the archive's fold at TIME
-   gives it;
-3. each key is written back (put, or delete) with a condition that it still is what the
-   archive last saw — with ``--version-attribute A`` that ``A`` still has the archived value,
-   else that the item exists and its attributes still equal the archived ones, as many as fit
-   DynamoDB's 4 KB condition-expression limit. A failed condition is a **conflict**: reported,
-   never overwritten;
-4. the stream is drained again, and any change to a touched key that the rollback did not make
-   is reported as a conflict too.
-
-Items that DynamoDB's TTL deleted after TIME (``userIdentity`` Service/dynamodb.amazonaws.com)
-stay deleted — they had expired — unless ``--include-ttl-deletes``.
-
-Deciding steps 2 and 3 — what to write per key, under which condition — is
-:mod:`replayer.rollback.decisions`; this module drains, writes, reports conflicts, and runs the CLI.
-
-Exit codes: 0 clean; 3 conflicts were reported; 4 refused (TIME before the archive's
-coverage or after its watermark, a gap in the log after TIME); 2 bad input.
-
-Example::
-
-    ddb-replayer rollback --table-name orders --archive s3://bucket/prefix \
-        --restore-date-time 2026-01-31T11:59:59Z --dry-run
-"""
-
 from __future__ import annotations
 
 import argparse
@@ -46,7 +14,12 @@ from archiver.cliutil import (
 from archiver.format.timefmt import parse_time
 from replayer.planning import lambda_gaps
 from replayer.planning.key_selection import add_key_selection_arguments, select_keys
+from replayer.rollback import in_place as _library
 from replayer.rollback.in_place import Rollback, fold_states, run, stream_drainer
+
+# --help shows the library module's own account of the command: one text, kept
+# beside the code it describes.
+__doc__ = _library.__doc__
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,14 +1,3 @@
-"""What the archive holds, per table: coverage, watermark and lag, gaps, snapshots, streams and
-shards, files and bytes, and the archiver's last run.
-
-Reads only the archive (no AWS call) — and, for a table archived by the Lambda function, the
-on-failure destination's objects: each failed batch not redriven yet is listed with the
-command that archives it (``ddb-archiver redrive``), or the event ids of its malformed
-records. Human-readable by default; --json for scripts and monitoring (lag_seconds is what to
-alarm on). A table the archive does not hold is exit 2, with the list of those it does; so is
-a root that holds no archive at all (a mistyped --archive), as in ``query``.
-"""
-
 from __future__ import annotations
 
 import argparse
@@ -19,8 +8,13 @@ import orjson
 
 from archiver.cliutil import add_archive_argument, add_lambda_failures_argument, add_table_argument
 from archiver.format.storage import Archive
+from replayer.read import status as _library
 from replayer.read.query import check_archive
 from replayer.read.status import archive_status, render
+
+# --help shows the library module's own account of the command: one text, kept
+# beside the code it describes.
+__doc__ = _library.__doc__
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
