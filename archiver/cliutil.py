@@ -15,6 +15,7 @@ the exception's chain botocore raised it), no region (exit 2), an endpoint nothi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -132,8 +133,9 @@ def run(
         for noisy in ("botocore", "aiobotocore", "s3fs", "urllib3", "asyncio", "fsspec"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     emf = getattr(args, "_emf_at_exit", False) and getattr(args, "metrics", "none") == "emf"
-    sink = metrics.EmfMetrics(flush_seconds=None) if emf else None
-    previous = metrics.use(sink) if sink is not None else None
+    at_end = contextlib.ExitStack()
+    if emf:
+        at_end.enter_context(metrics.emf_at_end())
     try:
         code = args._module.main(args)
         return int(code or 0)
@@ -165,9 +167,7 @@ def run(
         )
         return EXIT_FAILURE
     finally:
-        if sink is not None and previous is not None:
-            metrics.use(previous)
-            sink.flush()
+        at_end.close()
 
 
 def _chosen(words: Sequence[str], commands: Sequence[Command]) -> list[str]:

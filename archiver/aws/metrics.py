@@ -315,6 +315,18 @@ def using(sink: Metrics) -> Iterator[Metrics]:
         use(previous)
 
 
+@contextlib.contextmanager
+def emf_at_end(out: IO[str] | None = None) -> Iterator[EmfMetrics]:
+    """An EMF sink for the duration of a ``with`` block (one Lambda invocation, one command),
+    its lines written when the block ends, whatever the outcome."""
+    sink = EmfMetrics(out, flush_seconds=None)
+    with using(sink):
+        try:
+            yield sink
+        finally:
+            sink.flush()
+
+
 # -- the command-line choice ----------------------------------------------------------------
 
 

@@ -390,11 +390,8 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     CloudWatch Embedded Metric Format lines at the end of each invocation
     (``archiver.aws.metrics``).
     """
-    with metrics.using(metrics.EmfMetrics(flush_seconds=None)) as sink:
-        try:
-            return _handle(event)
-        finally:
-            sink.flush()
+    with metrics.emf_at_end():
+        return _handle(event)
 
 
 def _handle(event: Mapping[str, Any]) -> dict[str, Any]:

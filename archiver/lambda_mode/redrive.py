@@ -350,18 +350,15 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     if location is None:
         raise UsageError(f"no on-failure location for the archive {archive.url}")
     # What it archives is reported as the archiver function's is: EMF lines in its log.
-    with metrics.using(metrics.EmfMetrics(flush_seconds=None)) as sink:
-        try:
-            settings = AwsSettings()
-            report = redrive(
-                archive,
-                table,
-                location,
-                streams=settings.client("dynamodbstreams"),
-                kinesis=settings.client("kinesis"),
-            )
-        finally:
-            sink.flush()
+    with metrics.emf_at_end():
+        settings = AwsSettings()
+        report = redrive(
+            archive,
+            table,
+            location,
+            streams=settings.client("dynamodbstreams"),
+            kinesis=settings.client("kinesis"),
+        )
     for outcome in report.outcomes:
         (log.info if outcome.status == failures.STATUS_REDRIVEN else log.error)(
             "%s", outcome.line(False)

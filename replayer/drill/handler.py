@@ -66,25 +66,22 @@ def handler(event: Any, context: Any, *, ddb: Any = None) -> dict[str, Any]:
     risk = margin_risk("export", margin)
     if risk:
         log.warning("warning: %s", risk)
-    with metrics.using(metrics.EmfMetrics(flush_seconds=None)) as sink:
-        try:
-            window = drill_window(archive, table, describe_pitr(ddb, table), margin)
-            at = random_time(window, random.SystemRandom())
-            table_arn, _ = native.table_size(ddb, table)
-            drill_id = new_drill_id(at)
-            store = native.staging_store(archive, table, os.environ.get("DRILL_STAGING"), drill_id)
-            result = run_drill(
-                archive,
-                table,
-                at,
-                method="export",
-                margin=margin,
-                drill_id=drill_id,
-                native_side=lambda when: native.export_copy(
-                    ddb, table_arn, table, when, store, keep=True, poll_seconds=poll
-                ),
-            )
-        finally:
-            sink.flush()
+    with metrics.emf_at_end():
+        window = drill_window(archive, table, describe_pitr(ddb, table), margin)
+        at = random_time(window, random.SystemRandom())
+        table_arn, _ = native.table_size(ddb, table)
+        drill_id = new_drill_id(at)
+        store = native.staging_store(archive, table, os.environ.get("DRILL_STAGING"), drill_id)
+        result = run_drill(
+            archive,
+            table,
+            at,
+            method="export",
+            margin=margin,
+            drill_id=drill_id,
+            native_side=lambda when: native.export_copy(
+                ddb, table_arn, table, when, store, keep=True, poll_seconds=poll
+            ),
+        )
     log.info("%s", result.report())
     return result.to_json()
