@@ -344,18 +344,34 @@ def query(endpoint: Endpoint, body: Any) -> dict[str, Any]:
                 hi = max(lo, rows.keys.left(text, lo, hi))
             else:
                 lo = min(hi, rows.keys.right(text, lo, hi))
-        out, read = page(
-            state,
-            rows,
-            [(lo, hi)],
-            reverse,
-            limit=params["limit"],
-            found=found,
-            select=select,
-            start_names=schema.start_key_names(index),
-            fetch=fetch,
-            units=params["mode"] in ("TOTAL", "INDEXES"),
-        )
+        return _answer(state, rows, (lo, hi), reverse, params, found, select, fetch, name, index)
+
+
+def _answer(
+    state: State,
+    rows: Rows,
+    bounds: tuple[int, int],
+    reverse: bool,
+    params: dict[str, Any],
+    found: ReadExpressions,
+    select: str,
+    fetch: bool,
+    name: str,
+    index: IndexSchema | None,
+) -> dict[str, Any]:
+    """One Query or Scan page of ``rows[bounds]``, with the capacity it consumed when asked."""
+    out, read = page(
+        state,
+        rows,
+        [bounds],
+        reverse,
+        limit=params["limit"],
+        found=found,
+        select=select,
+        start_names=state.schema.start_key_names(index),
+        fetch=fetch,
+        units=params["mode"] in ("TOTAL", "INDEXES"),
+    )
     capacity = consumed(params["mode"], name, read_units(read, params["consistent"]), index)
     if capacity:
         out["ConsumedCapacity"] = capacity
@@ -433,19 +449,4 @@ def scan(endpoint: Endpoint, body: Any) -> dict[str, Any]:
                         f"{total} Segment: {segment}"
                     )
             lo = min(hi, max(lo, rows.keys.right(text, lo, hi)))
-        out, read = page(
-            state,
-            rows,
-            [(lo, hi)],
-            False,
-            limit=params["limit"],
-            found=found,
-            select=select,
-            start_names=schema.start_key_names(index),
-            fetch=fetch,
-            units=params["mode"] in ("TOTAL", "INDEXES"),
-        )
-    capacity = consumed(params["mode"], name, read_units(read, params["consistent"]), index)
-    if capacity:
-        out["ConsumedCapacity"] = capacity
-    return out
+        return _answer(state, rows, (lo, hi), False, params, found, select, fetch, name, index)
